@@ -29,6 +29,6 @@
 
 pub mod crypto;
 // pub mod route;
-// pub mod session;
+pub mod session;
 // pub mod sim;
 pub mod wire;

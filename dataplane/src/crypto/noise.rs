@@ -308,6 +308,19 @@ impl core::fmt::Debug for ReceivedInit {
     }
 }
 
+/// Does the initiation in `packet` carry a valid mac1 for us? A cheap check (one keyed
+/// hash, no Diffie-Hellman) that [`read_init`] repeats.
+pub fn init_mac_is_valid(keys: &StaticKeys, packet: &[u8]) -> bool {
+    let Ok(view) = HandshakeInitPacket::new_checked(packet) else {
+        return false;
+    };
+    let repr = HandshakeInitRepr::parse(&view);
+    constant_time_eq(
+        &kdf::mac1(&keys.local_mac1, crate::wire::mac_input(packet)),
+        &repr.mac1,
+    )
+}
+
 /// Check an initiation in `packet` sent to us by our peer. Creates no state.
 pub fn read_init(keys: &StaticKeys, packet: &[u8]) -> Result<ReceivedInit, HandshakeError> {
     let view = HandshakeInitPacket::new_checked(packet).map_err(|_| HandshakeError::Malformed)?;

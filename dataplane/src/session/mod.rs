@@ -1,0 +1,668 @@
+//! One end of a route: the end-to-end state machine between two nodes.
+//!
+//! A [`Session`] owns the handshake, the keypairs and the timers of a route endpoint. It is
+//! sans-IO: the caller passes `now` and its own buffers, and gets back what to do.
+//!
+//! Call order (the driver's loop):
+//!
+//! 1. For a payload to send, put it at `buf[TRANSPORT_HEADER_LEN..]` and call
+//!    [`Session::encapsulate`]; on `Ok(n)` send `buf[..n]` to the route's first hop. On
+//!    [`SendError::NoSession`] the session now wants a handshake: go to step 3.
+//! 2. For every packet that arrives on this route, call [`Session::decapsulate`] with the
+//!    buffer and act on the [`Outcome`]: deliver plaintext, send a reply back along the
+//!    route, or count a drop.
+//! 3. Call [`Session::poll`] until it returns `None`, sending each packet it writes
+//!    (handshake initiations, keepalives), and arm a timer for [`Session::poll_timeout`].
+//!
+//! Keypairs rotate as in WireGuard: `current` seals outgoing packets; `previous` still
+//! opens packets in flight during a rekey; `next` is the responder's new keypair, used for
+//! sending only once the initiator proved it has it (its first packet under it arrives).
+//! The initiator of the current keypair rekeys after [`Limits::rekey_after_time`] or
+//! [`Limits::rekey_after_messages`]; no keypair is used past the reject limits.
+//!
+//! Recovery after the other end restarts: the restarted end holds no keypair, so the first
+//! packet it cannot decrypt makes it start a handshake at once (rate-limited by
+//! [`Limits::rekey_timeout`]); and an end that sends without hearing back for
+//! `keepalive_timeout + rekey_timeout` starts one too.
+
+use core::time::Duration;
+use std::time::Instant;
+
+use crate::crypto::cipher::{Limits, OpenError, RecvKey, SealError, SendKey};
+use crate::crypto::keys::random_u32;
+use crate::crypto::noise::{self, HandshakeError, InitiatorState, StaticKeys};
+use crate::crypto::replay::ReplayError;
+use crate::wire::{
+    HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, MAC_LEN, PacketType, RouteHeader, RouteId,
+    TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD, TransportPacket, TransportRepr,
+};
+
+/// Why a packet given to [`Session::decapsulate`] was dropped. Each reason has a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Not a well-formed packet.
+    Malformed,
+    /// A transport packet for a key id this session does not hold.
+    UnknownKey,
+    /// The key that would open it is past its reject limit (time or messages).
+    KeyExpired,
+    /// The counter was seen before, or is older than the replay window.
+    Replay,
+    /// The authentication tag did not verify.
+    BadTag,
+    /// A handshake message that failed its MAC, decryption or peer check.
+    BadHandshake,
+    /// A handshake initiation not newer than the last accepted one (a replay).
+    ReplayedHandshake,
+    /// A handshake response that answers no pending initiation.
+    UnexpectedResponse,
+}
+
+impl DropReason {
+    /// Every reason, in the order of [`DropCounts`].
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Malformed,
+        DropReason::UnknownKey,
+        DropReason::KeyExpired,
+        DropReason::Replay,
+        DropReason::BadTag,
+        DropReason::BadHandshake,
+        DropReason::ReplayedHandshake,
+        DropReason::UnexpectedResponse,
+    ];
+
+    /// A short name for status output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownKey => "unknown key",
+            DropReason::KeyExpired => "key expired",
+            DropReason::Replay => "replay",
+            DropReason::BadTag => "bad tag",
+            DropReason::BadHandshake => "bad handshake",
+            DropReason::ReplayedHandshake => "replayed handshake",
+            DropReason::UnexpectedResponse => "unexpected response",
+        }
+    }
+}
+
+/// Drop counters, one per [`DropReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCounts([u64; DropReason::ALL.len()]);
+
+impl DropCounts {
+    /// The count for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0.get(reason as usize).copied().unwrap_or(0)
+    }
+
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    fn add(&mut self, reason: DropReason) {
+        if let Some(count) = self.0.get_mut(reason as usize) {
+            *count += 1;
+        }
+    }
+}
+
+/// Counters of one session. Owned by the session's thread; read by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Data packets sealed.
+    pub tx_packets: u64,
+    /// Payload bytes sealed.
+    pub tx_bytes: u64,
+    /// Data packets opened.
+    pub rx_packets: u64,
+    /// Payload bytes opened.
+    pub rx_bytes: u64,
+    /// Handshake initiations sent (first tries and retransmissions).
+    pub handshake_inits_sent: u64,
+    /// Handshakes completed, as either side.
+    pub handshakes_completed: u64,
+    /// Handshake attempts abandoned after [`Limits::rekey_attempt_time`].
+    pub handshakes_abandoned: u64,
+    /// Keepalives sent.
+    pub keepalives_sent: u64,
+    /// Dropped packets, by reason.
+    pub drops: DropCounts,
+}
+
+/// Why [`Session::encapsulate`] could not seal a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No keypair yet (or any more): a handshake was requested; call [`Session::poll`].
+    #[error("no session key yet; handshake requested")]
+    NoSession,
+    /// The buffer or payload does not fit.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// What to do with a packet given to [`Session::decapsulate`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome<'a> {
+    /// The packet was data: deliver this plaintext (a slice of the caller's buffer).
+    Deliver(&'a [u8]),
+    /// Send these bytes back along the route (a handshake response or a keepalive).
+    Reply(&'a [u8]),
+    /// The packet was valid and needs nothing more (a keepalive, a confirmation).
+    Consumed,
+    /// The peer closed the route: every key was dropped.
+    Closed,
+    /// The packet was dropped and counted.
+    Dropped(DropReason),
+}
+
+/// A keypair created by one handshake.
+#[derive(Debug)]
+struct Keypair {
+    send: SendKey,
+    recv: RecvKey,
+    /// Our key id: peers put it in every packet they seal with this keypair.
+    local_index: u32,
+    created: Instant,
+    /// Did we initiate the handshake that made it? Only the initiator rekeys by time.
+    initiator: bool,
+}
+
+/// An initiation that is waiting for its response.
+#[derive(Debug)]
+struct Pending {
+    state: InitiatorState,
+    sent_at: Instant,
+}
+
+/// The end-to-end state of one end of a route.
+#[derive(Debug)]
+pub struct Session {
+    keys: StaticKeys,
+    limits: Limits,
+    route_id: RouteId,
+    persistent_keepalive: Option<Duration>,
+    /// Maps `now` to wall-clock time for handshake timestamps.
+    clock_base: (Instant, u64),
+    last_sent_timestamp: u64,
+    /// The newest accepted initiation timestamp from the peer, and its mac1 (to refuse an
+    /// exact replay of it before spending any Diffie-Hellman on it).
+    last_init: Option<(u64, [u8; MAC_LEN])>,
+    pending: Option<Pending>,
+    attempt_started: Option<Instant>,
+    want_handshake: bool,
+    current: Option<Keypair>,
+    previous: Option<Keypair>,
+    next: Option<Keypair>,
+    last_sent: Option<Instant>,
+    last_handshake: Option<Instant>,
+    /// Data arrived and nothing was sent since: a keepalive is due at this time.
+    keepalive_due: Option<Instant>,
+    /// Data was sent and nothing received since this time.
+    unanswered_since: Option<Instant>,
+    stats: SessionStats,
+}
+
+impl Session {
+    /// A session for a route whose far end has the static key in `keys`. Packets leave with
+    /// `route_id` (the first hop's incoming id). `unix_time` is the wall-clock time at `now`,
+    /// used for handshake timestamps: it must be later than the previous run's.
+    pub fn new(
+        keys: StaticKeys,
+        route_id: RouteId,
+        limits: Limits,
+        now: Instant,
+        unix_time: Duration,
+    ) -> Self {
+        let base_nanos = u64::try_from(unix_time.as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            keys,
+            limits,
+            route_id,
+            persistent_keepalive: None,
+            clock_base: (now, base_nanos),
+            last_sent_timestamp: 0,
+            last_init: None,
+            pending: None,
+            attempt_started: None,
+            want_handshake: false,
+            current: None,
+            previous: None,
+            next: None,
+            last_sent: None,
+            last_handshake: None,
+            keepalive_due: None,
+            unanswered_since: None,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// Send a keepalive whenever nothing was sent for `interval` (for routes that must stay
+    /// warm, like WireGuard's `PersistentKeepalive`).
+    pub fn set_persistent_keepalive(&mut self, interval: Option<Duration>) {
+        self.persistent_keepalive = interval;
+    }
+
+    /// Change the route id outgoing packets carry (after the route was rebuilt).
+    pub fn set_route_id(&mut self, route_id: RouteId) {
+        self.route_id = route_id;
+    }
+
+    /// The route id outgoing packets carry.
+    pub fn route_id(&self) -> RouteId {
+        self.route_id
+    }
+
+    /// The static keys of this route's two ends.
+    pub fn keys(&self) -> &StaticKeys {
+        &self.keys
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// When the last handshake completed.
+    pub fn last_handshake(&self) -> Option<Instant> {
+        self.last_handshake
+    }
+
+    /// Is there a keypair to send with?
+    pub fn is_established(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Ask for a handshake now (for example when the route is first set up).
+    pub fn request_handshake(&mut self) {
+        self.want_handshake = true;
+    }
+
+    /// Seal the payload at `buf[TRANSPORT_HEADER_LEN..][..payload_len]` as a data packet, in
+    /// place. `buf` needs [`TAG_LEN`](crate::wire::TAG_LEN) bytes of room after the payload.
+    /// Returns the length of the packet at `buf[..n]`.
+    pub fn encapsulate(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        payload_len: usize,
+    ) -> Result<usize, SendError> {
+        let n = self.seal(now, buf, PacketType::Data, payload_len)?;
+        self.stats.tx_packets += 1;
+        self.stats.tx_bytes += payload_len as u64;
+        self.unanswered_since.get_or_insert(now);
+        Ok(n)
+    }
+
+    /// Seal with the current keypair, requesting a rekey when the limits say so.
+    fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        packet_type: PacketType,
+        payload_len: usize,
+    ) -> Result<usize, SendError> {
+        let limits = self.limits;
+        let Some(keypair) = self
+            .current
+            .as_mut()
+            .filter(|k| age(now, k) < limits.reject_after_time)
+        else {
+            self.want_handshake = true;
+            return Err(SendError::NoSession);
+        };
+        let n = match keypair
+            .send
+            .seal(buf, packet_type, self.route_id, payload_len, &limits)
+        {
+            Ok(n) => n,
+            Err(SealError::Exhausted) => {
+                self.want_handshake = true;
+                return Err(SendError::NoSession);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if keypair.initiator
+            && (age(now, keypair) >= limits.rekey_after_time
+                || keypair.send.messages() >= limits.rekey_after_messages)
+        {
+            self.want_handshake = true;
+        }
+        self.last_sent = Some(now);
+        self.keepalive_due = None;
+        Ok(n)
+    }
+
+    /// Handle a packet that arrived on this route. The returned slices borrow `buf`.
+    pub fn decapsulate<'a>(&mut self, now: Instant, buf: &'a mut [u8]) -> Outcome<'a> {
+        let outcome = match RouteHeader::new_checked(&buf[..]).map(|h| h.packet_type()) {
+            Err(_) => Outcome::Dropped(DropReason::Malformed),
+            Ok(PacketType::HandshakeInit) => self.handle_init(now, buf),
+            Ok(PacketType::HandshakeResponse) => self.handle_response(now, buf),
+            Ok(_) => self.handle_transport(now, buf),
+        };
+        if let Outcome::Dropped(reason) = outcome {
+            self.stats.drops.add(reason);
+        }
+        outcome
+    }
+
+    fn handle_init<'a>(&mut self, now: Instant, buf: &'a mut [u8]) -> Outcome<'a> {
+        let Some(packet) = buf
+            .get(..HANDSHAKE_INIT_LEN)
+            .filter(|_| buf.len() == HANDSHAKE_INIT_LEN)
+        else {
+            return Outcome::Dropped(DropReason::Malformed);
+        };
+        if !noise::init_mac_is_valid(&self.keys, packet) {
+            return Outcome::Dropped(DropReason::BadHandshake);
+        }
+        // An exact copy of the last accepted initiation: refuse it before spending any
+        // Diffie-Hellman on it.
+        let mac: Option<[u8; MAC_LEN]> = packet
+            .get(HANDSHAKE_INIT_LEN - MAC_LEN..)
+            .and_then(|m| m.try_into().ok());
+        if self
+            .last_init
+            .is_some_and(|(_, last_mac)| Some(last_mac) == mac)
+        {
+            return Outcome::Dropped(DropReason::ReplayedHandshake);
+        }
+        let received = match noise::read_init(&self.keys, packet) {
+            Ok(received) => received,
+            Err(HandshakeError::Malformed) => return Outcome::Dropped(DropReason::Malformed),
+            Err(_) => return Outcome::Dropped(DropReason::BadHandshake),
+        };
+        if self
+            .last_init
+            .is_some_and(|(ts, _)| received.timestamp <= ts)
+        {
+            return Outcome::Dropped(DropReason::ReplayedHandshake);
+        }
+        let timestamp = received.timestamp;
+        let Ok(local_index) = self.fresh_index() else {
+            return Outcome::Dropped(DropReason::BadHandshake);
+        };
+        let sender_index = received.sender_index;
+        let keys =
+            match noise::write_response(&self.keys, received, self.route_id, local_index, buf) {
+                Ok(keys) => keys,
+                Err(_) => return Outcome::Dropped(DropReason::BadHandshake),
+            };
+        self.last_init = mac.map(|mac| (timestamp, mac));
+        self.next = Some(Keypair {
+            send: SendKey::new(&keys.send, sender_index),
+            recv: RecvKey::new(&keys.recv),
+            local_index,
+            created: now,
+            initiator: false,
+        });
+        self.last_handshake = Some(now);
+        self.stats.handshakes_completed += 1;
+        self.last_sent = Some(now);
+        match buf.get(..HANDSHAKE_RESPONSE_LEN) {
+            Some(reply) => Outcome::Reply(reply),
+            None => Outcome::Dropped(DropReason::Malformed),
+        }
+    }
+
+    fn handle_response<'a>(&mut self, now: Instant, buf: &'a mut [u8]) -> Outcome<'a> {
+        let Some(pending) = &self.pending else {
+            return Outcome::Dropped(DropReason::UnexpectedResponse);
+        };
+        let (keys, remote_index) = match noise::read_response(&self.keys, &pending.state, buf) {
+            Ok(done) => done,
+            Err(HandshakeError::Malformed) => return Outcome::Dropped(DropReason::Malformed),
+            Err(HandshakeError::UnexpectedResponse) => {
+                return Outcome::Dropped(DropReason::UnexpectedResponse);
+            }
+            Err(_) => return Outcome::Dropped(DropReason::BadHandshake),
+        };
+        let local_index = pending.state.local_index;
+        self.pending = None;
+        self.attempt_started = None;
+        self.want_handshake = false;
+        self.previous = self.current.take();
+        self.next = None;
+        self.current = Some(Keypair {
+            send: SendKey::new(&keys.send, remote_index),
+            recv: RecvKey::new(&keys.recv),
+            local_index,
+            created: now,
+            initiator: true,
+        });
+        self.last_handshake = Some(now);
+        self.stats.handshakes_completed += 1;
+        // Confirm the keypair to the responder at once: it may not send until it hears us.
+        match self.seal(now, buf, PacketType::Keepalive, 0) {
+            Ok(n) => {
+                self.stats.keepalives_sent += 1;
+                buf.get(..n).map_or(Outcome::Consumed, Outcome::Reply)
+            }
+            Err(_) => Outcome::Consumed,
+        }
+    }
+
+    fn handle_transport<'a>(&mut self, now: Instant, buf: &'a mut [u8]) -> Outcome<'a> {
+        let Ok(packet) = TransportPacket::new_checked(&buf[..]) else {
+            return Outcome::Dropped(DropReason::Malformed);
+        };
+        let repr = TransportRepr::parse(&packet);
+        let limits = self.limits;
+        let slot = [&mut self.current, &mut self.previous, &mut self.next]
+            .into_iter()
+            .position(|k| k.as_ref().is_some_and(|k| k.local_index == repr.key_id));
+        let keypair = match slot {
+            Some(0) => self.current.as_mut(),
+            Some(1) => self.previous.as_mut(),
+            Some(_) => self.next.as_mut(),
+            None => None,
+        };
+        let Some(keypair) = keypair else {
+            if self.current.is_none() && self.next.is_none() {
+                // We probably restarted and the peer still uses keys we lost.
+                self.want_handshake = true;
+            }
+            return Outcome::Dropped(DropReason::UnknownKey);
+        };
+        if age(now, keypair) >= limits.reject_after_time {
+            return Outcome::Dropped(DropReason::KeyExpired);
+        }
+        let range = match keypair.recv.open(&repr, buf, &limits) {
+            Ok(range) => range,
+            Err(OpenError::BadTag) => return Outcome::Dropped(DropReason::BadTag),
+            Err(OpenError::Replay(ReplayError::OutOfRange) | OpenError::Exhausted) => {
+                return Outcome::Dropped(DropReason::KeyExpired);
+            }
+            Err(OpenError::Replay(_)) => return Outcome::Dropped(DropReason::Replay),
+        };
+        if keypair.initiator
+            && age(now, keypair)
+                >= limits.reject_after_time - limits.keepalive_timeout - limits.rekey_timeout
+        {
+            self.want_handshake = true;
+        }
+        if slot == Some(2) {
+            // The initiator used the keypair we answered with: it is confirmed.
+            self.previous = self.current.take();
+            self.current = self.next.take();
+        }
+        self.unanswered_since = None;
+        match repr.packet_type {
+            PacketType::Data => {
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += range.len() as u64;
+                self.keepalive_due
+                    .get_or_insert(now + limits.keepalive_timeout);
+                buf.get(range)
+                    .map_or(Outcome::Dropped(DropReason::Malformed), Outcome::Deliver)
+            }
+            PacketType::Close => {
+                self.forget_keys();
+                Outcome::Closed
+            }
+            _ => Outcome::Consumed,
+        }
+    }
+
+    /// Write the next packet the session wants to send on its own (a handshake initiation
+    /// or a keepalive) into `buf` and return its length; `None` when there is nothing.
+    /// `buf` must hold at least [`HANDSHAKE_INIT_LEN`] bytes.
+    pub fn poll(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if let Some(since) = self.unanswered_since {
+            if now.saturating_duration_since(since)
+                >= self.limits.keepalive_timeout + self.limits.rekey_timeout
+            {
+                self.unanswered_since = None;
+                self.want_handshake = true;
+            }
+        }
+        if let Some(newest) = self.newest_key_created() {
+            if now.saturating_duration_since(newest) >= self.limits.reject_after_time * 3 {
+                self.forget_keys();
+            }
+        }
+        if let Some(pending) = &self.pending {
+            if now.saturating_duration_since(pending.sent_at) < self.limits.rekey_timeout {
+                return self.poll_keepalive(now, buf);
+            }
+            let started = self.attempt_started.unwrap_or(pending.sent_at);
+            if now.saturating_duration_since(started) >= self.limits.rekey_attempt_time {
+                self.pending = None;
+                self.attempt_started = None;
+                self.want_handshake = false;
+                self.stats.handshakes_abandoned += 1;
+                return self.poll_keepalive(now, buf);
+            }
+            return self.send_init(now, buf);
+        }
+        if self.want_handshake {
+            return self.send_init(now, buf);
+        }
+        self.poll_keepalive(now, buf)
+    }
+
+    fn poll_keepalive(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let passive = self.keepalive_due.is_some_and(|due| now >= due);
+        let persistent = self.persistent_keepalive.is_some_and(|every| {
+            self.last_sent
+                .is_none_or(|sent| now.saturating_duration_since(sent) >= every)
+        });
+        if !(passive || persistent) || self.current.is_none() {
+            return None;
+        }
+        let buf = buf.get_mut(..TRANSPORT_OVERHEAD)?;
+        let n = self.seal(now, buf, PacketType::Keepalive, 0).ok()?;
+        self.stats.keepalives_sent += 1;
+        Some(n)
+    }
+
+    fn send_init(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let local_index = self.fresh_index().ok()?;
+        let timestamp = self.timestamp(now);
+        let state =
+            noise::write_init(&self.keys, self.route_id, local_index, timestamp, buf).ok()?;
+        self.pending = Some(Pending {
+            state,
+            sent_at: now,
+        });
+        self.attempt_started.get_or_insert(now);
+        self.want_handshake = false;
+        self.last_sent = Some(now);
+        self.stats.handshake_inits_sent += 1;
+        Some(HANDSHAKE_INIT_LEN)
+    }
+
+    /// When [`poll`](Self::poll) next has something to do (`None`: only after new input).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.want_handshake {
+            // Any instant in the past means "now".
+            return Some(self.clock_base.0);
+        }
+        let limits = &self.limits;
+        let deadlines = [
+            self.pending
+                .as_ref()
+                .map(|p| p.sent_at + limits.rekey_timeout),
+            self.keepalive_due,
+            self.unanswered_since
+                .map(|t| t + limits.keepalive_timeout + limits.rekey_timeout),
+            self.newest_key_created()
+                .map(|t| t + limits.reject_after_time * 3),
+            self.persistent_keepalive
+                .filter(|_| self.current.is_some())
+                .map(|every| self.last_sent.map_or(self.clock_base.0, |t| t + every)),
+        ];
+        deadlines.into_iter().flatten().min()
+    }
+
+    /// Close the route: write an authenticated close packet into `buf` (if there is a
+    /// keypair to seal it with) and forget every key. Returns the packet's length.
+    pub fn close(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let n = buf
+            .get_mut(..TRANSPORT_OVERHEAD)
+            .and_then(|b| self.seal(now, b, PacketType::Close, 0).ok());
+        self.forget_keys();
+        self.want_handshake = false;
+        n
+    }
+
+    fn forget_keys(&mut self) {
+        self.current = None;
+        self.previous = None;
+        self.next = None;
+        self.pending = None;
+        self.attempt_started = None;
+        self.keepalive_due = None;
+        self.unanswered_since = None;
+    }
+
+    fn newest_key_created(&self) -> Option<Instant> {
+        [&self.current, &self.previous, &self.next]
+            .into_iter()
+            .flatten()
+            .map(|k| k.created)
+            .max()
+    }
+
+    /// A random non-zero key id not used by any keypair or pending handshake.
+    fn fresh_index(&self) -> Result<u32, crate::crypto::keys::RngError> {
+        loop {
+            let index = random_u32()?;
+            let taken = [&self.current, &self.previous, &self.next]
+                .into_iter()
+                .flatten()
+                .any(|k| k.local_index == index)
+                || self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.state.local_index == index);
+            if index != 0 && !taken {
+                return Ok(index);
+            }
+        }
+    }
+
+    /// A strictly increasing wall-clock timestamp in nanoseconds for an initiation.
+    fn timestamp(&mut self, now: Instant) -> u64 {
+        let (base_instant, base_nanos) = self.clock_base;
+        let elapsed = u64::try_from(now.saturating_duration_since(base_instant).as_nanos())
+            .unwrap_or(u64::MAX);
+        let ts = base_nanos
+            .saturating_add(elapsed)
+            .max(self.last_sent_timestamp.saturating_add(1));
+        self.last_sent_timestamp = ts;
+        ts
+    }
+}
+
+fn age(now: Instant, keypair: &Keypair) -> Duration {
+    now.saturating_duration_since(keypair.created)
+}
+
+/// Bytes of header room to reserve in front of a payload for [`Session::encapsulate`].
+pub const HEADROOM: usize = TRANSPORT_HEADER_LEN;
+
+#[cfg(test)]
+mod tests;
