@@ -28,7 +28,7 @@
 )]
 
 pub mod crypto;
-// pub mod route;
+pub mod route;
 pub mod session;
 // pub mod sim;
 pub mod wire;
