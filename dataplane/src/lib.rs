@@ -30,5 +30,5 @@
 pub mod crypto;
 pub mod route;
 pub mod session;
-// pub mod sim;
+pub mod sim;
 pub mod wire;
