@@ -10,6 +10,8 @@
 //! every datagram it receives, and [`Session::decapsulate`] for the ones delivered to its
 //! endpoints. Relays have no sessions for routes they relay, so they cannot decrypt.
 
+pub mod demo;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
