@@ -140,7 +140,13 @@ impl fmt::Debug for PrivateKey {
 }
 
 fn hex_digit(nibble: u8) -> char {
-    char::from(b"0123456789abcdef"[usize::from(nibble & 0xf)])
+    let digits = b"0123456789abcdef";
+    char::from(
+        digits
+            .get(usize::from(nibble & 0xf))
+            .copied()
+            .unwrap_or(b'0'),
+    )
 }
 
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {

@@ -137,10 +137,11 @@ mod tests {
 
     impl Model {
         fn accept(&mut self, c: u64) -> Result<(), ReplayError> {
-            if let Some(h) = self.highest {
-                if c <= h && h - c >= WINDOW {
-                    return Err(ReplayError::TooOld);
-                }
+            if let Some(h) = self.highest
+                && c <= h
+                && h - c >= WINDOW
+            {
+                return Err(ReplayError::TooOld);
             }
             if !self.seen.insert(c) {
                 return Err(ReplayError::Duplicate);

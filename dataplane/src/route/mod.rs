@@ -4,7 +4,7 @@
 //!   with a new id, or deliver to a local endpoint), with lock-free per-route counters.
 //!   Forwarding threads read immutable snapshots without blocking; the control plane
 //!   publishes a new snapshot atomically, so a reader never sees half an update.
-//! - [`forward`]: what a hop does with a packet: check the header, look up the id, check
+//! - [`mod@forward`]: what a hop does with a packet: check the header, look up the id, check
 //!   the previous hop, rewrite the id, count. Relays never decrypt.
 
 pub mod forward;

@@ -510,18 +510,17 @@ impl Session {
     /// or a keepalive) into `buf` and return its length; `None` when there is nothing.
     /// `buf` must hold at least [`HANDSHAKE_INIT_LEN`] bytes.
     pub fn poll(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        if let Some(since) = self.unanswered_since {
-            if now.saturating_duration_since(since)
+        if let Some(since) = self.unanswered_since
+            && now.saturating_duration_since(since)
                 >= self.limits.keepalive_timeout + self.limits.rekey_timeout
-            {
-                self.unanswered_since = None;
-                self.want_handshake = true;
-            }
+        {
+            self.unanswered_since = None;
+            self.want_handshake = true;
         }
-        if let Some(newest) = self.newest_key_created() {
-            if now.saturating_duration_since(newest) >= self.limits.reject_after_time * 3 {
-                self.forget_keys();
-            }
+        if let Some(newest) = self.newest_key_created()
+            && now.saturating_duration_since(newest) >= self.limits.reject_after_time * 3
+        {
+            self.forget_keys();
         }
         if let Some(pending) = &self.pending {
             if now.saturating_duration_since(pending.sent_at) < self.limits.rekey_timeout {

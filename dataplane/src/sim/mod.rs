@@ -6,7 +6,7 @@
 //! It is also what `skywire demo` runs until the node daemon exists. It allocates per
 //! datagram and is single-threaded; the real forwarding engine is neither.
 //!
-//! Every node runs the same per-packet code as a real node: [`crate::route::forward`] for
+//! Every node runs the same per-packet code as a real node: [`crate::route::forward()`] for
 //! every datagram it receives, and [`Session::decapsulate`] for the ones delivered to its
 //! endpoints. Relays have no sessions for routes they relay, so they cannot decrypt.
 
@@ -315,10 +315,10 @@ impl Mesh {
             .map(|&n| {
                 let snapshot = self.node(n)?.table.snapshot();
                 loop {
-                    if let Some(id) = RouteId::new(random_u32()?) {
-                        if snapshot.lookup(id).is_none() {
-                            return Ok(id);
-                        }
+                    if let Some(id) = RouteId::new(random_u32()?)
+                        && snapshot.lookup(id).is_none()
+                    {
+                        return Ok(id);
                     }
                 }
             })
