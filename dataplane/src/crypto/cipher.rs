@@ -16,11 +16,11 @@ use crate::wire::{self, PacketType, RouteId, TAG_LEN, TRANSPORT_HEADER_LEN, Tran
 /// Key usage limits. [`Limits::WIREGUARD`] are WireGuard's constants, the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Start a new handshake once a key sealed this many messages.
+    /// Start a new handshake once a key sealed this many messages (either end).
     pub rekey_after_messages: u64,
     /// Refuse to seal or open with a key past this many messages.
     pub reject_after_messages: u64,
-    /// Start a new handshake when the initiator's key is this old.
+    /// Start a new handshake when the initiator's key is this old (initiator only).
     pub rekey_after_time: Duration,
     /// Refuse to use a key older than this.
     pub reject_after_time: Duration,
@@ -33,7 +33,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// WireGuard's values (whitepaper section 6.1 and `messages.h`).
+    /// WireGuard's values (whitepaper section 6.1; wireguard-go's `constants.go`).
     pub const WIREGUARD: Limits = Limits {
         rekey_after_messages: 1 << 60,
         reject_after_messages: u64::MAX - (1 << 13),

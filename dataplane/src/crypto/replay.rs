@@ -9,8 +9,9 @@
 const RING_BITS: u64 = 8192;
 const WORDS: usize = (RING_BITS / 64) as usize;
 
-/// How far below the highest accepted counter a packet may arrive and still be accepted.
-/// One word of the ring is kept clear for the advancing edge.
+/// The number of counters the window covers: the highest accepted one and the
+/// `WINDOW - 1` below it. A counter `WINDOW` or more below the highest is refused as too
+/// old. One word of the ring is kept clear for the advancing edge.
 pub const WINDOW: u64 = RING_BITS - 64;
 
 /// Why a counter was refused.

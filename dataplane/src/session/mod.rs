@@ -17,8 +17,11 @@
 //! Keypairs rotate as in WireGuard: `current` seals outgoing packets; `previous` still
 //! opens packets in flight during a rekey; `next` is the responder's new keypair, used for
 //! sending only once the initiator proved it has it (its first packet under it arrives).
-//! The initiator of the current keypair rekeys after [`Limits::rekey_after_time`] or
-//! [`Limits::rekey_after_messages`]; no keypair is used past the reject limits.
+//! The initiator of the current keypair rekeys after [`Limits::rekey_after_time`] (and
+//! when a packet arrives 15 s before the peer would refuse the keypair); either end rekeys
+//! after [`Limits::rekey_after_messages`]; no keypair is used past the reject limits. When
+//! two initiations cross, each end keeps the keypair it answered with as `previous`, so
+//! both ends can open what the other sends.
 //!
 //! Recovery after the other end restarts: the restarted end holds no keypair, so the first
 //! packet it cannot decrypt makes it start a handshake at once (rate-limited by
@@ -33,8 +36,8 @@ use crate::crypto::keys::random_u32;
 use crate::crypto::noise::{self, HandshakeError, InitiatorState, StaticKeys};
 use crate::crypto::replay::ReplayError;
 use crate::wire::{
-    HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, MAC_LEN, PacketType, RouteHeader, RouteId,
-    TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD, TransportPacket, TransportRepr,
+    HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, HandshakeResponsePacket, MAC_LEN, PacketType,
+    RouteHeader, RouteId, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD, TransportPacket, TransportRepr,
 };
 
 /// Why a packet given to [`Session::decapsulate`] was dropped. Each reason has a counter.
@@ -323,9 +326,8 @@ impl Session {
             }
             Err(e) => return Err(e.into()),
         };
-        if keypair.initiator
-            && (age(now, keypair) >= limits.rekey_after_time
-                || keypair.send.messages() >= limits.rekey_after_messages)
+        if keypair.send.messages() >= limits.rekey_after_messages
+            || (keypair.initiator && age(now, keypair) >= limits.rekey_after_time)
         {
             self.want_handshake = true;
         }
@@ -408,6 +410,9 @@ impl Session {
     }
 
     fn handle_response<'a>(&mut self, now: Instant, buf: &'a mut [u8]) -> Outcome<'a> {
+        if HandshakeResponsePacket::new_checked(&buf[..]).is_err() {
+            return Outcome::Dropped(DropReason::Malformed);
+        }
         let Some(pending) = &self.pending else {
             return Outcome::Dropped(DropReason::UnexpectedResponse);
         };
@@ -423,8 +428,13 @@ impl Session {
         self.pending = None;
         self.attempt_started = None;
         self.want_handshake = false;
-        self.previous = self.current.take();
-        self.next = None;
+        // If we also answered an initiation of the peer's (the two crossed), the peer may
+        // use that keypair: keep it as `previous` so its packets still open (WireGuard's
+        // rule). Otherwise the old current keypair becomes `previous`.
+        self.previous = match self.next.take() {
+            Some(answered) => Some(answered),
+            None => self.current.take(),
+        };
         self.current = Some(Keypair {
             send: SendKey::new(&keys.send, remote_index),
             recv: RecvKey::new(&keys.recv),
@@ -477,24 +487,31 @@ impl Session {
             }
             Err(OpenError::Replay(_)) => return Outcome::Dropped(DropReason::Replay),
         };
-        if keypair.initiator
-            && age(now, keypair)
-                >= limits.reject_after_time - limits.keepalive_timeout - limits.rekey_timeout
-        {
-            self.want_handshake = true;
-        }
         if slot == Some(2) {
             // The initiator used the keypair we answered with: it is confirmed.
             self.previous = self.current.take();
             self.current = self.next.take();
+        }
+        // The initiator renews its keypair before the peer would have to refuse it.
+        let renew_at = limits
+            .reject_after_time
+            .saturating_sub(limits.keepalive_timeout)
+            .saturating_sub(limits.rekey_timeout);
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|k| k.initiator && age(now, k) >= renew_at)
+        {
+            self.want_handshake = true;
         }
         self.unanswered_since = None;
         match repr.packet_type {
             PacketType::Data => {
                 self.stats.rx_packets += 1;
                 self.stats.rx_bytes += range.len() as u64;
-                self.keepalive_due
-                    .get_or_insert(now + limits.keepalive_timeout);
+                if self.keepalive_due.is_none() {
+                    self.keepalive_due = now.checked_add(limits.keepalive_timeout);
+                }
                 buf.get(range)
                     .map_or(Outcome::Dropped(DropReason::Malformed), Outcome::Deliver)
             }
@@ -512,15 +529,19 @@ impl Session {
     pub fn poll(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if let Some(since) = self.unanswered_since
             && now.saturating_duration_since(since)
-                >= self.limits.keepalive_timeout + self.limits.rekey_timeout
+                >= self
+                    .limits
+                    .keepalive_timeout
+                    .saturating_add(self.limits.rekey_timeout)
         {
             self.unanswered_since = None;
             self.want_handshake = true;
         }
         if let Some(newest) = self.newest_key_created()
-            && now.saturating_duration_since(newest) >= self.limits.reject_after_time * 3
+            && now.saturating_duration_since(newest)
+                >= self.limits.reject_after_time.saturating_mul(3)
         {
-            self.forget_keys();
+            self.forget_keypairs();
         }
         if let Some(pending) = &self.pending {
             if now.saturating_duration_since(pending.sent_at) < self.limits.rekey_timeout {
@@ -583,15 +604,23 @@ impl Session {
         let deadlines = [
             self.pending
                 .as_ref()
-                .map(|p| p.sent_at + limits.rekey_timeout),
+                .and_then(|p| p.sent_at.checked_add(limits.rekey_timeout)),
             self.keepalive_due,
-            self.unanswered_since
-                .map(|t| t + limits.keepalive_timeout + limits.rekey_timeout),
+            self.unanswered_since.and_then(|t| {
+                t.checked_add(
+                    limits
+                        .keepalive_timeout
+                        .saturating_add(limits.rekey_timeout),
+                )
+            }),
             self.newest_key_created()
-                .map(|t| t + limits.reject_after_time * 3),
+                .and_then(|t| t.checked_add(limits.reject_after_time.saturating_mul(3))),
             self.persistent_keepalive
                 .filter(|_| self.current.is_some())
-                .map(|every| self.last_sent.map_or(self.clock_base.0, |t| t + every)),
+                .and_then(|every| {
+                    self.last_sent
+                        .map_or(Some(self.clock_base.0), |t| t.checked_add(every))
+                }),
         ];
         deadlines.into_iter().flatten().min()
     }
@@ -607,10 +636,18 @@ impl Session {
         n
     }
 
-    fn forget_keys(&mut self) {
+    /// Drop every keypair (not a handshake in progress: it may still bring new ones).
+    fn forget_keypairs(&mut self) {
         self.current = None;
         self.previous = None;
         self.next = None;
+        self.keepalive_due = None;
+        self.unanswered_since = None;
+    }
+
+    /// Drop every keypair and any handshake in progress.
+    fn forget_keys(&mut self) {
+        self.forget_keypairs();
         self.pending = None;
         self.attempt_started = None;
         self.keepalive_due = None;

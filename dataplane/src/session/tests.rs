@@ -421,3 +421,90 @@ fn every_truncation_and_extension_is_dropped_without_panic() {
         OwnedOutcome::Deliver(b"still fine".to_vec())
     );
 }
+
+#[test]
+fn crossed_initiations_leave_both_directions_working() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let now = p.t0;
+    p.a.request_handshake();
+    p.b.request_handshake();
+    let init_a = poll(&mut p.a, now).unwrap();
+    let init_b = poll(&mut p.b, now).unwrap();
+    let OwnedOutcome::Reply(resp_to_a) = feed(&mut p.b, now, &init_a) else {
+        panic!()
+    };
+    let OwnedOutcome::Reply(resp_to_b) = feed(&mut p.a, now, &init_b) else {
+        panic!()
+    };
+    let OwnedOutcome::Reply(confirm_a) = feed(&mut p.a, now, &resp_to_a) else {
+        panic!()
+    };
+    let OwnedOutcome::Reply(confirm_b) = feed(&mut p.b, now, &resp_to_b) else {
+        panic!()
+    };
+    assert_eq!(feed(&mut p.b, now, &confirm_a), OwnedOutcome::Consumed);
+    assert_eq!(feed(&mut p.a, now, &confirm_b), OwnedOutcome::Consumed);
+    let ab = data(&mut p.a, now, b"a to b").unwrap();
+    let ba = data(&mut p.b, now, b"b to a").unwrap();
+    assert_eq!(
+        feed(&mut p.b, now, &ab),
+        OwnedOutcome::Deliver(b"a to b".to_vec())
+    );
+    assert_eq!(
+        feed(&mut p.a, now, &ba),
+        OwnedOutcome::Deliver(b"b to a".to_vec())
+    );
+    assert_eq!(p.a.stats().drops.total() + p.b.stats().drops.total(), 0);
+}
+
+#[test]
+fn tiny_limits_never_panic() {
+    let limits = Limits {
+        rekey_after_time: Duration::from_secs(1),
+        reject_after_time: Duration::from_secs(2),
+        rekey_timeout: Duration::from_secs(5),
+        keepalive_timeout: Duration::from_secs(10),
+        rekey_attempt_time: Duration::from_secs(3),
+        ..Limits::WIREGUARD
+    };
+    let mut p = pair_with(limits);
+    let t0 = p.t0;
+    handshake(&mut p, t0);
+    let mut now = t0;
+    for _ in 0..40 {
+        now += Duration::from_millis(250);
+        if let Ok(msg) = data(&mut p.a, now, b"tick") {
+            let _ = feed(&mut p.b, now, &msg);
+        }
+        while let Some(m) = poll(&mut p.a, now) {
+            if let OwnedOutcome::Reply(r) = feed(&mut p.b, now, &m) {
+                let _ = feed(&mut p.a, now, &r);
+            }
+        }
+        let _ = poll(&mut p.b, now);
+        let _ = p.a.poll_timeout();
+    }
+    let extreme = Limits {
+        reject_after_time: Duration::MAX,
+        keepalive_timeout: Duration::MAX,
+        ..limits
+    };
+    let mut q = pair_with(extreme);
+    let t0 = q.t0;
+    handshake(&mut q, t0);
+    let msg = data(&mut q.a, t0, b"x").unwrap();
+    assert!(matches!(feed(&mut q.b, t0, &msg), OwnedOutcome::Deliver(_)));
+    let _ = q.b.poll_timeout();
+    let _ = poll(&mut q.b, t0 + Duration::from_secs(1));
+}
+
+#[test]
+fn malformed_response_counts_as_malformed() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let mut bogus = vec![1u8, 2, 0, 0, 0, 0, 0, 9];
+    bogus.resize(79, 0);
+    assert_eq!(
+        feed(&mut p.a, p.t0, &bogus),
+        OwnedOutcome::Dropped(DropReason::Malformed)
+    );
+}

@@ -148,7 +148,7 @@ impl<T: AsRef<[u8]>> RouteHeader<T> {
         PacketType::from_u8(self.bytes()[field::TYPE]).unwrap_or(PacketType::Data)
     }
 
-    /// The route id, as chosen by the node that receives this packet.
+    /// The route id: the key of the receiving hop's forwarding rule for this route.
     pub fn route_id(&self) -> RouteId {
         RouteId::new(read_u32(self.bytes(), field::ROUTE_ID)).unwrap_or(RouteId::MIN)
     }
@@ -226,7 +226,7 @@ pub(crate) fn write_u64(bytes: &mut [u8], range: core::ops::Range<usize>, value:
     }
 }
 
-/// Copy 32 bytes at `range` out of `bytes` (zeros if out of bounds; callers check first).
+/// Copy the `N` bytes at `range` out of `bytes` (zeros if out of bounds; callers check first).
 pub(crate) fn read_array<const N: usize>(bytes: &[u8], range: core::ops::Range<usize>) -> [u8; N] {
     bytes
         .get(range)
