@@ -1,1 +1,171 @@
-fn main() {}
+//! The `skywire` command: parses the command line, calls into `skywire-control` and
+//! `skywire-dataplane`, and turns the outcome into output and an exit code. No logic of its
+//! own lives here; this is the only place that uses `anyhow`.
+//!
+//! Adding a subcommand: a variant of [`Command`] holding its `Args` struct (the doc comments
+//! are the help text), a function `fn name(args) -> anyhow::Result<ExitCode>`, and an arm in
+//! [`run`]. Errors bubble up as `anyhow::Error`; [`exit_code_for`] picks the exit code from
+//! the typed errors in the chain, so subcommands need not.
+//!
+//! Exit codes (DESIGN.md, "User surface"): 0 ok, 1 failure, 2 usage (clap), 69 service
+//! unavailable, 77 permission denied, 78 bad configuration (including a key file with a bad
+//! mode or content).
+
+use std::fmt::Display;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use skywire_control::keyfile::{self, KeyFileError};
+
+/// Something failed that is none of the cases below.
+const EXIT_FAILURE: u8 = 1;
+/// Permission denied (EACCES or EPERM): not root, no CAP_NET_ADMIN, a root-owned path.
+const EXIT_PERMISSION: u8 = 77;
+/// Bad configuration: a config or key file the operator has to fix.
+const EXIT_CONFIG: u8 = 78;
+
+/// Where a node's private key lives unless told otherwise.
+const DEFAULT_KEY_PATH: &str = "/etc/skywire/node.key";
+
+/// skywire: encrypted multi-hop mesh network and VPN
+///
+/// Nodes forward traffic for each other over encrypted multi-hop routes, each node known by
+/// its X25519 public key; a VPN carries IP packets over those routes between TUN devices.
+/// Start with `skywire keygen`, which gives a node its identity.
+#[derive(Debug, Parser)]
+#[command(name = "skywire", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands, one variant each.
+#[derive(Debug, Subcommand)]
+enum Command {
+    Demo(DemoArgs),
+    Keygen(KeygenArgs),
+    Pubkey(PubkeyArgs),
+}
+
+/// Show the data plane working end to end: three nodes, a route through a relay
+///
+/// Builds nodes A, B and C in memory (no root, no network), sets up a route A -> B -> C in
+/// which B only relays, and reports the handshake, round trips, throughput, that no
+/// plaintext ever crossed the wire, that replayed, forged and misrouted packets are
+/// dropped and counted, and the counters at each hop. Exits 1 if any check fails.
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Packets of 1420 bytes to send through the relay in the throughput phase
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    packets: u64,
+}
+
+/// Generate a node's private key into a new file and print its public key
+///
+/// The key is written as 64 hex digits to a new file with mode 0600 (a missing directory is
+/// created 0700), and the public key, the node's identity, is printed on standard output.
+/// An existing file is never overwritten. The private key is never printed.
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Where to write the private key; must not exist yet
+    #[arg(long, short, value_name = "PATH", default_value = DEFAULT_KEY_PATH)]
+    out: PathBuf,
+}
+
+/// Print the public key of a private key file
+///
+/// The key file must be a regular file that only its owner can read or write (mode 0600 or
+/// 0400); anything else is refused with exit code 78.
+#[derive(Debug, Args)]
+struct PubkeyArgs {
+    /// The private key file to read
+    #[arg(long, short, value_name = "PATH")]
+    key: PathBuf,
+}
+
+fn main() -> ExitCode {
+    // Usage errors, `--help` and `--version` exit here, with clap's codes (2, 0, 0).
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("skywire: error: {err:#}");
+            exit_code_for(&err)
+        }
+    }
+}
+
+/// Run the chosen subcommand.
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Demo(args) => demo(&args),
+        Command::Keygen(args) => keygen(&args),
+        Command::Pubkey(args) => pubkey(&args),
+    }
+}
+
+fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut out = io::stdout().lock();
+    skywire_dataplane::sim::demo::run(&mut out, args.packets)?;
+    out.flush().context("cannot write to standard output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
+    let public = keyfile::write_new_key(&args.out)?;
+    eprintln!(
+        "skywire: wrote a new private key to {} (mode 0600); its public key follows",
+        args.out.display()
+    );
+    print_line(public)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pubkey(args: &PubkeyArgs) -> anyhow::Result<ExitCode> {
+    let key = keyfile::load_private_key(&args.key)?;
+    print_line(key.public_key())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print one line on standard output, reporting a failure (a closed pipe, a full disk)
+/// instead of panicking as `println!` would.
+fn print_line(line: impl Display) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")
+}
+
+/// The exit code for a failed command, from the first cause in the chain that decides one.
+fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if cause
+            .downcast_ref::<KeyFileError>()
+            .is_some_and(KeyFileError::is_bad_key_file)
+        {
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        // std maps both EACCES and EPERM to `PermissionDenied`.
+        if cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+        {
+            return ExitCode::from(EXIT_PERMISSION);
+        }
+    }
+    ExitCode::from(EXIT_FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,1 +1,21 @@
-//! placeholder
+//! The skywire control plane: everything that decides what the data plane does.
+//!
+//! For now that is the node's files on disk:
+//!
+//! - [`keyfile`]: private key files, created 0600 and refused when readable by others.
+//!
+//! Configuration parsing comes next; then `signal` (route setup between nodes), the node
+//! `manager`, and `viscript` (the operator's view of a running mesh). Those modules will
+//! drive the sans-IO `skywire-dataplane` crate; this crate may do file and socket I/O, the
+//! data plane never does.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+pub mod keyfile;
