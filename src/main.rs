@@ -8,8 +8,9 @@
 //! the typed errors in the chain, so subcommands need not.
 //!
 //! Exit codes (DESIGN.md, "User surface"): 0 ok, 1 failure, 2 usage (clap), 69 service
-//! unavailable, 77 permission denied, 78 bad configuration (including a key file with a bad
-//! mode or content).
+//! unavailable, 77 permission denied, 78 bad configuration (a config file with an error, a
+//! config file named on the command line that does not exist, a key file with a bad mode or
+//! content).
 
 use std::fmt::Display;
 use std::io::{self, Write};
@@ -18,6 +19,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use skywire_control::config::{Config, ConfigError};
 use skywire_control::keyfile::{self, KeyFileError};
 
 /// Something failed that is none of the cases below.
@@ -27,8 +29,8 @@ const EXIT_PERMISSION: u8 = 77;
 /// Bad configuration: a config or key file the operator has to fix.
 const EXIT_CONFIG: u8 = 78;
 
-/// Where a node's private key lives unless told otherwise.
-const DEFAULT_KEY_PATH: &str = "/etc/skywire/node.key";
+/// Where a node's private key lives unless told otherwise (the config's default too).
+const DEFAULT_KEY_PATH: &str = skywire_control::config::DEFAULT_NODE_KEY;
 
 /// skywire: encrypted multi-hop mesh network and VPN
 ///
@@ -77,13 +79,26 @@ struct KeygenArgs {
 
 /// Print the public key of a private key file
 ///
-/// The key file must be a regular file that only its owner can read or write (mode 0600 or
-/// 0400); anything else is refused with exit code 78.
+/// The key file is given directly with `--key`, or as the `node.key` of a config file with
+/// `--config`. It must be a regular file that only its owner can read or write (mode 0600
+/// or 0400); anything else is refused with exit code 78, as is a config file with an error.
 #[derive(Debug, Args)]
 struct PubkeyArgs {
+    #[command(flatten)]
+    source: KeySource,
+}
+
+/// Where `pubkey` finds the key file: exactly one of these.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct KeySource {
     /// The private key file to read
     #[arg(long, short, value_name = "PATH")]
-    key: PathBuf,
+    key: Option<PathBuf>,
+    /// A config file whose `node.key` names the private key file (a relative `node.key` is
+    /// relative to the config file's folder)
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -125,7 +140,16 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn pubkey(args: &PubkeyArgs) -> anyhow::Result<ExitCode> {
-    let key = keyfile::load_private_key(&args.key)?;
+    let key = match (&args.source.key, &args.source.config) {
+        (Some(key_path), None) => keyfile::load_private_key(key_path)?,
+        (None, Some(config_path)) => {
+            let config = Config::load(config_path)?;
+            keyfile::load_private_key(&config.node.key)
+                .with_context(|| format!("{}: node.key", config.file.display()))?
+        }
+        // clap's group makes this unreachable; say so rather than panic.
+        _ => anyhow::bail!("give exactly one of --key and --config"),
+    };
     print_line(key.public_key())?;
     Ok(ExitCode::SUCCESS)
 }
@@ -142,6 +166,12 @@ fn print_line(line: impl Display) -> anyhow::Result<()> {
 /// The exit code for a failed command, from the first cause in the chain that decides one.
 fn exit_code_for(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
+        if cause
+            .downcast_ref::<ConfigError>()
+            .is_some_and(ConfigError::is_bad_config)
+        {
+            return ExitCode::from(EXIT_CONFIG);
+        }
         if cause
             .downcast_ref::<KeyFileError>()
             .is_some_and(KeyFileError::is_bad_key_file)

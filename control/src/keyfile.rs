@@ -19,6 +19,7 @@ use std::fs::{self, DirBuilder, File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroize;
 
 use skywire_dataplane::crypto::keys::{KeyParseError, RngError};
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
@@ -200,7 +201,7 @@ pub fn write_new_key(path: impl AsRef<Path>) -> Result<PublicKey, KeyFileError> 
 
     let mut text = key.to_key_file_text().into_bytes();
     let written = file.write_all(&text).and_then(|()| file.sync_all());
-    text.fill(0);
+    text.zeroize();
     drop(file);
     if let Err(source) = written {
         // We created the file, so it is ours to remove; a half-written key must not block
@@ -235,11 +236,13 @@ pub fn load_private_key(path: impl AsRef<Path>) -> Result<PrivateKey, KeyFileErr
         source,
     };
 
-    // Check what the path names before opening it: opening a FIFO for reading would block.
-    let meta = fs::metadata(path).map_err(read_error)?;
-    check_key_file_metadata(path, &meta)?;
-    let mut file = File::open(path).map_err(read_error)?;
-    // And check the file actually opened, in case the path was replaced in between.
+    // O_NONBLOCK: opening a FIFO (or a device) for reading must not block; what was opened is
+    // then checked through the open descriptor, so swapping the path cannot race the check.
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
     let meta = file.metadata().map_err(read_error)?;
     check_key_file_metadata(path, &meta)?;
 
@@ -258,7 +261,7 @@ pub fn load_private_key(path: impl AsRef<Path>) -> Result<PrivateKey, KeyFileErr
             }
         }),
     };
-    buf.fill(0);
+    buf.zeroize();
     result
 }
 

@@ -3,8 +3,10 @@
 //! For now that is the node's files on disk:
 //!
 //! - [`keyfile`]: private key files, created 0600 and refused when readable by others.
+//! - [`config`]: the YAML configuration file, parsed into typed values at the edge; every
+//!   error names the file, the line and the key.
 //!
-//! Configuration parsing comes next; then `signal` (route setup between nodes), the node
+//! Next come `signal` (route setup between nodes), the node
 //! `manager`, and `viscript` (the operator's view of a running mesh). Those modules will
 //! drive the sans-IO `skywire-dataplane` crate; this crate may do file and socket I/O, the
 //! data plane never does.
@@ -18,4 +20,5 @@
     )
 )]
 
+pub mod config;
 pub mod keyfile;

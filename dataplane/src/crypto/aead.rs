@@ -110,9 +110,8 @@ only one tip for the future, sunscreen would be it.";
         assert_eq!(tag.as_ref(), &want_tag[..]);
     }
 
-    /// Our nonce for counter c is 00000000 || le64(c): checked against the RFC vector's
-    /// nonce by choosing c so that le64(c) = 4041424344454647 and prefix 07000000 -> that
-    /// prefix differs, so instead compare with an explicit nonce built by hand.
+    /// Our nonce for counter `c` is four zero bytes followed by `c` in little-endian:
+    /// compare with ring sealing under that nonce built by hand.
     #[test]
     fn nonce_layout() {
         let key_bytes = [0x42u8; 32];

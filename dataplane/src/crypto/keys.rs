@@ -5,6 +5,7 @@
 
 use core::fmt;
 use core::str::FromStr;
+use zeroize::Zeroize;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -88,7 +89,7 @@ impl PrivateKey {
         let mut bytes = [0u8; 32];
         fill_random(&mut bytes)?;
         let key = Self::from_bytes(bytes);
-        bytes.fill(0);
+        bytes.zeroize();
         Ok(key)
     }
 
@@ -104,7 +105,7 @@ impl PrivateKey {
     pub fn from_hex(text: &str) -> Result<Self, KeyParseError> {
         let mut bytes = parse_hex32(text.trim())?;
         let key = Self::from_bytes(bytes);
-        bytes.fill(0);
+        bytes.zeroize();
         Ok(key)
     }
 

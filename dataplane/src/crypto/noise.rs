@@ -9,6 +9,7 @@
 //! h  = H(H(derive_key(CTX_HASH_INIT, PROTOCOL_NAME) || PROLOGUE) || S_r)
 //!
 //! initiator -> responder:  e, es, s, ss  (+ sealed timestamp)
+//!   h = H(h || be32(sender_index))
 //!   h = H(h || E_i)
 //!   ck, k = derive_key(CTX_CK_ES, ck || DH(e_i, S_r)), derive_key(CTX_KEY_ES, ...)
 //!   static    = AEAD(k, 0, S_i, h);        h = H(h || static)
@@ -16,6 +17,7 @@
 //!   timestamp = AEAD(k, 0, ts, h);         h = H(h || timestamp)
 //!
 //! responder -> initiator:  e, ee, se
+//!   h = H(h || be32(sender_index) || be32(receiver_index))
 //!   h = H(h || E_r)
 //!   ck = derive_key(CTX_CK_EE, ck || DH(e_r, E_i))
 //!   ck, k = derive_key(CTX_CK_SE, ck || DH(e_r, S_i)), derive_key(CTX_KEY_SE, ...)
@@ -25,7 +27,9 @@
 //!            responder sends with derive_key(CTX_TRANSPORT_R2I, ck)
 //! ```
 //!
-//! `H` is BLAKE3; `mac1` on each message is a keyed BLAKE3 keyed by the receiver's static
+//! The key ids (sender and receiver indices) are mixed into the transcript, so a relay that
+//! rewrites them makes the handshake fail instead of leaving the two ends with keypairs
+//! they cannot match. `H` is BLAKE3; `mac1` on each message is a keyed BLAKE3 keyed by the receiver's static
 //! public key, so a node drops messages from anyone who does not know its key before it
 //! spends a Diffie-Hellman on them. Forged messages fail the AEADs; a replayed initiation
 //! carries an old timestamp and the session refuses it (WireGuard's TAI64N rule); a replayed
@@ -39,6 +43,7 @@ use crate::wire::{
     HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, HandshakeInitPacket, HandshakeInitRepr,
     HandshakeResponsePacket, HandshakeResponseRepr, RouteId, TAG_LEN,
 };
+use zeroize::{Zeroize, Zeroizing};
 
 /// Why a handshake message was refused or could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -116,7 +121,7 @@ impl StaticKeys {
 
 impl Drop for StaticKeys {
     fn drop(&mut self) {
-        self.static_static.fill(0);
+        self.static_static.zeroize();
     }
 }
 
@@ -129,7 +134,8 @@ struct Symmetric {
 
 impl Drop for Symmetric {
     fn drop(&mut self) {
-        self.ck.fill(0);
+        self.ck.zeroize();
+        self.h.zeroize();
     }
 }
 
@@ -148,10 +154,15 @@ impl Symmetric {
     }
 
     /// Mix a DH result into the chaining key; return the step's cipher key if it has one.
-    fn mix_key(&mut self, ck_context: &str, key_context: Option<&str>, dh: &[u8; 32]) -> [u8; 32] {
+    fn mix_key(
+        &mut self,
+        ck_context: &str,
+        key_context: Option<&str>,
+        dh: &[u8; 32],
+    ) -> Zeroizing<[u8; 32]> {
         let key = key_context.map_or([0; 32], |ctx| derive(ctx, &[&self.ck, dh]));
         self.ck = derive(ck_context, &[&self.ck, dh]);
-        key
+        Zeroizing::new(key)
     }
 
     fn seal<const N: usize>(&mut self, key: &[u8; 32], plain: &[u8]) -> [u8; N] {
@@ -224,8 +235,8 @@ pub struct TransportKeys {
 
 impl Drop for TransportKeys {
     fn drop(&mut self) {
-        self.send.fill(0);
-        self.recv.fill(0);
+        self.send.zeroize();
+        self.recv.zeroize();
     }
 }
 
@@ -258,6 +269,7 @@ pub fn write_init(
     }
     let ephemeral = PrivateKey::generate()?;
     let mut sym = Symmetric::initial(&keys.remote);
+    sym.mix_hash(&local_index.to_be_bytes());
     let e_pub = ephemeral.public_key();
     sym.mix_hash(e_pub.as_bytes());
     let k = sym.mix_key(
@@ -330,6 +342,7 @@ pub fn read_init(keys: &StaticKeys, packet: &[u8]) -> Result<ReceivedInit, Hands
         return Err(HandshakeError::BadMac);
     }
     let mut sym = Symmetric::initial(&keys.local.public_key());
+    sym.mix_hash(&repr.sender_index.to_be_bytes());
     let e_remote = PublicKey::from_bytes(repr.ephemeral);
     sym.mix_hash(e_remote.as_bytes());
     let k = sym.mix_key(
@@ -370,6 +383,7 @@ pub fn write_response(
         ..
     } = init;
     let ephemeral = PrivateKey::generate()?;
+    sym.mix_hash(&indices(local_index, sender_index));
     let e_pub = ephemeral.public_key();
     sym.mix_hash(e_pub.as_bytes());
     sym.mix_key(kdf::CTX_CK_EE, None, &dh(&ephemeral, &remote_ephemeral)?);
@@ -426,6 +440,7 @@ pub fn read_response(
         return Err(HandshakeError::UnexpectedResponse);
     }
     let mut sym = state.sym.clone();
+    sym.mix_hash(&indices(repr.sender_index, repr.receiver_index));
     let e_remote = PublicKey::from_bytes(repr.ephemeral);
     sym.mix_hash(e_remote.as_bytes());
     sym.mix_key(kdf::CTX_CK_EE, None, &dh(&state.ephemeral, &e_remote)?);
@@ -443,6 +458,14 @@ pub fn read_response(
         },
         repr.sender_index,
     ))
+}
+
+/// The response's sender and receiver indices, as mixed into the transcript.
+fn indices(sender: u32, receiver: u32) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&sender.to_be_bytes());
+    out[4..].copy_from_slice(&receiver.to_be_bytes());
+    out
 }
 
 /// Compare without an early exit, so timing does not reveal where a MAC differs.

@@ -1,8 +1,11 @@
 //! The per-packet decision of a hop, for packets that arrive from the transport.
 //!
 //! A relay reads only the 8-byte route header: it never decrypts and cannot, since it has no
-//! key. It checks the packet came from the rule's previous hop (so nobody can inject into a
-//! route by guessing its id from elsewhere), rewrites the id in place, and counts.
+//! key. It checks the packet came from the rule's previous hop, rewrites the id in place, and
+//! counts. The previous-hop check compares UDP source addresses: it drops misrouted packets
+//! and casual injection, but a source address can be spoofed, so it is no authentication.
+//! What protects a route's traffic is the end-to-end AEAD; what an injected packet can cost
+//! is bounded by the session (drops before any work, handshakes rate-limited).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

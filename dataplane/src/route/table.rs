@@ -238,7 +238,8 @@ impl Editor<'_> {
         Ok(())
     }
 
-    /// Remove a rule; returns it with its final counters.
+    /// Remove a rule; returns it with its counters. Threads still holding an older snapshot
+    /// may count a few more packets into them before they move on.
     pub fn remove(&mut self, id: RouteId) -> Result<Entry, TableError> {
         self.routes.remove(&id).ok_or(TableError::NotFound(id))
     }

@@ -195,6 +195,10 @@ pub struct Session {
     pending: Option<Pending>,
     attempt_started: Option<Instant>,
     want_handshake: bool,
+    /// When we last sent a handshake message (initiation or response): no new initiation
+    /// goes out within `rekey_timeout` of it, which rate-limits handshakes that packets
+    /// from the network can prompt.
+    last_handshake_sent: Option<Instant>,
     current: Option<Keypair>,
     previous: Option<Keypair>,
     next: Option<Keypair>,
@@ -230,6 +234,7 @@ impl Session {
             pending: None,
             attempt_started: None,
             want_handshake: false,
+            last_handshake_sent: None,
             current: None,
             previous: None,
             next: None,
@@ -403,6 +408,7 @@ impl Session {
         self.last_handshake = Some(now);
         self.stats.handshakes_completed += 1;
         self.last_sent = Some(now);
+        self.last_handshake_sent = Some(now);
         match buf.get(..HANDSHAKE_RESPONSE_LEN) {
             Some(reply) => Outcome::Reply(reply),
             None => Outcome::Dropped(DropReason::Malformed),
@@ -471,7 +477,8 @@ impl Session {
         };
         let Some(keypair) = keypair else {
             if self.current.is_none() && self.next.is_none() {
-                // We probably restarted and the peer still uses keys we lost.
+                // We probably restarted and the peer still uses keys we lost. Unauthenticated,
+                // so only a request: `poll` sends at most one initiation per rekey_timeout.
                 self.want_handshake = true;
             }
             return Outcome::Dropped(DropReason::UnknownKey);
@@ -491,6 +498,8 @@ impl Session {
             // The initiator used the keypair we answered with: it is confirmed.
             self.previous = self.current.take();
             self.current = self.next.take();
+            // A fresh keypair: whatever asked for a handshake is answered.
+            self.want_handshake = false;
         }
         // The initiator renews its keypair before the peer would have to refuse it.
         let renew_at = limits
@@ -557,10 +566,23 @@ impl Session {
             }
             return self.send_init(now, buf);
         }
-        if self.want_handshake {
+        if self.want_handshake && self.handshake_allowed_at().is_none_or(|at| now >= at) {
             return self.send_init(now, buf);
         }
         self.poll_keepalive(now, buf)
+    }
+
+    /// The earliest time a new initiation may be sent (`None`: at once).
+    fn handshake_allowed_at(&self) -> Option<Instant> {
+        self.last_handshake_sent
+            .and_then(|t| t.checked_add(self.limits.rekey_timeout))
+    }
+
+    /// The keypair to seal with, if it is still usable at `now`.
+    fn usable_current(&self, now: Instant) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|k| age(now, k) < self.limits.reject_after_time)
     }
 
     fn poll_keepalive(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
@@ -569,7 +591,16 @@ impl Session {
             self.last_sent
                 .is_none_or(|sent| now.saturating_duration_since(sent) >= every)
         });
-        if !(passive || persistent) || self.current.is_none() {
+        if !(passive || persistent) {
+            return None;
+        }
+        // A due keepalive is consumed whether or not it can be sent, so it never stays due.
+        self.keepalive_due = None;
+        if !self.usable_current(now) {
+            if persistent {
+                // Keep the route warm: without keys, that means a handshake.
+                self.want_handshake = true;
+            }
             return None;
         }
         let buf = buf.get_mut(..TRANSPORT_OVERHEAD)?;
@@ -579,10 +610,18 @@ impl Session {
     }
 
     fn send_init(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let local_index = self.fresh_index().ok()?;
         let timestamp = self.timestamp(now);
-        let state =
-            noise::write_init(&self.keys, self.route_id, local_index, timestamp, buf).ok()?;
+        let made = self.fresh_index().ok().and_then(|local_index| {
+            noise::write_init(&self.keys, self.route_id, local_index, timestamp, buf).ok()
+        });
+        let Some(state) = made else {
+            // The random source or the buffer failed: back off as if it had been sent.
+            self.last_handshake_sent = Some(now);
+            if let Some(pending) = &mut self.pending {
+                pending.sent_at = now;
+            }
+            return None;
+        };
         self.pending = Some(Pending {
             state,
             sent_at: now,
@@ -590,18 +629,36 @@ impl Session {
         self.attempt_started.get_or_insert(now);
         self.want_handshake = false;
         self.last_sent = Some(now);
+        self.last_handshake_sent = Some(now);
         self.stats.handshake_inits_sent += 1;
         Some(HANDSHAKE_INIT_LEN)
     }
 
     /// When [`poll`](Self::poll) next has something to do (`None`: only after new input).
+    ///
+    /// Invariant (tested): if this is at or before `now`, `poll(now)` either returns a
+    /// packet or changes the state so that this moves past `now`; a driver never spins.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.want_handshake {
-            // Any instant in the past means "now".
-            return Some(self.clock_base.0);
-        }
         let limits = &self.limits;
+        // A past instant means "now".
+        let past = self.clock_base.0;
+        let wanted = (self.want_handshake && self.pending.is_none())
+            .then(|| self.handshake_allowed_at().unwrap_or(past));
+        let persistent = self.persistent_keepalive.and_then(|every| {
+            let at = self
+                .last_sent
+                .map_or(Some(past), |t| t.checked_add(every))?;
+            // Without a keypair usable then, the keepalive becomes a handshake request, and
+            // once that is requested `wanted` is the deadline that counts.
+            let usable_then = self.current.as_ref().is_some_and(|k| {
+                k.created
+                    .checked_add(limits.reject_after_time)
+                    .is_none_or(|end| at < end)
+            });
+            (usable_then || !self.want_handshake).then_some(at)
+        });
         let deadlines = [
+            wanted,
             self.pending
                 .as_ref()
                 .and_then(|p| p.sent_at.checked_add(limits.rekey_timeout)),
@@ -615,12 +672,7 @@ impl Session {
             }),
             self.newest_key_created()
                 .and_then(|t| t.checked_add(limits.reject_after_time.saturating_mul(3))),
-            self.persistent_keepalive
-                .filter(|_| self.current.is_some())
-                .and_then(|every| {
-                    self.last_sent
-                        .map_or(Some(self.clock_base.0), |t| t.checked_add(every))
-                }),
+            persistent,
         ];
         deadlines.into_iter().flatten().min()
     }

@@ -299,7 +299,10 @@ fn rekey_and_refusal_by_message_count() {
         data(&mut p.a, now, b"m").unwrap();
     }
     assert_eq!(data(&mut p.a, now, b"m"), Err(SendError::NoSession));
-    assert!(poll(&mut p.a, now).is_some_and(|m| m.len() == HANDSHAKE_INIT_LEN));
+    // No initiation within rekey_timeout of the last one; then it goes out.
+    assert!(poll(&mut p.a, now).is_none());
+    let later = now + Limits::WIREGUARD.rekey_timeout;
+    assert!(poll(&mut p.a, later).is_some_and(|m| m.len() == HANDSHAKE_INIT_LEN));
 }
 
 #[test]
@@ -507,4 +510,153 @@ fn malformed_response_counts_as_malformed() {
         feed(&mut p.a, p.t0, &bogus),
         OwnedOutcome::Dropped(DropReason::Malformed)
     );
+}
+
+#[test]
+fn responder_does_not_initiate_right_after_answering() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let now = p.t0;
+    p.a.request_handshake();
+    let init = poll(&mut p.a, now).unwrap();
+    let OwnedOutcome::Reply(response) = feed(&mut p.b, now, &init) else {
+        panic!()
+    };
+    // B has data before the confirmation arrives: no crossing initiation goes out.
+    assert_eq!(data(&mut p.b, now, b"early"), Err(SendError::NoSession));
+    assert!(poll(&mut p.b, now).is_none());
+    let OwnedOutcome::Reply(confirm) = feed(&mut p.a, now, &response) else {
+        panic!()
+    };
+    assert_eq!(feed(&mut p.b, now, &confirm), OwnedOutcome::Consumed);
+    // Confirmed: the request is answered, nothing more is sent later either.
+    assert!(poll(&mut p.b, now + Limits::WIREGUARD.rekey_timeout).is_none());
+    assert_eq!(p.b.stats().handshake_inits_sent, 0);
+}
+
+#[test]
+fn unknown_key_flood_prompts_one_initiation_per_rekey_timeout() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let t0 = p.t0;
+    handshake(&mut p, t0);
+    let stale = data(&mut p.a, t0, b"x").unwrap();
+    let keys = p.b.keys().clone();
+    let t1 = t0 + Duration::from_secs(1);
+    p.b = Session::new(
+        keys,
+        RouteId::new(20).unwrap(),
+        Limits::WIREGUARD,
+        t1,
+        Duration::from_secs(1_800_000_001),
+    );
+    let mut inits = 0;
+    let mut now = t1;
+    // 1000 junk packets a second for 12 seconds (ignore the real initiator's answers).
+    for i in 0..12_000u64 {
+        let mut junk = stale.clone();
+        junk[8..12].copy_from_slice(&(i as u32).to_be_bytes());
+        assert_eq!(
+            feed(&mut p.b, now, &junk),
+            OwnedOutcome::Dropped(DropReason::UnknownKey)
+        );
+        while let Some(m) = poll(&mut p.b, now) {
+            assert_eq!(m.len(), HANDSHAKE_INIT_LEN);
+            inits += 1;
+        }
+        now += Duration::from_millis(1);
+    }
+    // At t1, then retransmissions at +5 s and +10 s.
+    assert_eq!(inits, 3);
+}
+
+/// Drive two sessions through random events and check the driver contract: whenever
+/// `poll_timeout` is due, `poll` makes progress, so a driver never spins.
+mod no_spin {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        SendA,
+        SendB,
+        DeliverNext(bool),
+        DropNext,
+        Advance(u64),
+        RestartB,
+        Junk,
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            3 => Just(Event::SendA),
+            2 => Just(Event::SendB),
+            4 => any::<bool>().prop_map(Event::DeliverNext),
+            1 => Just(Event::DropNext),
+            3 => (1u64..200_000).prop_map(Event::Advance),
+            1 => Just(Event::RestartB),
+            1 => Just(Event::Junk),
+        ]
+    }
+
+    /// Call `poll` while it is due, as a driver would; fail if that does not settle.
+    fn settle(s: &mut Session, now: Instant, out: &mut Vec<Vec<u8>>) -> Result<(), TestCaseError> {
+        for _ in 0..20 {
+            match s.poll_timeout() {
+                Some(due) if due <= now => {}
+                _ => return Ok(()),
+            }
+            if let Some(packet) = poll(s, now) {
+                out.push(packet);
+            }
+        }
+        prop_assert!(false, "poll_timeout still due at {:?} after 20 polls", now);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn poll_makes_progress_whenever_due(
+            events in prop::collection::vec(event(), 1..120),
+            persistent in any::<bool>(),
+        ) {
+            let mut p = pair_with(Limits::WIREGUARD);
+            if persistent {
+                p.a.set_persistent_keepalive(Some(Duration::from_secs(25)));
+            }
+            let mut now = p.t0;
+            let mut to_b: Vec<Vec<u8>> = Vec::new();
+            let mut to_a: Vec<Vec<u8>> = Vec::new();
+            for ev in events {
+                match ev {
+                    Event::SendA => { if let Ok(m) = data(&mut p.a, now, b"a") { to_b.push(m) } }
+                    Event::SendB => { if let Ok(m) = data(&mut p.b, now, b"b") { to_a.push(m) } }
+                    Event::DeliverNext(towards_b) => {
+                        let (queue, session, back) = if towards_b {
+                            (&mut to_b, &mut p.b, &mut to_a)
+                        } else {
+                            (&mut to_a, &mut p.a, &mut to_b)
+                        };
+                        if !queue.is_empty() {
+                            let m = queue.remove(0);
+                            if let OwnedOutcome::Reply(r) = feed(session, now, &m) { back.push(r) }
+                        }
+                    }
+                    Event::DropNext => { if !to_b.is_empty() { to_b.remove(0); } }
+                    Event::Advance(ms) => now += Duration::from_millis(ms),
+                    Event::RestartB => {
+                        let keys = p.b.keys().clone();
+                        let unix = Duration::from_secs(1_800_000_000) + now.duration_since(p.t0);
+                        p.b = Session::new(keys, RouteId::new(20).unwrap(), Limits::WIREGUARD, now, unix);
+                    }
+                    Event::Junk => {
+                        let mut junk = vec![1u8, 3, 0, 0, 0, 0, 0, 20];
+                        junk.resize(60, 0x77);
+                        let _ = feed(&mut p.b, now, &junk);
+                    }
+                }
+                settle(&mut p.a, now, &mut to_b)?;
+                settle(&mut p.b, now, &mut to_a)?;
+            }
+        }
+    }
 }

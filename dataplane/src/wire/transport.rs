@@ -138,7 +138,8 @@ impl TransportRepr {
 
     /// Total length of the packet on the wire.
     pub fn buffer_len(&self) -> usize {
-        TRANSPORT_OVERHEAD + self.payload_len
+        // Saturating: an absurd payload length gives a length no buffer has.
+        TRANSPORT_OVERHEAD.saturating_add(self.payload_len)
     }
 
     /// Write the header into `buffer[..20]`. The payload and tag are the cipher's job.

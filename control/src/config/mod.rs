@@ -1,0 +1,505 @@
+//! The typed configuration of skywire, read from one YAML file (`config.yaml`).
+//!
+//! Parse, don't validate: [`Config::load`] turns the file into typed values in one step or
+//! fails with a [`ConfigError`] naming the file, the line and column, and the dotted key path,
+//! shown as `FILE:LINE:COL: KEY: MESSAGE` (`config.yaml:12:5: apps.foo.daemon: invalid
+//! boolean`). There is no partial result, so a caller that acts only on `Ok` applies all of a
+//! config or nothing of it. This module reads the file and does no other I/O: whether the
+//! paths it names exist is for their users to find out when they use them.
+//!
+//! Sections, one module each with its serde shape (`Raw*`) and its typed value:
+//!
+//! - `node:` ([`NodeConfig`]): the node's identity, its private key file.
+//! - `apps:` ([`Apps`]): the viscript launcher's apps, in the original schema.
+//!
+//! Invariants:
+//!
+//! - Unknown keys are errors at every level (`deny_unknown_fields`): a typo never silently
+//!   turns into a default.
+//! - Relative paths resolve against the folder holding the config file, not the current
+//!   directory; no `~` expansion, no `$PATH` search.
+//! - Files longer than [`MAX_CONFIG_LEN`] are refused before parsing, and the parser runs
+//!   under a budget (depth, nodes, aliases), so a small file cannot expand into a large one.
+//! - A file holds one YAML document; an empty file is the default config.
+//!
+//! Adding a section: a module with a `Raw*` struct (`#[serde(deny_unknown_fields)]`) and
+//! its typed value, a field in `RawConfig` and in [`Config`], and a line in `Config::parse`.
+//! A check that can fail belongs in a `TryFrom<String>` newtype (like `AppName`) with a new
+//! [`Problem`], so the parser locates its errors like any other.
+
+mod apps;
+mod error;
+mod node;
+mod paths;
+mod yaml;
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use apps::{App, AppName, AppPath, Apps};
+pub use error::{ConfigError, Position, Problem};
+pub use node::{DEFAULT_NODE_KEY, NodeConfig};
+
+/// The largest config file read, in bytes (1 MiB). Real configs are a few kilobytes; the bound
+/// keeps a wrong path (a log, a disk image) from being read and parsed whole.
+pub const MAX_CONFIG_LEN: usize = 1 << 20;
+
+/// A whole config file, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The file it was read from, as given (for messages).
+    pub file: PathBuf,
+    /// `node:`; defaults when the section is absent.
+    pub node: NodeConfig,
+    /// `apps:`; none when the section is absent.
+    pub apps: Apps,
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: Option<node::RawNode>,
+    apps: Option<apps::RawApps>,
+}
+
+impl Config {
+    /// Read and parse the config file at `path`.
+    ///
+    /// Refuses anything but a regular file (symlinks are followed), a file longer than
+    /// [`MAX_CONFIG_LEN`], and text that is not UTF-8, before parsing it as [`Config::parse`]
+    /// does.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let file = path.as_ref();
+        let text = read_text(file)?;
+        Self::parse(&text, file)
+    }
+
+    /// Parse `text`, the content of the config file `file`. `file` is named in errors, and
+    /// relative paths in the text resolve against its folder; it is not read.
+    pub fn parse(text: &str, file: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let file = file.as_ref();
+        if text.len() > MAX_CONFIG_LEN {
+            return Err(ConfigError::TooLarge {
+                file: file.to_owned(),
+                len: u64::try_from(text.len()).unwrap_or(u64::MAX),
+            });
+        }
+        let raw: RawConfig = yaml::deserialize(text, file)?;
+        let base = file.parent().unwrap_or_else(|| Path::new(""));
+        Ok(Self {
+            file: file.to_owned(),
+            node: raw.node.unwrap_or_default().resolve(base),
+            apps: raw.apps.unwrap_or_default().resolve(base),
+        })
+    }
+}
+
+/// The file's text: a regular file, at most [`MAX_CONFIG_LEN`] bytes, UTF-8.
+fn read_text(file: &Path) -> Result<String, ConfigError> {
+    let io_error = |source| ConfigError::Io {
+        file: file.to_owned(),
+        source,
+    };
+    let too_large = |len: u64| ConfigError::TooLarge {
+        file: file.to_owned(),
+        len,
+    };
+    let limit = u64::try_from(MAX_CONFIG_LEN).unwrap_or(u64::MAX);
+
+    // Check what the path names before opening it: opening a FIFO for reading would block.
+    let meta = fs::metadata(file).map_err(io_error)?;
+    if !meta.is_file() {
+        return Err(ConfigError::NotRegularFile {
+            file: file.to_owned(),
+        });
+    }
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    // Read one byte past the limit, in case the file grew since `metadata`.
+    let mut bytes = Vec::new();
+    File::open(file)
+        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(io_error)?;
+    if bytes.len() > MAX_CONFIG_LEN {
+        return Err(too_large(u64::try_from(bytes.len()).unwrap_or(u64::MAX)));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        let valid = err.utf8_error().valid_up_to();
+        let prefix = err.as_bytes().get(..valid).unwrap_or_default();
+        // The prefix is valid UTF-8 by definition; the fallback is never taken.
+        let prefix = std::str::from_utf8(prefix).unwrap_or_default();
+        ConfigError::NotUtf8 {
+            file: file.to_owned(),
+            position: error::Position::after(prefix),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// The block from the original Viscript documentation (REFERENCE.md), byte for byte.
+    const REFERENCE_BLOCK: &str = "\
+apps:
+  meshnet-socks-server:
+    daemon: true
+    desc: DESCRIPTION GOES HERE
+    path: bin/meshnet/meshnet-run-socks-server
+    default_args: []
+    help: |
+        [1] Text name of app, must be unique
+        [2] Node address which app will be talked with. ex 101.202.34.56:9000
+        [3] Port which socks server will use for connecting with target host. ex 8000
+
+        Full Example Command:
+            start meshnet-socks-server sockssrv0 101.202.34.56:9000 8001
+";
+
+    const REPO_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml");
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new() -> Self {
+            static COUNTER: AtomicU32 = AtomicU32::new(0);
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("skywire-config-test-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+            let path = self.0.join(name);
+            fs::write(&path, content).unwrap();
+            path
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn parse_err(text: &str) -> ConfigError {
+        Config::parse(text, "conf/test.yaml").unwrap_err()
+    }
+
+    /// The error is a parse error at `line` about `key`, and its message says so up front.
+    fn assert_located(err: &ConfigError, line: u64, key: &str) {
+        assert_eq!(err.file(), Path::new("conf/test.yaml"), "{err}");
+        assert_eq!(err.position().map(|p| p.line), Some(line), "{err}");
+        assert_eq!(err.key(), Some(key), "{err}");
+        let shown = err.to_string();
+        let column = err.position().unwrap().column;
+        assert!(
+            shown.starts_with(&format!("conf/test.yaml:{line}:{column}: {key}: ")),
+            "{shown}"
+        );
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(err.is_bad_config());
+    }
+
+    #[test]
+    fn the_reference_block_loads_unchanged() {
+        let config = Config::parse(REFERENCE_BLOCK, "/etc/skywire/config.yaml").unwrap();
+        assert_eq!(config.node, NodeConfig::default());
+        assert_eq!(config.apps.len(), 1);
+        let app = config.apps.get("meshnet-socks-server").unwrap();
+        assert_eq!(app.name.as_str(), "meshnet-socks-server");
+        assert!(app.daemon);
+        assert_eq!(app.desc, "DESCRIPTION GOES HERE");
+        assert_eq!(
+            app.path.as_written(),
+            "bin/meshnet/meshnet-run-socks-server"
+        );
+        assert_eq!(
+            app.path.resolved(),
+            Path::new("/etc/skywire/bin/meshnet/meshnet-run-socks-server")
+        );
+        assert!(app.default_args.is_empty());
+        assert_eq!(
+            app.help,
+            "[1] Text name of app, must be unique\n\
+             [2] Node address which app will be talked with. ex 101.202.34.56:9000\n\
+             [3] Port which socks server will use for connecting with target host. ex 8000\n\
+             \n\
+             Full Example Command:\n    \
+             start meshnet-socks-server sockssrv0 101.202.34.56:9000 8001\n"
+        );
+    }
+
+    #[test]
+    fn the_repo_config_loads_and_contains_the_reference_block() {
+        let config = Config::load(REPO_CONFIG).unwrap();
+        let base = Path::new(REPO_CONFIG).parent().unwrap();
+        assert_eq!(config.node.key, base.join("node.key"));
+        let reference = Config::parse(REFERENCE_BLOCK, REPO_CONFIG).unwrap();
+        let expected = reference.apps.get("meshnet-socks-server").unwrap();
+        assert_eq!(config.apps.get("meshnet-socks-server"), Some(expected));
+        let ours = config.apps.get("skywire-demo").unwrap();
+        assert_eq!(ours.path.resolved(), base.join("target/release/skywire"));
+        assert_eq!(ours.default_args, ["demo", "--packets", "10000"]);
+        let text = fs::read_to_string(REPO_CONFIG).unwrap();
+        assert!(text.contains(REFERENCE_BLOCK.trim_start_matches("apps:\n")));
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_are_the_default_config() {
+        for text in [
+            "",
+            "# nothing yet\n",
+            "node:\napps:\n",
+            "node: {}\napps: {}\n",
+        ] {
+            let config = Config::parse(text, "c.yaml").unwrap();
+            assert_eq!(config.node.key, Path::new(DEFAULT_NODE_KEY), "{text:?}");
+            assert!(config.apps.is_empty(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn optional_app_fields_default_and_order_is_kept() {
+        let text = "apps:\n  zed:\n    path: z\n  alpha:\n    path: /bin/a\n    default_args: [8000, -v]\n";
+        let config = Config::parse(text, "c.yaml").unwrap();
+        let names: Vec<_> = config.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["zed", "alpha"]);
+        let zed = config.apps.get("zed").unwrap();
+        assert!(!zed.daemon);
+        assert_eq!((zed.desc.as_str(), zed.help.as_str()), ("", ""));
+        assert!(zed.default_args.is_empty());
+        let alpha = config.apps.get("alpha").unwrap();
+        assert_eq!(alpha.default_args, ["8000", "-v"]);
+        assert_eq!(alpha.path.resolved(), Path::new("/bin/a"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let text = "node:\n  key: keys/node.key\napps:\n  a:\n    path: ../bin/a\n  b:\n    path: /opt/b\n";
+        let config = Config::parse(text, "/etc/skywire/config.yaml").unwrap();
+        assert_eq!(config.node.key, Path::new("/etc/skywire/keys/node.key"));
+        let a = config.apps.get("a").unwrap();
+        assert_eq!(a.path.as_written(), "../bin/a");
+        assert_eq!(a.path.resolved(), Path::new("/etc/skywire/../bin/a"));
+        assert_eq!(
+            config.apps.get("b").unwrap().path.resolved(),
+            Path::new("/opt/b")
+        );
+        // A bare file name has an empty parent: paths stay relative to where it was found.
+        let config = Config::parse(text, "config.yaml").unwrap();
+        assert_eq!(config.node.key, Path::new("keys/node.key"));
+        let config = Config::parse("node:\n  key: /k\n", "config.yaml").unwrap();
+        assert_eq!(config.node.key, Path::new("/k"));
+    }
+
+    #[test]
+    fn load_resolves_against_the_files_folder() {
+        let dir = Scratch::new();
+        let path = dir.file("c.yaml", b"node:\n  key: n.key\n");
+        assert_eq!(Config::load(&path).unwrap().node.key, dir.0.join("n.key"));
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_key_and_line() {
+        let err = parse_err("node:\n  key: a.key\napps:\n  foo:\n    path: p\n    deamon: true\n");
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+        assert_located(&err, 6, "apps.foo.deamon");
+        assert_eq!(err.position().unwrap().column, 5);
+        assert!(err.to_string().contains("deamon"), "{err}");
+
+        let err = parse_err("# top\nnode:\n  kee: a.key\n");
+        assert_located(&err, 3, "node.kee");
+        let err = parse_err("nodes:\n  key: a\n");
+        assert_located(&err, 1, "nodes");
+    }
+
+    #[test]
+    fn a_wrong_type_names_file_key_and_line() {
+        let err = parse_err("apps:\n  foo:\n    path: p\n\n    daemon: sometimes\n");
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+        assert_located(&err, 5, "apps.foo.daemon");
+
+        let err = parse_err("apps:\n  foo:\n    path: p\n    default_args: [a, [b]]\n");
+        assert_located(&err, 4, "apps.foo.default_args[1]");
+        let err = parse_err("apps:\n  foo:\n    path: [p]\n");
+        assert_located(&err, 3, "apps.foo.path");
+        let err = parse_err("apps:\n  - foo\n");
+        assert_located(&err, 2, "apps");
+        let err = parse_err("apps:\n  foo:\n    desc:\n    path: p\n");
+        assert_located(&err, 3, "apps.foo.desc");
+    }
+
+    #[test]
+    fn a_missing_path_names_the_app() {
+        let err = parse_err("apps:\n  foo:\n    daemon: true\n");
+        assert_eq!(err.key(), Some("apps.foo"), "{err}");
+        assert!(err.to_string().contains("path"), "{err}");
+    }
+
+    #[test]
+    fn a_duplicate_app_is_refused_at_the_second_one() {
+        let err = parse_err("apps:\n  foo:\n    path: a\n  foo:\n    path: b\n");
+        assert_eq!(err.position().map(|p| p.line), Some(4), "{err}");
+        assert!(err.to_string().contains("foo"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_located_problems() {
+        let err = parse_err("apps:\n  \"\":\n    path: p\n");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    problem: Problem::EmptyAppName,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_located(&err, 2, "apps.\"\"");
+
+        let err = parse_err("apps:\n  ok:\n    path: p\n  \"two words\":\n    path: p\n");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    problem: Problem::AppNameNotOneWord,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_located(&err, 4, "apps.\"two words\"");
+
+        let err = parse_err("node:\n  key: ''\n");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    problem: Problem::EmptyPath,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_located(&err, 2, "node.key");
+
+        let err = parse_err("apps:\n  foo:\n    path: \"a\\0b\"\n");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    problem: Problem::NulInPath,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_located(&err, 3, "apps.foo.path");
+    }
+
+    #[test]
+    fn a_yaml_syntax_error_names_the_line() {
+        let err = parse_err("node:\n  key: a\napps:\n  foo: [unclosed\n  bar: 1\n");
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+        let line = err.position().unwrap().line;
+        assert!((4..=6).contains(&line), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("conf/test.yaml:{line}:"))
+        );
+
+        let err = parse_err("apps:\n  foo:\n    path: p\n   bad: x\n");
+        assert_eq!(err.position().map(|p| p.line), Some(4), "{err}");
+        assert_eq!(err.key(), Some("apps"), "{err}");
+        let err = parse_err("node: {}\n---\nnode: {}\n");
+        assert_eq!(err.position().map(|p| p.line), Some(3), "{err}");
+    }
+
+    #[test]
+    fn an_oversized_config_is_refused_before_parsing() {
+        let big = format!("# {}\n", "x".repeat(MAX_CONFIG_LEN));
+        let err = Config::parse(&big, "big.yaml").unwrap_err();
+        assert!(matches!(err, ConfigError::TooLarge { .. }), "{err:?}");
+        assert!(err.is_bad_config());
+
+        let dir = Scratch::new();
+        let path = dir.file("big.yaml", big.as_bytes());
+        let err = Config::load(&path).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TooLarge { len, .. } if len == big.len() as u64),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with(&path.display().to_string()));
+
+        let just_fits = format!("#{}", "x".repeat(MAX_CONFIG_LEN - 1));
+        let path = dir.file("fits.yaml", just_fits.as_bytes());
+        Config::load(&path).unwrap();
+    }
+
+    #[test]
+    fn load_refuses_what_is_not_a_utf8_regular_file() {
+        let dir = Scratch::new();
+        let err = Config::load(&dir.0).unwrap_err();
+        assert!(matches!(err, ConfigError::NotRegularFile { .. }), "{err:?}");
+        assert!(err.is_bad_config());
+
+        let path = dir.file("latin1.yaml", b"node:\n  key: caf\xe9\n");
+        let err = Config::load(&path).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::NotUtf8 {
+                    position: Position {
+                        line: 2,
+                        column: 11
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:2:11: ", path.display()))
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_io_not_found_and_still_a_bad_config() {
+        let dir = Scratch::new();
+        let path = dir.0.join("missing.yaml");
+        let err = Config::load(&path).unwrap_err();
+        match &err {
+            ConfigError::Io { source, .. } => assert_eq!(source.kind(), io::ErrorKind::NotFound),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.is_bad_config());
+        assert_eq!(err.file(), path);
+    }
+
+    #[test]
+    fn an_unreadable_file_is_io_and_not_a_bad_config() {
+        let dir = Scratch::new();
+        let path = dir.file("secret.yaml", b"node: {}\n");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).unwrap();
+        // Root reads it anyway; the check only means something for other users.
+        if let Err(err) = Config::load(&path) {
+            assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
+            assert!(!err.is_bad_config());
+        }
+    }
+}
