@@ -28,6 +28,7 @@
 )]
 
 pub mod crypto;
+pub mod engine;
 pub mod route;
 pub mod session;
 pub mod sim;
