@@ -13,10 +13,15 @@
 //!   per-packet decision.
 //! - [`sim`]: an in-memory mesh of nodes built from the layers above, used by tests and by
 //!   `skywire demo` to show the core working end to end.
+//! - [`engine`]: a node's forwarding engine: the sans-IO [`engine::NodeCore`] with every
+//!   per-packet decision, and the mio event loop that drives it over a real UDP socket and
+//!   TUN device (the pipeline is written down at the top of that module).
+//! - [`sys`]: the thin OS layer: TUN device, UDP socket options, rtnetlink. The only module
+//!   allowed `unsafe`.
 //!
-//! Nothing in this crate opens a socket, a TUN device or reads the clock. Bytes from the
-//! network never cause a panic: every parser is a checked constructor, and every per-packet
-//! function returns a drop reason instead of failing.
+//! Everything but `engine`'s driver and `sys` is sans-IO: no sockets, no TUN, no clock. Bytes
+//! from the network never cause a panic: every parser is a checked constructor, and every
+//! per-packet function returns a drop reason instead of failing.
 #![cfg_attr(
     test,
     allow(
@@ -32,4 +37,5 @@ pub mod engine;
 pub mod route;
 pub mod session;
 pub mod sim;
+pub mod sys;
 pub mod wire;

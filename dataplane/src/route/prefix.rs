@@ -38,7 +38,9 @@ impl Prefix {
         self.addr
     }
 
-    /// The prefix length.
+    /// The prefix length (the number of network bits; not a container's length, hence no
+    /// `is_empty`).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> u8 {
         self.len
     }

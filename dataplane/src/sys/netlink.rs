@@ -1,0 +1,554 @@
+//! A minimal rtnetlink client: add and delete routes through an interface, add addresses,
+//! set a link's MTU and state. One socket per call, one request per socket, and every
+//! request waits for the kernel's acknowledgement, so a refusal is an `Err` here and never
+//! passes silently.
+//!
+//! Messages are built field by field into a byte buffer in native byte order, as the
+//! kernel lays them out (`include/uapi/linux/{netlink,rtnetlink,if_addr}.h`); the layout
+//! of every header is checked at compile time against libc's definition where libc has
+//! one. Replies are parsed with bounds-checked reads: nothing is cast from kernel bytes.
+//!
+//! Errors: the kernel's errno becomes an [`io::Error`] with that raw OS error, so
+//! [`add_route`] of a route that exists fails with [`io::ErrorKind::AlreadyExists`]
+//! (`EEXIST`), and [`delete_route`] of a route that does not exist with
+//! [`io::ErrorKind::NotFound`] (the kernel's `ESRCH`).
+//!
+//! Not here: dumps (listing routes or addresses), multicast notifications, extended acks.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+use crate::route::Prefix;
+
+/// Bytes of a netlink message header (`struct nlmsghdr`).
+const NLMSG_HDRLEN: usize = 16;
+/// Bytes of `struct rtmsg`: family, dst_len, src_len, tos, table, protocol, scope, type
+/// (one byte each), then `unsigned int flags`. libc does not define it.
+const RTMSG_LEN: usize = 12;
+/// Bytes of `struct ifinfomsg`: family, pad, `unsigned short type`, `int index`,
+/// `unsigned int flags`, `unsigned int change`.
+const IFINFOMSG_LEN: usize = 16;
+/// Bytes of `struct ifaddrmsg`: family, prefixlen, flags, scope, `u32 index`.
+const IFADDRMSG_LEN: usize = 8;
+/// Bytes of `struct nlmsgerr` up to the echoed header: `int error`.
+const NLMSGERR_ERROR_LEN: usize = 4;
+
+// Layout checks against libc: the offsets `Message` writes at are the ones the kernel reads.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(size_of::<libc::nlmsghdr>() == NLMSG_HDRLEN);
+    assert!(offset_of!(libc::nlmsghdr, nlmsg_len) == 0);
+    assert!(offset_of!(libc::nlmsghdr, nlmsg_type) == 4);
+    assert!(offset_of!(libc::nlmsghdr, nlmsg_flags) == 6);
+    assert!(offset_of!(libc::nlmsghdr, nlmsg_seq) == 8);
+    assert!(offset_of!(libc::nlmsghdr, nlmsg_pid) == 12);
+    assert!(size_of::<libc::ifinfomsg>() == IFINFOMSG_LEN);
+    assert!(offset_of!(libc::ifinfomsg, ifi_family) == 0);
+    assert!(offset_of!(libc::ifinfomsg, ifi_type) == 2);
+    assert!(offset_of!(libc::ifinfomsg, ifi_index) == 4);
+    assert!(offset_of!(libc::ifinfomsg, ifi_flags) == 8);
+    assert!(offset_of!(libc::ifinfomsg, ifi_change) == 12);
+    assert!(size_of::<libc::ifaddrmsg>() == IFADDRMSG_LEN);
+    assert!(offset_of!(libc::ifaddrmsg, ifa_family) == 0);
+    assert!(offset_of!(libc::ifaddrmsg, ifa_prefixlen) == 1);
+    assert!(offset_of!(libc::ifaddrmsg, ifa_flags) == 2);
+    assert!(offset_of!(libc::ifaddrmsg, ifa_scope) == 3);
+    assert!(offset_of!(libc::ifaddrmsg, ifa_index) == 4);
+    assert!(offset_of!(libc::nlmsgerr, error) == 0);
+    assert!(offset_of!(libc::nlmsgerr, msg) == NLMSGERR_ERROR_LEN);
+    assert!(size_of::<libc::rtattr>() == 4);
+};
+
+/// `NLM_F_*` flags are `c_int` in libc and `u16` on the wire; all fit.
+const F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
+const F_ACK: u16 = libc::NLM_F_ACK as u16;
+const F_CREATE: u16 = libc::NLM_F_CREATE as u16;
+const F_EXCL: u16 = libc::NLM_F_EXCL as u16;
+const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+
+/// How long to wait for an acknowledgement. The kernel handles a request inside `send`, so
+/// the ack is queued before `send` returns; the timeout only guards against a lost one.
+const ACK_TIMEOUT_SECS: libc::time_t = 5;
+
+/// Route `prefix` through the interface `if_index` (main table, protocol `static`, scope
+/// link for IPv4: no gateway, the packets go straight into the device). Host bits of the
+/// prefix are ignored. A route to the same prefix with the same metric already present
+/// (through any device) fails with [`io::ErrorKind::AlreadyExists`].
+pub fn add_route(if_index: u32, prefix: &Prefix) -> io::Result<()> {
+    let msg = route_message(libc::RTM_NEWROUTE, F_CREATE | F_EXCL, if_index, prefix);
+    request(msg)
+}
+
+/// Delete the route to `prefix` through `if_index` that [`add_route`] added (protocol
+/// `static`). A missing route fails with [`io::ErrorKind::NotFound`].
+pub fn delete_route(if_index: u32, prefix: &Prefix) -> io::Result<()> {
+    let msg = route_message(libc::RTM_DELROUTE, 0, if_index, prefix);
+    request(msg).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no route to {prefix} to delete"),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// Assign `address` (with its prefix length, `10.77.0.1/24`) to the interface `if_index`.
+/// The kernel adds the route to the prefix's network through the interface. IPv6 addresses
+/// skip duplicate address detection, which is meaningless on a point-to-point TUN device.
+/// An address already present fails with [`io::ErrorKind::AlreadyExists`].
+pub fn add_address(if_index: u32, address: &Prefix) -> io::Result<()> {
+    request(address_message(if_index, address))
+}
+
+/// Set the MTU of the interface `if_index` and bring it up or down, in one request; `None`
+/// leaves that property as it is.
+pub fn set_link(if_index: u32, mtu: Option<u32>, up: Option<bool>) -> io::Result<()> {
+    request(link_message(if_index, mtu, up)?)
+}
+
+fn family(ip: IpAddr) -> u8 {
+    // AF_INET (2) and AF_INET6 (10) fit in the one-byte family fields.
+    match ip {
+        IpAddr::V4(_) => libc::AF_INET as u8,
+        IpAddr::V6(_) => libc::AF_INET6 as u8,
+    }
+}
+
+fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// `RTM_NEWROUTE` / `RTM_DELROUTE` for `prefix` through `if_index`.
+fn route_message(kind: u16, extra_flags: u16, if_index: u32, prefix: &Prefix) -> Message {
+    let dst = prefix.network();
+    let scope = match (kind, dst) {
+        // Delete: "nowhere" matches a route of any scope (what `ip route del` sends).
+        (libc::RTM_DELROUTE, _) => libc::RT_SCOPE_NOWHERE,
+        (_, IpAddr::V4(_)) => libc::RT_SCOPE_LINK,
+        (_, IpAddr::V6(_)) => libc::RT_SCOPE_UNIVERSE,
+    };
+    let mut msg = Message::new(kind, F_REQUEST | F_ACK | extra_flags);
+    let rtmsg: [u8; RTMSG_LEN] = [
+        family(dst),
+        prefix.len(),
+        0, // src_len
+        0, // tos
+        libc::RT_TABLE_MAIN,
+        libc::RTPROT_STATIC,
+        scope,
+        libc::RTN_UNICAST,
+        0, // rtm_flags (four bytes)
+        0,
+        0,
+        0,
+    ];
+    msg.push(&rtmsg);
+    if prefix.len() > 0 {
+        // A default route carries no destination, as `ip` sends it.
+        msg.attr(libc::RTA_DST, &ip_bytes(&dst));
+    }
+    msg.attr(libc::RTA_OIF, &if_index.to_ne_bytes());
+    msg
+}
+
+/// `RTM_NEWADDR` adding `address` to `if_index`.
+fn address_message(if_index: u32, address: &Prefix) -> Message {
+    let ip = address.addr();
+    // IFA_F_NODAD is 0x02, within the legacy one-byte flags field.
+    let flags = if ip.is_ipv6() {
+        libc::IFA_F_NODAD as u8
+    } else {
+        0
+    };
+    let mut msg = Message::new(libc::RTM_NEWADDR, F_REQUEST | F_ACK | F_CREATE | F_EXCL);
+    let [i0, i1, i2, i3] = if_index.to_ne_bytes();
+    let ifaddrmsg: [u8; IFADDRMSG_LEN] = [
+        family(ip),
+        address.len(),
+        flags,
+        libc::RT_SCOPE_UNIVERSE,
+        i0,
+        i1,
+        i2,
+        i3,
+    ];
+    msg.push(&ifaddrmsg);
+    // IFA_LOCAL is the interface's address; IFA_ADDRESS the same one, since there is no
+    // peer address (what `ip address add` sends).
+    msg.attr(libc::IFA_LOCAL, &ip_bytes(&ip));
+    msg.attr(libc::IFA_ADDRESS, &ip_bytes(&ip));
+    msg
+}
+
+/// `RTM_NEWLINK` changing the MTU and the `IFF_UP` flag of an existing interface.
+fn link_message(if_index: u32, mtu: Option<u32>, up: Option<bool>) -> io::Result<Message> {
+    let index = i32::try_from(if_index)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index too large"))?;
+    let iff_up = libc::IFF_UP as u32;
+    let (flags, change) = match up {
+        None => (0, 0),
+        Some(true) => (iff_up, iff_up),
+        Some(false) => (0, iff_up),
+    };
+    let mut msg = Message::new(libc::RTM_NEWLINK, F_REQUEST | F_ACK);
+    let [i0, i1, i2, i3] = index.to_ne_bytes();
+    let [f0, f1, f2, f3] = flags.to_ne_bytes();
+    let [c0, c1, c2, c3] = change.to_ne_bytes();
+    let ifinfomsg: [u8; IFINFOMSG_LEN] = [
+        libc::AF_UNSPEC as u8,
+        0, // pad
+        0, // type (two bytes)
+        0,
+        i0,
+        i1,
+        i2,
+        i3,
+        f0,
+        f1,
+        f2,
+        f3,
+        c0,
+        c1,
+        c2,
+        c3,
+    ];
+    msg.push(&ifinfomsg);
+    if let Some(mtu) = mtu {
+        msg.attr(libc::IFLA_MTU, &mtu.to_ne_bytes());
+    }
+    Ok(msg)
+}
+
+/// A netlink request being built: header, family header, attributes, each 4-byte aligned.
+struct Message {
+    buf: Vec<u8>,
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+impl Message {
+    /// A header with the length and sequence number left to [`Message::finish`].
+    fn new(kind: u16, flags: u16) -> Self {
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_seq
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel fills it in
+        Self { buf }
+    }
+
+    /// The family header (`rtmsg`, `ifinfomsg`, `ifaddrmsg`), whose size is a multiple of 4.
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// An attribute (`struct rtattr`: length including itself, type, payload, padding).
+    fn attr(&mut self, kind: u16, payload: &[u8]) {
+        self.buf.resize(align4(self.buf.len()), 0);
+        let len = u16::try_from(4 + payload.len()).unwrap_or(u16::MAX);
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(payload);
+        self.buf.resize(align4(self.buf.len()), 0);
+    }
+
+    /// The bytes to send, with length and sequence number in place.
+    fn finish(mut self, seq: u32) -> Vec<u8> {
+        let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
+        for (at, value) in [(0, len), (8, seq)] {
+            if let Some(field) = self.buf.get_mut(at..at + 4) {
+                field.copy_from_slice(&value.to_ne_bytes());
+            }
+        }
+        self.buf
+    }
+}
+
+/// Send one request on a fresh socket and wait for its acknowledgement.
+fn request(msg: Message) -> io::Result<()> {
+    let socket = open()?;
+    // One request per socket: any sequence number works; a fixed one keeps tests exact.
+    let seq = 1;
+    let bytes = msg.finish(seq);
+    // SAFETY: the pointer and length describe `bytes`, which outlives the call; the socket
+    // is connected to the kernel, so no address is needed.
+    let sent = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            bytes.as_ptr().cast::<libc::c_void>(),
+            bytes.len(),
+            0,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 8192];
+    loop {
+        // SAFETY: the pointer and length describe `buf`, a writable local array; the kernel
+        // writes at most `buf.len()` bytes.
+        let n = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buf.as_mut_ptr().cast::<libc::c_void>(),
+                buf.len(),
+                0,
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        let reply = buf.get(..n).unwrap_or_default();
+        if let Some(result) = parse_ack(reply, seq)? {
+            return result;
+        }
+    }
+}
+
+/// A `NETLINK_ROUTE` socket bound to a kernel-chosen port and connected to the kernel
+/// (so it accepts messages from the kernel only), with a receive timeout.
+fn open() -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes no pointers; its result is checked before use.
+    let fd = super::check(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_nl is plain integers (family, padding, port id, groups), for which
+    // all zeroes is valid: port 0 and no groups.
+    let mut kernel: libc::sockaddr_nl = unsafe { core::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    let len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `kernel`, a local sockaddr_nl; binding to
+    // port 0 lets the kernel pick a free port id.
+    super::check(unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&raw const kernel).cast::<libc::sockaddr>(),
+            len,
+        )
+    })?;
+    // SAFETY: as above; port 0 is the kernel.
+    super::check(unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            (&raw const kernel).cast::<libc::sockaddr>(),
+            len,
+        )
+    })?;
+    let timeout = libc::timeval {
+        tv_sec: ACK_TIMEOUT_SECS,
+        tv_usec: 0,
+    };
+    super::setsockopt(socket.as_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, timeout)?;
+    Ok(socket)
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Look for the acknowledgement of request `seq` in one datagram from the kernel:
+/// `Some(Ok)` for an ack, `Some(Err)` for a refusal, `None` if it is not in this datagram.
+/// A datagram that is not a sequence of well-formed messages is `InvalidData`.
+fn parse_ack(mut reply: &[u8], seq: u32) -> io::Result<Option<io::Result<()>>> {
+    let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed netlink reply");
+    while !reply.is_empty() {
+        let len = read_u32(reply, 0).ok_or_else(malformed)? as usize;
+        if len < NLMSG_HDRLEN || len > reply.len() {
+            return Err(malformed());
+        }
+        let kind = read_u16(reply, 4).ok_or_else(malformed)?;
+        let this_seq = read_u32(reply, 8).ok_or_else(malformed)?;
+        if kind == NLMSG_ERROR && this_seq == seq {
+            let error = read_u32(reply, NLMSG_HDRLEN).ok_or_else(malformed)? as i32;
+            return Ok(Some(match error {
+                0 => Ok(()),
+                e => Err(io::Error::from_raw_os_error(e.saturating_neg())),
+            }));
+        }
+        reply = reply.get(align4(len)..).unwrap_or_default();
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::testns;
+    use std::process::Command;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    fn ne16(v: u16) -> [u8; 2] {
+        v.to_ne_bytes()
+    }
+
+    fn ne32(v: u32) -> [u8; 4] {
+        v.to_ne_bytes()
+    }
+
+    #[test]
+    fn add_route_v4_bytes() {
+        // What `ip route add 10.98.0.0/16 dev <7> proto static` sends, host bits cleared.
+        let bytes =
+            route_message(libc::RTM_NEWROUTE, F_CREATE | F_EXCL, 7, &p("10.98.1.1/16")).finish(1);
+        let mut want = Vec::new();
+        want.extend(ne32(44));
+        want.extend(ne16(24)); // RTM_NEWROUTE
+        want.extend(ne16(0x1 | 0x4 | 0x400 | 0x200)); // REQUEST|ACK|CREATE|EXCL
+        want.extend(ne32(1));
+        want.extend(ne32(0));
+        want.extend([2, 16, 0, 0, 254, 4, 253, 1]); // inet, /16, main, static, link, unicast
+        want.extend(ne32(0));
+        want.extend(ne16(8));
+        want.extend(ne16(1)); // RTA_DST
+        want.extend([10, 98, 0, 0]);
+        want.extend(ne16(8));
+        want.extend(ne16(4)); // RTA_OIF
+        want.extend(ne32(7));
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn delete_route_v6_bytes() {
+        let bytes = route_message(libc::RTM_DELROUTE, 0, 3, &p("fd98::1/48")).finish(1);
+        assert_eq!(bytes.len(), 16 + 12 + 20 + 8);
+        assert_eq!(&bytes[..4], ne32(56));
+        assert_eq!(&bytes[4..6], ne16(25)); // RTM_DELROUTE
+        assert_eq!(&bytes[6..8], ne16(0x1 | 0x4));
+        assert_eq!(&bytes[16..24], [10, 48, 0, 0, 254, 4, 255, 1]); // inet6, nowhere
+        assert_eq!(&bytes[28..30], ne16(20));
+        let mut dst = [0u8; 16];
+        dst[..2].copy_from_slice(&[0xfd, 0x98]);
+        assert_eq!(&bytes[32..48], dst);
+        assert_eq!(&bytes[52..56], ne32(3));
+    }
+
+    #[test]
+    fn default_route_has_no_destination() {
+        let bytes = route_message(libc::RTM_NEWROUTE, 0, 3, &p("0.0.0.0/0")).finish(1);
+        assert_eq!(bytes.len(), 16 + 12 + 8);
+        assert_eq!(&bytes[30..32], ne16(libc::RTA_OIF));
+    }
+
+    #[test]
+    fn address_and_link_bytes() {
+        let bytes = address_message(9, &p("fd99::1/64")).finish(1);
+        assert_eq!(bytes.len(), 16 + 8 + 20 + 20);
+        assert_eq!(&bytes[6..8], ne16(0x1 | 0x4 | 0x400 | 0x200));
+        assert_eq!(&bytes[16..20], [10, 64, 2, 0]); // inet6, /64, NODAD, universe
+        assert_eq!(&bytes[20..24], ne32(9));
+        assert_eq!(&bytes[26..28], ne16(libc::IFA_LOCAL));
+        assert_eq!(&bytes[46..48], ne16(libc::IFA_ADDRESS));
+
+        let bytes = link_message(9, Some(1400), Some(true)).unwrap().finish(1);
+        assert_eq!(bytes.len(), 16 + 16 + 8);
+        assert_eq!(&bytes[4..6], ne16(16)); // RTM_NEWLINK
+        assert_eq!(&bytes[20..24], ne32(9));
+        assert_eq!(&bytes[24..32], [ne32(1), ne32(1)].concat()); // flags, change: IFF_UP
+        assert_eq!(&bytes[32..36], [ne16(8), ne16(libc::IFLA_MTU)].concat());
+        assert_eq!(&bytes[36..40], ne32(1400));
+        let down = link_message(9, None, Some(false)).unwrap().finish(1);
+        assert_eq!(&down[24..32], [ne32(0), ne32(1)].concat());
+        assert!(link_message(u32::MAX, None, None).is_err());
+    }
+
+    fn error_reply(seq: u32, error: i32) -> Vec<u8> {
+        let mut r = Vec::new();
+        r.extend(ne32(36));
+        r.extend(ne16(NLMSG_ERROR));
+        r.extend(ne16(0x100)); // NLM_F_CAPPED
+        r.extend(ne32(seq));
+        r.extend(ne32(4242));
+        r.extend(error.to_ne_bytes());
+        r.extend([0u8; 16]); // the echoed request header
+        r
+    }
+
+    #[test]
+    fn acks_and_refusals() {
+        assert!(matches!(parse_ack(&error_reply(1, 0), 1), Ok(Some(Ok(())))));
+        let exists = parse_ack(&error_reply(1, -libc::EEXIST), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(exists.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        // Another request's ack is skipped; ours after it is found.
+        let mut two = error_reply(9, -libc::EPERM);
+        two.extend(error_reply(1, -libc::ENODEV));
+        let err = parse_ack(&two, 1).unwrap().unwrap().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENODEV));
+        assert!(parse_ack(&error_reply(9, 0), 1).unwrap().is_none());
+        assert!(parse_ack(&[], 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn malformed_replies_are_errors() {
+        let reply = error_reply(1, 0);
+        for cut in [1, 15, 19, 35] {
+            assert_eq!(
+                parse_ack(&reply[..cut], 1).unwrap_err().kind(),
+                io::ErrorKind::InvalidData,
+                "cut at {cut}"
+            );
+        }
+        let mut short_len = reply.clone();
+        short_len[..4].copy_from_slice(&ne32(8));
+        assert!(parse_ack(&short_len, 1).is_err());
+    }
+
+    fn ip(args: &[&str]) -> String {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn routes_in_a_namespace() {
+        testns::run("netlink::routes_in_a_namespace", || {
+            // A dummy-free setup: loopback is the only interface of a new namespace.
+            let lo = 1;
+            set_link(lo, None, Some(true)).unwrap();
+            add_address(lo, &p("10.96.0.1/24")).unwrap();
+            let err = add_address(lo, &p("10.96.0.1/24")).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+
+            add_route(lo, &p("10.95.0.0/16")).unwrap();
+            add_route(lo, &p("fd95::/48")).unwrap();
+            assert!(ip(&["route", "show"]).contains("10.95.0.0/16 dev lo proto static scope link"));
+            assert!(ip(&["-6", "route", "show"]).contains("fd95::/48 dev lo proto static"));
+            let again = add_route(lo, &p("10.95.0.0/16")).unwrap_err();
+            assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+            assert_eq!(again.raw_os_error(), Some(libc::EEXIST));
+
+            delete_route(lo, &p("10.95.0.0/16")).unwrap();
+            delete_route(lo, &p("fd95::/48")).unwrap();
+            assert!(!ip(&["route", "show"]).contains("10.95.0.0"));
+            assert!(!ip(&["-6", "route", "show"]).contains("fd95::"));
+            let gone = delete_route(lo, &p("10.95.0.0/16")).unwrap_err();
+            assert_eq!(gone.kind(), io::ErrorKind::NotFound);
+            let gone = delete_route(lo, &p("fd95::/48")).unwrap_err();
+            assert_eq!(gone.kind(), io::ErrorKind::NotFound);
+
+            let no_device = add_route(999_999, &p("10.94.0.0/16")).unwrap_err();
+            assert_eq!(no_device.raw_os_error(), Some(libc::ENODEV));
+        });
+    }
+}

@@ -1,0 +1,443 @@
+//! The TUN device: IP packets between the kernel's stack and the engine.
+//!
+//! [`TunDevice::create`] opens a layer-3 TUN device with tun-rs (`TUNSETIFF`: no packet
+//! information header, single queue, no offloads), makes its descriptor non-blocking, and
+//! then configures it over rtnetlink ([`netlink`]): MTU and link up in one request, then
+//! each address, each acknowledged by the kernel. tun-rs's own configuration is not used:
+//! on Linux it sets MTU, link state and addresses with ioctls, and the netlink path it has
+//! for extra IPv4 addresses (netconfig-rs) sends its request without asking for an
+//! acknowledgement, so a refusal would go unnoticed.
+//!
+//! The device lives as long as the [`TunDevice`]: the kernel removes a non-persistent TUN
+//! device when its last descriptor is closed (tun-rs never sets `TUNSETPERSIST` unless
+//! asked, and opens with `O_CLOEXEC`, so no child process keeps it), and the routes through
+//! it go with it.
+
+use core::fmt;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use tun_rs::{DeviceBuilder, SyncDevice};
+
+use super::netlink;
+use crate::engine::TunSetup;
+
+/// A TUN device created and configured by this process, removed when dropped.
+pub struct TunDevice {
+    device: SyncDevice,
+    /// The name the kernel gave it.
+    name: String,
+    /// Stable for the device's life; read once so a rename cannot break later calls.
+    if_index: u32,
+}
+
+// The engine moves the device into its own thread.
+const _: fn() = || {
+    fn is_send<T: Send>() {}
+    is_send::<TunDevice>();
+};
+
+impl TunDevice {
+    /// Create the device `setup.name` with MTU `setup.mtu` and every address of
+    /// `setup.addresses` (IPv4 and IPv6), and bring it up. Needs `CAP_NET_ADMIN`
+    /// ([`io::ErrorKind::PermissionDenied`] otherwise). An existing interface of that name
+    /// is refused with [`io::ErrorKind::AlreadyExists`] rather than taken over. If a step
+    /// fails, the device is removed again.
+    pub fn create(setup: &TunSetup) -> io::Result<Self> {
+        if interface_exists(&setup.name)? {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("a network interface named {} exists already", setup.name),
+            ));
+        }
+        let device = open(&setup.name)?;
+        device.set_nonblocking(true)?;
+        let name = device.name()?;
+        let if_index = device.if_index()?;
+        // From here on, returning early drops `tun`, which removes the device.
+        let tun = Self {
+            device,
+            name,
+            if_index,
+        };
+        netlink::set_link(if_index, Some(u32::from(setup.mtu)), Some(true))
+            .map_err(|e| context(e, format_args!("setting MTU {} and link up", setup.mtu)))?;
+        for address in &setup.addresses {
+            netlink::add_address(if_index, address)
+                .map_err(|e| context(e, format_args!("adding address {address}")))?;
+        }
+        Ok(tun)
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The interface index (for routes through the device).
+    pub fn if_index(&self) -> io::Result<u32> {
+        Ok(self.if_index)
+    }
+
+    /// Read one IP packet into `buf`; [`io::ErrorKind::WouldBlock`] when none is waiting.
+    /// `buf` should hold the MTU: a longer packet is cut by the kernel, which is reported
+    /// as [`io::ErrorKind::InvalidData`] (the packet is lost).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.device.recv(buf)?;
+        // The kernel copies what fits and returns that length without a word, so a full
+        // buffer may hold a cut packet: its IP header then claims more than arrived.
+        if n == buf.len() && buf.get(..n).is_some_and(cut_short) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TUN packet longer than the buffer",
+            ));
+        }
+        Ok(n)
+    }
+
+    /// Write one IP packet (IPv4 or IPv6, no header in front) to the kernel's stack.
+    pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.device.send(buf)
+    }
+}
+
+/// The one place the device is opened, with every tun-rs option this module relies on.
+/// Offloads (`offload(true)`: virtio-net header, TSO/GRO) and `multi_queue(true)` are
+/// switched on here, together with the read and write paths that speak them
+/// (`recv_multiple`/`send_multiple`, a descriptor per queue); this is the builder call to
+/// edit, and the only one.
+fn open(name: &str) -> io::Result<SyncDevice> {
+    DeviceBuilder::new()
+        .name(name)
+        // Link state (like MTU and addresses, which we simply do not pass) is set over
+        // rtnetlink by `create`, not by tun-rs's ioctls.
+        .inherit_enable_state()
+        .with(|linux| {
+            linux
+                .packet_information(false)
+                .offload(false)
+                .multi_queue(false);
+        })
+        .build_sync()
+}
+
+/// Does the IP header of `packet` declare more bytes than it has?
+fn cut_short(packet: &[u8]) -> bool {
+    let field = |at: usize| {
+        packet
+            .get(at..at + 2)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .map(|b| usize::from(u16::from_be_bytes(b)))
+    };
+    let declared = match packet.first().map(|b| b >> 4) {
+        Some(4) => field(2),                     // total length
+        Some(6) => field(4).map(|len| len + 40), // payload length + fixed header
+        _ => None,
+    };
+    declared.is_some_and(|len| len > packet.len())
+}
+
+/// Is there an interface called `name`? Asked before `TUNSETIFF`, which would otherwise
+/// attach to an existing persistent TUN device of that name (and leave it behind on drop)
+/// instead of creating one. A creator racing us in between is not guarded against.
+fn interface_exists(name: &str) -> io::Result<bool> {
+    let name = CString::new(name).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name contains a NUL byte",
+        )
+    })?;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call; the function only
+    // reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    Ok(index != 0)
+}
+
+/// `e` with what was being done in front, keeping its kind.
+fn context(e: io::Error, doing: fmt::Arguments<'_>) -> io::Error {
+    io::Error::new(e.kind(), format!("{doing}: {e}"))
+}
+
+impl AsRawFd for TunDevice {
+    /// The device's descriptor, for registering with mio (`mio::unix::SourceFd`). It stays
+    /// owned by the `TunDevice`.
+    fn as_raw_fd(&self) -> RawFd {
+        self.device.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for TunDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TunDevice")
+            .field("name", &self.name)
+            .field("if_index", &self.if_index)
+            .field("fd", &self.as_raw_fd())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Prefix;
+    use crate::route::prefix::destination;
+    use crate::sys::testns;
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    fn setup() -> TunSetup {
+        TunSetup {
+            name: "skytest0".into(),
+            addresses: vec![p("10.99.0.1/24"), p("fd99::1/64")],
+            mtu: 1400,
+        }
+    }
+
+    /// Output of `ip ARGS` (reading state with `ip` is fine in a test).
+    fn ip(args: &[&str]) -> (bool, String) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// The next packet out of the TUN device addressed to `dst`, skipping others (the
+    /// kernel sends IPv6 router solicitations and MLD reports of its own).
+    fn recv_to(tun: &TunDevice, dst: IpAddr) -> Vec<u8> {
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(
+                &mut SourceFd(&tun.as_raw_fd()),
+                Token(0),
+                Interest::READABLE,
+            )
+            .unwrap();
+        let mut events = Events::with_capacity(4);
+        let mut buf = vec![0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match tun.recv(&mut buf) {
+                Ok(n) if destination(&buf[..n]) == Some(dst) => return buf[..n].to_vec(),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    poll.poll(&mut events, Some(Duration::from_millis(100)))
+                        .unwrap();
+                }
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        panic!("no packet to {dst} came out of the TUN device");
+    }
+
+    /// Send a UDP datagram to `to` port 9 from this namespace; return what came out of
+    /// the TUN device for it, after checking it is that datagram.
+    fn send_through(tun: &TunDevice, to: IpAddr, payload: &[u8]) -> Vec<u8> {
+        let bind: SocketAddr = if to.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let socket = UdpSocket::bind(bind).unwrap();
+        socket.send_to(payload, (to, 9)).unwrap();
+        let packet = recv_to(tun, to);
+        let (protocol, udp) = if to.is_ipv4() {
+            (packet[9], 4 * usize::from(packet[0] & 0x0f))
+        } else {
+            (packet[6], 40)
+        };
+        assert_eq!(protocol, 17, "UDP");
+        assert_eq!(&packet[udp + 2..udp + 4], &9u16.to_be_bytes(), "port 9");
+        assert_eq!(&packet[udp + 8..], payload);
+        packet
+    }
+
+    /// An IPv4/UDP packet (no UDP checksum, which IPv4 allows).
+    fn udp_v4(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let total = u16::try_from(20 + 8 + payload.len()).unwrap();
+        let mut pkt = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        pkt[2..4].copy_from_slice(&total.to_be_bytes());
+        pkt.extend(src.octets());
+        pkt.extend(dst.octets());
+        let sum: u32 = pkt
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        let checksum = !u16::try_from((folded & 0xffff) + (folded >> 16)).unwrap();
+        pkt[10..12].copy_from_slice(&checksum.to_be_bytes());
+        pkt.extend(5555u16.to_be_bytes());
+        pkt.extend(dport.to_be_bytes());
+        pkt.extend((total - 20).to_be_bytes());
+        pkt.extend([0, 0]);
+        pkt.extend(payload);
+        pkt
+    }
+
+    #[test]
+    fn cut_packets_are_recognised() {
+        let v4 = udp_v4([10, 0, 0, 1].into(), [10, 0, 0, 2].into(), 9, &[1; 100]);
+        assert!(!cut_short(&v4));
+        assert!(cut_short(&v4[..60]));
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        v6.extend([0; 32 + 8]);
+        assert!(!cut_short(&v6));
+        assert!(cut_short(&v6[..47]));
+        // Too short to tell, or not IP: passed on for the engine to drop.
+        assert!(!cut_short(&v4[..3]));
+        assert!(!cut_short(&[0x50; 64]));
+        assert!(!cut_short(&[]));
+    }
+
+    #[test]
+    fn create_configure_read_and_write() {
+        testns::run("tun::create_configure_read_and_write", || {
+            let tun = TunDevice::create(&setup()).unwrap();
+            assert_eq!(tun.name(), "skytest0");
+            let index = tun.if_index().unwrap();
+
+            // MTU, link state and addresses, as the kernel reports them.
+            let (ok, link) = ip(&["-o", "link", "show", "dev", "skytest0"]);
+            assert!(ok, "{link}");
+            assert!(link.starts_with(&format!("{index}: skytest0: <")), "{link}");
+            let flags = link.split(['<', '>']).nth(1).unwrap();
+            assert!(flags.split(',').any(|f| f == "UP"), "{link}");
+            assert!(flags.split(',').any(|f| f == "LOWER_UP"), "{link}");
+            assert!(link.contains(" mtu 1400 "), "{link}");
+            let (_, addrs) = ip(&["-o", "address", "show", "dev", "skytest0"]);
+            assert!(addrs.contains("inet 10.99.0.1/24 "), "{addrs}");
+            assert!(addrs.contains("inet6 fd99::1/64 "), "{addrs}");
+            assert!(!addrs.contains("tentative"), "{addrs}");
+
+            // Packets the kernel routes into the device come out of recv.
+            let v4 = send_through(&tun, "10.99.0.2".parse().unwrap(), b"hello v4");
+            assert_eq!(&v4[12..16], &[10, 99, 0, 1], "source is the TUN's address");
+            send_through(&tun, "fd99::2".parse().unwrap(), b"hello v6");
+
+            // Non-blocking: once drained, recv says WouldBlock.
+            let mut buf = [0u8; 2048];
+            loop {
+                match tun.recv(&mut buf) {
+                    Ok(_) => continue,
+                    Err(e) => {
+                        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+                        break;
+                    }
+                }
+            }
+
+            // A packet written with send reaches a socket of this namespace.
+            let local = UdpSocket::bind("10.99.0.1:0").unwrap();
+            local
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let port = local.local_addr().unwrap().port();
+            let pkt = udp_v4([10, 99, 0, 2].into(), [10, 99, 0, 1].into(), port, b"in");
+            assert_eq!(tun.send(&pkt).unwrap(), pkt.len());
+            let mut got = [0u8; 16];
+            let (n, from) = local.recv_from(&mut got).unwrap();
+            assert_eq!(&got[..n], b"in");
+            assert_eq!(from, "10.99.0.2:5555".parse().unwrap());
+
+            // A packet longer than the buffer is an error, not a silently cut packet.
+            let sender = UdpSocket::bind("0.0.0.0:0").unwrap();
+            sender.send_to(&[7u8; 200], ("10.99.0.2", 9)).unwrap();
+            let mut small = [0u8; 64];
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let err = loop {
+                match tun.recv(&mut small) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        assert!(Instant::now() < deadline, "nothing came out");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    other => break other.unwrap_err(),
+                }
+            };
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        });
+    }
+
+    #[test]
+    fn routes_through_the_device_and_cleanup() {
+        testns::run("tun::routes_through_the_device_and_cleanup", || {
+            let tun = TunDevice::create(&setup()).unwrap();
+            let index = tun.if_index().unwrap();
+            let wide = p("10.98.0.0/16");
+            netlink::add_route(index, &wide).unwrap();
+            let (_, routes) = ip(&["route", "show"]);
+            assert!(
+                routes.contains("10.98.0.0/16 dev skytest0 proto static scope link"),
+                "{routes}"
+            );
+            send_through(&tun, "10.98.1.1".parse().unwrap(), b"routed");
+
+            let twice = netlink::add_route(index, &wide).unwrap_err();
+            assert_eq!(twice.kind(), io::ErrorKind::AlreadyExists);
+
+            netlink::delete_route(index, &wide).unwrap();
+            let (_, routes) = ip(&["route", "show"]);
+            assert!(!routes.contains("10.98.0.0/16"), "{routes}");
+
+            // A peer's host route and an IPv6 subnet, then the device goes away with them.
+            netlink::add_route(index, &p("10.97.0.5/32")).unwrap();
+            netlink::add_route(index, &p("fd98::/48")).unwrap();
+            send_through(&tun, "fd98::7".parse().unwrap(), b"routed v6");
+            assert!(ip(&["route", "show"]).1.contains("10.97.0.5 dev skytest0"));
+            assert!(
+                ip(&["-6", "route", "show"])
+                    .1
+                    .contains("fd98::/48 dev skytest0")
+            );
+            drop(tun);
+            let (exists, _) = ip(&["link", "show", "dev", "skytest0"]);
+            assert!(!exists, "the device is removed when dropped");
+            assert!(!ip(&["route", "show"]).1.contains("skytest0"));
+            assert!(!ip(&["-6", "route", "show"]).1.contains("skytest0"));
+        });
+    }
+
+    #[test]
+    fn an_existing_name_is_refused() {
+        testns::run("tun::an_existing_name_is_refused", || {
+            let _first = TunDevice::create(&setup()).unwrap();
+            let err = TunDevice::create(&setup()).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+            let mut lo = setup();
+            lo.name = "lo".into();
+            assert_eq!(
+                TunDevice::create(&lo).unwrap_err().kind(),
+                io::ErrorKind::AlreadyExists
+            );
+        });
+    }
+
+    #[test]
+    fn a_failed_step_removes_the_device() {
+        testns::run("tun::a_failed_step_removes_the_device", || {
+            // The same address twice: the second is refused, and the device goes away.
+            let mut bad = setup();
+            bad.addresses.push(p("10.99.0.1/24"));
+            let err = TunDevice::create(&bad).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+            assert!(
+                err.to_string().contains("adding address 10.99.0.1/24"),
+                "{err}"
+            );
+            let (exists, _) = ip(&["link", "show", "dev", "skytest0"]);
+            assert!(!exists);
+            // An IPv6 address needs an MTU of at least 1280.
+            let mut small = setup();
+            small.mtu = 1200;
+            assert!(TunDevice::create(&small).is_err());
+            assert!(!ip(&["link", "show", "dev", "skytest0"]).0);
+        });
+    }
+}
