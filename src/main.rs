@@ -12,6 +12,8 @@
 //! config file named on the command line that does not exist, a key file with a bad mode or
 //! content).
 
+mod node;
+
 use std::fmt::Display;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -20,10 +22,13 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use skywire_control::config::{Config, ConfigError};
+use skywire_control::ctl::{self, CtlError};
 use skywire_control::keyfile::{self, KeyFileError};
 
 /// Something failed that is none of the cases below.
 const EXIT_FAILURE: u8 = 1;
+/// Service unavailable: no node answers on the control socket.
+const EXIT_UNAVAILABLE: u8 = 69;
 /// Permission denied (EACCES or EPERM): not root, no CAP_NET_ADMIN, a root-owned path.
 const EXIT_PERMISSION: u8 = 77;
 /// Bad configuration: a config or key file the operator has to fix.
@@ -48,8 +53,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Demo(DemoArgs),
+    Node(node::NodeArgs),
     Keygen(KeygenArgs),
     Pubkey(PubkeyArgs),
+    Status(StatusArgs),
 }
 
 /// Show the data plane working end to end: three nodes, a route through a relay
@@ -101,6 +108,21 @@ struct KeySource {
     config: Option<PathBuf>,
 }
 
+/// Show a running node's routes, relays and counters, like `wg show`
+///
+/// Asks the `skywire node` listening on the control socket. Exits 69 when no node answers
+/// there and 77 when this user may not use the socket (only root and the user running the
+/// node may).
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The node's control socket
+    #[arg(long, short, value_name = "PATH", default_value = ctl::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the status as JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
     // Usage errors, `--help` and `--version` exit here, with clap's codes (2, 0, 0).
     let cli = Cli::parse();
@@ -117,8 +139,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo(&args),
+        Command::Node(args) => node::node(&args),
         Command::Keygen(args) => keygen(&args),
         Command::Pubkey(args) => pubkey(&args),
+        Command::Status(args) => status(&args),
     }
 }
 
@@ -154,6 +178,20 @@ fn pubkey(args: &PubkeyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let reply = ctl::request_status(&args.socket, ctl::DEFAULT_TIMEOUT)?;
+    if args.json {
+        print_line(reply.to_json_pretty())?;
+    } else {
+        // The text ends with its own newline.
+        let mut out = io::stdout().lock();
+        write!(out, "{reply}")
+            .and_then(|()| out.flush())
+            .context("cannot write to standard output")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Print one line on standard output, reporting a failure (a closed pipe, a full disk)
 /// instead of panicking as `println!` would.
 fn print_line(line: impl Display) -> anyhow::Result<()> {
@@ -166,6 +204,14 @@ fn print_line(line: impl Display) -> anyhow::Result<()> {
 /// The exit code for a failed command, from the first cause in the chain that decides one.
 fn exit_code_for(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
+        if let Some(ctl_error) = cause.downcast_ref::<CtlError>() {
+            if ctl_error.is_unavailable() {
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+            if ctl_error.is_permission() {
+                return ExitCode::from(EXIT_PERMISSION);
+            }
+        }
         if cause
             .downcast_ref::<ConfigError>()
             .is_some_and(ConfigError::is_bad_config)

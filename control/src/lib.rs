@@ -5,6 +5,8 @@
 //! - [`keyfile`]: private key files, created 0600 and refused when readable by others.
 //! - [`config`]: the YAML configuration file, parsed into typed values at the edge; every
 //!   error names the file, the line and the key.
+//! - [`ctl`]: the node's local control socket (newline-delimited JSON over a Unix socket)
+//!   that `skywire status` talks to: server, client and protocol.
 //!
 //! Next come `signal` (route setup between nodes), the node
 //! `manager`, and `viscript` (the operator's view of a running mesh). Those modules will
@@ -21,4 +23,5 @@
 )]
 
 pub mod config;
+pub mod ctl;
 pub mod keyfile;

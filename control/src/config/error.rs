@@ -3,12 +3,15 @@
 //! Every variant names the file. Those about the content also carry the position (1-based
 //! line and column, when the parser knows it) and the dotted key path (`apps.foo.daemon`;
 //! list items as `default_args[2]`; keys that are not plain words quoted, `apps."a b"`).
+//! An error about two values that clash names both: `FILE:LINE:COL: KEY: PROBLEM; the same
+//! as OTHER_KEY at line N`.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use super::MAX_CONFIG_LEN;
+use crate::keyfile::KeyFileError;
 
 /// A config file could not be loaded. Nothing of it was applied.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,44 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: Problem,
     },
+    /// A value clashes with another one in the file (two routes with one name, one incoming
+    /// route id used twice). The error is about the later of the two.
+    #[error(
+        "{}: {problem}; the same as {other_key}{}",
+        Origin::new(.file, .position.as_ref(), .key.as_deref()),
+        OnLine(.other_position.as_ref())
+    )]
+    Conflict {
+        /// The config file path.
+        file: PathBuf,
+        /// Where the value is, when known.
+        position: Option<Position>,
+        /// The dotted key path of the value, when known.
+        key: Option<String>,
+        /// What is wrong with having both.
+        problem: Problem,
+        /// The dotted key path of the other value, the one that came first.
+        other_key: String,
+        /// Where the other value is, when known.
+        other_position: Option<Position>,
+    },
+    /// The private key file the config names (`node.key`) cannot be used: missing,
+    /// unreadable, readable by others, or not a key.
+    #[error(
+        "{}: cannot use the node's private key",
+        Origin::new(.file, .position.as_ref(), .key.as_deref())
+    )]
+    Key {
+        /// The config file path.
+        file: PathBuf,
+        /// Where the key file is named, when known.
+        position: Option<Position>,
+        /// The dotted key path naming the key file (`node.key`).
+        key: Option<String>,
+        /// What is wrong with the key file; its message names the key file.
+        #[source]
+        source: KeyFileError,
+    },
 }
 
 impl ConfigError {
@@ -84,7 +125,9 @@ impl ConfigError {
             | Self::TooLarge { file, .. }
             | Self::NotUtf8 { file, .. }
             | Self::Parse { file, .. }
-            | Self::Invalid { file, .. } => file,
+            | Self::Invalid { file, .. }
+            | Self::Conflict { file, .. }
+            | Self::Key { file, .. } => file,
         }
     }
 
@@ -92,7 +135,10 @@ impl ConfigError {
     pub fn position(&self) -> Option<Position> {
         match self {
             Self::NotUtf8 { position, .. } => Some(*position),
-            Self::Parse { position, .. } | Self::Invalid { position, .. } => *position,
+            Self::Parse { position, .. }
+            | Self::Invalid { position, .. }
+            | Self::Conflict { position, .. }
+            | Self::Key { position, .. } => *position,
             Self::Io { .. } | Self::NotRegularFile { .. } | Self::TooLarge { .. } => None,
         }
     }
@@ -100,7 +146,10 @@ impl ConfigError {
     /// The dotted key path the error is about, when that is known.
     pub fn key(&self) -> Option<&str> {
         match self {
-            Self::Parse { key, .. } | Self::Invalid { key, .. } => key.as_deref(),
+            Self::Parse { key, .. }
+            | Self::Invalid { key, .. }
+            | Self::Conflict { key, .. }
+            | Self::Key { key, .. } => key.as_deref(),
             _ => None,
         }
     }
@@ -109,15 +158,25 @@ impl ConfigError {
     ///
     /// That is every case except an I/O failure other than "not found": a config file that
     /// was named explicitly and does not exist is a bad configuration too, while a permission
-    /// problem or a failing disk is not (the caller maps those by their `io::Error`).
+    /// problem or a failing disk is not (the caller maps those by their `io::Error`). The
+    /// same goes for the key file the config names: missing, or there but unusable (mode,
+    /// size, content), is a bad configuration; failing to read it otherwise is not.
     pub fn is_bad_config(&self) -> bool {
         match self {
             Self::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            Self::Key { source, .. } => {
+                source.is_bad_key_file()
+                    || matches!(
+                        source,
+                        KeyFileError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound
+                    )
+            }
             Self::NotRegularFile { .. }
             | Self::TooLarge { .. }
             | Self::NotUtf8 { .. }
             | Self::Parse { .. }
-            | Self::Invalid { .. } => true,
+            | Self::Invalid { .. }
+            | Self::Conflict { .. } => true,
         }
     }
 }
@@ -170,15 +229,115 @@ pub enum Problem {
     /// A path contains a NUL byte, which no system call accepts.
     #[error("paths must not contain a NUL character")]
     NulInPath,
+    /// A Unix socket path is longer than `sun_path` holds.
+    #[error("a Unix socket path must be at most 107 bytes long (after resolving it)")]
+    SocketPathTooLong,
+    /// A transport address is not `IP:PORT`.
+    #[error("expected IP:PORT, such as 198.18.0.2:6000 or [fd00::2]:6000")]
+    NotASocketAddress,
+    /// A hop's address is `0.0.0.0`, `::` or has port 0, which no packet can be sent to or
+    /// come from.
+    #[error("a hop's address needs a specific IP address and a port other than 0")]
+    UnspecifiedHopAddress,
+    /// A prefix has no `/LENGTH`.
+    #[error("expected ADDRESS/LENGTH, such as 10.77.0.0/24 or fd77::/64")]
+    PrefixWithoutLength,
+    /// The address part of a prefix is not an IP address.
+    #[error("the address of a prefix must be an IPv4 or IPv6 address")]
+    PrefixBadAddress,
+    /// The length part of a prefix is not a number up to the address's bits.
+    #[error("a prefix length must be 0-32 for IPv4 and 0-128 for IPv6")]
+    PrefixBadLength,
+    /// A route id is 0, which means "no route" on the wire.
+    #[error("route id 0 means no route; route ids are 1 to 4294967295")]
+    RouteIdZero,
+    /// A route id is not a whole number that fits in 32 bits.
+    #[error("route ids are whole numbers from 1 to 4294967295")]
+    NotARouteId,
+    /// A public key does not have 64 characters.
+    #[error("a public key is 64 hex digits; this one has another length")]
+    PublicKeyLength,
+    /// A public key has a character that is not a hex digit.
+    #[error("a public key is 64 hex digits; this one has a character that is not one")]
+    PublicKeyNotHex,
+    /// A duration is not a whole number with a unit.
+    #[error("expected a duration such as 500ms, 25s, 1m or 1h (a plain number is seconds)")]
+    NotADuration,
+    /// A duration is zero or longer than a day.
+    #[error("a duration must be longer than 0 and at most 24h")]
+    DurationOutOfRange,
+    /// An interface name is empty or longer than the kernel allows (15 bytes).
+    #[error("an interface name must be 1 to 15 bytes long")]
+    InterfaceNameLength,
+    /// An interface name has a character outside `A-Z a-z 0-9 _ . -`, or is `.` or `..`.
+    #[error(
+        "an interface name may only contain A-Z, a-z, 0-9, '_', '.' and '-', and is not . or .."
+    )]
+    InterfaceNameCharacters,
+    /// An MTU outside what an interface can carry.
+    #[error("an MTU must be a whole number from 576 to 9000")]
+    MtuOutOfRange,
+    /// A route name is empty.
+    #[error("route names must not be empty")]
+    EmptyRouteName,
+    /// A route name contains whitespace or a control character, which would break the
+    /// line-based status output.
+    #[error("route names must not contain whitespace or control characters")]
+    RouteNameNotOneWord,
+    /// The TUN device has no address.
+    #[error("a TUN device needs at least one address")]
+    TunWithoutAddresses,
+    /// The TUN device has an IPv6 address and an MTU below IPv6's minimum.
+    #[error("a TUN device with an IPv6 address needs an MTU of at least 1280")]
+    MtuTooSmallForIpv6,
+    /// Routes are configured but no TUN device to deliver their packets to.
+    #[error("a route ends in a TUN device, so routes need node.tun")]
+    RoutesWithoutTun,
+    /// Two routes have the same name.
+    #[error("route names must be unique")]
+    DuplicateRouteName,
+    /// Two routes or relay rules have the same incoming route id.
+    #[error("an incoming route id (in_id) must be unique among the routes and relays of a node")]
+    DuplicateIncomingId,
+    /// Two routes send the same prefix.
+    #[error("two routes cannot send the same prefix")]
+    DuplicatePrefix,
+    /// A route's peer is the node itself.
+    #[error("a route's peer must be another node, not this node's own key (node.key)")]
+    PeerIsSelf,
 }
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 28] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,
         Self::NulInPath,
+        Self::SocketPathTooLong,
+        Self::NotASocketAddress,
+        Self::UnspecifiedHopAddress,
+        Self::PrefixWithoutLength,
+        Self::PrefixBadAddress,
+        Self::PrefixBadLength,
+        Self::RouteIdZero,
+        Self::NotARouteId,
+        Self::PublicKeyLength,
+        Self::PublicKeyNotHex,
+        Self::NotADuration,
+        Self::DurationOutOfRange,
+        Self::InterfaceNameLength,
+        Self::InterfaceNameCharacters,
+        Self::MtuOutOfRange,
+        Self::EmptyRouteName,
+        Self::RouteNameNotOneWord,
+        Self::TunWithoutAddresses,
+        Self::MtuTooSmallForIpv6,
+        Self::RoutesWithoutTun,
+        Self::DuplicateRouteName,
+        Self::DuplicateIncomingId,
+        Self::DuplicatePrefix,
+        Self::PeerIsSelf,
     ];
 
     /// The problem whose message is exactly `message`.
@@ -189,6 +348,18 @@ impl Problem {
     /// matches against fixed sentences of ours.
     pub(super) fn from_message(message: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.to_string() == message)
+    }
+}
+
+/// ` at line N`, or nothing when the line is unknown.
+struct OnLine<'a>(Option<&'a Position>);
+
+impl fmt::Display for OnLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(position) => write!(f, " at line {}", position.line),
+            None => Ok(()),
+        }
     }
 }
 
@@ -245,6 +416,20 @@ mod tests {
             problem: Problem::EmptyPath,
         };
         assert_eq!(err.to_string(), "x.yaml: paths must not be empty");
+        let err = ConfigError::Conflict {
+            file: "c.yaml".into(),
+            position: Some(Position { line: 9, column: 7 }),
+            key: Some("node.routes[1].name".into()),
+            problem: Problem::DuplicateRouteName,
+            other_key: "node.routes[0].name".into(),
+            other_position: Some(Position { line: 4, column: 7 }),
+        };
+        assert_eq!(
+            err.to_string(),
+            "c.yaml:9:7: node.routes[1].name: route names must be unique; \
+             the same as node.routes[0].name at line 4"
+        );
+        assert!(err.is_bad_config());
     }
 
     #[test]
@@ -253,6 +438,13 @@ mod tests {
             assert_eq!(Problem::from_message(&problem.to_string()), Some(problem));
         }
         assert_eq!(Problem::from_message("app names must not be"), None);
+        let messages: std::collections::HashSet<String> =
+            Problem::ALL.iter().map(Problem::to_string).collect();
+        assert_eq!(
+            messages.len(),
+            Problem::ALL.len(),
+            "a message or a problem repeats"
+        );
         assert_eq!(Problem::from_message(""), None);
     }
 
@@ -277,6 +469,25 @@ mod tests {
                 file: "x".into(),
                 len: 1
             }
+            .is_bad_config()
+        );
+        let key = |source| ConfigError::Key {
+            file: "c.yaml".into(),
+            position: None,
+            key: Some("node.key".into()),
+            source,
+        };
+        let read = |kind| KeyFileError::Read {
+            path: "k".into(),
+            source: io::Error::from(kind),
+        };
+        assert!(key(read(io::ErrorKind::NotFound)).is_bad_config());
+        assert!(!key(read(io::ErrorKind::PermissionDenied)).is_bad_config());
+        assert!(
+            key(KeyFileError::Permissions {
+                path: "k".into(),
+                mode: 0o644
+            })
             .is_bad_config()
         );
     }

@@ -9,7 +9,9 @@
 //!
 //! Sections, one module each with its serde shape (`Raw*`) and its typed value:
 //!
-//! - `node:` ([`NodeConfig`]): the node's identity, its private key file.
+//! - `node:` ([`NodeConfig`]): the node's identity (its private key file), transport, TUN
+//!   device, routes and relay rules; [`Config::node_setup`] turns it into the engine's
+//!   [`NodeSetup`].
 //! - `apps:` ([`Apps`]): the viscript launcher's apps, in the original schema.
 //!
 //! Invariants:
@@ -21,16 +23,22 @@
 //! - Files longer than [`MAX_CONFIG_LEN`] are refused before parsing, and the parser runs
 //!   under a budget (depth, nodes, aliases), so a small file cannot expand into a large one.
 //! - A file holds one YAML document; an empty file is the default config.
+//! - Checks across values (two routes with one name) run right after parsing, before
+//!   [`Config::parse`] returns; their errors are located like parse errors, through a second,
+//!   structure-only pass over the text (`yaml::Layout`). Only what needs more than the file
+//!   (the private key, for "a route's peer is this node") waits for [`Config::node_setup`].
 //!
 //! Adding a section: a module with a `Raw*` struct (`#[serde(deny_unknown_fields)]`) and
 //! its typed value, a field in `RawConfig` and in [`Config`], and a line in `Config::parse`.
 //! A check that can fail belongs in a `TryFrom<String>` newtype (like `AppName`) with a new
-//! [`Problem`], so the parser locates its errors like any other.
+//! [`Problem`], so the parser locates its errors like any other; a check across values goes
+//! in the section's `resolve`, reporting through `yaml::Locator`.
 
 mod apps;
 mod error;
 mod node;
 mod paths;
+mod values;
 mod yaml;
 
 use std::fs::{self, File};
@@ -38,10 +46,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use skywire_dataplane::engine::NodeSetup;
 
 pub use apps::{App, AppName, AppPath, Apps};
 pub use error::{ConfigError, Position, Problem};
-pub use node::{DEFAULT_NODE_KEY, NodeConfig};
+pub use node::{DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN, DEFAULT_MTU, DEFAULT_NODE_KEY, NodeConfig};
+use yaml::{Layout, Locator};
 
 /// The largest config file read, in bytes (1 MiB). Real configs are a few kilobytes; the bound
 /// keeps a wrong path (a log, a disk image) from being read and parsed whole.
@@ -57,6 +67,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// `apps:`; none when the section is absent.
     pub apps: Apps,
+    /// Where each key is, for errors found after parsing.
+    layout: Layout,
 }
 
 /// The file as written.
@@ -90,11 +102,32 @@ impl Config {
             });
         }
         let raw: RawConfig = yaml::deserialize(text, file)?;
+        let layout = Layout::of(text);
+        let at = Locator {
+            file,
+            layout: &layout,
+        };
         let base = file.parent().unwrap_or_else(|| Path::new(""));
+        let node = raw.node.unwrap_or_default().resolve(base, &at)?;
+        let apps = raw.apps.unwrap_or_default().resolve(base);
         Ok(Self {
             file: file.to_owned(),
-            node: raw.node.unwrap_or_default().resolve(base),
-            apps: raw.apps.unwrap_or_default().resolve(base),
+            node,
+            apps,
+            layout,
+        })
+    }
+
+    /// What the engine needs to run this node: the `node:` section with its private key,
+    /// loaded from `node.key` (see [`crate::keyfile::load_private_key`]).
+    ///
+    /// Fails with [`ConfigError::Key`], naming `node.key` and its line, when the key file
+    /// cannot be used, and with [`Problem::PeerIsSelf`] when a route's `peer` is this node's
+    /// own public key. Either way nothing is returned to apply.
+    pub fn node_setup(&self) -> Result<NodeSetup, ConfigError> {
+        self.node.setup(&Locator {
+            file: &self.file,
+            layout: &self.layout,
         })
     }
 }
@@ -168,10 +201,10 @@ apps:
     const REPO_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config.yaml");
 
     /// A fresh directory under the system temp dir, removed on drop.
-    struct Scratch(PathBuf);
+    pub(super) struct Scratch(pub(super) PathBuf);
 
     impl Scratch {
-        fn new() -> Self {
+        pub(super) fn new() -> Self {
             static COUNTER: AtomicU32 = AtomicU32::new(0);
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let dir = std::env::temp_dir()
@@ -181,7 +214,7 @@ apps:
             Self(dir)
         }
 
-        fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        pub(super) fn file(&self, name: &str, content: &[u8]) -> PathBuf {
             let path = self.0.join(name);
             fs::write(&path, content).unwrap();
             path
@@ -255,6 +288,36 @@ apps:
         assert_eq!(ours.default_args, ["demo", "--packets", "10000"]);
         let text = fs::read_to_string(REPO_CONFIG).unwrap();
         assert!(text.contains(REFERENCE_BLOCK.trim_start_matches("apps:\n")));
+
+        // The node section is a complete node: a TUN device and one direct route.
+        let node = &config.node;
+        assert_eq!(node.listen(), DEFAULT_LISTEN);
+        assert_eq!(node.control_socket(), Path::new(DEFAULT_CONTROL_SOCKET));
+        let tun = node.tun().unwrap();
+        assert_eq!((tun.name.as_str(), tun.mtu), ("sky0", DEFAULT_MTU));
+        assert_eq!(tun.addresses.len(), 2);
+        let [route] = node.routes() else {
+            panic!("{:?}", node.routes())
+        };
+        assert_eq!(route.name, "to-b");
+        assert_eq!(route.first_hop, route.prev_hop);
+        assert!(route.persistent_keepalive.is_some());
+        assert!(node.relays().is_empty());
+    }
+
+    #[test]
+    fn the_repo_config_becomes_a_node_setup_with_a_key_next_to_it() {
+        let dir = Scratch::new();
+        let text = fs::read(REPO_CONFIG).unwrap();
+        let path = dir.file("config.yaml", &text);
+        let public = crate::keyfile::write_new_key(dir.0.join("node.key")).unwrap();
+        let config = Config::load(&path).unwrap();
+        let setup = config.node_setup().unwrap();
+        assert_eq!(setup.public_key(), public);
+        assert_eq!(setup.listen, config.node.listen());
+        assert_eq!(setup.tun.as_ref(), config.node.tun());
+        assert_eq!(setup.routes, config.node.routes());
+        assert!(setup.relays.is_empty());
     }
 
     #[test]
@@ -267,6 +330,7 @@ apps:
         ] {
             let config = Config::parse(text, "c.yaml").unwrap();
             assert_eq!(config.node.key, Path::new(DEFAULT_NODE_KEY), "{text:?}");
+            assert_eq!(config.node, NodeConfig::default(), "{text:?}");
             assert!(config.apps.is_empty(), "{text:?}");
         }
     }

@@ -1,0 +1,755 @@
+//! The control socket's protocol: JSON requests and responses, one per line.
+//!
+//! # Framing
+//!
+//! A connection carries UTF-8 JSON values separated by `\n` (newline-delimited JSON). JSON
+//! strings escape newlines, so a value never spans lines. The client sends a request line,
+//! the node answers with one response line, and the client may send the next request on the
+//! same connection. A request line is at most [`MAX_REQUEST`] bytes (64 KiB, without the
+//! newline); blank lines are skipped.
+//!
+//! # Requests
+//!
+//! ```json
+//! {"id": 1, "op": "status"}
+//! ```
+//!
+//! - `id`: an unsigned 64-bit integer chosen by the client, echoed in the response.
+//! - `op`: what to do. Today only `"status"` (no arguments). Later ops (route add and
+//!   remove, ping) take their arguments as further fields of the same object, for example
+//!   `{"id": 2, "op": "route_add", "name": "to-c", ...}`; see [`Op`].
+//!
+//! # Responses
+//!
+//! ```json
+//! {"id": 1, "ok": { ...op-specific body... }}
+//! {"id": 1, "error": {"kind": "bad_request", "message": "unknown op `frobnicate`"}}
+//! ```
+//!
+//! `id` is the request's id, or `null` when the server answers before it has read a usable
+//! request (a malformed line, or a peer that is not allowed in). Error kinds
+//! ([`ErrorKind`]):
+//!
+//! - `permission`: the connecting user is neither root nor the user that owns the socket.
+//!   The server sends this first, without reading any request, then closes the connection.
+//! - `bad_request`: the line was too long, not UTF-8, not a JSON object with a
+//!   64-bit unsigned `id` (these three close the connection after the response), or a
+//!   well-formed request with an unknown `op` or bad arguments (the connection stays open,
+//!   so a newer client can fall back to an older op).
+//! - `unavailable`: the node cannot answer now: its engine has stopped or did not answer in
+//!   time, or the server is already serving its maximum number of connections (then the
+//!   connection is closed).
+//!
+//! A connection idle for 5 seconds is closed without a response.
+//!
+//! # The `status` body
+//!
+//! ```json
+//! {
+//!   "public_key": "<64 hex digits>",
+//!   "listen": "0.0.0.0:6000",
+//!   "tun": "sky0",
+//!   "routes": [{
+//!     "name": "to-c",
+//!     "peer": "<64 hex digits>",
+//!     "first_hop": "198.18.0.2:6000",
+//!     "out_id": 100,
+//!     "in_id": 201,
+//!     "prefixes": ["10.77.0.3/32"],
+//!     "last_handshake_secs": 3.25,
+//!     "tx_packets": 2330, "tx_bytes": 3565158,
+//!     "rx_packets": 812, "rx_bytes": 1268776,
+//!     "drops": {"replay": 1, "bad tag": 2, "too short": 0}
+//!   }],
+//!   "relays": [{
+//!     "in_id": 100, "prev_hop": "198.18.0.1:6000",
+//!     "out_id": 101, "next_hop": "198.18.0.3:6000",
+//!     "packets": 2330, "bytes": 3649044
+//!   }],
+//!   "drops": {"no route": 0, "not ip": 0}
+//! }
+//! ```
+//!
+//! `tun` is `null` for a node without a TUN device; `last_handshake_secs` (seconds since the
+//! last completed handshake, fractional) is `null` before the first one. `drops` objects map
+//! every drop reason the node knows, zeros included, to its count, in the node's order.
+//! Byte counts are payload bytes. Clients ignore fields they do not know, so fields can be
+//! added without a version bump.
+//!
+//! This module is sans-IO except for [`read_line`], which reads from any [`BufRead`].
+
+use core::fmt;
+use core::str::FromStr;
+use std::io::{self, BufRead};
+use std::net::SocketAddr;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::{NodeStatus, RelayStatus, RouteStatus};
+use skywire_dataplane::route::Prefix;
+
+/// The longest request line the server reads, in bytes, without its newline.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// The longest response line a client reads, in bytes, without its newline: room for
+/// thousands of routes and relays.
+pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// A request: an id chosen by the client and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Echoed in the response.
+    pub id: u64,
+    /// The operation and its arguments.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// What a request asks for: the `op` field, and the op's arguments as sibling fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Op {
+    /// A snapshot of the node: answered with a [`StatusReply`].
+    Status,
+}
+
+/// A response: the request's id (`None` when there was no usable request) and the outcome.
+///
+/// `T` is the `ok` body of the op that was asked for: the client knows which op it sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response<T> {
+    /// The request's id.
+    pub id: Option<u64>,
+    /// `"ok": body` or `"error": {...}`.
+    #[serde(flatten)]
+    pub outcome: Outcome<T>,
+}
+
+/// The outcome of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome<T> {
+    /// The op's body.
+    Ok(T),
+    /// Why the op failed.
+    Error(ErrorBody),
+}
+
+/// The `ok` body of every op, as the server sends it (no tag: the client knows its op).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum Reply {
+    /// The answer to [`Op::Status`].
+    Status(Box<StatusReply>),
+}
+
+/// An error response's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What kind of failure, for programs.
+    pub kind: ErrorKind,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// The kinds of error a server answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The connecting user may not use this socket.
+    Permission,
+    /// The request could not be understood.
+    BadRequest,
+    /// The node cannot answer now.
+    Unavailable,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Permission => "permission",
+            Self::BadRequest => "bad_request",
+            Self::Unavailable => "unavailable",
+        })
+    }
+}
+
+impl<T> Response<T> {
+    /// An error response.
+    pub fn error(id: Option<u64>, kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            outcome: Outcome::Error(ErrorBody {
+                kind,
+                message: message.into(),
+            }),
+        }
+    }
+}
+
+impl<T: Serialize> Response<T> {
+    /// The response as one line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Serialising plain data with string keys into a Vec cannot fail; should it ever,
+        // answer with a fixed error line rather than panic or send nothing.
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| {
+            br#"{"id":null,"error":{"kind":"unavailable","message":"cannot encode the response"}}"#
+                .to_vec()
+        });
+        line.push(b'\n');
+        line
+    }
+}
+
+/// The node's state, as the `status` op returns it: [`NodeStatus`] in typed JSON form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// The node's identity.
+    #[serde(with = "as_text")]
+    pub public_key: PublicKey,
+    /// The bound transport address.
+    pub listen: SocketAddr,
+    /// The TUN device's name, if the node has one.
+    pub tun: Option<String>,
+    /// Routes this node is an end of.
+    pub routes: Vec<RouteReply>,
+    /// Relay rules and their counters.
+    pub relays: Vec<RelayReply>,
+    /// Node-wide drops before any route was found.
+    pub drops: Drops,
+}
+
+/// One route end, in a [`StatusReply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteReply {
+    /// The route's name.
+    pub name: String,
+    /// The peer's public key.
+    #[serde(with = "as_text")]
+    pub peer: PublicKey,
+    /// Where packets go first.
+    pub first_hop: SocketAddr,
+    /// The route id at the first hop.
+    pub out_id: u32,
+    /// The route id packets arrive with here.
+    pub in_id: u32,
+    /// Destinations routed over it.
+    #[serde(with = "vec_as_text")]
+    pub prefixes: Vec<Prefix>,
+    /// Seconds since the last completed handshake; `None` before the first.
+    pub last_handshake_secs: Option<f64>,
+    /// Data packets sent.
+    pub tx_packets: u64,
+    /// Payload bytes sent.
+    pub tx_bytes: u64,
+    /// Data packets received.
+    pub rx_packets: u64,
+    /// Payload bytes received.
+    pub rx_bytes: u64,
+    /// Drops at this route end.
+    pub drops: Drops,
+}
+
+/// One relay rule, in a [`StatusReply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayReply {
+    /// Incoming route id.
+    pub in_id: u32,
+    /// Where packets come from.
+    pub prev_hop: SocketAddr,
+    /// Outgoing route id.
+    pub out_id: u32,
+    /// Where they go.
+    pub next_hop: SocketAddr,
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded.
+    pub bytes: u64,
+}
+
+/// Drop counters by reason, in the node's order; a JSON object on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Drops(pub Vec<(String, u64)>);
+
+impl Drops {
+    /// The reasons with a count above zero.
+    pub fn nonzero(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(reason, count)| (reason.as_str(), *count))
+    }
+}
+
+impl From<&[(&'static str, u64)]> for Drops {
+    fn from(drops: &[(&'static str, u64)]) -> Self {
+        Self(
+            drops
+                .iter()
+                .map(|&(reason, count)| (reason.to_owned(), count))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for Drops {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (reason, count) in &self.0 {
+            map.serialize_entry(reason, count)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Drops {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DropsVisitor;
+        impl<'de> Visitor<'de> for DropsVisitor {
+            type Value = Drops;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of drop reasons to counts")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Drops, A::Error> {
+                // The size hint comes from the peer: cap it rather than trust it.
+                let mut drops = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some(entry) = map.next_entry::<String, u64>()? {
+                    drops.push(entry);
+                }
+                Ok(Drops(drops))
+            }
+        }
+        deserializer.deserialize_map(DropsVisitor)
+    }
+}
+
+impl From<&NodeStatus> for StatusReply {
+    fn from(status: &NodeStatus) -> Self {
+        Self {
+            public_key: status.public_key,
+            listen: status.listen,
+            tun: status.tun.clone(),
+            routes: status.routes.iter().map(RouteReply::from).collect(),
+            relays: status.relays.iter().map(RelayReply::from).collect(),
+            drops: Drops::from(status.drops.as_slice()),
+        }
+    }
+}
+
+impl From<&RouteStatus> for RouteReply {
+    fn from(route: &RouteStatus) -> Self {
+        Self {
+            name: route.name.clone(),
+            peer: route.peer,
+            first_hop: route.first_hop,
+            out_id: route.out_id.get(),
+            in_id: route.in_id.get(),
+            prefixes: route.prefixes.clone(),
+            last_handshake_secs: route.last_handshake.map(|age| age.as_secs_f64()),
+            tx_packets: route.tx_packets,
+            tx_bytes: route.tx_bytes,
+            rx_packets: route.rx_packets,
+            rx_bytes: route.rx_bytes,
+            drops: Drops::from(route.drops.as_slice()),
+        }
+    }
+}
+
+impl From<&RelayStatus> for RelayReply {
+    fn from(relay: &RelayStatus) -> Self {
+        Self {
+            in_id: relay.in_id.get(),
+            prev_hop: relay.prev_hop,
+            out_id: relay.out_id.get(),
+            next_hop: relay.next_hop,
+            packets: relay.packets,
+            bytes: relay.bytes,
+        }
+    }
+}
+
+impl StatusReply {
+    /// The reply as indented JSON (what `skywire status --json` prints), without a final
+    /// newline.
+    pub fn to_json_pretty(&self) -> String {
+        // Plain data with string keys: serialising cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Parse a reply from JSON text, as [`Self::to_json_pretty`] or the server writes it.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+/// A request line, parsed as far as it could be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParsedRequest {
+    /// A request to serve.
+    Request(Request),
+    /// A JSON object with an id but an unknown op or bad arguments: answer `bad_request`
+    /// with the id and keep the connection.
+    Unsupported {
+        /// The request's id.
+        id: u64,
+        /// Why it was not understood.
+        reason: String,
+    },
+    /// Not UTF-8, not JSON, or no usable id: answer `bad_request` and close.
+    Malformed {
+        /// Why it was not understood.
+        reason: String,
+    },
+}
+
+/// Parse one request line (without its newline).
+pub fn parse_request(line: &[u8]) -> ParsedRequest {
+    #[derive(Deserialize)]
+    struct Envelope {
+        id: u64,
+    }
+    let text = match core::str::from_utf8(line) {
+        Ok(text) => text,
+        Err(_) => {
+            return ParsedRequest::Malformed {
+                reason: "the request is not UTF-8".to_owned(),
+            };
+        }
+    };
+    const SHAPE: &str = "a request is a JSON object with an unsigned 64-bit `id` and an `op`";
+    // Serde would also read a struct from a JSON array.
+    if !text.trim_start().starts_with('{') {
+        return ParsedRequest::Malformed {
+            reason: SHAPE.to_owned(),
+        };
+    }
+    // First the envelope, which checks the whole line is JSON and finds the id; then the
+    // op, whose failure still lets the answer carry the id.
+    let id = match serde_json::from_str::<Envelope>(text) {
+        Ok(envelope) => envelope.id,
+        Err(err) => {
+            return ParsedRequest::Malformed {
+                reason: format!("{SHAPE}: {err}"),
+            };
+        }
+    };
+    match serde_json::from_str::<Request>(text) {
+        Ok(request) => ParsedRequest::Request(request),
+        Err(err) => ParsedRequest::Unsupported {
+            id,
+            reason: format!("unsupported request: {err}"),
+        },
+    }
+}
+
+/// How reading a line ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineRead {
+    /// A line is in the buffer, without its newline.
+    Line,
+    /// The peer closed the connection at a line boundary.
+    Eof,
+    /// More than the limit arrived without a newline; the rest was not read.
+    TooLong,
+    /// The peer closed the connection in the middle of a line.
+    Truncated,
+}
+
+/// Read one `\n`-terminated line of at most `max` bytes into `buf` (cleared first, newline
+/// stripped), never reading or buffering more than `max + 1` bytes of it.
+pub fn read_line(reader: &mut impl BufRead, max: usize, buf: &mut Vec<u8>) -> io::Result<LineRead> {
+    buf.clear();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let read = io::Read::take(&mut *reader, limit).read_until(b'\n', buf)?;
+    if read == 0 {
+        return Ok(LineRead::Eof);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(LineRead::Line);
+    }
+    if buf.len() > max {
+        Ok(LineRead::TooLong)
+    } else {
+        Ok(LineRead::Truncated)
+    }
+}
+
+/// Serde helpers for values written as their `Display` text and read with `FromStr`.
+mod as_text {
+    use super::{Deserialize, Deserializer, FromStr, Serializer, de, fmt};
+
+    pub(super) fn serialize<T: fmt::Display, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(value)
+    }
+
+    pub(super) fn deserialize<'de, T, D>(deserializer: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+        D: Deserializer<'de>,
+    {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// [`as_text`] for a list.
+mod vec_as_text {
+    use super::{Deserialize, Deserializer, FromStr, Serializer, de, fmt};
+    use serde::ser::SerializeSeq;
+
+    pub(super) fn serialize<T: fmt::Display, S: Serializer>(
+        values: &[T],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(values.len()))?;
+        for value in values {
+            seq.serialize_element(&format_args!("{value}"))?;
+        }
+        seq.end()
+    }
+
+    pub(super) fn deserialize<'de, T, D>(deserializer: D) -> Result<Vec<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+        D: Deserializer<'de>,
+    {
+        let texts = Vec::<String>::deserialize(deserializer)?;
+        texts
+            .iter()
+            .map(|text| text.parse().map_err(de::Error::custom))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use core::time::Duration;
+    use skywire_dataplane::wire::RouteId;
+
+    /// A fixed status with one route and one relay, as the examples in the docs show.
+    pub(crate) fn sample_status() -> NodeStatus {
+        let id = |n| RouteId::new(n).unwrap();
+        NodeStatus {
+            public_key: PublicKey::from_bytes([0x11; 32]),
+            listen: "0.0.0.0:6000".parse().unwrap(),
+            tun: Some("sky0".to_owned()),
+            routes: vec![RouteStatus {
+                name: "to-c".to_owned(),
+                peer: PublicKey::from_bytes([0xcc; 32]),
+                first_hop: "198.18.0.2:6000".parse().unwrap(),
+                out_id: id(100),
+                in_id: id(201),
+                prefixes: vec!["10.77.0.3/32".parse().unwrap()],
+                last_handshake: Some(Duration::from_millis(3250)),
+                tx_packets: 2330,
+                tx_bytes: 3_565_158,
+                rx_packets: 812,
+                rx_bytes: 1_268_776,
+                drops: vec![("replay", 1), ("bad tag", 2), ("too short", 0)],
+            }],
+            relays: vec![RelayStatus {
+                in_id: id(100),
+                prev_hop: "198.18.0.1:6000".parse().unwrap(),
+                out_id: id(101),
+                next_hop: "198.18.0.3:6000".parse().unwrap(),
+                packets: 2330,
+                bytes: 3_649_044,
+            }],
+            drops: vec![("no route", 0), ("not ip", 0)],
+        }
+    }
+
+    #[test]
+    fn request_round_trip() {
+        let request = Request {
+            id: 7,
+            op: Op::Status,
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        assert_eq!(text, r#"{"id":7,"op":"status"}"#);
+        assert_eq!(
+            parse_request(text.as_bytes()),
+            ParsedRequest::Request(request)
+        );
+        assert_eq!(
+            parse_request(br#" { "op" : "status", "id" : 18446744073709551615 } "#),
+            ParsedRequest::Request(Request {
+                id: u64::MAX,
+                op: Op::Status
+            })
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_classified() {
+        for line in [
+            &b"not json"[..],
+            b"{\"id\":1,\"op\":\"status\"",
+            b"{\"op\":\"status\"}",
+            b"{\"id\":-1,\"op\":\"status\"}",
+            b"{\"id\":\"1\",\"op\":\"status\"}",
+            b"[1]",
+            b"{\"id\":1,\"op\":\"status\"} trailing",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                matches!(parse_request(line), ParsedRequest::Malformed { .. }),
+                "{line:?}"
+            );
+        }
+        for line in [
+            &b"{\"id\":3,\"op\":\"frobnicate\"}"[..],
+            b"{\"id\":3}",
+            b"{\"id\":3,\"op\":7}",
+        ] {
+            assert!(
+                matches!(
+                    parse_request(line),
+                    ParsedRequest::Unsupported { id: 3, .. }
+                ),
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_response_round_trip() {
+        let reply = StatusReply::from(&sample_status());
+        let line = Response {
+            id: Some(9),
+            outcome: Outcome::Ok(Reply::Status(Box::new(reply.clone()))),
+        }
+        .to_line();
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+
+        let parsed: Response<StatusReply> = serde_json::from_slice(&line).unwrap();
+        assert_eq!(parsed.id, Some(9));
+        assert_eq!(parsed.outcome, Outcome::Ok(reply.clone()));
+
+        // The JSON shape is the documented one.
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let ok = &value["ok"];
+        assert_eq!(ok["public_key"], "11".repeat(32));
+        assert_eq!(ok["listen"], "0.0.0.0:6000");
+        assert_eq!(ok["tun"], "sky0");
+        let route = &ok["routes"][0];
+        assert_eq!(route["peer"], "cc".repeat(32));
+        assert_eq!(route["first_hop"], "198.18.0.2:6000");
+        assert_eq!(route["out_id"], 100);
+        assert_eq!(route["in_id"], 201);
+        assert_eq!(route["prefixes"], serde_json::json!(["10.77.0.3/32"]));
+        assert_eq!(route["last_handshake_secs"], 3.25);
+        assert_eq!(route["rx_bytes"], 1_268_776);
+        assert_eq!(
+            route["drops"],
+            serde_json::json!({"replay": 1, "bad tag": 2, "too short": 0})
+        );
+        assert_eq!(ok["relays"][0]["next_hop"], "198.18.0.3:6000");
+        assert_eq!(ok["relays"][0]["bytes"], 3_649_044);
+        assert_eq!(ok["drops"], serde_json::json!({"no route": 0, "not ip": 0}));
+
+        // The pretty form parses back, with the drop order kept.
+        let back = StatusReply::from_json(&reply.to_json_pretty()).unwrap();
+        assert_eq!(back, reply);
+        assert_eq!(back.routes[0].drops.0[1], ("bad tag".to_owned(), 2));
+    }
+
+    #[test]
+    fn no_handshake_and_no_tun_are_null() {
+        let mut status = sample_status();
+        status.tun = None;
+        status.routes[0].last_handshake = None;
+        let reply = StatusReply::from(&status);
+        let value: serde_json::Value = serde_json::from_str(&reply.to_json_pretty()).unwrap();
+        assert!(value["tun"].is_null());
+        assert!(value["routes"][0]["last_handshake_secs"].is_null());
+        assert_eq!(
+            StatusReply::from_json(&reply.to_json_pretty()).unwrap(),
+            reply
+        );
+    }
+
+    #[test]
+    fn error_response_shape() {
+        let line = Response::<StatusReply>::error(None, ErrorKind::BadRequest, "nope").to_line();
+        assert_eq!(
+            line,
+            b"{\"id\":null,\"error\":{\"kind\":\"bad_request\",\"message\":\"nope\"}}\n"
+        );
+        let parsed: Response<StatusReply> =
+            serde_json::from_slice(br#"{"id":4,"error":{"kind":"permission","message":"m"}}"#)
+                .unwrap();
+        assert_eq!(parsed, Response::error(Some(4), ErrorKind::Permission, "m"));
+    }
+
+    #[test]
+    fn bad_fields_in_a_reply_are_rejected() {
+        let reply = StatusReply::from(&sample_status());
+        let good = serde_json::to_value(&reply).unwrap();
+        for (field, bad) in [
+            ("public_key", serde_json::json!("xyz")),
+            ("listen", serde_json::json!("nowhere")),
+            ("drops", serde_json::json!({"replay": -1})),
+        ] {
+            let mut value = good.clone();
+            value[field] = bad;
+            assert!(
+                StatusReply::from_json(&value.to_string()).is_err(),
+                "{field}"
+            );
+        }
+        let mut value = good;
+        value["routes"][0]["prefixes"] = serde_json::json!(["10.0.0.0/33"]);
+        assert!(StatusReply::from_json(&value.to_string()).is_err());
+    }
+
+    #[test]
+    fn lines_are_read_within_the_limit() {
+        let mut buf = Vec::new();
+        let mut input = io::BufReader::new(&b"abc\n\ndef"[..]);
+        assert_eq!(read_line(&mut input, 8, &mut buf).unwrap(), LineRead::Line);
+        assert_eq!(buf, b"abc");
+        assert_eq!(read_line(&mut input, 8, &mut buf).unwrap(), LineRead::Line);
+        assert_eq!(buf, b"");
+        assert_eq!(
+            read_line(&mut input, 8, &mut buf).unwrap(),
+            LineRead::Truncated
+        );
+        assert_eq!(read_line(&mut input, 8, &mut buf).unwrap(), LineRead::Eof);
+
+        // Exactly the limit is fine; one more byte is not.
+        let mut input = io::BufReader::new(&b"12345678\n123456789\n"[..]);
+        assert_eq!(read_line(&mut input, 8, &mut buf).unwrap(), LineRead::Line);
+        assert_eq!(buf, b"12345678");
+        assert_eq!(
+            read_line(&mut input, 8, &mut buf).unwrap(),
+            LineRead::TooLong
+        );
+        assert_eq!(buf.len(), 9);
+    }
+
+    #[test]
+    fn an_endless_line_is_cut_off_without_reading_it_all() {
+        // An infinite stream: an unbounded reader would never return.
+        let mut input = io::BufReader::with_capacity(4096, io::repeat(b'a'));
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line(&mut input, MAX_REQUEST, &mut buf).unwrap(),
+            LineRead::TooLong
+        );
+        assert_eq!(buf.len(), MAX_REQUEST + 1);
+        assert!(buf.capacity() <= 2 * (MAX_REQUEST + 1));
+    }
+}

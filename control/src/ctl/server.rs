@@ -1,0 +1,726 @@
+//! The node's side of the control socket: bind it safely, check who connects, answer.
+//!
+//! - **Binding.** The socket's folder is created 0700 when missing and refused when it
+//!   exists and others may write to it (they could swap the socket). An old socket file is
+//!   removed only when nothing answers on it (connecting is refused); a live one is never
+//!   taken over. The socket itself is made 0600. Between `bind` and that `chmod` the
+//!   socket has the umask's mode; the folder's mode and the peer check below cover that
+//!   moment.
+//! - **Who may ask.** Each connection's peer uid comes from `SO_PEERCRED` (the kernel's
+//!   word, not the client's). Root and the socket file's owner are served; anyone else gets
+//!   a `permission` error and the connection is closed.
+//! - **Threads.** [`ControlServer::serve`] accepts on a non-blocking listener and sleeps
+//!   50 ms when there is nothing to accept. std has no accept with a timeout, and this
+//!   keeps the loop std-only: `stop` is seen within 50 ms, an idle node wakes 20 times a
+//!   second (negligible), and a `skywire status` waits at most 50 ms more. Each connection
+//!   gets a short-lived thread with 5 s read and write timeouts, so a slow or idle client
+//!   holds only its own thread; at most [`MAX_CONNECTIONS`] are served at once, and a
+//!   connection beyond that gets `unavailable` and is closed.
+//! - **Bad input.** A line longer than [`MAX_REQUEST`], not UTF-8 or not JSON gets a
+//!   `bad_request` answer and closes that connection only; lines are read with a bounded
+//!   reader, so a long line is never buffered whole.
+//! - **Cleanup.** When [`ControlServer::serve`] returns (after `stop`), or the server is
+//!   dropped, the socket file is removed, if it is still the one this server bound.
+//!
+//! The answering itself is [`respond`]: a pure function from a line and a
+//! [`StatusSource`] to a response, tested without sockets.
+
+use core::time::Duration;
+use std::fs::{self, DirBuilder};
+use std::io::{self, BufReader, ErrorKind as IoErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+
+use skywire_dataplane::engine::{EngineGone, EngineHandle, NodeStatus};
+
+use super::protocol::{
+    ErrorKind, LineRead, MAX_REQUEST, Op, ParsedRequest, Reply, Response, StatusReply,
+    parse_request, read_line,
+};
+
+/// At most this many connections are served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// A connection idle this long, or a peer that does not read its answer for this long, is
+/// closed.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a `status` request waits for the engine.
+pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the accept loop sleeps when nobody is connecting.
+const ACCEPT_POLL: Duration = Duration::from_millis(50);
+
+/// What answers `status` requests: the running engine, or a fake in tests.
+pub trait StatusSource {
+    /// A snapshot of the node, waiting at most `timeout`.
+    fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone>;
+}
+
+impl StatusSource for EngineHandle {
+    fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone> {
+        EngineHandle::status(self, timeout)
+    }
+}
+
+/// A response line to send, and whether to close the connection after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The response, newline included.
+    pub line: Vec<u8>,
+    /// Close the connection after sending it.
+    pub close: bool,
+}
+
+/// Answer one request line (without its newline). Pure apart from asking `source`.
+pub fn respond(line: &[u8], source: &dyn StatusSource) -> Answer {
+    match parse_request(line) {
+        ParsedRequest::Malformed { reason } => Answer {
+            line: Response::<Reply>::error(None, ErrorKind::BadRequest, reason).to_line(),
+            close: true,
+        },
+        ParsedRequest::Unsupported { id, reason } => Answer {
+            line: Response::<Reply>::error(Some(id), ErrorKind::BadRequest, reason).to_line(),
+            close: false,
+        },
+        ParsedRequest::Request(request) => {
+            let response = match request.op {
+                Op::Status => match source.status(ENGINE_TIMEOUT) {
+                    Ok(status) => Response {
+                        id: Some(request.id),
+                        outcome: super::protocol::Outcome::Ok(Reply::Status(Box::new(
+                            StatusReply::from(&status),
+                        ))),
+                    },
+                    Err(gone) => {
+                        Response::error(Some(request.id), ErrorKind::Unavailable, gone.to_string())
+                    }
+                },
+            };
+            Answer {
+                line: response.to_line(),
+                close: false,
+            }
+        }
+    }
+}
+
+/// Whether a peer with `peer_uid` may use a socket owned by `owner_uid`.
+pub fn is_allowed(peer_uid: u32, owner_uid: u32) -> bool {
+    peer_uid == 0 || peer_uid == owner_uid
+}
+
+/// A bound control socket, not yet serving. Dropping it removes the socket file.
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: UnixListener,
+    socket: BoundSocket,
+}
+
+/// The socket file this server created; removed on drop if it is still that file.
+#[derive(Debug)]
+struct BoundSocket {
+    path: PathBuf,
+    owner_uid: u32,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        // Someone may have removed ours and bound another in its place; leave that alone.
+        let ours = fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| meta.dev() == self.dev && meta.ino() == self.ino);
+        if ours {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl ControlServer {
+    /// Bind the control socket at `path` (see the module doc for the checks).
+    ///
+    /// Errors name the path and say what to do: `PermissionDenied` for a folder others may
+    /// write to, `AddrInUse` when another process serves the socket, `AlreadyExists` when
+    /// the path is something other than a socket.
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        prepare_folder(parent)?;
+        remove_stale_socket(path)?;
+
+        let listener = UnixListener::bind(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot bind the control socket {}: {e}", path.display()),
+            )
+        })?;
+        let meta = fs::symlink_metadata(path)?;
+        // From here on, dropping `socket` removes the file, also when the chmod fails.
+        let socket = BoundSocket {
+            path: path.to_owned(),
+            owner_uid: meta.uid(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot make {} mode 0600: {e}", path.display()),
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        Ok(Self { listener, socket })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.socket.path
+    }
+
+    /// Serve requests from `source` on this thread until `stop` is set, then remove the
+    /// socket file. Connections already open finish on their own threads (within
+    /// [`CONNECTION_TIMEOUT`] of their last request).
+    ///
+    /// `source` is shared by the connection threads, hence `Sync`.
+    pub fn serve(self, source: impl StatusSource + Send + Sync + 'static, stop: Arc<AtomicBool>) {
+        let source: Arc<dyn StatusSource + Send + Sync> = Arc::new(source);
+        let active = Arc::new(AtomicUsize::new(0));
+        while !stop.load(Ordering::Relaxed) {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.start_connection(stream, &source, &active),
+                // Nothing to accept (or a transient failure such as EMFILE or a peer that
+                // went away): one bad moment never ends the loop.
+                Err(_) => thread::sleep(ACCEPT_POLL),
+            }
+        }
+    }
+
+    /// [`Self::serve`] on a new thread named `skywire-ctl`.
+    pub fn spawn(
+        self,
+        source: impl StatusSource + Send + Sync + 'static,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<thread::JoinHandle<()>> {
+        thread::Builder::new()
+            .name("skywire-ctl".to_owned())
+            .spawn(move || self.serve(source, stop))
+    }
+
+    fn start_connection(
+        &self,
+        stream: UnixStream,
+        source: &Arc<dyn StatusSource + Send + Sync>,
+        active: &Arc<AtomicUsize>,
+    ) {
+        let slot = ConnectionSlot::take(active);
+        let setup = stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_read_timeout(Some(CONNECTION_TIMEOUT)))
+            .and_then(|()| stream.set_write_timeout(Some(CONNECTION_TIMEOUT)));
+        if setup.is_err() {
+            return;
+        }
+        let Some(slot) = slot else {
+            // A few dozen bytes into a fresh socket's buffer: this write does not block.
+            let busy = Response::<Reply>::error(
+                None,
+                ErrorKind::Unavailable,
+                format!("the node is already serving {MAX_CONNECTIONS} control connections"),
+            );
+            let _ = (&stream).write_all(&busy.to_line());
+            return;
+        };
+        let source = Arc::clone(source);
+        let owner_uid = self.socket.owner_uid;
+        // If no thread can be had, the connection is dropped (closed) with the closure.
+        let _ = thread::Builder::new()
+            .name("skywire-ctl-conn".to_owned())
+            .spawn(move || {
+                let _slot = slot;
+                serve_connection(stream, &*source, owner_uid);
+            });
+    }
+}
+
+/// A place among the [`MAX_CONNECTIONS`]; given back on drop.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn take(active: &Arc<AtomicUsize>) -> Option<Self> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CONNECTIONS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(Arc::clone(active)))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One connection: check the peer, then answer lines until it closes, errs or idles out.
+fn serve_connection(stream: UnixStream, source: &dyn StatusSource, owner_uid: u32) {
+    let mut writer = &stream;
+    let peer_uid = match rustix::net::sockopt::socket_peercred(&stream) {
+        Ok(cred) => cred.uid.as_raw(),
+        Err(_) => return,
+    };
+    if !is_allowed(peer_uid, owner_uid) {
+        let denied = Response::<Reply>::error(
+            None,
+            ErrorKind::Permission,
+            format!(
+                "uid {peer_uid} may not use this control socket: only root and uid \
+                 {owner_uid}, its owner, may"
+            ),
+        );
+        let _ = writer.write_all(&denied.to_line());
+        return;
+    }
+
+    let mut reader = BufReader::new(&stream);
+    let mut line = Vec::new();
+    loop {
+        let answer = match read_line(&mut reader, MAX_REQUEST, &mut line) {
+            Ok(LineRead::Line) if line.trim_ascii().is_empty() => continue,
+            Ok(LineRead::Line) => respond(&line, source),
+            Ok(LineRead::TooLong) => Answer {
+                line: Response::<Reply>::error(
+                    None,
+                    ErrorKind::BadRequest,
+                    format!("a request line is at most {MAX_REQUEST} bytes"),
+                )
+                .to_line(),
+                close: true,
+            },
+            // Closed, cut off mid-line, idle too long, or a socket error: nobody to answer.
+            Ok(LineRead::Eof | LineRead::Truncated) | Err(_) => return,
+        };
+        if writer.write_all(&answer.line).is_err() || answer.close {
+            return;
+        }
+    }
+}
+
+/// Create the socket's folder 0700, or check an existing one is not writable by others.
+fn prepare_folder(folder: &Path) -> io::Result<()> {
+    match fs::metadata(folder) {
+        Ok(meta) => {
+            if !meta.is_dir() {
+                return Err(io::Error::new(
+                    IoErrorKind::NotADirectory,
+                    format!("{} is not a folder", folder.display()),
+                ));
+            }
+            let mode = meta.mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                return Err(io::Error::new(
+                    IoErrorKind::PermissionDenied,
+                    format!(
+                        "{} has mode {mode:04o}: others could replace the control socket in \
+                         it; make it 0700 (chmod 700 {})",
+                        folder.display(),
+                        folder.display()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == IoErrorKind::NotFound => DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .and_then(|()| fs::set_permissions(folder, fs::Permissions::from_mode(0o700)))
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot create the folder {}: {e}", folder.display()),
+                )
+            }),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot inspect {}: {e}", folder.display()),
+        )),
+    }
+}
+
+/// Remove a socket file at `path` that nothing serves any more; refuse anything else.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == IoErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            IoErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; not removing it",
+                path.display()
+            ),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            IoErrorKind::AddrInUse,
+            format!(
+                "another process is serving the control socket {} (is another `skywire node` \
+                 running?)",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == IoErrorKind::ConnectionRefused => fs::remove_file(path),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot tell whether the control socket {} is in use: {e}",
+                path.display()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::ctl::protocol::tests::sample_status;
+    use crate::ctl::protocol::{Outcome, read_line as read_response_line};
+    use std::io::BufRead;
+    use std::sync::atomic::AtomicU32;
+
+    /// A fixed answer, or a stopped engine.
+    pub(crate) struct FakeSource(pub(crate) Option<NodeStatus>);
+
+    impl StatusSource for FakeSource {
+        fn status(&self, _timeout: Duration) -> Result<NodeStatus, EngineGone> {
+            self.0.clone().ok_or(EngineGone::Stopped)
+        }
+    }
+
+    /// A fresh 0700 folder under the system's temp folder, removed on drop.
+    pub(crate) struct TempDir(pub(crate) PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new() -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "skywire-ctl-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&path);
+            DirBuilder::new().mode(0o700).create(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A server with the sample status on `path`, and the flag that stops it.
+    pub(crate) struct Running {
+        stop: Arc<AtomicBool>,
+        thread: Option<thread::JoinHandle<()>>,
+    }
+
+    impl Running {
+        pub(crate) fn start(path: &Path, source: FakeSource) -> Self {
+            let stop = Arc::new(AtomicBool::new(false));
+            let thread = ControlServer::bind(path)
+                .unwrap()
+                .spawn(source, Arc::clone(&stop))
+                .unwrap();
+            Self {
+                stop,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn connect(path: &Path) -> (UnixStream, BufReader<UnixStream>) {
+        let stream = UnixStream::connect(path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        (stream, reader)
+    }
+
+    fn next_line(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+        let mut line = Vec::new();
+        match read_response_line(reader, 1 << 20, &mut line).unwrap() {
+            LineRead::Line => Some(line),
+            LineRead::Eof => None,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The server has closed the connection: end of stream, or a reset when it left
+    /// bytes of ours unread.
+    fn assert_closed(reader: &mut impl BufRead) {
+        let mut line = Vec::new();
+        match read_response_line(reader, 1 << 20, &mut line) {
+            Ok(LineRead::Eof) => {}
+            Err(e) if e.kind() == IoErrorKind::ConnectionReset => {}
+            other => panic!("expected the connection closed, got {other:?} {line:?}"),
+        }
+    }
+
+    fn response(line: &[u8]) -> Response<StatusReply> {
+        serde_json::from_slice(line).unwrap()
+    }
+
+    fn error_kind(line: &[u8]) -> ErrorKind {
+        match response(line).outcome {
+            Outcome::Error(body) => body.kind,
+            Outcome::Ok(_) => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn respond_answers_each_kind_of_line() {
+        let live = FakeSource(Some(sample_status()));
+        let gone = FakeSource(None);
+
+        let answer = respond(br#"{"id":5,"op":"status"}"#, &live);
+        assert!(!answer.close);
+        let parsed = response(&answer.line);
+        assert_eq!(parsed.id, Some(5));
+        assert_eq!(
+            parsed.outcome,
+            Outcome::Ok(StatusReply::from(&sample_status()))
+        );
+
+        let answer = respond(br#"{"id":6,"op":"status"}"#, &gone);
+        assert!(!answer.close);
+        assert_eq!(response(&answer.line).id, Some(6));
+        assert_eq!(error_kind(&answer.line), ErrorKind::Unavailable);
+
+        let answer = respond(br#"{"id":7,"op":"teleport"}"#, &live);
+        assert!(!answer.close);
+        assert_eq!(response(&answer.line).id, Some(7));
+        assert_eq!(error_kind(&answer.line), ErrorKind::BadRequest);
+
+        let answer = respond(b"GET / HTTP/1.1", &live);
+        assert!(answer.close);
+        assert_eq!(response(&answer.line).id, None);
+        assert_eq!(error_kind(&answer.line), ErrorKind::BadRequest);
+    }
+
+    #[test]
+    fn only_root_and_the_owner_are_allowed() {
+        assert!(is_allowed(0, 1000));
+        assert!(is_allowed(1000, 1000));
+        assert!(is_allowed(0, 0));
+        assert!(!is_allowed(1001, 1000));
+        assert!(!is_allowed(65534, 0));
+    }
+
+    #[test]
+    fn bind_creates_a_private_folder_and_socket() {
+        let tmp = TempDir::new();
+        let path = tmp.0.join("run").join("skywire").join("node.sock");
+        let server = ControlServer::bind(&path).unwrap();
+        assert_eq!(server.path(), path);
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_socket());
+        drop(server);
+        assert!(!path.exists(), "dropping the server removes the socket");
+    }
+
+    #[test]
+    fn bind_refuses_a_folder_others_can_write() {
+        let tmp = TempDir::new();
+        for mode in [0o770, 0o702, 0o1777] {
+            fs::set_permissions(&tmp.0, fs::Permissions::from_mode(mode)).unwrap();
+            let err = ControlServer::bind(&tmp.0.join("node.sock")).unwrap_err();
+            assert_eq!(err.kind(), IoErrorKind::PermissionDenied, "{mode:o}");
+            assert!(err.to_string().contains("chmod 700"), "{err}");
+        }
+        fs::set_permissions(&tmp.0, fs::Permissions::from_mode(0o755)).unwrap();
+        ControlServer::bind(&tmp.0.join("node.sock")).unwrap();
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced() {
+        let tmp = TempDir::new();
+        let path = tmp.0.join("node.sock");
+        // A socket file nobody listens on any more, as a crashed node leaves behind.
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let _running = Running::start(&path, FakeSource(Some(sample_status())));
+        let (mut stream, mut reader) = connect(&path);
+        stream.write_all(b"{\"id\":1,\"op\":\"status\"}\n").unwrap();
+        assert_eq!(response(&next_line(&mut reader).unwrap()).id, Some(1));
+    }
+
+    #[test]
+    fn a_live_socket_is_not_replaced() {
+        let tmp = TempDir::new();
+        let path = tmp.0.join("node.sock");
+        let _running = Running::start(&path, FakeSource(Some(sample_status())));
+        let err = ControlServer::bind(&path).unwrap_err();
+        assert_eq!(err.kind(), IoErrorKind::AddrInUse);
+        assert!(err.to_string().contains("another process"), "{err}");
+        // The first server still answers.
+        let (mut stream, mut reader) = connect(&path);
+        stream.write_all(b"{\"id\":2,\"op\":\"status\"}\n").unwrap();
+        assert_eq!(response(&next_line(&mut reader).unwrap()).id, Some(2));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_socket_is_left_alone() {
+        let tmp = TempDir::new();
+        let path = tmp.0.join("node.sock");
+        fs::write(&path, "keep me").unwrap();
+        let err = ControlServer::bind(&path).unwrap_err();
+        assert_eq!(err.kind(), IoErrorKind::AlreadyExists);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "keep me");
+    }
+
+    #[test]
+    fn garbage_closes_only_its_own_connection() {
+        let tmp = TempDir::new();
+        let path = tmp.0.join("node.sock");
+        let _running = Running::start(&path, FakeSource(Some(sample_status())));
+
+        let (mut good, mut good_reader) = connect(&path);
+        let (mut bad, mut bad_reader) = connect(&path);
+
+        good.write_all(b"{\"id\":1,\"op\":\"status\"}\n").unwrap();
+        assert_eq!(response(&next_line(&mut good_reader).unwrap()).id, Some(1));
+
+        bad.write_all(b"\x00\x01 not json at all\n").unwrap();
+        let line = next_line(&mut bad_reader).unwrap();
+        assert_eq!(error_kind(&line), ErrorKind::BadRequest);
+        assert_closed(&mut bad_reader);
+
+        // Invalid UTF-8 too.
+        let (mut bad, mut bad_reader) = connect(&path);
+        bad.write_all(b"{\"id\":1,\"op\":\"\xff\"}\n").unwrap();
+        assert_eq!(
+            error_kind(&next_line(&mut bad_reader).unwrap()),
+            ErrorKind::BadRequest
+        );
+        assert_closed(&mut bad_reader);
+
+        // The other connection is still open and served.
+        good.write_all(b"{\"id\":2,\"op\":\"teleport\"}\n").unwrap();
+        assert_eq!(
+            error_kind(&next_line(&mut good_reader).unwrap()),
+            ErrorKind::BadRequest
+        );
+        good.write_all(b"\n{\"id\":3,\"op\":\"status\"}\n").unwrap();
+        let answer = response(&next_line(&mut good_reader).unwrap());
+        assert_eq!(answer.id, Some(3));
+        assert_eq!(
+            answer.outcome,
+            Outcome::Ok(StatusReply::from(&sample_status()))
+        );
+    }
+
+    #[test]
+    fn an_oversized_line_is_refused_without_reading_it() {
+        let tmp = TempDir::new();
+        let path = tmp.0.join("node.sock");
+        let _running = Running::start(&path, FakeSource(Some(sample_status())));
+        let (mut stream, mut reader) = connect(&path);
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+
+        // 1 MiB without a newline: far more than the socket buffers hold, so the write only
+        // completes if the server reads it all. It stops after 64 KiB and closes instead.
+        let big = vec![b'x'; 1 << 20];
+        let written = stream.write_all(&big);
+        let err = written.expect_err("the server stopped reading");
+        assert!(
+            matches!(
+                err.kind(),
+                IoErrorKind::BrokenPipe | IoErrorKind::ConnectionReset
+            ),
+            "{err}"
+        );
+        let line = next_line(&mut reader).unwrap();
+        assert_eq!(error_kind(&line), ErrorKind::BadRequest);
+        assert!(String::from_utf8_lossy(&line).contains("65536"));
+        assert_closed(&mut reader);
+
+        // And the server goes on serving.
+        let (mut stream, mut reader) = connect(&path);
+        stream.write_all(b"{\"id\":4,\"op\":\"status\"}\n").unwrap();
+        assert_eq!(response(&next_line(&mut reader).unwrap()).id, Some(4));
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_turned_away() {
+        let tmp = TempDir::new();
+        let path = tmp.0.join("node.sock");
+        let _running = Running::start(&path, FakeSource(Some(sample_status())));
+        // Each connection proves it holds a slot by getting an answer.
+        let mut held = Vec::new();
+        for id in 0..MAX_CONNECTIONS {
+            let (mut stream, mut reader) = connect(&path);
+            stream
+                .write_all(format!("{{\"id\":{id},\"op\":\"status\"}}\n").as_bytes())
+                .unwrap();
+            assert!(next_line(&mut reader).is_some());
+            held.push((stream, reader));
+        }
+        let (_stream, mut reader) = connect(&path);
+        let line = next_line(&mut reader).unwrap();
+        assert_eq!(error_kind(&line), ErrorKind::Unavailable);
+        assert_closed(&mut reader);
+
+        // Closing one frees its slot (its thread ends on EOF).
+        drop(held.pop());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (mut stream, mut reader) = connect(&path);
+            let _ = stream.write_all(b"{\"id\":99,\"op\":\"status\"}\n");
+            let answer = response(&next_line(&mut reader).unwrap());
+            if answer.id == Some(99) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "slot never freed");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn stop_ends_serving_and_removes_the_socket() {
+        let tmp = TempDir::new();
+        let path = tmp.0.join("node.sock");
+        let running = Running::start(&path, FakeSource(None));
+        assert!(path.exists());
+        drop(running);
+        assert!(!path.exists());
+        let err = UnixStream::connect(&path).unwrap_err();
+        assert_eq!(err.kind(), IoErrorKind::NotFound);
+    }
+}

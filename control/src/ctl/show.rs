@@ -1,0 +1,217 @@
+//! `skywire status` as text, in the style of `wg show`: a section per node, route and
+//! relay, an indented `key: value` line per fact, zero counters left out.
+
+use core::fmt;
+
+use super::protocol::{Drops, RelayReply, RouteReply, StatusReply};
+
+impl fmt::Display for StatusReply {
+    /// The `wg show`-style text, each section followed by a blank line except the last;
+    /// ends with a newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "node: {}", self.public_key)?;
+        writeln!(f, "  listening: {}", self.listen)?;
+        if let Some(tun) = &self.tun {
+            writeln!(f, "  tun: {tun}")?;
+        }
+        write_drops(f, &self.drops)?;
+        for route in &self.routes {
+            writeln!(f)?;
+            write_route(f, route)?;
+        }
+        for relay in &self.relays {
+            writeln!(f)?;
+            write_relay(f, relay)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_route(f: &mut fmt::Formatter<'_>, route: &RouteReply) -> fmt::Result {
+    writeln!(f, "route: {}", route.name)?;
+    writeln!(f, "  peer: {}", route.peer)?;
+    writeln!(
+        f,
+        "  first hop: {} (out id {}, in id {})",
+        route.first_hop, route.out_id, route.in_id
+    )?;
+    f.write_str("  prefixes: ")?;
+    if route.prefixes.is_empty() {
+        f.write_str("(none)")?;
+    }
+    for (i, prefix) in route.prefixes.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{prefix}")?;
+    }
+    writeln!(f)?;
+    match route.last_handshake_secs {
+        Some(secs) => writeln!(f, "  latest handshake: {}", Ago(secs))?,
+        None => writeln!(f, "  latest handshake: never")?,
+    }
+    writeln!(
+        f,
+        "  transfer: {} received, {} sent ({} / {} packets)",
+        Bytes(route.rx_bytes),
+        Bytes(route.tx_bytes),
+        route.rx_packets,
+        route.tx_packets
+    )?;
+    write_drops(f, &route.drops)
+}
+
+fn write_relay(f: &mut fmt::Formatter<'_>, relay: &RelayReply) -> fmt::Result {
+    writeln!(
+        f,
+        "relay: {} from {} -> {} to {}",
+        relay.in_id, relay.prev_hop, relay.out_id, relay.next_hop
+    )?;
+    writeln!(
+        f,
+        "  forwarded: {} packets, {}",
+        relay.packets,
+        Bytes(relay.bytes)
+    )
+}
+
+/// `  drops: replay 1, bad tag 2`, or nothing when every count is zero.
+fn write_drops(f: &mut fmt::Formatter<'_>, drops: &Drops) -> fmt::Result {
+    let mut nonzero = drops.nonzero().peekable();
+    if nonzero.peek().is_none() {
+        return Ok(());
+    }
+    f.write_str("  drops: ")?;
+    for (i, (reason, count)) in nonzero.enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{reason} {count}")?;
+    }
+    writeln!(f)
+}
+
+/// A byte count as `wg` prints it: `512 B`, `1.21 MiB`.
+struct Bytes(u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} B", self.0);
+        }
+        // Two decimals are all a person reads; f64's precision loss is far below that.
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = "KiB";
+        for next in UNITS.iter().skip(1) {
+            if value < 1024.0 {
+                break;
+            }
+            value /= 1024.0;
+            unit = next;
+        }
+        write!(f, "{value:.2} {unit}")
+    }
+}
+
+/// A time in the past as `wg` prints it: `1 hour, 2 minutes, 3 seconds ago`.
+struct Ago(f64);
+
+impl fmt::Display for Ago {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Whole seconds; NaN, negative and absurd values saturate instead of panicking.
+        let total = self.0 as u64;
+        if total == 0 {
+            return f.write_str("just now");
+        }
+        let parts = [
+            (total / 86_400, "day"),
+            (total / 3600 % 24, "hour"),
+            (total / 60 % 60, "minute"),
+            (total % 60, "second"),
+        ];
+        let mut first = true;
+        for (count, unit) in parts {
+            if count == 0 {
+                continue;
+            }
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            let plural = if count == 1 { "" } else { "s" };
+            write!(f, "{count} {unit}{plural}")?;
+        }
+        f.write_str(" ago")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::protocol::tests::sample_status;
+
+    #[test]
+    fn status_text_matches_wg_show_style() {
+        let reply = StatusReply::from(&sample_status());
+        let key_a = "11".repeat(32);
+        let key_c = "cc".repeat(32);
+        assert_eq!(
+            reply.to_string(),
+            format!(
+                "node: {key_a}\n  listening: 0.0.0.0:6000\n  tun: sky0\n\n\
+                 route: to-c\n  peer: {key_c}\n\
+                 \x20 first hop: 198.18.0.2:6000 (out id 100, in id 201)\n\
+                 \x20 prefixes: 10.77.0.3/32\n\
+                 \x20 latest handshake: 3 seconds ago\n\
+                 \x20 transfer: 1.21 MiB received, 3.40 MiB sent (812 / 2330 packets)\n\
+                 \x20 drops: replay 1, bad tag 2\n\n\
+                 relay: 100 from 198.18.0.1:6000 -> 101 to 198.18.0.3:6000\n\
+                 \x20 forwarded: 2330 packets, 3.48 MiB\n"
+            )
+        );
+    }
+
+    #[test]
+    fn optional_parts_are_left_out_or_spelled_out() {
+        let mut status = sample_status();
+        status.tun = None;
+        status.drops = vec![("no route", 4), ("not ip", 0)];
+        status.routes[0].last_handshake = None;
+        status.routes[0].prefixes.clear();
+        status.routes[0].drops = vec![("replay", 0)];
+        status.relays.clear();
+        let text = StatusReply::from(&status).to_string();
+        assert!(!text.contains("tun:"), "{text}");
+        assert!(
+            text.contains("\n  drops: no route 4\n\nroute: to-c\n"),
+            "{text}"
+        );
+        assert!(text.contains("  latest handshake: never\n"), "{text}");
+        assert!(text.contains("  prefixes: (none)\n"), "{text}");
+        assert_eq!(text.matches("drops:").count(), 1, "{text}");
+        assert!(!text.contains("relay:"));
+        assert!(text.ends_with("packets)\n"), "{text}");
+    }
+
+    #[test]
+    fn byte_counts_and_ages() {
+        assert_eq!(Bytes(0).to_string(), "0 B");
+        assert_eq!(Bytes(1023).to_string(), "1023 B");
+        assert_eq!(Bytes(1024).to_string(), "1.00 KiB");
+        assert_eq!(Bytes(1_268_776).to_string(), "1.21 MiB");
+        assert_eq!(Bytes(5 << 30).to_string(), "5.00 GiB");
+        assert_eq!(Bytes(u64::MAX).to_string(), "16.00 EiB");
+
+        assert_eq!(Ago(0.4).to_string(), "just now");
+        assert_eq!(Ago(1.0).to_string(), "1 second ago");
+        assert_eq!(Ago(3.9).to_string(), "3 seconds ago");
+        assert_eq!(Ago(3723.0).to_string(), "1 hour, 2 minutes, 3 seconds ago");
+        assert_eq!(
+            Ago(86_400.0 * 2.0 + 60.0).to_string(),
+            "2 days, 1 minute ago"
+        );
+        assert_eq!(Ago(f64::NAN).to_string(), "just now");
+        assert_eq!(Ago(-5.0).to_string(), "just now");
+    }
+}
