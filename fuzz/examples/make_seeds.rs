@@ -1,0 +1,337 @@
+//! Write the seed corpus: `fuzz/corpus/<target>/seed-<name>`, real packets made by the
+//! crate's own emitters with the fixed keys of `skywire_fuzz::fixtures`.
+//!
+//! ```text
+//! cargo run --manifest-path fuzz/Cargo.toml --example make_seeds
+//! ```
+//!
+//! Replaces every `seed-*` file (other corpus files, which `.gitignore` keeps out of git,
+//! are left alone). Handshake seeds contain fresh random ephemeral keys, so their bytes
+//! change on every run; everything else is deterministic.
+
+use std::fs;
+use std::net::Ipv6Addr;
+use std::path::Path;
+
+use skywire_dataplane::crypto::PrivateKey;
+use skywire_dataplane::crypto::cipher::{Limits, SendKey};
+use skywire_dataplane::crypto::noise;
+use skywire_dataplane::wire::{
+    HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, PacketType, TRANSPORT_HEADER_LEN,
+    TRANSPORT_OVERHEAD,
+};
+use skywire_fuzz::fixtures::{
+    CIPHER_KEY, INITIATOR_INDEX, INITIATOR_SECRET, RESPONDER_INDEX, ROUTE, TIMESTAMP,
+    initiator_keys, responder_keys,
+};
+use skywire_fuzz::replay::{self, Op as R};
+use skywire_fuzz::route::{DELIVER_ID, FORWARD_ID};
+use skywire_fuzz::session::{self, Op as S, Side::A, Side::B};
+
+type Seeds = Vec<(&'static str, Vec<u8>)>;
+
+/// Seal data, keepalive and close packets with `CIPHER_KEY`, starting at counter 0.
+fn transport_packets() -> Seeds {
+    let mut tx = SendKey::new(&CIPHER_KEY, 0x5566_7788);
+    let mut seal = |ty, payload: &[u8]| {
+        let mut buf = vec![0u8; TRANSPORT_OVERHEAD + payload.len()];
+        buf[TRANSPORT_HEADER_LEN..][..payload.len()].copy_from_slice(payload);
+        let n = tx
+            .seal(&mut buf, ty, ROUTE, payload.len(), &Limits::WIREGUARD)
+            .expect("seal");
+        assert_eq!(n, buf.len());
+        buf
+    };
+    // An IPv4 header's worth of bytes, then a full-MTU payload.
+    let ipv4 = [
+        0x45, 0, 0, 0x54, 0x12, 0x34, 0x40, 0, 0x40, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
+    let mtu: Vec<u8> = (0..1400u32).map(|i| (i * 7) as u8).collect();
+    vec![
+        ("data-counter0", seal(PacketType::Data, b"hello")),
+        ("data-counter1-ipv4", seal(PacketType::Data, &ipv4)),
+        ("keepalive-counter2", seal(PacketType::Keepalive, b"")),
+        ("data-counter3-1400", seal(PacketType::Data, &mtu)),
+        ("data-counter4-1byte", seal(PacketType::Data, b"x")),
+        ("close-counter5", seal(PacketType::Close, b"")),
+    ]
+}
+
+/// A genuine initiation from the initiator to the responder, and the responder's answer.
+fn handshake() -> ([u8; HANDSHAKE_INIT_LEN], [u8; HANDSHAKE_RESPONSE_LEN]) {
+    let mut init = [0u8; HANDSHAKE_INIT_LEN];
+    noise::write_init(
+        initiator_keys(),
+        ROUTE,
+        INITIATOR_INDEX,
+        TIMESTAMP,
+        &mut init,
+    )
+    .expect("write_init");
+    let received = noise::read_init(responder_keys(), &init).expect("read_init");
+    let mut response = [0u8; HANDSHAKE_RESPONSE_LEN];
+    noise::write_response(
+        responder_keys(),
+        received,
+        ROUTE,
+        RESPONDER_INDEX,
+        &mut response,
+    )
+    .expect("write_response");
+    (init, response)
+}
+
+fn session_scripts(init: &[u8]) -> Seeds {
+    let hello = || b"hello".to_vec();
+    let handshake_then_data = vec![
+        S::RequestHandshake(A),
+        S::Poll(A),
+        S::Deliver(B),
+        S::Deliver(A),
+        S::Deliver(B),
+        S::Send(A, hello()),
+        S::Deliver(B),
+        S::Send(B, b"world".to_vec()),
+        S::Deliver(A),
+        S::Replay(A),
+        S::Tick(11),
+        S::Poll(B),
+        S::Deliver(A),
+    ];
+    let mut rekey = vec![
+        S::RequestHandshake(A),
+        S::Poll(A),
+        S::Deliver(B),
+        S::Deliver(A),
+    ];
+    rekey.push(S::Deliver(B));
+    for i in 0..12u8 {
+        rekey.extend([
+            S::Send(A, vec![i; 3]),
+            S::Poll(A),
+            S::Deliver(B),
+            S::Deliver(B),
+        ]);
+        rekey.extend([S::Deliver(A), S::Deliver(B), S::Tick(3)]);
+    }
+    rekey.extend([S::Tick(200), S::Send(A, hello()), S::Poll(A), S::Deliver(B)]);
+    let restart = vec![
+        S::Send(A, hello()),
+        S::RequestHandshake(A),
+        S::Poll(A),
+        S::Deliver(B),
+        S::Deliver(A),
+        S::Deliver(B),
+        S::Restart(B),
+        S::Send(A, hello()),
+        S::Deliver(B),
+        S::Tick(1),
+        S::Poll(B),
+        S::Deliver(A),
+        S::Deliver(B),
+        S::Deliver(A),
+        S::Send(B, hello()),
+        S::Deliver(A),
+        S::Send(A, hello()),
+        S::Deliver(B),
+    ];
+    let hostile_network = vec![
+        S::PersistentKeepalive(A, 5),
+        S::RequestHandshake(A),
+        S::Poll(A),
+        S::Reorder(B),
+        S::Deliver(B),
+        S::Deliver(A),
+        S::Deliver(B),
+        S::Send(A, b"one".to_vec()),
+        S::Send(A, b"two".to_vec()),
+        S::Send(A, b"three".to_vec()),
+        S::Corrupt(B, 5, 0xff),
+        S::Reorder(B),
+        S::Deliver(B),
+        S::Corrupt(B, 30, 0x01),
+        S::Deliver(B),
+        S::Lose(B),
+        S::Deliver(B),
+        S::Replay(B),
+        S::Tick(6),
+        S::Poll(A),
+        S::Deliver(B),
+        S::Close(A),
+        S::Deliver(B),
+        S::Send(B, hello()),
+    ];
+    // The same XOR twice restores the packet, which must then be delivered (a harness
+    // false positive the fuzzer once found).
+    let corrupted_back = vec![
+        S::RequestHandshake(B),
+        S::Poll(B),
+        S::Deliver(A),
+        S::Deliver(B),
+        S::Deliver(A),
+        S::Send(B, hello()),
+        S::Corrupt(A, 12, 0xbc),
+        S::Corrupt(A, 12, 0xbc),
+        S::Corrupt(A, 6, 0x01),
+        S::Deliver(A),
+    ];
+    let injected_init = vec![
+        S::Raw(B, init.to_vec()),
+        S::Raw(B, init.to_vec()),
+        S::Deliver(A),
+        S::Raw(A, init.to_vec()),
+        S::Raw(B, vec![1, 3, 0, 0, 0, 0, 0, 1]),
+    ];
+    vec![
+        (
+            "handshake-then-data",
+            session::encode(false, &handshake_then_data),
+        ),
+        ("tight-limits-rekey", session::encode(true, &rekey)),
+        ("restart", session::encode(false, &restart)),
+        ("hostile-network", session::encode(true, &hostile_network)),
+        ("corrupted-back", session::encode(false, &corrupted_back)),
+        ("injected-init", session::encode(false, &injected_init)),
+    ]
+}
+
+/// IP packets as the TUN device hands them over: headers plus a little payload.
+fn ip_packets() -> Seeds {
+    let v4 = |dst: [u8; 4]| {
+        let mut p = vec![
+            0x45, 0, 0, 28, 0x12, 0x34, 0x40, 0, 64, 1, 0, 0, 10, 77, 0, 1, 0, 0, 0, 0,
+        ];
+        p[16..20].copy_from_slice(&dst);
+        p.extend([8, 0, 0xf7, 0xff, 0, 0, 0, 0]); // ICMP echo request
+        p
+    };
+    let v6 = |dst: Ipv6Addr| {
+        let mut p = vec![0x60, 0, 0, 0, 0, 8, 58, 64];
+        p.extend(Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1).octets());
+        p.extend(dst.octets());
+        p.extend([128, 0, 0, 0, 0, 0, 0, 0]); // ICMPv6 echo request
+        p
+    };
+    vec![
+        ("v4-host-route", v4([10, 77, 3, 9])),
+        ("v4-narrow", v4([10, 77, 3, 200])),
+        ("v4-default", v4([8, 8, 8, 8])),
+        ("v6-narrow", v6(Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 1, 5))),
+        (
+            "v6-default",
+            v6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        ),
+    ]
+}
+
+fn main() {
+    let (init, response) = handshake();
+    let transport = transport_packets();
+    let with_from = |from: u8, packet: &[u8]| [&[from][..], packet].concat();
+    let mut routed = transport[0].1.clone();
+    routed[4..8].copy_from_slice(&FORWARD_ID.to_be_bytes());
+    let mut delivered = init.to_vec();
+    delivered[4..8].copy_from_slice(&DELIVER_ID.to_be_bytes());
+    let near = |n: i16| R::AcceptNear(n);
+
+    let targets: Vec<(&str, Seeds)> = vec![
+        (
+            "route_header",
+            vec![
+                ("data", transport[0].1.clone()),
+                ("keepalive", transport[2].1.clone()),
+                ("init", init.to_vec()),
+                ("response", response.to_vec()),
+            ],
+        ),
+        ("transport", transport.clone()),
+        ("handshake_init", vec![("init", init.to_vec())]),
+        ("handshake_response", vec![("response", response.to_vec())]),
+        ("noise_read_init", vec![("init", init.to_vec())]),
+        ("noise_read_response", vec![("response", response.to_vec())]),
+        ("cipher_open", transport.clone()),
+        (
+            "replay_window",
+            vec![
+                ("in-order", replay::encode(&[near(0); 16])),
+                (
+                    "reordered",
+                    replay::encode(&[near(5), near(-3), near(-1), near(-6), near(-2), near(-4)]),
+                ),
+                (
+                    "duplicates",
+                    replay::encode(&[near(0), near(-1), near(3), near(-1), R::CheckNear(-2)]),
+                ),
+                (
+                    "window-edge",
+                    replay::encode(&[
+                        R::AcceptAt(10_000),
+                        R::AcceptAt(10_000 - 8127),
+                        R::CheckAt(10_000 - 8128),
+                        R::AcceptAt(10_000 - 8128),
+                        near(64),
+                        near(-8128),
+                    ]),
+                ),
+                (
+                    "huge-jumps",
+                    replay::encode(&[
+                        R::AcceptAt(1 << 40),
+                        R::AcceptAt(u64::MAX - 1),
+                        R::CheckAt(u64::MAX),
+                        R::AcceptAt(u64::MAX),
+                        near(-1),
+                    ]),
+                ),
+            ],
+        ),
+        (
+            "route_forward",
+            vec![
+                ("forward", with_from(0, &routed)),
+                ("deliver", with_from(1, &delivered)),
+                ("wrong-previous-hop", with_from(2, &routed)),
+                ("unknown-route", with_from(0, &transport[0].1)),
+            ],
+        ),
+        ("session_decapsulate", session_scripts(&init)),
+        ("ip_destination", ip_packets()),
+        (
+            "text_parsers",
+            vec![
+                ("prefix-v4", b"10.77.0.1/24".to_vec()),
+                ("prefix-v6", b"fd77::/64".to_vec()),
+                (
+                    "public-key",
+                    initiator_keys().local_public().to_string().into_bytes(),
+                ),
+                (
+                    "private-key-file",
+                    PrivateKey::from_bytes(INITIATOR_SECRET)
+                        .to_key_file_text()
+                        .into_bytes(),
+                ),
+            ],
+        ),
+    ];
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    for (target, seeds) in targets {
+        let dir = root.join(target);
+        fs::create_dir_all(&dir).expect("create corpus dir");
+        for entry in fs::read_dir(&dir).expect("read corpus dir") {
+            let path = entry.expect("dir entry").path();
+            let stale = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("seed-"));
+            if stale {
+                fs::remove_file(&path).expect("remove old seed");
+            }
+        }
+        for (name, bytes) in seeds {
+            fs::write(dir.join(format!("seed-{name}")), bytes).expect("write seed");
+        }
+        println!("{target}: written");
+    }
+}

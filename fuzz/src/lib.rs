@@ -1,0 +1,40 @@
+//! Bodies of the libFuzzer targets for `skywire-dataplane`, one function per target.
+//!
+//! Each `fuzz_targets/<name>.rs` is a one-line `fuzz_target!` that calls the function of the
+//! same name here. Keeping the bodies in a library lets `tests/corpus.rs` replay every seed
+//! and every saved crash under plain `cargo test` on a stable toolchain, and lets
+//! `examples/make_seeds.rs` build the seed corpus with the same fixed keys the targets use.
+//!
+//! A target fails by panicking: either the dataplane panicked on hostile bytes (it must
+//! never), or one of the `assert!`s here caught a broken invariant (a parse/emit round trip
+//! that lost bytes, a replay window that disagrees with its naive model, plaintext
+//! delivered that the peer never sealed).
+
+pub mod cipher;
+pub mod fixtures;
+pub mod noise;
+pub mod prefix;
+pub mod replay;
+pub mod route;
+pub mod session;
+pub mod text;
+pub mod wire;
+
+/// A target's body: any bytes in, a panic on a finding.
+pub type Target = fn(&[u8]);
+
+/// Every target: its name (the `[[bin]]` and the corpus folder) and its body.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("route_header", wire::route_header),
+    ("transport", wire::transport),
+    ("handshake_init", wire::handshake_init),
+    ("handshake_response", wire::handshake_response),
+    ("noise_read_init", noise::read_init),
+    ("noise_read_response", noise::read_response),
+    ("cipher_open", cipher::open),
+    ("replay_window", replay::window),
+    ("route_forward", route::forward),
+    ("session_decapsulate", session::decapsulate),
+    ("ip_destination", prefix::destination),
+    ("text_parsers", text::parsers),
+];

@@ -1,0 +1,122 @@
+//! Replays every seed and every saved crash through its target, without libFuzzer, so that
+//! `cargo test --manifest-path fuzz/Cargo.toml` on a stable toolchain keeps them passing.
+//! Also checks that the seeds are still what their names say (valid packets), so that a
+//! wire format change that leaves them stale does not go unnoticed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use skywire_dataplane::crypto::cipher::{Limits, RecvKey};
+use skywire_dataplane::crypto::noise;
+use skywire_dataplane::wire::{
+    HandshakeInitPacket, HandshakeResponsePacket, TransportPacket, TransportRepr,
+};
+use skywire_fuzz::TARGETS;
+use skywire_fuzz::fixtures::{CIPHER_KEY, initiator_keys, responder_keys, with_mac1};
+
+fn files(dir: &Path, seeds_only: bool) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            !seeds_only
+                || p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("seed-"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
+    files(&dir, true)
+        .iter()
+        .map(|p| fs::read(p).expect("read seed"))
+        .collect()
+}
+
+#[test]
+fn every_target_has_seeds_and_passes_them() {
+    for (name, run) in TARGETS {
+        let seeds = seeds(name);
+        assert!(
+            !seeds.is_empty(),
+            "{name} has no seed-* files in corpus/{name}"
+        );
+        for seed in seeds {
+            run(&seed);
+        }
+    }
+}
+
+#[test]
+fn saved_crashes_pass() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+    for (name, run) in TARGETS {
+        for path in files(&root.join(name), false) {
+            if path.extension().is_some_and(|e| e == "md") {
+                continue;
+            }
+            println!("{}", path.display());
+            run(&fs::read(&path).expect("read regression input"));
+        }
+    }
+}
+
+#[test]
+fn seeds_pass_their_checks() {
+    for seed in seeds("transport").iter().chain(&seeds("cipher_open")) {
+        let packet = TransportPacket::new_checked(&seed[..]).expect("transport seed parses");
+        let repr = TransportRepr::parse(&packet);
+        let mut buf = seed.clone();
+        RecvKey::new(&CIPHER_KEY)
+            .open(&repr, &mut buf, &Limits::WIREGUARD)
+            .expect("transport seed opens with CIPHER_KEY");
+    }
+    for seed in seeds("handshake_init")
+        .iter()
+        .chain(&seeds("noise_read_init"))
+    {
+        HandshakeInitPacket::new_checked(&seed[..]).expect("initiation seed parses");
+        noise::read_init(responder_keys(), seed).expect("initiation seed verifies");
+        assert_eq!(
+            with_mac1(seed, &responder_keys().local_public()).as_ref(),
+            Some(seed)
+        );
+    }
+    for seed in seeds("handshake_response")
+        .iter()
+        .chain(&seeds("noise_read_response"))
+    {
+        HandshakeResponsePacket::new_checked(&seed[..]).expect("response seed parses");
+        assert_eq!(
+            with_mac1(seed, &initiator_keys().local_public()).as_ref(),
+            Some(seed)
+        );
+    }
+}
+
+#[test]
+fn session_seeds_reach_established_sessions() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/session_decapsulate");
+    let run = |name: &str| {
+        let script = fs::read(dir.join(name)).expect("read session seed");
+        let summary = skywire_fuzz::session::run(&script);
+        println!("{name}: {summary:?}");
+        summary
+    };
+    let basic = run("seed-handshake-then-data");
+    assert_eq!((basic.delivered, basic.handshakes), (2, 2));
+    assert!(run("seed-tight-limits-rekey").handshakes > 2);
+    assert!(run("seed-restart").delivered >= 2);
+    assert!(run("seed-hostile-network").delivered >= 1);
+    assert!(run("seed-injected-init").handshakes >= 1);
+    assert_eq!(run("seed-corrupted-back").delivered, 1);
+}
