@@ -74,8 +74,13 @@ pub struct NodeDrops([u64; NodeDrop::ALL.len()]);
 impl NodeDrops {
     /// Count one.
     pub fn add(&mut self, reason: NodeDrop) {
+        self.add_n(reason, 1);
+    }
+
+    /// Count `n`.
+    pub fn add_n(&mut self, reason: NodeDrop, n: u64) {
         if let Some(c) = self.0.get_mut(reason as usize) {
-            *c += 1;
+            *c += n;
         }
     }
 
@@ -253,6 +258,11 @@ impl NodeCore {
     /// Count a drop the driver saw (a full socket buffer, a TUN write refused).
     pub fn count_drop(&mut self, reason: NodeDrop) {
         self.drops.add(reason);
+    }
+
+    /// Count `n` drops the driver saw.
+    pub fn count_drops(&mut self, reason: NodeDrop, n: u64) {
+        self.drops.add_n(reason, n);
     }
 
     /// A datagram arrived from `from`: forward it, or open it at one of our route ends.

@@ -292,9 +292,7 @@ impl EventLoop {
     }
 
     fn count_dropped(&mut self, n: u64) {
-        for _ in 0..n {
-            self.core.count_drop(NodeDrop::QueueFull);
-        }
+        self.core.count_drops(NodeDrop::QueueFull, n);
     }
 
     /// Handle up to [`BUDGET`] datagrams; true if more may be waiting.
@@ -350,6 +348,11 @@ impl EventLoop {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A packet longer than the buffer (above the MTU) was cut: drop it, read on.
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    self.core.count_drop(NodeDrop::TooBig);
+                }
+                // The device failed; waiting for the next readiness event is all we can do.
                 Err(_) => {
                     more = false;
                     break;

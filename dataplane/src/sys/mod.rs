@@ -10,6 +10,10 @@
 //!   buffers, dual-stack on IPv6, and no Don't Fragment bit.
 //! - [`netlink`]: a minimal rtnetlink client (routes, addresses, link state) that waits for
 //!   the kernel's acknowledgement of every request, so no error is lost.
+//! - [`netns`]: [`in_namespace`](netns::in_namespace), a closure run on a thread that
+//!   entered a named network namespace (`ip netns`), for sockets that live there.
+//! - [`capture`]: [`PacketCapture`](capture::PacketCapture), an `AF_PACKET` socket that
+//!   sees every frame of one interface (the demo's proof that relays see no plaintext).
 //!
 //! What it does not do: decide anything. Which routes to add, which packet goes where, when
 //! to read: that is the engine's business.
@@ -25,7 +29,9 @@
 //!   runs `ip` or other programs. Tests that need root run in a fresh network namespace.
 #![allow(unsafe_code)]
 
+pub mod capture;
 pub mod netlink;
+pub mod netns;
 pub mod tun;
 pub mod udp;
 
