@@ -7,6 +7,8 @@
 //!   error names the file, the line and the key.
 //! - [`ctl`]: the node's local control socket (newline-delimited JSON over a Unix socket)
 //!   that `skywire status` talks to: server, client and protocol.
+//! - [`demo`]: `skywire demo`: three `skywire node` processes in network namespaces, a route
+//!   through a relay, and proof of what crosses each link.
 //!
 //! Next come `signal` (route setup between nodes), the node
 //! `manager`, and `viscript` (the operator's view of a running mesh). Those modules will
@@ -24,4 +26,5 @@
 
 pub mod config;
 pub mod ctl;
+pub mod demo;
 pub mod keyfile;
