@@ -61,6 +61,13 @@ impl TunDevice {
             name,
             if_index,
         };
+        // No IPv6 link-local address (as WireGuard does): the kernel would otherwise send
+        // router solicitations into the tunnel, which no route carries. Best effort: the
+        // file is absent when IPv6 is disabled.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{}/addr_gen_mode", tun.name),
+            b"1",
+        );
         netlink::set_link(if_index, Some(u32::from(setup.mtu)), Some(true))
             .map_err(|e| context(e, format_args!("setting MTU {} and link up", setup.mtu)))?;
         for address in &setup.addresses {
