@@ -526,6 +526,9 @@ impl Session {
             }
             PacketType::Close => {
                 self.forget_keys();
+                // The close authenticated, so it is no replay: the peer is restarting or
+                // leaving, and the next packet should start a handshake at once.
+                self.last_handshake_sent = None;
                 Outcome::Closed
             }
             _ => Outcome::Consumed,

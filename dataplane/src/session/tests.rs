@@ -660,3 +660,16 @@ mod no_spin {
         }
     }
 }
+
+#[test]
+fn an_authenticated_close_lifts_the_handshake_rate_limit() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let t0 = p.t0;
+    handshake(&mut p, t0);
+    let mut buf = [0u8; 64];
+    let n = p.b.close(t0, &mut buf).unwrap();
+    assert_eq!(feed(&mut p.a, t0, &buf[..n]), OwnedOutcome::Closed);
+    // A just sent an initiation at t0, yet its next packet may start a new one at once.
+    assert_eq!(data(&mut p.a, t0, b"x"), Err(SendError::NoSession));
+    assert!(poll(&mut p.a, t0).is_some_and(|m| m.len() == HANDSHAKE_INIT_LEN));
+}
