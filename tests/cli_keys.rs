@@ -10,59 +10,12 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("skywire-cli-keys-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Run `skywire args...` and return its output, stdout and stderr as text.
-fn skywire(args: &[&str]) -> (Output, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_skywire"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
-    let stderr = String::from_utf8(out.stderr.clone()).unwrap();
-    (out, stdout, stderr)
-}
-
-fn path_arg(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn mode_of(path: &Path) -> u32 {
-    fs::metadata(path).unwrap().permissions().mode() & 0o7777
-}
-
-fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
+use common::{Scratch, as_nobody, chmod, keygen, mode_of, path_arg, skywire, skywire_binary};
 
 fn is_lower_hex_key_line(s: &str) -> bool {
     s.len() == 65
@@ -74,8 +27,7 @@ fn is_lower_hex_key_line(s: &str) -> bool {
 
 /// Generate a key at `path` and return (public key line, private key text without newline).
 fn keygen_ok(path: &Path) -> (String, String) {
-    let (out, stdout, stderr) = skywire(&["keygen", "--out", path_arg(path)]);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let (stdout, stderr) = keygen(path);
     let secret = fs::read_to_string(path).unwrap().trim_end().to_owned();
     assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
     (stdout, secret)
@@ -178,15 +130,13 @@ fn keygen_into_an_unwritable_directory_is_77() {
     let dir = Scratch::new();
     let locked = dir.path("locked");
     fs::create_dir(&locked).unwrap();
-    chmod(&dir.0, 0o755);
+    chmod(dir.dir(), 0o755);
     chmod(&locked, 0o500);
     let key = locked.join("node.key");
     let args = ["keygen", "--out", path_arg(&key)];
     let root = fs::write(locked.join("probe"), b"").is_ok();
     let out = if root {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(env!("CARGO_BIN_EXE_skywire"))
+        as_nobody(skywire_binary())
             .args(args)
             .output()
             .expect("setpriv (util-linux) runs the binary as nobody")

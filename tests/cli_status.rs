@@ -8,42 +8,28 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use common::{
+    Scratch, as_nobody, chmod, is_root, mode_of, path_arg, skywire, skywire_binary, text,
+};
 use skywire_control::ctl::{ControlServer, StatusReply, StatusSource};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{EngineGone, NodeStatus, RelayStatus, RouteStatus};
 use skywire_dataplane::wire::RouteId;
 
-/// A fresh directory under the system temp dir, mode 0755 (so another user can reach a
-/// socket folder inside it), removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("skywire-cli-status-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh scratch folder, mode 0755 so another user can reach a socket folder inside it.
+fn scratch() -> Scratch {
+    Scratch::with_mode(0o755)
 }
 
 /// Answers with a fixed status, or as a stopped engine.
@@ -125,27 +111,16 @@ fn sample_status() -> NodeStatus {
     }
 }
 
-fn skywire(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_skywire"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).unwrap()
-}
-
 #[test]
 fn status_prints_routes_and_relays_like_wg_show() {
-    let scratch = Scratch::new();
-    let node = Node::start(&scratch.0, FakeSource(Some(sample_status())));
-    let out = skywire(&["status", "--socket", node.socket.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let scratch = scratch();
+    let node = Node::start(scratch.dir(), FakeSource(Some(sample_status())));
+    let (out, stdout, stderr) = skywire(&["status", "--socket", path_arg(&node.socket)]);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     let a = "a1".repeat(32);
     let c = "c3".repeat(32);
     assert_eq!(
-        text(&out.stdout),
+        stdout,
         format!(
             "node: {a}
   listening: 0.0.0.0:6000
@@ -165,21 +140,15 @@ relay: 100 from 198.18.0.1:6000 -> 101 to 198.18.0.3:6000
 "
         )
     );
-    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert!(stderr.is_empty(), "{stderr}");
 }
 
 #[test]
 fn status_json_has_every_field_and_counter() {
-    let scratch = Scratch::new();
-    let node = Node::start(&scratch.0, FakeSource(Some(sample_status())));
-    let out = skywire(&[
-        "status",
-        "--json",
-        "--socket",
-        node.socket.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let json = text(&out.stdout);
+    let scratch = scratch();
+    let node = Node::start(scratch.dir(), FakeSource(Some(sample_status())));
+    let (out, json, stderr) = skywire(&["status", "--json", "--socket", path_arg(&node.socket)]);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(json.ends_with("}\n"), "{json}");
     let reply = StatusReply::from_json(&json).unwrap();
     assert_eq!(reply, StatusReply::from(&sample_status()));
@@ -198,38 +167,29 @@ fn status_json_has_every_field_and_counter() {
 
 #[test]
 fn no_node_means_exit_69() {
-    let scratch = Scratch::new();
-    let socket = scratch.0.join("node.sock");
-    let out = skywire(&["status", "--socket", socket.to_str().unwrap()]);
+    let scratch = scratch();
+    let socket = scratch.path("node.sock");
+    let (out, stdout, err) = skywire(&["status", "--socket", path_arg(&socket)]);
     assert_eq!(out.status.code(), Some(69));
-    let err = text(&out.stderr);
     assert!(err.contains("is `skywire node` running?"), "{err}");
-    assert!(err.contains(socket.to_str().unwrap()), "{err}");
-    assert!(out.stdout.is_empty());
+    assert!(err.contains(path_arg(&socket)), "{err}");
+    assert!(stdout.is_empty());
 
     // A socket file left behind by a node that is gone: connecting is refused.
     drop(UnixListener::bind(&socket).unwrap());
-    let out = skywire(&["status", "--json", "--socket", socket.to_str().unwrap()]);
+    let (out, _, err) = skywire(&["status", "--json", "--socket", path_arg(&socket)]);
     assert_eq!(out.status.code(), Some(69));
-    assert!(text(&out.stderr).contains("is `skywire node` running?"));
+    assert!(err.contains("is `skywire node` running?"));
 }
 
 #[test]
 fn a_stopped_engine_means_exit_69() {
-    let scratch = Scratch::new();
-    let node = Node::start(&scratch.0, FakeSource(None));
-    let out = skywire(&["status", "--socket", node.socket.to_str().unwrap()]);
+    let scratch = scratch();
+    let node = Node::start(scratch.dir(), FakeSource(None));
+    let (out, _, err) = skywire(&["status", "--socket", path_arg(&node.socket)]);
     assert_eq!(out.status.code(), Some(69));
-    let err = text(&out.stderr);
     assert!(err.contains("unavailable"), "{err}");
     assert!(err.contains("stopped"), "{err}");
-}
-
-/// Whether this process is root (the owner of a file it creates).
-fn is_root(dir: &Path) -> bool {
-    let probe = dir.join("probe");
-    fs::write(&probe, "").unwrap();
-    fs::metadata(&probe).unwrap().uid() == 0
 }
 
 fn have_setpriv() -> bool {
@@ -242,9 +202,7 @@ fn have_setpriv() -> bool {
 /// Run `skywire status --socket SOCKET` as `nobody`, from a copy of the binary that
 /// `nobody` can execute (the build folder may not be reachable).
 fn status_as_nobody(binary: &Path, socket: &Path) -> Output {
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(binary)
+    as_nobody(binary)
         .args(["status", "--socket"])
         .arg(socket)
         .output()
@@ -253,17 +211,17 @@ fn status_as_nobody(binary: &Path, socket: &Path) -> Output {
 
 #[test]
 fn another_user_gets_exit_77() {
-    let scratch = Scratch::new();
-    if !is_root(&scratch.0) || !have_setpriv() {
+    let scratch = scratch();
+    if !is_root() || !have_setpriv() {
         eprintln!("skipped: needs root and setpriv to act as another user");
         return;
     }
-    let binary = scratch.0.join("skywire");
-    fs::copy(env!("CARGO_BIN_EXE_skywire"), &binary).unwrap();
-    fs::set_permissions(&binary, fs::Permissions::from_mode(0o755)).unwrap();
-    let node = Node::start(&scratch.0, FakeSource(Some(sample_status())));
+    let binary = scratch.path("skywire");
+    fs::copy(skywire_binary(), &binary).unwrap();
+    chmod(&binary, 0o755);
+    let node = Node::start(scratch.dir(), FakeSource(Some(sample_status())));
     let folder = node.socket.parent().unwrap();
-    assert_eq!(fs::metadata(folder).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(mode_of(folder) & 0o777, 0o700);
 
     // The kernel refuses: the socket's folder is root's and 0700.
     let out = status_as_nobody(&binary, &node.socket);
@@ -273,12 +231,12 @@ fn another_user_gets_exit_77() {
         err.contains("permission denied on the control socket"),
         "{err}"
     );
-    assert!(err.contains(node.socket.to_str().unwrap()), "{err}");
+    assert!(err.contains(path_arg(&node.socket)), "{err}");
     assert!(out.stdout.is_empty());
 
     // The node refuses: the socket is reachable, but SO_PEERCRED says uid 65534.
-    fs::set_permissions(folder, fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(&node.socket, fs::Permissions::from_mode(0o666)).unwrap();
+    chmod(folder, 0o755);
+    chmod(&node.socket, 0o666);
     let out = status_as_nobody(&binary, &node.socket);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(77), "{err}");
@@ -287,6 +245,6 @@ fn another_user_gets_exit_77() {
     assert!(out.stdout.is_empty());
 
     // Root is still served.
-    let out = skywire(&["status", "--socket", node.socket.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (out, _, stderr) = skywire(&["status", "--socket", path_arg(&node.socket)]);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
 }

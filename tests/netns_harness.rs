@@ -8,6 +8,7 @@
     clippy::panic
 )]
 
+mod common;
 mod netns;
 
 use std::path::{Path, PathBuf};

@@ -9,62 +9,15 @@
     clippy::panic
 )]
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{Scratch, chmod, path_arg, skywire, text};
 
 /// Bad configuration (DESIGN.md, "User surface").
 const EXIT_CONFIG: i32 = 78;
-
-/// A fresh folder under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "skywire-node-config-errors-{}-{n}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).unwrap();
-        Self(dir)
-    }
-
-    /// A new private key at `name`, made by `skywire keygen` (mode 0600).
-    fn key(&self, name: &str) -> PathBuf {
-        let path = self.0.join(name);
-        let out = skywire(&["keygen", "--out", path.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        path
-    }
-
-    fn file(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn skywire(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_skywire"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).unwrap()
-}
 
 /// Node A of the three-hop topology, every key written; the line numbers below refer to
 /// this text.
@@ -97,7 +50,7 @@ fn edit(from: &str, to: &str) -> String {
 
 /// `skywire node --config PATH --check`.
 fn check(config: &Path) -> Output {
-    skywire(&["node", "--config", config.to_str().unwrap(), "--check"])
+    skywire(&["node", "--config", path_arg(config), "--check"]).0
 }
 
 /// Exit 78, nothing on stdout, and exactly one line on stderr that starts with
@@ -124,8 +77,8 @@ fn assert_bad_config(config: &Path, line: u32, key: &str, what: &[&str]) -> Stri
 #[test]
 fn a_good_config_passes_the_check() {
     let dir = Scratch::new();
-    let key = dir.key("node.key");
-    let config = dir.file("good.yaml", GOOD);
+    let key = dir.keygen("node.key");
+    let config = dir.write("good.yaml", GOOD);
     let out = check(&config);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "stderr: {err}");
@@ -133,20 +86,20 @@ fn a_good_config_passes_the_check() {
     assert!(said.contains("ok"), "{said}");
     // The check starts nothing: no control socket folder appears.
     assert!(
-        !dir.0.join("ctl").exists(),
+        !dir.path("ctl").exists(),
         "--check created the socket folder"
     );
     // It names the node by its public key.
-    let public = text(&skywire(&["pubkey", "--key", key.to_str().unwrap()]).stdout);
+    let (_, public, _) = skywire(&["pubkey", "--key", path_arg(&key)]);
     assert!(said.contains(public.trim()), "{said}");
 }
 
 #[test]
 fn a_yaml_syntax_error_names_its_line() {
     let dir = Scratch::new();
-    dir.key("node.key");
+    dir.keygen("node.key");
     // `listen` indented one space deeper than `key`: not YAML.
-    let config = dir.file(
+    let config = dir.write(
         "syntax.yaml",
         &edit("  listen: 198.18.1.1:6000", "   listen: 198.18.1.1:6000"),
     );
@@ -156,8 +109,8 @@ fn a_yaml_syntax_error_names_its_line() {
 #[test]
 fn an_unknown_key_is_named_with_its_line() {
     let dir = Scratch::new();
-    dir.key("node.key");
-    let config = dir.file(
+    dir.keygen("node.key");
+    let config = dir.write(
         "unknown.yaml",
         &edit("      in_id: 201\n", "      in_id: 201\n      inid: 3\n"),
     );
@@ -169,12 +122,12 @@ fn an_unknown_key_is_named_with_its_line() {
     );
 
     // In the tun section and at the top of the node section too.
-    let config = dir.file(
+    let config = dir.write(
         "unknown-tun.yaml",
         &edit("    name: sky0", "    nmae: sky0"),
     );
     assert_bad_config(&config, 6, "node.tun.nmae", &["unknown field"]);
-    let config = dir.file(
+    let config = dir.write(
         "unknown-node.yaml",
         &edit("  listen: 198.18.1.1:6000", "  listen_on: 198.18.1.1:6000"),
     );
@@ -184,23 +137,23 @@ fn an_unknown_key_is_named_with_its_line() {
 #[test]
 fn a_bad_prefix_is_named_with_its_line() {
     let dir = Scratch::new();
-    dir.key("node.key");
-    let config = dir.file("prefix.yaml", &edit("10.77.0.3/32", "10.77.0.3/33"));
+    dir.keygen("node.key");
+    let config = dir.write("prefix.yaml", &edit("10.77.0.3/32", "10.77.0.3/33"));
     assert_bad_config(&config, 11, "node.routes[0].prefixes[0]", &["prefix"]);
-    let config = dir.file("prefix-addr.yaml", &edit("fd77::3/128", "fd77::g/128"));
+    let config = dir.write("prefix-addr.yaml", &edit("fd77::3/128", "fd77::g/128"));
     assert_bad_config(&config, 11, "node.routes[0].prefixes[1]", &["prefix"]);
-    let config = dir.file("tun-addr.yaml", &edit("10.77.0.1/24", "10.77.0.1"));
+    let config = dir.write("tun-addr.yaml", &edit("10.77.0.1/24", "10.77.0.1"));
     assert_bad_config(&config, 7, "node.tun.addresses[0]", &["ADDRESS/LENGTH"]);
 }
 
 #[test]
 fn a_missing_key_file_is_named_with_the_key_line() {
     let dir = Scratch::new();
-    let config = dir.file("nokey.yaml", GOOD);
+    let config = dir.write("nokey.yaml", GOOD);
     // It names the file it looked for, resolved against the config's folder.
-    let looked_for = dir.0.join("node.key").display().to_string();
+    let looked_for = dir.path("node.key").display().to_string();
     assert_bad_config(&config, 2, "node.key", &[&looked_for]);
-    let config = dir.file(
+    let config = dir.write(
         "nokey2.yaml",
         &edit("key: node.key", "key: keys/absent.key"),
     );
@@ -210,12 +163,12 @@ fn a_missing_key_file_is_named_with_the_key_line() {
 #[test]
 fn a_key_file_others_can_read_is_refused() {
     let dir = Scratch::new();
-    let key = dir.key("node.key");
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-    let config = dir.file("open.yaml", GOOD);
+    let key = dir.keygen("node.key");
+    chmod(&key, 0o644);
+    let config = dir.write("open.yaml", GOOD);
     assert_bad_config(&config, 2, "node.key", &["0644"]);
 
     // Back to 0600: good again.
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    chmod(&key, 0o600);
     assert_eq!(check(&config).status.code(), Some(0));
 }

@@ -22,6 +22,7 @@
     clippy::panic
 )]
 
+mod common;
 mod netns;
 
 use std::time::{Duration, Instant};

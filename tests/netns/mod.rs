@@ -1,7 +1,8 @@
 //! Network-namespace topologies for the root-only integration tests: hosts are namespaces,
 //! links are veth pairs, nodes are the real `skywire` binary started inside them.
 //!
-//! A test uses it as `mod netns;` and starts with [`skip_unless_root`]. Then:
+//! A test uses it as `mod common; mod netns;` (it runs the binary and makes keys with
+//! `tests/common`) and starts with [`skip_unless_root`]. Then:
 //!
 //! - [`Topology::new`] makes the guard; [`Topology::host`] adds a namespace (with `lo` up
 //!   and no default route) and [`Topology::link`] joins two with a veth pair. Namespaces are
@@ -27,7 +28,6 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::Once;
@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 
 use skywire_control::ctl::StatusReply;
 
+use crate::common::{chmod, is_root, keygen, mode_of, skywire_binary};
+
 /// How long a node may take from exec to answering `skywire status`.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,16 +48,6 @@ const PREFIX: &str = "swt-";
 
 /// Where `ip netns` keeps its namespaces.
 const NETNS_DIR: &str = "/run/netns";
-
-/// Whether the effective user is root (from `/proc/self/status`: no libc in this crate).
-pub(crate) fn is_root() -> bool {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        == Some("0")
-}
 
 /// `false`, after saying why, when the test cannot run here: it needs root. As root, the
 /// tools the tests use must be installed (`scripts/test` installs them), or this panics.
@@ -77,11 +69,6 @@ pub(crate) fn skip_unless_root(test: &str) -> bool {
         );
     }
     true
-}
-
-/// The `skywire` binary cargo built for these tests.
-pub(crate) fn skywire_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_skywire"))
 }
 
 /// A helper script in `tests/tools/`.
@@ -229,7 +216,7 @@ impl Topology {
         let dir = std::env::temp_dir().join(&prefix);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        chmod(&dir, 0o755);
         Self {
             prefix,
             namespaces: Vec::new(),
@@ -511,15 +498,9 @@ impl Node {
         let dir = topology.dir().join(name);
         fs::create_dir(&dir).unwrap();
         let key = dir.join("node.key");
-        let public_key = run_ok(
-            Command::new(skywire_binary())
-                .args(["keygen", "--out"])
-                .arg(&key),
-        )
-        .trim()
-        .to_owned();
+        let public_key = keygen(&key).0.trim().to_owned();
         assert_eq!(public_key.len(), 64, "keygen printed {public_key:?}");
-        let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        let mode = mode_of(&key) & 0o777;
         assert_eq!(mode, 0o600, "keygen made a key file with mode {mode:o}");
         Self {
             name: name.to_owned(),
