@@ -3,7 +3,7 @@
 //!
 //! This is the test double for the transport seam (as wireguard-go's `bindtest`): it lets
 //! multi-hop behaviour be tested deterministically, without root, sockets or TUN devices.
-//! It is also what `skywire demo` runs until the node daemon exists. It allocates per
+//! It is also what `skywire demo --in-memory` runs. It allocates per
 //! datagram and is single-threaded; the real forwarding engine is neither.
 //!
 //! Every node runs the same per-packet code as a real node: [`crate::route::forward()`] for
