@@ -10,6 +10,7 @@
 //! | `tun` | `{name, addresses, mtu}` | none: a relay-only node |
 //! | `routes` | list of routes (below) | `[]` |
 //! | `relays` | list of `{in_id, prev_hop, out_id, next_hop}` | `[]` |
+//! | `offload` | bool: TUN TSO/GRO and UDP GSO/GRO (each falls back by itself when the kernel refuses) | `true` |
 //!
 //! In `tun`, `name` and `addresses` are required and `mtu` defaults to [`DEFAULT_MTU`]. A
 //! route is `{name, peer, prefixes, first_hop, out_id, in_id, prev_hop,
@@ -79,6 +80,7 @@ pub struct NodeConfig {
     tun: Option<TunSetup>,
     routes: Vec<RouteSetup>,
     relays: Vec<RelaySetup>,
+    offload: bool,
 }
 
 impl Default for NodeConfig {
@@ -90,6 +92,7 @@ impl Default for NodeConfig {
             tun: None,
             routes: Vec::new(),
             relays: Vec::new(),
+            offload: true,
         }
     }
 }
@@ -122,6 +125,13 @@ impl NodeConfig {
         &self.relays
     }
 
+    /// `node.offload`: use the kernel's batching offloads (TUN super-packets, UDP GSO and
+    /// GRO). Default `true`; `false` moves one packet per system call, for comparison or
+    /// for a kernel whose offloads misbehave.
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
     /// The engine's setup: this section with the private key loaded from [`Self::key`].
     ///
     /// Fails, naming `node.key`, when the key file cannot be used (its error is the
@@ -147,6 +157,7 @@ impl NodeConfig {
             tun: self.tun.clone(),
             routes: self.routes.clone(),
             relays: self.relays.clone(),
+            offload: self.offload,
         })
     }
 }
@@ -161,6 +172,7 @@ pub(super) struct RawNode {
     tun: Option<RawTun>,
     routes: Option<Vec<RawRoute>>,
     relays: Option<Vec<RawRelay>>,
+    offload: Option<bool>,
 }
 
 /// `node.tun` as written.
@@ -264,6 +276,7 @@ impl RawNode {
             tun,
             routes,
             relays,
+            offload: self.offload.unwrap_or(defaults.offload),
         })
     }
 }

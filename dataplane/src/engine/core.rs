@@ -265,6 +265,11 @@ impl NodeCore {
         self.drops.add_n(reason, n);
     }
 
+    /// Count `n` datagrams the driver dropped before forwarding (cut by the kernel).
+    pub fn count_forward_drops(&mut self, reason: ForwardDrop, n: u64) {
+        self.forward_stats.record_n(reason, n);
+    }
+
     /// A datagram arrived from `from`: forward it, or open it at one of our route ends.
     pub fn handle_datagram(
         &mut self,

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,11 +15,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::core::{NodeCore, NodeDrop, NodeIo, SetupError, buffer_len};
 use super::handle::{Command, EngineHandle};
 use super::setup::NodeSetup;
-use crate::route::Prefix;
+use crate::route::{ForwardDrop, Prefix};
 use crate::session::HEADROOM;
+use crate::sys::batch::{self, RecvBatch, SendBatch};
 use crate::sys::netlink;
-use crate::sys::tun::TunDevice;
+use crate::sys::tun::{self, COALESCE_CAPACITY, TunDevice};
 use crate::sys::udp;
+use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 
 const UDP: Token = Token(0);
 const TUN: Token = Token(1);
@@ -27,10 +29,6 @@ const WAKER: Token = Token(2);
 
 /// Socket buffer size asked for on the transport socket (both directions).
 pub const SOCKET_BUFFER: usize = 4 << 20;
-/// Packets handled from one source before the loop turns to the other, for fairness.
-const BUDGET: usize = 64;
-/// Largest datagram read from the transport.
-const MAX_DATAGRAM: usize = 65_535;
 
 /// The engine could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
@@ -117,10 +115,14 @@ pub fn start(setup: &NodeSetup) -> Result<RunningEngine, EngineError> {
     })?;
     let tun = match &setup.tun {
         None => None,
-        Some(t) => Some(TunDevice::create(t).map_err(|source| EngineError::Tun {
-            name: t.name.clone(),
-            source,
-        })?),
+        Some(t) => {
+            Some(
+                TunDevice::create(t, setup.offload).map_err(|source| EngineError::Tun {
+                    name: t.name.clone(),
+                    source,
+                })?,
+            )
+        }
     };
     if let (Some(device), Some(tun_setup)) = (&tun, &setup.tun) {
         // Prefixes inside the device's own networks are routed by the kernel already.
@@ -153,9 +155,10 @@ pub fn start(setup: &NodeSetup) -> Result<RunningEngine, EngineError> {
     let (handle, commands) = EngineHandle::new(waker);
     let mtu = setup.tun.as_ref().map_or(1420, |t| usize::from(t.mtu));
     let tun_name = tun.as_ref().map(|t| t.name().to_owned());
+    let offload = setup.offload;
     let thread = std::thread::Builder::new()
         .name("skywire-engine".into())
-        .spawn(move || EventLoop::new(poll, socket, tun, core, commands, mtu)?.run())
+        .spawn(move || EventLoop::new(poll, socket, tun, core, commands, mtu, offload)?.run())
         .map_err(EngineError::Poll)?;
     Ok(RunningEngine {
         handle,
@@ -165,6 +168,11 @@ pub fn start(setup: &NodeSetup) -> Result<RunningEngine, EngineError> {
     })
 }
 
+/// Reads per turn from one source before the loop turns to the other, for fairness: each
+/// is a `recvmmsg` of up to 16 messages (up to ~45 datagrams each with GRO), or a TUN read
+/// of up to one super-packet.
+const BUDGET: usize = 8;
+
 /// The state of the event loop thread.
 struct EventLoop {
     poll: Poll,
@@ -172,30 +180,115 @@ struct EventLoop {
     tun: Option<TunDevice>,
     core: NodeCore,
     commands: Receiver<Command>,
-    /// Receive buffer for datagrams (forwarded or opened in place).
-    datagram: Vec<u8>,
-    /// Buffer for TUN packets, with header room in front and tag room behind.
-    packet: Vec<u8>,
+    /// Datagrams read by `recvmmsg` (forwarded or opened in place).
+    recv: RecvBatch,
+    /// Datagrams to send, grouped for GSO.
+    send: SendBatch,
+    /// Packets read from the TUN device, each at `HEADROOM` (sealed in place).
+    tun_in: TunIn,
+    /// Packets for the TUN device, coalesced on flush.
+    tun_out: TunOut,
 }
 
-/// [`NodeIo`] over the real socket and TUN device; failures become drop counts.
+/// Buffers for reading the TUN device: the raw read and the packets cut from it.
+struct TunIn {
+    scratch: Vec<u8>,
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+}
+
+/// Packets queued for the TUN device, each at `bufs[i][TUN_OUT_OFFSET..]`.
+struct TunOut {
+    bufs: Vec<Vec<u8>>,
+    used: usize,
+    gro: GROTable,
+}
+
+/// Where packets for the TUN device start in their buffers: room for the virtio-net header.
+const TUN_OUT_OFFSET: usize = VIRTIO_NET_HDR_LEN;
+/// Packets queued for the TUN device before a flush.
+const TUN_OUT_SLOTS: usize = 128;
+
+impl TunOut {
+    fn new() -> Self {
+        Self {
+            bufs: (0..TUN_OUT_SLOTS)
+                .map(|_| Vec::with_capacity(COALESCE_CAPACITY))
+                .collect(),
+            used: 0,
+            gro: GROTable::default(),
+        }
+    }
+
+    /// Queue a copy of `packet`; false when full (flush first).
+    fn push(&mut self, packet: &[u8]) -> bool {
+        let Some(buf) = self.bufs.get_mut(self.used) else {
+            return false;
+        };
+        buf.clear();
+        buf.resize(TUN_OUT_OFFSET, 0);
+        buf.extend_from_slice(packet);
+        self.used += 1;
+        true
+    }
+
+    /// Write what is queued; the number of write failures (0 or 1: a batch reports one).
+    fn flush(&mut self, tun: Option<&TunDevice>) -> u64 {
+        if self.used == 0 {
+            return 0;
+        }
+        let used = std::mem::take(&mut self.used);
+        let (Some(tun), Some(bufs)) = (tun, self.bufs.get_mut(..used)) else {
+            return used as u64;
+        };
+        match tun.send_batch(&mut self.gro, bufs, TUN_OUT_OFFSET) {
+            Ok(_) => 0,
+            Err(_) => 1,
+        }
+    }
+}
+
+/// [`NodeIo`] over the batches: packets are copied into them and leave on flush.
 struct Io<'a> {
     socket: &'a UdpSocket,
+    send: &'a mut SendBatch,
     tun: Option<&'a TunDevice>,
+    tun_out: &'a mut TunOut,
     dropped: u64,
+}
+
+impl Io<'_> {
+    /// Send and write everything queued, datagrams first.
+    fn flush(&mut self) {
+        let flushed = self.send.flush(self.socket.as_fd());
+        self.dropped += flushed.dropped;
+        self.dropped += self.tun_out.flush(self.tun);
+    }
 }
 
 impl NodeIo for Io<'_> {
     fn send_udp(&mut self, to: SocketAddr, packet: &[u8]) {
-        if self.socket.send_to(packet, to).is_err() {
+        if self.send.push(to, packet) {
+            return;
+        }
+        let flushed = self.send.flush(self.socket.as_fd());
+        self.dropped += flushed.dropped;
+        if !self.send.push(to, packet) {
             self.dropped += 1;
         }
     }
 
     fn write_tun(&mut self, packet: &[u8]) {
-        match self.tun {
-            Some(tun) if tun.send(packet).is_ok() => {}
-            _ => self.dropped += 1,
+        if self.tun.is_none() {
+            self.dropped += 1;
+            return;
+        }
+        if self.tun_out.push(packet) {
+            return;
+        }
+        self.dropped += self.tun_out.flush(self.tun);
+        if !self.tun_out.push(packet) {
+            self.dropped += 1;
         }
     }
 }
@@ -208,6 +301,7 @@ impl EventLoop {
         core: NodeCore,
         commands: Receiver<Command>,
         mtu: usize,
+        offload: bool,
     ) -> Result<Self, EngineError> {
         poll.registry()
             .register(&mut socket, UDP, Interest::READABLE)
@@ -217,15 +311,45 @@ impl EventLoop {
                 .register(&mut SourceFd(&tun.as_raw_fd()), TUN, Interest::READABLE)
                 .map_err(EngineError::Poll)?;
         }
+        if offload {
+            // Refused by kernels before 5.0: datagrams then come one per slot.
+            batch::enable_gro(socket.as_fd());
+        }
+        let local = socket.local_addr().map_err(EngineError::Poll)?;
+        let slots = if tun.as_ref().is_some_and(TunDevice::offload) {
+            tun::batch_slots(mtu)
+        } else {
+            1
+        };
         Ok(Self {
             poll,
+            send: SendBatch::new(local, offload),
             socket,
             tun,
             core,
             commands,
-            datagram: vec![0u8; MAX_DATAGRAM],
-            packet: vec![0u8; buffer_len(mtu)],
+            recv: RecvBatch::new(),
+            tun_in: TunIn {
+                scratch: vec![0u8; tun::SCRATCH_LEN],
+                bufs: (0..slots).map(|_| vec![0u8; buffer_len(mtu)]).collect(),
+                sizes: vec![0; slots],
+            },
+            tun_out: TunOut::new(),
         })
+    }
+
+    /// Borrow the output side as a [`NodeIo`].
+    fn io(&mut self) -> (&mut NodeCore, Io<'_>) {
+        (
+            &mut self.core,
+            Io {
+                socket: &self.socket,
+                send: &mut self.send,
+                tun: self.tun.as_ref(),
+                tun_out: &mut self.tun_out,
+                dropped: 0,
+            },
+        )
     }
 
     fn run(mut self) -> Result<(), EngineError> {
@@ -253,12 +377,9 @@ impl EventLoop {
                 }
             }
             if !self.serve_commands() {
-                let mut io = Io {
-                    socket: &self.socket,
-                    tun: self.tun.as_ref(),
-                    dropped: 0,
-                };
-                self.core.close_all(Instant::now(), &mut io);
+                let (core, mut io) = self.io();
+                core.close_all(Instant::now(), &mut io);
+                io.flush();
                 return Ok(());
             }
             if udp_ready {
@@ -267,12 +388,9 @@ impl EventLoop {
             if tun_ready {
                 tun_ready = self.read_tun();
             }
-            let mut io = Io {
-                socket: &self.socket,
-                tun: self.tun.as_ref(),
-                dropped: 0,
-            };
-            self.core.poll_timers(Instant::now(), &mut io);
+            let (core, mut io) = self.io();
+            core.poll_timers(Instant::now(), &mut io);
+            io.flush();
             let dropped = io.dropped;
             self.count_dropped(dropped);
         }
@@ -292,65 +410,113 @@ impl EventLoop {
     }
 
     fn count_dropped(&mut self, n: u64) {
-        self.core.count_drops(NodeDrop::QueueFull, n);
+        if n > 0 {
+            self.core.count_drops(NodeDrop::QueueFull, n);
+        }
     }
 
-    /// Handle up to [`BUDGET`] datagrams; true if more may be waiting.
+    /// Handle up to [`BUDGET`] batches of datagrams, then send and write what they produced;
+    /// true if more may be waiting.
     fn read_transport(&mut self) -> bool {
+        let EventLoop {
+            socket,
+            send,
+            tun,
+            tun_out,
+            core,
+            recv,
+            ..
+        } = self;
         let mut io = Io {
-            socket: &self.socket,
-            tun: self.tun.as_ref(),
+            socket,
+            send,
+            tun: tun.as_ref(),
+            tun_out,
             dropped: 0,
         };
         let mut more = true;
+        let mut truncated = 0;
         for _ in 0..BUDGET {
-            match self.socket.recv_from(&mut self.datagram) {
-                Ok((n, from)) => {
+            match recv.recv(io.socket.as_fd()) {
+                Ok(n) => {
                     let now = Instant::now();
-                    if let Some(buf) = self.datagram.get_mut(..n) {
-                        self.core.handle_datagram(now, from, buf, &mut io);
+                    for i in 0..n {
+                        let Some((received, slot)) = recv.message(i) else {
+                            continue;
+                        };
+                        let Some(from) = received.from.filter(|_| !received.truncated) else {
+                            truncated += 1;
+                            continue;
+                        };
+                        for datagram in received.segments(slot) {
+                            core.handle_datagram(now, from, datagram, &mut io);
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     more = false;
                     break;
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // ICMP errors surfacing on the socket, and the like: nothing to read now.
                 Err(_) => {}
             }
         }
+        io.flush();
         let dropped = io.dropped;
+        if truncated > 0 {
+            core.count_forward_drops(ForwardDrop::Malformed, truncated);
+        }
         self.count_dropped(dropped);
         more
     }
 
-    /// Handle up to [`BUDGET`] packets from the TUN device; true if more may be waiting.
+    /// Handle up to [`BUDGET`] reads from the TUN device (packets or super-packets), then
+    /// send what they produced; true if more may be waiting.
     fn read_tun(&mut self) -> bool {
-        let Some(tun) = self.tun.as_ref() else {
+        let EventLoop {
+            socket,
+            send,
+            tun,
+            tun_out,
+            core,
+            tun_in,
+            ..
+        } = self;
+        let Some(device) = tun.as_ref() else {
             return false;
         };
         let mut io = Io {
-            socket: &self.socket,
-            tun: Some(tun),
+            socket,
+            send,
+            tun: Some(device),
+            tun_out,
             dropped: 0,
         };
         let mut more = true;
         for _ in 0..BUDGET {
-            let Some(room) = self.packet.get_mut(HEADROOM..) else {
-                return false;
-            };
-            match tun.recv(room) {
-                Ok(n) => self
-                    .core
-                    .handle_tun_packet(Instant::now(), &mut self.packet, n, &mut io),
+            let read = device.recv_batch(
+                &mut tun_in.scratch,
+                &mut tun_in.bufs,
+                &mut tun_in.sizes,
+                HEADROOM,
+            );
+            match read {
+                Ok(n) => {
+                    let now = Instant::now();
+                    for (buf, &len) in tun_in.bufs.iter_mut().zip(&tun_in.sizes).take(n) {
+                        core.handle_tun_packet(now, buf, len, &mut io);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     more = false;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A packet longer than the buffer (above the MTU) was cut: drop it, read on.
+                // A packet longer than the buffer (above the MTU), or a super-packet that
+                // cannot be cut: drop it, read on.
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    self.core.count_drop(NodeDrop::TooBig);
+                    core.count_drop(NodeDrop::TooBig);
                 }
                 // The device failed; waiting for the next readiness event is all we can do.
                 Err(_) => {
@@ -359,6 +525,7 @@ impl EventLoop {
                 }
             }
         }
+        io.flush();
         let dropped = io.dropped;
         self.count_dropped(dropped);
         more

@@ -22,6 +22,10 @@ pub struct NodeSetup {
     pub routes: Vec<RouteSetup>,
     /// Forwarding rules this node holds as a relay.
     pub relays: Vec<RelaySetup>,
+    /// Use the kernel's batching offloads: TUN super-packets (virtio-net header, TSO and
+    /// GRO), UDP GSO and GRO. Each falls back to one packet per call by itself when the
+    /// kernel refuses it; `false` never asks.
+    pub offload: bool,
 }
 
 /// The TUN device of a node.

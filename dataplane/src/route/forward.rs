@@ -74,6 +74,13 @@ impl ForwardStats {
         }
     }
 
+    /// Count `n` drops.
+    pub fn record_n(&self, reason: ForwardDrop, n: u64) {
+        if let Some(counter) = self.drops.get(reason as usize) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// The count for `reason`.
     pub fn get(&self, reason: ForwardDrop) -> u64 {
         self.drops

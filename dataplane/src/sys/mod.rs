@@ -29,6 +29,7 @@
 //!   runs `ip` or other programs. Tests that need root run in a fresh network namespace.
 #![allow(unsafe_code)]
 
+pub mod batch;
 pub mod capture;
 pub mod netlink;
 pub mod netns;

@@ -1,12 +1,25 @@
 //! The TUN device: IP packets between the kernel's stack and the engine.
 //!
 //! [`TunDevice::create`] opens a layer-3 TUN device with tun-rs (`TUNSETIFF`: no packet
-//! information header, single queue, no offloads), makes its descriptor non-blocking, and
-//! then configures it over rtnetlink ([`netlink`]): MTU and link up in one request, then
-//! each address, each acknowledged by the kernel. tun-rs's own configuration is not used:
-//! on Linux it sets MTU, link state and addresses with ioctls, and the netlink path it has
-//! for extra IPv4 addresses (netconfig-rs) sends its request without asking for an
+//! information header, single queue), makes its descriptor non-blocking, and then
+//! configures it over rtnetlink ([`netlink`]): MTU and link up in one request, then each
+//! address, each acknowledged by the kernel. tun-rs's own configuration is not used: on
+//! Linux it sets MTU, link state and addresses with ioctls, and the netlink path it has for
+//! extra IPv4 addresses (netconfig-rs) sends its request without asking for an
 //! acknowledgement, so a refusal would go unnoticed.
+//!
+//! # Offloads
+//!
+//! Asked for with `offload`, the device speaks the virtio-net header (`IFF_VNET_HDR`) and
+//! accepts TSO for IPv4 and IPv6 (`TUNSETOFFLOAD`, plus UDP segmentation where the kernel
+//! has it, 6.2 and later). The kernel then hands over **super-packets**: one TCP (or UDP)
+//! packet of up to 64 KiB with a header saying how to cut it. [`split`] cuts it into
+//! packets of at most the MTU, with their own IP and TCP/UDP headers, sequence numbers,
+//! lengths and checksums, into the caller's buffers; one `read` thus brings up to ~45
+//! packets. The other way, [`TunDevice::send_batch`] coalesces consecutive segments of one
+//! TCP or UDP flow into super-packets (tun-rs's `GROTable`, a port of wireguard-go's GRO) so
+//! one `write` carries many. When the kernel refuses `TUNSETOFFLOAD`, the device is opened
+//! again without the header and everything goes one packet per call: slower, same packets.
 //!
 //! The device lives as long as the [`TunDevice`]: the kernel removes a non-persistent TUN
 //! device when its last descriptor is closed (tun-rs never sets `TUNSETPERSIST` unless
@@ -18,7 +31,16 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use tun_rs::{DeviceBuilder, SyncDevice};
+use tun_rs::{DeviceBuilder, GROTable, SyncDevice, VIRTIO_NET_HDR_LEN, VirtioNetHdr, gso_split};
+
+/// `VIRTIO_NET_HDR_GSO_NONE`: a plain packet.
+const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum is partial (pseudo-header only).
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_UDP_L4`: a UDP super-packet (USO).
+const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
+/// `VIRTIO_NET_HDR_GSO_ECN`: a flag on the GSO type.
+const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
 
 use super::netlink;
 use crate::engine::TunSetup;
@@ -30,6 +52,8 @@ pub struct TunDevice {
     name: String,
     /// Stable for the device's life; read once so a rename cannot break later calls.
     if_index: u32,
+    /// The device speaks the virtio-net header (offloads on).
+    offload: bool,
 }
 
 // The engine moves the device into its own thread.
@@ -43,15 +67,21 @@ impl TunDevice {
     /// `setup.addresses` (IPv4 and IPv6), and bring it up. Needs `CAP_NET_ADMIN`
     /// ([`io::ErrorKind::PermissionDenied`] otherwise). An existing interface of that name
     /// is refused with [`io::ErrorKind::AlreadyExists`] rather than taken over. If a step
-    /// fails, the device is removed again.
-    pub fn create(setup: &TunSetup) -> io::Result<Self> {
+    /// fails, the device is removed again. With `offload`, TSO and GRO are asked for (see
+    /// the module docs); [`Self::offload`] tells whether the kernel agreed.
+    pub fn create(setup: &TunSetup, offload: bool) -> io::Result<Self> {
         if interface_exists(&setup.name)? {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("a network interface named {} exists already", setup.name),
             ));
         }
-        let device = open(&setup.name)?;
+        let (device, offload) = match open(&setup.name, offload) {
+            Ok(device) => (device, offload),
+            // The kernel refused IFF_VNET_HDR or TUNSETOFFLOAD: the same device without.
+            Err(_) if offload => (open(&setup.name, false)?, false),
+            Err(e) => return Err(e),
+        };
         device.set_nonblocking(true)?;
         let name = device.name()?;
         let if_index = device.if_index()?;
@@ -60,6 +90,7 @@ impl TunDevice {
             device,
             name,
             if_index,
+            offload,
         };
         // No IPv6 link-local address (as WireGuard does): the kernel would otherwise send
         // router solicitations into the tunnel, which no route carries. Best effort: the
@@ -87,9 +118,57 @@ impl TunDevice {
         Ok(self.if_index)
     }
 
+    /// Whether the device runs with offloads (virtio-net header, super-packets).
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    /// Read what the kernel has for us: one packet, or with offloads one super-packet cut
+    /// into packets. Packet `i` is written to `bufs[i][offset..][..sizes[i]]`; returns how
+    /// many, or [`io::ErrorKind::WouldBlock`] when none is waiting. `scratch` takes the raw
+    /// read and must hold [`SCRATCH_LEN`] bytes; `bufs` must have room for `offset` plus
+    /// the MTU each, and be enough for the smallest segments (see [`batch_slots`]). A packet
+    /// that cannot be cut (or, without offloads, is longer than the buffer) is lost and
+    /// reported as [`io::ErrorKind::InvalidData`].
+    pub fn recv_batch(
+        &self,
+        scratch: &mut [u8],
+        bufs: &mut [Vec<u8>],
+        sizes: &mut [usize],
+        offset: usize,
+    ) -> io::Result<usize> {
+        if !self.offload {
+            let (Some(buf), Some(size)) = (bufs.first_mut(), sizes.first_mut()) else {
+                return Ok(0);
+            };
+            let room = buf.get_mut(offset..).unwrap_or_default();
+            *size = self.recv(room)?;
+            return Ok(1);
+        }
+        let n = self.device.recv(scratch)?;
+        let raw = scratch.get_mut(..n).unwrap_or_default();
+        split(raw, bufs, sizes, offset)
+    }
+
+    /// Write packets `bufs[i][offset..]` (each `Vec`'s length marks the packet's end) to the
+    /// kernel's stack; with offloads, consecutive segments of a flow are first coalesced
+    /// into super-packets in place (the first buffer of a flow grows up to its capacity, so
+    /// give the buffers [`COALESCE_CAPACITY`]). `offset` must be at least
+    /// [`VIRTIO_NET_HDR_LEN`]: the header is written in front of each packet. Returns the
+    /// bytes written; a refused write is reported after the others were tried.
+    pub fn send_batch(
+        &self,
+        gro: &mut GROTable,
+        bufs: &mut [Vec<u8>],
+        offset: usize,
+    ) -> io::Result<usize> {
+        self.device.send_multiple(gro, bufs, offset)
+    }
+
     /// Read one IP packet into `buf`; [`io::ErrorKind::WouldBlock`] when none is waiting.
-    /// `buf` should hold the MTU: a longer packet is cut by the kernel, which is reported
-    /// as [`io::ErrorKind::InvalidData`] (the packet is lost).
+    /// Only for a device without offloads. `buf` should hold the MTU: a longer packet is
+    /// cut by the kernel, which is reported as [`io::ErrorKind::InvalidData`] (the packet is
+    /// lost).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.device.recv(buf)?;
         // The kernel copies what fits and returns that length without a word, so a full
@@ -103,18 +182,127 @@ impl TunDevice {
         Ok(n)
     }
 
-    /// Write one IP packet (IPv4 or IPv6, no header in front) to the kernel's stack.
+    /// Write one IP packet (IPv4 or IPv6, no header in front) to the kernel's stack. Only
+    /// for a device without offloads.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
         self.device.send(buf)
     }
 }
 
-/// The one place the device is opened, with every tun-rs option this module relies on.
-/// Offloads (`offload(true)`: virtio-net header, TSO/GRO) and `multi_queue(true)` are
-/// switched on here, together with the read and write paths that speak them
-/// (`recv_multiple`/`send_multiple`, a descriptor per queue); this is the builder call to
-/// edit, and the only one.
-fn open(name: &str) -> io::Result<SyncDevice> {
+/// Bytes [`TunDevice::recv_batch`] needs for its raw read: the virtio-net header and the
+/// largest super-packet.
+pub const SCRATCH_LEN: usize = VIRTIO_NET_HDR_LEN + 65_535;
+
+/// Capacity to give [`TunDevice::send_batch`]'s buffers so a flow's first buffer can grow
+/// into a 64 KiB super-packet (tun-rs coalesces only within the capacity it finds).
+pub const COALESCE_CAPACITY: usize = 2 * VIRTIO_NET_HDR_LEN + 65_535 + 64;
+
+/// Packet buffers [`TunDevice::recv_batch`] needs for a device of `mtu` bytes: enough for
+/// a 64 KiB super-packet cut into the smallest segments that MTU allows.
+pub fn batch_slots(mtu: usize) -> usize {
+    // The smallest segment payload: MTU minus the largest IPv6 + TCP headers (40 + 60).
+    let payload = mtu.saturating_sub(100).max(8);
+    (65_535 / payload + 1).max(64)
+}
+
+/// Cut one raw read of an offloading device (`raw`: the virtio-net header, then the
+/// packet) into packets at `bufs[i][offset..]`, lengths in `sizes`; returns how many.
+///
+/// A plain packet is copied, its checksum completed if the kernel left that to us
+/// (`NEEDS_CSUM`). A super-packet (TCPv4, TCPv6, UDP) becomes `ceil(payload / gso_size)`
+/// packets, each with its own IP header (length, IPv4 id and checksum), TCP sequence number
+/// or UDP length, and transport checksum; TCP's FIN and PSH stay on the last one only. The
+/// header's `hdr_len` is not trusted (the kernel may set it to the whole packet); it is
+/// recomputed from the TCP data offset. Anything inconsistent is
+/// [`io::ErrorKind::InvalidData`], with nothing written that the caller would use.
+pub fn split(
+    raw: &mut [u8],
+    bufs: &mut [Vec<u8>],
+    sizes: &mut [usize],
+    offset: usize,
+) -> io::Result<usize> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut hdr = VirtioNetHdr::decode(raw).map_err(|_| invalid("no virtio-net header"))?;
+    let packet = raw
+        .get_mut(VIRTIO_NET_HDR_LEN..)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| invalid("empty packet"))?;
+    if hdr.gso_type == VIRTIO_NET_HDR_GSO_NONE {
+        if hdr.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+            complete_checksum(packet, hdr.csum_start, hdr.csum_offset)
+                .ok_or_else(|| invalid("checksum position outside the packet"))?;
+        }
+        let (Some(buf), Some(size)) = (bufs.first_mut(), sizes.first_mut()) else {
+            return Ok(0);
+        };
+        let dst = buf
+            .get_mut(offset..offset + packet.len())
+            .ok_or_else(|| invalid("packet longer than the buffer"))?;
+        dst.copy_from_slice(packet);
+        *size = packet.len();
+        return Ok(1);
+    }
+    let is_v6 = match packet.first().map(|b| b >> 4) {
+        Some(4) => false,
+        Some(6) => true,
+        _ => return Err(invalid("super-packet is not IP")),
+    };
+    let csum_start = usize::from(hdr.csum_start);
+    let transport_len = if hdr.gso_type & !VIRTIO_NET_HDR_GSO_ECN == VIRTIO_NET_HDR_GSO_UDP_L4 {
+        8
+    } else {
+        let data_offset = packet
+            .get(csum_start + 12)
+            .ok_or_else(|| invalid("TCP header cut"))?;
+        let len = usize::from(data_offset >> 4) * 4;
+        if !(20..=60).contains(&len) {
+            return Err(invalid("TCP header length"));
+        }
+        len
+    };
+    hdr.hdr_len =
+        u16::try_from(csum_start + transport_len).map_err(|_| invalid("header length"))?;
+    if usize::from(hdr.hdr_len) > packet.len() {
+        return Err(invalid("super-packet shorter than its headers"));
+    }
+    gso_split(packet, hdr, bufs, sizes, offset, is_v6)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Finish a partial checksum: the ones' complement sum of `packet[start..]` (which holds
+/// the pseudo-header sum in its checksum field) written at `start + offset`.
+fn complete_checksum(packet: &mut [u8], start: u16, offset: u16) -> Option<()> {
+    let start = usize::from(start);
+    let at = start + usize::from(offset);
+    let sum = ones_complement_sum(packet.get(start..)?, 0);
+    packet
+        .get_mut(at..at + 2)?
+        .copy_from_slice(&(!sum).to_be_bytes());
+    Some(())
+}
+
+/// The folded 16-bit ones' complement sum of `data` (an odd last byte padded with zero),
+/// added to `initial`.
+pub fn ones_complement_sum(data: &[u8], initial: u32) -> u16 {
+    let mut sum = u64::from(initial);
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        if let [a, b] = w {
+            sum += u64::from(u16::from_be_bytes([*a, *b]));
+        }
+    }
+    if let [last] = words.remainder() {
+        sum += u64::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    u16::try_from(sum).unwrap_or(0xffff)
+}
+
+/// The one place the device is opened, with every tun-rs option this module relies on;
+/// this is the builder call to edit, and the only one.
+fn open(name: &str, offload: bool) -> io::Result<SyncDevice> {
     DeviceBuilder::new()
         .name(name)
         // Link state (like MTU and addresses, which we simply do not pass) is set over
@@ -123,7 +311,7 @@ fn open(name: &str) -> io::Result<SyncDevice> {
         .with(|linux| {
             linux
                 .packet_information(false)
-                .offload(false)
+                .offload(offload)
                 .multi_queue(false);
         })
         .build_sync()
@@ -179,6 +367,7 @@ impl fmt::Debug for TunDevice {
         f.debug_struct("TunDevice")
             .field("name", &self.name)
             .field("if_index", &self.if_index)
+            .field("offload", &self.offload)
             .field("fd", &self.as_raw_fd())
             .finish()
     }
@@ -307,7 +496,7 @@ mod tests {
     #[test]
     fn create_configure_read_and_write() {
         testns::run("tun::create_configure_read_and_write", || {
-            let tun = TunDevice::create(&setup()).unwrap();
+            let tun = TunDevice::create(&setup(), false).unwrap();
             assert_eq!(tun.name(), "skytest0");
             let index = tun.if_index().unwrap();
 
@@ -375,7 +564,7 @@ mod tests {
     #[test]
     fn routes_through_the_device_and_cleanup() {
         testns::run("tun::routes_through_the_device_and_cleanup", || {
-            let tun = TunDevice::create(&setup()).unwrap();
+            let tun = TunDevice::create(&setup(), false).unwrap();
             let index = tun.if_index().unwrap();
             let wide = p("10.98.0.0/16");
             netlink::add_route(index, &wide).unwrap();
@@ -414,13 +603,13 @@ mod tests {
     #[test]
     fn an_existing_name_is_refused() {
         testns::run("tun::an_existing_name_is_refused", || {
-            let _first = TunDevice::create(&setup()).unwrap();
-            let err = TunDevice::create(&setup()).unwrap_err();
+            let _first = TunDevice::create(&setup(), false).unwrap();
+            let err = TunDevice::create(&setup(), false).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
             let mut lo = setup();
             lo.name = "lo".into();
             assert_eq!(
-                TunDevice::create(&lo).unwrap_err().kind(),
+                TunDevice::create(&lo, false).unwrap_err().kind(),
                 io::ErrorKind::AlreadyExists
             );
         });
@@ -432,7 +621,7 @@ mod tests {
             // The same address twice: the second is refused, and the device goes away.
             let mut bad = setup();
             bad.addresses.push(p("10.99.0.1/24"));
-            let err = TunDevice::create(&bad).unwrap_err();
+            let err = TunDevice::create(&bad, false).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
             assert!(
                 err.to_string().contains("adding address 10.99.0.1/24"),
@@ -443,7 +632,7 @@ mod tests {
             // An IPv6 address needs an MTU of at least 1280.
             let mut small = setup();
             small.mtu = 1200;
-            assert!(TunDevice::create(&small).is_err());
+            assert!(TunDevice::create(&small, false).is_err());
             assert!(!ip(&["link", "show", "dev", "skytest0"]).0);
         });
     }

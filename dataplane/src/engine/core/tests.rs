@@ -80,6 +80,7 @@ impl Net {
                 persistent_keepalive: None,
             }],
             relays: vec![],
+            offload: false,
         };
         let b = NodeSetup {
             private_key: kb,
@@ -100,6 +101,7 @@ impl Net {
                     next_hop: addr(1),
                 },
             ],
+            offload: false,
         };
         let c = NodeSetup {
             private_key: kc,
@@ -116,6 +118,7 @@ impl Net {
                 persistent_keepalive: None,
             }],
             relays: vec![],
+            offload: false,
         };
         let now = Instant::now();
         let unix = Duration::from_secs(1_800_000_000);
@@ -271,6 +274,7 @@ fn duplicate_incoming_ids_are_refused() {
                 next_hop: addr(1),
             },
         ],
+        offload: false,
     };
     let err = NodeCore::new(&setup, addr(2), Instant::now(), Duration::ZERO).unwrap_err();
     assert_eq!(err, SetupError::Table(TableError::Exists(id(1))));
