@@ -10,10 +10,14 @@
 //! - [`demo`]: `skywire demo`: three `skywire node` processes in network namespaces, a route
 //!   through a relay, and proof of what crosses each link.
 //!
-//! Next come `signal` (route setup between nodes), the node
-//! `manager`, and `viscript` (the operator's view of a running mesh). Those modules will
-//! drive the sans-IO `skywire-dataplane` crate; this crate may do file and socket I/O, the
-//! data plane never does.
+//! - [`signal`]: the signal protocol between viscript and every component: frames, server,
+//!   and the client library.
+//! - [`launcher`]: viscript, the app launcher: apps from `config.yaml`, sequence ids,
+//!   daemons restarted with backoff, the console commands, headless socket and GUI.
+//! - [`procfs`]: a process's resource figures from `/proc`.
+//!
+//! Next comes the node `manager`. This crate may do file and socket I/O; the data plane
+//! never does.
 #![cfg_attr(
     test,
     allow(
@@ -28,3 +32,6 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod keyfile;
+pub mod launcher;
+pub mod procfs;
+pub mod signal;

@@ -121,13 +121,65 @@ pub struct ControlServer {
     socket: BoundSocket,
 }
 
+/// Bind a Unix socket at `path` the way the control socket is bound (see the module doc):
+/// folder 0700 or not writable by others, a stale socket replaced, a live one refused, the
+/// socket 0600, the listener non-blocking. Shared with viscript's headless socket.
+pub(crate) fn bind_private(path: &Path) -> io::Result<(UnixListener, BoundSocket)> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    prepare_folder(parent)?;
+    remove_stale_socket(path)?;
+
+    let listener = UnixListener::bind(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind the control socket {}: {e}", path.display()),
+        )
+    })?;
+    let meta = fs::symlink_metadata(path)?;
+    // From here on, dropping `socket` removes the file, also when the chmod fails.
+    let socket = BoundSocket {
+        path: path.to_owned(),
+        owner_uid: meta.uid(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot make {} mode 0600: {e}", path.display()),
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok((listener, socket))
+}
+
+/// The uid of the process at the other end of `stream`, from `SO_PEERCRED`.
+pub(crate) fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    Ok(rustix::net::sockopt::socket_peercred(stream)?.uid.as_raw())
+}
+
 /// The socket file this server created; removed on drop if it is still that file.
 #[derive(Debug)]
-struct BoundSocket {
+pub(crate) struct BoundSocket {
     path: PathBuf,
     owner_uid: u32,
     dev: u64,
     ino: u64,
+}
+
+impl BoundSocket {
+    /// The socket's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The uid owning the socket file: with root, the only user served.
+    pub(crate) fn owner_uid(&self) -> u32 {
+        self.owner_uid
+    }
 }
 
 impl Drop for BoundSocket {
@@ -148,34 +200,7 @@ impl ControlServer {
     /// write to, `AddrInUse` when another process serves the socket, `AlreadyExists` when
     /// the path is something other than a socket.
     pub fn bind(path: &Path) -> io::Result<Self> {
-        let parent = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        prepare_folder(parent)?;
-        remove_stale_socket(path)?;
-
-        let listener = UnixListener::bind(path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot bind the control socket {}: {e}", path.display()),
-            )
-        })?;
-        let meta = fs::symlink_metadata(path)?;
-        // From here on, dropping `socket` removes the file, also when the chmod fails.
-        let socket = BoundSocket {
-            path: path.to_owned(),
-            owner_uid: meta.uid(),
-            dev: meta.dev(),
-            ino: meta.ino(),
-        };
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot make {} mode 0600: {e}", path.display()),
-            )
-        })?;
-        listener.set_nonblocking(true)?;
+        let (listener, socket) = bind_private(path)?;
         Ok(Self { listener, socket })
     }
 
@@ -249,14 +274,20 @@ impl ControlServer {
     }
 }
 
-/// A place among the [`MAX_CONNECTIONS`]; given back on drop.
-struct ConnectionSlot(Arc<AtomicUsize>);
+/// A place among a bounded number of connections; given back on drop.
+pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
 
 impl ConnectionSlot {
+    /// A place among [`MAX_CONNECTIONS`], if one is free.
     fn take(active: &Arc<AtomicUsize>) -> Option<Self> {
+        Self::take_of(active, MAX_CONNECTIONS)
+    }
+
+    /// A place among `max`, if one is free.
+    pub(crate) fn take_of(active: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
         active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_CONNECTIONS).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .ok()
             .map(|_| Self(Arc::clone(active)))
@@ -272,9 +303,8 @@ impl Drop for ConnectionSlot {
 /// One connection: check the peer, then answer lines until it closes, errs or idles out.
 fn serve_connection(stream: UnixStream, source: &dyn StatusSource, owner_uid: u32) {
     let mut writer = &stream;
-    let peer_uid = match rustix::net::sockopt::socket_peercred(&stream) {
-        Ok(cred) => cred.uid.as_raw(),
-        Err(_) => return,
+    let Ok(peer_uid) = peer_uid(&stream) else {
+        return;
     };
     if !is_allowed(peer_uid, owner_uid) {
         let denied = Response::<Reply>::error(

@@ -1,0 +1,317 @@
+//! The signal server (inside viscript): accepts clients over TCP, keeps who registered
+//! with which id, and sends them requests.
+//!
+//! - **Threads.** One accept thread (non-blocking listener polled every 50 ms, so `stop`
+//!   is seen quickly), and one reader thread per connection that decodes frames and hands
+//!   each reply to the request waiting for it. Requests are written from the caller's
+//!   thread under the connection's write lock, so any number of requests, to one client
+//!   or many, may be outstanding at once; each waits on its own channel, with its own
+//!   timeout.
+//! - **Registration.** A connection must send `Reg` within [`REGISTER_TIMEOUT`] or is
+//!   closed. A client that registers an id already held by another connection takes it
+//!   over (it is the same app, reconnected); the old connection is closed.
+//! - **Bad input.** A malformed frame (see [`super::frame`]), a reply nobody waits for
+//!   with a bad id, or an unknown request op from a client close that connection only.
+//!   At most [`MAX_CLIENTS`] connections are served at once.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::frame::{Decoder, Frame, op};
+use crate::ctl::server::ConnectionSlot;
+
+/// A connection that has not registered within this time is closed.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this many client connections at once.
+pub const MAX_CLIENTS: usize = 256;
+
+/// A write that blocks this long (a client that stopped reading) closes the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the accept loop sleeps when nobody is connecting.
+const ACCEPT_POLL: Duration = Duration::from_millis(50);
+
+/// Why a request to a client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// No client is registered with that id.
+    #[error("no signal client is registered with id {0}")]
+    NotRegistered(u64),
+    /// The client did not answer in time.
+    #[error("signal client {id} did not answer within {timeout:?}")]
+    Timeout {
+        /// The client's id.
+        id: u64,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The connection closed before the answer came.
+    #[error("signal client {0} disconnected before answering")]
+    Disconnected(u64),
+    /// The client answered with an error.
+    #[error("signal client {id} refused: {message}")]
+    Refused {
+        /// The client's id.
+        id: u64,
+        /// Its `Error` text.
+        message: String,
+    },
+}
+
+/// A connected, registered client.
+struct Conn {
+    writer: Mutex<TcpStream>,
+    /// Requests waiting for their reply, by request id.
+    pending: Mutex<HashMap<u64, mpsc::Sender<Frame>>>,
+}
+
+/// State shared by the accept thread, the connection threads and the handles.
+struct Shared {
+    clients: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_request: AtomicU64,
+    stop: AtomicBool,
+    active: Arc<AtomicUsize>,
+    local: SocketAddr,
+}
+
+/// Lock a mutex, carrying on after a panic elsewhere: the maps stay consistent under every
+/// single operation done on them.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A bound signal server, not yet accepting.
+pub struct SignalServer {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// Sends requests to registered clients; cheap to clone.
+#[derive(Clone)]
+pub struct SignalHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SignalHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalHandle")
+            .field("local", &self.shared.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignalServer {
+    /// Bind to `addr` (`127.0.0.1:0` picks a free port).
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            shared: Arc::new(Shared {
+                clients: Mutex::new(HashMap::new()),
+                next_request: AtomicU64::new(1),
+                stop: AtomicBool::new(false),
+                active: Arc::new(AtomicUsize::new(0)),
+                local,
+            }),
+        })
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Accept clients on a new thread until [`SignalHandle::stop`].
+    pub fn spawn(self) -> io::Result<SignalHandle> {
+        let handle = SignalHandle {
+            shared: Arc::clone(&self.shared),
+        };
+        thread::Builder::new()
+            .name("signal-accept".to_owned())
+            .spawn(move || self.serve())?;
+        Ok(handle)
+    }
+
+    fn serve(self) {
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let Some(slot) = ConnectionSlot::take_of(&self.shared.active, MAX_CLIENTS)
+                    else {
+                        continue; // dropped: closed
+                    };
+                    let shared = Arc::clone(&self.shared);
+                    let _ = thread::Builder::new()
+                        .name("signal-conn".to_owned())
+                        .spawn(move || {
+                            let _slot = slot;
+                            serve_connection(stream, &shared);
+                        });
+                }
+                Err(_) => thread::sleep(ACCEPT_POLL),
+            }
+        }
+    }
+}
+
+impl SignalHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Whether a client is registered with `id`.
+    pub fn is_registered(&self, id: u64) -> bool {
+        lock(&self.shared.clients).contains_key(&id)
+    }
+
+    /// The registered ids, in no order.
+    pub fn registered(&self) -> Vec<u64> {
+        lock(&self.shared.clients).keys().copied().collect()
+    }
+
+    /// Send request `op` with `body` to client `id` and wait at most `timeout` for its
+    /// reply body. A reply body `{"Error": text}` is [`SignalError::Refused`].
+    pub fn request(
+        &self,
+        id: u64,
+        op: u8,
+        body: Value,
+        timeout: Duration,
+    ) -> Result<Value, SignalError> {
+        let conn = lock(&self.shared.clients)
+            .get(&id)
+            .cloned()
+            .ok_or(SignalError::NotRegistered(id))?;
+        let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        lock(&conn.pending).insert(request, tx);
+        let bytes = Frame::request(op, request, body)
+            .encode()
+            .map_err(|_| SignalError::Disconnected(id))?;
+        let written = lock(&conn.writer).write_all(&bytes);
+        if written.is_err() {
+            lock(&conn.pending).remove(&request);
+            let _ = lock(&conn.writer).shutdown(Shutdown::Both);
+            return Err(SignalError::Disconnected(id));
+        }
+        let reply = rx.recv_timeout(timeout);
+        lock(&conn.pending).remove(&request);
+        match reply {
+            Ok(frame) => match frame.body.get("Error") {
+                Some(message) => Err(SignalError::Refused {
+                    id,
+                    message: message.as_str().unwrap_or("(not text)").to_owned(),
+                }),
+                None => Ok(frame.body),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(SignalError::Timeout { id, timeout }),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(SignalError::Disconnected(id)),
+        }
+    }
+
+    /// Stop accepting and close every connection.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for conn in lock(&self.shared.clients).drain().map(|(_, c)| c) {
+            let _ = lock(&conn.writer).shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Read frames from one connection until it closes or misbehaves.
+fn serve_connection(stream: TcpStream, shared: &Shared) {
+    let setup = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_nodelay(true))
+        .and_then(|()| stream.set_read_timeout(Some(REGISTER_TIMEOUT)))
+        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)));
+    let Ok(writer) = stream.try_clone() else {
+        return;
+    };
+    if setup.is_err() {
+        return;
+    }
+    let conn = Arc::new(Conn {
+        writer: Mutex::new(writer),
+        pending: Mutex::new(HashMap::new()),
+    });
+    let mut registered: Option<u64> = None;
+    let mut decoder = Decoder::new();
+    let mut buf = [0u8; 4096];
+    let mut reader = &stream;
+    'read: loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break, // includes the registration timeout
+        };
+        decoder.push(buf.get(..n).unwrap_or_default());
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => break 'read,
+            };
+            if frame.is_reply() {
+                // A reply nobody waits for any more (timed out) is dropped quietly.
+                if let Some(tx) = lock(&conn.pending).remove(&frame.request) {
+                    let _ = tx.send(frame);
+                }
+                continue;
+            }
+            if frame.op != op::REG {
+                break 'read;
+            }
+            let Some(id) = frame.body.get("Id").and_then(Value::as_u64) else {
+                break 'read;
+            };
+            if let Some(old) = registered.replace(id)
+                && old != id
+            {
+                unregister(shared, old, &conn);
+            }
+            let previous = lock(&shared.clients).insert(id, Arc::clone(&conn));
+            if let Some(previous) = previous
+                && !Arc::ptr_eq(&previous, &conn)
+            {
+                let _ = lock(&previous.writer).shutdown(Shutdown::Both);
+            }
+            let echo = frame.reply(json!({"Id": id}));
+            let sent = echo
+                .encode()
+                .ok()
+                .is_some_and(|bytes| lock(&conn.writer).write_all(&bytes).is_ok());
+            // Registered clients may stay quiet for as long as they like.
+            if !sent || stream.set_read_timeout(None).is_err() {
+                break 'read;
+            }
+        }
+    }
+    if let Some(id) = registered {
+        unregister(shared, id, &conn);
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+    // Waiting requests see their channel close: `Disconnected`.
+    lock(&conn.pending).clear();
+}
+
+/// Forget `id` if it is still this connection's.
+fn unregister(shared: &Shared, id: u64, conn: &Arc<Conn>) {
+    let mut clients = lock(&shared.clients);
+    if clients.get(&id).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+        clients.remove(&id);
+    }
+}
