@@ -182,6 +182,6 @@ mod tests {
         assert!(me.usage.rss_bytes.unwrap() > 0);
         assert!(me.usage.threads.unwrap() >= 1);
         assert!(me.usage.open_files.unwrap() >= 3);
-        assert_eq!(me.usage.state, Some('R'));
+        assert!(me.usage.state.is_some());
     }
 }

@@ -488,7 +488,14 @@ mod tests {
         wait_until("registration", || handle.is_registered(5));
         handle.stop();
         wait_until("the client to notice", || !client.is_registered());
-        let handle = SignalServer::bind(("127.0.0.1", port)).unwrap().spawn().unwrap();
+        // The stopped server's accept thread lets go of the port within its poll interval.
+        let rebind = || loop {
+            match SignalServer::bind(("127.0.0.1", port)) {
+                Ok(server) => return server.spawn().unwrap(),
+                Err(_) => thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let handle = rebind();
         wait_until("registration again", || handle.is_registered(5));
         client.stop();
         handle.stop();

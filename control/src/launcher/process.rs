@@ -1,0 +1,113 @@
+//! The process driver: spawn an app in its own process group with the signal environment,
+//! copy its output into its [`LogBuffer`], reap it, and send signals to its group.
+//!
+//! Every child is waited for by a thread of its own (`Child::wait`), so none is left a
+//! zombie; the exit is then reported through the caller's callback. Output is read line by
+//! line by two more threads (stdout, stderr) that end when the pipe closes, which may be
+//! after the app itself if it left children holding the pipe.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::thread;
+
+use rustix::process::{Pid, Signal, kill_process_group};
+
+use super::log::LogBuffer;
+use super::supervisor::{Exit, Sig};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec<'a> {
+    /// The executable.
+    pub path: &'a Path,
+    /// Its arguments.
+    pub args: &'a [String],
+    /// Extra environment variables.
+    pub env: &'a [(String, String)],
+}
+
+/// Start `spec` in a new process group (its pid is the group id); its output goes to
+/// `log`, and `on_exit(pid, exit)` runs on the reaper thread when it ends. Returns the pid.
+pub fn spawn(
+    spec: &SpawnSpec<'_>,
+    log: &Arc<LogBuffer>,
+    on_exit: impl FnOnce(u32, Exit) + Send + 'static,
+) -> io::Result<u32> {
+    let mut child = Command::new(spec.path)
+        .args(spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let pid = child.id();
+    if let Some(out) = child.stdout.take() {
+        copy_lines(out, Arc::clone(log));
+    }
+    if let Some(err) = child.stderr.take() {
+        copy_lines(err, Arc::clone(log));
+    }
+    let reaper = thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || {
+            let exit = child.wait().map_or(Exit::Code(-1), exit_of);
+            on_exit(pid, exit);
+        });
+    if let Err(e) = reaper {
+        // Without a reaper the child would become a zombie: kill it. Dropping `child` in
+        // the failed closure does not wait, so the error is returned after best efforts.
+        let _ = signal_group(pid, Sig::Kill);
+        return Err(e);
+    }
+    Ok(pid)
+}
+
+/// How an exit status reads.
+fn exit_of(status: ExitStatus) -> Exit {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Exit::Code(code),
+        (None, Some(signal)) => Exit::Signal(signal),
+        (None, None) => Exit::Code(-1),
+    }
+}
+
+/// Copy lines from `pipe` into `log` on a thread of its own.
+fn copy_lines(pipe: impl Read + Send + 'static, log: Arc<LogBuffer>) {
+    let _ = thread::Builder::new()
+        .name("app-output".to_owned())
+        .spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                // Bounded: a line longer than the log keeps is read in pieces.
+                let limit = u64::try_from(super::log::MAX_LINE).unwrap_or(u64::MAX);
+                match (&mut reader).take(limit).read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if line.last() == Some(&b'\n') {
+                            line.pop();
+                        }
+                        log.push(&line);
+                    }
+                }
+            }
+        });
+}
+
+/// Send `sig` to the process group `pgid`.
+pub fn signal_group(pgid: u32, sig: Sig) -> io::Result<()> {
+    let pid = i32::try_from(pgid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad process group id"))?;
+    let signal = match sig {
+        Sig::Term => Signal::TERM,
+        Sig::Kill => Signal::KILL,
+    };
+    kill_process_group(pid, signal).map_err(io::Error::from)
+}
