@@ -13,6 +13,7 @@
 //! content).
 
 mod node;
+mod viscript;
 
 use std::fmt::Display;
 use std::io::{self, Write};
@@ -28,9 +29,12 @@ use skywire_control::config::{Config, ConfigError};
 use skywire_control::ctl::{self, CtlError};
 use skywire_control::demo;
 use skywire_control::keyfile::{self, KeyFileError};
+use skywire_control::launcher::headless::HeadlessError;
 
 /// Something failed that is none of the cases below.
 const EXIT_FAILURE: u8 = 1;
+/// Usage: a command line (or a viscript command) that is not understood.
+const EXIT_USAGE: u8 = 2;
 /// Service unavailable: no node answers on the control socket.
 const EXIT_UNAVAILABLE: u8 = 69;
 /// Permission denied (EACCES or EPERM): not root, no CAP_NET_ADMIN, a root-owned path.
@@ -61,6 +65,7 @@ enum Command {
     Keygen(KeygenArgs),
     Pubkey(PubkeyArgs),
     Status(StatusArgs),
+    Viscript(viscript::ViscriptArgs),
 }
 
 /// Packets in the in-memory demo's throughput phase unless `--packets` says otherwise.
@@ -149,8 +154,10 @@ struct StatusArgs {
 }
 
 fn main() -> ExitCode {
+    // Under viscript (SIGNAL_CLIENT or the original -signal-* flags), become a signal client.
+    let args = viscript::signal_client_from_env_and_args();
     // Usage errors, `--help` and `--version` exit here, with clap's codes (2, 0, 0).
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args);
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -168,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen(&args),
         Command::Pubkey(args) => pubkey(&args),
         Command::Status(args) => status(&args),
+        Command::Viscript(args) => viscript::viscript(&args),
     }
 }
 
@@ -261,6 +269,17 @@ fn exit_code_for(err: &anyhow::Error) -> ExitCode {
             }
             if ctl_error.is_permission() {
                 return ExitCode::from(EXIT_PERMISSION);
+            }
+        }
+        if let Some(viscript_error) = cause.downcast_ref::<HeadlessError>() {
+            if viscript_error.is_unavailable() {
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+            if viscript_error.is_permission() {
+                return ExitCode::from(EXIT_PERMISSION);
+            }
+            if viscript_error.is_usage() {
+                return ExitCode::from(EXIT_USAGE);
             }
         }
         if cause

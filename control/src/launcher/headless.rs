@@ -1,1 +1,334 @@
-//! todo
+//! Headless viscript: a Unix control socket through which any console command can be
+//! sent (`skywire viscript exec s apptracker 127.0.0.1:20000`), and the client for it.
+//!
+//! The socket is bound like the node's control socket (`crate::ctl::server`): 0600 in a
+//! folder that others cannot write to (created 0700), a stale socket replaced, a live one
+//! never taken over; only root and the socket's owner are served (`SO_PEERCRED`).
+//!
+//! Protocol: newline-delimited JSON, one request and one response per line.
+//!
+//! ```json
+//! {"id": 1, "args": ["s", "apptracker", "127.0.0.1:20000"]}
+//! {"id": 1, "ok": {"text": "started apptracker: id 1, pid 4242", "data": {"id": 1, ...}}}
+//! {"id": 2, "args": ["attach", "1"], "since": 10}
+//! {"id": 3, "error": {"kind": "not_found", "message": "no app with id 9 (see `la`)"}}
+//! ```
+//!
+//! `args` are the command's words, kept exactly. `since` (for `attach` only) asks for the
+//! output lines from that number on; the answer's `data.next` is the number to ask from
+//! next. Error kinds: `bad_request` (not a command; a malformed line also closes the
+//! connection), `not_found` (no such app or id), `failed`, `permission`. A request line is
+//! at most 64 KiB; a connection idle for 60 s is closed.
+
+use std::io::{self, BufReader, ErrorKind as IoErrorKind, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::command::{Command, parse_words};
+use super::runtime::Launcher;
+use crate::ctl::protocol::{LineRead, MAX_REQUEST, read_line};
+use crate::ctl::server::{BoundSocket, ConnectionSlot, bind_private, is_allowed, peer_uid};
+
+/// Where the headless socket lives unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/skywire/viscript.sock";
+
+/// Idle connections are closed after this long.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// At most this many connections at once.
+const MAX_CONNECTIONS: usize = 16;
+
+/// A request on the socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Echoed.
+    pub id: u64,
+    /// The command's words.
+    pub args: Vec<String>,
+    /// For `attach`: output from this line number on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+}
+
+/// A bound headless socket.
+#[derive(Debug)]
+pub struct HeadlessServer {
+    listener: UnixListener,
+    socket: BoundSocket,
+}
+
+impl HeadlessServer {
+    /// Bind the socket at `path`.
+    pub fn bind(path: &Path) -> io::Result<Self> {
+        let (listener, socket) = bind_private(path)?;
+        Ok(Self { listener, socket })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        self.socket.path()
+    }
+
+    /// Serve commands for `launcher` until `stop` is set (also by a `quit` command), then
+    /// remove the socket.
+    pub fn serve(self, launcher: &Launcher, stop: &Arc<AtomicBool>) {
+        let active = Arc::new(AtomicUsize::new(0));
+        while !stop.load(Ordering::Relaxed) && !launcher.quit_requested() {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    let Some(slot) = ConnectionSlot::take_of(&active, MAX_CONNECTIONS) else {
+                        continue;
+                    };
+                    let launcher = launcher.clone();
+                    let owner = self.socket.owner_uid();
+                    let _ = thread::Builder::new()
+                        .name("viscript-conn".to_owned())
+                        .spawn(move || {
+                            let _slot = slot;
+                            serve_connection(&stream, &launcher, owner);
+                        });
+                }
+                Err(_) => thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+/// The answer to one request line. Returns the response line and whether to close.
+pub fn respond(line: &[u8], launcher: &Launcher) -> (Value, bool) {
+    let request: Request = match serde_json::from_slice(line) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                error(None, "bad_request", &format!("not a request: {e}")),
+                true,
+            );
+        }
+    };
+    let id = Some(request.id);
+    let command = match parse_words(&request.args) {
+        Ok(Some(command)) => command,
+        Ok(None) => return (error(id, "bad_request", "no command given"), false),
+        Err(e) => return (error(id, "bad_request", &e.to_string()), false),
+    };
+    if let (Command::Attach(app_id), Some(since)) = (&command, request.since) {
+        return match launcher.output_since(*app_id, since) {
+            Ok((lines, next, alive)) => (
+                json!({"id": id, "ok": {"text": lines.join("\n"), "data": {
+                    "id": app_id, "lines": lines, "next": next, "alive": alive}}}),
+                false,
+            ),
+            Err(e) => (error(id, e.kind(), &e.to_string()), false),
+        };
+    }
+    match launcher.execute(&command) {
+        Ok(reply) => (
+            json!({"id": id, "ok": {"text": reply.text, "data": reply.data}}),
+            false,
+        ),
+        Err(e) => (error(id, e.kind(), &e.to_string()), false),
+    }
+}
+
+fn error(id: Option<u64>, kind: &str, message: &str) -> Value {
+    json!({"id": id, "error": {"kind": kind, "message": message}})
+}
+
+fn serve_connection(stream: &UnixStream, launcher: &Launcher, owner: u32) {
+    let setup = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(IDLE)))
+        .and_then(|()| stream.set_write_timeout(Some(IDLE)));
+    let Ok(uid) = peer_uid(stream) else { return };
+    let mut writer = stream;
+    let send = |w: &mut &UnixStream, value: &Value| {
+        let mut line = value.to_string().into_bytes();
+        line.push(b'\n');
+        w.write_all(&line)
+    };
+    if setup.is_err() {
+        return;
+    }
+    if !is_allowed(uid, owner) {
+        let message = format!(
+            "uid {uid} may not use this viscript socket: only root and uid {owner}, its owner, may"
+        );
+        let _ = send(&mut writer, &error(None, "permission", &message));
+        return;
+    }
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        let (response, close) = match read_line(&mut reader, MAX_REQUEST, &mut line) {
+            Ok(LineRead::Line) if line.trim_ascii().is_empty() => continue,
+            Ok(LineRead::Line) => respond(&line, launcher),
+            Ok(LineRead::TooLong) => (
+                error(None, "bad_request", "a request line is at most 64 KiB"),
+                true,
+            ),
+            Ok(LineRead::Eof | LineRead::Truncated) | Err(_) => return,
+        };
+        if send(&mut writer, &response).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Why talking to headless viscript failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadlessError {
+    /// Nothing listens on the socket.
+    #[error("is `skywire viscript --headless` running? cannot connect to {}", path.display())]
+    NotRunning {
+        /// The socket.
+        path: PathBuf,
+        /// The connect error.
+        #[source]
+        source: io::Error,
+    },
+    /// This user may not use the socket.
+    #[error("permission denied on {}: run as root or as the user running viscript", path.display())]
+    Permission {
+        /// The socket.
+        path: PathBuf,
+    },
+    /// The command failed; viscript said why.
+    #[error("{message}")]
+    Command {
+        /// The error kind.
+        kind: String,
+        /// Viscript's message.
+        message: String,
+    },
+    /// Talking failed midway.
+    #[error("talking to viscript at {} failed", path.display())]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl HeadlessError {
+    /// Exit code 69: nothing answers.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::NotRunning { .. })
+    }
+
+    /// Exit code 77: not allowed.
+    pub fn is_permission(&self) -> bool {
+        matches!(self, Self::Permission { .. })
+    }
+
+    /// Exit code 2: not a command (a usage error).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::Command { kind, .. } if kind == "bad_request")
+    }
+}
+
+/// A connection to headless viscript.
+#[derive(Debug)]
+pub struct HeadlessClient {
+    path: PathBuf,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    next_id: u64,
+}
+
+impl HeadlessClient {
+    /// Connect to the socket at `path`.
+    pub fn connect(path: &Path) -> Result<Self, HeadlessError> {
+        let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
+            IoErrorKind::PermissionDenied => HeadlessError::Permission {
+                path: path.to_owned(),
+            },
+            _ => HeadlessError::NotRunning {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+        let io = |source| HeadlessError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        stream.set_read_timeout(Some(IDLE)).map_err(io)?;
+        let writer = stream.try_clone().map_err(io)?;
+        Ok(Self {
+            path: path.to_owned(),
+            reader: BufReader::new(stream),
+            writer,
+            next_id: 1,
+        })
+    }
+
+    /// Run the command `args`; returns the `ok` body (`text` and `data`).
+    pub fn exec(&mut self, args: &[String], since: Option<u64>) -> Result<Value, HeadlessError> {
+        let io = |source| HeadlessError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let request = Request {
+            id: self.next_id,
+            args: args.to_vec(),
+            since,
+        };
+        self.next_id += 1;
+        let mut line = serde_json::to_vec(&request)
+            .map_err(|e| io(io::Error::new(IoErrorKind::InvalidData, e)))?;
+        line.push(b'\n');
+        // A `permission` answer may come before the request is read.
+        let _ = self.writer.write_all(&line);
+        let mut buf = Vec::new();
+        match read_line(&mut self.reader, 16 << 20, &mut buf).map_err(io)? {
+            LineRead::Line => {}
+            _ => return Err(io(IoErrorKind::UnexpectedEof.into())),
+        }
+        let response: Value = serde_json::from_slice(&buf)
+            .map_err(|e| io(io::Error::new(IoErrorKind::InvalidData, e)))?;
+        if let Some(err) = response.get("error") {
+            let kind = err["kind"].as_str().unwrap_or("failed").to_owned();
+            let message = err["message"].as_str().unwrap_or("").to_owned();
+            if kind == "permission" {
+                return Err(HeadlessError::Permission {
+                    path: self.path.clone(),
+                });
+            }
+            return Err(HeadlessError::Command { kind, message });
+        }
+        Ok(response.get("ok").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Follow the output of app `id`, writing lines to `out`, until its process is gone
+    /// for good or `stop` is set.
+    pub fn follow(
+        &mut self,
+        id: u64,
+        out: &mut dyn Write,
+        stop: &AtomicBool,
+    ) -> Result<(), HeadlessError> {
+        let args = ["attach".to_owned(), id.to_string()];
+        let mut since = 0;
+        loop {
+            let ok = self.exec(&args, Some(since))?;
+            let data = &ok["data"];
+            for line in data["lines"].as_array().into_iter().flatten() {
+                let _ = writeln!(out, "{}", line.as_str().unwrap_or_default());
+            }
+            let _ = out.flush();
+            since = data["next"].as_u64().unwrap_or(since);
+            if !data["alive"].as_bool().unwrap_or(false) || stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

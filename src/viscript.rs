@@ -1,0 +1,247 @@
+//! `skywire viscript`: the app launcher (console, headless daemon or terminal GUI) and
+//! `skywire viscript exec`, its non-interactive client; plus the signal client that makes
+//! every `skywire` subcommand reachable by viscript when `SIGNAL_CLIENT` (or the original
+//! `-signal-client` flag) says so.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use skywire_control::config::Config;
+use skywire_control::launcher::headless::{self, HeadlessClient, HeadlessServer};
+use skywire_control::launcher::{self, Launcher, LauncherOptions, RestartPolicy};
+use skywire_control::signal::{self, SignalServer};
+
+/// Run viscript, the app launcher: start, ping, inspect and stop the apps of a config
+///
+/// Reads the `apps:` section of the config. Every app started gets a sequence id (from 1,
+/// never reused) and the environment SIGNAL_CLIENT=true, SIGNAL_CLIENT_ID=<id>,
+/// SIGNAL_SERVER_ADDRESS=<this server>, so it can register over the signal protocol.
+/// Without --headless or --gui: an interactive console (type `help`). Every app is stopped
+/// when viscript leaves. Exits 78 for a bad config.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ViscriptArgs {
+    #[command(subcommand)]
+    exec: Option<ViscriptCommand>,
+    /// The configuration file with the `apps:` section
+    #[arg(long, short, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Run as a daemon serving console commands on --socket (see `viscript exec`)
+    #[arg(long, conflicts_with = "gui")]
+    headless: bool,
+    /// Run the terminal GUI: apps with live CPU and memory, output, command line
+    #[arg(long)]
+    gui: bool,
+    /// The headless control socket (created 0600 in a 0700 folder)
+    #[arg(long, short, value_name = "PATH", default_value = headless::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Where the signal server listens (loopback by default; port 0 picks a free one)
+    #[arg(long, value_name = "ADDR", default_value = signal::DEFAULT_SERVER)]
+    signal_address: String,
+    /// Shutdown grace period: after asking over signal before SIGTERM, and after SIGTERM
+    /// before SIGKILL (500ms, 5s, or seconds)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    grace: Duration,
+    /// A daemon's first restart delay; it doubles with each crash in a row
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    restart_delay: Duration,
+    /// The longest restart delay
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    restart_max: Duration,
+    /// A daemon that ran this long starts counting crashes from zero again
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    restart_stable: Duration,
+    /// Crashes in a row after which a daemon is given up
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    restart_limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum ViscriptCommand {
+    Exec(ExecArgs),
+}
+
+/// Send one console command to a headless viscript and print its answer
+///
+/// For example `skywire viscript exec s apptracker 127.0.0.1:20000`, then `exec la`,
+/// `exec ping 1`, `exec ru 1`, `exec sd 1`. `exec attach <id>` follows the app's output
+/// until it ends (Ctrl-C to stop). Exits 69 when no viscript answers on the socket, 77
+/// when this user may not use it, 2 for a line that is not a command, 1 when the command
+/// failed.
+#[derive(Debug, Args)]
+struct ExecArgs {
+    /// The headless viscript's socket
+    #[arg(long, short, value_name = "PATH", default_value = headless::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Print the answer's data as JSON
+    #[arg(long)]
+    json: bool,
+    /// The command and its arguments, kept exactly
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    words: Vec<String>,
+}
+
+/// `500ms`, `5s`, `2m`, or a plain number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("`{text}` is not a duration (500ms, 5s, 2m)");
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
+    if let Some(ViscriptCommand::Exec(exec_args)) = &args.exec {
+        return exec(exec_args);
+    }
+    let Some(config_path) = &args.config else {
+        eprintln!("skywire: viscript: --config PATH is required (or `viscript exec ...`)");
+        return Ok(ExitCode::from(2));
+    };
+    let config = Config::load(config_path)?;
+    let server = SignalServer::bind(args.signal_address.as_str()).with_context(|| {
+        format!(
+            "cannot listen for signal clients on {}",
+            args.signal_address
+        )
+    })?;
+    let signal_addr = server.local_addr();
+    let options = LauncherOptions {
+        grace: args.grace,
+        policy: RestartPolicy {
+            initial: args.restart_delay,
+            max: args.restart_max,
+            stable: args.restart_stable,
+            limit: args.restart_limit,
+        },
+        ..LauncherOptions::default()
+    };
+    let launcher = Launcher::new(config.apps, server.spawn()?, options)?;
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let result = if args.headless {
+        // Bind before announcing, so a second viscript on the same socket fails here.
+        let socket = HeadlessServer::bind(&args.socket).with_context(|| {
+            format!("cannot create the viscript socket {}", args.socket.display())
+        })?;
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal_hook::flag::register(sig, Arc::clone(&stop))
+                .context("cannot install signal handlers")?;
+        }
+        eprintln!(
+            "skywire: viscript: signal server on {signal_addr}; control socket {}",
+            socket.path().display()
+        );
+        socket.serve(&launcher, &stop);
+        Ok(())
+    } else {
+        // The console and GUI block in the terminal: a SIGTERM or hang-up stops the apps
+        // and leaves from a thread of its own.
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP])
+            .context("cannot install signal handlers")?;
+        let on_signal = launcher.clone();
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                on_signal.shutdown();
+                launcher::gui::restore_terminal();
+                std::process::exit(143);
+            }
+        });
+        eprintln!("skywire: viscript: signal server on {signal_addr}");
+        if args.gui {
+            launcher::gui::run(&launcher, &stop)
+        } else {
+            launcher::console::run(&launcher, &stop)
+        }
+    };
+    eprintln!("skywire: viscript: stopping every app");
+    launcher.shutdown();
+    result.context("the console failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
+    let mut client = HeadlessClient::connect(&args.socket)?;
+    let mut out = io::stdout().lock();
+    if let [first, id] = args.words.as_slice()
+        && first == "attach"
+        && !args.json
+        && let Ok(id) = id.parse()
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(SIGINT, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
+        client.follow(id, &mut out, &stop)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ok = client.exec(&args.words, None)?;
+    let shown = if args.json {
+        ok.get("data").cloned().unwrap_or_default().to_string()
+    } else {
+        ok.get("text")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    writeln!(out, "{shown}")
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Start the signal client when the environment or the original flags ask for it, and
+/// return the command line without those flags. A bad setting is reported and ignored:
+/// the signal client never stops a program from running.
+pub(crate) fn signal_client_from_env_and_args() -> Vec<OsString> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    match signal::ClientConfig::from_env_and_args(args.clone()) {
+        Ok((config, rest)) => {
+            if config.enabled {
+                // Shutdown over signal is SIGTERM to ourselves: every subcommand already
+                // handles it (or dies of it) the way it should.
+                let hook = Box::new(|| {
+                    let _ = signal_hook::low_level::raise(SIGTERM);
+                });
+                if let Err(e) = signal::client::spawn(config, hook) {
+                    eprintln!("skywire: warning: cannot start the signal client: {e}");
+                }
+            }
+            rest
+        }
+        Err(e) => {
+            eprintln!("skywire: warning: not a signal client: {e}");
+            args
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}
