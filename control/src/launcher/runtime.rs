@@ -316,7 +316,7 @@ impl Launcher {
             let _ = writeln!(
                 text,
                 "{:<24} {}{}{}",
-                app.name,
+                app.name.as_str(),
                 if app.daemon { "[daemon] " } else { "" },
                 app.desc,
                 problem.as_deref().map(|p| format!(" ({p})")).unwrap_or_default()
