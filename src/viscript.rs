@@ -138,7 +138,10 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
     let result = if args.headless {
         // Bind before announcing, so a second viscript on the same socket fails here.
         let socket = HeadlessServer::bind(&args.socket).with_context(|| {
-            format!("cannot create the viscript socket {}", args.socket.display())
+            format!(
+                "cannot create the viscript socket {}",
+                args.socket.display()
+            )
         })?;
         for sig in [SIGTERM, SIGINT, SIGHUP] {
             signal_hook::flag::register(sig, Arc::clone(&stop))

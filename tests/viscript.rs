@@ -66,11 +66,7 @@ fn write_config(scratch: &Scratch) -> PathBuf {
         "#!/bin/sh\ntrap '' TERM\necho ignoring SIGTERM\nwhile :; do sleep 1; done\n",
         0o755,
     );
-    scratch.file(
-        "crash.sh",
-        "#!/bin/sh\necho crashing now\nexit 3\n",
-        0o755,
-    );
+    scratch.file("crash.sh", "#!/bin/sh\necho crashing now\nexit 3\n", 0o755);
     scratch.file(
         "talker.sh",
         "#!/bin/sh\necho \"hello from talker: $*\"\nexec sleep 300\n",
@@ -126,7 +122,12 @@ impl Viscript {
         let socket = scratch.path("run/viscript.sock");
         let child = Command::new(skywire_binary())
             .args(["viscript", "--headless", "--config", path_arg(&config)])
-            .args(["--socket", path_arg(&socket), "--signal-address", "127.0.0.1:0"])
+            .args([
+                "--socket",
+                path_arg(&socket),
+                "--signal-address",
+                "127.0.0.1:0",
+            ])
             .args(["--grace", "1s"])
             .args(extra)
             .stdin(Stdio::null())
@@ -325,7 +326,10 @@ fn the_python_signal_client_registers_answers_and_shuts_down() {
     assert!(reported.abs_diff(rss) <= ballast / 10, "{ru}");
 
     let sd = v.json(&["sd", &id.to_string()]);
-    assert_eq!((sd["pid"].as_u64(), sd["how"].as_str()), (Some(pid), Some("signal")));
+    assert_eq!(
+        (sd["pid"].as_u64(), sd["how"].as_str()),
+        (Some(pid), Some("signal"))
+    );
     let row = v.wait_state(id, "stopped");
     assert_eq!(row["detail"], "exit 0");
     let log = v.json(&["attach", &id.to_string()]);
@@ -379,7 +383,10 @@ fn sd_kills_a_process_that_ignores_sigterm_after_the_grace_period() {
             .then_some(())
     });
     let sd = v.json(&["shutdown", "1"]);
-    assert_eq!((sd["pid"].as_u64(), sd["how"].as_str()), (Some(pid), Some("SIGTERM")));
+    assert_eq!(
+        (sd["pid"].as_u64(), sd["how"].as_str()),
+        (Some(pid), Some("SIGTERM"))
+    );
     let row = v.wait_state(1, "stopped");
     assert_eq!(row["detail"], "killed by SIGKILL");
     assert!(!alive(pid));
@@ -392,7 +399,14 @@ fn a_crashing_daemon_is_restarted_with_backoff_then_given_up() {
     let scratch = Scratch::new();
     let mut v = Viscript::start(
         &scratch,
-        &["--restart-delay", "100ms", "--restart-max", "400ms", "--restart-limit", "3"],
+        &[
+            "--restart-delay",
+            "100ms",
+            "--restart-max",
+            "400ms",
+            "--restart-limit",
+            "3",
+        ],
     );
     let started = v.json(&["s", "crasher"]);
     assert_eq!(started["id"], 1);
@@ -476,7 +490,17 @@ impl Tmux {
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let status = Command::new("tmux")
-            .args(["-L", &name, "new-session", "-d", "-x", "120", "-y", "40", command])
+            .args([
+                "-L",
+                &name,
+                "new-session",
+                "-d",
+                "-x",
+                "120",
+                "-y",
+                "40",
+                command,
+            ])
             .env_remove("TMUX")
             .status();
         match status {

@@ -105,7 +105,10 @@ pub fn field(text: &str, key: &str) -> Option<u64> {
 /// CPU use between two samples of one process, in percent of one core (above 100 for a
 /// process busy on several cores). `None` without both CPU times or with no time between.
 pub fn cpu_percent(earlier: &Sample, later: &Sample) -> Option<f64> {
-    let ticks = later.usage.cpu_ticks?.checked_sub(earlier.usage.cpu_ticks?)?;
+    let ticks = later
+        .usage
+        .cpu_ticks?
+        .checked_sub(earlier.usage.cpu_ticks?)?;
     let wall = later.at.checked_duration_since(earlier.at)?.as_secs_f64();
     if wall <= 0.0 {
         return None;

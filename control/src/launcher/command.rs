@@ -214,7 +214,9 @@ mod tests {
 
     #[test]
     fn arguments_are_kept_as_typed() {
-        let cmd = parse_line(r#"s Socks MyName "two  words" 'a"b' c\ d"#).unwrap().unwrap();
+        let cmd = parse_line(r#"s Socks MyName "two  words" 'a"b' c\ d"#)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             cmd,
             Command::Start {
@@ -222,16 +224,28 @@ mod tests {
                 args: Some(words(&["MyName", "two  words", "a\"b", "c d"])),
             }
         );
-        assert_eq!(parse_line("s a ''").unwrap().unwrap().to_string(), "start a ");
+        assert_eq!(
+            parse_line("s a ''").unwrap().unwrap().to_string(),
+            "start a "
+        );
     }
 
     #[test]
     fn bad_lines_say_why() {
-        assert_eq!(parse_line("frob"), Err(CommandError::Unknown("frob".into())));
+        assert_eq!(
+            parse_line("frob"),
+            Err(CommandError::Unknown("frob".into()))
+        );
         assert_eq!(parse_line("ping"), Err(CommandError::Usage("ping <id>")));
-        assert_eq!(parse_line("ping 1 2"), Err(CommandError::Usage("ping <id>")));
+        assert_eq!(
+            parse_line("ping 1 2"),
+            Err(CommandError::Usage("ping <id>"))
+        );
         assert_eq!(parse_line("sd x"), Err(CommandError::BadId("x".into())));
-        assert_eq!(parse_line("s"), Err(CommandError::Usage("start <app> [args...]")));
+        assert_eq!(
+            parse_line("s"),
+            Err(CommandError::Usage("start <app> [args...]"))
+        );
         assert_eq!(parse_line("s 'a"), Err(CommandError::UnclosedQuote));
     }
 }

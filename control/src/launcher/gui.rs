@@ -55,7 +55,10 @@ fn event_loop(
     };
     while !stop.load(Ordering::Relaxed) && !launcher.quit_requested() {
         let rows = launcher.rows();
-        if view.selected.is_none_or(|id| !rows.iter().any(|r| r.id == id)) {
+        if view
+            .selected
+            .is_none_or(|id| !rows.iter().any(|r| r.id == id))
+        {
             view.selected = rows.last().map(|r| r.id);
         }
         terminal.draw(|frame| draw(frame, launcher, &rows, &view))?;
@@ -107,7 +110,7 @@ fn run_line(launcher: &Launcher, line: &str, view: &mut View) {
         Ok(Some(command)) => match launcher.execute(&command) {
             Ok(reply) => {
                 if let Command::Start { .. } = command
-                    && let Some(id) = reply.data["id"].as_u64()
+                    && let Some(id) = reply.data.get("id").and_then(serde_json::Value::as_u64)
                 {
                     view.selected = Some(id);
                 }
@@ -128,15 +131,20 @@ fn draw(frame: &mut Frame<'_>, launcher: &Launcher, rows: &[AppRow], view: &View
     ])
     .areas(frame.area());
 
-    let header = Row::new(["ID", "APP", "PID", "STATE", "CPU%", "RSS", "UP", "RS", "SIG"])
-        .style(Style::new().add_modifier(Modifier::BOLD));
+    let header = Row::new([
+        "ID", "APP", "PID", "STATE", "CPU%", "RSS", "UP", "RS", "SIG",
+    ])
+    .style(Style::new().add_modifier(Modifier::BOLD));
     let table_rows = rows.iter().map(|r| {
         Row::new(vec![
             Cell::from(r.id.to_string()),
             Cell::from(r.app.clone()),
             Cell::from(r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string())),
             Cell::from(r.state),
-            Cell::from(r.cpu_percent.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"))),
+            Cell::from(
+                r.cpu_percent
+                    .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
+            ),
             Cell::from(r.rss_bytes.map_or_else(|| "-".to_owned(), format_bytes)),
             Cell::from(r.uptime_secs.map_or_else(|| "-".to_owned(), format_secs)),
             Cell::from(r.restarts.to_string()),
@@ -162,7 +170,10 @@ fn draw(frame: &mut Frame<'_>, launcher: &Launcher, rows: &[AppRow], view: &View
     state.select(rows.iter().position(|r| Some(r.id) == view.selected));
     frame.render_stateful_widget(table, top, &mut state);
 
-    let (title, lines) = match view.selected.and_then(|id| rows.iter().find(|r| r.id == id)) {
+    let (title, lines) = match view
+        .selected
+        .and_then(|id| rows.iter().find(|r| r.id == id))
+    {
         Some(row) => {
             let height = usize::from(middle.height.saturating_sub(2));
             (

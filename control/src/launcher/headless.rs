@@ -235,6 +235,11 @@ impl HeadlessError {
     }
 }
 
+/// The text of `value.key`, if it is text.
+fn text_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(Value::as_str)
+}
+
 /// A connection to headless viscript.
 #[derive(Debug)]
 pub struct HeadlessClient {
@@ -295,8 +300,8 @@ impl HeadlessClient {
         let response: Value = serde_json::from_slice(&buf)
             .map_err(|e| io(io::Error::new(IoErrorKind::InvalidData, e)))?;
         if let Some(err) = response.get("error") {
-            let kind = err["kind"].as_str().unwrap_or("failed").to_owned();
-            let message = err["message"].as_str().unwrap_or("").to_owned();
+            let kind = text_field(err, "kind").unwrap_or("failed").to_owned();
+            let message = text_field(err, "message").unwrap_or_default().to_owned();
             if kind == "permission" {
                 return Err(HeadlessError::Permission {
                     path: self.path.clone(),
@@ -319,13 +324,15 @@ impl HeadlessClient {
         let mut since = 0;
         loop {
             let ok = self.exec(&args, Some(since))?;
-            let data = &ok["data"];
-            for line in data["lines"].as_array().into_iter().flatten() {
+            let data = ok.get("data").unwrap_or(&Value::Null);
+            let lines = data.get("lines").and_then(Value::as_array);
+            for line in lines.into_iter().flatten() {
                 let _ = writeln!(out, "{}", line.as_str().unwrap_or_default());
             }
             let _ = out.flush();
-            since = data["next"].as_u64().unwrap_or(since);
-            if !data["alive"].as_bool().unwrap_or(false) || stop.load(Ordering::Relaxed) {
+            since = data.get("next").and_then(Value::as_u64).unwrap_or(since);
+            let alive = data.get("alive").and_then(Value::as_bool).unwrap_or(false);
+            if !alive || stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
             thread::sleep(Duration::from_millis(200));

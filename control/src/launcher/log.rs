@@ -75,7 +75,13 @@ mod tests {
         assert_eq!(lines[0], "line 5");
         assert_eq!(next, (MAX_LINES + 5) as u64);
         let (lines, _) = log.since(next - 2);
-        assert_eq!(lines, [format!("line {}", MAX_LINES + 3), format!("line {}", MAX_LINES + 4)]);
+        assert_eq!(
+            lines,
+            [
+                format!("line {}", MAX_LINES + 3),
+                format!("line {}", MAX_LINES + 4)
+            ]
+        );
         assert!(log.since(next).0.is_empty());
         assert_eq!(log.tail(1), [format!("line {}", MAX_LINES + 4)]);
         log.push(&vec![b'x'; MAX_LINE * 2]);

@@ -77,7 +77,9 @@ pub enum LauncherError {
     #[error(transparent)]
     Supervisor(#[from] SupervisorError),
     /// The app never registered over signal.
-    #[error("app {id} ({app}) is not a signal client: it has not registered with viscript, so it cannot be pinged (ru and sd still work)")]
+    #[error(
+        "app {id} ({app}) is not a signal client: it has not registered with viscript, so it cannot be pinged (ru and sd still work)"
+    )]
     NotSignalClient {
         /// The id.
         id: u64,
@@ -240,12 +242,19 @@ impl Launcher {
 
     /// The output of `id` from line `since` on, the next line's number, and whether it has
     /// a live process (or will be restarted).
-    pub fn output_since(&self, id: u64, since: u64) -> Result<(Vec<String>, u64, bool), LauncherError> {
+    pub fn output_since(
+        &self,
+        id: u64,
+        since: u64,
+    ) -> Result<(Vec<String>, u64, bool), LauncherError> {
         let table = lock(&self.inner.table);
         let inst = table.sup.get(id).ok_or(SupervisorError::UnknownId(id))?;
         let alive = matches!(
             inst.state,
-            State::Running { .. } | State::Stopping { .. } | State::Starting | State::Backoff { .. }
+            State::Running { .. }
+                | State::Stopping { .. }
+                | State::Starting
+                | State::Backoff { .. }
         );
         let (lines, next) = table
             .logs
@@ -319,7 +328,10 @@ impl Launcher {
                 app.name.as_str(),
                 if app.daemon { "[daemon] " } else { "" },
                 app.desc,
-                problem.as_deref().map(|p| format!(" ({p})")).unwrap_or_default()
+                problem
+                    .as_deref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
             );
             data.push(json!({
                 "name": app.name.as_str(),
@@ -420,13 +432,17 @@ impl Launcher {
                 row.app,
                 row.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 row.state,
-                row.uptime_secs.map(format_secs).unwrap_or_else(|| "-".into()),
+                row.uptime_secs
+                    .map(format_secs)
+                    .unwrap_or_else(|| "-".into()),
                 row.restarts,
                 if row.signal { "yes" } else { "no" },
                 row.cpu_percent
                     .map(|c| format!("{c:.1}"))
                     .unwrap_or_else(|| "-".into()),
-                row.rss_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
+                row.rss_bytes
+                    .map(format_bytes)
+                    .unwrap_or_else(|| "-".into()),
                 row.detail
             );
             data.push(json!({
@@ -580,7 +596,9 @@ impl Launcher {
             ) {
                 Ok(_) => "signal",
                 Err(_) => {
-                    let pid = lock(&self.inner.table).sup.terminate_now(id, Instant::now());
+                    let pid = lock(&self.inner.table)
+                        .sup
+                        .terminate_now(id, Instant::now());
                     if let Some(pid) = pid {
                         let _ = process::signal_group(pid, Sig::Term);
                     }
@@ -632,7 +650,9 @@ fn spawn_instance(inner: &Arc<Inner>, table: &mut Table, id: u64) -> Option<u32>
     let (name, args) = table.sup.get(id).map(|i| (i.app.clone(), i.args.clone()))?;
     let log = Arc::clone(table.logs.entry(id).or_default());
     let Some(app) = inner.apps.get(&name) else {
-        table.sup.spawn_failed(id, "not in the config".to_owned(), Instant::now());
+        table
+            .sup
+            .spawn_failed(id, "not in the config".to_owned(), Instant::now());
         return None;
     };
     let env = [

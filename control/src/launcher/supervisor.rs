@@ -47,9 +47,7 @@ impl RestartPolicy {
     /// The delay before restart number `crash` (1-based) of a row.
     pub fn delay(&self, crash: u32) -> Duration {
         let doublings = crash.saturating_sub(1).min(31);
-        self.initial
-            .saturating_mul(1u32 << doublings)
-            .min(self.max)
+        self.initial.saturating_mul(1u32 << doublings).min(self.max)
     }
 }
 
@@ -314,7 +312,12 @@ impl Supervisor {
 
     /// Begin shutting `id` down. `asked` says whether it was asked over signal (then
     /// SIGTERM waits a grace period).
-    pub fn stop(&mut self, id: u64, asked: bool, now: Instant) -> Result<StopOrder, SupervisorError> {
+    pub fn stop(
+        &mut self,
+        id: u64,
+        asked: bool,
+        now: Instant,
+    ) -> Result<StopOrder, SupervisorError> {
         let inst = self
             .instances
             .get_mut(&id)
@@ -435,9 +438,12 @@ impl Supervisor {
 
     /// Whether any instance still has a process (running or stopping) or is starting.
     pub fn any_alive(&self) -> bool {
-        self.instances
-            .values()
-            .any(|i| matches!(i.state, State::Running { .. } | State::Stopping { .. } | State::Starting))
+        self.instances.values().any(|i| {
+            matches!(
+                i.state,
+                State::Running { .. } | State::Stopping { .. } | State::Starting
+            )
+        })
     }
 }
 
@@ -510,7 +516,10 @@ mod tests {
             s.spawned(id, pid, now);
         }
         s.exited(id, pid, Exit::Signal(11), now);
-        assert_eq!(s.get(id).unwrap().state, State::GaveUp(Some(Exit::Signal(11))));
+        assert_eq!(
+            s.get(id).unwrap().state,
+            State::GaveUp(Some(Exit::Signal(11)))
+        );
         assert_eq!(s.get(id).unwrap().restarts, 3);
         assert!(s.poll_restarts(now + Duration::from_secs(100)).is_empty());
     }
@@ -556,7 +565,10 @@ mod tests {
         s.exited(id, 49, Exit::Code(0), now);
         assert_eq!(s.get(id).unwrap().state.word(), "stopping");
         s.exited(id, 50, Exit::Signal(9), now);
-        assert_eq!(s.get(id).unwrap().state, State::Stopped(Some(Exit::Signal(9))));
+        assert_eq!(
+            s.get(id).unwrap().state,
+            State::Stopped(Some(Exit::Signal(9)))
+        );
         assert!(s.poll_restarts(now + Duration::from_secs(100)).is_empty());
         assert_eq!(
             s.stop(id, false, now),

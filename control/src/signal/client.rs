@@ -36,7 +36,9 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:7999";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientConfigError {
     /// The id is not an unsigned integer.
-    #[error("signal client id `{0}` is not an unsigned integer (SIGNAL_CLIENT_ID or -signal-client-id)")]
+    #[error(
+        "signal client id `{0}` is not an unsigned integer (SIGNAL_CLIENT_ID or -signal-client-id)"
+    )]
     BadId(String),
     /// A flag that takes a value is last on the command line.
     #[error("{0} needs a value")]
@@ -276,7 +278,8 @@ fn serve(
     let mut buf = [0u8; 4096];
     let mut reader = stream;
     while !stop.load(Ordering::Relaxed) {
-        if !registered.load(Ordering::Relaxed) && registering_since.elapsed() > Duration::from_secs(5)
+        if !registered.load(Ordering::Relaxed)
+            && registering_since.elapsed() > Duration::from_secs(5)
         {
             return Err(ErrorKind::TimedOut.into());
         }
@@ -368,7 +371,10 @@ mod tests {
             ],
             &["prog"],
         );
-        assert_eq!((c.enabled, c.id, c.server.as_str()), (true, 7, "127.0.0.1:1234"));
+        assert_eq!(
+            (c.enabled, c.id, c.server.as_str()),
+            (true, 7, "127.0.0.1:1234")
+        );
         let (c, _) = config(&[("SIGNAL_CLIENT", "false")], &["prog"]);
         assert!(!c.enabled);
 
@@ -400,7 +406,9 @@ mod tests {
         );
         assert_eq!(
             ClientConfig::from_lookup(|_| None, args(&["p", "-signal-client-id"])),
-            Err(ClientConfigError::MissingValue("-signal-client-id".to_owned()))
+            Err(ClientConfigError::MissingValue(
+                "-signal-client-id".to_owned()
+            ))
         );
     }
 
@@ -438,9 +446,14 @@ mod tests {
             }),
         )
         .unwrap();
-        wait_until("registration", || handle.is_registered(42) && client.is_registered());
+        wait_until("registration", || {
+            handle.is_registered(42) && client.is_registered()
+        });
         let timeout = Duration::from_secs(5);
-        assert_eq!(handle.request(42, op::PING, Value::Null, timeout).unwrap(), Value::Null);
+        assert_eq!(
+            handle.request(42, op::PING, Value::Null, timeout).unwrap(),
+            Value::Null
+        );
         // Many outstanding requests at once, from several threads.
         let threads: Vec<_> = (0..8)
             .map(|_| {
@@ -453,7 +466,9 @@ mod tests {
             assert_eq!(top["Pid"], json!(std::process::id()));
             assert!(top["RssBytes"].as_u64().unwrap() > 0);
         }
-        let reply = handle.request(42, op::SHUTDOWN, Value::Null, timeout).unwrap();
+        let reply = handle
+            .request(42, op::SHUTDOWN, Value::Null, timeout)
+            .unwrap();
         assert_eq!(reply, json!({"Pid": std::process::id()}));
         rx.recv_timeout(timeout).unwrap();
         assert!(matches!(
@@ -484,7 +499,10 @@ mod tests {
         .unwrap();
         thread::sleep(Duration::from_millis(300));
         assert!(!client.is_registered());
-        let handle = SignalServer::bind(("127.0.0.1", port)).unwrap().spawn().unwrap();
+        let handle = SignalServer::bind(("127.0.0.1", port))
+            .unwrap()
+            .spawn()
+            .unwrap();
         wait_until("registration", || handle.is_registered(5));
         handle.stop();
         wait_until("the client to notice", || !client.is_registered());

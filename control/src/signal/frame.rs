@@ -134,7 +134,8 @@ impl Decoder {
         let Some(len_bytes) = self.buf.first_chunk::<4>() else {
             return Ok(None);
         };
-        let len = usize::try_from(u32::from_be_bytes(*len_bytes)).map_err(|_| FrameError::TooLong)?;
+        let len =
+            usize::try_from(u32::from_be_bytes(*len_bytes)).map_err(|_| FrameError::TooLong)?;
         if !(HEADER_AFTER_LEN..=HEADER_AFTER_LEN + MAX_BODY).contains(&len) {
             return Err(FrameError::TooLong);
         }
@@ -184,11 +185,17 @@ mod tests {
         let bytes = Frame::request(op::PING, u64::MAX, Value::Null)
             .encode()
             .unwrap();
-        assert_eq!(bytes, [0, 0, 0, 10, 1, 1, 255, 255, 255, 255, 255, 255, 255, 255]);
+        assert_eq!(
+            bytes,
+            [0, 0, 0, 10, 1, 1, 255, 255, 255, 255, 255, 255, 255, 255]
+        );
         let mut decoder = Decoder::new();
         decoder.push(&bytes);
         let frame = decoder.next_frame().unwrap().unwrap();
-        assert_eq!((frame.op, frame.request, frame.body), (1, u64::MAX, Value::Null));
+        assert_eq!(
+            (frame.op, frame.request, frame.body),
+            (1, u64::MAX, Value::Null)
+        );
     }
 
     #[test]

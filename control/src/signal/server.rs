@@ -152,12 +152,13 @@ impl SignalServer {
                         continue; // dropped: closed
                     };
                     let shared = Arc::clone(&self.shared);
-                    let _ = thread::Builder::new()
-                        .name("signal-conn".to_owned())
-                        .spawn(move || {
-                            let _slot = slot;
-                            serve_connection(stream, &shared);
-                        });
+                    let _ =
+                        thread::Builder::new()
+                            .name("signal-conn".to_owned())
+                            .spawn(move || {
+                                let _slot = slot;
+                                serve_connection(stream, &shared);
+                            });
                 }
                 Err(_) => thread::sleep(ACCEPT_POLL),
             }
