@@ -22,8 +22,8 @@ use skywire_control::signal::{self, SignalServer};
 /// Run viscript, the app launcher: start, ping, inspect and stop the apps of a config
 ///
 /// Reads the `apps:` section of the config. Every app started gets a sequence id (from 1,
-/// never reused) and the environment SIGNAL_CLIENT=true, SIGNAL_CLIENT_ID=<id>,
-/// SIGNAL_SERVER_ADDRESS=<this server>, so it can register over the signal protocol.
+/// never reused) and the environment SIGNAL_CLIENT=true, SIGNAL_CLIENT_ID=ID,
+/// SIGNAL_SERVER_ADDRESS=ADDR (this server), so it can register over the signal protocol.
 /// Without --headless or --gui: an interactive console (type `help`). Every app is stopped
 /// when viscript leaves. Exits 78 for a bad config.
 #[derive(Debug, Args)]
@@ -122,7 +122,13 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let signal_addr = server.local_addr();
+    let workdir = config
+        .file
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf);
     let options = LauncherOptions {
+        workdir,
         grace: args.grace,
         policy: RestartPolicy {
             initial: args.restart_delay,

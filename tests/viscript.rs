@@ -69,7 +69,7 @@ fn write_config(scratch: &Scratch) -> PathBuf {
     scratch.file("crash.sh", "#!/bin/sh\necho crashing now\nexit 3\n", 0o755);
     scratch.file(
         "talker.sh",
-        "#!/bin/sh\necho \"hello from talker: $*\"\nexec sleep 300\n",
+        "#!/bin/sh\necho \"hello from talker: $*\"\necho \"in $(pwd)\"\nexec sleep 300\n",
         0o755,
     );
     let config = format!(
@@ -434,15 +434,16 @@ fn viscript_stops_every_app_when_it_leaves() {
     v.json(&["s", "talker", "a b"]);
     let log = wait_for("the talker to talk", || {
         let log = v.json(&["attach", "3"]);
-        (log["lines"].as_array().unwrap().len() >= 2).then_some(log)
+        (log["lines"].as_array().unwrap().len() >= 3).then_some(log)
     });
+    let lines = log["lines"].as_array().unwrap();
     assert!(
-        log["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l == "hello from talker: a b")
+        lines.iter().any(|l| l == "hello from talker: a b"),
+        "{lines:?}"
     );
+    // Apps run in the config file's folder.
+    let cwd = format!("in {}", scratch.dir().display());
+    assert!(lines.iter().any(|l| *l == cwd), "{lines:?}");
     assert_eq!(v.pids.len(), 3);
     // `stop` asserts that every one of them is gone, the stubborn one by SIGKILL.
     v.stop();

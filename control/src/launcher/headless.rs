@@ -339,3 +339,86 @@ impl HeadlessClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::ctl::server::tests::TempDir;
+    use crate::launcher::LauncherOptions;
+    use crate::signal::SignalServer;
+    use std::io::{BufRead, Read};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn launcher() -> Launcher {
+        let apps = Config::parse("apps:\n  t:\n    path: /bin/true\n", "c.yaml")
+            .unwrap()
+            .apps;
+        let signal = SignalServer::bind("127.0.0.1:0").unwrap().spawn().unwrap();
+        Launcher::new(apps, signal, LauncherOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn respond_runs_commands_and_refuses_bad_requests() {
+        let launcher = launcher();
+        let (ok, close) = respond(br#"{"id": 4, "args": ["apps"]}"#, &launcher);
+        assert!(!close);
+        assert_eq!(ok["id"], 4);
+        assert_eq!(ok["ok"]["data"][0]["name"], "t");
+        let (err, close) = respond(br#"{"id": 5, "args": ["sd", "x"]}"#, &launcher);
+        assert_eq!(
+            (err["error"]["kind"].as_str(), close),
+            (Some("bad_request"), false)
+        );
+        let (err, close) = respond(br#"{"id": 6, "args": ["sd", "9"]}"#, &launcher);
+        assert_eq!(
+            (err["error"]["kind"].as_str(), close),
+            (Some("not_found"), false)
+        );
+        let (err, close) = respond(b"not json", &launcher);
+        assert_eq!(
+            (err["error"]["kind"].as_str(), close),
+            (Some("bad_request"), true)
+        );
+        assert!(err["id"].is_null());
+        launcher.shutdown();
+    }
+
+    #[test]
+    fn a_bad_request_closes_only_its_connection() {
+        let dir = TempDir::new();
+        let path = dir.0.join("run").join("v.sock");
+        let server = HeadlessServer::bind(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let launcher = launcher();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (launcher, stop) = (launcher.clone(), Arc::clone(&stop));
+            thread::spawn(move || server.serve(&launcher, &stop))
+        };
+        let mut bad = UnixStream::connect(&path).unwrap();
+        bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        bad.write_all(b"{\"id\": \n").unwrap();
+        let mut reader = BufReader::new(&bad);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.contains("bad_request"), "{line}");
+        let mut rest = Vec::new();
+        assert_eq!(reader.read_to_end(&mut rest).unwrap(), 0);
+
+        let mut client = HeadlessClient::connect(&path).unwrap();
+        let ok = client.exec(&["la".to_owned()], None).unwrap();
+        assert_eq!(ok["data"], serde_json::json!([]));
+        let err = client.exec(&["frob".to_owned()], None).unwrap_err();
+        assert!(err.is_usage(), "{err}");
+        let ok = client.exec(&["quit".to_owned()], None).unwrap();
+        assert_eq!(ok["data"]["quit"], true);
+        thread.join().unwrap();
+        launcher.shutdown();
+        assert!(!path.exists());
+        let err = HeadlessClient::connect(&path).unwrap_err();
+        assert!(err.is_unavailable());
+    }
+}

@@ -27,6 +27,8 @@ pub struct SpawnSpec<'a> {
     pub args: &'a [String],
     /// Extra environment variables.
     pub env: &'a [(String, String)],
+    /// The folder to run in (the caller's when `None`).
+    pub cwd: Option<&'a Path>,
 }
 
 /// Start `spec` in a new process group (its pid is the group id); its output goes to
@@ -36,7 +38,11 @@ pub fn spawn(
     log: &Arc<LogBuffer>,
     on_exit: impl FnOnce(u32, Exit) + Send + 'static,
 ) -> io::Result<u32> {
-    let mut child = Command::new(spec.path)
+    let mut command = Command::new(spec.path);
+    if let Some(cwd) = spec.cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = command
         .args(spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
@@ -33,8 +34,11 @@ use crate::signal::frame::op;
 use crate::signal::{SignalError, SignalHandle};
 
 /// How the launcher behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LauncherOptions {
+    /// The folder apps run in (viscript's own when `None`); viscript passes the config
+    /// file's folder, so relative arguments mean the same as relative `path`s.
+    pub workdir: Option<PathBuf>,
     /// How long a shutdown waits before SIGTERM (after asking) and before SIGKILL.
     pub grace: Duration,
     /// How daemons are restarted.
@@ -46,6 +50,7 @@ pub struct LauncherOptions {
 impl Default for LauncherOptions {
     fn default() -> Self {
         Self {
+            workdir: None,
             grace: Duration::from_secs(5),
             policy: RestartPolicy::default(),
             signal_timeout: Duration::from_secs(2),
@@ -667,6 +672,7 @@ fn spawn_instance(inner: &Arc<Inner>, table: &mut Table, id: u64) -> Option<u32>
         path: app.path.resolved(),
         args: &args,
         env: &env,
+        cwd: inner.options.workdir.as_deref(),
     };
     let weak = Arc::downgrade(inner);
     let exit_log = Arc::clone(&log);
