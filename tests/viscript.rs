@@ -450,6 +450,44 @@ fn viscript_stops_every_app_when_it_leaves() {
 }
 
 #[test]
+fn exec_attach_follows_the_output_until_the_app_ends() {
+    let scratch = Scratch::new();
+    let mut v = Viscript::start(&scratch, &[]);
+    v.json(&["s", "talker", "followed"]);
+    let mut follower = Command::new(skywire_binary())
+        .args([
+            "viscript",
+            "exec",
+            "--socket",
+            path_arg(&v.socket),
+            "attach",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut all = String::new();
+        std::io::Read::read_to_string(&mut std::io::BufReader::new(stdout), &mut all).unwrap();
+        all
+    });
+    wait_for("the talker to talk", || {
+        let log = v.json(&["attach", "1"]);
+        (log["lines"].as_array().unwrap().len() >= 3).then_some(())
+    });
+    v.json(&["sd", "1"]);
+    let status = wait_for("`exec attach` to end with the app", || {
+        follower.try_wait().unwrap()
+    });
+    assert!(status.success());
+    let all = reader.join().unwrap();
+    assert!(all.contains("hello from talker: followed"), "{all}");
+    v.stop();
+}
+
+#[test]
 fn exec_without_viscript_and_bad_configs_have_their_exit_codes() {
     let scratch = Scratch::new();
     let (out, _, stderr) = skywire(&[

@@ -286,6 +286,9 @@ apps:
         let ours = config.apps.get("skywire-demo").unwrap();
         assert_eq!(ours.path.resolved(), base.join("target/release/skywire"));
         assert_eq!(ours.default_args, ["demo", "--packets", "10000"]);
+        let node_app = config.apps.get("skywire-node").unwrap();
+        assert!(node_app.daemon);
+        assert_eq!(node_app.default_args, ["node", "--config", "config.yaml"]);
         let text = fs::read_to_string(REPO_CONFIG).unwrap();
         assert!(text.contains(REFERENCE_BLOCK.trim_start_matches("apps:\n")));
 
