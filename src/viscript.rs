@@ -161,7 +161,11 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     } else {
         // The console and GUI block in the terminal: a SIGTERM or hang-up stops the apps
-        // and leaves from a thread of its own.
+        // and leaves from a thread of its own. Ctrl-C must not kill viscript and orphan
+        // the apps (the prompt and the GUI read it as a key; during `attach`, Enter
+        // detaches), so SIGINT only raises a flag nobody reads.
+        signal_hook::flag::register(SIGINT, Arc::new(AtomicBool::new(false)))
+            .context("cannot install signal handlers")?;
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGHUP])
             .context("cannot install signal handlers")?;
         let on_signal = launcher.clone();
@@ -169,7 +173,7 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
             if signals.forever().next().is_some() {
                 on_signal.shutdown();
                 launcher::gui::restore_terminal();
-                std::process::exit(143);
+                std::process::exit(0);
             }
         });
         eprintln!("skywire: viscript: signal server on {signal_addr}");

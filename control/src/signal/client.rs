@@ -6,7 +6,8 @@
 //!   starts) or from the original flags (`-signal-client`, `-signal-client-id N`,
 //!   `-signal-server-address A`, one or two dashes, `=` or a separate value). A flag wins
 //!   over the variable. [`ClientConfig::from_env_and_args`] removes the flags it used
-//!   from the argument list, so the program's own parser never sees them.
+//!   from the argument list, so the program's own parser never sees them; it stops looking
+//!   at `--`.
 //! - **Running** ([`spawn`]): one thread connects, registers, and answers `Top` (this
 //!   process's figures from `/proc/self`), `Ping` and `Shutdown` (replies `{"Pid": n}`,
 //!   then calls the program's shutdown hook). When the connection fails or closes it
@@ -109,6 +110,12 @@ impl ClientConfig {
         let mut rest = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
+            if arg == "--" {
+                // Everything after `--` belongs to the program (or to its own apps).
+                rest.push(arg);
+                rest.extend(args);
+                break;
+            }
             let Some(text) = arg.to_str() else {
                 rest.push(arg);
                 continue;
@@ -393,6 +400,9 @@ mod tests {
         );
         assert_eq!((c.enabled, c.id, c.server.as_str()), (true, 9, "[::1]:5"));
         assert_eq!(rest, args(&["prog", "node", "--config", "x"]));
+        let (c, rest) = config(&[], &["p", "exec", "--", "s", "app", "-signal-client"]);
+        assert!(!c.enabled);
+        assert_eq!(rest, args(&["p", "exec", "--", "s", "app", "-signal-client"]));
         let (c, _) = config(&[("SIGNAL_CLIENT", "1")], &["p", "-signal-client=false"]);
         assert!(!c.enabled);
     }
