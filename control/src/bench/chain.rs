@@ -105,7 +105,15 @@ impl Chain {
                 (&left, &l_name, Self::link_address(link, true)),
                 (&right, &r_name, Self::link_address(link, false)),
             ] {
-                ip(&["-n", ns, "addr", "add", &format!("{address}/24"), "dev", name])?;
+                ip(&[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{address}/24"),
+                    "dev",
+                    name,
+                ])?;
                 ip(&["-n", ns, "link", "set", name, "up"])?;
             }
         }

@@ -180,7 +180,9 @@ fn start_skywire(
     let last = chain.last();
     let mut keys = Vec::new();
     for i in 0..chain.nodes() {
-        keys.push(keyfile::write_new_key(chain.file(&format!("v{variant}-n{i}.key")))?);
+        keys.push(keyfile::write_new_key(
+            chain.file(&format!("v{variant}-n{i}.key")),
+        )?);
     }
     let hop = |link: usize, left: bool| format!("{}:{port}", Chain::link_address(link, left));
     let mut pids = Vec::new();
@@ -324,7 +326,15 @@ fn start_boringtun(chain: &mut Chain, boringtun: &str) -> Result<Tunnel, BenchEr
                 &format!("{endpoint}:51820"),
             ],
         )?;
-        crate::demo::lab::ip(&["-n", &ns, "addr", "add", &format!("10.78.0.{me}/24"), "dev", &name])?;
+        crate::demo::lab::ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("10.78.0.{me}/24"),
+            "dev",
+            &name,
+        ])?;
         crate::demo::lab::ip(&["-n", &ns, "link", "set", &name, "mtu", "1420", "up"])?;
     }
     Ok(Tunnel {
@@ -456,30 +466,49 @@ impl Run<'_> {
         let pings = pinger.and_then(|p| p.join().ok()).transpose()?;
         chain.check_processes()?;
         let Some(result) = parse_tcp(&json?) else {
-            self.progress(&format!("  {metric}, {}: iperf3 gave no result", tunnel.name));
+            self.progress(&format!(
+                "  {metric}, {}: iperf3 gave no result",
+                tunnel.name
+            ));
             return Ok(None);
         };
-        self.report.add(metric, "Gbit/s", &tunnel.name, hops, result.gbps);
+        self.report
+            .add(metric, "Gbit/s", &tunnel.name, hops, result.gbps);
         let mut line = format!(
             "  {metric}, {}, {hops} hop(s): {:.2} Gbit/s",
             tunnel.name, result.gbps
         );
         if with_load_figures {
             let gbit = result.bytes * 8.0 / 1e9;
-            self.report
-                .add("tcp_retransmits_forward", "count", &tunnel.name, hops, result.retransmits as f64);
+            self.report.add(
+                "tcp_retransmits_forward",
+                "count",
+                &tunnel.name,
+                hops,
+                result.retransmits as f64,
+            );
             if gbit > 0.0 {
-                self.report
-                    .add("cpu_seconds_per_gbit", "s/Gbit", &tunnel.name, hops, cpu / gbit);
+                self.report.add(
+                    "cpu_seconds_per_gbit",
+                    "s/Gbit",
+                    &tunnel.name,
+                    hops,
+                    cpu / gbit,
+                );
             }
             if let Some(rss) = rss {
-                self.report.add("rss_load_mib", "MiB", &tunnel.name, hops, rss);
+                self.report
+                    .add("rss_load_mib", "MiB", &tunnel.name, hops, rss);
             }
             if let Some(pings) = pings.filter(|p| !p.is_empty()) {
                 let (p50, p99) = (percentile(&pings, 50.0), percentile(&pings, 99.0));
-                self.report.add("ping_under_load_p50_ms", "ms", &tunnel.name, hops, p50);
-                self.report.add("ping_under_load_p99_ms", "ms", &tunnel.name, hops, p99);
-                line.push_str(&format!(", ping under load p50 {p50:.3} ms p99 {p99:.3} ms"));
+                self.report
+                    .add("ping_under_load_p50_ms", "ms", &tunnel.name, hops, p50);
+                self.report
+                    .add("ping_under_load_p99_ms", "ms", &tunnel.name, hops, p99);
+                line.push_str(&format!(
+                    ", ping under load p50 {p50:.3} ms p99 {p99:.3} ms"
+                ));
             }
             line.push_str(&format!(
                 ", {} retransmits, {:.2} CPU s/Gbit",
@@ -495,7 +524,12 @@ impl Run<'_> {
     fn latency(&mut self, chain: &mut Chain, tunnel: &Tunnel) -> Result<(), BenchError> {
         const PINGS: u32 = 200;
         let ns = chain.namespace(0);
-        let bare = ping(&ns, &Chain::link_address(1, false).to_string(), PINGS, Duration::from_millis(5))?;
+        let bare = ping(
+            &ns,
+            &Chain::link_address(1, false).to_string(),
+            PINGS,
+            Duration::from_millis(5),
+        )?;
         let through = ping(&ns, &tunnel.far, PINGS, Duration::from_millis(5))?;
         let hops = chain.relays + 1;
         if bare.is_empty() || through.is_empty() {
@@ -509,10 +543,20 @@ impl Run<'_> {
             per_hop_us(percentile(&through, 50.0)),
             per_hop_us(percentile(&through, 99.0)),
         );
-        self.report
-            .add("latency_added_one_way_p50_us", "µs/hop", &tunnel.name, hops, p50);
-        self.report
-            .add("latency_added_one_way_p99_us", "µs/hop", &tunnel.name, hops, p99);
+        self.report.add(
+            "latency_added_one_way_p50_us",
+            "µs/hop",
+            &tunnel.name,
+            hops,
+            p50,
+        );
+        self.report.add(
+            "latency_added_one_way_p99_us",
+            "µs/hop",
+            &tunnel.name,
+            hops,
+            p99,
+        );
         self.progress(&format!(
             "  latency, {}, {hops} hop(s): +{p50:.1} µs p50, +{p99:.1} µs p99 one way per hop \
              (bare link RTT {:.3} ms)",
@@ -530,8 +574,13 @@ impl Run<'_> {
         let Some(max) = parse_udp(&json) else {
             return Ok(());
         };
-        self.report
-            .add("udp64_received_pps", "packets/s", &tunnel.name, hops, max.received_pps);
+        self.report.add(
+            "udp64_received_pps",
+            "packets/s",
+            &tunnel.name,
+            hops,
+            max.received_pps,
+        );
         let mut rate = max.received_pps * 0.95;
         let mut lossless = 0.0;
         for _ in 0..5 {
@@ -546,8 +595,13 @@ impl Run<'_> {
                 _ => rate *= 0.8,
             }
         }
-        self.report
-            .add("udp64_lossless_pps", "packets/s", &tunnel.name, hops, lossless);
+        self.report.add(
+            "udp64_lossless_pps",
+            "packets/s",
+            &tunnel.name,
+            hops,
+            lossless,
+        );
         self.progress(&format!(
             "  udp 64 B, {}: {:.0} packets/s received at most ({:.1} % loss), {:.0}/s with < 0.1 % loss",
             tunnel.name, max.received_pps, max.loss_percent, lossless
@@ -575,12 +629,14 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
         started: Instant::now(),
     };
     let boringtun = if options.skip_boringtun {
-        run.report.skipped.push("boringtun: left out (--skip-boringtun)".to_owned());
-        None
-    } else if version_of("wg").is_none() && !wg_present() {
         run.report
             .skipped
-            .push(format!("boringtun: `wg` is not installed; install with: {BORINGTUN_INSTALL}"));
+            .push("boringtun: left out (--skip-boringtun)".to_owned());
+        None
+    } else if version_of("wg").is_none() && !wg_present() {
+        run.report.skipped.push(format!(
+            "boringtun: `wg` is not installed; install with: {BORINGTUN_INSTALL}"
+        ));
         None
     } else {
         match version_of("boringtun-cli") {
@@ -614,7 +670,13 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
         tunnels.push(start_boringtun(&mut chain, "boringtun-cli")?);
     }
     let last = chain.last();
-    chain.spawn(last, "iperf3 server", std::path::Path::new("iperf3"), &["-s"], "iperf3.log")?;
+    chain.spawn(
+        last,
+        "iperf3 server",
+        std::path::Path::new("iperf3"),
+        &["-s"],
+        "iperf3.log",
+    )?;
     for t in &tunnels {
         wait_up(&mut chain, t)?;
     }
@@ -622,7 +684,10 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
     for t in &tunnels {
         if let Some(rss) = largest_rss(t) {
             run.report.add("rss_idle_mib", "MiB", &t.name, 1, rss);
-            run.progress(&format!("  idle RSS, {}: {rss:.1} MiB (largest process)", t.name));
+            run.progress(&format!(
+                "  idle RSS, {}: {rss:.1} MiB (largest process)",
+                t.name
+            ));
         }
     }
     for _ in 0..reps {
@@ -645,7 +710,9 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
         }
     }
     if !options.skip_udp {
-        run.progress(&format!("udp 64 B packet rate: {reps} runs per tunnel, alternating"));
+        run.progress(&format!(
+            "udp 64 B packet rate: {reps} runs per tunnel, alternating"
+        ));
         for _ in 0..reps {
             for t in &tunnels {
                 run.udp64(&mut chain, t)?;
@@ -660,15 +727,30 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
 
     // Chains with relays: skywire's relay hop cost.
     for &relays in &options.relays {
-        run.progress(&format!("chain with {relays} relay(s) ({} hops): skywire", relays + 1));
+        run.progress(&format!(
+            "chain with {relays} relay(s) ({} hops): skywire",
+            relays + 1
+        ));
         let mut chain = Chain::build(relays, Arc::clone(&options.interrupted))?;
         let tunnel = start_skywire(&mut chain, program, 0, true)?;
         let last = chain.last();
-        chain.spawn(last, "iperf3 server", std::path::Path::new("iperf3"), &["-s"], "iperf3.log")?;
+        chain.spawn(
+            last,
+            "iperf3 server",
+            std::path::Path::new("iperf3"),
+            &["-s"],
+            "iperf3.log",
+        )?;
         wait_up(&mut chain, &tunnel)?;
         run.latency(&mut chain, &tunnel)?;
         for _ in 0..reps {
-            run.tcp(&mut chain, &tunnel, "tcp_1_stream_forward", &["-O", "1"], false)?;
+            run.tcp(
+                &mut chain,
+                &tunnel,
+                "tcp_1_stream_forward",
+                &["-O", "1"],
+                false,
+            )?;
         }
         report_problems(&mut run, chain.teardown());
     }
@@ -700,13 +782,16 @@ fn soak_run(
     let Some(tunnel) = tunnels.first() else {
         return Ok(());
     };
-    run.progress(&format!("soak: one TCP stream through {} for {} s", tunnel.name, soak.as_secs()));
+    run.progress(&format!(
+        "soak: one TCP stream through {} for {} s",
+        tunnel.name,
+        soak.as_secs()
+    ));
     let ns = chain.namespace(0);
     let far = tunnel.far.clone();
     let seconds = soak.as_secs().to_string();
-    let iperf = std::thread::spawn(move || {
-        run_in(&ns, "iperf3", &["-c", &far, "-t", &seconds, "-J"])
-    });
+    let iperf =
+        std::thread::spawn(move || run_in(&ns, "iperf3", &["-c", &far, "-t", &seconds, "-J"]));
     let start = Instant::now();
     let mut samples = Vec::new();
     while start.elapsed() < soak {
@@ -714,16 +799,26 @@ fn soak_run(
         std::thread::sleep(Duration::from_secs(10).min(soak));
         if let Some(rss) = largest_rss(tunnel) {
             samples.push(rss);
-            run.progress(&format!("  soak {:>4} s: RSS {rss:.2} MiB", start.elapsed().as_secs()));
+            run.progress(&format!(
+                "  soak {:>4} s: RSS {rss:.2} MiB",
+                start.elapsed().as_secs()
+            ));
         }
     }
-    let result = iperf.join().ok().and_then(|r| r.ok()).and_then(|j| parse_tcp(&j));
+    let result = iperf
+        .join()
+        .ok()
+        .and_then(|r| r.ok())
+        .and_then(|j| parse_tcp(&j));
     if let (Some(first), Some(last)) = (samples.get(1).or(samples.first()), samples.last()) {
-        run.report.add("soak_rss_start_mib", "MiB", &tunnel.name, 1, *first);
-        run.report.add("soak_rss_end_mib", "MiB", &tunnel.name, 1, *last);
+        run.report
+            .add("soak_rss_start_mib", "MiB", &tunnel.name, 1, *first);
+        run.report
+            .add("soak_rss_end_mib", "MiB", &tunnel.name, 1, *last);
     }
     if let Some(r) = result {
-        run.report.add("soak_tcp_gbps", "Gbit/s", &tunnel.name, 1, r.gbps);
+        run.report
+            .add("soak_tcp_gbps", "Gbit/s", &tunnel.name, 1, r.gbps);
     }
     Ok(())
 }
@@ -734,30 +829,52 @@ fn check_targets(report: &mut Report, options: &BenchOptions) {
     let theirs = |r: &Report, m: &str| r.median_of(m, "boringtun", 1);
     let one = ours(report, "tcp_1_stream_forward", 1);
     report.target("one TCP stream, 1 hop, >= 2.5 Gbit/s", one, 2.5, false);
-    let ratio = one.zip(theirs(report, "tcp_1_stream_forward")).map(|(a, b)| a / b);
+    let ratio = one
+        .zip(theirs(report, "tcp_1_stream_forward"))
+        .map(|(a, b)| a / b);
     report.target("one TCP stream, 1 hop, >= 4 x boringtun", ratio, 4.0, false);
     if !options.skip_udp {
         let pps = ours(report, "udp64_received_pps", 1);
-        report.target("64-byte packets received, 1 hop, >= 250000/s", pps, 250_000.0, false);
+        report.target(
+            "64-byte packets received, 1 hop, >= 250000/s",
+            pps,
+            250_000.0,
+            false,
+        );
     }
     let lat = ours(report, "latency_added_one_way_p50_us", 1);
     let bt_lat = theirs(report, "latency_added_one_way_p50_us");
     if let Some(bound) = bt_lat {
-        report.target("added one-way latency p50 <= boringtun's (µs)", lat, bound, true);
+        report.target(
+            "added one-way latency p50 <= boringtun's (µs)",
+            lat,
+            bound,
+            true,
+        );
     }
     let p99 = ours(report, "ping_under_load_p99_ms", 1);
     report.target("ping under full load p99 < 3 ms", p99, 3.0, true);
     if options.relays.contains(&3) {
         let three = ours(report, "tcp_1_stream_forward", 4);
         let kept = three.zip(one).map(|(a, b)| a / b);
-        report.target("3 relays keep >= 80 % of 1-hop throughput", kept, 0.8, false);
+        report.target(
+            "3 relays keep >= 80 % of 1-hop throughput",
+            kept,
+            0.8,
+            false,
+        );
     }
     let rss = ours(report, "rss_idle_mib", 1);
     // 16 MB = 15.26 MiB.
     report.target("idle RSS < 16 MB (MiB)", rss, 16e6 / 1_048_576.0, true);
     let soak = ours(report, "soak_rss_end_mib", 1).zip(ours(report, "soak_rss_start_mib", 1));
     if let Some((end, start)) = soak {
-        report.target("no memory growth over the soak (end - start, MiB)", Some(end - start), 1.0, true);
+        report.target(
+            "no memory growth over the soak (end - start, MiB)",
+            Some(end - start),
+            1.0,
+            true,
+        );
     }
 }
 
@@ -791,8 +908,16 @@ fn meta(options: &BenchOptions, iperf3: &str, boringtun: Option<&str>) -> Meta {
         skywire: format!(
             "{} (commit {}{})",
             env!("CARGO_PKG_VERSION"),
-            if commit.is_empty() { "unknown" } else { &commit },
-            if dirty { ", with uncommitted changes" } else { "" }
+            if commit.is_empty() {
+                "unknown"
+            } else {
+                &commit
+            },
+            if dirty {
+                ", with uncommitted changes"
+            } else {
+                ""
+            }
         ),
         boringtun: boringtun.map_or_else(|| "not run".to_owned(), str::to_owned),
         iperf3: iperf3.to_owned(),

@@ -146,10 +146,15 @@ impl Report {
     /// Check a target: `value` against `bound`, higher is better unless `at_most`.
     pub fn target(&mut self, name: &str, value: Option<f64>, bound: f64, at_most: bool) {
         let Some(value) = value else {
-            self.skipped.push(format!("target not checked (not measured): {name}"));
+            self.skipped
+                .push(format!("target not checked (not measured): {name}"));
             return;
         };
-        let met = if at_most { value <= bound } else { value >= bound };
+        let met = if at_most {
+            value <= bound
+        } else {
+            value >= bound
+        };
         self.targets.push(Target {
             name: name.to_owned(),
             value,
@@ -173,7 +178,10 @@ impl Report {
     fn rows(&self) -> Vec<(String, &'static str, usize)> {
         let mut out: Vec<(String, &'static str, usize)> = Vec::new();
         for m in &self.measurements {
-            if !out.iter().any(|(metric, _, hops)| *metric == m.metric && *hops == m.hops) {
+            if !out
+                .iter()
+                .any(|(metric, _, hops)| *metric == m.metric && *hops == m.hops)
+            {
                 out.push((m.metric.clone(), m.unit, m.hops));
             }
         }
@@ -331,7 +339,9 @@ fn number(v: f64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -121,12 +121,19 @@ pub(super) fn parse_ping(text: &str) -> Vec<f64> {
 }
 
 /// `count` pings from namespace `ns` to `to`, `interval` apart; the round-trip times.
-pub(super) fn ping(ns: &str, to: &str, count: u32, interval: Duration) -> Result<Vec<f64>, BenchError> {
+pub(super) fn ping(
+    ns: &str,
+    to: &str,
+    count: u32,
+    interval: Duration,
+) -> Result<Vec<f64>, BenchError> {
     let interval = format!("{:.3}", interval.as_secs_f64());
     let count = count.to_string();
     // A lost ping makes ping exit 1; what did come back is still a measurement.
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-n", "-c", &count, "-i", &interval, "-W", "1", to])
+        .args([
+            "netns", "exec", ns, "ping", "-n", "-c", &count, "-i", &interval, "-W", "1", to,
+        ])
         .stdin(Stdio::null())
         .output()
         .map_err(|source| BenchError::Io {
@@ -181,7 +188,10 @@ mod tests {
         assert_eq!(r.received_pps, 495.0);
         assert_eq!(r.sent_pps, 500.0);
         assert!((r.loss_percent - 1.0).abs() < 1e-9);
-        assert_eq!(json_error(r#"{"error":"unable to connect"}"#).unwrap(), "unable to connect");
+        assert_eq!(
+            json_error(r#"{"error":"unable to connect"}"#).unwrap(),
+            "unable to connect"
+        );
     }
 
     #[test]
