@@ -66,6 +66,7 @@ enum Command {
     Pubkey(PubkeyArgs),
     Status(StatusArgs),
     Viscript(viscript::ViscriptArgs),
+    Bench(BenchArgs),
 }
 
 /// Packets in the in-memory demo's throughput phase unless `--packets` says otherwise.
@@ -176,7 +177,106 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pubkey(args) => pubkey(&args),
         Command::Status(args) => status(&args),
         Command::Viscript(args) => viscript::viscript(&args),
+        Command::Bench(args) => bench(&args),
     }
+}
+
+/// Measure skywire against boringtun, end to end, in network namespaces (root)
+///
+/// Builds chains of namespaces (0 to 3 relays between two ends), runs skywire nodes and,
+/// when installed, boringtun (`boringtun-cli` configured with `wg`) on the same chain, and
+/// measures both with iperf3 and ping in alternating runs: TCP throughput (one stream each
+/// way, four streams) with retransmits, 64-byte packet rate, added latency at idle and ping
+/// under load, CPU seconds per Gbit, memory, and the cost of relay hops. Prints progress and
+/// a table (median [min - max]), checks the targets, and writes bench.json and bench.svg.
+/// Removes everything it created and restores the socket-buffer sysctls it changes.
+///
+/// Needs iperf3 (`apt-get install iperf3`); boringtun is optional (see BENCHMARKS.md for
+/// the install command) and is reported as skipped when missing.
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Seconds per throughput run
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Runs of each measurement per tunnel (median and min-max are reported)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    repetitions: u64,
+    /// Relay counts of the chains measured for the relay hop cost (skywire only); the
+    /// chain without relays always runs, so `--relays 0` measures only that one
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 3])]
+    relays: Vec<usize>,
+    /// Also measure skywire with offloads off (`offload: false`)
+    #[arg(long)]
+    no_offload_too: bool,
+    /// Leave boringtun out even when installed
+    #[arg(long)]
+    skip_boringtun: bool,
+    /// Leave out the 64-byte packet rate phase
+    #[arg(long)]
+    skip_udp: bool,
+    /// At the end, run one TCP stream for this many seconds and watch memory
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<u64>,
+    /// Folder for bench.json and bench.svg
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    use skywire_control::bench;
+    if !demo::running_as_root() {
+        eprintln!("skywire: bench: {}", bench::BenchError::NotRoot);
+        return Ok(ExitCode::from(EXIT_PERMISSION));
+    }
+    if let Some(bad) = args.relays.iter().find(|&&r| r > 3) {
+        eprintln!("skywire: bench: --relays takes 0 to 3, not {bad}");
+        return Ok(ExitCode::from(2));
+    }
+    let mut options = bench::BenchOptions::new(
+        std::env::current_exe().context("cannot find this program's path to start the nodes")?,
+    );
+    options.seconds = args.seconds;
+    options.repetitions = usize::try_from(args.repetitions).unwrap_or(3);
+    options.relays = args.relays.iter().copied().filter(|&r| r > 0).collect();
+    options.no_offload_too = args.no_offload_too;
+    options.skip_boringtun = args.skip_boringtun;
+    options.skip_udp = args.skip_udp;
+    options.soak = args.soak.map(Duration::from_secs);
+    options.command = std::env::args().collect::<Vec<_>>().join(" ");
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, Arc::clone(&options.interrupted))
+            .context("cannot install signal handlers")?;
+    }
+    let mut out = io::stdout().lock();
+    let report = match bench::run(&mut out, &options) {
+        Ok(report) => report,
+        Err(e @ bench::BenchError::Missing { .. }) => {
+            eprintln!("skywire: bench: {e}");
+            return Ok(ExitCode::from(EXIT_UNAVAILABLE));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    writeln!(
+        out,
+        "
+{}",
+        report.table()
+    )?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let json_path = args.out.join("bench.json");
+    let svg_path = args.out.join("bench.svg");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    std::fs::write(&svg_path, report.svg())
+        .with_context(|| format!("cannot write {}", svg_path.display()))?;
+    writeln!(
+        out,
+        "wrote {} and {}",
+        json_path.display(),
+        svg_path.display()
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {

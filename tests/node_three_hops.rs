@@ -56,6 +56,11 @@ impl ThreeHops {
     /// Build the namespaces and links, write the three configs, start B, C, then A, and
     /// wait until the TUN addresses are usable (IPv6 duplicate address detection done).
     fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// [`start`](Self::start), with the kernel offloads (`node.offload`) on or off.
+    fn start_with(offload: bool) -> Self {
         let mut topo = Topology::new();
         for host in ["a", "b", "c"] {
             topo.host(host);
@@ -73,6 +78,7 @@ impl ThreeHops {
         let c = Node::new(&topo, "c", "c");
         a.configure(&format!(
             "  listen: 198.18.1.1:6000
+  offload: {offload}
   tun: {{ name: sky0, addresses: [10.77.0.1/24, fd77::1/64] }}
   routes:
     - name: to-c
@@ -85,15 +91,17 @@ impl ThreeHops {
 ",
             c.public_key
         ));
-        b.configure(
+        b.configure(&format!(
             "  listen: 0.0.0.0:6000
+  offload: {offload}
   relays:
-    - { in_id: 100, prev_hop: 198.18.1.1:6000, out_id: 101, next_hop: 198.18.2.3:6000 }
-    - { in_id: 200, prev_hop: 198.18.2.3:6000, out_id: 201, next_hop: 198.18.1.1:6000 }
-",
-        );
+    - {{ in_id: 100, prev_hop: 198.18.1.1:6000, out_id: 101, next_hop: 198.18.2.3:6000 }}
+    - {{ in_id: 200, prev_hop: 198.18.2.3:6000, out_id: 201, next_hop: 198.18.1.1:6000 }}
+"
+        ));
         c.configure(&format!(
             "  listen: 198.18.2.3:6000
+  offload: {offload}
   tun: {{ name: sky0, addresses: [10.77.0.3/24, fd77::3/64] }}
   routes:
     - name: to-a
@@ -326,6 +334,8 @@ impl Sniffed {
 
 const SNIFFER_READY: Duration = Duration::from_secs(10);
 
+/// With the offloads on (the default): TCP super-packets from A's TUN are cut, sealed and
+/// sent with UDP GSO, relayed through GRO and GSO at B, and coalesced again into C's TUN.
 #[test]
 fn tcp_100_mb_arrives_intact_and_the_relay_links_never_carry_cleartext() {
     if !netns::skip_unless_root(
@@ -333,9 +343,22 @@ fn tcp_100_mb_arrives_intact_and_the_relay_links_never_carry_cleartext() {
     ) {
         return;
     }
+    transfer_100_mb(true);
+}
+
+/// The same with `offload: false`: one packet per system call, the same bytes.
+#[test]
+fn tcp_100_mb_arrives_intact_with_offloads_off() {
+    if !netns::skip_unless_root("tcp_100_mb_arrives_intact_with_offloads_off") {
+        return;
+    }
+    transfer_100_mb(false);
+}
+
+fn transfer_100_mb(offload: bool) {
     const BYTES: u64 = 100 * 1000 * 1000;
     let started = Instant::now();
-    let hops = ThreeHops::start();
+    let hops = ThreeHops::start_with(offload);
     assert_eq!(hops.ping_v4(1), 1, "the route works before the transfer");
 
     let mut on_b = hops.topo.spawn_tool(

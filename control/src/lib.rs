@@ -28,6 +28,7 @@
     )
 )]
 
+pub mod bench;
 pub mod config;
 pub mod ctl;
 pub mod demo;

@@ -497,12 +497,12 @@ impl Drop for Lab {
 }
 
 /// Run `ip ARGS`, failing with its standard error.
-pub(super) fn ip(args: &[&str]) -> Result<(), DemoError> {
+pub(crate) fn ip(args: &[&str]) -> Result<(), DemoError> {
     ip_output(args).map(drop)
 }
 
 /// Run `ip ARGS` and return its standard output.
-pub(super) fn ip_output(args: &[&str]) -> Result<String, DemoError> {
+pub(crate) fn ip_output(args: &[&str]) -> Result<String, DemoError> {
     let command = format!("ip {}", args.join(" "));
     let output = Command::new("ip")
         .args(args)

@@ -25,7 +25,7 @@
 //! signals; it sets [`DemoOptions::interrupted`]) or run the nodes in-process (they are
 //! the real daemon, reached only through their control sockets).
 
-mod lab;
+pub(crate) mod lab;
 mod sniff;
 mod traffic;
 

@@ -168,10 +168,14 @@ pub fn start(setup: &NodeSetup) -> Result<RunningEngine, EngineError> {
     })
 }
 
-/// Reads per turn from one source before the loop turns to the other, for fairness: each
-/// is a `recvmmsg` of up to 16 messages (up to ~45 datagrams each with GRO), or a TUN read
-/// of up to one super-packet.
+/// `recvmmsg` calls per turn before the loop turns to the TUN device, for fairness: each
+/// reads up to 16 messages (up to ~45 datagrams each with GRO).
 const BUDGET: usize = 8;
+/// TUN reads per turn at most (each one packet, or one super-packet of up to ~45).
+const TUN_READS: usize = 64;
+/// Packets per turn from the TUN device: reading stops after this many, so small packets
+/// are sent 128 to a `sendmmsg` and large ones a few super-packets at a time.
+const TUN_PACKETS: usize = 128;
 
 /// The state of the event loop thread.
 struct EventLoop {
@@ -471,8 +475,8 @@ impl EventLoop {
         more
     }
 
-    /// Handle up to [`BUDGET`] reads from the TUN device (packets or super-packets), then
-    /// send what they produced; true if more may be waiting.
+    /// Handle up to [`TUN_PACKETS`] packets (at most [`TUN_READS`] reads) from the TUN
+    /// device, then send what they produced; true if more may be waiting.
     fn read_tun(&mut self) -> bool {
         let EventLoop {
             socket,
@@ -494,7 +498,11 @@ impl EventLoop {
             dropped: 0,
         };
         let mut more = true;
-        for _ in 0..BUDGET {
+        let mut packets = 0;
+        for _ in 0..TUN_READS {
+            if packets >= TUN_PACKETS {
+                break;
+            }
             let read = device.recv_batch(
                 &mut tun_in.scratch,
                 &mut tun_in.bufs,
@@ -503,6 +511,7 @@ impl EventLoop {
             );
             match read {
                 Ok(n) => {
+                    packets += n;
                     let now = Instant::now();
                     for (buf, &len) in tun_in.bufs.iter_mut().zip(&tun_in.sizes).take(n) {
                         core.handle_tun_packet(now, buf, len, &mut io);

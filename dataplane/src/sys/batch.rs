@@ -69,13 +69,36 @@ pub struct Received {
 }
 
 impl Received {
-    /// The datagrams of a slot of `buf` (the slot's bytes), in order.
-    pub fn segments<'b>(&self, buf: &'b mut [u8]) -> std::slice::ChunksMut<'b, u8> {
+    /// The datagrams of a slot of `buf` (the slot's bytes), in order. An empty datagram is
+    /// one empty segment.
+    pub fn segments<'b>(&self, buf: &'b mut [u8]) -> Segments<'b> {
         let len = self.len.min(buf.len());
         let step = if self.segment == 0 { len } else { self.segment };
-        buf.get_mut(..len)
-            .unwrap_or_default()
-            .chunks_mut(step.max(1))
+        Segments {
+            rest: Some(buf.get_mut(..len).unwrap_or_default()),
+            step: step.max(1),
+        }
+    }
+}
+
+/// The datagrams of one received message; see [`Received::segments`].
+#[derive(Debug)]
+pub struct Segments<'b> {
+    rest: Option<&'b mut [u8]>,
+    step: usize,
+}
+
+impl<'b> Iterator for Segments<'b> {
+    type Item = &'b mut [u8];
+
+    fn next(&mut self) -> Option<&'b mut [u8]> {
+        let rest = self.rest.take()?;
+        if rest.len() <= self.step {
+            return Some(rest);
+        }
+        let (head, tail) = rest.split_at_mut(self.step);
+        self.rest = Some(tail);
+        Some(head)
     }
 }
 
@@ -277,13 +300,14 @@ impl SendBatch {
     }
 
     /// Queue a copy of `datagram` for `to`. Returns false, queueing nothing, when the batch
-    /// is full (flush and push again) or the datagram is empty or too large for UDP.
+    /// is full (flush and push again) or the datagram is too large for UDP.
     pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
         let len = datagram.len();
-        if len == 0 || len > MAX_GSO_BYTES || self.data.len() + len > SEND_BYTES {
+        if len > MAX_GSO_BYTES || self.data.len() + len > SEND_BYTES {
             return false;
         }
-        let extend = self.gso
+        let extend = len > 0
+            && self.gso
             && self.groups.last().is_some_and(|g| {
                 g.to == to
                     && !g.closed
