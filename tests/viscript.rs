@@ -387,6 +387,8 @@ fn sd_kills_a_process_that_ignores_sigterm_after_the_grace_period() {
         (sd["pid"].as_u64(), sd["how"].as_str()),
         (Some(pid), Some("SIGTERM"))
     );
+    let again = v.json(&["sd", "1"]);
+    assert_eq!(again["how"], "already");
     let row = v.wait_state(1, "stopped");
     assert_eq!(row["detail"], "killed by SIGKILL");
     assert!(!alive(pid));

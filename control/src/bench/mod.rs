@@ -26,7 +26,7 @@
 //!
 //! # What it changes, and restores
 //!
-//! Namespaces, veths, TUN devices and processes live in [`chain::Chain`], which removes
+//! Namespaces, veths, TUN devices and processes live in `chain::Chain`, which removes
 //! them on every path out (errors, Ctrl-C). It sets `net.core.{r,w}mem_{default,max}` to
 //! 4 MiB for the run (boringtun's best configuration; these sysctls are global on Linux)
 //! and writes the old values back.

@@ -583,11 +583,20 @@ impl Launcher {
             let app = table.sup.get(id).map(|i| i.app.clone()).unwrap_or_default();
             (app, order)
         };
-        let StopOrder::Signal { pid, term_now } = order else {
-            return Ok(Reply {
-                text: format!("{id} ({app}) had no process; it will not be restarted"),
-                data: json!({"id": id, "app": app, "pid": null, "how": "cancelled"}),
-            });
+        let (pid, term_now) = match order {
+            StopOrder::Signal { pid, term_now } => (pid, term_now),
+            StopOrder::AlreadyStopping { pid } => {
+                return Ok(Reply {
+                    text: format!("{id} ({app}), pid {pid}, is already shutting down"),
+                    data: json!({"id": id, "app": app, "pid": pid, "how": "already"}),
+                });
+            }
+            StopOrder::Cancelled => {
+                return Ok(Reply {
+                    text: format!("{id} ({app}) had no process; it will not be restarted"),
+                    data: json!({"id": id, "app": app, "pid": null, "how": "cancelled"}),
+                });
+            }
         };
         let how = if term_now {
             let _ = process::signal_group(pid, Sig::Term);

@@ -196,6 +196,11 @@ pub enum SupervisorError {
 pub enum StopOrder {
     /// Nothing runs (it was starting or waiting to restart); it is now stopped.
     Cancelled,
+    /// A shutdown of `pid` is already under way; nothing new to send.
+    AlreadyStopping {
+        /// The process group.
+        pid: u32,
+    },
     /// It runs as `pid`; if `term_now`, send SIGTERM to its group now (it was not asked
     /// over signal).
     Signal {
@@ -338,10 +343,7 @@ impl Supervisor {
                     term_now: !asked,
                 })
             }
-            State::Stopping { pid, .. } => Ok(StopOrder::Signal {
-                pid,
-                term_now: false,
-            }),
+            State::Stopping { pid, .. } => Ok(StopOrder::AlreadyStopping { pid }),
             State::Starting | State::Backoff { .. } => {
                 inst.state = State::Stopped(None);
                 Ok(StopOrder::Cancelled)
@@ -556,6 +558,10 @@ mod tests {
                 pid: 50,
                 term_now: false
             })
+        );
+        assert_eq!(
+            s.stop(id, false, now),
+            Ok(StopOrder::AlreadyStopping { pid: 50 })
         );
         assert!(s.poll_signals(now + Duration::from_secs(1)).is_empty());
         assert_eq!(s.poll_signals(now + GRACE), [(id, 50, Sig::Term)]);

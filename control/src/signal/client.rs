@@ -402,7 +402,10 @@ mod tests {
         assert_eq!(rest, args(&["prog", "node", "--config", "x"]));
         let (c, rest) = config(&[], &["p", "exec", "--", "s", "app", "-signal-client"]);
         assert!(!c.enabled);
-        assert_eq!(rest, args(&["p", "exec", "--", "s", "app", "-signal-client"]));
+        assert_eq!(
+            rest,
+            args(&["p", "exec", "--", "s", "app", "-signal-client"])
+        );
         let (c, _) = config(&[("SIGNAL_CLIENT", "1")], &["p", "-signal-client=false"]);
         assert!(!c.enabled);
     }
