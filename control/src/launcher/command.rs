@@ -248,4 +248,30 @@ mod tests {
         );
         assert_eq!(parse_line("s 'a"), Err(CommandError::UnclosedQuote));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any line parses to a command or an error, never a panic.
+            #[test]
+            fn any_line_is_a_command_or_an_error(line in "\\PC{0,80}") {
+                let _ = parse_line(&line);
+            }
+
+            /// Plain words come back exactly as typed, case included.
+            #[test]
+            fn start_keeps_plain_arguments(
+                app in "[A-Za-z][A-Za-z0-9_.-]{0,10}",
+                args in proptest::collection::vec("[A-Za-z0-9:./=-]{1,12}", 1..6),
+            ) {
+                let line = format!("s {app} {}", args.join("   "));
+                prop_assert_eq!(
+                    parse_line(&line).unwrap(),
+                    Some(Command::Start { app, args: Some(args) })
+                );
+            }
+        }
+    }
 }

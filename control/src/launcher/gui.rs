@@ -149,11 +149,12 @@ fn draw(frame: &mut Frame<'_>, launcher: &Launcher, rows: &[AppRow], view: &View
             Cell::from(r.uptime_secs.map_or_else(|| "-".to_owned(), format_secs)),
             Cell::from(r.restarts.to_string()),
             Cell::from(if r.signal { "yes" } else { "no" }),
+            Cell::from(r.detail.clone()),
         ])
     });
     let widths = [
         Constraint::Length(4),
-        Constraint::Min(12),
+        Constraint::Length(20),
         Constraint::Length(8),
         Constraint::Length(9),
         Constraint::Length(6),
@@ -161,6 +162,7 @@ fn draw(frame: &mut Frame<'_>, launcher: &Launcher, rows: &[AppRow], view: &View
         Constraint::Length(7),
         Constraint::Length(3),
         Constraint::Length(4),
+        Constraint::Min(10),
     ];
     let table = Table::new(table_rows, widths)
         .header(header)

@@ -239,4 +239,48 @@ mod tests {
         let big = Frame::request(0, 0, Value::String("x".repeat(MAX_BODY)));
         assert_eq!(big.encode(), Err(FrameError::TooLong));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any bytes, in any chunks: frames or an error, never a panic, and never a
+            /// frame after an error is reported.
+            #[test]
+            fn arbitrary_bytes_never_panic(
+                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+                chunk in 1usize..64,
+            ) {
+                let mut decoder = Decoder::new();
+                'feed: for piece in bytes.chunks(chunk) {
+                    decoder.push(piece);
+                    loop {
+                        match decoder.next_frame() {
+                            Ok(Some(frame)) => prop_assert!(frame.encode().is_ok()),
+                            Ok(None) => break,
+                            Err(_) => break 'feed,
+                        }
+                    }
+                }
+            }
+
+            /// Encoding then decoding gives the frame back.
+            #[test]
+            fn frames_round_trip(
+                op in any::<u8>(),
+                request in any::<u64>(),
+                key in "[A-Za-z]{1,8}",
+                value in any::<i64>(),
+                empty in any::<bool>(),
+            ) {
+                let body = if empty { Value::Null } else { json!({ key: value }) };
+                let frame = Frame::request(op, request, body);
+                let mut decoder = Decoder::new();
+                decoder.push(&frame.encode().unwrap());
+                prop_assert_eq!(decoder.next_frame().unwrap(), Some(frame));
+                prop_assert_eq!(decoder.next_frame().unwrap(), None);
+            }
+        }
+    }
 }
