@@ -357,10 +357,18 @@ impl Launcher {
 
     fn help(&self, app: Option<&str>) -> Result<Reply, LauncherError> {
         match app {
-            None => Ok(Reply {
-                text: HELP.to_owned(),
-                data: json!({"help": HELP}),
-            }),
+            None => {
+                let names: Vec<&str> = self.inner.apps.iter().map(|a| a.name.as_str()).collect();
+                let apps = if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                };
+                Ok(Reply {
+                    text: format!("{HELP}\napps: {apps} (`help <app>` for an app's arguments)"),
+                    data: json!({"help": HELP, "apps": names}),
+                })
+            }
             Some(name) => {
                 let app = self.app(name)?;
                 let text = if app.help.is_empty() {
@@ -425,14 +433,14 @@ impl Launcher {
     fn list(&self) -> Reply {
         let rows = self.rows();
         let mut text = format!(
-            "{:<4} {:<20} {:<8} {:<9} {:>8} {:>3} {:<6} {:>6} {:>9}  {}",
-            "ID", "APP", "PID", "STATE", "UPTIME", "RS", "SIGNAL", "CPU%", "RSS", "DETAIL"
+            "{:<4} {:<20} {:<8} {:<9} {:>8} {:>8} {:<6} {:>6} {:>9}  {}",
+            "ID", "APP", "PID", "STATE", "UPTIME", "RESTARTS", "SIGNAL", "CPU%", "RSS", "DETAIL"
         );
         let mut data = Vec::new();
         for row in &rows {
             let _ = write!(
                 text,
-                "\n{:<4} {:<20} {:<8} {:<9} {:>8} {:>3} {:<6} {:>6} {:>9}  {}",
+                "\n{:<4} {:<20} {:<8} {:<9} {:>8} {:>8} {:<6} {:>6} {:>9}  {}",
                 row.id,
                 row.app,
                 row.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
