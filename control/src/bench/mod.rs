@@ -904,6 +904,11 @@ fn meta(options: &BenchOptions, iperf3: &str, boringtun: Option<&str>) -> Meta {
     Meta {
         date: text("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         kernel: text("uname", &["-r"]),
+        tcp_congestion_control: std::fs::read_to_string(
+            "/proc/sys/net/ipv4/tcp_congestion_control",
+        )
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default(),
         cpus: format!("{cpus} x {model}"),
         skywire: format!(
             "{} (commit {}{})",

@@ -13,6 +13,8 @@ pub struct Meta {
     pub date: String,
     /// `uname -r`.
     pub kernel: String,
+    /// The TCP congestion control iperf3's connections use (the host's default).
+    pub tcp_congestion_control: String,
     /// CPUs online and their model.
     pub cpus: String,
     /// This program's version and the git commit it was built from, if known.
@@ -191,7 +193,22 @@ impl Report {
     /// The results as a text table (median and min-max per tunnel), then the targets.
     pub fn table(&self) -> String {
         let tunnels = self.tunnels();
-        let mut out = String::new();
+        let m = &self.meta;
+        let mut out = format!(
+            "date {}; kernel {}; {} CPUs: {}\nskywire {}; boringtun: {}; {}; TCP congestion \
+             control {}\n{} s per run, {} runs each; command: {}\n\n",
+            m.date,
+            m.kernel,
+            m.cpus.split(' ').next().unwrap_or(""),
+            m.cpus.split_once(" x ").map_or("", |(_, model)| model),
+            m.skywire,
+            m.boringtun,
+            m.iperf3,
+            m.tcp_congestion_control,
+            m.seconds,
+            m.repetitions,
+            m.command,
+        );
         let _ = write!(out, "{:<34} {:>4} {:<10}", "metric", "hops", "unit");
         for t in &tunnels {
             let _ = write!(out, " {t:>30}");
