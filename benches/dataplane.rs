@@ -8,6 +8,11 @@
 //! - `route`: `HashMap<u32, _>` with the default SipHash (the reference), `Snapshot::lookup`,
 //!   `RouteReader::load` + lookup, and the whole `route::forward` decision.
 //! - `handshake`: one full Noise IK handshake, both ends.
+//! - `batch`: the fast path's batch stages, per 64 KiB TCP super-packet from the TUN device
+//!   (46 segments of 1368 B): cutting it into packets (`sys::tun::split`, new headers and
+//!   checksums) next to copying the same bytes into 46 buffers (the reference); handing the
+//!   sealed packets to the send batch (`SendBatch::push`, copy and GSO grouping) next to
+//!   copying them into one vector; and the whole sender path (split, seal each, push).
 //!
 //! The raw AEAD reference is `AeadKey::{seal_in_place, open_in_place}`, the crate's thin
 //! wrapper over `ring::aead::LessSafeKey` (a nonce built from the counter, the tag copied
@@ -32,7 +37,9 @@ use skywire_dataplane::crypto::aead::AeadKey;
 use skywire_dataplane::crypto::cipher::{Limits, RecvKey, SendKey};
 use skywire_dataplane::crypto::noise::{self, StaticKeys};
 use skywire_dataplane::route::{self, Decision, Entry, RouteTable, Rule};
-use skywire_dataplane::session::{Outcome, Session};
+use skywire_dataplane::session::{HEADROOM, Outcome, Session};
+use skywire_dataplane::sys::batch::SendBatch;
+use skywire_dataplane::sys::tun::split;
 use skywire_dataplane::wire::{
     HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, PacketType, RouteId, TAG_LEN, TRANSPORT_OVERHEAD,
     TransportPacket, TransportRepr,
@@ -422,6 +429,109 @@ fn handshake(c: &mut Criterion) {
     group.finish();
 }
 
+/// MSS of a 1420-byte TUN MTU (IPv4, 32-byte TCP header with timestamps).
+const MSS: usize = 1368;
+/// Segments in the benchmark's super-packet.
+const SEGMENTS: usize = 46;
+
+/// A 64 KiB IPv4 TCP super-packet as a TUN device with offloads hands it over: the
+/// virtio-net header (native byte order: `NEEDS_CSUM`, `GSO_TCPV4`, header length, segment
+/// size, checksum start and offset), then the packet with a partial checksum.
+fn super_packet() -> Vec<u8> {
+    let payload = MSS * SEGMENTS;
+    let total = 20 + 32 + payload;
+    let mut raw = vec![1u8, 1];
+    for field in [52u16, MSS as u16, 20, 16] {
+        raw.extend(field.to_ne_bytes());
+    }
+    raw.extend([0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+    raw[12..14].copy_from_slice(&(total as u16).to_be_bytes());
+    raw.extend([10, 77, 0, 1, 10, 77, 0, 2]);
+    raw.extend(5201u16.to_be_bytes());
+    raw.extend(40000u16.to_be_bytes());
+    raw.extend(1u32.to_be_bytes());
+    raw.extend(1u32.to_be_bytes());
+    raw.extend([0x80, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+    raw.extend([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+    raw.extend((0..payload).map(|i| i as u8));
+    raw
+}
+
+fn batch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("batch");
+    group.throughput(Throughput::Bytes((MSS * SEGMENTS) as u64));
+    let template = super_packet();
+    let mut raw = template.clone();
+    let slot = HEADROOM + 1420 + TAG_LEN;
+    let mut bufs = vec![vec![0u8; slot]; 64];
+    let mut sizes = vec![0usize; 64];
+
+    group.bench_function("split_super_packet/copy_reference", |b| {
+        b.iter(|| {
+            let data = &template[10 + 52..];
+            for (buf, chunk) in bufs.iter_mut().zip(data.chunks(MSS)) {
+                buf[HEADROOM + 52..HEADROOM + 52 + chunk.len()].copy_from_slice(chunk);
+                buf[HEADROOM..HEADROOM + 52].copy_from_slice(&template[10..62]);
+            }
+            black_box(&mut bufs);
+        });
+    });
+    group.bench_function("split_super_packet/split", |b| {
+        b.iter(|| {
+            raw.copy_from_slice(&template);
+            let n = split(&mut raw, &mut bufs, &mut sizes, HEADROOM).unwrap();
+            assert_eq!(n, SEGMENTS);
+            black_box(&mut bufs);
+        });
+    });
+
+    let to: SocketAddr = "198.18.1.2:6000".parse().unwrap();
+    let datagram = vec![0x5au8; TRANSPORT_OVERHEAD + 1420];
+    let mut flat = Vec::with_capacity(1 << 20);
+    group.bench_function("send_batch/copy_reference", |b| {
+        b.iter(|| {
+            flat.clear();
+            for _ in 0..SEGMENTS {
+                flat.extend_from_slice(black_box(&datagram));
+            }
+            black_box(&mut flat);
+        });
+    });
+    let mut out = SendBatch::new("0.0.0.0:6000".parse().unwrap(), true);
+    group.bench_function("send_batch/push", |b| {
+        b.iter(|| {
+            out.clear();
+            for _ in 0..SEGMENTS {
+                assert!(out.push(to, black_box(&datagram)));
+            }
+            black_box(&mut out);
+        });
+    });
+
+    let (mut a, _, now) = session_pair();
+    group.bench_function("sender_path/seal_each_reference", |b| {
+        b.iter(|| {
+            for buf in bufs.iter_mut().take(SEGMENTS) {
+                let n = a.encapsulate(now, buf, MSS + 52).unwrap();
+                black_box(n);
+            }
+        });
+    });
+    group.bench_function("sender_path/split_seal_push", |b| {
+        b.iter(|| {
+            raw.copy_from_slice(&template);
+            let n = split(&mut raw, &mut bufs, &mut sizes, HEADROOM).unwrap();
+            out.clear();
+            for (buf, &len) in bufs.iter_mut().zip(&sizes).take(n) {
+                let sealed = a.encapsulate(now, buf, len).unwrap();
+                assert!(out.push(to, &buf[..sealed]));
+            }
+            black_box(&mut out);
+        });
+    });
+    group.finish();
+}
+
 /// Short warm-up and measurement: the whole run stays under about three minutes on two
 /// cores, and every row still gets 60 samples.
 fn config() -> Criterion {
@@ -434,6 +544,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = seal, open, route, handshake
+    targets = seal, open, route, handshake, batch
 }
 criterion_main!(benches);

@@ -217,6 +217,11 @@ struct BenchArgs {
     /// At the end, run one TCP stream for this many seconds and watch memory
     #[arg(long, value_name = "SECONDS")]
     soak: Option<u64>,
+    /// TCP congestion control for the measured connections (for example `cubic`, Linux's
+    /// usual default, or `bbr`); set inside the bench's namespaces only. Default: the
+    /// host's
+    #[arg(long, value_name = "NAME")]
+    congestion_control: Option<String>,
     /// Folder for bench.json and bench.svg
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -242,6 +247,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     options.skip_boringtun = args.skip_boringtun;
     options.skip_udp = args.skip_udp;
     options.soak = args.soak.map(Duration::from_secs);
+    options.congestion_control = args.congestion_control.clone();
     options.command = std::env::args().collect::<Vec<_>>().join(" ");
     for signal in [SIGINT, SIGTERM, SIGHUP] {
         signal_hook::flag::register(signal, Arc::clone(&options.interrupted))

@@ -130,6 +130,9 @@ pub struct BenchOptions {
     pub soak: Option<Duration>,
     /// The command line, for the record.
     pub command: String,
+    /// TCP congestion control for iperf3's connections (set inside the namespaces, which
+    /// each have their own); `None` keeps the host's default.
+    pub congestion_control: Option<String>,
     /// Set by SIGINT/SIGTERM handlers: stop and clean up.
     pub interrupted: Arc<AtomicBool>,
 }
@@ -148,6 +151,7 @@ impl BenchOptions {
             skip_udp: false,
             soak: None,
             command: String::new(),
+            congestion_control: None,
             interrupted: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -657,7 +661,7 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
 
     // The chain without relays: every metric, every tunnel, taking turns.
     run.progress("chain without relays (1 hop): building namespaces, starting tunnels");
-    let mut chain = Chain::build(0, Arc::clone(&options.interrupted))?;
+    let mut chain = build_chain(0, options)?;
     for key in chain::SYSCTLS {
         chain.set_sysctl(key, "4194304")?;
     }
@@ -731,7 +735,7 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
             "chain with {relays} relay(s) ({} hops): skywire",
             relays + 1
         ));
-        let mut chain = Chain::build(relays, Arc::clone(&options.interrupted))?;
+        let mut chain = build_chain(relays, options)?;
         let tunnel = start_skywire(&mut chain, program, 0, true)?;
         let last = chain.last();
         chain.spawn(
@@ -756,6 +760,18 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
     }
     check_targets(&mut run.report, options);
     Ok(run.report)
+}
+
+/// A chain with `relays` relays, with the congestion control asked for in every namespace.
+fn build_chain(relays: usize, options: &BenchOptions) -> Result<Chain, BenchError> {
+    let chain = Chain::build(relays, Arc::clone(&options.interrupted))?;
+    if let Some(cc) = &options.congestion_control {
+        for i in 0..chain.nodes() {
+            let setting = format!("net.ipv4.tcp_congestion_control={cc}");
+            run_in(&chain.namespace(i), "sysctl", &["-q", "-w", &setting])?;
+        }
+    }
+    Ok(chain)
 }
 
 fn wg_present() -> bool {
@@ -904,11 +920,11 @@ fn meta(options: &BenchOptions, iperf3: &str, boringtun: Option<&str>) -> Meta {
     Meta {
         date: text("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         kernel: text("uname", &["-r"]),
-        tcp_congestion_control: std::fs::read_to_string(
-            "/proc/sys/net/ipv4/tcp_congestion_control",
-        )
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default(),
+        tcp_congestion_control: options.congestion_control.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+                .map(|s| format!("{} (the host's default)", s.trim()))
+                .unwrap_or_default()
+        }),
         cpus: format!("{cpus} x {model}"),
         skywire: format!(
             "{} (commit {}{})",

@@ -289,6 +289,12 @@ impl SendBatch {
         self.gso
     }
 
+    /// Forget everything queued without sending it.
+    pub fn clear(&mut self) {
+        self.groups.clear();
+        self.data.clear();
+    }
+
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
@@ -374,8 +380,7 @@ impl SendBatch {
                 }
             }
         }
-        self.groups.clear();
-        self.data.clear();
+        self.clear();
         flushed
     }
 

@@ -3,11 +3,14 @@
 //! sans-IO; everything here is a system call with as little logic around it as possible.
 //!
 //! - [`tun`]: [`TunDevice`](tun::TunDevice), a layer-3 TUN device without packet
-//!   information header, single queue, non-blocking, no offloads; its MTU, link state and
-//!   addresses are set over rtnetlink. Dropping it removes the device, and with it every
-//!   route through it.
+//!   information header, single queue, non-blocking, with offloads (virtio-net header,
+//!   TSO/GRO super-packets, [`split`](tun::split)) when asked and allowed; its MTU, link
+//!   state and addresses are set over rtnetlink. Dropping it removes the device, and with it
+//!   every route through it.
 //! - [`udp`]: [`bind_udp`](udp::bind_udp), the non-blocking transport socket with large
 //!   buffers, dual-stack on IPv6, and no Don't Fragment bit.
+//! - [`batch`]: `recvmmsg` with UDP GRO ([`RecvBatch`](batch::RecvBatch)) and `sendmmsg`
+//!   with UDP GSO ([`SendBatch`](batch::SendBatch)), each falling back when refused.
 //! - [`netlink`]: a minimal rtnetlink client (routes, addresses, link state) that waits for
 //!   the kernel's acknowledgement of every request, so no error is lost.
 //! - [`netns`]: [`in_namespace`](netns::in_namespace), a closure run on a thread that
