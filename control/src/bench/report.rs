@@ -276,11 +276,15 @@ impl Report {
             if bars.is_empty() || scale <= 0.0 {
                 continue;
             }
+            let lower_is_better = ["latency", "ping", "cpu", "rss", "retransmits"]
+                .iter()
+                .any(|w| metric.contains(w));
             let _ = writeln!(
                 body,
-                r#"<text x="10" y="{y}" font-weight="bold">{} ({})</text>"#,
+                r#"<text x="10" y="{y}" font-weight="bold">{} ({}, {} is better)</text>"#,
                 escape(&metric),
-                escape(unit)
+                escape(unit),
+                if lower_is_better { "lower" } else { "higher" }
             );
             y += 8.0;
             for m in bars {
