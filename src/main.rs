@@ -218,8 +218,7 @@ struct BenchArgs {
     #[arg(long, value_name = "SECONDS")]
     soak: Option<u64>,
     /// TCP congestion control for the measured connections (for example `cubic`, Linux's
-    /// usual default, or `bbr`); set inside the bench's namespaces only. Default: the
-    /// host's
+    /// usual default, or `bbr`), set per connection with `iperf3 -C`. Default: the host's
     #[arg(long, value_name = "NAME")]
     congestion_control: Option<String>,
     /// Folder for bench.json and bench.svg

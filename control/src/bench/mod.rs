@@ -130,8 +130,8 @@ pub struct BenchOptions {
     pub soak: Option<Duration>,
     /// The command line, for the record.
     pub command: String,
-    /// TCP congestion control for iperf3's connections (set inside the namespaces, which
-    /// each have their own); `None` keeps the host's default.
+    /// TCP congestion control for iperf3's connections (`iperf3 -C`, both ends); `None`
+    /// keeps the host's default.
     pub congestion_control: Option<String>,
     /// Set by SIGINT/SIGTERM handlers: stop and clean up.
     pub interrupted: Arc<AtomicBool>,
@@ -442,6 +442,13 @@ impl Run<'_> {
     fn iperf(&self, chain: &Chain, tunnel: &Tunnel, extra: &[&str]) -> Result<String, BenchError> {
         let seconds = self.options.seconds.to_string();
         let mut args = vec!["-c", &tunnel.far, "-t", &seconds, "-J"];
+        // Per connection (TCP_CONGESTION, which root may set to any algorithm): a
+        // namespace's default can only be one the host allows non-root users.
+        if let Some(cc) = &self.options.congestion_control
+            && !extra.contains(&"-u")
+        {
+            args.extend(["-C", cc.as_str()]);
+        }
         args.extend_from_slice(extra);
         run_in(&chain.namespace(0), "iperf3", &args)
     }
@@ -762,16 +769,9 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
     Ok(run.report)
 }
 
-/// A chain with `relays` relays, with the congestion control asked for in every namespace.
+/// A chain with `relays` relays.
 fn build_chain(relays: usize, options: &BenchOptions) -> Result<Chain, BenchError> {
-    let chain = Chain::build(relays, Arc::clone(&options.interrupted))?;
-    if let Some(cc) = &options.congestion_control {
-        for i in 0..chain.nodes() {
-            let setting = format!("net.ipv4.tcp_congestion_control={cc}");
-            run_in(&chain.namespace(i), "sysctl", &["-q", "-w", &setting])?;
-        }
-    }
-    Ok(chain)
+    Chain::build(relays, Arc::clone(&options.interrupted))
 }
 
 fn wg_present() -> bool {
