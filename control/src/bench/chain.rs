@@ -195,6 +195,19 @@ impl Chain {
         Ok(pid)
     }
 
+    /// Start `iperf3 -s` on the receiving end (it serves one test at a time, which is how
+    /// the bench runs them).
+    pub(super) fn start_iperf3_server(&mut self) -> Result<u32, BenchError> {
+        let last = self.last();
+        self.spawn(
+            last,
+            "iperf3 server",
+            Path::new("iperf3"),
+            &["-s"],
+            "iperf3.log",
+        )
+    }
+
     /// Fail if a process started by [`spawn`](Self::spawn) has exited, naming it and
     /// quoting its log.
     pub(super) fn check_processes(&mut self) -> Result<(), BenchError> {

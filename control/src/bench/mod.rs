@@ -668,7 +668,7 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
 
     // The chain without relays: every metric, every tunnel, taking turns.
     run.progress("chain without relays (1 hop): building namespaces, starting tunnels");
-    let mut chain = build_chain(0, options)?;
+    let mut chain = Chain::build(0, Arc::clone(&options.interrupted))?;
     for key in chain::SYSCTLS {
         chain.set_sysctl(key, "4194304")?;
     }
@@ -680,14 +680,7 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
     if boringtun.is_some() {
         tunnels.push(start_boringtun(&mut chain, "boringtun-cli")?);
     }
-    let last = chain.last();
-    chain.spawn(
-        last,
-        "iperf3 server",
-        std::path::Path::new("iperf3"),
-        &["-s"],
-        "iperf3.log",
-    )?;
+    chain.start_iperf3_server()?;
     for t in &tunnels {
         wait_up(&mut chain, t)?;
     }
@@ -742,16 +735,9 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
             "chain with {relays} relay(s) ({} hops): skywire",
             relays + 1
         ));
-        let mut chain = build_chain(relays, options)?;
+        let mut chain = Chain::build(relays, Arc::clone(&options.interrupted))?;
         let tunnel = start_skywire(&mut chain, program, 0, true)?;
-        let last = chain.last();
-        chain.spawn(
-            last,
-            "iperf3 server",
-            std::path::Path::new("iperf3"),
-            &["-s"],
-            "iperf3.log",
-        )?;
+        chain.start_iperf3_server()?;
         wait_up(&mut chain, &tunnel)?;
         run.latency(&mut chain, &tunnel)?;
         for _ in 0..reps {
@@ -767,11 +753,6 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
     }
     check_targets(&mut run.report, options);
     Ok(run.report)
-}
-
-/// A chain with `relays` relays.
-fn build_chain(relays: usize, options: &BenchOptions) -> Result<Chain, BenchError> {
-    Chain::build(relays, Arc::clone(&options.interrupted))
 }
 
 fn wg_present() -> bool {
