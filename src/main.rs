@@ -255,7 +255,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     let report = match bench::run(&mut out, &options) {
         Ok(report) => report,
-        Err(e @ bench::BenchError::Missing { .. }) => {
+        Err(e @ (bench::BenchError::Missing { .. } | bench::BenchError::Busy { .. })) => {
             eprintln!("skywire: bench: {e}");
             return Ok(ExitCode::from(EXIT_UNAVAILABLE));
         }

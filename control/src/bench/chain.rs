@@ -146,6 +146,11 @@ impl Chain {
         self.dir.join(name)
     }
 
+    /// The flag SIGINT and SIGTERM raise (the measuring tools watch it too).
+    pub(super) fn interrupted(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.interrupted)
+    }
+
     /// Fail with [`BenchError::Interrupted`] once SIGINT or SIGTERM arrived.
     pub(super) fn check_interrupted(&self) -> Result<(), BenchError> {
         if self.interrupted.load(Ordering::Relaxed) {

@@ -103,6 +103,13 @@ pub enum BenchError {
     /// SIGINT or SIGTERM arrived; everything was cleaned up.
     #[error("interrupted; everything the benchmark had started is removed")]
     Interrupted,
+    /// Another `skywire bench` holds the lock: two runs would disturb each other's figures
+    /// and each other's restoring of the sysctls.
+    #[error("another skywire bench is running (it holds {lock}); wait for it to finish")]
+    Busy {
+        /// The lock file.
+        lock: String,
+    },
 }
 
 /// The install command for the optional comparison (documented in BENCHMARKS.md too).
@@ -329,6 +336,7 @@ fn start_boringtun(chain: &mut Chain, boringtun: &str) -> Result<Tunnel, BenchEr
                 "endpoint",
                 &format!("{endpoint}:51820"),
             ],
+            &chain.interrupted(),
         )?;
         crate::demo::lab::ip(&[
             "-n",
@@ -403,7 +411,14 @@ fn wait_up(chain: &mut Chain, tunnel: &Tunnel) -> Result<(), BenchError> {
     while Instant::now() < deadline {
         chain.check_interrupted()?;
         chain.check_processes()?;
-        if !ping(&ns, &tunnel.far, 1, Duration::from_millis(200))?.is_empty() {
+        let reply = ping(
+            &ns,
+            &tunnel.far,
+            1,
+            Duration::from_millis(200),
+            &chain.interrupted(),
+        )?;
+        if !reply.is_empty() {
             return Ok(());
         }
     }
@@ -450,7 +465,7 @@ impl Run<'_> {
             args.extend(["-C", cc.as_str()]);
         }
         args.extend_from_slice(extra);
-        run_in(&chain.namespace(0), "iperf3", &args)
+        run_in(&chain.namespace(0), "iperf3", &args, &chain.interrupted())
     }
 
     /// One TCP run; also CPU, memory and ping under load for the forward direction.
@@ -469,7 +484,10 @@ impl Run<'_> {
             let ns = chain.namespace(0);
             let far = tunnel.far.clone();
             let count = u32::try_from(self.options.seconds * 50).unwrap_or(u32::MAX);
-            std::thread::spawn(move || ping(&ns, &far, count, Duration::from_millis(20)))
+            let interrupted = chain.interrupted();
+            std::thread::spawn(move || {
+                ping(&ns, &far, count, Duration::from_millis(20), &interrupted)
+            })
         });
         let json = self.iperf(chain, tunnel, extra);
         let rss = largest_rss(tunnel);
@@ -540,8 +558,15 @@ impl Run<'_> {
             &Chain::link_address(1, false).to_string(),
             PINGS,
             Duration::from_millis(5),
+            &chain.interrupted(),
         )?;
-        let through = ping(&ns, &tunnel.far, PINGS, Duration::from_millis(5))?;
+        let through = ping(
+            &ns,
+            &tunnel.far,
+            PINGS,
+            Duration::from_millis(5),
+            &chain.interrupted(),
+        )?;
         let hops = chain.relays + 1;
         if bare.is_empty() || through.is_empty() {
             self.progress(&format!("  latency, {}: no replies", tunnel.name));
@@ -633,6 +658,8 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
             install: "apt-get install -y iperf3",
         });
     };
+    // One run at a time, machine-wide: held until this function returns.
+    let _lock = take_lock()?;
     let mut run = Run {
         out,
         options,
@@ -769,6 +796,30 @@ fn report_problems(run: &mut Run<'_>, problems: Vec<String>) {
     }
 }
 
+/// Where concurrent runs are kept apart.
+const LOCK_FILE: &str = "/run/skywire-bench.lock";
+
+/// Take the machine-wide bench lock (released when the file is dropped, also on a crash).
+fn take_lock() -> Result<std::fs::File, BenchError> {
+    let io_error = |source| BenchError::Io {
+        what: format!("cannot open the lock file {LOCK_FILE}"),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .map_err(io_error)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BenchError::Busy {
+            lock: LOCK_FILE.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error(e)),
+    }
+}
+
 /// One long TCP stream per tunnel, memory sampled every 10 s: growth means a leak.
 fn soak_run(
     run: &mut Run<'_>,
@@ -787,13 +838,23 @@ fn soak_run(
     let ns = chain.namespace(0);
     let far = tunnel.far.clone();
     let seconds = soak.as_secs().to_string();
-    let iperf =
-        std::thread::spawn(move || run_in(&ns, "iperf3", &["-c", &far, "-t", &seconds, "-J"]));
+    let interrupted = chain.interrupted();
+    let iperf = std::thread::spawn(move || {
+        run_in(
+            &ns,
+            "iperf3",
+            &["-c", &far, "-t", &seconds, "-J"],
+            &interrupted,
+        )
+    });
     let start = Instant::now();
     let mut samples = Vec::new();
     while start.elapsed() < soak {
-        chain.check_interrupted()?;
-        std::thread::sleep(Duration::from_secs(10).min(soak));
+        let next = Instant::now() + Duration::from_secs(10).min(soak);
+        while Instant::now() < next {
+            chain.check_interrupted()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
         if let Some(rss) = largest_rss(tunnel) {
             samples.push(rss);
             run.progress(&format!(

@@ -4,7 +4,9 @@
 
 use core::time::Duration;
 use std::fs;
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
@@ -22,18 +24,77 @@ pub(super) fn version_of(program: &str) -> Option<String> {
     (out.status.success() || !first.is_empty()).then_some(first)
 }
 
-/// Run `program args` inside namespace `ns` and return its standard output.
-pub(super) fn run_in(ns: &str, program: &str, args: &[&str]) -> Result<String, BenchError> {
-    let command = format!("ip netns exec {ns} {program} {}", args.join(" "));
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, program])
-        .args(args)
+/// Run `cmd` to its end and collect its output, unless `interrupted` is raised first: then
+/// kill it and return `None` (so a Ctrl-C ends a 30-second iperf3 run at once).
+fn output_unless_interrupted(
+    cmd: &mut Command,
+    interrupted: &AtomicBool,
+) -> std::io::Result<Option<Output>> {
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
-        .map_err(|source| BenchError::Io {
-            what: format!("cannot run `{command}`"),
-            source,
-        })?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if interrupted.load(Ordering::Relaxed) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    Ok(status.map(|status| Output {
+        status,
+        stdout,
+        stderr,
+    }))
+}
+
+/// Run `program args` inside namespace `ns` and return its standard output.
+pub(super) fn run_in(
+    ns: &str,
+    program: &str,
+    args: &[&str],
+    interrupted: &AtomicBool,
+) -> Result<String, BenchError> {
+    let command = format!("ip netns exec {ns} {program} {}", args.join(" "));
+    let out = output_unless_interrupted(
+        Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args),
+        interrupted,
+    )
+    .map_err(|source| BenchError::Io {
+        what: format!("cannot run `{command}`"),
+        source,
+    })?
+    .ok_or(BenchError::Interrupted)?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         Ok(stdout)
@@ -126,20 +187,22 @@ pub(super) fn ping(
     to: &str,
     count: u32,
     interval: Duration,
+    interrupted: &AtomicBool,
 ) -> Result<Vec<f64>, BenchError> {
     let interval = format!("{:.3}", interval.as_secs_f64());
     let count = count.to_string();
     // A lost ping makes ping exit 1; what did come back is still a measurement.
-    let out = Command::new("ip")
-        .args([
+    let out = output_unless_interrupted(
+        Command::new("ip").args([
             "netns", "exec", ns, "ping", "-n", "-c", &count, "-i", &interval, "-W", "1", to,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| BenchError::Io {
-            what: "cannot run ping".to_owned(),
-            source,
-        })?;
+        ]),
+        interrupted,
+    )
+    .map_err(|source| BenchError::Io {
+        what: "cannot run ping".to_owned(),
+        source,
+    })?
+    .ok_or(BenchError::Interrupted)?;
     Ok(parse_ping(&String::from_utf8_lossy(&out.stdout)))
 }
 
