@@ -128,7 +128,7 @@ impl PrivateKey {
 
     /// X25519 with `peer`. `None` if the result is all zeros (a low-order point), which the
     /// handshake refuses.
-    pub(crate) fn diffie_hellman(&self, peer: &PublicKey) -> Option<[u8; 32]> {
+    pub fn diffie_hellman(&self, peer: &PublicKey) -> Option<[u8; 32]> {
         let shared = self.secret.diffie_hellman(&peer.to_dalek());
         shared.was_contributory().then(|| shared.to_bytes())
     }

@@ -1,0 +1,526 @@
+//! The node's side of the manager protocol, sans-IO: what a node tells the manager, and
+//! what it does with what the manager asks.
+//!
+//! The agent owns what the node asked for, so it survives a manager restart: the routes it
+//! added (with their ids) and the links it declared are sent again in every `REGISTER`,
+//! with the rules the manager installed that the node still holds. It turns `INSTALL` and
+//! `REMOVE` into one all-or-nothing batch of [`RuleChange`]s on the data plane, probes its
+//! neighbours once a second and reports the links' round trip and loss.
+//!
+//! The driver (`manager::client`) connects, proves the node's key, and feeds the agent
+//! frames, engine events and the time; the tests drive it with in-memory data planes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::{Origin, RelaySetup, RouteSetup, RuleChange};
+use skywire_dataplane::route::Prefix;
+use skywire_dataplane::wire::RouteId as WireRouteId;
+
+use super::proto::{
+    ErrorKind, Frame, HeldRule, Install, Key, LinkChange, LinkMeasure, LinkReport, Neighbour,
+    Neighbours, ProtoError, Register, Registered, Remove, RouteInfo, RouteRequest, RuleSpec,
+    WirePrefix, kind,
+};
+
+/// How often each neighbour is probed.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often links are reported (and at once when one goes up or down).
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A probe unanswered after this long counts as lost.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(900);
+
+/// Probes remembered per neighbour (the window for loss and round trip).
+const PROBE_WINDOW: usize = 10;
+
+/// A link is down when this many probes in a row were lost.
+const DOWN_AFTER: usize = 3;
+
+/// What the agent needs of the data plane.
+pub trait Dataplane {
+    /// Apply a batch of rule changes, all or nothing.
+    fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), String>;
+    /// Send a link probe to `to`.
+    fn probe(&mut self, to: SocketAddr, nonce: u64);
+}
+
+/// Who the node is on the mesh.
+#[derive(Debug, Clone)]
+pub struct AgentParams {
+    /// The node's key.
+    pub key: PublicKey,
+    /// Its transport address as other nodes reach it.
+    pub endpoint: SocketAddr,
+    /// Its TUN addresses as host prefixes.
+    pub tun: Vec<Prefix>,
+    /// Incoming ids its config uses.
+    pub reserved: Vec<u32>,
+}
+
+/// An answer to a request made through [`Agent::user_request`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The caller's token.
+    pub token: u64,
+    /// The manager's answer.
+    pub result: Result<Value, ProtoError>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Register,
+    Quiet,
+    User { token: u64, kind: u8, body: Value },
+}
+
+#[derive(Debug, Default)]
+struct ProbeLog {
+    endpoint: Option<SocketAddr>,
+    /// (nonce, sent at, round trip if answered), oldest first.
+    sent: VecDeque<(u64, Instant, Option<Duration>)>,
+    reported_up: Option<bool>,
+}
+
+impl ProbeLog {
+    /// Round trip, loss and whether the link is up, over probes old enough to judge.
+    fn measure(&self, now: Instant) -> Option<(Option<Duration>, f32, bool)> {
+        let judged: Vec<Option<Duration>> = self
+            .sent
+            .iter()
+            .filter(|(_, at, rtt)| rtt.is_some() || now.saturating_duration_since(*at) >= PROBE_TIMEOUT)
+            .map(|(_, _, rtt)| *rtt)
+            .collect();
+        if judged.is_empty() {
+            return None;
+        }
+        let lost = judged.iter().filter(|r| r.is_none()).count();
+        let loss = lost as f32 / judged.len() as f32;
+        let up = judged.iter().rev().take(DOWN_AFTER).any(Option::is_some)
+            || judged.len() < DOWN_AFTER && lost < judged.len();
+        let mut rtts: Vec<Duration> = judged.iter().flatten().copied().collect();
+        rtts.sort();
+        let rtt = rtts.get(rtts.len() / 2).copied();
+        Some((rtt, loss, up))
+    }
+}
+
+/// The node's manager agent.
+#[derive(Debug)]
+pub struct Agent {
+    params: AgentParams,
+    /// Routes this node owns, by id.
+    intents: BTreeMap<u64, RouteRequest>,
+    /// Links this node declared.
+    links: BTreeSet<PublicKey>,
+    /// Manager rules held: in_id -> route.
+    held: BTreeMap<u32, u64>,
+    probes: HashMap<PublicKey, ProbeLog>,
+    registered: bool,
+    connected: bool,
+    heartbeat: Duration,
+    expire: Duration,
+    next_heartbeat: Option<Instant>,
+    next_probe: Option<Instant>,
+    next_report: Option<Instant>,
+    next_request: u64,
+    pending: HashMap<u64, Pending>,
+    out: Vec<Frame>,
+    completions: Vec<Completion>,
+    nonce: u64,
+}
+
+impl Agent {
+    /// An agent with no manager connection yet.
+    pub fn new(params: AgentParams, seed: u64) -> Self {
+        Self {
+            params,
+            intents: BTreeMap::new(),
+            links: BTreeSet::new(),
+            held: BTreeMap::new(),
+            probes: HashMap::new(),
+            registered: false,
+            connected: false,
+            heartbeat: Duration::from_secs(1),
+            expire: Duration::from_secs(30),
+            next_heartbeat: None,
+            next_probe: None,
+            next_report: None,
+            next_request: 1,
+            pending: HashMap::new(),
+            out: Vec::new(),
+            completions: Vec::new(),
+            nonce: seed | 1,
+        }
+    }
+
+    /// The node's key.
+    pub fn key(&self) -> PublicKey {
+        self.params.key
+    }
+
+    /// Registered with a manager now.
+    pub fn is_registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Frames to send, in order.
+    pub fn drain(&mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Answers to user requests.
+    pub fn completions(&mut self) -> Vec<Completion> {
+        std::mem::take(&mut self.completions)
+    }
+
+    /// Manager rules held: (route, in_id).
+    pub fn held(&self) -> Vec<HeldRule> {
+        self.held
+            .iter()
+            .map(|(in_id, route)| HeldRule {
+                route: *route,
+                in_id: *in_id,
+            })
+            .collect()
+    }
+
+    /// Routes this node owns.
+    pub fn owned_routes(&self) -> Vec<RouteRequest> {
+        self.intents.values().cloned().collect()
+    }
+
+    fn next_nonce(&mut self) -> u64 {
+        let x = &mut self.nonce;
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    fn request(&mut self, kind: u8, body: &impl serde::Serialize, pending: Pending) {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.pending.insert(id, pending);
+        self.out.push(Frame::request(kind, id, body));
+    }
+
+    /// A connection to the manager was authenticated: register.
+    pub fn connected(&mut self, _now: Instant) {
+        self.connected = true;
+        self.registered = false;
+        let register = Register {
+            endpoint: Some(self.params.endpoint),
+            tun: self.params.tun.iter().map(|p| WirePrefix(*p)).collect(),
+            links: self.links.iter().map(|k| Key(*k)).collect(),
+            routes: self.intents.values().cloned().collect(),
+            rules: self.held(),
+            reserved: self.params.reserved.clone(),
+        };
+        self.request(kind::REGISTER, &register, Pending::Register);
+    }
+
+    /// The connection is gone: what was waiting for the manager fails.
+    pub fn disconnected(&mut self) {
+        self.connected = false;
+        self.registered = false;
+        self.next_heartbeat = None;
+        for (_, pending) in self.pending.drain() {
+            if let Pending::User { token, .. } = pending {
+                self.completions.push(Completion {
+                    token,
+                    result: Err(ProtoError::new(
+                        ErrorKind::Unavailable,
+                        "the connection to the manager was lost",
+                    )),
+                });
+            }
+        }
+    }
+
+    /// A request from the node's user (`route add`, `nodes`, ...), answered through
+    /// [`completions`](Self::completions) with `token`.
+    pub fn user_request(&mut self, token: u64, kind: u8, body: Value) {
+        if !self.registered {
+            self.completions.push(Completion {
+                token,
+                result: Err(ProtoError::new(
+                    ErrorKind::Unavailable,
+                    "not connected to a manager (is node.manager configured and the manager running?)",
+                )),
+            });
+            return;
+        }
+        self.request(kind, &body.clone(), Pending::User { token, kind, body });
+    }
+
+    /// A frame from the manager.
+    pub fn frame(&mut self, frame: Frame, now: Instant, dataplane: &mut impl Dataplane) {
+        if frame.is_reply() {
+            self.reply(frame, now);
+            return;
+        }
+        let result = match frame.kind {
+            kind::INSTALL => frame
+                .parse::<Install>()
+                .and_then(|install| self.install(&install, dataplane)),
+            kind::REMOVE => frame
+                .parse::<Remove>()
+                .and_then(|remove| self.remove(&remove, dataplane)),
+            kind::NEIGHBOURS => frame.parse::<Neighbours>().map(|n| {
+                self.neighbours(&n.neighbours);
+            }),
+            other => Err(ProtoError::new(
+                ErrorKind::BadRequest,
+                format!("unknown request kind {other:#04x}"),
+            )),
+        };
+        self.out.push(match result {
+            Ok(()) => Frame::ok(frame.kind, frame.id, &Value::Null),
+            Err(e) => Frame::error(frame.kind, frame.id, &e),
+        });
+    }
+
+    fn reply(&mut self, frame: Frame, now: Instant) {
+        let Some(pending) = self.pending.remove(&frame.id) else {
+            return;
+        };
+        match pending {
+            Pending::Register => match frame.reply::<Registered>() {
+                Ok(r) => {
+                    self.registered = true;
+                    self.heartbeat = Duration::from_millis(r.heartbeat_ms.max(50));
+                    self.expire = Duration::from_millis(r.expire_ms.max(1000));
+                    self.next_heartbeat = Some(now + self.heartbeat);
+                    self.next_probe.get_or_insert(now);
+                    self.next_report.get_or_insert(now + REPORT_INTERVAL);
+                }
+                Err(_) => self.registered = false,
+            },
+            Pending::Quiet => {}
+            Pending::User { token, kind, body } => {
+                let result = frame.reply::<Value>();
+                if result.is_ok() {
+                    self.remember(kind, &body, result.as_ref().ok());
+                }
+                self.completions.push(Completion { token, result });
+            }
+        }
+    }
+
+    /// Keep what the node owns after the manager accepted it.
+    fn remember(&mut self, kind: u8, body: &Value, reply: Option<&Value>) {
+        match kind {
+            kind::ROUTE_ADD => {
+                let info = reply.and_then(|v| serde_json::from_value::<RouteInfo>(v.clone()).ok());
+                let request = serde_json::from_value::<RouteRequest>(body.clone()).ok();
+                if let (Some(info), Some(mut request)) = (info, request) {
+                    request.id = Some(info.id);
+                    self.intents.insert(info.id, request);
+                }
+            }
+            kind::ROUTE_REMOVE => {
+                if let Some(id) = body.get("route").and_then(Value::as_u64) {
+                    self.intents.remove(&id);
+                }
+            }
+            kind::LINK_ADD => {
+                if let Ok(change) = serde_json::from_value::<LinkChange>(body.clone()) {
+                    self.links.insert(change.peer.0);
+                }
+            }
+            kind::LINK_REMOVE => {
+                if let Ok(change) = serde_json::from_value::<LinkChange>(body.clone()) {
+                    self.links.remove(&change.peer.0);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn install(&mut self, install: &Install, dataplane: &mut impl Dataplane) -> Result<(), ProtoError> {
+        let expire_after = Duration::from_millis(install.expire_ms.max(1000));
+        let origin = Origin::Manager {
+            route: install.route,
+            expire_after,
+        };
+        let id = |n: u32| {
+            WireRouteId::new(n)
+                .ok_or_else(|| ProtoError::new(ErrorKind::BadRequest, "route id 0"))
+        };
+        let mut changes = Vec::with_capacity(install.rules.len());
+        for rule in &install.rules {
+            changes.push(match rule {
+                RuleSpec::Relay {
+                    in_id,
+                    prev_hop,
+                    out_id,
+                    next_hop,
+                } => RuleChange::AddRelay {
+                    relay: RelaySetup {
+                        in_id: id(*in_id)?,
+                        prev_hop: *prev_hop,
+                        out_id: id(*out_id)?,
+                        next_hop: *next_hop,
+                    },
+                    origin: origin.clone(),
+                },
+                RuleSpec::End {
+                    peer,
+                    prefixes,
+                    first_hop,
+                    out_id,
+                    in_id,
+                    prev_hop,
+                } => RuleChange::AddEnd {
+                    route: RouteSetup {
+                        name: format!("mgr-{:08x}", install.route >> 32),
+                        peer: peer.0,
+                        prefixes: prefixes.iter().map(|p| p.0).collect(),
+                        first_hop: *first_hop,
+                        out_id: id(*out_id)?,
+                        in_id: id(*in_id)?,
+                        prev_hop: *prev_hop,
+                        // Traffic keeps rules alive: an idle route sends keepalives well
+                        // within the expiry, which also starts its handshake at once.
+                        persistent_keepalive: Some((expire_after / 3).max(Duration::from_secs(1))),
+                    },
+                    origin: origin.clone(),
+                },
+            });
+        }
+        dataplane
+            .apply(changes)
+            .map_err(|e| ProtoError::new(if e.contains("in use") { ErrorKind::IdInUse } else { ErrorKind::BadRequest }, e))?;
+        for rule in &install.rules {
+            self.held.insert(rule.in_id(), install.route);
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, remove: &Remove, dataplane: &mut impl Dataplane) -> Result<(), ProtoError> {
+        // Only rules of this route that are still here: removal is idempotent, and a
+        // manager can never remove a rule of another route or of the node's config.
+        let ids: Vec<u32> = remove
+            .in_ids
+            .iter()
+            .copied()
+            .filter(|i| self.held.get(i) == Some(&remove.route))
+            .collect();
+        let changes = ids
+            .iter()
+            .filter_map(|i| WireRouteId::new(*i))
+            .map(|in_id| RuleChange::Remove { in_id })
+            .collect::<Vec<_>>();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        dataplane
+            .apply(changes)
+            .map_err(|e| ProtoError::new(ErrorKind::BadRequest, e))?;
+        for i in ids {
+            self.held.remove(&i);
+        }
+        Ok(())
+    }
+
+    fn neighbours(&mut self, neighbours: &[Neighbour]) {
+        let keep: BTreeSet<PublicKey> = neighbours.iter().map(|n| n.peer.0).collect();
+        self.probes.retain(|k, _| keep.contains(k));
+        for n in neighbours {
+            let log = self.probes.entry(n.peer.0).or_default();
+            if log.endpoint != Some(n.endpoint) {
+                log.sent.clear();
+                log.reported_up = None;
+            }
+            log.endpoint = Some(n.endpoint);
+        }
+    }
+
+    /// The engine removed a rule that saw no traffic for its expiry.
+    pub fn expired(&mut self, in_id: u32) {
+        self.held.remove(&in_id);
+    }
+
+    /// A probe was answered.
+    pub fn probe_reply(&mut self, from: SocketAddr, nonce: u64, rtt: Duration) {
+        for log in self.probes.values_mut() {
+            if log.endpoint != Some(from) {
+                continue;
+            }
+            if let Some(entry) = log.sent.iter_mut().find(|(n, _, _)| *n == nonce) {
+                entry.2 = Some(rtt);
+            }
+        }
+    }
+
+    /// Heartbeats, probes and link reports that are due.
+    pub fn tick(&mut self, now: Instant, dataplane: &mut impl Dataplane) {
+        if !self.registered {
+            return;
+        }
+        if self.next_heartbeat.is_some_and(|t| t <= now) {
+            self.request(kind::HEARTBEAT, &Value::Null, Pending::Quiet);
+            self.next_heartbeat = Some(now + self.heartbeat);
+        }
+        if self.next_probe.is_some_and(|t| t <= now) {
+            self.next_probe = Some(now + PROBE_INTERVAL);
+            let targets: Vec<(PublicKey, SocketAddr)> = self
+                .probes
+                .iter()
+                .filter_map(|(k, l)| Some((*k, l.endpoint?)))
+                .collect();
+            for (peer, endpoint) in targets {
+                let nonce = self.next_nonce();
+                dataplane.probe(endpoint, nonce);
+                if let Some(log) = self.probes.get_mut(&peer) {
+                    log.sent.push_back((nonce, now, None));
+                    while log.sent.len() > PROBE_WINDOW {
+                        log.sent.pop_front();
+                    }
+                }
+            }
+        }
+        let changed = self.probes.values().any(|l| {
+            l.measure(now)
+                .is_some_and(|(_, _, up)| l.reported_up.is_some_and(|r| r != up))
+        });
+        if changed || self.next_report.is_some_and(|t| t <= now) {
+            self.next_report = Some(now + REPORT_INTERVAL);
+            let mut links = Vec::new();
+            for (peer, log) in &mut self.probes {
+                if let Some((rtt, loss, up)) = log.measure(now) {
+                    log.reported_up = Some(up);
+                    links.push(LinkMeasure {
+                        peer: Key(*peer),
+                        rtt_us: rtt.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                        loss,
+                        up,
+                    });
+                }
+            }
+            if !links.is_empty() {
+                links.sort_by_key(|l| l.peer);
+                self.request(kind::LINK_REPORT, &LinkReport { links }, Pending::Quiet);
+            }
+        }
+    }
+
+    /// When [`tick`](Self::tick) next has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if !self.registered {
+            return None;
+        }
+        [self.next_heartbeat, self.next_probe, self.next_report]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,378 @@
+//! The manager against a simulated mesh of real engine cores (`manager::sim`).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use skywire_dataplane::crypto::PrivateKey;
+
+use super::super::proto::{ErrorKind, RouteInfo, kind};
+use super::super::sim::{Sim, Wire};
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn keys(n: usize) -> Vec<PrivateKey> {
+    (0..n)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[0] = 1;
+            b[1..9].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            PrivateKey::from_bytes(b)
+        })
+        .collect()
+}
+
+/// A ring of `n` nodes with chords: node i links to i+1 and to i+7 (mod n).
+fn mesh(n: usize, expiry: Duration) -> Sim {
+    let ks = keys(n);
+    let pks: Vec<PublicKey> = ks.iter().map(PrivateKey::public_key).collect();
+    let mut links = Vec::new();
+    for i in 0..n {
+        links.push((pks[i], pks[(i + 1) % n]));
+        if n > 14 {
+            links.push((pks[i], pks[(i + 7) % n]));
+        }
+    }
+    let params = Params {
+        links,
+        rule_expiry: expiry,
+        setup_timeout: Duration::from_millis(500),
+        ..Params::default()
+    };
+    let mut sim = Sim::new(n, params, ks);
+    for i in 0..n {
+        sim.connect(i);
+    }
+    sim.run(100 * MS, 10 * MS);
+    sim
+}
+
+fn add_route(sim: &mut Sim, src: usize, dst: usize, extra: Value) -> Result<RouteInfo, ProtoError> {
+    let mut body = json!({"dst": sim.pk(dst).to_string()});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let token = sim.user(src, kind::ROUTE_ADD, body);
+    sim.run(50 * MS, 5 * MS);
+    let answer = sim.answer(src, token).expect("an answer").result.clone();
+    answer.map(|v| serde_json::from_value(v).expect("route info"))
+}
+
+/// An IP packet from src arrives at dst, and a ping comes back.
+fn assert_traffic(sim: &mut Sim, src: usize, dst: usize, tag: &[u8]) {
+    let before = sim.nodes[dst].delivered.len();
+    sim.send_ip(src, dst, tag);
+    sim.run(20 * MS, 5 * MS);
+    assert!(
+        sim.nodes[dst].delivered[before..]
+            .iter()
+            .any(|p| p.ends_with(tag)),
+        "packet {tag:?} from {src} did not reach {dst}"
+    );
+    let in_id = sim.end_to(src, dst).expect("a route end");
+    let nonce = u64::from_le_bytes(*b"pingping") ^ before as u64;
+    assert!(sim.ping(src, in_id, nonce));
+    sim.run(20 * MS, 5 * MS);
+    assert!(sim.nodes[src].pongs.iter().any(|(n, _)| *n == nonce), "no pong");
+}
+
+fn path_indices(sim: &Sim, info: &RouteInfo) -> Vec<usize> {
+    info.path
+        .iter()
+        .map(|k| (0..sim.nodes.len()).find(|&i| sim.pk(i) == k.0).expect("known node"))
+        .collect()
+}
+
+fn assert_valid_path(sim: &Sim, path: &[usize], src: usize, dst: usize) {
+    let n = sim.nodes.len();
+    assert_eq!(path.first(), Some(&src));
+    assert_eq!(path.last(), Some(&dst));
+    let unique: HashSet<_> = path.iter().collect();
+    assert_eq!(unique.len(), path.len(), "simple path");
+    for w in path.windows(2) {
+        let d = (w[1] + n - w[0]) % n;
+        assert!([1, 7, n - 1, n - 7].contains(&d), "{w:?} is not a link");
+    }
+}
+
+#[test]
+fn routes_are_found_and_installed_in_a_50_node_mesh() {
+    let mut sim = mesh(50, Duration::from_secs(30));
+    let pairs = [(0, 25), (3, 40), (10, 11), (49, 20), (7, 33)];
+    for (src, dst) in pairs {
+        let info = add_route(&mut sim, src, dst, json!({})).unwrap();
+        assert_eq!(info.state, "active");
+        let path = path_indices(&sim, &info);
+        assert_valid_path(&sim, &path, src, dst);
+        // Every hop holds its rules: ends one, relays two.
+        for (pos, &node) in path.iter().enumerate() {
+            let expected = if pos == 0 || pos == path.len() - 1 { 1 } else { 2 };
+            assert!(sim.manager_rules(node) >= expected, "node {node} lacks its rules");
+        }
+        assert_traffic(&mut sim, src, dst, format!("hello {src}->{dst}").as_bytes());
+        assert_traffic(&mut sim, dst, src, format!("back {dst}->{src}").as_bytes());
+    }
+    // 0 -> 25 with the ring and chords of 7: at least 3 links, at most ~5.
+    let routes = sim.manager.as_ref().unwrap().routes();
+    assert_eq!(routes.len(), pairs.len());
+    // Hop limits and avoid lists are honoured.
+    let info = add_route(&mut sim, 1, 2, json!({"min_hops": 3})).unwrap();
+    let path = path_indices(&sim, &info);
+    assert!(path.len() - 1 >= 3, "{path:?}");
+    assert_valid_path(&sim, &path, 1, 2);
+    let avoid = sim.pk(8).to_string();
+    let info = add_route(&mut sim, 1, 15, json!({"avoid": [avoid]})).unwrap();
+    let path = path_indices(&sim, &info);
+    assert!(!path.contains(&8), "{path:?}");
+    let err = add_route(&mut sim, 1, 25, json!({"max_hops": 1})).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NoPath);
+}
+
+#[test]
+fn a_removed_node_gets_its_routes_repaired() {
+    let mut sim = mesh(50, Duration::from_secs(30));
+    let info = add_route(&mut sim, 0, 25, json!({})).unwrap();
+    let path = path_indices(&sim, &info);
+    assert_traffic(&mut sim, 0, 25, b"before");
+    let victim = path[1];
+    sim.kill(victim);
+    sim.run(100 * MS, 10 * MS);
+    let routes = sim.manager.as_ref().unwrap().routes();
+    let route = routes.iter().find(|r| r.id == info.id).unwrap();
+    assert_eq!(route.state, "active");
+    assert_eq!(route.repairs, 1);
+    let new_path = path_indices(&sim, route);
+    assert!(!new_path.contains(&victim), "{new_path:?}");
+    assert_valid_path(&sim, &new_path, 0, 25);
+    assert_traffic(&mut sim, 0, 25, b"after the repair");
+    assert_traffic(&mut sim, 25, 0, b"and back");
+    // The old path's surviving relays no longer hold the route's old rules.
+    for &node in &path[2..path.len() - 1] {
+        if !new_path.contains(&node) {
+            assert_eq!(sim.manager_rules(node), 0, "node {node} kept old rules");
+        }
+    }
+    // A dead link is routed around as well.
+    let a = new_path[1];
+    let b = new_path[2];
+    let peer = sim.pk(b).to_string();
+    let token = sim.user(a, kind::LINK_REMOVE, json!({"peer": peer}));
+    sim.run(20 * MS, 5 * MS);
+    // Config links cannot be withdrawn by a node.
+    assert_eq!(
+        sim.answer(a, token).unwrap().result.as_ref().unwrap_err().kind,
+        ErrorKind::NotAllowed
+    );
+}
+
+#[test]
+fn a_silent_node_is_declared_dead_after_missed_heartbeats() {
+    let mut sim = mesh(50, Duration::from_secs(30));
+    let info = add_route(&mut sim, 0, 25, json!({})).unwrap();
+    let path = path_indices(&sim, &info);
+    let victim = path[1];
+    // Hung: no frames either way, no packets forwarded.
+    sim.nodes[victim].wire = Wire::Silent;
+    sim.nodes[victim].alive = false;
+    sim.run(Duration::from_millis(3500), 50 * MS);
+    let routes = sim.manager.as_ref().unwrap().routes();
+    let route = routes.iter().find(|r| r.id == info.id).unwrap();
+    assert_eq!(route.state, "active");
+    assert!(!path_indices(&sim, route).contains(&victim));
+    assert_traffic(&mut sim, 0, 25, b"around the hung node");
+}
+
+#[test]
+fn a_hop_that_never_acks_is_rolled_back_and_leaves_no_rule() {
+    let mut sim = mesh(12, Duration::from_secs(30));
+    // On a ring of 12 without chords, 0 -> 3 goes 0-1-2-3.
+    sim.nodes[2].wire = Wire::AcksLost;
+    let err = add_route(&mut sim, 0, 3, json!({}));
+    // Nothing answered within the 50 ms: wait for the setup timeout.
+    let err = match err {
+        Ok(info) => panic!("set up without hop 2's ack: {info:?}"),
+        Err(e) => e,
+    };
+    let _ = err;
+    sim.run(Duration::from_millis(600), 10 * MS);
+    let token_answers: Vec<_> = sim.nodes[0].answers.iter().map(|c| c.result.clone()).collect();
+    assert!(
+        token_answers
+            .iter()
+            .any(|r| matches!(r, Err(e) if e.kind == ErrorKind::SetupFailed)),
+        "{token_answers:?}"
+    );
+    for i in 0..12 {
+        assert_eq!(sim.manager_rules(i), 0, "node {i} kept a rule after rollback");
+    }
+    assert!(sim.manager.as_ref().unwrap().routes().is_empty());
+    assert!(sim.log.iter().any(|l| l.contains("rolled back")), "{:?}", sim.log);
+    // The manager still serves: with the hop fixed, the same route works.
+    sim.nodes[2].wire = Wire::Up;
+    let info = add_route(&mut sim, 0, 3, json!({})).unwrap();
+    assert_eq!(info.state, "active");
+    assert_traffic(&mut sim, 0, 3, b"after rollback");
+}
+
+#[test]
+fn a_hop_that_refuses_rolls_back_the_others() {
+    let mut sim = mesh(12, Duration::from_secs(30));
+    // 0 -> 4 goes 0-1-2-3-4; node 3 refuses its rules.
+    sim.nodes[3].wire = Wire::Refuses;
+    let err = add_route(&mut sim, 0, 4, json!({})).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::SetupFailed);
+    assert!(err.message.contains("refused"), "{err}");
+    for i in 0..12 {
+        assert_eq!(sim.manager_rules(i), 0, "node {i} kept a rule after rollback");
+    }
+    assert!(sim.manager.as_ref().unwrap().routes().is_empty());
+}
+
+#[test]
+fn expiry_removes_abandoned_rules() {
+    let mut sim = mesh(12, Duration::from_secs(3));
+    let info = add_route(&mut sim, 0, 4, json!({})).unwrap();
+    let path = path_indices(&sim, &info);
+    assert_traffic(&mut sim, 0, 4, b"alive");
+    // Kept alive by the ends' keepalives while both run.
+    sim.run(Duration::from_secs(8), 100 * MS);
+    for &n in &path {
+        assert!(sim.manager_rules(n) > 0, "node {n} lost a live route's rules");
+    }
+    // The manager goes away and the source dies: nobody removes the rules, and nothing
+    // keeps them alive. They expire.
+    sim.stop_manager();
+    sim.kill(0);
+    sim.run(Duration::from_secs(6), 100 * MS);
+    for &n in &path[1..] {
+        assert_eq!(sim.manager_rules(n), 0, "node {n} kept an abandoned rule");
+        assert!(sim.nodes[n].agent.held().is_empty());
+    }
+}
+
+#[test]
+fn a_manager_restart_never_stops_traffic() {
+    let mut sim = mesh(50, Duration::from_secs(30));
+    let info = add_route(&mut sim, 0, 25, json!({"min_hops": 2})).unwrap();
+    assert_traffic(&mut sim, 0, 25, b"first");
+    let mut sent = 0u32;
+    let mut send_some = |sim: &mut Sim, rounds: u32| {
+        for _ in 0..rounds {
+            sent += 1;
+            sim.send_ip(0, 25, format!("seq {sent:06}").as_bytes());
+            sim.run(10 * MS, 10 * MS);
+        }
+    };
+    send_some(&mut sim, 20);
+    sim.stop_manager();
+    send_some(&mut sim, 50);
+    sim.start_manager();
+    send_some(&mut sim, 100);
+    let delivered = sim.nodes[25]
+        .delivered
+        .iter()
+        .filter(|p| p.windows(4).any(|w| w == b"seq "))
+        .count();
+    assert_eq!(delivered, sent as usize, "packets were lost across the restart");
+    // The new manager knows the route again (the source re-registered it) and it is
+    // active, with no rules of the old setup left behind.
+    let routes = sim.manager.as_ref().unwrap().routes();
+    let route = routes.iter().find(|r| r.id == info.id).expect("route adopted");
+    assert_eq!(route.state, "active");
+    let path = path_indices(&sim, route);
+    let total: usize = (0..50).map(|i| sim.manager_rules(i)).sum();
+    assert_eq!(total, 2 + 2 * (path.len() - 2), "stale rules left: {total}");
+    assert_traffic(&mut sim, 0, 25, b"after restart");
+}
+
+#[test]
+fn bad_requests_are_refused_and_the_manager_keeps_serving() {
+    let mut sim = mesh(12, Duration::from_secs(30));
+    // An unknown route id.
+    let t = sim.user(1, kind::ROUTE_REMOVE, json!({"route": 12345}));
+    sim.run(10 * MS, 5 * MS);
+    assert_eq!(
+        sim.answer(1, t).unwrap().result.as_ref().unwrap_err().kind,
+        ErrorKind::UnknownRoute
+    );
+    // Another node's route cannot be removed.
+    let info = add_route(&mut sim, 0, 3, json!({})).unwrap();
+    let t = sim.user(1, kind::ROUTE_REMOVE, json!({"route": info.id}));
+    sim.run(10 * MS, 5 * MS);
+    assert_eq!(
+        sim.answer(1, t).unwrap().result.as_ref().unwrap_err().kind,
+        ErrorKind::UnknownRoute
+    );
+    // A body of the wrong shape, an unknown kind, a route to itself, an unknown node.
+    let t = sim.user(1, kind::ROUTE_ADD, json!({"dst": 5}));
+    let t2 = sim.user(1, 0x7e, json!({}));
+    let me = sim.pk(1).to_string();
+    let t3 = sim.user(1, kind::ROUTE_ADD, json!({"dst": me}));
+    let stranger = PrivateKey::from_bytes([77; 32]).public_key().to_string();
+    let t4 = sim.user(1, kind::ROUTE_ADD, json!({"dst": stranger}));
+    let t5 = sim.user(1, kind::ROUTE_ADD, json!({"dst": sim.pk(5).to_string(), "min_hops": 4, "max_hops": 2}));
+    sim.run(10 * MS, 5 * MS);
+    let kinds: Vec<ErrorKind> = [t, t2, t3, t4, t5]
+        .iter()
+        .map(|t| sim.answer(1, *t).unwrap().result.as_ref().unwrap_err().kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ErrorKind::BadRequest,
+            ErrorKind::BadRequest,
+            ErrorKind::BadRequest,
+            ErrorKind::UnknownNode,
+            ErrorKind::BadRequest
+        ]
+    );
+    // The route still carries traffic and can be removed by its owner.
+    assert_traffic(&mut sim, 0, 3, b"still fine");
+    let t = sim.user(0, kind::ROUTE_REMOVE, json!({"route": info.id}));
+    sim.run(10 * MS, 5 * MS);
+    assert!(sim.answer(0, t).unwrap().result.is_ok());
+    for i in 0..12 {
+        assert_eq!(sim.manager_rules(i), 0);
+    }
+}
+
+#[test]
+fn requests_before_register_and_from_unknown_connections_are_refused() {
+    let params = Params::default();
+    let mut core = ManagerCore::new(params, Rng::seeded(1));
+    let now = Instant::now();
+    // A frame on a connection that never authenticated: closed.
+    core.frame(9, Frame::request(kind::NODES, 1, &Value::Null), now);
+    assert!(matches!(core.drain().as_slice(), [Output::Close(9, _)]));
+    // Authenticated but not registered: refused, connection kept.
+    let key = PrivateKey::from_bytes([5; 32]).public_key();
+    core.authenticated(3, key, now);
+    core.frame(3, Frame::request(kind::ROUTE_LIST, 2, &Value::Null), now);
+    let out = core.drain();
+    let reply = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send(3, f) => Some(f.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        reply.reply::<Value>().unwrap_err().kind,
+        ErrorKind::Unauthenticated
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::Close(..))));
+    // A key outside `allow` is closed at once.
+    let mut allow = HashSet::new();
+    allow.insert(key);
+    let mut core = ManagerCore::new(
+        Params {
+            allow: Some(allow),
+            ..Params::default()
+        },
+        Rng::seeded(1),
+    );
+    let other = PrivateKey::from_bytes([6; 32]).public_key();
+    core.authenticated(4, other, now);
+    assert!(core.drain().iter().any(|o| matches!(o, Output::Close(4, _))));
+}
