@@ -97,10 +97,10 @@ pub enum ConfigError {
         /// Where the other value is, when known.
         other_position: Option<Position>,
     },
-    /// The private key file the config names (`node.key`) cannot be used: missing,
-    /// unreadable, readable by others, or not a key.
+    /// A private key file the config names (`node.key`, `manager.key`) cannot be used:
+    /// missing, unreadable, readable by others, or not a key.
     #[error(
-        "{}: cannot use the node's private key",
+        "{}: cannot use the private key file",
         Origin::new(.file, .position.as_ref(), .key.as_deref())
     )]
     Key {
@@ -108,7 +108,7 @@ pub enum ConfigError {
         file: PathBuf,
         /// Where the key file is named, when known.
         position: Option<Position>,
-        /// The dotted key path naming the key file (`node.key`).
+        /// The dotted key path naming the key file (`node.key`, `manager.key`).
         key: Option<String>,
         /// What is wrong with the key file; its message names the key file.
         #[source]
@@ -305,11 +305,57 @@ pub enum Problem {
     /// A route's peer is the node itself.
     #[error("a route's peer must be another node, not this node's own key (node.key)")]
     PeerIsSelf,
+    /// The manager's address is `0.0.0.0`, `::` or has port 0, which cannot be dialled.
+    #[error("the manager's address needs a specific IP address and a port other than 0")]
+    UnspecifiedManagerAddress,
+    /// A node with a manager but a `listen` address other nodes cannot send to, and no
+    /// `endpoint` to say which one they can.
+    #[error(
+        "required when node.listen is 0.0.0.0, :: or port 0: \
+         the IP:PORT other nodes send this node's transport packets to"
+    )]
+    ManagerEndpointRequired,
+    /// A node with a manager also has static routes.
+    #[error("a node with a manager gets its routes from the manager, so it has no static routes")]
+    RoutesWithManager,
+    /// `manager.rule_expiry` is outside its bounds.
+    #[error("rule_expiry must be from 3s to 1h")]
+    RuleExpiryOutOfRange,
+    /// `manager.setup_timeout` is outside its bounds.
+    #[error("setup_timeout must be from 100ms to 30s")]
+    SetupTimeoutOutOfRange,
+    /// `manager.heartbeat` is outside its bounds.
+    #[error("heartbeat must be from 100ms to 60s")]
+    HeartbeatOutOfRange,
+    /// A hop count (`min_hops`, `max_hops`) is not a whole number from 1 to 16.
+    #[error("a hop count is a whole number from 1 to 16")]
+    HopCountOutOfRange,
+    /// `manager.max_hops` is smaller than `manager.min_hops`.
+    #[error("max_hops must be at least min_hops")]
+    MaxHopsBelowMinHops,
+    /// `manager.weight` is not one of the metrics.
+    #[error("the route weight is hops or latency")]
+    NotARouteWeight,
+    /// `manager.allow` is written but lists no key, which would let no node register.
+    #[error("an empty allow list lets no node register; leave allow out to let any node register")]
+    EmptyAllowList,
+    /// A node key appears twice in `manager.allow`.
+    #[error("a node key is listed in allow only once")]
+    DuplicateAllowedKey,
+    /// A link is not a list of two keys.
+    #[error("a link is a list of exactly two node keys")]
+    LinkNotTwoKeys,
+    /// A link names the same node twice.
+    #[error("a link joins two different nodes")]
+    LinkToItself,
+    /// Two links join the same two nodes, in either order.
+    #[error("a link between two nodes is listed once (in either order)")]
+    DuplicateLink,
 }
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 28] = [
+    const ALL: [Self; 42] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,
@@ -338,6 +384,20 @@ impl Problem {
         Self::DuplicateIncomingId,
         Self::DuplicatePrefix,
         Self::PeerIsSelf,
+        Self::UnspecifiedManagerAddress,
+        Self::ManagerEndpointRequired,
+        Self::RoutesWithManager,
+        Self::RuleExpiryOutOfRange,
+        Self::SetupTimeoutOutOfRange,
+        Self::HeartbeatOutOfRange,
+        Self::HopCountOutOfRange,
+        Self::MaxHopsBelowMinHops,
+        Self::NotARouteWeight,
+        Self::EmptyAllowList,
+        Self::DuplicateAllowedKey,
+        Self::LinkNotTwoKeys,
+        Self::LinkToItself,
+        Self::DuplicateLink,
     ];
 
     /// The problem whose message is exactly `message`.
@@ -430,6 +490,19 @@ mod tests {
              the same as node.routes[0].name at line 4"
         );
         assert!(err.is_bad_config());
+        let err = ConfigError::Key {
+            file: "m.yaml".into(),
+            position: Some(Position { line: 2, column: 3 }),
+            key: Some("manager.key".into()),
+            source: KeyFileError::Permissions {
+                path: "manager.key".into(),
+                mode: 0o644,
+            },
+        };
+        assert_eq!(
+            err.to_string(),
+            "m.yaml:2:3: manager.key: cannot use the private key file"
+        );
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! - `node:` ([`NodeConfig`]): the node's identity (its private key file), transport, TUN
 //!   device, routes and relay rules; [`Config::node_setup`] turns it into the engine's
 //!   [`NodeSetup`].
+//!   A node with `node.manager` ([`ManagerLink`]) registers with a manager and gets its
+//!   routes from it.
+//! - `manager:` ([`ManagerConfig`]): the node manager's key, TCP address, admission list,
+//!   links, timers and route defaults; [`Config::manager_key`] loads its private key.
 //! - `apps:` ([`Apps`]): the viscript launcher's apps, in the original schema.
 //!
 //! Invariants:
@@ -27,6 +31,9 @@
 //!   [`Config::parse`] returns; their errors are located like parse errors, through a second,
 //!   structure-only pass over the text (`yaml::Layout`). Only what needs more than the file
 //!   (the private key, for "a route's peer is this node") waits for [`Config::node_setup`].
+//! - Private key files are read only on request ([`Config::node_setup`],
+//!   [`Config::manager_key`]), through one function with one set of checks
+//!   ([`crate::keyfile::load_private_key`]).
 //!
 //! Adding a section: a module with a `Raw*` struct (`#[serde(deny_unknown_fields)]`) and
 //! its typed value, a field in `RawConfig` and in [`Config`], and a line in `Config::parse`.
@@ -36,6 +43,7 @@
 
 mod apps;
 mod error;
+mod manager;
 mod node;
 mod paths;
 mod values;
@@ -46,12 +54,19 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use skywire_dataplane::crypto::PrivateKey;
 use skywire_dataplane::engine::NodeSetup;
 
 pub use apps::{App, AppName, AppPath, Apps};
 pub use error::{ConfigError, Position, Problem};
-pub use node::{DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN, DEFAULT_MTU, DEFAULT_NODE_KEY, NodeConfig};
-use yaml::{Layout, Locator};
+pub use manager::{
+    DEFAULT_HEARTBEAT, DEFAULT_MANAGER_KEY, DEFAULT_MANAGER_LISTEN, DEFAULT_RULE_EXPIRY,
+    DEFAULT_SETUP_TIMEOUT, HEARTBEATS_BEFORE_DEAD, MAX_HOPS, ManagerConfig, RouteWeight,
+};
+pub use node::{
+    DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN, DEFAULT_MTU, DEFAULT_NODE_KEY, ManagerLink, NodeConfig,
+};
+use yaml::{KeyPath, Layout, Locator};
 
 /// The largest config file read, in bytes (1 MiB). Real configs are a few kilobytes; the bound
 /// keeps a wrong path (a log, a disk image) from being read and parsed whole.
@@ -65,17 +80,27 @@ pub struct Config {
     pub file: PathBuf,
     /// `node:`; defaults when the section is absent.
     pub node: NodeConfig,
+    /// `manager:`; defaults when the section is absent.
+    pub manager: ManagerConfig,
     /// `apps:`; none when the section is absent.
     pub apps: Apps,
+    /// Whether `node:` is written, with a value or without.
+    has_node: bool,
+    /// Whether `manager:` is written, with a value or without.
+    has_manager: bool,
     /// Where each key is, for errors found after parsing.
     layout: Layout,
 }
 
-/// The file as written.
+/// The file as written. For `node` and `manager`, being written at all counts (see
+/// [`Config::has_manager_section`]), so `Some(None)` is the key with no value.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    node: Option<node::RawNode>,
+    #[serde(default, deserialize_with = "yaml::written")]
+    node: Option<Option<node::RawNode>>,
+    #[serde(default, deserialize_with = "yaml::written")]
+    manager: Option<Option<manager::RawManager>>,
     apps: Option<apps::RawApps>,
 }
 
@@ -108,14 +133,46 @@ impl Config {
             layout: &layout,
         };
         let base = file.parent().unwrap_or_else(|| Path::new(""));
-        let node = raw.node.unwrap_or_default().resolve(base, &at)?;
+        let has_node = raw.node.is_some();
+        let has_manager = raw.manager.is_some();
+        let node = raw.node.flatten().unwrap_or_default().resolve(base, &at)?;
+        let manager = raw
+            .manager
+            .flatten()
+            .unwrap_or_default()
+            .resolve(base, &at)?;
         let apps = raw.apps.unwrap_or_default().resolve(base);
         Ok(Self {
             file: file.to_owned(),
             node,
+            manager,
             apps,
+            has_node,
+            has_manager,
             layout,
         })
+    }
+
+    /// Whether the file has a `node:` section (even one with no value, all defaults).
+    pub fn has_node_section(&self) -> bool {
+        self.has_node
+    }
+
+    /// Whether the file has a `manager:` section (even one with no value, all defaults).
+    ///
+    /// A file with a `manager:` section and no `node:` section configures a manager only:
+    /// its identity is `manager.key`, not the default `node.key`.
+    pub fn has_manager_section(&self) -> bool {
+        self.has_manager
+    }
+
+    /// The manager's private key, loaded from `manager.key` (see
+    /// [`crate::keyfile::load_private_key`]: the same checks as for `node.key`).
+    ///
+    /// Fails with [`ConfigError::Key`], naming `manager.key` and its line (or the
+    /// `manager:` line when the key is the default), when the key file cannot be used.
+    pub fn manager_key(&self) -> Result<PrivateKey, ConfigError> {
+        self.manager.private_key(&self.locator())
     }
 
     /// What the engine needs to run this node: the `node:` section with its private key,
@@ -125,11 +182,22 @@ impl Config {
     /// cannot be used, and with [`Problem::PeerIsSelf`] when a route's `peer` is this node's
     /// own public key. Either way nothing is returned to apply.
     pub fn node_setup(&self) -> Result<NodeSetup, ConfigError> {
-        self.node.setup(&Locator {
+        self.node.setup(&self.locator())
+    }
+
+    /// Errors about this file's values, located in it.
+    fn locator(&self) -> Locator<'_> {
+        Locator {
             file: &self.file,
             layout: &self.layout,
-        })
+        }
     }
+}
+
+/// The private key in the key file at `path`, which the config names at `key`; the
+/// error, when it cannot be used, names `key` and keeps the key file's error as its source.
+fn load_key(path: &Path, key: &KeyPath, at: &Locator<'_>) -> Result<PrivateKey, ConfigError> {
+    crate::keyfile::load_private_key(path).map_err(|source| at.unusable_key(key, source))
 }
 
 /// The file's text: a regular file, at most [`MAX_CONFIG_LEN`] bytes, UTF-8.
@@ -177,6 +245,7 @@ fn read_text(file: &Path) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skywire_dataplane::crypto::PublicKey;
     use std::io;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -246,6 +315,66 @@ apps:
         assert!(err.is_bad_config());
     }
 
+    /// `text` as the file `conf/test.yaml`.
+    pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "conf/test.yaml")
+    }
+
+    /// The error names the file, the line and the key, in that order and in that format.
+    pub(super) fn assert_at(err: &ConfigError, line: u64, key: &str) {
+        assert_eq!(err.position().map(|p| p.line), Some(line), "{err}");
+        assert_eq!(err.key(), Some(key), "{err}");
+        let column = err.position().unwrap().column;
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!("conf/test.yaml:{line}:{column}: {key}: ")),
+            "{shown}"
+        );
+        assert!(err.is_bad_config(), "{err}");
+    }
+
+    /// `text` fails to parse with `problem` about the value at `key`, on `line`.
+    pub(super) fn assert_invalid(text: &str, line: u64, key: &str, problem: Problem) {
+        let err = parse(text).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { problem: p, .. } if *p == problem),
+            "{err:?}"
+        );
+        assert_at(&err, line, key);
+        assert!(err.to_string().ends_with(&problem.to_string()), "{err}");
+    }
+
+    /// `text` fails to parse with `problem` about the value at `key`, on `line`, naming the
+    /// earlier value it clashes with, `first` (line, key).
+    pub(super) fn assert_conflict(
+        text: &str,
+        line: u64,
+        key: &str,
+        first: (u64, &str),
+        problem: Problem,
+    ) {
+        let err = parse(text).unwrap_err();
+        match &err {
+            ConfigError::Conflict {
+                problem: p,
+                other_key,
+                other_position,
+                ..
+            } => {
+                assert_eq!(*p, problem, "{err}");
+                assert_eq!(other_key, first.1, "{err}");
+                assert_eq!(other_position.map(|p| p.line), Some(first.0), "{err}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_at(&err, line, key);
+        assert!(
+            err.to_string()
+                .ends_with(&format!("; the same as {} at line {}", first.1, first.0)),
+            "{err}"
+        );
+    }
+
     #[test]
     fn the_reference_block_loads_unchanged() {
         let config = Config::parse(REFERENCE_BLOCK, "/etc/skywire/config.yaml").unwrap();
@@ -306,6 +435,108 @@ apps:
         assert_eq!(route.first_hop, route.prev_hop);
         assert!(route.persistent_keepalive.is_some());
         assert!(node.relays().is_empty());
+        assert_eq!(node.manager(), None);
+
+        // A node file: the manager section is absent, so all defaults.
+        assert!(config.has_node_section() && !config.has_manager_section());
+        assert_eq!(config.manager, ManagerConfig::default());
+    }
+
+    /// The commented-out block of `text` that starts with the line `# manager:` at `indent`
+    /// spaces, uncommented, with the placeholders for keys replaced by keys.
+    fn uncommented_manager_example(text: &str, indent: usize) -> String {
+        let pad = " ".repeat(indent);
+        let start = format!("{pad}# manager:");
+        let inside = format!("{pad}#   ");
+        let mut lines = text.lines().skip_while(|line| *line != start);
+        let first = lines.next().unwrap();
+        let mut block = format!("{}\n", first.replacen("# ", "", 1));
+        for line in lines.take_while(|line| line.starts_with(&inside)) {
+            block.push_str(&line.replacen("# ", "", 1));
+            block.push('\n');
+        }
+        block
+            .replace("<the manager's public key>", &"3e".repeat(32))
+            .replace("<A's public key>", &"a0".repeat(32))
+    }
+
+    #[test]
+    fn the_repo_configs_manager_examples_load_uncommented() {
+        let text = fs::read_to_string(REPO_CONFIG).unwrap();
+
+        let link = uncommented_manager_example(&text, 2);
+        assert!(link.lines().count() > 5, "{link}");
+        let config = Config::parse(&format!("node:\n{link}"), REPO_CONFIG).unwrap();
+        let link = config.node.manager().unwrap();
+        assert_eq!(link.address, "198.18.0.9:5999".parse().unwrap());
+        assert_eq!(link.endpoint, "198.18.0.1:6000".parse().unwrap());
+
+        let manager = uncommented_manager_example(&text, 0);
+        assert!(manager.lines().count() > 20, "{manager}");
+        let config = Config::parse(&manager, REPO_CONFIG).unwrap();
+        assert!(config.has_manager_section() && !config.has_node_section());
+        let manager = &config.manager;
+        let base = Path::new(REPO_CONFIG).parent().unwrap();
+        assert_eq!(manager.key, base.join("manager.key"));
+        assert_eq!(manager.listen(), "198.18.0.9:5999".parse().unwrap());
+        assert_eq!(manager.allow().map(<[_]>::len), Some(2));
+        assert_eq!(manager.links().len(), 1);
+        // The example spells out the defaults of everything else.
+        let defaults = ManagerConfig::default();
+        assert_eq!(manager.rule_expiry(), defaults.rule_expiry());
+        assert_eq!(manager.setup_timeout(), defaults.setup_timeout());
+        assert_eq!(manager.heartbeat(), defaults.heartbeat());
+        assert_eq!(manager.weight(), defaults.weight());
+        assert_eq!(
+            (manager.min_hops(), manager.max_hops()),
+            (defaults.min_hops(), defaults.max_hops())
+        );
+    }
+
+    #[test]
+    fn a_section_counts_as_written_even_without_a_value() {
+        for (text, node, manager) in [
+            ("", false, false),
+            ("apps: {}\n", false, false),
+            ("# manager:\n", false, false),
+            ("node:\n", true, false),
+            ("node: {}\n", true, false),
+            ("manager:\n", false, true),
+            ("manager: {}\n", false, true),
+            ("node: {}\nmanager:\n  weight: latency\n", true, true),
+        ] {
+            let config = Config::parse(text, "c.yaml").unwrap();
+            assert_eq!(config.has_node_section(), node, "{text:?}");
+            assert_eq!(config.has_manager_section(), manager, "{text:?}");
+        }
+    }
+
+    /// What `skywire pubkey --config` prints: the manager's key for a file with a manager
+    /// section and no node section, the node's otherwise (as `src/main.rs` loads it).
+    fn pubkey(config: &Config) -> PublicKey {
+        let key = if config.has_manager_section() && !config.has_node_section() {
+            config.manager_key().unwrap()
+        } else {
+            crate::keyfile::load_private_key(&config.node.key).unwrap()
+        };
+        key.public_key()
+    }
+
+    #[test]
+    fn a_manager_only_file_is_the_managers_identity() {
+        let dir = Scratch::new();
+        let node = crate::keyfile::write_new_key(dir.0.join("node.key")).unwrap();
+        let manager = crate::keyfile::write_new_key(dir.0.join("manager.key")).unwrap();
+        let load = |name: &str, text: &str| Config::load(dir.file(name, text.as_bytes())).unwrap();
+
+        let config = load("m.yaml", "manager:\n  key: manager.key\n");
+        assert_eq!(pubkey(&config), manager);
+        let config = load("n.yaml", "node:\n  key: node.key\n");
+        assert_eq!(pubkey(&config), node);
+        let both = "node:\n  key: node.key\nmanager:\n  key: manager.key\n";
+        let config = load("both.yaml", both);
+        assert_eq!(pubkey(&config), node);
+        assert_eq!(config.manager_key().unwrap().public_key(), manager);
     }
 
     #[test]

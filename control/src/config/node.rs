@@ -11,11 +11,13 @@
 //! | `routes` | list of routes (below) | `[]` |
 //! | `relays` | list of `{in_id, prev_hop, out_id, next_hop}` | `[]` |
 //! | `offload` | bool: TUN TSO/GRO and UDP GSO/GRO (each falls back by itself when the kernel refuses) | `true` |
+//! | `manager` | `{address, key, endpoint}`, the node's manager ([`ManagerLink`]) | none: a statically configured node |
 //!
 //! In `tun`, `name` and `addresses` are required and `mtu` defaults to [`DEFAULT_MTU`]. A
 //! route is `{name, peer, prefixes, first_hop, out_id, in_id, prev_hop,
 //! persistent_keepalive}`, every key but the last required; in a relay rule every key is.
-//! An absent `tun`, `routes` or `relays`, or one written with no value, is none.
+//! An absent `tun`, `routes` or `relays`, or one written with no value, is none. In
+//! `manager`, `address` and `key` are required; `endpoint` defaults to `listen`.
 //!
 //! Checks across values, after parsing (each error names the key and its line; a clash
 //! names both values):
@@ -27,24 +29,27 @@
 //! - no two routes send the same prefix (same network and length; overlapping prefixes of
 //!   different lengths are fine, the longest match wins);
 //! - a route's peer is not the node itself: checked by [`NodeConfig::setup`], which has the
-//!   private key.
+//!   private key;
+//! - a node with a manager has no static routes (the manager installs its routes), and an
+//!   `endpoint` unless `listen` is an address other nodes can send to (a specific IP and a
+//!   port other than 0).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{NodeSetup, RelaySetup, RouteSetup, TunSetup};
 use skywire_dataplane::wire::RouteId;
 
 use super::error::{ConfigError, Problem};
 use super::paths::PathText;
 use super::values::{
-    DurationValue, HopAddr, InterfaceName, ListenAddr, MIN_IPV6_MTU, Mtu, PrefixValue,
+    DurationValue, HopAddr, InterfaceName, ListenAddr, MIN_IPV6_MTU, ManagerAddr, Mtu, PrefixValue,
     PublicKeyValue, RouteIdValue, RouteName,
 };
 use super::yaml::{KeyPath, Locator};
-use crate::keyfile;
 
 /// Where a node's private key lives when the config does not say.
 pub const DEFAULT_NODE_KEY: &str = "/etc/skywire/node.key";
@@ -81,6 +86,21 @@ pub struct NodeConfig {
     routes: Vec<RouteSetup>,
     relays: Vec<RelaySetup>,
     offload: bool,
+    manager: Option<ManagerLink>,
+}
+
+/// `node.manager`: how a node reaches its manager, and what it tells the manager about
+/// itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ManagerLink {
+    /// `address`: the manager's TCP address, a specific IP and a port other than 0.
+    pub address: SocketAddr,
+    /// `key`: the manager's static public key, which the manager proves it holds
+    /// (`skywire pubkey --config manager.yaml` prints it).
+    pub key: PublicKey,
+    /// `endpoint`: the transport address other nodes send this node's packets to. Written
+    /// or, when left out, `node.listen`; either way a specific IP and a port other than 0.
+    pub endpoint: SocketAddr,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +113,7 @@ impl Default for NodeConfig {
             routes: Vec::new(),
             relays: Vec::new(),
             offload: true,
+            manager: None,
         }
     }
 }
@@ -132,20 +153,19 @@ impl NodeConfig {
         self.offload
     }
 
+    /// `node.manager`: the manager this node registers with and takes its routes from;
+    /// `None` for a statically configured node.
+    pub fn manager(&self) -> Option<&ManagerLink> {
+        self.manager.as_ref()
+    }
+
     /// The engine's setup: this section with the private key loaded from [`Self::key`].
     ///
     /// Fails, naming `node.key`, when the key file cannot be used (its error is the
     /// source), and, naming the route's `peer`, when a route leads to this node itself.
     pub(super) fn setup(&self, at: &Locator<'_>) -> Result<NodeSetup, ConfigError> {
         let node = KeyPath::top("node");
-        let key_path = node.key("key");
-        let private_key =
-            keyfile::load_private_key(&self.key).map_err(|source| ConfigError::Key {
-                file: at.file.to_owned(),
-                position: at.position(&key_path),
-                key: Some(key_path.to_string()),
-                source,
-            })?;
+        let private_key = super::load_key(&self.key, &node.key("key"), at)?;
         let own = private_key.public_key();
         if let Some(i) = self.routes.iter().position(|route| route.peer == own) {
             let peer = node.key("routes").index(i).key("peer");
@@ -173,6 +193,16 @@ pub(super) struct RawNode {
     routes: Option<Vec<RawRoute>>,
     relays: Option<Vec<RawRelay>>,
     offload: Option<bool>,
+    manager: Option<RawManagerLink>,
+}
+
+/// `node.manager` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManagerLink {
+    address: ManagerAddr,
+    key: PublicKeyValue,
+    endpoint: Option<HopAddr>,
 }
 
 /// `node.tun` as written.
@@ -264,6 +294,31 @@ impl RawNode {
                 next_hop: raw.next_hop.0,
             })
             .collect();
+        let listen = self.listen.map_or(defaults.listen, |listen| listen.0);
+        let manager = match self.manager {
+            None => None,
+            Some(raw) => {
+                let path = node.key("manager");
+                if !routes.is_empty() {
+                    return Err(at.invalid(&node.key("routes"), Problem::RoutesWithManager));
+                }
+                // `listen` is a valid endpoint only when another node can send to it.
+                let sendable = !listen.ip().is_unspecified() && listen.port() != 0;
+                let endpoint = match raw.endpoint {
+                    Some(endpoint) => endpoint.0,
+                    None if sendable => listen,
+                    None => {
+                        let endpoint = path.key("endpoint");
+                        return Err(at.invalid(&endpoint, Problem::ManagerEndpointRequired));
+                    }
+                };
+                Some(ManagerLink {
+                    address: raw.address.0,
+                    key: raw.key.0,
+                    endpoint,
+                })
+            }
+        };
         if !routes.is_empty() && tun.is_none() {
             return Err(at.invalid(&node.key("routes"), Problem::RoutesWithoutTun));
         }
@@ -271,12 +326,13 @@ impl RawNode {
 
         Ok(NodeConfig {
             key: self.key.map_or(defaults.key, |key| key.resolve(base)),
-            listen: self.listen.map_or(defaults.listen, |listen| listen.0),
+            listen,
             control_socket,
             tun,
             routes,
             relays,
             offload: self.offload.unwrap_or(defaults.offload),
+            manager,
         })
     }
 }
@@ -336,9 +392,9 @@ fn check_unique(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::tests::Scratch;
+    use crate::config::tests::{Scratch, assert_at, assert_conflict, assert_invalid, parse};
     use crate::config::{Config, Position};
-    use crate::keyfile::KeyFileError;
+    use crate::keyfile::{self, KeyFileError};
     use core::time::Duration;
     use skywire_dataplane::crypto::PublicKey;
     use skywire_dataplane::route::Prefix;
@@ -402,54 +458,174 @@ node:
         RouteId::new(n).unwrap()
     }
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, "conf/test.yaml")
+    /// A manager's public key.
+    const M: &str = "3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e";
+
+    /// A node section with `listen` and a manager link; more keys of the link follow from
+    /// line 6.
+    fn managed(listen: &str) -> String {
+        format!(
+            "node:\n  listen: {listen}\n  manager:\n    address: 127.0.0.1:5999\n    key: {M}\n"
+        )
     }
 
-    /// The error names the file, the line and the key, in that order and in that format.
-    fn assert_at(err: &ConfigError, line: u64, key: &str) {
-        assert_eq!(err.position().map(|p| p.line), Some(line), "{err}");
-        assert_eq!(err.key(), Some(key), "{err}");
-        let column = err.position().unwrap().column;
-        let shown = err.to_string();
-        assert!(
-            shown.starts_with(&format!("conf/test.yaml:{line}:{column}: {key}: ")),
-            "{shown}"
+    #[test]
+    fn a_managed_node_has_its_manager_link() {
+        let config = parse(&managed("198.18.0.1:6000")).unwrap();
+        let link = ManagerLink {
+            address: addr("127.0.0.1:5999"),
+            key: PublicKey::from_bytes([0x3e; 32]),
+            endpoint: addr("198.18.0.1:6000"),
+        };
+        assert_eq!(config.node.manager(), Some(&link));
+
+        // A written endpoint wins over listen; IPv6 works for all three addresses.
+        let text = format!(
+            "node:\n  listen: \"[fd00::1]:6000\"\n  manager:\n    address: \"[fd00::9]:5999\"\n    \
+             key: {M}\n    endpoint: \"[fd00::1]:7000\"\n"
         );
-        assert!(err.is_bad_config(), "{err}");
-    }
+        let link = parse(&text).unwrap().node.manager().copied().unwrap();
+        assert_eq!(link.address, addr("[fd00::9]:5999"));
+        assert_eq!(link.endpoint, addr("[fd00::1]:7000"));
 
-    fn assert_invalid(text: &str, line: u64, key: &str, problem: Problem) {
-        let err = parse(text).unwrap_err();
-        assert!(
-            matches!(&err, ConfigError::Invalid { problem: p, .. } if *p == problem),
-            "{err:?}"
+        // A managed node may have a TUN device and relay rules, and no routes.
+        let text = format!(
+            "{}  tun: {{ name: sky0, addresses: [10.77.0.1/24] }}\n  routes: []\n  relays:\n    \
+             - {{ in_id: 300, prev_hop: 198.18.0.4:6000, out_id: 301, next_hop: 198.18.0.5:6000 }}\n",
+            managed("198.18.0.1:6000")
         );
-        assert_at(&err, line, key);
-        assert!(err.to_string().ends_with(&problem.to_string()), "{err}");
+        let node = parse(&text).unwrap().node;
+        assert!(node.manager().is_some() && node.tun().is_some());
+        assert_eq!((node.routes().len(), node.relays().len()), (0, 1));
+
+        // Without `manager`, or with `manager:` and no value, a node is static.
+        assert_eq!(parse("node:\n  key: k\n").unwrap().node.manager(), None);
+        assert_eq!(parse("node:\n  manager:\n").unwrap().node.manager(), None);
     }
 
-    fn assert_conflict(text: &str, line: u64, key: &str, first: (u64, &str), problem: Problem) {
-        let err = parse(text).unwrap_err();
-        match &err {
-            ConfigError::Conflict {
-                problem: p,
-                other_key,
-                other_position,
-                ..
-            } => {
-                assert_eq!(*p, problem, "{err}");
-                assert_eq!(other_key, first.1, "{err}");
-                assert_eq!(other_position.map(|p| p.line), Some(first.0), "{err}");
-            }
-            other => panic!("{other:?}"),
+    #[test]
+    fn a_managed_node_needs_an_endpoint_unless_listen_is_one() {
+        for listen in ["0.0.0.0:6000", "\"[::]:6000\"", "198.18.0.1:0"] {
+            assert_invalid(
+                &managed(listen),
+                3,
+                "node.manager.endpoint",
+                Problem::ManagerEndpointRequired,
+            );
+            let text = format!("{}    endpoint: 198.18.0.1:6000\n", managed(listen));
+            let link = parse(&text).unwrap().node.manager().copied().unwrap();
+            assert_eq!(link.endpoint, addr("198.18.0.1:6000"), "{listen}");
         }
-        assert_at(&err, line, key);
-        assert!(
-            err.to_string()
-                .ends_with(&format!("; the same as {} at line {}", first.1, first.0)),
-            "{err}"
+        // The default listen, 0.0.0.0:6000, is not one either; the error points at manager.
+        let text = format!(
+            "# a node\nnode:\n  key: k\n  manager: {{ address: 127.0.0.1:5999, key: {M} }}\n"
         );
+        assert_invalid(
+            &text,
+            4,
+            "node.manager.endpoint",
+            Problem::ManagerEndpointRequired,
+        );
+    }
+
+    #[test]
+    fn a_managed_node_has_no_static_routes() {
+        let text = format!(
+            "{}  tun: {{ name: sky0, addresses: [10.77.0.1/24] }}\n  routes:\n{}",
+            managed("198.18.0.1:6000"),
+            route("a", 1, "10.0.0.0/8")
+        );
+        assert_invalid(&text, 7, "node.routes", Problem::RoutesWithManager);
+        // Checked before "routes need a TUN device": the routes are the mistake either way.
+        let text = format!(
+            "{}  routes:\n{}",
+            managed("198.18.0.1:6000"),
+            route("a", 1, "10.0.0.0/8")
+        );
+        assert_invalid(&text, 6, "node.routes", Problem::RoutesWithManager);
+    }
+
+    #[test]
+    fn a_managed_node_becomes_a_node_setup_without_its_manager() {
+        let dir = Scratch::new();
+        let public = keyfile::write_new_key(dir.0.join("node.key")).unwrap();
+        let text = format!("{}  key: node.key\n", managed("198.18.0.1:6000"));
+        let path = dir.file("config.yaml", text.as_bytes());
+        let config = Config::load(&path).unwrap();
+        let setup = config.node_setup().unwrap();
+        assert_eq!(setup.public_key(), public);
+        assert_eq!(setup.listen, addr("198.18.0.1:6000"));
+        assert!(setup.routes.is_empty());
+    }
+
+    #[test]
+    fn bad_manager_links_are_located() {
+        let good = format!("{}    endpoint: 198.18.0.1:6000\n", managed("0.0.0.0:6000"));
+        parse(&good).unwrap();
+        let cases: [(&str, &str, u64, &str, Problem); 6] = [
+            (
+                "address: 127.0.0.1:5999",
+                "address: 0.0.0.0:5999",
+                4,
+                "node.manager.address",
+                Problem::UnspecifiedManagerAddress,
+            ),
+            (
+                "address: 127.0.0.1:5999",
+                "address: 127.0.0.1:0",
+                4,
+                "node.manager.address",
+                Problem::UnspecifiedManagerAddress,
+            ),
+            (
+                "address: 127.0.0.1:5999",
+                "address: localhost:5999",
+                4,
+                "node.manager.address",
+                Problem::NotASocketAddress,
+            ),
+            (
+                &format!("key: {M}"),
+                &format!("key: {}", &M[2..]),
+                5,
+                "node.manager.key",
+                Problem::PublicKeyLength,
+            ),
+            (
+                &format!("key: {M}"),
+                &format!("key: {}zz", &M[2..]),
+                5,
+                "node.manager.key",
+                Problem::PublicKeyNotHex,
+            ),
+            (
+                "endpoint: 198.18.0.1:6000",
+                "endpoint: 0.0.0.0:6000",
+                6,
+                "node.manager.endpoint",
+                Problem::UnspecifiedHopAddress,
+            ),
+        ];
+        for (from, to, line, key, problem) in cases {
+            assert!(good.contains(from), "{from}");
+            assert_invalid(&good.replacen(from, to, 1), line, key, problem);
+        }
+
+        // Unknown and missing keys are parse errors naming the key.
+        let err = parse(&good.replace("endpoint:", "endpont:")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+        assert_at(&err, 6, "node.manager.endpont");
+        for missing in ["address", "key"] {
+            let text: String = good
+                .lines()
+                .filter(|line| !line.trim_start().starts_with(&format!("{missing}:")))
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let err = parse(&text).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+            assert_eq!(err.key(), Some("node.manager"), "{err}");
+            assert!(err.to_string().contains(missing), "{err}");
+        }
     }
 
     #[test]

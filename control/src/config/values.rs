@@ -1,10 +1,10 @@
-//! The scalars of the `node:` section, each a newtype parsed from the text as written.
+//! The scalars of the config sections, each a newtype parsed from the text as written.
 //!
 //! Every type here deserializes through `TryFrom<String>` and fails with a [`Problem`], so
 //! the parser attaches the line and the key path to the error like any other (see the
 //! module docs of `config`). Numbers written without quotes (`in_id: 5`, `mtu: 1420`) reach
 //! them as their text. They check one value each; checks that involve several values run
-//! after parsing, in `node`.
+//! after parsing, in the section's module (`node`, `manager`).
 
 use core::time::Duration;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use skywire_dataplane::route::{Prefix, PrefixError};
 use skywire_dataplane::wire::RouteId;
 
 use super::error::Problem;
+use super::manager::MAX_HOPS;
 
 /// The smallest MTU accepted: the IPv4 minimum every host must reassemble.
 pub(super) const MIN_MTU: u16 = 576;
@@ -29,6 +30,21 @@ pub(super) const MIN_IPV6_MTU: u16 = 1280;
 pub(super) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 /// The longest interface name Linux accepts (`IFNAMSIZ` minus the NUL).
 pub(super) const MAX_INTERFACE_NAME: usize = 15;
+/// The bounds of `manager.rule_expiry`. Below 3 seconds a rule would expire on one lost
+/// keepalive on a busy path; above an hour a dead route would hold its ids for too long.
+pub(super) const MIN_RULE_EXPIRY: Duration = Duration::from_secs(3);
+/// See [`MIN_RULE_EXPIRY`].
+pub(super) const MAX_RULE_EXPIRY: Duration = Duration::from_secs(60 * 60);
+/// The bounds of `manager.setup_timeout`: a hop acknowledges a rule within a round trip, so
+/// shorter than 100ms fails on ordinary paths, and longer than 30s only delays the retry.
+pub(super) const MIN_SETUP_TIMEOUT: Duration = Duration::from_millis(100);
+/// See [`MIN_SETUP_TIMEOUT`].
+pub(super) const MAX_SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bounds of `manager.heartbeat`: faster than 100ms is load without benefit, slower
+/// than a minute leaves a dead node in the routes for minutes.
+pub(super) const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+/// See [`MIN_HEARTBEAT`].
+pub(super) const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// Whether `text` is a whole number as written in a config: ASCII digits only, no sign.
 fn is_digits(text: &str) -> bool {
@@ -129,31 +145,144 @@ impl TryFrom<String> for DurationValue {
     type Error = Problem;
 
     fn try_from(text: String) -> Result<Self, Problem> {
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let millis_per_unit: u64 = match unit {
-            "ms" => 1,
-            "" | "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            _ => return Err(Problem::NotADuration),
-        };
-        if !is_digits(number) {
-            return Err(Problem::NotADuration);
+        // The smallest unit is a millisecond, so "longer than zero" starts there.
+        duration_within(
+            &text,
+            Duration::from_millis(1),
+            MAX_DURATION,
+            Problem::DurationOutOfRange,
+        )
+        .map(Self)
+    }
+}
+
+/// `manager.rule_expiry`: a duration from [`MIN_RULE_EXPIRY`] to [`MAX_RULE_EXPIRY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct RuleExpiry(pub(super) Duration);
+
+impl TryFrom<String> for RuleExpiry {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        duration_within(
+            &text,
+            MIN_RULE_EXPIRY,
+            MAX_RULE_EXPIRY,
+            Problem::RuleExpiryOutOfRange,
+        )
+        .map(Self)
+    }
+}
+
+/// `manager.setup_timeout`: a duration from [`MIN_SETUP_TIMEOUT`] to [`MAX_SETUP_TIMEOUT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct SetupTimeout(pub(super) Duration);
+
+impl TryFrom<String> for SetupTimeout {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        duration_within(
+            &text,
+            MIN_SETUP_TIMEOUT,
+            MAX_SETUP_TIMEOUT,
+            Problem::SetupTimeoutOutOfRange,
+        )
+        .map(Self)
+    }
+}
+
+/// `manager.heartbeat`: a duration from [`MIN_HEARTBEAT`] to [`MAX_HEARTBEAT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct Heartbeat(pub(super) Duration);
+
+impl TryFrom<String> for Heartbeat {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        duration_within(
+            &text,
+            MIN_HEARTBEAT,
+            MAX_HEARTBEAT,
+            Problem::HeartbeatOutOfRange,
+        )
+        .map(Self)
+    }
+}
+
+/// `text` as a duration (see [`DurationValue`] for the forms) from `min` to `max`;
+/// [`Problem::NotADuration`] when it is not written as one, `out_of_range` when it is
+/// outside the bounds (also when its number is too large to count).
+fn duration_within(
+    text: &str,
+    min: Duration,
+    max: Duration,
+    out_of_range: Problem,
+) -> Result<Duration, Problem> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(Problem::NotADuration),
+    };
+    if !is_digits(number) {
+        return Err(Problem::NotADuration);
+    }
+    // All digits: failing to parse means too many of them.
+    let millis = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis_per_unit))
+        .ok_or(out_of_range)?;
+    let duration = Duration::from_millis(millis);
+    if duration < min || duration > max {
+        return Err(out_of_range);
+    }
+    Ok(duration)
+}
+
+/// A number of hops on a route the manager computes, 1 to [`MAX_HOPS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct HopCount(pub(super) u8);
+
+impl TryFrom<String> for HopCount {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        if !is_digits(&text) {
+            return Err(Problem::HopCountOutOfRange);
         }
-        // All digits: failing to parse means too many of them.
-        let millis = number
-            .parse::<u64>()
+        text.parse::<u8>()
             .ok()
-            .and_then(|n| n.checked_mul(millis_per_unit))
-            .ok_or(Problem::DurationOutOfRange)?;
-        let duration = Duration::from_millis(millis);
-        if duration.is_zero() || duration > MAX_DURATION {
-            return Err(Problem::DurationOutOfRange);
+            .filter(|hops| (1..=MAX_HOPS).contains(hops))
+            .map(Self)
+            .ok_or(Problem::HopCountOutOfRange)
+    }
+}
+
+/// The manager's TCP address as a node dials it: a specific IP and a port other than 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct ManagerAddr(pub(super) SocketAddr);
+
+impl TryFrom<String> for ManagerAddr {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        let addr: SocketAddr = text.parse().map_err(|_| Problem::NotASocketAddress)?;
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(Problem::UnspecifiedManagerAddress);
         }
-        Ok(Self(duration))
+        Ok(Self(addr))
     }
 }
 
@@ -335,6 +464,85 @@ mod tests {
             "", "s", "1.5s", "25 s", "25sec", "-1s", "1m30s", "ms500", "1d",
         ] {
             assert_eq!(d(bad), Err(Problem::NotADuration), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bounded_durations() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse::<RuleExpiry>("3s").map(|d| d.0), Ok(MIN_RULE_EXPIRY));
+        assert_eq!(parse::<RuleExpiry>("60m").map(|d| d.0), Ok(MAX_RULE_EXPIRY));
+        assert_eq!(parse::<SetupTimeout>("100ms").map(|d| d.0), Ok(ms(100)));
+        assert_eq!(parse::<SetupTimeout>("30").map(|d| d.0), Ok(ms(30_000)));
+        assert_eq!(parse::<Heartbeat>("100ms").map(|d| d.0), Ok(MIN_HEARTBEAT));
+        assert_eq!(parse::<Heartbeat>("1m").map(|d| d.0), Ok(MAX_HEARTBEAT));
+        for bad in ["2999ms", "3601s", "2h", "0", "99999999999999999999h"] {
+            assert_eq!(
+                parse::<RuleExpiry>(bad),
+                Err(Problem::RuleExpiryOutOfRange),
+                "{bad}"
+            );
+        }
+        for bad in ["99ms", "30001ms", "1m", "0s"] {
+            assert_eq!(
+                parse::<SetupTimeout>(bad),
+                Err(Problem::SetupTimeoutOutOfRange),
+                "{bad}"
+            );
+        }
+        for bad in ["99ms", "61s", "2m", "0ms"] {
+            assert_eq!(
+                parse::<Heartbeat>(bad),
+                Err(Problem::HeartbeatOutOfRange),
+                "{bad}"
+            );
+        }
+        for bad in ["", "1.5s", "1d", "-1s", "1 s"] {
+            assert_eq!(
+                parse::<RuleExpiry>(bad),
+                Err(Problem::NotADuration),
+                "{bad}"
+            );
+            assert_eq!(
+                parse::<SetupTimeout>(bad),
+                Err(Problem::NotADuration),
+                "{bad}"
+            );
+            assert_eq!(parse::<Heartbeat>(bad), Err(Problem::NotADuration), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hop_counts() {
+        assert_eq!(parse::<HopCount>("1"), Ok(HopCount(1)));
+        assert_eq!(parse::<HopCount>("16"), Ok(HopCount(MAX_HOPS)));
+        assert_eq!(parse::<HopCount>("016"), Ok(HopCount(16)));
+        for bad in ["0", "17", "256", "-1", "+1", "1.0", ""] {
+            assert_eq!(
+                parse::<HopCount>(bad),
+                Err(Problem::HopCountOutOfRange),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn manager_addresses() {
+        let addr: ManagerAddr = parse("[fd00::9]:5999").unwrap();
+        assert_eq!(addr.0, "[fd00::9]:5999".parse().unwrap());
+        for bad in ["0.0.0.0:5999", "[::]:5999", "127.0.0.1:0"] {
+            assert_eq!(
+                parse::<ManagerAddr>(bad),
+                Err(Problem::UnspecifiedManagerAddress),
+                "{bad}"
+            );
+        }
+        for bad in ["127.0.0.1", "manager:5999", ""] {
+            assert_eq!(
+                parse::<ManagerAddr>(bad),
+                Err(Problem::NotASocketAddress),
+                "{bad}"
+            );
         }
     }
 

@@ -23,6 +23,7 @@ use serde_saphyr::{
 
 use super::MAX_CONFIG_LEN;
 use super::error::{ConfigError, Position, Problem};
+use crate::keyfile::KeyFileError;
 
 /// Parse `text` (the content of `file`) into `T`.
 pub(super) fn deserialize<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
@@ -34,6 +35,18 @@ pub(super) fn deserialize<T: DeserializeOwned>(text: &str, file: &Path) -> Resul
         })
     });
     result.map_err(|err| located_error(&err, key_path, file))
+}
+
+/// For a field `#[serde(default, deserialize_with = "yaml::written")]` of type
+/// `Option<Option<T>>`: `None` when the key is left out, `Some(None)` when it is written with
+/// no value (`manager:`), `Some(Some(value))` otherwise. For the few keys where being written
+/// at all means something.
+pub(super) fn written<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Parser options: plain one-line errors and limits sized for a config file. (One document
@@ -290,6 +303,16 @@ impl Locator<'_> {
             position: self.position(key),
             key: Some(key.to_string()),
             problem,
+        }
+    }
+
+    /// The private key file named at `key` cannot be used, for the reason in `source`.
+    pub(super) fn unusable_key(&self, key: &KeyPath, source: KeyFileError) -> ConfigError {
+        ConfigError::Key {
+            file: self.file.to_owned(),
+            position: self.position(key),
+            key: Some(key.to_string()),
+            source,
         }
     }
 
