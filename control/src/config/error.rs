@@ -315,9 +315,6 @@ pub enum Problem {
          the IP:PORT other nodes send this node's transport packets to"
     )]
     ManagerEndpointRequired,
-    /// A node with a manager also has static routes.
-    #[error("a node with a manager gets its routes from the manager, so it has no static routes")]
-    RoutesWithManager,
     /// `manager.rule_expiry` is outside its bounds.
     #[error("rule_expiry must be from 3s to 1h")]
     RuleExpiryOutOfRange,
@@ -386,7 +383,6 @@ impl Problem {
         Self::PeerIsSelf,
         Self::UnspecifiedManagerAddress,
         Self::ManagerEndpointRequired,
-        Self::RoutesWithManager,
         Self::RuleExpiryOutOfRange,
         Self::SetupTimeoutOutOfRange,
         Self::HeartbeatOutOfRange,

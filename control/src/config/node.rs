@@ -299,9 +299,6 @@ impl RawNode {
             None => None,
             Some(raw) => {
                 let path = node.key("manager");
-                if !routes.is_empty() {
-                    return Err(at.invalid(&node.key("routes"), Problem::RoutesWithManager));
-                }
                 // `listen` is a valid endpoint only when another node can send to it.
                 let sendable = !listen.ip().is_unspecified() && listen.port() != 0;
                 let endpoint = match raw.endpoint {
@@ -526,23 +523,6 @@ node:
             "node.manager.endpoint",
             Problem::ManagerEndpointRequired,
         );
-    }
-
-    #[test]
-    fn a_managed_node_has_no_static_routes() {
-        let text = format!(
-            "{}  tun: {{ name: sky0, addresses: [10.77.0.1/24] }}\n  routes:\n{}",
-            managed("198.18.0.1:6000"),
-            route("a", 1, "10.0.0.0/8")
-        );
-        assert_invalid(&text, 7, "node.routes", Problem::RoutesWithManager);
-        // Checked before "routes need a TUN device": the routes are the mistake either way.
-        let text = format!(
-            "{}  routes:\n{}",
-            managed("198.18.0.1:6000"),
-            route("a", 1, "10.0.0.0/8")
-        );
-        assert_invalid(&text, 6, "node.routes", Problem::RoutesWithManager);
     }
 
     #[test]
