@@ -68,12 +68,14 @@
 
 pub mod core;
 mod driver;
+mod event;
 mod handle;
 mod setup;
 mod status;
 
-pub use core::{NodeCore, NodeDrop, NodeIo, SetupError};
+pub use core::{NodeCore, NodeDrop, NodeIo, PingError, SetupError};
 pub use driver::{EngineError, RunningEngine, SOCKET_BUFFER, start};
-pub use handle::{EngineGone, EngineHandle};
-pub use setup::{NodeSetup, RelaySetup, RouteSetup, TunSetup};
+pub use event::{EVENT_QUEUE, EngineEvent};
+pub use handle::{EngineGone, EngineHandle, PING_TIMEOUT};
+pub use setup::{ApplyError, NodeSetup, Origin, RelaySetup, RouteSetup, RuleChange, TunSetup};
 pub use status::{NodeStatus, RelayStatus, RouteStatus};
