@@ -24,7 +24,7 @@ use common::{
 };
 use skywire_control::ctl::{ControlServer, StatusReply, StatusSource};
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::engine::{EngineGone, NodeStatus, RelayStatus, RouteStatus};
+use skywire_dataplane::engine::{EngineGone, NodeStatus, Origin, RelayStatus, RouteStatus};
 use skywire_dataplane::wire::RouteId;
 
 /// A fresh scratch folder, mode 0755 so another user can reach a socket folder inside it.
@@ -98,6 +98,8 @@ fn sample_status() -> NodeStatus {
             rx_packets: 812,
             rx_bytes: 1_268_776,
             drops: vec![("replay", 1), ("bad tag", 2), ("too short", 0)],
+            origin: Origin::Config,
+            idle: None,
         }],
         relays: vec![RelayStatus {
             in_id: id(100),
@@ -106,8 +108,12 @@ fn sample_status() -> NodeStatus {
             next_hop: "198.18.0.3:6000".parse().unwrap(),
             packets: 2330,
             bytes: 3_649_044,
+            origin: Origin::Config,
+            idle: None,
         }],
         drops: vec![("no route", 0), ("not ip", 5)],
+        expired: 0,
+        events_dropped: 0,
     }
 }
 

@@ -56,8 +56,14 @@ def raw(args):
 
 
 def classify(datagram, known_ids):
-    """What a relay must count this datagram as (dataplane/src/route/forward.rs)."""
-    if (len(datagram) < 8 or datagram[0] != 1 or datagram[1] not in range(1, 6)
+    """What a relay must count this datagram as (dataplane/src/route/forward.rs; link probes,
+    types 8 and 9, are handled before it: docs/PROTOCOL.md section 3.1)."""
+    if len(datagram) >= 2 and datagram[1] in (8, 9):
+        if (len(datagram) == 16 and datagram[0] == 1
+                and datagram[2:8] == b"\0\0\0\0\0\0"):
+            return "probe"  # well-formed: answered, not dropped
+        return "bad_probe"
+    if (len(datagram) < 8 or datagram[0] != 1 or datagram[1] not in range(1, 8)
             or datagram[2:4] != b"\0\0" or datagram[4:8] == b"\0\0\0\0"):
         return "malformed"
     if struct.unpack("!I", datagram[4:8])[0] in known_ids:
@@ -73,7 +79,8 @@ def garbage(args):
     known_ids = [int(i) for i in args.known_ids.split(",") if i]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dst = addr(args.dst)
-    counts = {"malformed": 0, "unknown_route": 0, "wrong_previous_hop": 0}
+    counts = {"malformed": 0, "unknown_route": 0, "wrong_previous_hop": 0, "bad_probe": 0,
+              "probe": 0}
     for i in range(args.count):
         kind = i % 4
         if kind == 0 and i % 100 == 0:

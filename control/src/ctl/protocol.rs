@@ -59,19 +59,32 @@
 //!     "last_handshake_secs": 3.25,
 //!     "tx_packets": 2330, "tx_bytes": 3565158,
 //!     "rx_packets": 812, "rx_bytes": 1268776,
-//!     "drops": {"replay": 1, "bad tag": 2, "too short": 0}
+//!     "drops": {"replay": 1, "bad tag": 2, "too short": 0},
+//!     "origin": {"kind": "config"},
+//!     "idle_secs": null
 //!   }],
 //!   "relays": [{
 //!     "in_id": 100, "prev_hop": "198.18.0.1:6000",
 //!     "out_id": 101, "next_hop": "198.18.0.3:6000",
-//!     "packets": 2330, "bytes": 3649044
+//!     "packets": 2330, "bytes": 3649044,
+//!     "origin": {"kind": "manager", "route": 9, "expire_after_secs": 30.0},
+//!     "idle_secs": 2.0
 //!   }],
-//!   "drops": {"no route": 0, "not ip": 0}
+//!   "drops": {"no route": 0, "not ip": 0},
+//!   "expired": 0,
+//!   "events_dropped": 0
 //! }
 //! ```
 //!
 //! `tun` is `null` for a node without a TUN device; `last_handshake_secs` (seconds since the
-//! last completed handshake, fractional) is `null` before the first one. `drops` objects map
+//! last completed handshake, fractional) is `null` before the first one. `origin` says where
+//! a route end or relay rule came from: `{"kind": "config"}` (the config file; never
+//! expires) or `{"kind": "manager", "route": N, "expire_after_secs": S}` (the node manager's
+//! route number `N`; removed after `S` seconds without a packet); `idle_secs` is how long
+//! no packet matched a manager rule (sampled about once a second), `null` for config rules.
+//! `expired` counts manager rules the node removed as idle; `events_dropped` counts engine
+//! events (expiries, probe replies, pongs) lost because nobody read them in time. A reply
+//! without these fields (from an older node) reads as config rules and zero counts. `drops` objects map
 //! every drop reason the node knows, zeros included, to its count, in the node's order.
 //! Byte counts are payload bytes. Clients ignore fields they do not know, so fields can be
 //! added without a version bump.
@@ -87,7 +100,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::engine::{NodeStatus, RelayStatus, RouteStatus};
+use skywire_dataplane::engine::{NodeStatus, Origin, RelayStatus, RouteStatus};
 use skywire_dataplane::route::Prefix;
 
 /// The longest request line the server reads, in bytes, without its newline.
@@ -221,6 +234,43 @@ pub struct StatusReply {
     pub relays: Vec<RelayReply>,
     /// Node-wide drops before any route was found.
     pub drops: Drops,
+    /// Manager rules removed because they were idle too long.
+    #[serde(default)]
+    pub expired: u64,
+    /// Engine events lost because the queue was full.
+    #[serde(default)]
+    pub events_dropped: u64,
+}
+
+/// Where a route end or relay rule came from, in a [`StatusReply`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OriginReply {
+    /// The node's config file; never expires.
+    #[default]
+    Config,
+    /// The node manager.
+    Manager {
+        /// The manager's number for the route.
+        route: u64,
+        /// Idle seconds after which the node removes the rule.
+        expire_after_secs: f64,
+    },
+}
+
+impl From<Origin> for OriginReply {
+    fn from(origin: Origin) -> Self {
+        match origin {
+            Origin::Config => Self::Config,
+            Origin::Manager {
+                route,
+                expire_after,
+            } => Self::Manager {
+                route,
+                expire_after_secs: expire_after.as_secs_f64(),
+            },
+        }
+    }
 }
 
 /// One route end, in a [`StatusReply`].
@@ -252,10 +302,16 @@ pub struct RouteReply {
     pub rx_bytes: u64,
     /// Drops at this route end.
     pub drops: Drops,
+    /// Where the route end came from.
+    #[serde(default)]
+    pub origin: OriginReply,
+    /// Seconds since a packet last arrived, for manager routes; `None` for config ones.
+    #[serde(default)]
+    pub idle_secs: Option<f64>,
 }
 
 /// One relay rule, in a [`StatusReply`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RelayReply {
     /// Incoming route id.
     pub in_id: u32,
@@ -269,6 +325,12 @@ pub struct RelayReply {
     pub packets: u64,
     /// Bytes forwarded.
     pub bytes: u64,
+    /// Where the rule came from.
+    #[serde(default)]
+    pub origin: OriginReply,
+    /// Seconds since a packet last matched, for manager rules; `None` for config ones.
+    #[serde(default)]
+    pub idle_secs: Option<f64>,
 }
 
 /// Drop counters by reason, in the node's order; a JSON object on the wire.
@@ -336,6 +398,8 @@ impl From<&NodeStatus> for StatusReply {
             routes: status.routes.iter().map(RouteReply::from).collect(),
             relays: status.relays.iter().map(RelayReply::from).collect(),
             drops: Drops::from(status.drops.as_slice()),
+            expired: status.expired,
+            events_dropped: status.events_dropped,
         }
     }
 }
@@ -355,6 +419,8 @@ impl From<&RouteStatus> for RouteReply {
             rx_packets: route.rx_packets,
             rx_bytes: route.rx_bytes,
             drops: Drops::from(route.drops.as_slice()),
+            origin: route.origin.into(),
+            idle_secs: route.idle.map(|idle| idle.as_secs_f64()),
         }
     }
 }
@@ -368,6 +434,8 @@ impl From<&RelayStatus> for RelayReply {
             next_hop: relay.next_hop,
             packets: relay.packets,
             bytes: relay.bytes,
+            origin: relay.origin.into(),
+            idle_secs: relay.idle.map(|idle| idle.as_secs_f64()),
         }
     }
 }
@@ -557,6 +625,8 @@ pub(crate) mod tests {
                 rx_packets: 812,
                 rx_bytes: 1_268_776,
                 drops: vec![("replay", 1), ("bad tag", 2), ("too short", 0)],
+                origin: Origin::Config,
+                idle: None,
             }],
             relays: vec![RelayStatus {
                 in_id: id(100),
@@ -565,9 +635,29 @@ pub(crate) mod tests {
                 next_hop: "198.18.0.3:6000".parse().unwrap(),
                 packets: 2330,
                 bytes: 3_649_044,
+                origin: Origin::Config,
+                idle: None,
             }],
             drops: vec![("no route", 0), ("not ip", 0)],
+            expired: 0,
+            events_dropped: 0,
         }
+    }
+
+    /// [`sample_status`] with a manager route end and relay, and expired rules.
+    pub(crate) fn sample_managed_status() -> NodeStatus {
+        let mut status = sample_status();
+        let manager = Origin::Manager {
+            route: 9,
+            expire_after: Duration::from_secs(30),
+        };
+        status.routes[0].origin = manager;
+        status.routes[0].idle = Some(Duration::from_millis(1500));
+        status.relays[0].origin = manager;
+        status.relays[0].idle = Some(Duration::from_secs(62));
+        status.expired = 3;
+        status.events_dropped = 4;
+        status
     }
 
     #[test]
@@ -664,6 +754,56 @@ pub(crate) mod tests {
         let back = StatusReply::from_json(&reply.to_json_pretty()).unwrap();
         assert_eq!(back, reply);
         assert_eq!(back.routes[0].drops.0[1], ("bad tag".to_owned(), 2));
+    }
+
+    #[test]
+    fn origins_idle_times_and_expiry_in_json() {
+        let reply = StatusReply::from(&sample_status());
+        let value = serde_json::to_value(&reply).unwrap();
+        assert_eq!(
+            value["routes"][0]["origin"],
+            serde_json::json!({"kind": "config"})
+        );
+        assert!(value["routes"][0]["idle_secs"].is_null());
+        assert_eq!(
+            value["relays"][0]["origin"],
+            serde_json::json!({"kind": "config"})
+        );
+        assert_eq!(value["expired"], 0);
+
+        let reply = StatusReply::from(&sample_managed_status());
+        let value = serde_json::to_value(&reply).unwrap();
+        let manager = serde_json::json!({"kind": "manager", "route": 9, "expire_after_secs": 30.0});
+        assert_eq!(value["routes"][0]["origin"], manager);
+        assert_eq!(value["routes"][0]["idle_secs"], 1.5);
+        assert_eq!(value["relays"][0]["origin"], manager);
+        assert_eq!(value["relays"][0]["idle_secs"], 62.0);
+        assert_eq!(
+            (value["expired"].clone(), value["events_dropped"].clone()),
+            (3.into(), 4.into())
+        );
+        assert_eq!(
+            StatusReply::from_json(&reply.to_json_pretty()).unwrap(),
+            reply
+        );
+
+        // An older node's reply, without the new fields: config rules, zero counts.
+        let mut old = serde_json::to_value(StatusReply::from(&sample_status())).unwrap();
+        for list in ["routes", "relays"] {
+            let object = old[list][0].as_object_mut().unwrap();
+            object.remove("origin");
+            object.remove("idle_secs");
+        }
+        let object = old.as_object_mut().unwrap();
+        object.remove("expired");
+        object.remove("events_dropped");
+        // (serde_json's Value sorts keys, so compare the fields, not the drop order.)
+        let back = StatusReply::from_json(&old.to_string()).unwrap();
+        assert_eq!(back.routes[0].origin, OriginReply::Config);
+        assert_eq!(back.routes[0].idle_secs, None);
+        assert_eq!(back.relays[0].origin, OriginReply::Config);
+        assert_eq!(back.relays[0].idle_secs, None);
+        assert_eq!((back.expired, back.events_dropped), (0, 0));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::protocol::{Drops, RelayReply, RouteReply, StatusReply};
+use super::protocol::{Drops, OriginReply, RelayReply, RouteReply, StatusReply};
 
 impl fmt::Display for StatusReply {
     /// The `wg show`-style text, each section followed by a blank line except the last;
@@ -15,6 +15,12 @@ impl fmt::Display for StatusReply {
             writeln!(f, "  tun: {tun}")?;
         }
         write_drops(f, &self.drops)?;
+        if self.expired > 0 {
+            writeln!(f, "  expired: {} idle manager rules", self.expired)?;
+        }
+        if self.events_dropped > 0 {
+            writeln!(f, "  events dropped: {}", self.events_dropped)?;
+        }
         for route in &self.routes {
             writeln!(f)?;
             write_route(f, route)?;
@@ -35,6 +41,7 @@ fn write_route(f: &mut fmt::Formatter<'_>, route: &RouteReply) -> fmt::Result {
         "  first hop: {} (out id {}, in id {})",
         route.first_hop, route.out_id, route.in_id
     )?;
+    write_origin(f, route.origin, route.idle_secs)?;
     f.write_str("  prefixes: ")?;
     if route.prefixes.is_empty() {
         f.write_str("(none)")?;
@@ -67,12 +74,30 @@ fn write_relay(f: &mut fmt::Formatter<'_>, relay: &RelayReply) -> fmt::Result {
         "relay: {} from {} -> {} to {}",
         relay.in_id, relay.prev_hop, relay.out_id, relay.next_hop
     )?;
+    write_origin(f, relay.origin, relay.idle_secs)?;
     writeln!(
         f,
         "  forwarded: {} packets, {}",
         relay.packets,
         Bytes(relay.bytes)
     )
+}
+
+/// `  origin: manager route 9, idle 2 seconds (expires after 30 seconds)`, or nothing for
+/// config rules (the usual case, as in `wg show`, left out).
+fn write_origin(f: &mut fmt::Formatter<'_>, origin: OriginReply, idle: Option<f64>) -> fmt::Result {
+    let OriginReply::Manager {
+        route,
+        expire_after_secs,
+    } = origin
+    else {
+        return Ok(());
+    };
+    write!(f, "  origin: manager route {route}")?;
+    if let Some(idle) = idle {
+        write!(f, ", idle {}", Span(idle))?;
+    }
+    writeln!(f, " (expires after {} idle)", Span(expire_after_secs))
 }
 
 /// `  drops: replay 1, bad tag 2`, or nothing when every count is zero.
@@ -120,9 +145,22 @@ struct Ago(f64);
 impl fmt::Display for Ago {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Whole seconds; NaN, negative and absurd values saturate instead of panicking.
+        if self.0 as u64 == 0 {
+            return f.write_str("just now");
+        }
+        write!(f, "{} ago", Span(self.0))
+    }
+}
+
+/// A length of time in seconds as `wg` prints it: `1 hour, 2 minutes, 3 seconds`.
+struct Span(f64);
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Whole seconds; NaN, negative and absurd values saturate instead of panicking.
         let total = self.0 as u64;
         if total == 0 {
-            return f.write_str("just now");
+            return f.write_str("0 seconds");
         }
         let parts = [
             (total / 86_400, "day"),
@@ -142,14 +180,14 @@ impl fmt::Display for Ago {
             let plural = if count == 1 { "" } else { "s" };
             write!(f, "{count} {unit}{plural}")?;
         }
-        f.write_str(" ago")
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::protocol::tests::sample_status;
+    use crate::ctl::protocol::tests::{sample_managed_status, sample_status};
 
     #[test]
     fn status_text_matches_wg_show_style() {
@@ -170,6 +208,37 @@ mod tests {
                  \x20 forwarded: 2330 packets, 3.48 MiB\n"
             )
         );
+    }
+
+    #[test]
+    fn manager_rules_and_expiry_are_shown() {
+        let text = StatusReply::from(&sample_managed_status()).to_string();
+        assert!(
+            text.contains(
+                "  tun: sky0\n  expired: 3 idle manager rules\n  events dropped: 4\n\nroute: to-c\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "in id 201)\n  origin: manager route 9, idle 1 second (expires after 30 seconds idle)\n  prefixes:"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "198.18.0.3:6000\n  origin: manager route 9, idle 1 minute, 2 seconds (expires after 30 seconds idle)\n  forwarded:"
+            ),
+            "{text}"
+        );
+        // Config rules and zero counters print nothing of it.
+        let plain = StatusReply::from(&sample_status()).to_string();
+        assert!(
+            !plain.contains("origin:") && !plain.contains("expired"),
+            "{plain}"
+        );
+        assert_eq!(Span(0.5).to_string(), "0 seconds");
+        assert_eq!(Span(3723.0).to_string(), "1 hour, 2 minutes, 3 seconds");
     }
 
     #[test]

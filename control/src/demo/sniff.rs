@@ -50,7 +50,14 @@ impl Tally {
             Some(PacketType::Data) => self.skywire.get_mut(2),
             Some(PacketType::Keepalive) => self.skywire.get_mut(3),
             Some(PacketType::Close) => self.skywire.get_mut(4),
-            None => Some(&mut self.other),
+            // Pings and link probes: the demo sends none.
+            Some(
+                PacketType::Ping
+                | PacketType::Pong
+                | PacketType::LinkProbe
+                | PacketType::LinkProbeReply,
+            )
+            | None => Some(&mut self.other),
         };
         if let Some(slot) = slot {
             *slot += 1;

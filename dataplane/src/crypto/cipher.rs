@@ -60,7 +60,8 @@ pub enum SealError {
     /// The buffer has no room for the header, payload and tag.
     #[error("buffer too small for header, payload and tag")]
     BufferTooSmall,
-    /// Data packets need a payload; keepalive and close must not have one.
+    /// Data packets need a payload; keepalive and close must not have one; ping and pong
+    /// carry exactly their 8-byte nonce.
     #[error("payload length does not fit the packet type")]
     BadPayload,
 }
@@ -117,9 +118,8 @@ impl SendKey {
         if counter >= limits.reject_after_messages {
             return Err(SealError::Exhausted);
         }
-        match (packet_type, payload_len) {
-            (PacketType::Data, 1..) | (PacketType::Keepalive | PacketType::Close, 0) => {}
-            _ => return Err(SealError::BadPayload),
+        if !wire::payload_len_is_valid(packet_type, payload_len) {
+            return Err(SealError::BadPayload);
         }
         let repr = TransportRepr {
             packet_type,

@@ -7,14 +7,15 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::core::{NodeCore, NodeDrop, NodeIo, SetupError, buffer_len};
+use super::event::EngineEvent;
 use super::handle::{Command, EngineHandle};
-use super::setup::NodeSetup;
+use super::setup::{NodeSetup, RuleChange};
 use crate::route::{ForwardDrop, Prefix};
 use crate::session::HEADROOM;
 use crate::sys::batch::{self, RecvBatch, SendBatch};
@@ -124,18 +125,19 @@ pub fn start(setup: &NodeSetup) -> Result<RunningEngine, EngineError> {
             )
         }
     };
+    let mut kernel_routes = KernelRoutes::default();
     if let (Some(device), Some(tun_setup)) = (&tun, &setup.tun) {
-        // Prefixes inside the device's own networks are routed by the kernel already.
         let if_index = device.if_index().map_err(|source| EngineError::Tun {
             name: tun_setup.name.clone(),
             source,
         })?;
+        kernel_routes = KernelRoutes {
+            if_index: Some(if_index),
+            addresses: tun_setup.addresses.clone(),
+            routed: Vec::new(),
+        };
         for prefix in setup.routes.iter().flat_map(|r| &r.prefixes) {
-            let covered = tun_setup
-                .addresses
-                .iter()
-                .any(|a| a.len() <= prefix.len() && a.contains(prefix.network()));
-            if covered {
+            if !kernel_routes.needs(prefix) {
                 continue;
             }
             // "Already exists" means another interface routes this prefix: traffic would not
@@ -144,6 +146,7 @@ pub fn start(setup: &NodeSetup) -> Result<RunningEngine, EngineError> {
                 prefix: *prefix,
                 source,
             })?;
+            kernel_routes.routed.push(*prefix);
         }
     }
     let unix_time = SystemTime::now()
@@ -152,13 +155,18 @@ pub fn start(setup: &NodeSetup) -> Result<RunningEngine, EngineError> {
     let core = NodeCore::new(setup, listen, Instant::now(), unix_time)?;
     let poll = Poll::new().map_err(EngineError::Poll)?;
     let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER).map_err(EngineError::Poll)?);
-    let (handle, commands) = EngineHandle::new(waker);
+    let (handle, commands, events) = EngineHandle::new(waker);
     let mtu = setup.tun.as_ref().map_or(1420, |t| usize::from(t.mtu));
     let tun_name = tun.as_ref().map(|t| t.name().to_owned());
     let offload = setup.offload;
+    let control = Control {
+        commands,
+        events,
+        kernel_routes,
+    };
     let thread = std::thread::Builder::new()
         .name("skywire-engine".into())
-        .spawn(move || EventLoop::new(poll, socket, tun, core, commands, mtu, offload)?.run())
+        .spawn(move || EventLoop::new(poll, socket, tun, core, control, mtu, offload)?.run())
         .map_err(EngineError::Poll)?;
     Ok(RunningEngine {
         handle,
@@ -181,13 +189,60 @@ const TUN_READS: usize = 64;
 /// are sent 128 to a `sendmmsg` and large ones a few super-packets at a time.
 const TUN_PACKETS: usize = 128;
 
+/// Kernel routes that send prefixes of route ends into the TUN device.
+#[derive(Default)]
+struct KernelRoutes {
+    /// The TUN device; `None` for a node without one.
+    if_index: Option<u32>,
+    /// The device's own networks, routed by the kernel already.
+    addresses: Vec<Prefix>,
+    /// Prefixes this engine routed through the device.
+    routed: Vec<Prefix>,
+}
+
+impl KernelRoutes {
+    /// Does `prefix` need a route through the device?
+    fn needs(&self, prefix: &Prefix) -> bool {
+        let covered = self
+            .addresses
+            .iter()
+            .any(|a| a.len() <= prefix.len() && a.contains(prefix.network()));
+        !covered && !self.routed.contains(prefix)
+    }
+
+    /// Route the prefixes of route ends added while running; best effort (see
+    /// [`EngineHandle::apply`]).
+    fn add_for(&mut self, changes: &[RuleChange]) {
+        let Some(if_index) = self.if_index else {
+            return;
+        };
+        for change in changes {
+            let RuleChange::AddEnd { route, .. } = change else {
+                continue;
+            };
+            for prefix in &route.prefixes {
+                if self.needs(prefix) && netlink::add_route(if_index, prefix).is_ok() {
+                    self.routed.push(*prefix);
+                }
+            }
+        }
+    }
+}
+
+/// The event loop's side of the control plane.
+struct Control {
+    commands: Receiver<Command>,
+    events: Sender<EngineEvent>,
+    kernel_routes: KernelRoutes,
+}
+
 /// The state of the event loop thread.
 struct EventLoop {
     poll: Poll,
     socket: UdpSocket,
     tun: Option<TunDevice>,
     core: NodeCore,
-    commands: Receiver<Command>,
+    control: Control,
     /// Datagrams read by `recvmmsg` (forwarded or opened in place).
     recv: RecvBatch,
     /// Datagrams to send, grouped for GSO.
@@ -307,7 +362,7 @@ impl EventLoop {
         mut socket: UdpSocket,
         tun: Option<TunDevice>,
         core: NodeCore,
-        commands: Receiver<Command>,
+        control: Control,
         mtu: usize,
         offload: bool,
     ) -> Result<Self, EngineError> {
@@ -335,7 +390,7 @@ impl EventLoop {
             socket,
             tun,
             core,
-            commands,
+            control,
             recv: RecvBatch::new(),
             tun_in: TunIn {
                 scratch: vec![0u8; tun::SCRATCH_LEN],
@@ -401,20 +456,63 @@ impl EventLoop {
             io.flush();
             let dropped = io.dropped;
             self.count_dropped(dropped);
+            self.deliver_events();
         }
     }
 
     /// Answer queued commands; false when asked to shut down.
     fn serve_commands(&mut self) -> bool {
-        while let Ok(command) = self.commands.try_recv() {
+        while let Ok(command) = self.control.commands.try_recv() {
             match command {
                 Command::Status(reply) => {
                     let _ = reply.send(self.core.status(Instant::now()));
+                }
+                Command::Apply(changes, reply) => {
+                    let ends: Vec<RuleChange> = changes
+                        .iter()
+                        .filter(|c| matches!(c, RuleChange::AddEnd { .. }))
+                        .cloned()
+                        .collect();
+                    let result = self.core.apply(Instant::now(), changes);
+                    if result.is_ok() {
+                        self.control.kernel_routes.add_for(&ends);
+                    }
+                    let _ = reply.send(result);
+                }
+                Command::Probe(to, nonce) => {
+                    let (core, mut io) = self.io();
+                    core.probe(Instant::now(), to, nonce, &mut io);
+                    io.flush();
+                    let dropped = io.dropped;
+                    self.count_dropped(dropped);
+                }
+                Command::Ping(in_id, nonce, reply) => {
+                    let (core, mut io) = self.io();
+                    let result = core.ping(Instant::now(), in_id, nonce, &mut io);
+                    io.flush();
+                    let dropped = io.dropped;
+                    self.count_dropped(dropped);
+                    let _ = reply.send(result);
                 }
                 Command::Shutdown => return false,
             }
         }
         true
+    }
+
+    /// Hand the core's events to the control plane; count those that do not fit.
+    fn deliver_events(&mut self) {
+        let mut dropped = 0;
+        for event in self.core.drain_events() {
+            match self.control.events.try_send(event) {
+                Ok(()) => {}
+                // Nobody reads them (or not fast enough): the count tells.
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => dropped += 1,
+            }
+        }
+        if dropped > 0 {
+            self.core.count_events_dropped(dropped);
+        }
     }
 
     fn count_dropped(&mut self, n: u64) {

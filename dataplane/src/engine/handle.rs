@@ -1,18 +1,33 @@
 //! The control plane's handle on a running engine: commands go over a bounded channel and a
-//! mio waker wakes the event loop, so the engine never takes a lock to serve them.
+//! mio waker wakes the event loop, so the engine never takes a lock to serve them. Events
+//! come back over another bounded channel.
 
 use core::time::Duration;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use super::core::PingError;
+use super::event::{EVENT_QUEUE, EngineEvent};
+use super::setup::{ApplyError, RuleChange};
 use super::status::NodeStatus;
+use crate::wire::RouteId;
+
+/// How long [`EngineHandle::ping`] waits for the event loop to take the ping.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A request to the engine's event loop.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Send back a status snapshot.
     Status(Sender<NodeStatus>),
+    /// Apply a batch of rule changes and send back the result.
+    Apply(Vec<RuleChange>, Sender<Result<(), ApplyError>>),
+    /// Send a link probe.
+    Probe(SocketAddr, u64),
+    /// Ping over a route end and send back whether the route end exists.
+    Ping(RouteId, u64, Sender<Result<(), PingError>>),
     /// Close every route, remove the TUN device and return from the event loop.
     Shutdown,
 }
@@ -33,12 +48,31 @@ pub enum EngineGone {
 pub struct EngineHandle {
     commands: Sender<Command>,
     waker: Arc<mio::Waker>,
+    events: Receiver<EngineEvent>,
 }
 
 impl EngineHandle {
-    pub(crate) fn new(waker: Arc<mio::Waker>) -> (Self, Receiver<Command>) {
+    /// A handle, the loop's end of the command channel and its end of the event channel.
+    pub(crate) fn new(waker: Arc<mio::Waker>) -> (Self, Receiver<Command>, Sender<EngineEvent>) {
         let (commands, receiver) = bounded(64);
-        (Self { commands, waker }, receiver)
+        let (event_sender, events) = bounded(EVENT_QUEUE);
+        (
+            Self {
+                commands,
+                waker,
+                events,
+            },
+            receiver,
+            event_sender,
+        )
+    }
+
+    /// Wait at most `timeout` for the answer to a command.
+    fn answer<T>(answer: &Receiver<T>, timeout: Duration) -> Result<T, EngineGone> {
+        answer.recv_timeout(timeout).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => EngineGone::Timeout,
+            crossbeam_channel::RecvTimeoutError::Disconnected => EngineGone::Stopped,
+        })
     }
 
     fn send(&self, command: Command) -> Result<(), EngineGone> {
@@ -53,10 +87,53 @@ impl EngineHandle {
     pub fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone> {
         let (reply, answer) = bounded(1);
         self.send(Command::Status(reply))?;
-        answer.recv_timeout(timeout).map_err(|e| match e {
-            crossbeam_channel::RecvTimeoutError::Timeout => EngineGone::Timeout,
-            crossbeam_channel::RecvTimeoutError::Disconnected => EngineGone::Stopped,
-        })
+        Self::answer(&answer, timeout)
+    }
+
+    /// Apply a batch of rule changes, all or nothing (see [`NodeCore::apply`]), waiting at
+    /// most `timeout` for the event loop. The outer error says the engine did not answer;
+    /// the inner one that it refused the batch and changed nothing. On a timeout the batch
+    /// may still be applied later: ask [`status`](Self::status) to find out.
+    ///
+    /// When the node has a TUN device, prefixes of new route ends get a kernel route
+    /// through it (best effort: one the kernel refuses, say because another interface
+    /// routes that prefix, is left out). Kernel routes stay when their ends go; packets to
+    /// them are then counted as `no route`.
+    ///
+    /// [`NodeCore::apply`]: super::NodeCore::apply
+    pub fn apply(
+        &self,
+        changes: Vec<RuleChange>,
+        timeout: Duration,
+    ) -> Result<Result<(), ApplyError>, EngineGone> {
+        let (reply, answer) = bounded(1);
+        self.send(Command::Apply(changes, reply))?;
+        Self::answer(&answer, timeout)
+    }
+
+    /// Send a link probe with `nonce` to the neighbour at `to` (fire and forget). A reply
+    /// arrives as [`EngineEvent::ProbeReply`] on [`events`](Self::events); none means loss.
+    pub fn probe(&self, to: SocketAddr, nonce: u64) -> Result<(), EngineGone> {
+        self.send(Command::Probe(to, nonce))
+    }
+
+    /// Ping the far end of the route end whose incoming id is `in_id` (like `tailscale
+    /// ping`). Returns once the ping is sent, or queued behind the handshake it started
+    /// (waiting at most [`PING_TIMEOUT`] for the event loop); the inner error says there is no
+    /// such route end. The pong arrives as [`EngineEvent::Pong`] on
+    /// [`events`](Self::events); none means loss.
+    pub fn ping(&self, in_id: RouteId, nonce: u64) -> Result<Result<(), PingError>, EngineGone> {
+        let (reply, answer) = bounded(1);
+        self.send(Command::Ping(in_id, nonce, reply))?;
+        Self::answer(&answer, PING_TIMEOUT)
+    }
+
+    /// The engine's events: expired rules, probe replies, pongs. Every clone of the
+    /// receiver takes from the same queue, so there should be one consumer (the node
+    /// manager). The queue holds [`EVENT_QUEUE`] events; while it is full new ones are
+    /// dropped and counted in [`NodeStatus::events_dropped`].
+    pub fn events(&self) -> Receiver<EngineEvent> {
+        self.events.clone()
     }
 
     /// Ask the event loop to close routes, remove the TUN device and return.

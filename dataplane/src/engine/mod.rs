@@ -6,18 +6,24 @@
 //! ```text
 //!            +------------------------- engine thread (mio) ----------------------------+
 //!  UDP  ---> | recvmmsg: 16 messages, each up to 64 KiB of GRO-coalesced datagrams        |
+//!            |   link probe (type 8/9)? answer in place -------- copy --> send batch      |
+//!            |     or match a reply to its probe ---------------------> event queue       |
 //!            |   each datagram -> forward(): header, id lookup, prev-hop check            |
 //!            |     |-- Forward: rewrite id in place --------- copy --> send batch          |
 //!            |     '-- Deliver: Session::decapsulate in place                            |
 //!            |            |-- Deliver: plaintext ------------ copy --> TUN batch           |
-//!            |            '-- Reply (handshake response) ---- copy --> send batch          |
+//!            |            |-- Reply (handshake response, pong) copy --> send batch         |
+//!            |            '-- Pong: matched to its ping --------------> event queue       |
 //!  TUN  ---> | read: one packet, or one super-packet (virtio-net header, TSO) cut into    |
 //!            |   MTU-sized packets at buf[HEADROOM..] (sys::tun::split)                   |
 //!            |   each -> destination -> longest prefix -> route end                       |
 //!            |     |-- keys: Session::encapsulate in place ---- copy --> send batch         |
 //!            |     '-- no keys yet: copy into the route's staging ring, start handshake   |
-//!  timers -> | Session::poll: initiations, retransmissions, keepalives, expiry           |
-//!  control ->| commands over a bounded channel + mio Waker: status, shutdown            |
+//!  timers -> | Session::poll: initiations, retransmissions, keepalives, key expiry       |
+//!            | manager rules idle past expire_after removed (sampled once a second)     |
+//!  control ->| commands over a bounded channel + mio Waker: status, apply (rule        |
+//!            |   batches), probe, ping, shutdown                                        |
+//!  events <- | event queue -> bounded channel to the control plane (full: counted)      |
 //!            |                                                                          |
 //!  flush  -> | send batch: same-destination, same-size runs -> one UDP GSO message each, |
 //!            |             all messages in one sendmmsg                                  |
@@ -60,7 +66,14 @@
 //! - **Control.** The control plane never touches the engine's state: it sends a command
 //!   over a bounded crossbeam channel and wakes the loop; the loop answers between batches.
 //!   Route rules live in a [`RouteTable`](crate::route::RouteTable) whose snapshots the
-//!   loop reads without locks, so a future control plane can change rules while it runs.
+//!   loop reads without locks. [`EngineHandle::apply`] changes them while the node runs,
+//!   a batch of [`RuleChange`]s at a time, all or nothing: the batch is checked whole and
+//!   published in one table update. Rules of [`Origin::Manager`] are removed once no packet
+//!   matched them for their `expire_after`.
+//! - **Events.** What the engine learns on its own (expired rules, link probe replies,
+//!   pongs) goes into a queue of [`EVENT_QUEUE`] preallocated entries in the core, and after
+//!   each turn into a bounded channel that [`EngineHandle::events`] reads; when either is
+//!   full the event is dropped and counted, so a slow consumer never stalls forwarding.
 //!
 //! The sans-IO [`core::NodeCore`] holds every per-packet decision and is tested with
 //! in-memory I/O; `driver` is the thin loop around it, and `sys::batch` and `sys::tun` the
@@ -68,12 +81,14 @@
 
 pub mod core;
 mod driver;
+mod event;
 mod handle;
 mod setup;
 mod status;
 
-pub use core::{NodeCore, NodeDrop, NodeIo, SetupError};
+pub use core::{NodeCore, NodeDrop, NodeIo, PingError, SetupError};
 pub use driver::{EngineError, RunningEngine, SOCKET_BUFFER, start};
-pub use handle::{EngineGone, EngineHandle};
-pub use setup::{NodeSetup, RelaySetup, RouteSetup, TunSetup};
+pub use event::{EVENT_QUEUE, EngineEvent};
+pub use handle::{EngineGone, EngineHandle, PING_TIMEOUT};
+pub use setup::{ApplyError, NodeSetup, Origin, RelaySetup, RouteSetup, RuleChange, TunSetup};
 pub use status::{NodeStatus, RelayStatus, RouteStatus};

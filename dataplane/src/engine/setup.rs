@@ -1,13 +1,88 @@
 //! What a node is told to do: its identity, transport, TUN device, routes and relay rules.
-//! The control plane builds a [`NodeSetup`] (from `config.yaml` today, from the manager
-//! later); the engine applies it.
+//! The control plane builds a [`NodeSetup`] from `config.yaml` when the engine starts
+//! (rules of [`Origin::Config`]); the node manager later adds and removes rules while it
+//! runs, in all-or-nothing batches of [`RuleChange`]s (rules of [`Origin::Manager`], which
+//! expire when idle).
 
 use core::time::Duration;
 use std::net::SocketAddr;
 
+use crate::crypto::noise::HandshakeError;
 use crate::crypto::{PrivateKey, PublicKey};
 use crate::route::Prefix;
 use crate::wire::RouteId;
+
+/// Where a rule came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The node's configuration file; never expires.
+    Config,
+    /// The node manager, as part of the route it numbers `route`. The engine removes the
+    /// rule once no packet has matched it for `expire_after` (checked about once a second,
+    /// so it goes between `expire_after` and about a second later).
+    Manager {
+        /// The manager's number for the whole route (the same at every hop).
+        route: u64,
+        /// Idle time after which the rule is removed.
+        expire_after: Duration,
+    },
+}
+
+/// One change to a running node's rules; see
+/// [`EngineHandle::apply`](super::EngineHandle::apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleChange {
+    /// Add a relay rule.
+    AddRelay {
+        /// The rule.
+        relay: RelaySetup,
+        /// Where it came from.
+        origin: Origin,
+    },
+    /// Add a route end: a session with the peer, its Deliver rule and its prefixes.
+    AddEnd {
+        /// The route end.
+        route: RouteSetup,
+        /// Where it came from.
+        origin: Origin,
+    },
+    /// Remove the rule with this incoming id, relay or route end (the end's session and
+    /// prefixes go with it, silently: no close packet).
+    Remove {
+        /// The rule's incoming route id.
+        in_id: RouteId,
+    },
+}
+
+impl RuleChange {
+    /// The incoming route id the change is about.
+    pub fn in_id(&self) -> RouteId {
+        match self {
+            RuleChange::AddRelay { relay, .. } => relay.in_id,
+            RuleChange::AddEnd { route, .. } => route.in_id,
+            RuleChange::Remove { in_id } => *in_id,
+        }
+    }
+}
+
+/// A batch of [`RuleChange`]s was refused; nothing of it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// A rule with this incoming id exists already (or the batch adds it twice).
+    #[error("route id {0} is already in use")]
+    InUse(RouteId),
+    /// No rule has this incoming id (or the batch removes it twice).
+    #[error("no rule with route id {0} to remove")]
+    NotFound(RouteId),
+    /// The peer key of the route end with this incoming id is unusable (a low-order point).
+    #[error("route id {in_id}: the peer key is unusable: {source}")]
+    PeerKey {
+        /// The route end's incoming id.
+        in_id: RouteId,
+        /// Why the key was refused.
+        source: HandshakeError,
+    },
+}
 
 /// Everything the engine needs to run a node.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 use core::time::Duration;
 use std::net::SocketAddr;
 
+use super::setup::Origin;
 use crate::crypto::PublicKey;
 use crate::route::Prefix;
 use crate::wire::RouteId;
@@ -22,6 +23,10 @@ pub struct NodeStatus {
     pub relays: Vec<RelayStatus>,
     /// Node-wide drops before any route was found, by reason name.
     pub drops: Vec<(&'static str, u64)>,
+    /// Manager rules (relays and route ends) removed because they were idle too long.
+    pub expired: u64,
+    /// Events not delivered because the event queue was full.
+    pub events_dropped: u64,
 }
 
 /// One route end.
@@ -51,6 +56,11 @@ pub struct RouteStatus {
     pub rx_bytes: u64,
     /// Drops at this route end, by reason name (all reasons, zeros included).
     pub drops: Vec<(&'static str, u64)>,
+    /// Where the route end came from.
+    pub origin: Origin,
+    /// For manager rules: how long no packet has arrived on the route (sampled about once
+    /// a second). `None` for configured ones, which never expire.
+    pub idle: Option<Duration>,
 }
 
 /// One relay rule.
@@ -68,4 +78,9 @@ pub struct RelayStatus {
     pub packets: u64,
     /// Bytes forwarded.
     pub bytes: u64,
+    /// Where the rule came from.
+    pub origin: Origin,
+    /// For manager rules: how long no packet has matched the rule (sampled about once a
+    /// second). `None` for configured ones, which never expire.
+    pub idle: Option<Duration>,
 }

@@ -14,6 +14,15 @@
 //! 3. Call [`Session::poll`] until it returns `None`, sending each packet it writes
 //!    (handshake initiations, keepalives), and arm a timer for [`Session::poll_timeout`].
 //!
+//! Pings: [`Session::ping`] seals a ping carrying a nonce (like `encapsulate`, it fails with
+//! [`SendError::NoSession`] and requests a handshake while there are no keys). The far
+//! end's `decapsulate` answers a ping with [`Outcome::Reply`] (a pong with the same nonce,
+//! sealed in place), and the pong comes back as [`Outcome::Pong`]. The session keeps no
+//! record of pings: pairing a pong with its ping (and timing it) is the caller's job. A ping
+//! counts as data for the unanswered-data rule (no authenticated answer for 15 s requests
+//! a handshake); neither arms the passive keepalive, since a ping is answered at once and
+//! a pong needs no answer.
+//!
 //! Keypairs rotate as in WireGuard: `current` seals outgoing packets; `previous` still
 //! opens packets in flight during a rekey; `next` is the responder's new keypair, used for
 //! sending only once the initiator proved it has it (its first packet under it arrives).
@@ -36,8 +45,9 @@ use crate::crypto::keys::random_u32;
 use crate::crypto::noise::{self, HandshakeError, InitiatorState, StaticKeys};
 use crate::crypto::replay::ReplayError;
 use crate::wire::{
-    HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, HandshakeResponsePacket, MAC_LEN, PacketType,
-    RouteHeader, RouteId, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD, TransportPacket, TransportRepr,
+    HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, HandshakeResponsePacket, MAC_LEN, PING_LEN,
+    PING_PAYLOAD_LEN, PacketType, RouteHeader, RouteId, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
+    TransportPacket, TransportRepr,
 };
 
 /// Why a packet given to [`Session::decapsulate`] was dropped. Each reason has a counter.
@@ -150,8 +160,11 @@ pub enum SendError {
 pub enum Outcome<'a> {
     /// The packet was data: deliver this plaintext (a slice of the caller's buffer).
     Deliver(&'a [u8]),
-    /// Send these bytes back along the route (a handshake response or a keepalive).
+    /// Send these bytes back along the route (a handshake response, a keepalive, or the
+    /// pong that answers a ping).
     Reply(&'a [u8]),
+    /// The packet was an authenticated pong carrying this nonce.
+    Pong(u64),
     /// The packet was valid and needs nothing more (a keepalive, a confirmation).
     Consumed,
     /// The peer closed the route: every key was dropped.
@@ -299,6 +312,24 @@ impl Session {
         let n = self.seal(now, buf, PacketType::Data, payload_len)?;
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += payload_len as u64;
+        self.unanswered_since.get_or_insert(now);
+        Ok(n)
+    }
+
+    /// Seal a ping carrying `nonce` into `buf[..PING_LEN]` (`buf` needs at least
+    /// [`PING_LEN`] bytes) and return its length. Without keys this fails with
+    /// [`SendError::NoSession`] and requests a handshake, as [`encapsulate`](Self::encapsulate)
+    /// does.
+    pub fn ping(&mut self, now: Instant, buf: &mut [u8], nonce: u64) -> Result<usize, SendError> {
+        let buf = buf
+            .get_mut(..PING_LEN)
+            .ok_or(SendError::Seal(SealError::BufferTooSmall))?;
+        if let Some(payload) =
+            buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + PING_PAYLOAD_LEN)
+        {
+            payload.copy_from_slice(&nonce.to_be_bytes());
+        }
+        let n = self.seal(now, buf, PacketType::Ping, PING_PAYLOAD_LEN)?;
         self.unanswered_since.get_or_insert(now);
         Ok(n)
     }
@@ -523,6 +554,24 @@ impl Session {
                 }
                 buf.get(range)
                     .map_or(Outcome::Dropped(DropReason::Malformed), Outcome::Deliver)
+            }
+            PacketType::Ping => {
+                // The nonce is the plaintext, already in place: seal it back as a pong of
+                // the same size. Without a usable keypair the ping goes unanswered.
+                let Some(packet) = buf.get_mut(..PING_LEN) else {
+                    return Outcome::Dropped(DropReason::Malformed);
+                };
+                match self.seal(now, packet, PacketType::Pong, PING_PAYLOAD_LEN) {
+                    Ok(n) => buf.get(..n).map_or(Outcome::Consumed, Outcome::Reply),
+                    Err(_) => Outcome::Consumed,
+                }
+            }
+            PacketType::Pong => {
+                let nonce = buf
+                    .get(range)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes);
+                nonce.map_or(Outcome::Dropped(DropReason::Malformed), Outcome::Pong)
             }
             PacketType::Close => {
                 self.forget_keys();

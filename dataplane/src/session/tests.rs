@@ -51,6 +51,7 @@ fn feed(session: &mut Session, now: Instant, packet: &[u8]) -> OwnedOutcome {
         Outcome::Reply(p) => OwnedOutcome::Reply(p.to_vec()),
         Outcome::Consumed => OwnedOutcome::Consumed,
         Outcome::Closed => OwnedOutcome::Closed,
+        Outcome::Pong(nonce) => OwnedOutcome::Pong(nonce),
         Outcome::Dropped(r) => OwnedOutcome::Dropped(r),
     }
 }
@@ -61,6 +62,7 @@ enum OwnedOutcome {
     Reply(Vec<u8>),
     Consumed,
     Closed,
+    Pong(u64),
     Dropped(DropReason),
 }
 
@@ -672,4 +674,96 @@ fn an_authenticated_close_lifts_the_handshake_rate_limit() {
     // A just sent an initiation at t0, yet its next packet may start a new one at once.
     assert_eq!(data(&mut p.a, t0, b"x"), Err(SendError::NoSession));
     assert!(poll(&mut p.a, t0).is_some_and(|m| m.len() == HANDSHAKE_INIT_LEN));
+}
+
+fn ping(session: &mut Session, now: Instant, nonce: u64) -> Result<Vec<u8>, SendError> {
+    let mut buf = vec![0u8; BUF];
+    let n = session.ping(now, &mut buf, nonce)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+#[test]
+fn ping_is_answered_with_a_pong_of_the_same_nonce_and_size() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let now = p.t0;
+    // No keys yet: refused, and a handshake is requested.
+    assert_eq!(ping(&mut p.a, now, 1), Err(SendError::NoSession));
+    assert!(p.a.poll_timeout().is_some_and(|t| t <= now));
+    handshake(&mut p, now);
+
+    let request = ping(&mut p.a, now, 0x0102_0304_0506_0708).unwrap();
+    assert_eq!(request.len(), PING_LEN);
+    assert_eq!(request[1], PacketType::Ping as u8);
+    let OwnedOutcome::Reply(pong) = feed(&mut p.b, now, &request) else {
+        panic!("no pong")
+    };
+    assert_eq!(pong.len(), PING_LEN);
+    assert_eq!(pong[1], PacketType::Pong as u8);
+    assert_eq!(
+        feed(&mut p.a, now, &pong),
+        OwnedOutcome::Pong(0x0102_0304_0506_0708)
+    );
+    // Replayed pong, replayed ping: the replay window refuses both.
+    assert_eq!(
+        feed(&mut p.a, now, &pong),
+        OwnedOutcome::Dropped(DropReason::Replay)
+    );
+    assert_eq!(
+        feed(&mut p.b, now, &request),
+        OwnedOutcome::Dropped(DropReason::Replay)
+    );
+    // Pings are not data: no payload counters, no passive keepalive armed by either.
+    assert_eq!((p.a.stats().tx_packets, p.b.stats().rx_packets), (0, 0));
+    assert!(poll(&mut p.a, now + Duration::from_secs(11)).is_none());
+    assert!(poll(&mut p.b, now + Duration::from_secs(11)).is_none());
+}
+
+#[test]
+fn forged_pong_and_ping_are_dropped() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let now = p.t0;
+    handshake(&mut p, now);
+    let request = ping(&mut p.a, now, 7).unwrap();
+    let OwnedOutcome::Reply(pong) = feed(&mut p.b, now, &request) else {
+        panic!("no pong")
+    };
+    // A flipped nonce bit in the pong, and one in a ping: the tag does not verify.
+    let mut forged = pong.clone();
+    forged[TRANSPORT_HEADER_LEN] ^= 1;
+    assert_eq!(
+        feed(&mut p.a, now, &forged),
+        OwnedOutcome::Dropped(DropReason::BadTag)
+    );
+    let mut forged = ping(&mut p.a, now, 8).unwrap();
+    forged[TRANSPORT_HEADER_LEN + 7] ^= 1;
+    assert_eq!(
+        feed(&mut p.b, now, &forged),
+        OwnedOutcome::Dropped(DropReason::BadTag)
+    );
+    // Truncated and extended pings are malformed.
+    assert_eq!(
+        feed(&mut p.b, now, &request[..PING_LEN - 1]),
+        OwnedOutcome::Dropped(DropReason::Malformed)
+    );
+    let mut long = request.clone();
+    long.push(0);
+    assert_eq!(
+        feed(&mut p.b, now, &long),
+        OwnedOutcome::Dropped(DropReason::Malformed)
+    );
+    // The genuine pong still arrives.
+    assert_eq!(feed(&mut p.a, now, &pong), OwnedOutcome::Pong(7));
+}
+
+#[test]
+fn an_unanswered_ping_requests_a_handshake() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let now = p.t0;
+    handshake(&mut p, now);
+    ping(&mut p.a, now, 1).unwrap();
+    let limits = Limits::WIREGUARD;
+    let later = now + limits.keepalive_timeout + limits.rekey_timeout;
+    let init = poll(&mut p.a, later).expect("initiation after an unanswered ping");
+    assert_eq!(init.len(), HANDSHAKE_INIT_LEN);
 }

@@ -188,6 +188,10 @@ fn handshake(out: &mut dyn Write, mesh: &mut Mesh, ends: RouteEnds) -> Result<()
                 Some(PacketType::Keepalive) => "keepalive",
                 Some(PacketType::Data) => "data",
                 Some(PacketType::Close) => "close",
+                Some(PacketType::Ping) => "ping",
+                Some(PacketType::Pong) => "pong",
+                Some(PacketType::LinkProbe) => "link probe",
+                Some(PacketType::LinkProbeReply) => "link probe reply",
                 None => "?",
             };
             format!(

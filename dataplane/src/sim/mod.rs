@@ -434,7 +434,10 @@ impl Mesh {
                         None
                     }
                     Outcome::Reply(bytes) => Some(bytes.to_vec()),
-                    Outcome::Consumed | Outcome::Closed | Outcome::Dropped(_) => None,
+                    Outcome::Consumed
+                    | Outcome::Closed
+                    | Outcome::Pong(_)
+                    | Outcome::Dropped(_) => None,
                 };
                 if let Some(bytes) = reply {
                     self.transmit(Datagram { from, to, bytes });

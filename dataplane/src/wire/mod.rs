@@ -10,6 +10,14 @@
 //! | 3    | data                | [`TransportPacket`]                     | 36 + payload    |
 //! | 4    | keepalive           | [`TransportPacket`] (empty payload)     | 36              |
 //! | 5    | close               | [`TransportPacket`] (empty payload)     | 36              |
+//! | 6    | ping                | [`TransportPacket`] (8-byte nonce)      | 44              |
+//! | 7    | pong                | [`TransportPacket`] (8-byte nonce)      | 44              |
+//! | 8    | link probe          | [`LinkProbePacket`] (route id zero)     | 16              |
+//! | 9    | link probe reply    | [`LinkProbePacket`] (route id zero)     | 16              |
+//!
+//! Types 1 to 7 travel along a route and start with a valid route header; types 8 and 9
+//! travel one link only (between neighbouring nodes), carry route id zero and are never
+//! forwarded: [`RouteHeader::new_checked`] refuses them.
 //!
 //! `docs/PROTOCOL.md` documents every byte. The views here follow smoltcp's `wire` module:
 //! a `*Packet<T: AsRef<[u8]>>` names its byte ranges in one `field` module, `new_checked`
@@ -19,6 +27,7 @@
 //! All multi-byte integers on the wire are big-endian.
 
 mod handshake;
+mod link;
 mod transport;
 
 pub(crate) use handshake::mac_input;
@@ -26,9 +35,12 @@ pub use handshake::{
     HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, HandshakeInitPacket, HandshakeInitRepr,
     HandshakeResponsePacket, HandshakeResponseRepr, MAC_LEN,
 };
+pub use link::{LINK_PROBE_LEN, LinkProbePacket, LinkProbeRepr, is_link_probe};
 pub(crate) use transport::aad as transport_aad;
+pub(crate) use transport::payload_len_is_valid;
 pub use transport::{
-    TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD, TransportPacket, TransportRepr,
+    PING_LEN, PING_PAYLOAD_LEN, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD, TransportPacket,
+    TransportRepr,
 };
 
 use core::fmt;
@@ -86,6 +98,14 @@ pub enum PacketType {
     Keepalive = 4,
     /// An authenticated notice that the sender is closing its end of the route.
     Close = 5,
+    /// An authenticated request for a [`Pong`](Self::Pong) carrying the same 8-byte nonce.
+    Ping = 6,
+    /// The authenticated answer to a [`Ping`](Self::Ping).
+    Pong = 7,
+    /// A probe of one link (not a route), answered by the neighbour at once.
+    LinkProbe = 8,
+    /// The answer to a [`LinkProbe`](Self::LinkProbe), echoing its nonce.
+    LinkProbeReply = 9,
 }
 
 impl PacketType {
@@ -97,13 +117,25 @@ impl PacketType {
             3 => Self::Data,
             4 => Self::Keepalive,
             5 => Self::Close,
+            6 => Self::Ping,
+            7 => Self::Pong,
+            8 => Self::LinkProbe,
+            9 => Self::LinkProbeReply,
             _ => return None,
         })
     }
 
     /// True for the types carried by [`TransportPacket`].
     pub const fn is_transport(self) -> bool {
-        matches!(self, Self::Data | Self::Keepalive | Self::Close)
+        matches!(
+            self,
+            Self::Data | Self::Keepalive | Self::Close | Self::Ping | Self::Pong
+        )
+    }
+
+    /// True for the types that travel along a route (1 to 7): everything but link probes.
+    pub const fn is_route(self) -> bool {
+        !matches!(self, Self::LinkProbe | Self::LinkProbeReply)
     }
 }
 
@@ -126,7 +158,8 @@ pub struct RouteHeader<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> RouteHeader<T> {
     /// Check that `buffer` starts with a well-formed version-1 route header with a known
-    /// type, zero reserved bytes and a non-zero route id.
+    /// route type (1 to 7; link probes are not route packets), zero reserved bytes and a
+    /// non-zero route id.
     pub fn new_checked(buffer: T) -> Result<Self> {
         let header = Self { buffer };
         let bytes = header.buffer.as_ref();
@@ -137,7 +170,10 @@ impl<T: AsRef<[u8]>> RouteHeader<T> {
         if head.get(field::RESERVED) != Some(&[0, 0][..]) {
             return Err(Error);
         }
-        PacketType::from_u8(head.get(field::TYPE).copied().ok_or(Error)?).ok_or(Error)?;
+        let ty = PacketType::from_u8(head.get(field::TYPE).copied().ok_or(Error)?).ok_or(Error)?;
+        if !ty.is_route() {
+            return Err(Error);
+        }
         RouteId::new(read_u32(head, field::ROUTE_ID)).ok_or(Error)?;
         Ok(header)
     }
@@ -276,12 +312,14 @@ mod tests {
     fn route_header_refuses_bad_input() {
         for bad in [
             &[][..],
-            &[1, 3, 0, 0, 0, 0, 0][..],    // short
-            &[2, 3, 0, 0, 0, 0, 0, 1][..], // version
-            &[1, 0, 0, 0, 0, 0, 0, 1][..], // type 0
-            &[1, 6, 0, 0, 0, 0, 0, 1][..], // unknown type
-            &[1, 3, 0, 1, 0, 0, 0, 1][..], // reserved
-            &[1, 3, 0, 0, 0, 0, 0, 0][..], // route id 0
+            &[1, 3, 0, 0, 0, 0, 0][..],     // short
+            &[2, 3, 0, 0, 0, 0, 0, 1][..],  // version
+            &[1, 0, 0, 0, 0, 0, 0, 1][..],  // type 0
+            &[1, 10, 0, 0, 0, 0, 0, 1][..], // unknown type
+            &[1, 8, 0, 0, 0, 0, 0, 1][..],  // a link probe is no route packet
+            &[1, 9, 0, 0, 0, 0, 0, 1][..],  // nor its reply
+            &[1, 3, 0, 1, 0, 0, 0, 1][..],  // reserved
+            &[1, 3, 0, 0, 0, 0, 0, 0][..],  // route id 0
         ] {
             assert_eq!(RouteHeader::new_checked(bad).err(), Some(Error), "{bad:?}");
         }

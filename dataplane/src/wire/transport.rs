@@ -1,18 +1,19 @@
-//! Transport packets: data, keepalive and close.
+//! Transport packets: data, keepalive, close, ping and pong.
 //!
 //! ```text
 //!  0       1       2       4               8              12                      20
 //! +-------+-------+-------+---------------+---------------+-----------------------+
 //! |version| type  |  rsv  |   route id    |    key id     |       counter         |
 //! +-------+-------+-------+---------------+---------------+-----------------------+
-//! | ciphertext (payload length bytes; empty for keepalive and close) ...           |
+//! | ciphertext (payload; empty for keepalive and close, 8 for ping and pong) ...   |
 //! +--------------------------------------------------------------------------------+
 //! | tag (16 bytes)                                                                 |
 //! +--------------------------------------------------------------------------------+
 //! ```
 //!
 //! The key id is the receiver's index of the keypair that sealed the packet. The counter is
-//! the nonce. Bytes 0..4 and 8..20 are authenticated as associated data; the route id is not,
+//! the nonce. A ping's payload is an 8-byte nonce of the sender's choosing, and a pong's
+//! payload is the nonce of the ping it answers. Bytes 0..4 and 8..20 are authenticated as associated data; the route id is not,
 //! because every relay rewrites it.
 
 use super::{Error, PacketType, ROUTE_HEADER_LEN, Result, RouteId, read_u32, read_u64};
@@ -23,6 +24,20 @@ pub const TRANSPORT_HEADER_LEN: usize = 20;
 pub const TAG_LEN: usize = 16;
 /// Bytes a transport packet adds to its payload.
 pub const TRANSPORT_OVERHEAD: usize = TRANSPORT_HEADER_LEN + TAG_LEN;
+/// Payload length of a ping and of a pong: the nonce.
+pub const PING_PAYLOAD_LEN: usize = 8;
+/// Length of a ping and of a pong on the wire.
+pub const PING_LEN: usize = TRANSPORT_OVERHEAD + PING_PAYLOAD_LEN;
+
+/// Is `payload_len` allowed for a transport packet of type `ty`?
+pub(crate) const fn payload_len_is_valid(ty: PacketType, payload_len: usize) -> bool {
+    match ty {
+        PacketType::Data => payload_len >= 1,
+        PacketType::Keepalive | PacketType::Close => payload_len == 0,
+        PacketType::Ping | PacketType::Pong => payload_len == PING_PAYLOAD_LEN,
+        _ => false,
+    }
+}
 
 pub(crate) mod field {
     use core::ops::Range;
@@ -30,7 +45,7 @@ pub(crate) mod field {
     pub(crate) const COUNTER: Range<usize> = 12..20;
 }
 
-/// A view of a data, keepalive or close packet.
+/// A view of a data, keepalive, close, ping or pong packet.
 #[derive(Debug, Clone, Copy)]
 pub struct TransportPacket<T: AsRef<[u8]>> {
     buffer: T,
@@ -38,20 +53,20 @@ pub struct TransportPacket<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> TransportPacket<T> {
     /// Validate untrusted bytes: a transport type, room for header and tag, a non-empty
-    /// payload for data and an empty one for keepalive and close.
+    /// payload for data, an empty one for keepalive and close, and exactly 8 bytes for
+    /// ping and pong.
     pub fn new_checked(buffer: T) -> Result<Self> {
         let header = super::RouteHeader::new_checked(buffer.as_ref())?;
         let ty = header.packet_type();
         let len = buffer.as_ref().len();
         let payload = len.checked_sub(TRANSPORT_OVERHEAD).ok_or(Error)?;
-        match (ty, payload) {
-            (PacketType::Data, 1..) | (PacketType::Keepalive | PacketType::Close, 0) => {}
-            _ => return Err(Error),
+        if !payload_len_is_valid(ty, payload) {
+            return Err(Error);
         }
         Ok(Self { buffer })
     }
 
-    /// The packet type (data, keepalive or close).
+    /// The packet type (data, keepalive, close, ping or pong).
     pub fn packet_type(&self) -> PacketType {
         super::RouteHeader {
             buffer: self.buffer.as_ref(),
@@ -112,7 +127,7 @@ pub(crate) fn aad(bytes: &[u8]) -> [u8; 16] {
 /// The header of a transport packet, parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransportRepr {
-    /// Data, keepalive or close.
+    /// Data, keepalive, close, ping or pong.
     pub packet_type: PacketType,
     /// Route id at the receiving hop.
     pub route_id: RouteId,
@@ -211,6 +226,23 @@ mod tests {
         // Handshake types are not transport packets.
         data[1] = PacketType::HandshakeInit as u8;
         assert!(TransportPacket::new_checked(&data[..36]).is_err());
+        // Ping and pong carry exactly the 8-byte nonce.
+        let mut ping = [0u8; PING_LEN + 1];
+        for ty in [PacketType::Ping, PacketType::Pong] {
+            TransportRepr {
+                packet_type: ty,
+                route_id: RouteId::MIN,
+                key_id: 1,
+                counter: 0,
+                payload_len: PING_PAYLOAD_LEN,
+            }
+            .emit(&mut ping)
+            .unwrap();
+            assert!(TransportPacket::new_checked(&ping[..PING_LEN]).is_ok());
+            assert!(TransportPacket::new_checked(&ping[..PING_LEN - 1]).is_err());
+            assert!(TransportPacket::new_checked(&ping[..]).is_err());
+            assert!(TransportPacket::new_checked(&ping[..36]).is_err());
+        }
     }
 
     #[test]

@@ -1,0 +1,46 @@
+//! What the engine reports on its own: expired rules, link probe replies, pongs. Events go
+//! to the control plane over a bounded channel (see
+//! [`EngineHandle::events`](super::EngineHandle::events)); when it is full they are
+//! dropped and counted ([`NodeStatus::events_dropped`](super::NodeStatus::events_dropped)).
+
+use core::time::Duration;
+use std::net::SocketAddr;
+
+use crate::crypto::PublicKey;
+use crate::wire::RouteId;
+
+/// Events queued before the consumer reads them; more are dropped and counted.
+pub const EVENT_QUEUE: usize = 1024;
+
+/// Something the engine did or learned that the control plane did not ask for just now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// A manager rule (relay or route end) was removed after no packet matched it for its
+    /// `expire_after`.
+    Expired {
+        /// The rule's incoming id.
+        in_id: RouteId,
+        /// The manager's route number the rule belonged to.
+        route: u64,
+    },
+    /// A neighbour answered a link probe.
+    ProbeReply {
+        /// The neighbour's transport address (where the probe went).
+        from: SocketAddr,
+        /// The probe's nonce.
+        nonce: u64,
+        /// From sending the probe to receiving the reply.
+        rtt: Duration,
+    },
+    /// The far end of a route answered a ping.
+    Pong {
+        /// The incoming id of the route end that sent the ping.
+        in_id: RouteId,
+        /// The far end's public key.
+        peer: PublicKey,
+        /// The ping's nonce.
+        nonce: u64,
+        /// From sending the ping (after the handshake, if one was needed) to the pong.
+        rtt: Duration,
+    },
+}
