@@ -275,7 +275,7 @@ impl World {
             }
             Outcome::Reply(bytes) => reply = Some(bytes.to_vec()),
             Outcome::Dropped(_) => peer.drops += 1,
-            Outcome::Consumed | Outcome::Closed => {}
+            Outcome::Consumed | Outcome::Closed | Outcome::Pong(_) => {}
         }
         assert_eq!(peer.session.stats().drops.total(), peer.drops);
         peer.last_received = Some(flight);

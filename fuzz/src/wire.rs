@@ -10,11 +10,11 @@ use skywire_dataplane::wire::{
     TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD, TransportPacket, TransportRepr, VERSION,
 };
 
-/// The route header rules, restated: version 1, type 1..=5, reserved zero, id non-zero.
+/// The route header rules, restated: version 1, type 1..=7, reserved zero, id non-zero.
 fn header_is_valid(data: &[u8]) -> bool {
     data.len() >= 8
         && data[0] == VERSION
-        && (1..=5).contains(&data[1])
+        && (1..=7).contains(&data[1])
         && data[2..4] == [0, 0]
         && data[4..8] != [0; 4]
 }
@@ -49,6 +49,7 @@ pub fn transport(data: &[u8]) {
         && match data[1] {
             3 => data.len() > TRANSPORT_OVERHEAD,
             4 | 5 => data.len() == TRANSPORT_OVERHEAD,
+            6 | 7 => data.len() == TRANSPORT_OVERHEAD + 8,
             _ => false,
         };
     let checked = TransportPacket::new_checked(data);
