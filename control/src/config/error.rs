@@ -352,7 +352,7 @@ pub enum Problem {
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 42] = [
+    const ALL: [Self; 41] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,

@@ -250,7 +250,6 @@ fn run(
                         }));
                     }
                 }
-                Ok(_) => {}
                 Err(_) => break,
             },
             recv(connects) -> result => {

@@ -481,8 +481,8 @@ impl ManagerCore {
         // What the node holds now is all that is in use there: a restarted node lost the
         // rest.
         entry.used = used;
-        self.topology.add_node(key);
-        self.topology.set_node_up(&key, true);
+        let _ = self.topology.add_node(key);
+        let _ = self.topology.set_node_up(key, true);
         self.log(format!(
             "node {} registered: endpoint {}, {} owned routes, {} rules held",
             short(&key),
@@ -586,7 +586,7 @@ impl ManagerCore {
         if let Some(node) = self.nodes.get_mut(&key) {
             node.conn = None;
         }
-        self.topology.set_node_up(&key, false);
+        let _ = self.topology.set_node_up(key, false);
         let ids: Vec<u64> = self.routes.keys().copied().collect();
         for id in ids {
             let Some(route) = self.routes.get(&id) else {
@@ -632,13 +632,12 @@ impl ManagerCore {
     fn declare_link(&mut self, a: PublicKey, b: PublicKey, source: Source) {
         let entry = self.links.entry(link_key(a, b)).or_default();
         entry.sources.insert(source);
-        self.topology.add_node(a);
-        self.topology.add_node(b);
         for k in [a, b] {
+            let _ = self.topology.add_node(k);
             let online = self.nodes.get(&k).is_some_and(|n| n.conn.is_some());
-            self.topology.set_node_up(&k, online);
+            let _ = self.topology.set_node_up(k, online);
         }
-        self.topology.add_link(&a, &b);
+        let _ = self.topology.add_link(a, b);
         self.apply_link_metrics(a, b);
     }
 
@@ -652,7 +651,7 @@ impl ManagerCore {
                 loss: 0.0,
                 up: true,
             });
-        self.topology.set_link_metrics(&a, &b, metrics);
+        let _ = self.topology.set_link_metrics(a, b, metrics);
     }
 
     fn link_add(
@@ -697,7 +696,7 @@ impl ManagerCore {
         }
         if entry.sources.is_empty() {
             self.links.remove(&lk);
-            self.topology.remove_link(&key, &peer);
+            self.topology.remove_link(key, peer);
             self.repair_link(key, peer, now);
         }
         self.push_neighbours_around(&key);
@@ -718,7 +717,7 @@ impl ManagerCore {
                 up: m.up,
             };
             entry.report = Some((now, metrics));
-            self.topology.set_link_metrics(&key, &peer, metrics);
+            let _ = self.topology.set_link_metrics(key, peer, metrics);
             if was_up && !m.up {
                 self.log(format!(
                     "link {} - {} is down (reported by {})",
@@ -1003,7 +1002,7 @@ impl ManagerCore {
         let constraints = self.constraints(&route.request);
         let path = self
             .topology
-            .route(&src, &dst, &constraints)
+            .route(src, dst, &constraints)
             .map_err(|e| ProtoError::new(ErrorKind::NoPath, e.to_string()))?
             .nodes;
         let mut endpoints = Vec::with_capacity(path.len());

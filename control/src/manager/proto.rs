@@ -581,7 +581,7 @@ pub struct RouteRequest {
 }
 
 /// A rule held by a node, tagged with its route: reported on registration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeldRule {
     /// The manager's route id.

@@ -22,11 +22,11 @@ use super::proto::{self, Bytes32, Decoder, Frame, Mac, session_keys};
 
 /// What a node's engine sent during one step.
 #[derive(Debug, Default)]
-pub struct Out {
+pub(crate) struct Out {
     /// Datagrams: destination, bytes.
-    pub udp: Vec<(SocketAddr, Vec<u8>)>,
+    pub(crate) udp: Vec<(SocketAddr, Vec<u8>)>,
     /// IP packets written to the (absent) TUN device.
-    pub tun: Vec<Vec<u8>>,
+    pub(crate) tun: Vec<Vec<u8>>,
 }
 
 impl NodeIo for Out {
@@ -55,7 +55,7 @@ impl Dataplane for Dp<'_> {
 
 /// How a node's connection to the manager behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
+pub(crate) enum Wire {
     /// Frames flow both ways.
     Up,
     /// The node handles frames but its replies to INSTALL are lost.
@@ -67,52 +67,52 @@ pub enum Wire {
 }
 
 /// One simulated node.
-pub struct SimNode {
+pub(crate) struct SimNode {
     /// Its key.
-    pub key: PrivateKey,
+    pub(crate) key: PrivateKey,
     /// Its transport address.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Its engine.
-    pub core: NodeCore,
+    pub(crate) core: NodeCore,
     /// Its manager agent.
-    pub agent: Agent,
+    pub(crate) agent: Agent,
     /// Its connection to the manager (None: not connected).
-    pub conn: Option<ConnId>,
+    pub(crate) conn: Option<ConnId>,
     /// Whether the node runs at all (false: killed).
-    pub alive: bool,
+    pub(crate) alive: bool,
     /// How its connection behaves.
-    pub wire: Wire,
+    pub(crate) wire: Wire,
     /// IP packets delivered to its TUN.
-    pub delivered: Vec<Vec<u8>>,
+    pub(crate) delivered: Vec<Vec<u8>>,
     /// Pongs received: nonce, rtt.
-    pub pongs: Vec<(u64, Duration)>,
+    pub(crate) pongs: Vec<(u64, Duration)>,
     /// Answers to its user's requests.
-    pub answers: Vec<Completion>,
+    pub(crate) answers: Vec<Completion>,
     /// MACs for the current connection: node -> manager, manager -> node.
     macs: Option<(Mac, Mac, Mac, Mac)>,
 }
 
 /// The whole mesh.
-pub struct Sim {
+pub(crate) struct Sim {
     /// Simulated time.
-    pub now: Instant,
+    pub(crate) now: Instant,
     /// The manager (None while it is down).
-    pub manager: Option<ManagerCore>,
+    pub(crate) manager: Option<ManagerCore>,
     /// Its configuration, for restarts.
-    pub params: Params,
+    pub(crate) params: Params,
     /// The nodes.
-    pub nodes: Vec<SimNode>,
+    pub(crate) nodes: Vec<SimNode>,
     by_addr: HashMap<SocketAddr, usize>,
     by_conn: HashMap<ConnId, usize>,
     udp: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     next_conn: ConnId,
     next_token: u64,
     /// Log lines of the manager.
-    pub log: Vec<String>,
+    pub(crate) log: Vec<String>,
 }
 
 /// The node's TUN address in the simulation.
-pub fn tun_addr(i: usize) -> Prefix {
+pub(crate) fn tun_addr(i: usize) -> Prefix {
     let i = u32::try_from(i).unwrap_or(0);
     Prefix::new(
         IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i + 1)),
@@ -122,7 +122,7 @@ pub fn tun_addr(i: usize) -> Prefix {
 }
 
 /// A minimal IPv4 packet to `dst` with `payload`.
-pub fn ip_packet(src: Prefix, dst: Prefix, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn ip_packet(src: Prefix, dst: Prefix, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; 20];
     p[0] = 0x45;
     let total = u16::try_from(20 + payload.len()).unwrap_or(u16::MAX);
@@ -139,7 +139,7 @@ pub fn ip_packet(src: Prefix, dst: Prefix, payload: &[u8]) -> Vec<u8> {
 
 impl Sim {
     /// `n` nodes (not connected yet), a manager with `params`, links as given.
-    pub fn new(n: usize, params: Params, keys: Vec<PrivateKey>) -> Self {
+    pub(crate) fn new(n: usize, params: Params, keys: Vec<PrivateKey>) -> Self {
         let now = Instant::now();
         let mut nodes = Vec::with_capacity(n);
         let mut by_addr = HashMap::new();
@@ -197,12 +197,12 @@ impl Sim {
     }
 
     /// The public key of node `i`.
-    pub fn pk(&self, i: usize) -> PublicKey {
+    pub(crate) fn pk(&self, i: usize) -> PublicKey {
         self.nodes[i].key.public_key()
     }
 
     /// Connect node `i` to the manager (the key proof is checked for real).
-    pub fn connect(&mut self, i: usize) {
+    pub(crate) fn connect(&mut self, i: usize) {
         let Some(manager) = self.manager.as_mut() else {
             return;
         };
@@ -243,13 +243,13 @@ impl Sim {
     }
 
     /// Node `i` is killed: its connection drops, its engine and rules are gone.
-    pub fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;
         self.drop_connection(i);
     }
 
     /// Node `i`'s connection to the manager closes (the manager sees it at once).
-    pub fn drop_connection(&mut self, i: usize) {
+    pub(crate) fn drop_connection(&mut self, i: usize) {
         if let Some(conn) = self.nodes[i].conn.take() {
             self.by_conn.remove(&conn);
             if let Some(m) = self.manager.as_mut() {
@@ -261,7 +261,7 @@ impl Sim {
     }
 
     /// The manager stops; nodes notice their connections closing.
-    pub fn stop_manager(&mut self) {
+    pub(crate) fn stop_manager(&mut self) {
         self.manager = None;
         for i in 0..self.nodes.len() {
             self.nodes[i].conn = None;
@@ -272,7 +272,7 @@ impl Sim {
     }
 
     /// A fresh manager starts, and every live node reconnects.
-    pub fn start_manager(&mut self) {
+    pub(crate) fn start_manager(&mut self) {
         self.manager = Some(ManagerCore::new(self.params.clone(), Rng::seeded(4242)));
         for i in 0..self.nodes.len() {
             if self.nodes[i].alive {
@@ -282,7 +282,7 @@ impl Sim {
     }
 
     /// Node `i`'s user asks the manager something; returns the token of the answer.
-    pub fn user(&mut self, i: usize, kind: u8, body: Value) -> u64 {
+    pub(crate) fn user(&mut self, i: usize, kind: u8, body: Value) -> u64 {
         let token = self.next_token;
         self.next_token += 1;
         self.nodes[i].agent.user_request(token, kind, body);
@@ -290,7 +290,7 @@ impl Sim {
     }
 
     /// The answer to `token` at node `i`, if it came.
-    pub fn answer(&self, i: usize, token: u64) -> Option<&Completion> {
+    pub(crate) fn answer(&self, i: usize, token: u64) -> Option<&Completion> {
         self.nodes[i].answers.iter().find(|c| c.token == token)
     }
 
@@ -304,7 +304,7 @@ impl Sim {
     }
 
     /// Send IP packet `payload` from node `src`'s TUN towards node `dst`'s address.
-    pub fn send_ip(&mut self, src: usize, dst: usize, payload: &[u8]) {
+    pub(crate) fn send_ip(&mut self, src: usize, dst: usize, payload: &[u8]) {
         let packet = ip_packet(tun_addr(src), tun_addr(dst), payload);
         let mut buf = vec![0u8; HEADROOM + packet.len() + 64];
         buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(&packet);
@@ -316,7 +316,7 @@ impl Sim {
     }
 
     /// Ping node `src`'s route end with incoming id `in_id`.
-    pub fn ping(&mut self, src: usize, in_id: u32, nonce: u64) -> bool {
+    pub(crate) fn ping(&mut self, src: usize, in_id: u32, nonce: u64) -> bool {
         let Some(id) = skywire_dataplane::wire::RouteId::new(in_id) else {
             return false;
         };
@@ -336,7 +336,7 @@ impl Sim {
     }
 
     /// Run for `duration` in steps of `step`.
-    pub fn run(&mut self, duration: Duration, step: Duration) {
+    pub(crate) fn run(&mut self, duration: Duration, step: Duration) {
         let end = self.now + duration;
         while self.now < end {
             self.now += step;
@@ -345,7 +345,7 @@ impl Sim {
     }
 
     /// Deliver everything queued and fire every due timer, without advancing time.
-    pub fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         for _ in 0..10_000 {
             let mut moved = false;
             // Manager -> nodes.
@@ -485,7 +485,7 @@ impl Sim {
     }
 
     /// Rules the manager installed that node `i` holds (relays and ends).
-    pub fn manager_rules(&self, i: usize) -> usize {
+    pub(crate) fn manager_rules(&self, i: usize) -> usize {
         let status = self.nodes[i].core.status(self.now);
         status
             .routes
@@ -500,7 +500,7 @@ impl Sim {
     }
 
     /// The incoming id of node `i`'s newest manager route end to node `peer`.
-    pub fn end_to(&self, i: usize, peer: usize) -> Option<u32> {
+    pub(crate) fn end_to(&self, i: usize, peer: usize) -> Option<u32> {
         let peer = self.pk(peer);
         self.nodes[i]
             .core

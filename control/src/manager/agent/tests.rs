@@ -1,0 +1,244 @@
+use super::*;
+use crate::manager::proto;
+use skywire_dataplane::crypto::PrivateKey;
+
+#[derive(Default)]
+struct Fake {
+    applied: Vec<Vec<RuleChange>>,
+    probes: Vec<(SocketAddr, u64)>,
+    refuse: bool,
+}
+
+impl Dataplane for Fake {
+    fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), String> {
+        if self.refuse {
+            return Err("route id 7 is already in use".to_owned());
+        }
+        self.applied.push(changes);
+        Ok(())
+    }
+    fn probe(&mut self, to: SocketAddr, nonce: u64) {
+        self.probes.push((to, nonce));
+    }
+}
+
+fn agent() -> Agent {
+    Agent::new(
+        AgentParams {
+            key: PrivateKey::from_bytes([3; 32]).public_key(),
+            endpoint: "198.18.0.1:6000".parse().unwrap(),
+            tun: vec!["10.77.0.1/32".parse().unwrap()],
+            reserved: vec![21],
+        },
+        5,
+    )
+}
+
+fn registered(now: Instant) -> Agent {
+    let mut a = agent();
+    a.connected(now);
+    let frames = a.drain();
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].kind, kind::REGISTER);
+    let reg: Register = frames[0].parse().unwrap();
+    assert_eq!(reg.reserved, vec![21]);
+    let reply = Frame::ok(
+        kind::REGISTER,
+        frames[0].id,
+        &Registered {
+            heartbeat_ms: 1000,
+            expire_ms: 9000,
+        },
+    );
+    a.frame(reply, now, &mut Fake::default());
+    assert!(a.is_registered());
+    a
+}
+
+fn peer() -> Key {
+    Key(PrivateKey::from_bytes([4; 32]).public_key())
+}
+
+#[test]
+fn requests_without_a_manager_fail_at_once() {
+    let mut a = agent();
+    a.user_request(9, kind::NODES, Value::Null);
+    let done = a.completions();
+    assert_eq!(done[0].token, 9);
+    assert_eq!(done[0].result.as_ref().unwrap_err().kind, ErrorKind::Unavailable);
+    assert!(a.drain().is_empty());
+}
+
+#[test]
+fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_route() {
+    let now = Instant::now();
+    let mut a = registered(now);
+    let mut dp = Fake::default();
+    let install = Install {
+        route: 77,
+        rules: vec![
+            RuleSpec::Relay {
+                in_id: 5,
+                prev_hop: "198.18.0.2:6000".parse().unwrap(),
+                out_id: 6,
+                next_hop: "198.18.0.3:6000".parse().unwrap(),
+            },
+            RuleSpec::End {
+                peer: peer(),
+                prefixes: vec![WirePrefix("10.77.0.9/32".parse().unwrap())],
+                first_hop: "198.18.0.2:6000".parse().unwrap(),
+                out_id: 8,
+                in_id: 9,
+                prev_hop: "198.18.0.2:6000".parse().unwrap(),
+            },
+        ],
+        expire_ms: 9000,
+    };
+    a.frame(Frame::request(kind::INSTALL, 40, &install), now, &mut dp);
+    let reply = a.drain().pop().unwrap();
+    assert_eq!(reply.kind, kind::INSTALL | proto::REPLY);
+    assert!(reply.reply::<Value>().is_ok());
+    assert_eq!(dp.applied.len(), 1);
+    assert_eq!(dp.applied[0].len(), 2);
+    match &dp.applied[0][1] {
+        RuleChange::AddEnd { route, origin } => {
+            assert_eq!(route.persistent_keepalive, Some(Duration::from_secs(3)));
+            assert_eq!(
+                *origin,
+                Origin::Manager {
+                    route: 77,
+                    expire_after: Duration::from_secs(9)
+                }
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.held().len(), 2);
+    // Another route's REMOVE naming these ids changes nothing.
+    a.frame(
+        Frame::request(kind::REMOVE, 41, &Remove { route: 78, in_ids: vec![5, 9, 21] }),
+        now,
+        &mut dp,
+    );
+    assert_eq!(dp.applied.len(), 1);
+    assert!(a.drain().pop().unwrap().reply::<Value>().is_ok());
+    a.frame(
+        Frame::request(kind::REMOVE, 42, &Remove { route: 77, in_ids: vec![5, 9] }),
+        now,
+        &mut dp,
+    );
+    assert_eq!(dp.applied.len(), 2);
+    assert!(a.held().is_empty());
+    // A refused install is an error reply, and nothing is held.
+    dp.refuse = true;
+    a.frame(Frame::request(kind::INSTALL, 43, &install), now, &mut dp);
+    let reply = a.drain().pop().unwrap();
+    assert_eq!(reply.reply::<Value>().unwrap_err().kind, ErrorKind::IdInUse);
+    assert!(a.held().is_empty());
+    // A route id 0 is a bad request.
+    dp.refuse = false;
+    let mut bad = install.clone();
+    bad.rules.truncate(1);
+    if let RuleSpec::Relay { out_id, .. } = &mut bad.rules[0] {
+        *out_id = 0;
+    }
+    a.frame(Frame::request(kind::INSTALL, 44, &bad), now, &mut dp);
+    let reply = a.drain().pop().unwrap();
+    assert_eq!(reply.reply::<Value>().unwrap_err().kind, ErrorKind::BadRequest);
+}
+
+#[test]
+fn probes_measure_round_trip_and_loss_and_report_a_dead_link_at_once() {
+    let t0 = Instant::now();
+    let mut a = registered(t0);
+    let mut dp = Fake::default();
+    let endpoint: SocketAddr = "198.18.0.2:6000".parse().unwrap();
+    a.frame(
+        Frame::request(
+            kind::NEIGHBOURS,
+            50,
+            &Neighbours {
+                neighbours: vec![Neighbour {
+                    peer: peer(),
+                    endpoint,
+                }],
+            },
+        ),
+        t0,
+        &mut dp,
+    );
+    a.drain();
+    // Three answered probes, 300 µs each.
+    let mut now = t0;
+    for _ in 0..3 {
+        a.tick(now, &mut dp);
+        let (to, nonce) = *dp.probes.last().unwrap();
+        assert_eq!(to, endpoint);
+        a.probe_reply(endpoint, nonce, Duration::from_micros(300));
+        // A reply from elsewhere is ignored.
+        a.probe_reply("198.18.0.9:6000".parse().unwrap(), nonce, Duration::from_micros(1));
+        now += PROBE_INTERVAL;
+    }
+    a.tick(now, &mut dp);
+    let report = a
+        .drain()
+        .into_iter()
+        .find(|f| f.kind == kind::LINK_REPORT)
+        .expect("a report");
+    let report: LinkReport = report.parse().unwrap();
+    assert_eq!(report.links[0].rtt_us, Some(300));
+    assert!(report.links[0].up);
+    assert!(report.links[0].loss < 0.01);
+    // Then nothing answers: after three lost probes the link is reported down at once.
+    let mut down = None;
+    for _ in 0..5 {
+        now += PROBE_INTERVAL;
+        a.tick(now, &mut dp);
+        if let Some(f) = a.drain().into_iter().find(|f| f.kind == kind::LINK_REPORT) {
+            let r: LinkReport = f.parse().unwrap();
+            if !r.links[0].up {
+                down = Some(r);
+                break;
+            }
+        }
+    }
+    let down = down.expect("the link reported down");
+    assert!(down.links[0].loss > 0.3);
+}
+
+#[test]
+fn what_the_node_owns_is_registered_again_after_a_reconnect() {
+    let now = Instant::now();
+    let mut a = registered(now);
+    let dst = peer();
+    a.user_request(1, kind::ROUTE_ADD, serde_json::json!({"dst": dst, "min_hops": 2}));
+    let req = a.drain().pop().unwrap();
+    let info = RouteInfo {
+        id: 99,
+        src: Key(a.key()),
+        dst,
+        path: vec![Key(a.key()), dst],
+        state: "active".into(),
+        min_hops: 2,
+        max_hops: 16,
+        avoid: vec![],
+        weight: proto::WireWeight::Hops,
+        repairs: 0,
+    };
+    a.frame(Frame::ok(kind::ROUTE_ADD, req.id, &info), now, &mut Fake::default());
+    assert!(a.completions()[0].result.is_ok());
+    a.user_request(2, kind::LINK_ADD, serde_json::json!({"peer": dst}));
+    let req = a.drain().pop().unwrap();
+    a.frame(Frame::ok(kind::LINK_ADD, req.id, &Value::Null), now, &mut Fake::default());
+    // A request in flight when the connection drops fails.
+    a.user_request(3, kind::NODES, Value::Null);
+    a.disconnected();
+    let done = a.completions();
+    assert!(done.iter().any(|c| c.token == 3 && c.result.is_err()));
+    a.connected(now);
+    let reg: Register = a.drain().pop().unwrap().parse().unwrap();
+    assert_eq!(reg.routes.len(), 1);
+    assert_eq!(reg.routes[0].id, Some(99));
+    assert_eq!(reg.routes[0].min_hops, Some(2));
+    assert_eq!(reg.links, vec![dst]);
+}
