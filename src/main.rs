@@ -12,6 +12,7 @@
 //! config file named on the command line that does not exist, a key file with a bad mode or
 //! content).
 
+mod mesh;
 mod node;
 mod viscript;
 
@@ -67,6 +68,11 @@ enum Command {
     Status(StatusArgs),
     Viscript(viscript::ViscriptArgs),
     Bench(BenchArgs),
+    Manager(mesh::ManagerArgs),
+    Route(mesh::RouteArgs),
+    Nodes(mesh::NodesArgs),
+    Link(mesh::LinkArgs),
+    Ping(mesh::PingArgs),
 }
 
 /// Packets in the in-memory demo's throughput phase unless `--packets` says otherwise.
@@ -134,7 +140,8 @@ struct KeySource {
     #[arg(long, short, value_name = "PATH")]
     key: Option<PathBuf>,
     /// A config file whose `node.key` names the private key file (a relative `node.key` is
-    /// relative to the config file's folder)
+    /// relative to the config file's folder); for a manager's file (a `manager:` section
+    /// and no `node:`), its `manager.key`
     #[arg(long, short, value_name = "PATH")]
     config: Option<PathBuf>,
 }
@@ -178,6 +185,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status(&args),
         Command::Viscript(args) => viscript::viscript(&args),
         Command::Bench(args) => bench(&args),
+        Command::Manager(args) => mesh::manager(&args),
+        Command::Route(args) => mesh::route(&args),
+        Command::Nodes(args) => mesh::nodes(&args),
+        Command::Link(args) => mesh::link(&args),
+        Command::Ping(args) => mesh::ping(&args),
     }
 }
 
@@ -332,8 +344,14 @@ fn pubkey(args: &PubkeyArgs) -> anyhow::Result<ExitCode> {
         (Some(key_path), None) => keyfile::load_private_key(key_path)?,
         (None, Some(config_path)) => {
             let config = Config::load(config_path)?;
-            keyfile::load_private_key(&config.node.key)
-                .with_context(|| format!("{}: node.key", config.file.display()))?
+            // A manager's own file (a `manager:` section and no `node:`) names its key.
+            let (path, field) = if config.has_manager_section() && !config.has_node_section() {
+                (&config.manager.key, "manager.key")
+            } else {
+                (&config.node.key, "node.key")
+            };
+            keyfile::load_private_key(path)
+                .with_context(|| format!("{}: {field}", config.file.display()))?
         }
         // clap's group makes this unreachable; say so rather than panic.
         _ => anyhow::bail!("give exactly one of --key and --config"),

@@ -11,8 +11,11 @@ use clap::Args;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use skywire_control::config::Config;
-use skywire_control::ctl::ControlServer;
+use skywire_control::ctl::{ControlServer, NodeServices};
+use skywire_control::manager::agent::AgentParams;
+use skywire_control::manager::client::{self as manager_client, ManagerAddress};
 use skywire_dataplane::engine;
+use skywire_dataplane::route::Prefix;
 
 /// Run a node: the UDP transport, the TUN device and the routes of a config file
 ///
@@ -60,12 +63,48 @@ pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default(),
         socket_path.display()
     );
+    // The manager client (which also serves pings, so it runs without a manager too).
+    let link = config.node.manager();
+    let params = AgentParams {
+        key: setup.public_key(),
+        endpoint: link.map_or(running.listen, |m| m.endpoint),
+        tun: setup
+            .tun
+            .iter()
+            .flat_map(|t| &t.addresses)
+            .filter_map(|p| Prefix::new(p.addr(), if p.addr().is_ipv4() { 32 } else { 128 }))
+            .collect(),
+        reserved: setup
+            .routes
+            .iter()
+            .map(|r| r.in_id.get())
+            .chain(setup.relays.iter().map(|r| r.in_id.get()))
+            .collect(),
+    };
+    let manager = link.map(|m| ManagerAddress {
+        address: m.address,
+        key: m.key,
+    });
+    if let Some(m) = manager {
+        eprintln!("skywire: node registers with the manager at {}", m.address);
+    }
+    let (agent, agent_thread) = manager_client::start(
+        running.handle.clone(),
+        setup.private_key.clone(),
+        manager,
+        params,
+    )
+    .context("cannot start the manager client thread")?;
     let stop = Arc::new(AtomicBool::new(false));
     let control = {
-        let (handle, stop) = (running.handle.clone(), Arc::clone(&stop));
+        let services = NodeServices {
+            engine: running.handle.clone(),
+            agent: agent.clone(),
+        };
+        let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("skywire-control".into())
-            .spawn(move || server.serve(handle, stop))
+            .spawn(move || server.serve(services, stop))
             .context("cannot start the control socket thread")?
     };
     let engine_handle = running.handle.clone();
@@ -80,6 +119,8 @@ pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         })
         .context("cannot start the signal thread")?;
     let result = running.wait();
+    agent.stop();
+    let _ = agent_thread.join();
     stop.store(true, Ordering::Relaxed);
     signal_handle.close();
     let _ = waiter.join();

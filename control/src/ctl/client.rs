@@ -144,6 +144,32 @@ pub fn request_status(path: &Path, timeout: Duration) -> Result<StatusReply, Ctl
     }
 }
 
+/// Send `op` to the node listening on `path` and return the `ok` body as JSON, waiting at
+/// most `timeout` in all.
+pub fn request(path: &Path, op: Op, timeout: Duration) -> Result<serde_json::Value, CtlError> {
+    let request = Request { id: 1, op };
+    let response: Response<serde_json::Value> = exchange(path, &request, timeout)?;
+    match response.outcome {
+        Outcome::Ok(body) if response.id == Some(request.id) => Ok(body),
+        Outcome::Ok(_) => Err(CtlError::BadResponse {
+            path: path.to_owned(),
+            reason: format!(
+                "an answer for request {:?}, not {}",
+                response.id, request.id
+            ),
+        }),
+        Outcome::Error(body) if body.kind == ErrorKind::Permission => Err(CtlError::Denied {
+            path: path.to_owned(),
+            message: body.message,
+        }),
+        Outcome::Error(body) => Err(CtlError::Refused {
+            path: path.to_owned(),
+            kind: body.kind,
+            message: body.message,
+        }),
+    }
+}
+
 /// Connect, send `request`, read one response line and parse it.
 fn exchange<T: serde::de::DeserializeOwned>(
     path: &Path,

@@ -19,9 +19,9 @@ pub mod protocol;
 pub mod server;
 mod show;
 
-pub use client::{CtlError, DEFAULT_TIMEOUT, request_status};
+pub use client::{CtlError, DEFAULT_TIMEOUT, request, request_status};
 pub use protocol::StatusReply;
-pub use server::{ControlServer, StatusSource};
+pub use server::{ControlServer, NodeServices, StatusSource};
 
 /// Where a node's control socket lives unless told otherwise: the default of the config's
 /// `node.control_socket`, so `skywire status` finds a node started without a config.

@@ -15,9 +15,10 @@
 //! ```
 //!
 //! - `id`: an unsigned 64-bit integer chosen by the client, echoed in the response.
-//! - `op`: what to do. Today only `"status"` (no arguments). Later ops (route add and
-//!   remove, ping) take their arguments as further fields of the same object, for example
-//!   `{"id": 2, "op": "route_add", "name": "to-c", ...}`; see [`Op`].
+//! - `op`: what to do: `"status"`, and for the node manager and pings `"route_add"`,
+//!   `"route_ls"`, `"route_rm"`, `"nodes"`, `"link_add"`, `"link_rm"`, `"ping"`, whose
+//!   arguments are further fields of the same object, for example
+//!   `{"id": 2, "op": "route_add", "dst": "<64 hex digits>", "min_hops": 3}`; see [`Op`].
 //!
 //! # Responses
 //!
@@ -37,8 +38,10 @@
 //!   well-formed request with an unknown `op` or bad arguments (the connection stays open,
 //!   so a newer client can fall back to an older op).
 //! - `unavailable`: the node cannot answer now: its engine has stopped or did not answer in
-//!   time, or the server is already serving its maximum number of connections (then the
-//!   connection is closed).
+//!   time, it has no manager connection (manager ops), or the server is already serving its
+//!   maximum number of connections (then the connection is closed).
+//! - `failed`: the node or its manager refused the request; the message starts with the
+//!   manager's error kind (`no_path: ...`, `unknown_route: ...`).
 //!
 //! A connection idle for 5 seconds is closed without a response.
 //!
@@ -127,6 +130,49 @@ pub struct Request {
 pub enum Op {
     /// A snapshot of the node: answered with a [`StatusReply`].
     Status,
+    /// Ask the node manager for a route from this node to `dst` (a public key), set up on
+    /// every hop before the answer: the manager's route (`docs/PROTOCOL.md` 11.5).
+    RouteAdd {
+        /// The destination node's public key.
+        dst: String,
+        /// At least this many links.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_hops: Option<usize>,
+        /// At most this many links.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_hops: Option<usize>,
+        /// Nodes (public keys) the route must not cross.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        avoid: Vec<String>,
+        /// `hops` or `latency`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight: Option<String>,
+    },
+    /// The manager's routes this node is an end of: `{"routes": [...]}`.
+    RouteLs,
+    /// Remove a route this node owns, on every hop; `route` is its id (16 hex digits).
+    RouteRm {
+        /// The route's id.
+        route: String,
+    },
+    /// The manager's view of the mesh: `{"nodes": [...], "links": [...]}`.
+    Nodes,
+    /// Declare a link from this node to `peer` (a public key) to the manager.
+    LinkAdd {
+        /// The other end.
+        peer: String,
+    },
+    /// Withdraw a link this node declared.
+    LinkRm {
+        /// The other end.
+        peer: String,
+    },
+    /// One round trip over the route to `peer` (a public key), through the route's
+    /// session: `{"route", "in_id", "rtt_us", "manager_route"}`.
+    Ping {
+        /// The far end's public key.
+        peer: String,
+    },
 }
 
 /// A response: the request's id (`None` when there was no usable request) and the outcome.
@@ -158,6 +204,8 @@ pub enum Outcome<T> {
 pub enum Reply {
     /// The answer to [`Op::Status`].
     Status(Box<StatusReply>),
+    /// The answer to the other ops: the manager's JSON body, or a ping's figures.
+    Json(serde_json::Value),
 }
 
 /// An error response's body.
@@ -177,8 +225,11 @@ pub enum ErrorKind {
     Permission,
     /// The request could not be understood.
     BadRequest,
-    /// The node cannot answer now.
+    /// The node cannot answer now: its engine stopped, or it has no manager connection.
     Unavailable,
+    /// The node or its manager refused the request (no path, unknown route, a hop that
+    /// refused its rules, ...); the message starts with the manager's error kind.
+    Failed,
 }
 
 impl fmt::Display for ErrorKind {
@@ -187,6 +238,7 @@ impl fmt::Display for ErrorKind {
             Self::Permission => "permission",
             Self::BadRequest => "bad_request",
             Self::Unavailable => "unavailable",
+            Self::Failed => "failed",
         })
     }
 }

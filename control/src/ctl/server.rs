@@ -35,7 +35,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
+use serde_json::{Value, json};
+use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{EngineGone, EngineHandle, NodeStatus};
+
+use crate::manager::client::{AgentHandle, PingReply};
+use crate::manager::proto::{ErrorKind as ManagerErrorKind, ProtoError, kind as mkind};
 
 use super::protocol::{
     ErrorKind, LineRead, MAX_REQUEST, Op, ParsedRequest, Reply, Response, StatusReply,
@@ -55,16 +60,148 @@ pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the accept loop sleeps when nobody is connecting.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
-/// What answers `status` requests: the running engine, or a fake in tests.
+/// What answers the socket's requests: the running node (engine and manager client), or a
+/// fake in tests. Only `status` is required; a source without a manager answers the other
+/// ops `unavailable`.
 pub trait StatusSource {
     /// A snapshot of the node, waiting at most `timeout`.
     fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone>;
+
+    /// A request of `kind` to the node manager, answered with its `ok` body.
+    fn manager(&self, kind: u8, body: Value) -> Result<Value, ProtoError> {
+        let _ = (kind, body);
+        Err(ProtoError::new(
+            ManagerErrorKind::Unavailable,
+            "this node has no manager (node.manager in its config)",
+        ))
+    }
+
+    /// One round trip over the route to `peer`.
+    fn ping(&self, peer: PublicKey) -> Result<PingReply, String> {
+        let _ = peer;
+        Err("this node cannot ping".to_owned())
+    }
 }
 
 impl StatusSource for EngineHandle {
     fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone> {
         EngineHandle::status(self, timeout)
     }
+}
+
+/// A running node: its engine, and the manager client that also serves pings.
+#[derive(Debug, Clone)]
+pub struct NodeServices {
+    /// The engine.
+    pub engine: EngineHandle,
+    /// The manager client.
+    pub agent: AgentHandle,
+}
+
+impl StatusSource for NodeServices {
+    fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone> {
+        self.engine.status(timeout)
+    }
+
+    fn manager(&self, kind: u8, body: Value) -> Result<Value, ProtoError> {
+        if self.agent.manager().is_none() {
+            return Err(ProtoError::new(
+                ManagerErrorKind::Unavailable,
+                "this node has no manager (node.manager in its config)",
+            ));
+        }
+        self.agent.manager_request(kind, body)
+    }
+
+    fn ping(&self, peer: PublicKey) -> Result<PingReply, String> {
+        self.agent.ping(peer, PING_TIMEOUT)
+    }
+}
+
+/// How long a `ping` waits for its pong.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn parse_key(field: &str, text: &str) -> Result<PublicKey, (ErrorKind, String)> {
+    text.parse().map_err(|_| {
+        (
+            ErrorKind::BadRequest,
+            format!("`{field}` must be a public key (64 hex digits), not `{text}`"),
+        )
+    })
+}
+
+/// The manager's answer to an op, or why there is none.
+fn manager_op(op: Op, source: &dyn StatusSource) -> Result<Value, (ErrorKind, String)> {
+    let (kind, body) = match op {
+        Op::Status => return Err((ErrorKind::BadRequest, "not a manager op".to_owned())),
+        Op::RouteAdd {
+            dst,
+            min_hops,
+            max_hops,
+            avoid,
+            weight,
+        } => {
+            parse_key("dst", &dst)?;
+            for a in &avoid {
+                parse_key("avoid", a)?;
+            }
+            let mut body = json!({ "dst": dst });
+            if let Some(map) = body.as_object_mut() {
+                if let Some(n) = min_hops {
+                    map.insert("min_hops".into(), json!(n));
+                }
+                if let Some(n) = max_hops {
+                    map.insert("max_hops".into(), json!(n));
+                }
+                if !avoid.is_empty() {
+                    map.insert("avoid".into(), json!(avoid));
+                }
+                if let Some(w) = weight {
+                    map.insert("weight".into(), json!(w));
+                }
+            }
+            (mkind::ROUTE_ADD, body)
+        }
+        Op::RouteLs => (mkind::ROUTE_LIST, Value::Null),
+        Op::RouteRm { route } => {
+            let id = u64::from_str_radix(route.trim_start_matches("0x"), 16).map_err(|_| {
+                (
+                    ErrorKind::BadRequest,
+                    format!("`route` must be a route id (hex digits), not `{route}`"),
+                )
+            })?;
+            (mkind::ROUTE_REMOVE, json!({ "route": id }))
+        }
+        Op::Nodes => (mkind::NODES, Value::Null),
+        Op::LinkAdd { peer } => {
+            parse_key("peer", &peer)?;
+            (mkind::LINK_ADD, json!({ "peer": peer }))
+        }
+        Op::LinkRm { peer } => {
+            parse_key("peer", &peer)?;
+            (mkind::LINK_REMOVE, json!({ "peer": peer }))
+        }
+        Op::Ping { peer } => {
+            let peer = parse_key("peer", &peer)?;
+            return source
+                .ping(peer)
+                .map(|p| {
+                    json!({
+                        "route": p.route,
+                        "in_id": p.in_id,
+                        "rtt_us": u64::try_from(p.rtt.as_micros()).unwrap_or(u64::MAX),
+                        "manager_route": p.manager_route.map(|r| format!("{r:016x}")),
+                    })
+                })
+                .map_err(|e| (ErrorKind::Failed, e));
+        }
+    };
+    source.manager(kind, body).map_err(|e| match e.kind {
+        ManagerErrorKind::Unavailable | ManagerErrorKind::Timeout => {
+            (ErrorKind::Unavailable, e.message)
+        }
+        _ => (ErrorKind::Failed, e.to_string()),
+    })
 }
 
 /// A response line to send, and whether to close the connection after it.
@@ -99,6 +236,13 @@ pub fn respond(line: &[u8], source: &dyn StatusSource) -> Answer {
                     Err(gone) => {
                         Response::error(Some(request.id), ErrorKind::Unavailable, gone.to_string())
                     }
+                },
+                op => match manager_op(op, source) {
+                    Ok(body) => Response {
+                        id: Some(request.id),
+                        outcome: super::protocol::Outcome::Ok(Reply::Json(body)),
+                    },
+                    Err((kind, message)) => Response::error(Some(request.id), kind, message),
                 },
             };
             Answer {

@@ -92,7 +92,9 @@ impl ProbeLog {
         let judged: Vec<Option<Duration>> = self
             .sent
             .iter()
-            .filter(|(_, at, rtt)| rtt.is_some() || now.saturating_duration_since(*at) >= PROBE_TIMEOUT)
+            .filter(|(_, at, rtt)| {
+                rtt.is_some() || now.saturating_duration_since(*at) >= PROBE_TIMEOUT
+            })
             .map(|(_, _, rtt)| *rtt)
             .collect();
         if judged.is_empty() {
@@ -342,15 +344,18 @@ impl Agent {
         }
     }
 
-    fn install(&mut self, install: &Install, dataplane: &mut impl Dataplane) -> Result<(), ProtoError> {
+    fn install(
+        &mut self,
+        install: &Install,
+        dataplane: &mut impl Dataplane,
+    ) -> Result<(), ProtoError> {
         let expire_after = Duration::from_millis(install.expire_ms.max(1000));
         let origin = Origin::Manager {
             route: install.route,
             expire_after,
         };
         let id = |n: u32| {
-            WireRouteId::new(n)
-                .ok_or_else(|| ProtoError::new(ErrorKind::BadRequest, "route id 0"))
+            WireRouteId::new(n).ok_or_else(|| ProtoError::new(ErrorKind::BadRequest, "route id 0"))
         };
         let mut changes = Vec::with_capacity(install.rules.len());
         for rule in &install.rules {
@@ -367,7 +372,7 @@ impl Agent {
                         out_id: id(*out_id)?,
                         next_hop: *next_hop,
                     },
-                    origin: origin.clone(),
+                    origin,
                 },
                 RuleSpec::End {
                     peer,
@@ -389,20 +394,31 @@ impl Agent {
                         // within the expiry, which also starts its handshake at once.
                         persistent_keepalive: Some((expire_after / 3).max(Duration::from_secs(1))),
                     },
-                    origin: origin.clone(),
+                    origin,
                 },
             });
         }
-        dataplane
-            .apply(changes)
-            .map_err(|e| ProtoError::new(if e.contains("in use") { ErrorKind::IdInUse } else { ErrorKind::BadRequest }, e))?;
+        dataplane.apply(changes).map_err(|e| {
+            ProtoError::new(
+                if e.contains("in use") {
+                    ErrorKind::IdInUse
+                } else {
+                    ErrorKind::BadRequest
+                },
+                e,
+            )
+        })?;
         for rule in &install.rules {
             self.held.insert(rule.in_id(), install.route);
         }
         Ok(())
     }
 
-    fn remove(&mut self, remove: &Remove, dataplane: &mut impl Dataplane) -> Result<(), ProtoError> {
+    fn remove(
+        &mut self,
+        remove: &Remove,
+        dataplane: &mut impl Dataplane,
+    ) -> Result<(), ProtoError> {
         // Only rules of this route that are still here: removal is idempotent, and a
         // manager can never remove a rule of another route or of the node's config.
         let ids: Vec<u32> = remove

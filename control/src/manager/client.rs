@@ -8,7 +8,7 @@
 //! `node.manager` runs this thread too, only never connects.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,9 +96,9 @@ impl AgentHandle {
         self.requests
             .send(Request::Manager { kind, body, reply })
             .map_err(|_| ProtoError::new(ErrorKind::Unavailable, "the node is stopping"))?;
-        answer
-            .recv_timeout(REQUEST_TIMEOUT)
-            .map_err(|_| ProtoError::new(ErrorKind::Timeout, "the manager did not answer in time"))?
+        answer.recv_timeout(REQUEST_TIMEOUT).map_err(|_| {
+            ProtoError::new(ErrorKind::Timeout, "the manager did not answer in time")
+        })?
     }
 
     /// One round trip over the route to `peer`.
@@ -210,12 +210,17 @@ fn run(
                 connecting = Some(rx);
             }
         }
-        let deadline = [agent.next_deadline(), pings.values().map(|p| p.deadline).min()]
-            .into_iter()
-            .flatten()
-            .min()
-            .map_or(Duration::from_millis(200), |d| d.saturating_duration_since(now))
-            .min(Duration::from_millis(200));
+        let deadline = [
+            agent.next_deadline(),
+            pings.values().map(|p| p.deadline).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(Duration::from_millis(200), |d| {
+            d.saturating_duration_since(now)
+        })
+        .min(Duration::from_millis(200));
         let frames = conn.as_ref().map_or(&never, |c| &c.frames);
         let connects = connecting.as_ref().unwrap_or(&never_conn);
         let mut lost: Option<String> = None;
@@ -300,7 +305,9 @@ fn run(
         if let Some(reason) = lost {
             if let Some(c) = conn.take() {
                 let _ = c.writer.shutdown(Shutdown::Both);
-                log(&format!("lost the manager connection: {reason} (reconnecting)"));
+                log(&format!(
+                    "lost the manager connection: {reason} (reconnecting)"
+                ));
             }
             agent.disconnected();
             next_attempt = Instant::now() + backoff;
@@ -378,8 +385,8 @@ fn start_ping(
 
 /// Connect, check the manager's proof, prove the node's key, and start a reader thread.
 fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, String> {
-    let mut stream = TcpStream::connect_timeout(&manager.address, CONNECT_TIMEOUT)
-        .map_err(|e| e.to_string())?;
+    let mut stream =
+        TcpStream::connect_timeout(&manager.address, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
     stream
         .set_read_timeout(Some(CONNECT_TIMEOUT))
@@ -388,13 +395,17 @@ fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, Stri
         .set_write_timeout(Some(CONNECT_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let mut decoder = Decoder::new();
-    let hello = read_one(&mut stream, &mut decoder, None)?;
+    let hello = proto::read_frame(&mut stream, &mut decoder, None)?;
     if hello.kind != kind::HELLO {
         return Err("the server did not say HELLO: is this a skywire manager?".to_owned());
     }
     let hello: Hello = hello.parse().map_err(|e| e.to_string())?;
     if hello.version != proto::VERSION {
-        return Err(format!("manager speaks version {}, we speak {}", hello.version, proto::VERSION));
+        return Err(format!(
+            "manager speaks version {}, we speak {}",
+            hello.version,
+            proto::VERSION
+        ));
     }
     if hello.manager.0 != manager.key {
         return Err(format!(
@@ -411,10 +422,10 @@ fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, Stri
         nonce,
         proof: keys.node_proof,
     };
-    let bytes = proto::encode(&Frame::request(kind::AUTH, 1, &auth), None)
-        .map_err(|e| e.to_string())?;
+    let bytes =
+        proto::encode(&Frame::request(kind::AUTH, 1, &auth), None).map_err(|e| e.to_string())?;
     stream.write_all(&bytes).map_err(|e| e.to_string())?;
-    let reply = read_one(&mut stream, &mut decoder, None)?;
+    let reply = proto::read_frame(&mut stream, &mut decoder, None)?;
     let ok: AuthOk = reply
         .reply()
         .map_err(|e| format!("the manager refused us: {e}"))?;
@@ -429,7 +440,7 @@ fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, Stri
         .name("skywire-manager-reader".into())
         .spawn(move || {
             loop {
-                let result = read_one(&mut stream, &mut decoder, Some(&mut mac));
+                let result = proto::read_frame(&mut stream, &mut decoder, Some(&mut mac));
                 let end = result.is_err();
                 if tx.send(result).is_err() || end {
                     break;
@@ -442,25 +453,4 @@ fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, Stri
         mac: keys.node_to_manager,
         frames,
     })
-}
-
-fn read_one(
-    stream: &mut TcpStream,
-    decoder: &mut Decoder,
-    mut mac: Option<&mut Mac>,
-) -> Result<Frame, String> {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match decoder.next_frame(mac.as_deref_mut()) {
-            Ok(Some(frame)) => return Ok(frame),
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => return Err("the manager closed the connection".to_owned()),
-            Ok(n) => decoder.push(buf.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
 }

@@ -34,8 +34,8 @@ use skywire_dataplane::route::Prefix;
 
 use super::proto::{
     ErrorKind, Frame, HeldRule, Install, Key, LinkChange, LinkInfo, LinkReport, Mesh, Neighbour,
-    Neighbours, NodeInfo, ProtoError, Register, Registered, Remove, RouteId, RouteInfo,
-    RouteList, RouteRequest, RuleSpec, WirePrefix, WireWeight, kind,
+    Neighbours, NodeInfo, ProtoError, Register, Registered, Remove, RouteId, RouteInfo, RouteList,
+    RouteRequest, RuleSpec, WirePrefix, WireWeight, kind,
 };
 use super::topology::{Constraints, LinkMetrics, Topology, Weight};
 
@@ -67,6 +67,25 @@ pub struct Params {
     pub min_hops: usize,
     /// Default maximum number of links.
     pub max_hops: usize,
+}
+
+impl Params {
+    /// The parameters of a `manager:` config section.
+    pub fn from_config(config: &crate::config::ManagerConfig) -> Self {
+        Self {
+            allow: config.allow().map(|keys| keys.iter().copied().collect()),
+            links: config.links().iter().map(|[a, b]| (*a, *b)).collect(),
+            rule_expiry: config.rule_expiry(),
+            setup_timeout: config.setup_timeout(),
+            heartbeat: config.heartbeat(),
+            weight: match config.weight() {
+                crate::config::RouteWeight::Hops => WireWeight::Hops,
+                crate::config::RouteWeight::Latency => WireWeight::Latency,
+            },
+            min_hops: usize::from(config.min_hops()),
+            max_hops: usize::from(config.max_hops()),
+        }
+    }
 }
 
 impl Default for Params {
@@ -461,8 +480,10 @@ impl ManagerCore {
     ) -> serde_json::Value {
         let previous = self.nodes.get(&key).and_then(|n| n.conn);
         if let Some(old) = previous.filter(|&c| c != conn) {
-            self.out
-                .push(Output::Close(old, "replaced by a new connection".to_owned()));
+            self.out.push(Output::Close(
+                old,
+                "replaced by a new connection".to_owned(),
+            ));
             self.conns.remove(&old);
         }
         let mut used: HashSet<u32> = register.reserved.iter().copied().collect();
@@ -501,9 +522,10 @@ impl ManagerCore {
         let held: HashSet<HeldRule> = register.rules.iter().copied().collect();
         for rule in &register.rules {
             let current = self.routes.get(&rule.route).is_some_and(|r| {
-                r.active.as_ref().and_then(|p| p.rules_of(&key)).is_some_and(|rules| {
-                    rules.iter().any(|s| s.in_id() == rule.in_id)
-                })
+                r.active
+                    .as_ref()
+                    .and_then(|p| p.rules_of(&key))
+                    .is_some_and(|rules| rules.iter().any(|s| s.in_id() == rule.in_id))
             });
             if !current && let Some(route) = self.routes.get_mut(&rule.route) {
                 route.stale.push((key, rule.in_id));
@@ -550,14 +572,17 @@ impl ManagerCore {
             .routes
             .values()
             .filter(|r| {
-                r.active.as_ref().and_then(|p| p.rules_of(&key)).is_some_and(|rules| {
-                    rules.iter().any(|s| {
-                        !held.contains(&HeldRule {
-                            route: r.id,
-                            in_id: s.in_id(),
+                r.active
+                    .as_ref()
+                    .and_then(|p| p.rules_of(&key))
+                    .is_some_and(|rules| {
+                        rules.iter().any(|s| {
+                            !held.contains(&HeldRule {
+                                route: r.id,
+                                in_id: s.in_id(),
+                            })
                         })
                     })
-                })
             })
             .map(|r| r.id)
             .collect();
@@ -667,7 +692,12 @@ impl ManagerCore {
             ));
         }
         self.declare_link(key, peer, Source::Node(key));
-        self.log(format!("link {} - {} added by {}", short(&key), short(&peer), short(&key)));
+        self.log(format!(
+            "link {} - {} added by {}",
+            short(&key),
+            short(&peer),
+            short(&key)
+        ));
         self.push_neighbours_around(&key);
         // Routes waiting for a path may have one now.
         for route in self.routes.values_mut() {
@@ -704,7 +734,12 @@ impl ManagerCore {
         Ok(serde_json::Value::Null)
     }
 
-    fn link_report(&mut self, key: PublicKey, report: &LinkReport, now: Instant) -> serde_json::Value {
+    fn link_report(
+        &mut self,
+        key: PublicKey,
+        report: &LinkReport,
+        now: Instant,
+    ) -> serde_json::Value {
         for m in &report.links {
             let peer = m.peer.0;
             let Some(entry) = self.links.get_mut(&link_key(key, peer)) else {
@@ -1022,54 +1057,54 @@ impl ManagerCore {
                 .unwrap_or_default()
         };
         let (src_tun, dst_tun) = (tun_of(&src), tun_of(&dst));
-        let last = path.len() - 1;
+        let last = path.len().saturating_sub(1);
         // fwd[i]: the id packets from src carry when they reach path[i] (i >= 1);
         // rev[i]: the id packets from dst carry when they reach path[i] (i < last).
-        let mut fwd = vec![0u32; path.len()];
-        let mut rev = vec![0u32; path.len()];
+        let mut fwd = Vec::with_capacity(path.len());
+        let mut rev = Vec::with_capacity(path.len());
         for (i, k) in path.iter().enumerate() {
-            if i > 0 {
-                fwd[i] = self.fresh_id(k);
-            }
-            if i < last {
-                rev[i] = self.fresh_id(k);
-            }
+            fwd.push(if i > 0 { self.fresh_id(k) } else { 0 });
+            rev.push(if i < last { self.fresh_id(k) } else { 0 });
         }
+        let id = |v: &[u32], i: Option<usize>| i.and_then(|i| v.get(i)).copied().unwrap_or(0);
+        let unreachable = || ProtoError::new(ErrorKind::NoPath, "path shorter than two nodes");
         let mut hops = Vec::with_capacity(path.len());
         for (i, k) in path.iter().enumerate() {
-            let rules = if i == 0 {
-                vec![RuleSpec::End {
+            let (before, after) = (i.checked_sub(1), Some(i + 1));
+            let prev_ep = before.and_then(|b| endpoints.get(b)).copied();
+            let next_ep = endpoints.get(i + 1).copied();
+            let rules = match (prev_ep, next_ep) {
+                (None, Some(next)) => vec![RuleSpec::End {
                     peer: Key(dst),
                     prefixes: dst_tun.clone(),
-                    first_hop: endpoints[1],
-                    out_id: fwd[1],
-                    in_id: rev[0],
-                    prev_hop: endpoints[1],
-                }]
-            } else if i == last {
-                vec![RuleSpec::End {
+                    first_hop: next,
+                    out_id: id(&fwd, after),
+                    in_id: id(&rev, Some(i)),
+                    prev_hop: next,
+                }],
+                (Some(prev), None) => vec![RuleSpec::End {
                     peer: Key(src),
                     prefixes: src_tun.clone(),
-                    first_hop: endpoints[i - 1],
-                    out_id: rev[i - 1],
-                    in_id: fwd[i],
-                    prev_hop: endpoints[i - 1],
-                }]
-            } else {
-                vec![
+                    first_hop: prev,
+                    out_id: id(&rev, before),
+                    in_id: id(&fwd, Some(i)),
+                    prev_hop: prev,
+                }],
+                (Some(prev), Some(next)) => vec![
                     RuleSpec::Relay {
-                        in_id: fwd[i],
-                        prev_hop: endpoints[i - 1],
-                        out_id: fwd[i + 1],
-                        next_hop: endpoints[i + 1],
+                        in_id: id(&fwd, Some(i)),
+                        prev_hop: prev,
+                        out_id: id(&fwd, after),
+                        next_hop: next,
                     },
                     RuleSpec::Relay {
-                        in_id: rev[i],
-                        prev_hop: endpoints[i + 1],
-                        out_id: rev[i - 1],
-                        next_hop: endpoints[i - 1],
+                        in_id: id(&rev, Some(i)),
+                        prev_hop: next,
+                        out_id: id(&rev, before),
+                        next_hop: prev,
                     },
-                ]
+                ],
+                (None, None) => return Err(unreachable()),
             };
             hops.push((*k, rules));
         }
@@ -1262,7 +1297,9 @@ impl ManagerCore {
         for request in setup.waiting.keys() {
             self.installs.remove(request);
         }
-        self.log(format!("route {id:016x}: setup failed, rolled back: {error}"));
+        self.log(format!(
+            "route {id:016x}: setup failed, rolled back: {error}"
+        ));
         self.remove_plan(id, &setup.plan);
         self.setup_impossible(id, error, now);
     }

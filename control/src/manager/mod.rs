@@ -23,6 +23,7 @@ pub mod client;
 pub mod core;
 pub mod proto;
 pub mod server;
+pub mod show;
 pub mod topology;
 
 #[cfg(test)]

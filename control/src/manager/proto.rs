@@ -307,7 +307,11 @@ pub fn encode(frame: &Frame, mac: Option<&mut Mac>) -> Result<Vec<u8>, FrameErro
         return Err(FrameError::Length);
     }
     let mut out = Vec::with_capacity(4 + len);
-    out.extend_from_slice(&u32::try_from(len).map_err(|_| FrameError::Length)?.to_be_bytes());
+    out.extend_from_slice(
+        &u32::try_from(len)
+            .map_err(|_| FrameError::Length)?
+            .to_be_bytes(),
+    );
     out.push(VERSION);
     out.push(frame.kind);
     out.extend_from_slice(&frame.id.to_be_bytes());
@@ -347,7 +351,8 @@ impl Decoder {
         let Some(len_bytes) = self.buf.first_chunk::<4>() else {
             return Ok(None);
         };
-        let len = usize::try_from(u32::from_be_bytes(*len_bytes)).map_err(|_| FrameError::Length)?;
+        let len =
+            usize::try_from(u32::from_be_bytes(*len_bytes)).map_err(|_| FrameError::Length)?;
         let tag_len = if mac.is_some() { TAG_LEN } else { 0 };
         if !(HEADER_AFTER_LEN + tag_len..=MAX_FRAME).contains(&len) {
             return Err(FrameError::Length);
@@ -381,6 +386,32 @@ impl Decoder {
         };
         self.buf.drain(..4 + len);
         Ok(Some(Frame { kind, id, body }))
+    }
+}
+
+/// Read from `stream` until `decoder` yields a frame (blocking; the stream's timeouts
+/// apply). An error, or the stream ending, is the connection's end, with the reason.
+pub fn read_frame(
+    stream: &mut impl std::io::Read,
+    decoder: &mut Decoder,
+    mut mac: Option<&mut Mac>,
+) -> Result<Frame, String> {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match decoder.next_frame(mac.as_deref_mut()) {
+            Ok(Some(frame)) => return Ok(frame),
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        match stream.read(&mut buf) {
+            Ok(0) if decoder.buffered() > 0 => {
+                return Err("connection closed in the middle of a frame".to_owned());
+            }
+            Ok(0) => return Err("closed".to_owned()),
+            Ok(n) => decoder.push(buf.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 

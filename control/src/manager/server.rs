@@ -8,7 +8,7 @@
 //! that stops reading is closed instead of stalling the manager.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,33 +143,6 @@ fn accept_loop(
     }
 }
 
-fn read_frame(
-    stream: &mut TcpStream,
-    decoder: &mut Decoder,
-    mut mac: Option<&mut Mac>,
-) -> Result<Frame, String> {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match decoder.next_frame(mac.as_deref_mut()) {
-            Ok(Some(frame)) => return Ok(frame),
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => {
-                return Err(if decoder.buffered() > 0 {
-                    "connection closed in the middle of a frame".to_owned()
-                } else {
-                    "closed".to_owned()
-                });
-            }
-            Ok(n) => decoder.push(buf.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-}
-
 /// The key proof, then frames until the connection ends.
 fn serve_connection(
     conn: ConnId,
@@ -192,11 +165,11 @@ fn serve_connection(
         manager: Key(manager),
         nonce,
     };
-    let bytes = proto::encode(&Frame::request(kind::HELLO, 0, &hello), None)
-        .map_err(|e| e.to_string())?;
+    let bytes =
+        proto::encode(&Frame::request(kind::HELLO, 0, &hello), None).map_err(|e| e.to_string())?;
     stream.write_all(&bytes).map_err(|e| e.to_string())?;
     let mut decoder = Decoder::new();
-    let frame = read_frame(&mut stream, &mut decoder, None)?;
+    let frame = proto::read_frame(&mut stream, &mut decoder, None)?;
     let refuse = |stream: &mut TcpStream, id: u64, error: ProtoError| {
         if let Ok(bytes) = proto::encode(&Frame::error(kind::AUTH, id, &error), None) {
             let _ = stream.write_all(&bytes);
@@ -260,7 +233,7 @@ fn serve_connection(
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
     let mut mac = keys.node_to_manager;
     loop {
-        let frame = read_frame(&mut stream, &mut decoder, Some(&mut mac))?;
+        let frame = proto::read_frame(&mut stream, &mut decoder, Some(&mut mac))?;
         events
             .send(Event::Frame(conn, frame))
             .map_err(|_| "manager stopping".to_owned())?;
@@ -278,7 +251,9 @@ fn core_loop(mut core: ManagerCore, inbox: &Receiver<Event>, stop: &AtomicBool) 
         let now = Instant::now();
         let wait = core
             .next_deadline()
-            .map_or(Duration::from_millis(200), |d| d.saturating_duration_since(now))
+            .map_or(Duration::from_millis(200), |d| {
+                d.saturating_duration_since(now)
+            })
             .min(Duration::from_millis(200));
         match inbox.recv_timeout(wait) {
             Ok(Event::Authenticated {
@@ -287,7 +262,13 @@ fn core_loop(mut core: ManagerCore, inbox: &Receiver<Event>, stop: &AtomicBool) 
                 writer,
                 mac,
             }) => {
-                writers.insert(conn, Writer { stream: writer, mac });
+                writers.insert(
+                    conn,
+                    Writer {
+                        stream: writer,
+                        mac,
+                    },
+                );
                 core.authenticated(conn, key, Instant::now());
             }
             Ok(Event::Frame(conn, frame)) => core.frame(conn, frame, Instant::now()),

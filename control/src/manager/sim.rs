@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
-use skywire_dataplane::engine::{
-    EngineEvent, NodeCore, NodeIo, NodeSetup, Origin, RuleChange,
-};
+use skywire_dataplane::engine::{EngineEvent, NodeCore, NodeIo, NodeSetup, Origin, RuleChange};
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::session::HEADROOM;
 
@@ -46,7 +44,9 @@ struct Dp<'a> {
 
 impl Dataplane for Dp<'_> {
     fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), String> {
-        self.core.apply(self.now, changes).map_err(|e| e.to_string())
+        self.core
+            .apply(self.now, changes)
+            .map_err(|e| e.to_string())
     }
     fn probe(&mut self, to: SocketAddr, nonce: u64) {
         self.core.probe(self.now, to, nonce, self.out);
@@ -114,11 +114,8 @@ pub(crate) struct Sim {
 /// The node's TUN address in the simulation.
 pub(crate) fn tun_addr(i: usize) -> Prefix {
     let i = u32::try_from(i).unwrap_or(0);
-    Prefix::new(
-        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i + 1)),
-        32,
-    )
-    .unwrap_or_else(|| unreachable!())
+    Prefix::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i + 1)), 32)
+        .unwrap_or_else(|| unreachable!())
 }
 
 /// A minimal IPv4 packet to `dst` with `payload`.
@@ -229,7 +226,10 @@ impl Sim {
             &nn,
         )
         .unwrap_or_else(|| unreachable!());
-        assert!(proto::proof_matches(&at_node.node_proof, &at_manager.node_proof));
+        assert!(proto::proof_matches(
+            &at_node.node_proof,
+            &at_manager.node_proof
+        ));
         node.macs = Some((
             at_node.node_to_manager,
             at_manager.node_to_manager,
@@ -311,7 +311,8 @@ impl Sim {
         let mut out = Out::default();
         let now = self.now;
         let node = &mut self.nodes[src];
-        node.core.handle_tun_packet(now, &mut buf, packet.len(), &mut out);
+        node.core
+            .handle_tun_packet(now, &mut buf, packet.len(), &mut out);
         self.collect(src, out);
     }
 
@@ -392,7 +393,15 @@ impl Sim {
                             let mut out = Out::default();
                             let now = self.now;
                             let SimNode { core, agent, .. } = node;
-                            agent.frame(frame, now, &mut Dp { core, now, out: &mut out });
+                            agent.frame(
+                                frame,
+                                now,
+                                &mut Dp {
+                                    core,
+                                    now,
+                                    out: &mut out,
+                                },
+                            );
                             self.collect(i, out);
                         }
                         Output::Close(conn, _) => {
@@ -417,7 +426,14 @@ impl Sim {
                 let mut out = Out::default();
                 {
                     let SimNode { core, agent, .. } = &mut self.nodes[i];
-                    agent.tick(now, &mut Dp { core, now, out: &mut out });
+                    agent.tick(
+                        now,
+                        &mut Dp {
+                            core,
+                            now,
+                            out: &mut out,
+                        },
+                    );
                     core.poll_timers(now, &mut out);
                 }
                 let events: Vec<EngineEvent> = self.nodes[i].core.drain_events().collect();
@@ -509,6 +525,6 @@ impl Sim {
             .iter()
             .filter(|r| r.peer == peer && matches!(r.origin, Origin::Manager { .. }))
             .map(|r| r.in_id.get())
-            .last()
+            .next_back()
     }
 }

@@ -65,7 +65,10 @@ fn requests_without_a_manager_fail_at_once() {
     a.user_request(9, kind::NODES, Value::Null);
     let done = a.completions();
     assert_eq!(done[0].token, 9);
-    assert_eq!(done[0].result.as_ref().unwrap_err().kind, ErrorKind::Unavailable);
+    assert_eq!(
+        done[0].result.as_ref().unwrap_err().kind,
+        ErrorKind::Unavailable
+    );
     assert!(a.drain().is_empty());
 }
 
@@ -116,14 +119,28 @@ fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_ro
     assert_eq!(a.held().len(), 2);
     // Another route's REMOVE naming these ids changes nothing.
     a.frame(
-        Frame::request(kind::REMOVE, 41, &Remove { route: 78, in_ids: vec![5, 9, 21] }),
+        Frame::request(
+            kind::REMOVE,
+            41,
+            &Remove {
+                route: 78,
+                in_ids: vec![5, 9, 21],
+            },
+        ),
         now,
         &mut dp,
     );
     assert_eq!(dp.applied.len(), 1);
     assert!(a.drain().pop().unwrap().reply::<Value>().is_ok());
     a.frame(
-        Frame::request(kind::REMOVE, 42, &Remove { route: 77, in_ids: vec![5, 9] }),
+        Frame::request(
+            kind::REMOVE,
+            42,
+            &Remove {
+                route: 77,
+                in_ids: vec![5, 9],
+            },
+        ),
         now,
         &mut dp,
     );
@@ -144,7 +161,10 @@ fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_ro
     }
     a.frame(Frame::request(kind::INSTALL, 44, &bad), now, &mut dp);
     let reply = a.drain().pop().unwrap();
-    assert_eq!(reply.reply::<Value>().unwrap_err().kind, ErrorKind::BadRequest);
+    assert_eq!(
+        reply.reply::<Value>().unwrap_err().kind,
+        ErrorKind::BadRequest
+    );
 }
 
 #[test]
@@ -176,7 +196,11 @@ fn probes_measure_round_trip_and_loss_and_report_a_dead_link_at_once() {
         assert_eq!(to, endpoint);
         a.probe_reply(endpoint, nonce, Duration::from_micros(300));
         // A reply from elsewhere is ignored.
-        a.probe_reply("198.18.0.9:6000".parse().unwrap(), nonce, Duration::from_micros(1));
+        a.probe_reply(
+            "198.18.0.9:6000".parse().unwrap(),
+            nonce,
+            Duration::from_micros(1),
+        );
         now += PROBE_INTERVAL;
     }
     a.tick(now, &mut dp);
@@ -211,7 +235,11 @@ fn what_the_node_owns_is_registered_again_after_a_reconnect() {
     let now = Instant::now();
     let mut a = registered(now);
     let dst = peer();
-    a.user_request(1, kind::ROUTE_ADD, serde_json::json!({"dst": dst, "min_hops": 2}));
+    a.user_request(
+        1,
+        kind::ROUTE_ADD,
+        serde_json::json!({"dst": dst, "min_hops": 2}),
+    );
     let req = a.drain().pop().unwrap();
     let info = RouteInfo {
         id: 99,
@@ -225,11 +253,19 @@ fn what_the_node_owns_is_registered_again_after_a_reconnect() {
         weight: proto::WireWeight::Hops,
         repairs: 0,
     };
-    a.frame(Frame::ok(kind::ROUTE_ADD, req.id, &info), now, &mut Fake::default());
+    a.frame(
+        Frame::ok(kind::ROUTE_ADD, req.id, &info),
+        now,
+        &mut Fake::default(),
+    );
     assert!(a.completions()[0].result.is_ok());
     a.user_request(2, kind::LINK_ADD, serde_json::json!({"peer": dst}));
     let req = a.drain().pop().unwrap();
-    a.frame(Frame::ok(kind::LINK_ADD, req.id, &Value::Null), now, &mut Fake::default());
+    a.frame(
+        Frame::ok(kind::LINK_ADD, req.id, &Value::Null),
+        now,
+        &mut Fake::default(),
+    );
     // A request in flight when the connection drops fails.
     a.user_request(3, kind::NODES, Value::Null);
     a.disconnected();

@@ -74,13 +74,20 @@ fn assert_traffic(sim: &mut Sim, src: usize, dst: usize, tag: &[u8]) {
     let nonce = u64::from_le_bytes(*b"pingping") ^ before as u64;
     assert!(sim.ping(src, in_id, nonce));
     sim.run(20 * MS, 5 * MS);
-    assert!(sim.nodes[src].pongs.iter().any(|(n, _)| *n == nonce), "no pong");
+    assert!(
+        sim.nodes[src].pongs.iter().any(|(n, _)| *n == nonce),
+        "no pong"
+    );
 }
 
 fn path_indices(sim: &Sim, info: &RouteInfo) -> Vec<usize> {
     info.path
         .iter()
-        .map(|k| (0..sim.nodes.len()).find(|&i| sim.pk(i) == k.0).expect("known node"))
+        .map(|k| {
+            (0..sim.nodes.len())
+                .find(|&i| sim.pk(i) == k.0)
+                .expect("known node")
+        })
         .collect()
 }
 
@@ -107,8 +114,15 @@ fn routes_are_found_and_installed_in_a_50_node_mesh() {
         assert_valid_path(&sim, &path, src, dst);
         // Every hop holds its rules: ends one, relays two.
         for (pos, &node) in path.iter().enumerate() {
-            let expected = if pos == 0 || pos == path.len() - 1 { 1 } else { 2 };
-            assert!(sim.manager_rules(node) >= expected, "node {node} lacks its rules");
+            let expected = if pos == 0 || pos == path.len() - 1 {
+                1
+            } else {
+                2
+            };
+            assert!(
+                sim.manager_rules(node) >= expected,
+                "node {node} lacks its rules"
+            );
         }
         assert_traffic(&mut sim, src, dst, format!("hello {src}->{dst}").as_bytes());
         assert_traffic(&mut sim, dst, src, format!("back {dst}->{src}").as_bytes());
@@ -119,7 +133,7 @@ fn routes_are_found_and_installed_in_a_50_node_mesh() {
     // Hop limits and avoid lists are honoured.
     let info = add_route(&mut sim, 1, 2, json!({"min_hops": 3})).unwrap();
     let path = path_indices(&sim, &info);
-    assert!(path.len() - 1 >= 3, "{path:?}");
+    assert!(path.len() > 3, "{path:?}");
     assert_valid_path(&sim, &path, 1, 2);
     let avoid = sim.pk(8).to_string();
     let info = add_route(&mut sim, 1, 15, json!({"avoid": [avoid]})).unwrap();
@@ -161,7 +175,12 @@ fn a_removed_node_gets_its_routes_repaired() {
     sim.run(20 * MS, 5 * MS);
     // Config links cannot be withdrawn by a node.
     assert_eq!(
-        sim.answer(a, token).unwrap().result.as_ref().unwrap_err().kind,
+        sim.answer(a, token)
+            .unwrap()
+            .result
+            .as_ref()
+            .unwrap_err()
+            .kind,
         ErrorKind::NotAllowed
     );
 }
@@ -194,14 +213,27 @@ fn a_hop_that_never_acks_is_rolled_back_and_leaves_no_rule() {
     assert!(sim.manager_rules(2) > 0);
     assert!(sim.answer(0, token).is_none());
     sim.run(Duration::from_millis(500), 10 * MS);
-    let err = sim.answer(0, token).expect("answered").result.clone().unwrap_err();
+    let err = sim
+        .answer(0, token)
+        .expect("answered")
+        .result
+        .clone()
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::SetupFailed);
     assert!(err.message.contains("in time"), "{err}");
     for i in 0..12 {
-        assert_eq!(sim.manager_rules(i), 0, "node {i} kept a rule after rollback");
+        assert_eq!(
+            sim.manager_rules(i),
+            0,
+            "node {i} kept a rule after rollback"
+        );
     }
     assert!(sim.manager.as_ref().unwrap().routes().is_empty());
-    assert!(sim.log.iter().any(|l| l.contains("rolled back")), "{:?}", sim.log);
+    assert!(
+        sim.log.iter().any(|l| l.contains("rolled back")),
+        "{:?}",
+        sim.log
+    );
     // The manager still serves: with the hop fixed, the same route works.
     sim.nodes[2].wire = Wire::Up;
     let info = add_route(&mut sim, 0, 3, json!({})).unwrap();
@@ -218,7 +250,11 @@ fn a_hop_that_refuses_rolls_back_the_others() {
     assert_eq!(err.kind, ErrorKind::SetupFailed);
     assert!(err.message.contains("refused"), "{err}");
     for i in 0..12 {
-        assert_eq!(sim.manager_rules(i), 0, "node {i} kept a rule after rollback");
+        assert_eq!(
+            sim.manager_rules(i),
+            0,
+            "node {i} kept a rule after rollback"
+        );
     }
     assert!(sim.manager.as_ref().unwrap().routes().is_empty());
 }
@@ -232,7 +268,10 @@ fn expiry_removes_abandoned_rules() {
     // Kept alive by the ends' keepalives while both run.
     sim.run(Duration::from_secs(8), 100 * MS);
     for &n in &path {
-        assert!(sim.manager_rules(n) > 0, "node {n} lost a live route's rules");
+        assert!(
+            sim.manager_rules(n) > 0,
+            "node {n} lost a live route's rules"
+        );
     }
     // The manager goes away and the source dies: nobody removes the rules, and nothing
     // keeps them alive. They expire.
@@ -270,11 +309,17 @@ fn a_manager_restart_never_stops_traffic() {
         .iter()
         .filter(|p| p.windows(4).any(|w| w == b"seq "))
         .count();
-    assert_eq!(delivered, sent as usize, "packets were lost across the restart");
+    assert_eq!(
+        delivered, sent as usize,
+        "packets were lost across the restart"
+    );
     // The new manager knows the route again (the source re-registered it) and it is
     // active, with no rules of the old setup left behind.
     let routes = sim.manager.as_ref().unwrap().routes();
-    let route = routes.iter().find(|r| r.id == info.id).expect("route adopted");
+    let route = routes
+        .iter()
+        .find(|r| r.id == info.id)
+        .expect("route adopted");
     assert_eq!(route.state, "active");
     let path = path_indices(&sim, route);
     let total: usize = (0..50).map(|i| sim.manager_rules(i)).sum();
@@ -307,7 +352,11 @@ fn bad_requests_are_refused_and_the_manager_keeps_serving() {
     let t3 = sim.user(1, kind::ROUTE_ADD, json!({"dst": me}));
     let stranger = PrivateKey::from_bytes([77; 32]).public_key().to_string();
     let t4 = sim.user(1, kind::ROUTE_ADD, json!({"dst": stranger}));
-    let t5 = sim.user(1, kind::ROUTE_ADD, json!({"dst": sim.pk(5).to_string(), "min_hops": 4, "max_hops": 2}));
+    let t5 = sim.user(
+        1,
+        kind::ROUTE_ADD,
+        json!({"dst": sim.pk(5).to_string(), "min_hops": 4, "max_hops": 2}),
+    );
     sim.run(10 * MS, 5 * MS);
     let kinds: Vec<ErrorKind> = [t, t2, t3, t4, t5]
         .iter()
@@ -370,5 +419,9 @@ fn requests_before_register_and_from_unknown_connections_are_refused() {
     );
     let other = PrivateKey::from_bytes([6; 32]).public_key();
     core.authenticated(4, other, now);
-    assert!(core.drain().iter().any(|o| matches!(o, Output::Close(4, _))));
+    assert!(
+        core.drain()
+            .iter()
+            .any(|o| matches!(o, Output::Close(4, _)))
+    );
 }

@@ -8,10 +8,24 @@ fn key() -> PrivateKey {
 fn pair() -> (SessionKeys, SessionKeys) {
     let (m, n) = (key(), key());
     let (nm, nn) = (Bytes32::random().unwrap(), Bytes32::random().unwrap());
-    let at_manager =
-        session_keys(&m, &n.public_key(), &m.public_key(), &n.public_key(), &nm, &nn).unwrap();
-    let at_node =
-        session_keys(&n, &m.public_key(), &m.public_key(), &n.public_key(), &nm, &nn).unwrap();
+    let at_manager = session_keys(
+        &m,
+        &n.public_key(),
+        &m.public_key(),
+        &n.public_key(),
+        &nm,
+        &nn,
+    )
+    .unwrap();
+    let at_node = session_keys(
+        &n,
+        &m.public_key(),
+        &m.public_key(),
+        &n.public_key(),
+        &nm,
+        &nn,
+    )
+    .unwrap();
     (at_manager, at_node)
 }
 
@@ -60,18 +74,32 @@ fn a_node_claiming_another_key_cannot_prove_it() {
 fn tampered_replayed_and_reordered_frames_fail_the_tag() {
     let (m, n) = pair();
     let mut send = n.node_to_manager.clone();
-    let a = encode(&Frame::request(kind::HEARTBEAT, 1, &Value::Null), Some(&mut send)).unwrap();
-    let b = encode(&Frame::request(kind::HEARTBEAT, 2, &Value::Null), Some(&mut send)).unwrap();
+    let a = encode(
+        &Frame::request(kind::HEARTBEAT, 1, &Value::Null),
+        Some(&mut send),
+    )
+    .unwrap();
+    let b = encode(
+        &Frame::request(kind::HEARTBEAT, 2, &Value::Null),
+        Some(&mut send),
+    )
+    .unwrap();
     // Tampered.
     let mut t = a.clone();
     t[6] ^= 1;
     let mut d = Decoder::new();
     d.push(&t);
-    assert_eq!(d.next_frame(Some(&mut m.node_to_manager.clone())), Err(FrameError::Tag));
+    assert_eq!(
+        d.next_frame(Some(&mut m.node_to_manager.clone())),
+        Err(FrameError::Tag)
+    );
     // Reordered.
     let mut d = Decoder::new();
     d.push(&b);
-    assert_eq!(d.next_frame(Some(&mut m.node_to_manager.clone())), Err(FrameError::Tag));
+    assert_eq!(
+        d.next_frame(Some(&mut m.node_to_manager.clone())),
+        Err(FrameError::Tag)
+    );
     // Replayed.
     let mut recv = m.node_to_manager.clone();
     let mut d = Decoder::new();
@@ -99,7 +127,11 @@ fn oversized_garbage_truncated_and_wrong_version_are_refused() {
     d.push(&[0, 0, 0, 12, 1, 0x10, 0, 0, 0, 0, 0, 0, 0, 1, b'{', b'x']);
     assert_eq!(d.next_frame(None), Err(FrameError::Body));
     // Truncated: waits for more, never a frame.
-    let bytes = encode(&Frame::request(kind::NODES, 9, &json!({"a": [1, 2, 3]})), None).unwrap();
+    let bytes = encode(
+        &Frame::request(kind::NODES, 9, &json!({"a": [1, 2, 3]})),
+        None,
+    )
+    .unwrap();
     let mut d = Decoder::new();
     d.push(&bytes[..bytes.len() - 1]);
     assert_eq!(d.next_frame(None), Ok(None));
@@ -151,11 +183,22 @@ fn replies_carry_typed_errors() {
 #[test]
 fn bodies_are_checked_strictly() {
     let f = Frame::request(kind::ROUTE_ADD, 1, &json!({"dst": "zz"}));
-    assert_eq!(f.parse::<RouteRequest>().unwrap_err().kind, ErrorKind::BadRequest);
-    let f = Frame::request(kind::ROUTE_ADD, 1, &json!({"dst": key().public_key().to_string(), "bogus": 1}));
+    assert_eq!(
+        f.parse::<RouteRequest>().unwrap_err().kind,
+        ErrorKind::BadRequest
+    );
+    let f = Frame::request(
+        kind::ROUTE_ADD,
+        1,
+        &json!({"dst": key().public_key().to_string(), "bogus": 1}),
+    );
     assert!(f.parse::<RouteRequest>().is_err());
     let k = key().public_key();
-    let f = Frame::request(kind::ROUTE_ADD, 1, &json!({"dst": k.to_string(), "min_hops": 3}));
+    let f = Frame::request(
+        kind::ROUTE_ADD,
+        1,
+        &json!({"dst": k.to_string(), "min_hops": 3}),
+    );
     let r: RouteRequest = f.parse().unwrap();
     assert_eq!(r.dst, Key(k));
     assert_eq!(r.min_hops, Some(3));

@@ -1,0 +1,192 @@
+//! Text for people: `skywire route`, `skywire nodes` and `skywire ping` output, in the
+//! style of `wg show` (the JSON is the manager's body as it is, with `--json`).
+
+use std::fmt::Write as _;
+
+use skywire_dataplane::crypto::PublicKey;
+
+use super::proto::{Key, Mesh, RouteInfo, RouteList};
+
+/// The first 8 hex digits of a key, as paths show it.
+pub fn short(key: &PublicKey) -> String {
+    key.to_string().chars().take(8).collect()
+}
+
+fn path(keys: &[Key]) -> String {
+    if keys.is_empty() {
+        return "(none)".to_owned();
+    }
+    keys.iter()
+        .map(|k| short(&k.0))
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+/// One route, as `route add` prints it.
+pub fn route(info: &RouteInfo) -> String {
+    let hops = info.path.len().saturating_sub(1);
+    let mut out = format!(
+        "route {:016x}: {} ({} {}), {}",
+        info.id,
+        path(&info.path),
+        hops,
+        if hops == 1 { "hop" } else { "hops" },
+        info.state
+    );
+    if info.repairs > 0 {
+        let _ = write!(out, ", repaired {} times", info.repairs);
+    }
+    out
+}
+
+/// The routes of `route ls`, from `me`'s point of view.
+pub fn routes(list: &RouteList, me: Option<&PublicKey>) -> String {
+    if list.routes.is_empty() {
+        return "no routes from the manager\n".to_owned();
+    }
+    let mut out = String::new();
+    for r in &list.routes {
+        let (dir, other) = if me == Some(&r.dst.0) {
+            ("from", r.src)
+        } else {
+            ("to", r.dst)
+        };
+        let _ = writeln!(out, "route {:016x}", r.id);
+        let _ = writeln!(out, "  {dir}: {}", other.0);
+        let _ = writeln!(out, "  state: {}", r.state);
+        let _ = writeln!(out, "  path: {}", path(&r.path));
+        let mut limits = format!("{}..{} hops, by {:?}", r.min_hops, r.max_hops, r.weight);
+        if !r.avoid.is_empty() {
+            let avoid: Vec<String> = r.avoid.iter().map(|k| short(&k.0)).collect();
+            let _ = write!(limits, ", avoiding {}", avoid.join(", "));
+        }
+        let _ = writeln!(out, "  asked: {}", limits.to_lowercase());
+        if r.repairs > 0 {
+            let _ = writeln!(out, "  repairs: {}", r.repairs);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn ago(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms ago")
+    } else if ms < 120_000 {
+        format!("{} s ago", ms / 1000)
+    } else {
+        format!("{} min ago", ms / 60_000)
+    }
+}
+
+/// The manager's view, for `skywire nodes`.
+pub fn mesh(mesh: &Mesh) -> String {
+    let mut out = String::new();
+    for n in &mesh.nodes {
+        let _ = writeln!(out, "node: {}", n.key.0);
+        let _ = writeln!(
+            out,
+            "  endpoint: {}",
+            n.endpoint
+                .map_or_else(|| "(none)".to_owned(), |e| e.to_string())
+        );
+        if !n.tun.is_empty() {
+            let tun: Vec<String> = n.tun.iter().map(|p| p.0.to_string()).collect();
+            let _ = writeln!(out, "  addresses: {}", tun.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "  {}, last seen {}",
+            if n.online { "online" } else { "offline" },
+            ago(n.last_seen_ms)
+        );
+        let mut links: Vec<String> = Vec::new();
+        for l in &mesh.links {
+            let other = if l.a == n.key {
+                l.b
+            } else if l.b == n.key {
+                l.a
+            } else {
+                continue;
+            };
+            let rtt = l.rtt_us.map_or_else(
+                || "rtt ?".to_owned(),
+                |us| format!("rtt {:.2} ms", us as f64 / 1000.0),
+            );
+            links.push(format!(
+                "{} ({}, {rtt}, loss {:.0}%, from {})",
+                short(&other.0),
+                if l.up { "up" } else { "down" },
+                l.loss * 100.0,
+                l.source
+            ));
+        }
+        if !links.is_empty() {
+            let _ = writeln!(out, "  links: {}", links.join("\n         "));
+        }
+        out.push('\n');
+    }
+    if mesh.nodes.is_empty() {
+        out.push_str("no nodes have registered\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::proto::{LinkInfo, NodeInfo, WireWeight};
+    use skywire_dataplane::crypto::PrivateKey;
+
+    fn k(b: u8) -> Key {
+        Key(PrivateKey::from_bytes([b; 32]).public_key())
+    }
+
+    #[test]
+    fn routes_and_nodes_read_like_wg_show() {
+        let info = RouteInfo {
+            id: 0xabc,
+            src: k(1),
+            dst: k(2),
+            path: vec![k(1), k(3), k(2)],
+            state: "active".into(),
+            min_hops: 2,
+            max_hops: 16,
+            avoid: vec![k(4)],
+            weight: WireWeight::Hops,
+            repairs: 1,
+        };
+        let line = route(&info);
+        assert!(line.starts_with("route 0000000000000abc: "), "{line}");
+        assert!(
+            line.contains("(2 hops), active, repaired 1 times"),
+            "{line}"
+        );
+        let text = routes(&RouteList { routes: vec![info] }, Some(&k(2).0));
+        assert!(text.contains(&format!("  from: {}", k(1).0)), "{text}");
+        assert!(text.contains("2..16 hops, by hops, avoiding"), "{text}");
+        let m = Mesh {
+            nodes: vec![NodeInfo {
+                key: k(1),
+                endpoint: Some("198.18.0.1:6000".parse().unwrap()),
+                tun: vec![],
+                online: true,
+                last_seen_ms: 300,
+            }],
+            links: vec![LinkInfo {
+                a: k(1),
+                b: k(3),
+                source: "config".into(),
+                up: true,
+                rtt_us: Some(420),
+                loss: 0.0,
+            }],
+        };
+        let text = mesh(&m);
+        assert!(text.contains("online, last seen 300 ms ago"), "{text}");
+        assert!(
+            text.contains("(up, rtt 0.42 ms, loss 0%, from config)"),
+            "{text}"
+        );
+    }
+}
