@@ -34,5 +34,6 @@ pub mod ctl;
 pub mod demo;
 pub mod keyfile;
 pub mod launcher;
+pub mod manager;
 pub mod procfs;
 pub mod signal;
