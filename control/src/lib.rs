@@ -1,6 +1,6 @@
 //! The skywire control plane: everything that decides what the data plane does.
 //!
-//! For now that is the node's files on disk:
+//! Modules:
 //!
 //! - [`keyfile`]: private key files, created 0600 and refused when readable by others.
 //! - [`config`]: the YAML configuration file, parsed into typed values at the edge; every
@@ -9,15 +9,16 @@
 //!   that `skywire status` talks to: server, client and protocol.
 //! - [`demo`]: `skywire demo`: three `skywire node` processes in network namespaces, a route
 //!   through a relay, and proof of what crosses each link.
-//!
+//! - [`bench`]: `skywire bench`, the end-to-end harness against boringtun.
+//! - [`manager`]: the node manager (registration with a key proof, topology and route
+//!   computation, route setup with rollback, expiry and repair) and the node's agent for it.
 //! - [`signal`]: the signal protocol between viscript and every component: frames, server,
 //!   and the client library.
 //! - [`launcher`]: viscript, the app launcher: apps from `config.yaml`, sequence ids,
 //!   daemons restarted with backoff, the console commands, headless socket and GUI.
 //! - [`procfs`]: a process's resource figures from `/proc`.
 //!
-//! Next comes the node `manager`. This crate may do file and socket I/O; the data plane
-//! never does.
+//! This crate may do file and socket I/O; the data plane never does.
 #![cfg_attr(
     test,
     allow(

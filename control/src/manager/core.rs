@@ -37,7 +37,7 @@ use super::proto::{
     Neighbours, NodeInfo, ProtoError, Register, Registered, Remove, RouteId, RouteInfo, RouteList,
     RouteRequest, RuleSpec, WirePrefix, WireWeight, kind,
 };
-use super::topology::{Constraints, LinkMetrics, Topology, Weight};
+use super::topology::{Constraints, LinkMetrics, Router, Topology, Weight};
 
 /// How long a failed route waits before the next attempt.
 pub const RETRY: Duration = Duration::from_millis(500);
@@ -192,6 +192,8 @@ struct Route {
 pub struct ManagerCore {
     params: Params,
     topology: Topology,
+    /// Route search buffers, reused across computations.
+    router: Router,
     nodes: HashMap<PublicKey, NodeEntry>,
     conns: HashMap<ConnId, PublicKey>,
     links: BTreeMap<(PublicKey, PublicKey), LinkEntry>,
@@ -251,6 +253,7 @@ impl ManagerCore {
     pub fn new(params: Params, rng: Rng) -> Self {
         let mut core = Self {
             topology: Topology::new(),
+            router: Router::new(),
             nodes: HashMap::new(),
             conns: HashMap::new(),
             links: BTreeMap::new(),
@@ -1036,8 +1039,8 @@ impl ManagerCore {
         let (src, dst) = (route.src, route.dst);
         let constraints = self.constraints(&route.request);
         let path = self
-            .topology
-            .route(src, dst, &constraints)
+            .router
+            .route(&self.topology, src, dst, &constraints)
             .map_err(|e| ProtoError::new(ErrorKind::NoPath, e.to_string()))?
             .nodes;
         let mut endpoints = Vec::with_capacity(path.len());
