@@ -1,0 +1,492 @@
+//! The node manager with five `skywire node` daemons in network namespaces (root only):
+//!
+//! ```text
+//!            B                     mesh links (UDP, the data plane):
+//!          /   \                     A-B 198.18.1.0/24   B-E 198.18.2.0/24
+//!   A(tun)       E(tun)              A-C 198.18.3.0/24   C-D 198.18.4.0/24
+//!          \   /                     D-E 198.18.5.0/24
+//!       C --- D
+//!                                  management: a bridge in namespace M, 198.18.100.0/24,
+//!   M: skywire manager               the manager at .100, nodes at .1 to .5
+//! ```
+//!
+//! Each node's transport endpoint is 198.19.0.N on its loopback, reachable only from its
+//! neighbours (a host route per link, no IP forwarding), so traffic between A and E can only
+//! cross the mesh through relays. Two disjoint paths join A and E: A-B-E and A-C-D-E.
+//!
+//! Checked with the real binary, `ping`, and the Python TCP tools:
+//! - `route add E --min-hops 3` takes A-C-D-E (B holds no rule); ping, `skywire ping` and a
+//!   TCP transfer go through; `route rm` removes the rules on every hop;
+//! - `route add E --min-hops 2` takes A-B-E; kill -9 of B: the manager rebuilds the route
+//!   over A-C-D-E and pings resume within 5 s;
+//! - the manager restarted (SIGTERM, then started again) during a ping every 50 ms: no
+//!   reply is missing beyond the odd packet; the route comes back under the same id;
+//! - bad input on the manager's port (garbage, a 4 GiB length, a truncated frame, a node
+//!   claiming another's key, a body that is not JSON) closes each of those connections,
+//!   is logged, and the manager keeps serving; an unknown route id is refused.
+//!
+//! Skipped (with a message) when not root; CI runs it as root.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+mod netns;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{keygen, skywire_binary};
+use netns::{Node, Proc, Topology, ip, key_values, wait_until};
+use skywire_control::ctl::protocol::OriginReply;
+
+const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+/// (host, host, subnet third byte) of each mesh link.
+const LINKS: [(usize, usize, u8); 5] = [(0, 1, 1), (1, 4, 2), (0, 2, 3), (2, 3, 4), (3, 4, 5)];
+const MANAGER_ADDR: &str = "198.18.100.100:5999";
+const A_TUN: &str = "10.77.0.1";
+const E_TUN: &str = "10.77.0.5";
+
+/// Nodes and the manager before the topology: fields drop in order.
+struct Mesh {
+    nodes: Vec<Node>,
+    manager: Option<Proc>,
+    manager_dir: PathBuf,
+    manager_key: String,
+    topo: Topology,
+}
+
+fn endpoint(i: usize) -> String {
+    format!("198.19.0.{}", i + 1)
+}
+
+impl Mesh {
+    fn start() -> Self {
+        let mut topo = Topology::new();
+        for name in NAMES {
+            topo.host(name);
+        }
+        topo.host("m");
+        let m = topo.ns("m");
+        ip(&["-n", &m, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &m, "addr", "add", "198.18.100.100/24", "dev", "br0"]);
+        ip(&["-n", &m, "link", "set", "br0", "up"]);
+        for (i, name) in NAMES.iter().enumerate() {
+            let ns = topo.ns(name);
+            let peer = format!("mg-{name}");
+            ip(&[
+                "link", "add", "mg", "netns", &ns, "type", "veth", "peer", "name", &peer, "netns",
+                &m,
+            ]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("198.18.100.{}/24", i + 1),
+                "dev",
+                "mg",
+            ]);
+            ip(&["-n", &ns, "link", "set", "mg", "up"]);
+            ip(&["-n", &m, "link", "set", &peer, "master", "br0"]);
+            ip(&["-n", &m, "link", "set", &peer, "up"]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/32", endpoint(i)),
+                "dev",
+                "lo",
+            ]);
+        }
+        for (x, y, net) in LINKS {
+            let (ix, iy) = (format!("eth-{}", NAMES[y]), format!("eth-{}", NAMES[x]));
+            topo.link(
+                (NAMES[x], &ix, &format!("198.18.{net}.1/24")),
+                (NAMES[y], &iy, &format!("198.18.{net}.2/24")),
+            );
+            ip(&[
+                "-n",
+                &topo.ns(NAMES[x]),
+                "route",
+                "add",
+                &format!("{}/32", endpoint(y)),
+                "via",
+                &format!("198.18.{net}.2"),
+            ]);
+            ip(&[
+                "-n",
+                &topo.ns(NAMES[y]),
+                "route",
+                "add",
+                &format!("{}/32", endpoint(x)),
+                "via",
+                &format!("198.18.{net}.1"),
+            ]);
+        }
+        // The manager: its own key, the five links in its config.
+        let manager_dir = topo.dir().join("manager");
+        fs::create_dir(&manager_dir).unwrap();
+        let manager_key = keygen(&manager_dir.join("manager.key")).0.trim().to_owned();
+        let nodes: Vec<Node> = NAMES
+            .iter()
+            .map(|name| Node::new(&topo, name, &format!("node-{name}")))
+            .collect();
+        let links: String = LINKS
+            .iter()
+            .map(|(x, y, _)| {
+                format!(
+                    "    - [{}, {}]\n",
+                    nodes[*x].public_key, nodes[*y].public_key
+                )
+            })
+            .collect();
+        fs::write(
+            manager_dir.join("manager.yaml"),
+            format!(
+                "manager:\n  key: manager.key\n  listen: {MANAGER_ADDR}\n  rule_expiry: 10s\n  \
+                 heartbeat: 500ms\n  links:\n{links}"
+            ),
+        )
+        .unwrap();
+        let mut mesh = Self {
+            nodes,
+            manager: None,
+            manager_dir,
+            manager_key,
+            topo,
+        };
+        mesh.start_manager();
+        for (i, node) in mesh.nodes.iter_mut().enumerate() {
+            let tun = if i == 0 || i == 4 {
+                format!(
+                    "  tun: {{ name: sky0, addresses: [10.77.0.{}/24] }}\n",
+                    i + 1
+                )
+            } else {
+                String::new()
+            };
+            node.configure(&format!(
+                "  listen: {}:6000\n  manager: {{ address: \"{MANAGER_ADDR}\", key: {} }}\n{tun}",
+                endpoint(i),
+                mesh.manager_key
+            ));
+            node.start();
+        }
+        // Every node registered, and the links were probed.
+        let online = wait_until(Duration::from_secs(10), || {
+            mesh.nodes_json().is_some_and(|v| {
+                v["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.len() == 5 && n.iter().all(|n| n["online"] == true))
+            })
+        });
+        assert!(
+            online.is_some(),
+            "nodes did not register:\n{}",
+            mesh.manager_log()
+        );
+        mesh
+    }
+
+    fn start_manager(&mut self) {
+        let proc = self.topo.spawn(
+            "m",
+            "manager",
+            &skywire_binary(),
+            &[
+                "manager",
+                "--config",
+                self.manager_dir.join("manager.yaml").to_str().unwrap(),
+            ],
+        );
+        self.manager = Some(proc);
+    }
+
+    fn manager_log(&self) -> String {
+        self.manager.as_ref().map(Proc::stderr).unwrap_or_default()
+    }
+
+    fn stop_manager(&mut self) {
+        if let Some(mut proc) = self.manager.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &proc.pid().to_string()])
+                .status();
+            let status = proc.wait(Duration::from_secs(5));
+            assert!(status.success(), "manager exit: {status}");
+        }
+    }
+
+    /// `skywire ARGS --socket <node i's socket>`: (exit code, stdout, stderr).
+    fn sky(&self, i: usize, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(skywire_binary())
+            .args(args)
+            .arg("--socket")
+            .arg(self.nodes[i].socket())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn nodes_json(&self) -> Option<serde_json::Value> {
+        let (code, out, _) = self.sky(0, &["nodes", "--json"]);
+        (code == 0)
+            .then(|| serde_json::from_str(&out).ok())
+            .flatten()
+    }
+
+    fn key(&self, i: usize) -> &str {
+        &self.nodes[i].public_key
+    }
+
+    fn index(&self, key: &str) -> usize {
+        self.nodes.iter().position(|n| n.public_key == key).unwrap()
+    }
+
+    /// The route's path as node indices.
+    fn path(&self, route: &serde_json::Value) -> Vec<usize> {
+        route["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| self.index(k.as_str().unwrap()))
+            .collect()
+    }
+
+    /// Relay rules (from the manager) node `i` holds.
+    fn manager_relays(&self, i: usize) -> usize {
+        let status = self.nodes[i].status_json();
+        status
+            .relays
+            .iter()
+            .filter(|r| !matches!(r.origin, OriginReply::Config))
+            .count()
+    }
+
+    fn route_add(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["route", "add", self.key(4)];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let (code, out, err) = self.sky(0, &all);
+        assert_eq!(code, 0, "route add: {err}\n{}", self.manager_log());
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// A's routes as the manager lists them now (none while A has no manager).
+    fn route_ls(&self) -> Vec<serde_json::Value> {
+        let (code, out, _) = self.sky(0, &["route", "ls", "--json"]);
+        if code != 0 {
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["routes"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Ping from A's TUN to E's every `interval` for `count` packets, in the background.
+fn start_pings(mesh: &Mesh, count: u32, interval: &str) -> Proc {
+    let count = count.to_string();
+    mesh.topo.spawn(
+        "a",
+        "ping",
+        Path::new("ping"),
+        &[
+            "-n", "-i", interval, "-c", &count, "-W", "1", "-I", A_TUN, E_TUN,
+        ],
+    )
+}
+
+/// The sequence numbers that got replies, from ping's output.
+fn replied(lines: &[String]) -> Vec<u32> {
+    lines
+        .iter()
+        .filter_map(|l| l.split("icmp_seq=").nth(1))
+        .filter_map(|s| s.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// The longest run of missing replies, in packets (counting a tail cut short as missing).
+fn longest_gap(seqs: &[u32], count: u32) -> u32 {
+    let mut prev = 0;
+    let mut worst = 0;
+    for &s in seqs {
+        worst = worst.max(s.saturating_sub(prev + 1));
+        prev = s;
+    }
+    worst.max(count.saturating_sub(prev))
+}
+
+#[test]
+fn manager_sets_up_repairs_and_survives_a_restart() {
+    if !netns::skip_unless_root("manager_sets_up_repairs_and_survives_a_restart") {
+        return;
+    }
+    let mut mesh = Mesh::start();
+
+    // The manager's view: five nodes, five links measured by probes.
+    let measured = wait_until(Duration::from_secs(8), || {
+        mesh.nodes_json().is_some_and(|v| {
+            v["links"]
+                .as_array()
+                .is_some_and(|l| l.len() == 5 && l.iter().all(|l| l["rtt_us"].is_u64()))
+        })
+    });
+    assert!(
+        measured.is_some(),
+        "links not measured: {:?}",
+        mesh.nodes_json()
+    );
+    let (code, text, _) = mesh.sky(0, &["nodes"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("online"), "{text}");
+
+    // --min-hops 3: the longer path, A-C-D-E; B holds nothing.
+    let route = mesh.route_add(&["--min-hops", "3"]);
+    assert_eq!(mesh.path(&route), vec![0, 2, 3, 4], "{route}");
+    assert_eq!(route["state"], "active");
+    assert_eq!(mesh.topo.ping("a", A_TUN, E_TUN, 5), 5);
+    assert_eq!(mesh.manager_relays(1), 0);
+    assert_eq!(mesh.manager_relays(2), 2);
+    assert_eq!(mesh.manager_relays(3), 2);
+    let (code, text, err) = mesh.sky(0, &["ping", mesh.key(4), "-c", "3", "-i", "0.1"]);
+    assert_eq!(code, 0, "skywire ping: {err}");
+    assert_eq!(text.matches("pong from").count(), 3, "{text}");
+    // The node's status says which route came from the manager.
+    let (_, status, _) = mesh.sky(0, &["status"]);
+    assert!(status.contains("manager"), "{status}");
+    // A TCP transfer over the route.
+    let mut sink = mesh
+        .topo
+        .spawn_tool("e", "tcp_sink.py", &["--listen", E_TUN, "--port", "5001"]);
+    sink.expect_line("listening", Duration::from_secs(10));
+    let mut source = mesh.topo.spawn_tool(
+        "a",
+        "tcp_source.py",
+        &[
+            "--connect",
+            E_TUN,
+            "--port",
+            "5001",
+            "--bind",
+            A_TUN,
+            "--bytes",
+            "20000000",
+        ],
+    );
+    let sent = key_values(&source.finish(Duration::from_secs(60)).join(" "));
+    let got = key_values(&sink.finish(Duration::from_secs(30)).join(" "));
+    assert_eq!(got["bytes"], "20000000");
+    assert_eq!(got["sha256"], sent["sha256"]);
+    // Removed on every hop.
+    let id = route["id"].as_u64().unwrap();
+    let (code, _, err) = mesh.sky(0, &["route", "rm", &format!("{id:016x}")]);
+    assert_eq!(code, 0, "route rm: {err}");
+    let cleared = wait_until(Duration::from_secs(3), || {
+        mesh.manager_relays(2) == 0 && mesh.manager_relays(3) == 0
+    });
+    assert!(cleared.is_some(), "relays kept rules after route rm");
+    // An unknown route id is refused, and nothing else changes.
+    let (code, _, err) = mesh.sky(0, &["route", "rm", "123456789abcdef"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unknown_route"), "{err}");
+
+    // --min-hops 2: A-B-E. Kill B under a stream of pings: the route moves to A-C-D-E.
+    let route = mesh.route_add(&["--min-hops", "2"]);
+    assert_eq!(mesh.path(&route), vec![0, 1, 4], "{route}");
+    let mut pings = start_pings(&mesh, 240, "0.05");
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Instant::now();
+    mesh.nodes[1].kill9();
+    let repaired = wait_until(Duration::from_secs(5), || {
+        mesh.route_ls()
+            .first()
+            .is_some_and(|r| r["state"] == "active" && mesh.path(r) == vec![0, 2, 3, 4])
+    });
+    assert!(
+        repaired.is_some(),
+        "not repaired: {:?}\n{}",
+        mesh.route_ls(),
+        mesh.manager_log()
+    );
+    let repaired_in = killed.elapsed();
+    let lines = pings.finish(Duration::from_secs(30));
+    let seqs = replied(&lines);
+    let gap = longest_gap(&seqs, 240);
+    let outage = Duration::from_millis(50) * gap;
+    println!(
+        "kill -9 of the relay: route rebuilt in {:?}, pings missing for {outage:?} ({gap} of 240 lost)",
+        repaired_in
+    );
+    assert!(
+        outage < Duration::from_secs(5),
+        "outage {outage:?}: {lines:?}"
+    );
+    assert!(mesh.route_ls()[0]["repairs"].as_u64().unwrap() >= 1);
+
+    // Restart the manager while pings flow: installed routes keep forwarding.
+    let mut pings = start_pings(&mesh, 200, "0.05");
+    std::thread::sleep(Duration::from_secs(2));
+    mesh.stop_manager();
+    std::thread::sleep(Duration::from_secs(2));
+    mesh.start_manager();
+    let back = wait_until(Duration::from_secs(8), || {
+        mesh.route_ls()
+            .first()
+            .is_some_and(|r| r["state"] == "active" && r["id"] == route["id"])
+    });
+    assert!(
+        back.is_some(),
+        "route not re-adopted:\n{}",
+        mesh.manager_log()
+    );
+    let lines = pings.finish(Duration::from_secs(30));
+    let seqs = replied(&lines);
+    let gap = longest_gap(&seqs, 200);
+    println!(
+        "manager restart: {} of 200 pings answered, longest gap {gap} packets",
+        seqs.len()
+    );
+    assert!(
+        gap <= 2,
+        "traffic stopped during the manager restart: {lines:?}"
+    );
+    assert!(seqs.len() >= 198, "{} of 200 answered", seqs.len());
+
+    // Bad input on the manager's port: each connection closed, the manager serves on.
+    let mut bad = mesh.topo.spawn_tool(
+        "a",
+        "manager_bad.py",
+        &[
+            "--connect",
+            "198.18.100.100",
+            "--port",
+            "5999",
+            "--victim",
+            mesh.key(2),
+        ],
+    );
+    let verdicts = key_values(&bad.finish(Duration::from_secs(40)).join(" "));
+    assert_eq!(verdicts["garbage"], "closed", "{verdicts:?}");
+    assert_eq!(verdicts["oversized"], "closed", "{verdicts:?}");
+    assert_eq!(verdicts["truncated"], "closed", "{verdicts:?}");
+    assert_eq!(
+        verdicts["impostor"], "refused:unauthenticated",
+        "{verdicts:?}"
+    );
+    assert_eq!(verdicts["not_json"], "closed", "{verdicts:?}");
+    let log = mesh.manager_log();
+    assert!(log.contains("proof for key"), "{log}");
+    assert!(mesh.nodes_json().is_some(), "the manager stopped serving");
+    assert_eq!(mesh.topo.ping("a", A_TUN, E_TUN, 3), 3);
+}
