@@ -5,6 +5,9 @@
 //! are comparable. Each iteration computes one route between the next of 1024 random
 //! pairs; throughput is in routes.
 //!
+//! - `bfs_reference`: the reference: what the 2017 Skywire manager did, a breadth-first
+//!   search by hop count over an adjacency map keyed by public key, with a fresh parent map
+//!   per route and no constraints. `hops` answers the same question.
 //! - `hops`, `latency`: the plain shortest path by each weight, with one reused `Router`.
 //! - `hops_fresh_router`: the same as `hops` through `Topology::route`, which allocates a
 //!   new `Router` (its arrays) per call.
@@ -22,7 +25,7 @@
     missing_docs
 )]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -136,6 +139,36 @@ fn neighbour_pairs(mesh: &mut Mesh) -> Vec<Pair> {
         .collect()
 }
 
+/// The reference: breadth-first search by hops over a map, as the original manager did.
+fn bfs(
+    adjacency: &HashMap<PublicKey, Vec<PublicKey>>,
+    src: PublicKey,
+    dst: PublicKey,
+) -> Vec<PublicKey> {
+    let mut parent: HashMap<PublicKey, PublicKey> = HashMap::new();
+    let mut queue = VecDeque::from([src]);
+    parent.insert(src, src);
+    while let Some(node) = queue.pop_front() {
+        if node == dst {
+            let mut path = vec![dst];
+            let mut at = dst;
+            while at != src {
+                at = parent[&at];
+                path.push(at);
+            }
+            path.reverse();
+            return path;
+        }
+        for &next in &adjacency[&node] {
+            if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(next) {
+                e.insert(node);
+                queue.push_back(next);
+            }
+        }
+    }
+    Vec::new()
+}
+
 fn route(c: &mut Criterion) {
     let mut mesh = mesh();
     let none = HashSet::new();
@@ -202,6 +235,26 @@ fn route(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("route");
     group.throughput(Throughput::Elements(1));
+    let mut adjacency: HashMap<PublicKey, Vec<PublicKey>> = HashMap::new();
+    for (a, b, _) in mesh.topo.links() {
+        adjacency.entry(a).or_default().push(b);
+        adjacency.entry(b).or_default().push(a);
+    }
+    for &(a, b) in &random {
+        assert_eq!(
+            bfs(&adjacency, a, b).len(),
+            mesh.topo.route(a, b, &hops).unwrap().nodes.len(),
+            "the reference and hops agree on the length"
+        );
+    }
+    let mut next = 0;
+    group.bench_function("bfs_reference", |bench| {
+        bench.iter(|| {
+            let (a, b) = random[next % PAIRS];
+            next += 1;
+            black_box(bfs(&adjacency, a, b))
+        });
+    });
     let mut router = Router::new();
     for (name, pairs, constraints) in &rows {
         // Every pair has a route: the benchmark measures successes only.
