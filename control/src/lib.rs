@@ -9,7 +9,7 @@
 //!   that `skywire status` talks to: server, client and protocol.
 //! - [`demo`]: `skywire demo`: three `skywire node` processes in network namespaces, a route
 //!   through a relay, and proof of what crosses each link.
-//! - [`bench`]: `skywire bench`, the end-to-end harness against boringtun.
+//! - [`mod@bench`]: `skywire bench`, the end-to-end harness against boringtun.
 //! - [`manager`]: the node manager (registration with a key proof, topology and route
 //!   computation, route setup with rollback, expiry and repair) and the node's agent for it.
 //! - [`signal`]: the signal protocol between viscript and every component: frames, server,
