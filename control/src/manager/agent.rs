@@ -134,7 +134,13 @@ pub struct Agent {
     out: Vec<Frame>,
     completions: Vec<Completion>,
     nonce: u64,
+    /// When the current connection was made, and when the manager was last heard on it.
+    connected_at: Option<Instant>,
+    last_heard: Option<Instant>,
 }
+
+/// How long the manager has to answer `REGISTER`.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Agent {
     /// An agent with no manager connection yet.
@@ -157,6 +163,8 @@ impl Agent {
             out: Vec::new(),
             completions: Vec::new(),
             nonce: seed | 1,
+            connected_at: None,
+            last_heard: None,
         }
     }
 
@@ -212,8 +220,10 @@ impl Agent {
     }
 
     /// A connection to the manager was authenticated: register.
-    pub fn connected(&mut self, _now: Instant) {
+    pub fn connected(&mut self, now: Instant) {
         self.connected = true;
+        self.connected_at = Some(now);
+        self.last_heard = Some(now);
         self.registered = false;
         let register = Register {
             endpoint: Some(self.params.endpoint),
@@ -229,6 +239,8 @@ impl Agent {
     /// The connection is gone: what was waiting for the manager fails.
     pub fn disconnected(&mut self) {
         self.connected = false;
+        self.connected_at = None;
+        self.last_heard = None;
         self.registered = false;
         self.next_heartbeat = None;
         for (_, pending) in self.pending.drain() {
@@ -262,6 +274,7 @@ impl Agent {
 
     /// A frame from the manager.
     pub fn frame(&mut self, frame: Frame, now: Instant, dataplane: &mut impl Dataplane) {
+        self.last_heard = Some(now);
         if frame.is_reply() {
             self.reply(frame, now);
             return;
@@ -524,6 +537,21 @@ impl Agent {
                 self.request(kind::LINK_REPORT, &LinkReport { links }, Pending::Quiet);
             }
         }
+    }
+
+    /// Why the connection should be given up, if it should: the manager did not answer
+    /// `REGISTER` within [`REGISTER_TIMEOUT`], or has been silent for as long as it takes
+    /// itself to declare a node dead (3 heartbeats, each of which it answers).
+    pub fn stale(&self, now: Instant) -> Option<String> {
+        let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
+        if !self.registered {
+            return since(self.connected_at)
+                .filter(|d| *d > REGISTER_TIMEOUT)
+                .map(|d| format!("no answer to REGISTER in {} s", d.as_secs()));
+        }
+        since(self.last_heard)
+            .filter(|d| *d > self.heartbeat * 3 + Duration::from_millis(500))
+            .map(|d| format!("the manager has been silent for {} ms", d.as_millis()))
     }
 
     /// When [`tick`](Self::tick) next has work.

@@ -282,6 +282,12 @@ fn run(
         }
         let now = Instant::now();
         agent.tick(now, &mut Engine(engine));
+        if conn.is_some()
+            && lost.is_none()
+            && let Some(reason) = agent.stale(now)
+        {
+            lost = Some(reason);
+        }
         pings.retain(|_, p| {
             if p.deadline <= now {
                 let _ = p.reply.send(Err("no reply".to_owned()));

@@ -42,6 +42,9 @@ use super::topology::{Constraints, LinkMetrics, Router, Topology, Weight};
 /// How long a failed route waits before the next attempt.
 pub const RETRY: Duration = Duration::from_millis(500);
 
+/// How long an authenticated connection may wait before it registers.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Missed heartbeats before a node is declared dead.
 pub const MISSED_HEARTBEATS: u32 = 3;
 
@@ -196,6 +199,8 @@ pub struct ManagerCore {
     router: Router,
     nodes: HashMap<PublicKey, NodeEntry>,
     conns: HashMap<ConnId, PublicKey>,
+    /// Authenticated connections that have not registered yet, since when.
+    unregistered: HashMap<ConnId, Instant>,
     links: BTreeMap<(PublicKey, PublicKey), LinkEntry>,
     routes: BTreeMap<u64, Route>,
     /// Outstanding INSTALL requests: request id -> route.
@@ -256,6 +261,7 @@ impl ManagerCore {
             router: Router::new(),
             nodes: HashMap::new(),
             conns: HashMap::new(),
+            unregistered: HashMap::new(),
             links: BTreeMap::new(),
             routes: BTreeMap::new(),
             installs: HashMap::new(),
@@ -318,11 +324,12 @@ impl ManagerCore {
             return;
         }
         self.conns.insert(conn, key);
-        let _ = now;
+        self.unregistered.insert(conn, now);
     }
 
     /// A connection closed (by the peer, an error, or us).
     pub fn disconnected(&mut self, conn: ConnId, now: Instant) {
+        self.unregistered.remove(&conn);
         let Some(key) = self.conns.remove(&conn) else {
             return;
         };
@@ -405,6 +412,20 @@ impl ManagerCore {
 
     /// Time passes: setup deadlines, heartbeats, retries.
     pub fn tick(&mut self, now: Instant) {
+        let late: Vec<ConnId> = self
+            .unregistered
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) > REGISTER_TIMEOUT)
+            .map(|(conn, _)| *conn)
+            .collect();
+        for conn in late {
+            self.unregistered.remove(&conn);
+            self.conns.remove(&conn);
+            self.out.push(Output::Close(
+                conn,
+                format!("no REGISTER within {} s", REGISTER_TIMEOUT.as_secs()),
+            ));
+        }
         let silent_for = self.params.heartbeat * MISSED_HEARTBEATS;
         let dead: Vec<(PublicKey, ConnId)> = self
             .nodes
@@ -469,7 +490,12 @@ impl ManagerCore {
             .values()
             .filter_map(|r| r.setup.as_ref().map(|s| s.deadline));
         let retries = self.routes.values().filter_map(|r| r.retry_at);
-        heartbeats.chain(setups).chain(retries).min()
+        let registrations = self.unregistered.values().map(|t| *t + REGISTER_TIMEOUT);
+        heartbeats
+            .chain(setups)
+            .chain(retries)
+            .chain(registrations)
+            .min()
     }
 
     // ---- registration and nodes ----
@@ -481,6 +507,7 @@ impl ManagerCore {
         register: Register,
         now: Instant,
     ) -> serde_json::Value {
+        self.unregistered.remove(&conn);
         let previous = self.nodes.get(&key).and_then(|n| n.conn);
         if let Some(old) = previous.filter(|&c| c != conn) {
             self.out.push(Output::Close(

@@ -278,3 +278,38 @@ fn what_the_node_owns_is_registered_again_after_a_reconnect() {
     assert_eq!(reg.routes[0].min_hops, Some(2));
     assert_eq!(reg.links, vec![dst]);
 }
+
+#[test]
+fn a_silent_manager_is_given_up() {
+    let t0 = Instant::now();
+    let mut a = agent();
+    a.connected(t0);
+    assert_eq!(a.stale(t0 + Duration::from_secs(5)), None);
+    assert!(
+        a.stale(t0 + REGISTER_TIMEOUT + Duration::from_secs(1))
+            .is_some()
+    );
+    let mut a = registered(t0);
+    let mut dp = Fake::default();
+    // Heartbeats go out; as long as the manager answers, the connection is fine.
+    let mut now = t0;
+    for _ in 0..10 {
+        now += Duration::from_secs(1);
+        a.tick(now, &mut dp);
+        for f in a.drain() {
+            if f.kind == kind::HEARTBEAT {
+                a.frame(Frame::ok(kind::HEARTBEAT, f.id, &Value::Null), now, &mut dp);
+            }
+        }
+        assert_eq!(a.stale(now), None);
+    }
+    // Then it stops answering.
+    for _ in 0..3 {
+        now += Duration::from_secs(1);
+        a.tick(now, &mut dp);
+        a.drain();
+    }
+    assert_eq!(a.stale(now), None);
+    now += Duration::from_secs(1);
+    assert!(a.stale(now).unwrap().contains("silent"));
+}
