@@ -350,6 +350,7 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
     let (code, text, _) = mesh.sky(0, &["nodes"]);
     assert_eq!(code, 0);
     assert!(text.contains("online"), "{text}");
+    println!("skywire nodes:\n{text}");
 
     // --min-hops 3: the longer path, A-C-D-E; B holds nothing.
     let route = mesh.route_add(&["--min-hops", "3"]);
@@ -365,6 +366,9 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
     // The node's status says which route came from the manager.
     let (_, status, _) = mesh.sky(0, &["status"]);
     assert!(status.contains("manager"), "{status}");
+    let (_, relay_status, _) = mesh.sky(2, &["status"]);
+    let (_, routes, _) = mesh.sky(0, &["route", "ls"]);
+    println!("skywire ping:\n{text}\nskywire status on A:\n{status}\non C:\n{relay_status}\nroute ls:\n{routes}");
     // A TCP transfer over the route.
     let mut sink = mesh
         .topo

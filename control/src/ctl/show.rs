@@ -83,7 +83,7 @@ fn write_relay(f: &mut fmt::Formatter<'_>, relay: &RelayReply) -> fmt::Result {
     )
 }
 
-/// `  origin: manager route 9, idle 2 seconds (expires after 30 seconds)`, or nothing for
+/// `  origin: manager route 0000000000000009, idle 2 seconds (expires after 30 seconds)`, or nothing for
 /// config rules (the usual case, as in `wg show`, left out).
 fn write_origin(f: &mut fmt::Formatter<'_>, origin: OriginReply, idle: Option<f64>) -> fmt::Result {
     let OriginReply::Manager {
@@ -93,7 +93,7 @@ fn write_origin(f: &mut fmt::Formatter<'_>, origin: OriginReply, idle: Option<f6
     else {
         return Ok(());
     };
-    write!(f, "  origin: manager route {route}")?;
+    write!(f, "  origin: manager route {route:016x}")?;
     if let Some(idle) = idle {
         write!(f, ", idle {}", Span(idle))?;
     }
@@ -221,13 +221,13 @@ mod tests {
         );
         assert!(
             text.contains(
-                "in id 201)\n  origin: manager route 9, idle 1 second (expires after 30 seconds idle)\n  prefixes:"
+                "in id 201)\n  origin: manager route 0000000000000009, idle 1 second (expires after 30 seconds idle)\n  prefixes:"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "198.18.0.3:6000\n  origin: manager route 9, idle 1 minute, 2 seconds (expires after 30 seconds idle)\n  forwarded:"
+                "198.18.0.3:6000\n  origin: manager route 0000000000000009, idle 1 minute, 2 seconds (expires after 30 seconds idle)\n  forwarded:"
             ),
             "{text}"
         );
