@@ -368,7 +368,9 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
     assert!(status.contains("manager"), "{status}");
     let (_, relay_status, _) = mesh.sky(2, &["status"]);
     let (_, routes, _) = mesh.sky(0, &["route", "ls"]);
-    println!("skywire ping:\n{text}\nskywire status on A:\n{status}\non C:\n{relay_status}\nroute ls:\n{routes}");
+    println!(
+        "skywire ping:\n{text}\nskywire status on A:\n{status}\non C:\n{relay_status}\nroute ls:\n{routes}"
+    );
     // A TCP transfer over the route.
     let mut sink = mesh
         .topo

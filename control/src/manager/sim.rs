@@ -107,6 +107,8 @@ pub(crate) struct Sim {
     udp: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     next_conn: ConnId,
     next_token: u64,
+    /// Links that lose every datagram, both ways (by node index, smaller first).
+    pub(crate) cut: std::collections::HashSet<(usize, usize)>,
     /// Log lines of the manager.
     pub(crate) log: Vec<String>,
 }
@@ -189,6 +191,7 @@ impl Sim {
             udp: VecDeque::new(),
             next_conn: 1,
             next_token: 1,
+            cut: std::collections::HashSet::new(),
             log: Vec::new(),
         }
     }
@@ -485,6 +488,11 @@ impl Sim {
                     continue;
                 };
                 if !self.nodes[i].alive {
+                    continue;
+                }
+                if let Some(&j) = self.by_addr.get(&from)
+                    && self.cut.contains(&(i.min(j), i.max(j)))
+                {
                     continue;
                 }
                 let mut out = Out::default();

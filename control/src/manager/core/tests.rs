@@ -186,6 +186,40 @@ fn a_removed_node_gets_its_routes_repaired() {
 }
 
 #[test]
+fn a_dead_link_is_found_by_probes_and_routed_around() {
+    let mut sim = mesh(50, Duration::from_secs(30));
+    let info = add_route(&mut sim, 0, 25, json!({})).unwrap();
+    let path = path_indices(&sim, &info);
+    let (a, b) = (path[1], path[2]);
+    // Probes have measured the links by now.
+    sim.run(Duration::from_secs(3), 50 * MS);
+    sim.cut.insert((a.min(b), a.max(b)));
+    // Three lost probes (one a second), then the report, then the repair.
+    sim.run(Duration::from_secs(5), 50 * MS);
+    let routes = sim.manager.as_ref().unwrap().routes();
+    let route = routes.iter().find(|r| r.id == info.id).unwrap();
+    assert_eq!(route.state, "active");
+    assert_eq!(route.repairs, 1);
+    let new_path = path_indices(&sim, route);
+    assert!(
+        !new_path
+            .windows(2)
+            .any(|w| (w[0] == a && w[1] == b) || (w[0] == b && w[1] == a)),
+        "{new_path:?} still crosses {a}-{b}"
+    );
+    assert!(
+        sim.log.iter().any(|l| l.contains("is down")),
+        "{:?}",
+        sim.log
+    );
+    assert_traffic(&mut sim, 0, 25, b"around the dead link");
+    // The link comes back and is reported up; the route stays where it is.
+    sim.cut.clear();
+    sim.run(Duration::from_secs(3), 50 * MS);
+    assert!(sim.log.iter().any(|l| l.contains("is up")), "{:?}", sim.log);
+}
+
+#[test]
 fn a_silent_node_is_declared_dead_after_missed_heartbeats() {
     let mut sim = mesh(50, Duration::from_secs(30));
     let info = add_route(&mut sim, 0, 25, json!({})).unwrap();
