@@ -459,3 +459,48 @@ fn requests_before_register_and_from_unknown_connections_are_refused() {
             .any(|o| matches!(o, Output::Close(4, _)))
     );
 }
+
+#[test]
+fn links_declared_by_nodes_are_routed_over_and_withdrawn_only_by_them() {
+    let mut sim = mesh(50, Duration::from_secs(30));
+    let before = add_route(&mut sim, 0, 25, json!({})).unwrap();
+    assert!(before.path.len() > 2);
+    // Node 0 declares a direct link to 25: a new route takes it.
+    let peer = sim.pk(25).to_string();
+    let t = sim.user(0, kind::LINK_ADD, json!({ "peer": peer }));
+    sim.run(Duration::from_secs(2), 50 * MS);
+    assert!(sim.answer(0, t).unwrap().result.is_ok());
+    let direct = add_route(&mut sim, 0, 25, json!({})).unwrap();
+    assert_eq!(path_indices(&sim, &direct), vec![0, 25]);
+    assert_traffic(&mut sim, 0, 25, b"over the declared link");
+    // Another node cannot withdraw it; a link to oneself is refused.
+    let t1 = sim.user(
+        25,
+        kind::LINK_REMOVE,
+        json!({ "peer": sim.pk(0).to_string() }),
+    );
+    let t2 = sim.user(3, kind::LINK_ADD, json!({ "peer": sim.pk(3).to_string() }));
+    sim.run(20 * MS, 5 * MS);
+    assert_eq!(
+        sim.answer(25, t1)
+            .unwrap()
+            .result
+            .as_ref()
+            .unwrap_err()
+            .kind,
+        ErrorKind::NotAllowed
+    );
+    assert_eq!(
+        sim.answer(3, t2).unwrap().result.as_ref().unwrap_err().kind,
+        ErrorKind::BadRequest
+    );
+    // Its owner withdraws it: the route over it is rebuilt the long way.
+    let t = sim.user(0, kind::LINK_REMOVE, json!({ "peer": peer }));
+    sim.run(100 * MS, 10 * MS);
+    assert!(sim.answer(0, t).unwrap().result.is_ok());
+    let routes = sim.manager.as_ref().unwrap().routes();
+    let route = routes.iter().find(|r| r.id == direct.id).unwrap();
+    assert_eq!(route.state, "active");
+    assert!(path_indices(&sim, route).len() > 2);
+    assert_traffic(&mut sim, 0, 25, b"the long way again");
+}
