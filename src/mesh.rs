@@ -215,7 +215,9 @@ pub(crate) fn nodes(args: &NodesArgs) -> anyhow::Result<ExitCode> {
 
 /// Declare or withdraw a link from this node to another, for the manager to route over
 ///
-/// Both nodes then probe the link once a second and report its round trip and loss.
+/// The manager routes over a link once both of its nodes declared it (or its own config
+/// lists it), so no node can pull other nodes' routes through itself. Both nodes then
+/// probe the link once a second and report its round trip and loss.
 #[derive(Debug, Args)]
 pub(crate) struct LinkArgs {
     #[command(subcommand)]
@@ -257,6 +259,8 @@ pub(crate) fn link(args: &LinkArgs) -> anyhow::Result<ExitCode> {
     let body = ask(&args.node, op)?;
     if args.node.json {
         print_json(&body);
+    } else if body.get("usable") == Some(&serde_json::Value::Bool(false)) {
+        println!("link {done}; routes use it once the other node adds it too");
     } else {
         println!("link {done}");
     }

@@ -119,8 +119,8 @@ pub struct Agent {
     intents: BTreeMap<u64, RouteRequest>,
     /// Links this node declared.
     links: BTreeSet<PublicKey>,
-    /// Manager rules held: in_id -> route.
-    held: BTreeMap<u32, u64>,
+    /// Manager rules held: in_id -> (route, is a route end).
+    held: BTreeMap<u32, (u64, bool)>,
     probes: HashMap<PublicKey, ProbeLog>,
     registered: bool,
     connected: bool,
@@ -192,9 +192,10 @@ impl Agent {
     pub fn held(&self) -> Vec<HeldRule> {
         self.held
             .iter()
-            .map(|(in_id, route)| HeldRule {
+            .map(|(in_id, (route, end))| HeldRule {
                 route: *route,
                 in_id: *in_id,
+                end: *end,
             })
             .collect()
     }
@@ -308,8 +309,9 @@ impl Agent {
             Pending::Register => match frame.reply::<Registered>() {
                 Ok(r) => {
                     self.registered = true;
-                    self.heartbeat = Duration::from_millis(r.heartbeat_ms.max(50));
-                    self.expire = Duration::from_millis(r.expire_ms.max(1000));
+                    // Within the bounds the manager's config allows, whatever it says.
+                    self.heartbeat = Duration::from_millis(r.heartbeat_ms.clamp(50, 60_000));
+                    self.expire = Duration::from_millis(r.expire_ms.clamp(1000, 3_600_000));
                     self.next_heartbeat = Some(now + self.heartbeat);
                     self.next_probe.get_or_insert(now);
                     self.next_report.get_or_insert(now + REPORT_INTERVAL);
@@ -362,7 +364,7 @@ impl Agent {
         install: &Install,
         dataplane: &mut impl Dataplane,
     ) -> Result<(), ProtoError> {
-        let expire_after = Duration::from_millis(install.expire_ms.max(1000));
+        let expire_after = Duration::from_millis(install.expire_ms.clamp(1000, 3_600_000));
         let origin = Origin::Manager {
             route: install.route,
             expire_after,
@@ -422,7 +424,8 @@ impl Agent {
             )
         })?;
         for rule in &install.rules {
-            self.held.insert(rule.in_id(), install.route);
+            let end = matches!(rule, RuleSpec::End { .. });
+            self.held.insert(rule.in_id(), (install.route, end));
         }
         Ok(())
     }
@@ -438,7 +441,7 @@ impl Agent {
             .in_ids
             .iter()
             .copied()
-            .filter(|i| self.held.get(i) == Some(&remove.route))
+            .filter(|i| self.held.get(i).map(|h| h.0) == Some(remove.route))
             .collect();
         let changes = ids
             .iter()

@@ -33,14 +33,25 @@ use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
 
 use super::proto::{
-    ErrorKind, Frame, HeldRule, Install, Key, LinkChange, LinkInfo, LinkReport, Mesh, Neighbour,
-    Neighbours, NodeInfo, ProtoError, Register, Registered, Remove, RouteId, RouteInfo, RouteList,
+    ErrorKind, Frame, Install, Key, LinkChange, LinkInfo, LinkReport, Mesh, Neighbour, Neighbours,
+    NodeInfo, ProtoError, Register, Registered, Remove, RouteId, RouteInfo, RouteList,
     RouteRequest, RuleSpec, WirePrefix, WireWeight, kind,
 };
 use super::topology::{Constraints, LinkMetrics, Router, Topology, Weight};
 
 /// How long a failed route waits before the next attempt.
 pub const RETRY: Duration = Duration::from_millis(500);
+
+/// Most TUN addresses, declared links and owned routes one node may register.
+pub const MAX_TUN_PREFIXES: usize = 16;
+/// See [`MAX_TUN_PREFIXES`].
+pub const MAX_LINKS_PER_NODE: usize = 256;
+/// See [`MAX_TUN_PREFIXES`].
+pub const MAX_ROUTES_PER_NODE: usize = 256;
+
+/// How long rules of a route nobody claims are kept before the manager removes them (after
+/// a manager restart, the route's source may register after its relays).
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(15);
 
 /// How long an authenticated connection may wait before it registers.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,6 +142,14 @@ struct LinkEntry {
     report: Option<(Instant, LinkMetrics)>,
 }
 
+impl LinkEntry {
+    /// In the manager's config, or declared by both ends.
+    fn usable(&self, a: PublicKey, b: PublicKey) -> bool {
+        self.sources.contains(&Source::Config)
+            || (self.sources.contains(&Source::Node(a)) && self.sources.contains(&Source::Node(b)))
+    }
+}
+
 #[derive(Debug)]
 struct NodeEntry {
     conn: Option<ConnId>,
@@ -201,6 +220,8 @@ pub struct ManagerCore {
     conns: HashMap<ConnId, PublicKey>,
     /// Authenticated connections that have not registered yet, since when.
     unregistered: HashMap<ConnId, Instant>,
+    /// Rules nodes reported for routes nobody has claimed (yet): since when, and where.
+    orphans: HashMap<u64, (Instant, Vec<(PublicKey, u32)>)>,
     links: BTreeMap<(PublicKey, PublicKey), LinkEntry>,
     routes: BTreeMap<u64, Route>,
     /// Outstanding INSTALL requests: request id -> route.
@@ -262,6 +283,7 @@ impl ManagerCore {
             nodes: HashMap::new(),
             conns: HashMap::new(),
             unregistered: HashMap::new(),
+            orphans: HashMap::new(),
             links: BTreeMap::new(),
             routes: BTreeMap::new(),
             installs: HashMap::new(),
@@ -363,7 +385,7 @@ impl ManagerCore {
         let result = match frame.kind {
             kind::REGISTER => frame
                 .parse::<Register>()
-                .map(|r| self.register(conn, key, r, now)),
+                .and_then(|r| self.register(conn, key, r, now)),
             _ if !registered => Err(ProtoError::new(
                 ErrorKind::Unauthenticated,
                 "REGISTER first",
@@ -467,6 +489,7 @@ impl ManagerCore {
                 now,
             );
         }
+        self.collect_garbage(now);
         let due: Vec<u64> = self
             .routes
             .values()
@@ -475,6 +498,56 @@ impl ManagerCore {
             .collect();
         for id in due {
             self.start_setup(id, now);
+        }
+    }
+
+    /// Forget route `id`: roll back its setup, remove its rules on every hop.
+    fn drop_route(&mut self, id: u64, why: &str, now: Instant) {
+        if self.routes.get(&id).is_some_and(|r| r.setup.is_some()) {
+            if let Some(route) = self.routes.get_mut(&id) {
+                route.waiter = None;
+            }
+            self.fail_setup(id, ProtoError::new(ErrorKind::SetupFailed, why), now);
+        }
+        if let Some(route) = self.routes.remove(&id) {
+            if let Some(plan) = &route.active {
+                self.remove_plan(id, plan);
+            }
+            self.remove_stale(id, &route.stale);
+            self.log(format!("route {id:016x} dropped: {why}"));
+        }
+    }
+
+    /// Orphaned rules past their grace, and routes whose source has been gone longer than
+    /// rules live: removed.
+    fn collect_garbage(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .orphans
+            .iter()
+            .filter(|(_, (since, _))| now.saturating_duration_since(*since) > ORPHAN_GRACE)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((_, held)) = self.orphans.remove(&id) {
+                self.log(format!(
+                    "rules of route {id:016x}, which no source claimed, removed"
+                ));
+                self.remove_stale(id, &held);
+            }
+        }
+        let gone: Vec<u64> = self
+            .routes
+            .values()
+            .filter(|r| {
+                self.nodes.get(&r.src).is_none_or(|n| {
+                    n.conn.is_none()
+                        && now.saturating_duration_since(n.last_seen) > self.params.rule_expiry
+                })
+            })
+            .map(|r| r.id)
+            .collect();
+        for id in gone {
+            self.drop_route(id, "its source has been away longer than rules live", now);
         }
     }
 
@@ -491,14 +564,57 @@ impl ManagerCore {
             .filter_map(|r| r.setup.as_ref().map(|s| s.deadline));
         let retries = self.routes.values().filter_map(|r| r.retry_at);
         let registrations = self.unregistered.values().map(|t| *t + REGISTER_TIMEOUT);
+        let orphans = self.orphans.values().map(|(t, _)| *t + ORPHAN_GRACE);
+        let gone = self.routes.values().filter_map(|r| {
+            let n = self.nodes.get(&r.src)?;
+            n.conn
+                .is_none()
+                .then_some(n.last_seen + self.params.rule_expiry)
+        });
         heartbeats
             .chain(setups)
             .chain(retries)
             .chain(registrations)
+            .chain(orphans)
+            .chain(gone)
             .min()
     }
 
     // ---- registration and nodes ----
+
+    /// Check a registration before anything of it is applied.
+    fn check_register(&self, key: &PublicKey, register: &Register) -> Result<(), ProtoError> {
+        let bad = |m: String| Err(ProtoError::new(ErrorKind::BadRequest, m));
+        if register.tun.len() > MAX_TUN_PREFIXES {
+            return bad(format!("at most {MAX_TUN_PREFIXES} TUN addresses"));
+        }
+        if register.links.len() > MAX_LINKS_PER_NODE {
+            return bad(format!("at most {MAX_LINKS_PER_NODE} declared links"));
+        }
+        if register.routes.len() > MAX_ROUTES_PER_NODE {
+            return bad(format!("at most {MAX_ROUTES_PER_NODE} owned routes"));
+        }
+        for p in &register.tun {
+            let host = if p.0.addr().is_ipv4() { 32 } else { 128 };
+            if p.0.len() != host {
+                return bad(format!(
+                    "TUN address {} is not a host address (/32 or /128)",
+                    p.0
+                ));
+            }
+            let holder = self
+                .nodes
+                .iter()
+                .find(|(k, n)| *k != key && n.conn.is_some() && n.tun.contains(&p.0));
+            if let Some((other, _)) = holder {
+                return Err(ProtoError::new(
+                    ErrorKind::NotAllowed,
+                    format!("address {} belongs to node {other}", p.0),
+                ));
+            }
+        }
+        Ok(())
+    }
 
     fn register(
         &mut self,
@@ -506,7 +622,8 @@ impl ManagerCore {
         key: PublicKey,
         register: Register,
         now: Instant,
-    ) -> serde_json::Value {
+    ) -> Result<serde_json::Value, ProtoError> {
+        self.check_register(&key, &register)?;
         self.unregistered.remove(&conn);
         let previous = self.nodes.get(&key).and_then(|n| n.conn);
         if let Some(old) = previous.filter(|&c| c != conn) {
@@ -515,9 +632,39 @@ impl ManagerCore {
                 "replaced by a new connection".to_owned(),
             ));
             self.conns.remove(&old);
+            // INSTALLs in flight went to the old connection: try those setups again.
+            let stuck: Vec<u64> = self
+                .routes
+                .values()
+                .filter(|r| r.setup.as_ref().is_some_and(|s| s.plan.path.contains(&key)))
+                .map(|r| r.id)
+                .collect();
+            for id in stuck {
+                self.fail_setup(
+                    id,
+                    ProtoError::new(
+                        ErrorKind::SetupFailed,
+                        format!("node {} reconnected during the setup", short(&key)),
+                    ),
+                    now,
+                );
+            }
         }
+        // In use at the node: its config's ids, the rules it holds, and what the manager's
+        // plans give it (a restarted node lost the rest).
         let mut used: HashSet<u32> = register.reserved.iter().copied().collect();
         used.extend(register.rules.iter().map(|r| r.in_id));
+        for route in self.routes.values() {
+            for plan in route
+                .active
+                .iter()
+                .chain(route.setup.as_ref().map(|s| &s.plan))
+            {
+                if let Some(rules) = plan.rules_of(&key) {
+                    used.extend(rules.iter().map(RuleSpec::in_id));
+                }
+            }
+        }
         let entry = self.nodes.entry(key).or_insert_with(|| NodeEntry {
             conn: None,
             endpoint: None,
@@ -529,8 +676,6 @@ impl ManagerCore {
         entry.endpoint = register.endpoint;
         entry.tun = register.tun.iter().map(|p| p.0).collect();
         entry.last_seen = now;
-        // What the node holds now is all that is in use there: a restarted node lost the
-        // rest.
         entry.used = used;
         let _ = self.topology.add_node(key);
         let _ = self.topology.set_node_up(key, true);
@@ -548,33 +693,32 @@ impl ManagerCore {
                 self.declare_link(key, peer.0, Source::Node(key));
             }
         }
-        // Rules the node holds: current if an active plan has them, stale otherwise.
-        let held: HashSet<HeldRule> = register.rules.iter().copied().collect();
-        for rule in &register.rules {
-            let current = self.routes.get(&rule.route).is_some_and(|r| {
-                r.active
-                    .as_ref()
-                    .and_then(|p| p.rules_of(&key))
-                    .is_some_and(|rules| rules.iter().any(|s| s.in_id() == rule.in_id))
-            });
-            if !current && let Some(route) = self.routes.get_mut(&rule.route) {
-                route.stale.push((key, rule.in_id));
-            }
-        }
-        // Routes this node owns that the manager does not know (it restarted).
+        // Routes this node owns that the manager does not know (it restarted). Only a
+        // node holding the route's source end may claim it, with valid constraints.
+        let ends: HashSet<u64> = register
+            .rules
+            .iter()
+            .filter(|r| r.end)
+            .map(|r| r.route)
+            .collect();
         for request in register.routes {
             let Some(id) = request.id.filter(|id| *id != 0) else {
                 continue;
             };
-            if request.dst.0 == key || self.routes.contains_key(&id) {
+            if self.routes.contains_key(&id) {
                 continue;
             }
-            let stale = register
-                .rules
-                .iter()
-                .filter(|r| r.route == id)
-                .map(|r| (key, r.in_id))
-                .collect();
+            if !ends.contains(&id) {
+                self.log(format!(
+                    "route {id:016x} of {} not adopted: the node holds no end of it",
+                    short(&key)
+                ));
+                continue;
+            }
+            let c = self.constraints(&request);
+            if request.dst.0 == key || c.min_hops == 0 || c.min_hops > c.max_hops {
+                continue;
+            }
             self.routes.insert(
                 id,
                 Route {
@@ -587,7 +731,7 @@ impl ManagerCore {
                     waiter: None,
                     repairs: 0,
                     retry_at: Some(now),
-                    stale,
+                    stale: Vec::new(),
                     broken: false,
                 },
             );
@@ -595,6 +739,34 @@ impl ManagerCore {
                 "route {id:016x} of {} adopted: setting it up",
                 short(&key)
             ));
+            if let Some((_, held)) = self.orphans.remove(&id)
+                && let Some(route) = self.routes.get_mut(&id)
+            {
+                route.stale.extend(held);
+            }
+        }
+        // Rules the node holds: current if a plan (active or being set up) has them,
+        // stale for a known route, orphaned for an unknown one (removed if no source
+        // claims the route within ORPHAN_GRACE).
+        let held: HashSet<(u64, u32)> = register.rules.iter().map(|r| (r.route, r.in_id)).collect();
+        for rule in &register.rules {
+            let Some(route) = self.routes.get_mut(&rule.route) else {
+                self.orphans
+                    .entry(rule.route)
+                    .or_insert_with(|| (now, Vec::new()))
+                    .1
+                    .push((key, rule.in_id));
+                continue;
+            };
+            let current = route
+                .active
+                .iter()
+                .chain(route.setup.as_ref().map(|s| &s.plan))
+                .filter_map(|p| p.rules_of(&key))
+                .any(|rules| rules.iter().any(|s| s.in_id() == rule.in_id));
+            if !current && !route.stale.contains(&(key, rule.in_id)) {
+                route.stale.push((key, rule.in_id));
+            }
         }
         // Active routes that need this node's rules, which it no longer holds (it
         // restarted): rebuild them.
@@ -605,14 +777,7 @@ impl ManagerCore {
                 r.active
                     .as_ref()
                     .and_then(|p| p.rules_of(&key))
-                    .is_some_and(|rules| {
-                        rules.iter().any(|s| {
-                            !held.contains(&HeldRule {
-                                route: r.id,
-                                in_id: s.in_id(),
-                            })
-                        })
-                    })
+                    .is_some_and(|rules| rules.iter().any(|s| !held.contains(&(r.id, s.in_id()))))
             })
             .map(|r| r.id)
             .collect();
@@ -630,11 +795,11 @@ impl ManagerCore {
         }
         self.push_neighbours_around(&key);
         self.tick(now);
-        serde_json::to_value(Registered {
+        Ok(serde_json::to_value(Registered {
             heartbeat_ms: u64::try_from(self.params.heartbeat.as_millis()).unwrap_or(u64::MAX),
             expire_ms: u64::try_from(self.params.rule_expiry.as_millis()).unwrap_or(u64::MAX),
         })
-        .unwrap_or_default()
+        .unwrap_or_default())
     }
 
     fn node_down(&mut self, key: PublicKey, now: Instant) {
@@ -657,7 +822,12 @@ impl ManagerCore {
                 && let Some((conn, _)) = route.waiter
                 && !self.conns.contains_key(&conn)
             {
+                // Its requester is gone and never learned the id: the route goes too.
                 route.waiter = None;
+                if route.active.is_none() {
+                    self.drop_route(id, "its requester disconnected during the setup", now);
+                    continue;
+                }
             }
             if in_setup {
                 self.fail_setup(
@@ -684,9 +854,15 @@ impl ManagerCore {
 
     // ---- links ----
 
-    fn declare_link(&mut self, a: PublicKey, b: PublicKey, source: Source) {
+    /// Record that `source` declares the link a - b. The link is routed over once the
+    /// manager's config has it or both its ends declared it: one node alone cannot pull
+    /// other nodes' routes through itself.
+    fn declare_link(&mut self, a: PublicKey, b: PublicKey, source: Source) -> bool {
         let entry = self.links.entry(link_key(a, b)).or_default();
         entry.sources.insert(source);
+        if !entry.usable(a, b) {
+            return false;
+        }
         for k in [a, b] {
             let _ = self.topology.add_node(k);
             let online = self.nodes.get(&k).is_some_and(|n| n.conn.is_some());
@@ -694,6 +870,7 @@ impl ManagerCore {
         }
         let _ = self.topology.add_link(a, b);
         self.apply_link_metrics(a, b);
+        true
     }
 
     fn apply_link_metrics(&mut self, a: PublicKey, b: PublicKey) {
@@ -721,12 +898,29 @@ impl ManagerCore {
                 "a link joins two different nodes",
             ));
         }
-        self.declare_link(key, peer, Source::Node(key));
+        let declared = self.links.get(&link_key(key, peer)).map_or(0, |l| {
+            l.sources
+                .iter()
+                .filter(|s| matches!(s, Source::Node(_)))
+                .count()
+        });
+        if declared == 0 && self.links_declared_by(&key) >= MAX_LINKS_PER_NODE {
+            return Err(ProtoError::new(
+                ErrorKind::NotAllowed,
+                format!("at most {MAX_LINKS_PER_NODE} declared links per node"),
+            ));
+        }
+        let usable = self.declare_link(key, peer, Source::Node(key));
         self.log(format!(
-            "link {} - {} added by {}",
+            "link {} - {} declared by {}{}",
             short(&key),
             short(&peer),
-            short(&key)
+            short(&key),
+            if usable {
+                ""
+            } else {
+                " (waiting for the other end)"
+            }
         ));
         self.push_neighbours_around(&key);
         // Routes waiting for a path may have one now.
@@ -735,7 +929,14 @@ impl ManagerCore {
                 route.retry_at = Some(now);
             }
         }
-        Ok(serde_json::Value::Null)
+        Ok(serde_json::json!({ "usable": usable }))
+    }
+
+    fn links_declared_by(&self, key: &PublicKey) -> usize {
+        self.links
+            .values()
+            .filter(|l| l.sources.contains(&Source::Node(*key)))
+            .count()
     }
 
     fn link_remove(
@@ -754,9 +955,11 @@ impl ManagerCore {
                 "this node did not declare that link",
             ));
         }
+        let usable = entry.usable(key, peer);
         if entry.sources.is_empty() {
             self.links.remove(&lk);
-            self.topology.remove_link(key, peer);
+        }
+        if !usable && self.topology.remove_link(key, peer) {
             self.repair_link(key, peer, now);
         }
         self.push_neighbours_around(&key);
@@ -804,6 +1007,22 @@ impl ManagerCore {
     }
 
     fn repair_link(&mut self, a: PublicKey, b: PublicKey, now: Instant) {
+        let in_setup: Vec<u64> = self
+            .routes
+            .values()
+            .filter(|r| r.setup.as_ref().is_some_and(|s| s.plan.uses_link(&a, &b)))
+            .map(|r| r.id)
+            .collect();
+        for id in in_setup {
+            self.fail_setup(
+                id,
+                ProtoError::new(
+                    ErrorKind::SetupFailed,
+                    format!("link {} - {} went down", short(&a), short(&b)),
+                ),
+                now,
+            );
+        }
         let ids: Vec<u64> = self
             .routes
             .values()
@@ -822,25 +1041,15 @@ impl ManagerCore {
         }
     }
 
+    /// Tell `key` and its neighbours whom to probe (online ends of usable links).
     fn push_neighbours_around(&mut self, key: &PublicKey) {
         let mut targets = vec![*key];
-        targets.extend(
-            self.links
-                .keys()
-                .filter_map(|(a, b)| (a == key).then_some(*b).or((b == key).then_some(*a))),
-        );
+        targets.extend(self.topology.neighbours(*key).map(|(k, _)| k));
         for node in targets {
             let neighbours: Vec<Neighbour> = self
-                .links
-                .keys()
-                .filter_map(|(a, b)| {
-                    let peer = if *a == node {
-                        *b
-                    } else if *b == node {
-                        *a
-                    } else {
-                        return None;
-                    };
+                .topology
+                .neighbours(node)
+                .filter_map(|(peer, _)| {
                     let n = self.nodes.get(&peer)?;
                     n.conn?;
                     Some(Neighbour {
@@ -889,6 +1098,12 @@ impl ManagerCore {
             return Err(ProtoError::new(
                 ErrorKind::UnknownNode,
                 format!("no node {} has registered", request.dst.0),
+            ));
+        }
+        if self.routes.values().filter(|r| r.src == src).count() >= MAX_ROUTES_PER_NODE {
+            return Err(ProtoError::new(
+                ErrorKind::NotAllowed,
+                format!("at most {MAX_ROUTES_PER_NODE} routes per node"),
             ));
         }
         let c = self.constraints(&request);
@@ -1028,8 +1243,13 @@ impl ManagerCore {
                             Source::Node(k) => short(k),
                         })
                         .collect::<Vec<_>>()
-                        .join(","),
-                    up: metrics.is_none_or(|m| m.up) && online(a) && online(b),
+                        .join(",")
+                        + if l.usable(*a, *b) {
+                            ""
+                        } else {
+                            " (one end only)"
+                        },
+                    up: l.usable(*a, *b) && metrics.is_none_or(|m| m.up) && online(a) && online(b),
                     rtt_us: metrics
                         .and_then(|m| m.rtt)
                         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
@@ -1041,8 +1261,14 @@ impl ManagerCore {
     }
 
     fn fresh_id(&mut self, node: &PublicKey) -> u32 {
+        let mut fallback = 0u32;
         loop {
-            let id = (self.rng.next_u64() >> 32) as u32;
+            // If the random source ever kept failing (all zeros), count instead.
+            fallback = fallback.wrapping_add(1);
+            let id = match (self.rng.next_u64() >> 32) as u32 {
+                0 => fallback,
+                id => id,
+            };
             if id == 0 {
                 continue;
             }
@@ -1206,15 +1432,18 @@ impl ManagerCore {
     }
 
     fn install_reply(&mut self, node: PublicKey, frame: &Frame, now: Instant) {
-        let Some(id) = self.installs.remove(&frame.id) else {
+        let Some(&id) = self.installs.get(&frame.id) else {
             return;
         };
         let Some(setup) = self.routes.get_mut(&id).and_then(|r| r.setup.as_mut()) else {
             return;
         };
+        // Only the hop the INSTALL went to can answer it: a reply from anyone else is
+        // ignored without touching the outstanding request.
         if setup.waiting.get(&frame.id) != Some(&node) {
             return;
         }
+        self.installs.remove(&frame.id);
         setup.waiting.remove(&frame.id);
         if let Err(e) = frame.reply::<serde_json::Value>() {
             self.fail_setup(
@@ -1232,6 +1461,8 @@ impl ManagerCore {
         }
         if setup.phase == 1 {
             setup.phase = 2;
+            // The source gets the whole timeout for its own rules.
+            setup.deadline = now + self.params.setup_timeout;
             let src = setup.plan.path.first().copied();
             let rules = setup.plan.hops.first().map(|(_, r)| r.clone());
             if let (Some(src), Some(rules)) = (src, rules) {

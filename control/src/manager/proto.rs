@@ -619,6 +619,9 @@ pub struct HeldRule {
     pub route: u64,
     /// The rule's incoming id at this node.
     pub in_id: u32,
+    /// Whether it is a route end (not a relay rule).
+    #[serde(default)]
+    pub end: bool,
 }
 
 /// `REGISTER`: who the node is on the mesh. The key is the connection's.

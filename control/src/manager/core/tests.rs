@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use skywire_dataplane::crypto::PrivateKey;
 
-use super::super::proto::{ErrorKind, RouteInfo, kind};
+use super::super::proto::{
+    ErrorKind, HeldRule, Key, Register, Remove, RouteInfo, RouteRequest, WirePrefix, kind,
+};
 use super::super::sim::{Sim, Wire};
 use super::*;
 
@@ -465,30 +467,36 @@ fn links_declared_by_nodes_are_routed_over_and_withdrawn_only_by_them() {
     let mut sim = mesh(50, Duration::from_secs(30));
     let before = add_route(&mut sim, 0, 25, json!({})).unwrap();
     assert!(before.path.len() > 2);
-    // Node 0 declares a direct link to 25: a new route takes it.
+    // Node 0 declares a direct link to 25: not used until 25 declares it too.
     let peer = sim.pk(25).to_string();
     let t = sim.user(0, kind::LINK_ADD, json!({ "peer": peer }));
+    sim.run(Duration::from_secs(1), 50 * MS);
+    assert_eq!(
+        sim.answer(0, t).unwrap().result,
+        Ok(json!({"usable": false}))
+    );
+    let still = add_route(&mut sim, 0, 25, json!({})).unwrap();
+    assert!(still.path.len() > 2, "a one-sided link was routed over");
+    let t = sim.user(25, kind::LINK_ADD, json!({ "peer": sim.pk(0).to_string() }));
     sim.run(Duration::from_secs(2), 50 * MS);
-    assert!(sim.answer(0, t).unwrap().result.is_ok());
+    assert_eq!(
+        sim.answer(25, t).unwrap().result,
+        Ok(json!({"usable": true}))
+    );
     let direct = add_route(&mut sim, 0, 25, json!({})).unwrap();
     assert_eq!(path_indices(&sim, &direct), vec![0, 25]);
     assert_traffic(&mut sim, 0, 25, b"over the declared link");
-    // Another node cannot withdraw it; a link to oneself is refused.
+    // A node that did not declare it cannot withdraw it; a link to oneself is refused.
     let t1 = sim.user(
-        25,
+        3,
         kind::LINK_REMOVE,
         json!({ "peer": sim.pk(0).to_string() }),
     );
     let t2 = sim.user(3, kind::LINK_ADD, json!({ "peer": sim.pk(3).to_string() }));
     sim.run(20 * MS, 5 * MS);
     assert_eq!(
-        sim.answer(25, t1)
-            .unwrap()
-            .result
-            .as_ref()
-            .unwrap_err()
-            .kind,
-        ErrorKind::NotAllowed
+        sim.answer(3, t1).unwrap().result.as_ref().unwrap_err().kind,
+        ErrorKind::BadRequest
     );
     assert_eq!(
         sim.answer(3, t2).unwrap().result.as_ref().unwrap_err().kind,
@@ -503,4 +511,178 @@ fn links_declared_by_nodes_are_routed_over_and_withdrawn_only_by_them() {
     assert_eq!(route.state, "active");
     assert!(path_indices(&sim, route).len() > 2);
     assert_traffic(&mut sim, 0, 25, b"the long way again");
+}
+
+/// A manager core with nodes 1..=n registered on connections 1..=n, endpoints
+/// 198.18.0.N:6000, TUN 10.9.0.N/32, and config links 1-2, 2-3, ... .
+fn core_with(n: u8) -> (ManagerCore, Vec<PublicKey>, Instant) {
+    let keys: Vec<PublicKey> = (1..=n)
+        .map(|i| PrivateKey::from_bytes([i; 32]).public_key())
+        .collect();
+    let links = keys.windows(2).map(|w| (w[0], w[1])).collect();
+    let mut core = ManagerCore::new(
+        Params {
+            links,
+            ..Params::default()
+        },
+        Rng::seeded(3),
+    );
+    let now = Instant::now();
+    for (i, key) in keys.iter().enumerate() {
+        let conn = i as u64 + 1;
+        core.authenticated(conn, *key, now);
+        let register = Register {
+            endpoint: Some(format!("198.18.0.{}:6000", i + 1).parse().unwrap()),
+            tun: vec![WirePrefix(format!("10.9.0.{}/32", i + 1).parse().unwrap())],
+            ..Register::default()
+        };
+        core.frame(conn, Frame::request(kind::REGISTER, 1, &register), now);
+    }
+    core.drain();
+    (core, keys, now)
+}
+
+fn sent(out: &[Output], conn: ConnId, kind_: u8) -> Vec<Frame> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send(c, f) if *c == conn && f.kind == kind_ => Some(f.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_hop_an_install_went_to_can_acknowledge_it() {
+    let (mut core, keys, now) = core_with(4);
+    let add = RouteRequest {
+        id: None,
+        dst: Key(keys[2]),
+        min_hops: None,
+        max_hops: None,
+        avoid: vec![],
+        weight: None,
+    };
+    core.frame(1, Frame::request(kind::ROUTE_ADD, 9, &add), now);
+    let out = core.drain();
+    let to_b = sent(&out, 2, kind::INSTALL);
+    let to_c = sent(&out, 3, kind::INSTALL);
+    assert_eq!((to_b.len(), to_c.len()), (1, 1));
+    // Node 4, on no path, answers every INSTALL id it can guess, and refuses some too.
+    for id in 0..64 {
+        core.frame(4, Frame::ok(kind::INSTALL, id, &Value::Null), now);
+        let refusal = ProtoError::new(ErrorKind::IdInUse, "no");
+        core.frame(4, Frame::error(kind::INSTALL, id, &refusal), now);
+    }
+    assert!(sent(&core.drain(), 1, kind::INSTALL).is_empty());
+    // The real acknowledgements still count: phase 2 goes to the source.
+    core.frame(2, Frame::ok(kind::INSTALL, to_b[0].id, &Value::Null), now);
+    core.frame(3, Frame::ok(kind::INSTALL, to_c[0].id, &Value::Null), now);
+    let out = core.drain();
+    let to_a = sent(&out, 1, kind::INSTALL);
+    assert_eq!(to_a.len(), 1);
+    core.frame(1, Frame::ok(kind::INSTALL, to_a[0].id, &Value::Null), now);
+    let out = core.drain();
+    let reply = sent(&out, 1, kind::ROUTE_ADD | super::super::proto::REPLY);
+    let info: RouteInfo = reply[0].reply().unwrap();
+    assert_eq!(info.state, "active");
+}
+
+#[test]
+fn addresses_are_host_addresses_and_nobody_takes_another_nodes() {
+    let (mut core, keys, now) = core_with(3);
+    let thief = PrivateKey::from_bytes([40; 32]).public_key();
+    core.authenticated(40, thief, now);
+    for (tun, expected) in [
+        ("10.9.0.2/32", ErrorKind::NotAllowed),
+        ("0.0.0.0/0", ErrorKind::BadRequest),
+        ("10.9.0.0/24", ErrorKind::BadRequest),
+    ] {
+        let register = Register {
+            endpoint: Some("198.18.0.40:6000".parse().unwrap()),
+            tun: vec![WirePrefix(tun.parse().unwrap())],
+            ..Register::default()
+        };
+        core.frame(40, Frame::request(kind::REGISTER, 1, &register), now);
+        let out = core.drain();
+        let reply = sent(&out, 40, kind::REGISTER | super::super::proto::REPLY);
+        assert_eq!(
+            reply[0].reply::<Value>().unwrap_err().kind,
+            expected,
+            "{tun}"
+        );
+    }
+    let _ = keys;
+}
+
+#[test]
+fn a_route_is_adopted_only_from_a_node_holding_its_end_and_orphans_are_removed() {
+    let (mut core, keys, now) = core_with(3);
+    // Node 2 (a relay of some route 77 of node 1) claims it after a restart: refused.
+    let claim = Register {
+        endpoint: Some("198.18.0.2:6000".parse().unwrap()),
+        tun: vec![WirePrefix("10.9.0.2/32".parse().unwrap())],
+        routes: vec![RouteRequest {
+            id: Some(77),
+            dst: Key(keys[2]),
+            min_hops: None,
+            max_hops: None,
+            avoid: vec![],
+            weight: None,
+        }],
+        rules: vec![HeldRule {
+            route: 77,
+            in_id: 5,
+            end: false,
+        }],
+        ..Register::default()
+    };
+    core.authenticated(22, keys[1], now);
+    core.frame(22, Frame::request(kind::REGISTER, 1, &claim), now);
+    core.drain();
+    assert!(core.routes().is_empty());
+    // Nobody claims route 77: its rule at node 2 is removed after the grace period.
+    let later = now + ORPHAN_GRACE + Duration::from_millis(100);
+    core.frame(22, Frame::request(kind::HEARTBEAT, 2, &Value::Null), later);
+    core.tick(later);
+    let out = core.drain();
+    let removes = sent(&out, 22, kind::REMOVE);
+    assert_eq!(removes.len(), 1);
+    let remove: Remove = removes[0].parse().unwrap();
+    assert_eq!((remove.route, remove.in_ids), (77, vec![5]));
+}
+
+#[test]
+fn a_route_whose_requester_leaves_during_setup_is_dropped_and_rolled_back() {
+    let (mut core, keys, now) = core_with(3);
+    let add = RouteRequest {
+        id: None,
+        dst: Key(keys[2]),
+        min_hops: None,
+        max_hops: None,
+        avoid: vec![],
+        weight: None,
+    };
+    core.frame(1, Frame::request(kind::ROUTE_ADD, 9, &add), now);
+    core.drain();
+    core.disconnected(1, now);
+    let out = core.drain();
+    assert!(core.routes().is_empty());
+    assert_eq!(sent(&out, 2, kind::REMOVE).len(), 1);
+    assert_eq!(sent(&out, 3, kind::REMOVE).len(), 1);
+}
+
+#[test]
+fn routes_of_a_source_gone_for_good_are_dropped() {
+    let mut sim = mesh(12, Duration::from_secs(3));
+    let _ = add_route(&mut sim, 0, 4, json!({})).unwrap();
+    sim.kill(0);
+    sim.run(Duration::from_secs(5), 100 * MS);
+    assert!(sim.manager.as_ref().unwrap().routes().is_empty());
+    assert!(
+        sim.log
+            .iter()
+            .any(|l| l.contains("its source has been away")),
+        "{:?}",
+        sim.log
+    );
 }
