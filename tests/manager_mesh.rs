@@ -22,7 +22,8 @@
 //! - the manager restarted (SIGTERM, then started again) during a ping every 50 ms: no
 //!   reply is missing beyond the odd packet; the route comes back under the same id;
 //! - bad input on the manager's port (garbage, a 4 GiB length, a truncated frame, a node
-//!   claiming another's key, a body that is not JSON) closes each of those connections,
+//!   claiming another's key, a body that is not JSON, a peer trickling bytes past the 10 s
+//!   limit for its key proof) closes each of those connections,
 //!   is logged, and the manager keeps serving; an unknown route id is refused.
 //!
 //! Skipped (with a message) when not root; CI runs it as root.
@@ -491,6 +492,12 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
         "{verdicts:?}"
     );
     assert_eq!(verdicts["not_json"], "closed", "{verdicts:?}");
+    // The first recv returns HELLO; trickling then gets closed at the 10 s deadline.
+    let trickle = verdicts["trickle"]
+        .trim_start_matches("closed:")
+        .trim_end_matches('s');
+    let secs: u64 = trickle.parse().unwrap_or_else(|_| panic!("{verdicts:?}"));
+    assert!((8..=13).contains(&secs), "{verdicts:?}");
     let log = mesh.manager_log();
     assert!(log.contains("proof for key"), "{log}");
     assert!(mesh.nodes_json().is_some(), "the manager stopped serving");

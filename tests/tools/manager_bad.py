@@ -2,7 +2,9 @@
 """Feed a skywire manager bad input, one connection per case, and say what it did.
 
 Cases: random garbage; a length field of 4 GiB; a frame cut short by closing; an AUTH
-claiming another node's key with a made-up proof; an AUTH with a body that is not JSON.
+claiming another node's key with a made-up proof; an AUTH with a body that is not JSON;
+a peer trickling one byte of a frame every 2 s (`trickle`: the verdict carries the
+seconds until the manager closed it).
 For each, prints `CASE=closed` when the manager closed the connection (with any error
 reply it sent before: `CASE=refused:KIND`), or `CASE=open` if it was still open after
 --wait seconds. Standard library only.
@@ -13,6 +15,7 @@ import json
 import os
 import socket
 import struct
+import time
 
 
 def frame(kind, rid, body):
@@ -97,6 +100,24 @@ def main():
     bad = b"{not json"
     s.sendall(struct.pack(">IBBQ", 10 + len(bad), 1, 0x02, 1) + bad)
     cases["not_json"] = verdict(*read_frames(s, args.wait))
+    s.close()
+
+    s = conn()
+    started = time.monotonic()
+    closed = False
+    for byte in frame(0x02, 1, {"node": args.victim})[:12]:
+        try:
+            s.sendall(bytes([byte]))
+            s.settimeout(2.0)
+            if s.recv(65536) == b"":
+                closed = True
+                break
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+            break
+    cases["trickle"] = f"closed:{time.monotonic() - started:.0f}s" if closed else "open"
     s.close()
 
     print(" ".join(f"{k}={v}" for k, v in cases.items()), flush=True)

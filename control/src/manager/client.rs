@@ -400,8 +400,9 @@ fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, Stri
     stream
         .set_write_timeout(Some(CONNECT_TIMEOUT))
         .map_err(|e| e.to_string())?;
-    let mut decoder = Decoder::new();
-    let hello = proto::read_frame(&mut stream, &mut decoder, None)?;
+    let deadline = Some(Instant::now() + CONNECT_TIMEOUT);
+    let mut decoder = Decoder::with_limit(proto::MAX_AUTH_FRAME);
+    let hello = proto::read_frame(&mut stream, &mut decoder, None, deadline)?;
     if hello.kind != kind::HELLO {
         return Err("the server did not say HELLO: is this a skywire manager?".to_owned());
     }
@@ -431,7 +432,7 @@ fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, Stri
     let bytes =
         proto::encode(&Frame::request(kind::AUTH, 1, &auth), None).map_err(|e| e.to_string())?;
     stream.write_all(&bytes).map_err(|e| e.to_string())?;
-    let reply = proto::read_frame(&mut stream, &mut decoder, None)?;
+    let reply = proto::read_frame(&mut stream, &mut decoder, None, deadline)?;
     let ok: AuthOk = reply
         .reply()
         .map_err(|e| format!("the manager refused us: {e}"))?;
@@ -439,6 +440,7 @@ fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, Stri
         return Err("the manager's proof is wrong: not the configured manager".to_owned());
     }
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    decoder.set_limit(proto::MAX_FRAME);
     let writer = stream.try_clone().map_err(|e| e.to_string())?;
     let (tx, frames) = unbounded();
     let mut mac = keys.manager_to_node;
@@ -446,7 +448,7 @@ fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, Stri
         .name("skywire-manager-reader".into())
         .spawn(move || {
             loop {
-                let result = proto::read_frame(&mut stream, &mut decoder, Some(&mut mac));
+                let result = proto::read_frame(&mut stream, &mut decoder, Some(&mut mac), None);
                 let end = result.is_err();
                 if tx.send(result).is_err() || end {
                     break;

@@ -323,16 +323,40 @@ pub fn encode(frame: &Frame, mac: Option<&mut Mac>) -> Result<Vec<u8>, FrameErro
     Ok(out)
 }
 
+/// The largest frame before the key proof (`HELLO`, `AUTH` and its reply are far
+/// smaller): a peer that has proved nothing cannot make a connection hold 1 MiB.
+pub const MAX_AUTH_FRAME: usize = 4096;
+
 /// Accumulates bytes from a connection and yields whole frames.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
+    limit: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Decoder {
-    /// An empty decoder.
+    /// An empty decoder taking frames up to [`MAX_FRAME`].
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limit(MAX_FRAME)
+    }
+
+    /// An empty decoder taking frames up to `limit` bytes after the length field.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            limit: limit.min(MAX_FRAME),
+        }
+    }
+
+    /// Change the largest frame accepted (after the key proof: [`MAX_FRAME`]).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_FRAME);
     }
 
     /// Add bytes read from the connection.
@@ -354,7 +378,7 @@ impl Decoder {
         let len =
             usize::try_from(u32::from_be_bytes(*len_bytes)).map_err(|_| FrameError::Length)?;
         let tag_len = if mac.is_some() { TAG_LEN } else { 0 };
-        if !(HEADER_AFTER_LEN + tag_len..=MAX_FRAME).contains(&len) {
+        if !(HEADER_AFTER_LEN + tag_len..=self.limit).contains(&len) {
             return Err(FrameError::Length);
         }
         if let Some(&version) = self.buf.get(4)
@@ -389,19 +413,31 @@ impl Decoder {
     }
 }
 
-/// Read from `stream` until `decoder` yields a frame (blocking; the stream's timeouts
-/// apply). An error, or the stream ending, is the connection's end, with the reason.
+/// Read from `stream` until `decoder` yields a frame, giving up at `deadline` if one is
+/// given (an absolute limit: a peer trickling bytes cannot stretch it). An error, or the
+/// stream ending, is the connection's end, with the reason.
 pub fn read_frame(
-    stream: &mut impl std::io::Read,
+    stream: &mut std::net::TcpStream,
     decoder: &mut Decoder,
     mut mac: Option<&mut Mac>,
+    deadline: Option<std::time::Instant>,
 ) -> Result<Frame, String> {
+    use std::io::Read as _;
     let mut buf = [0u8; 16 * 1024];
     loop {
         match decoder.next_frame(mac.as_deref_mut()) {
             Ok(Some(frame)) => return Ok(frame),
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),
+        }
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err("timed out".to_owned());
+            }
+            stream
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
         }
         match stream.read(&mut buf) {
             Ok(0) if decoder.buffered() > 0 => {

@@ -1,44 +1,58 @@
 //! The manager's TCP server: the I/O around [`ManagerCore`].
 //!
-//! One thread accepts; each connection gets a reader thread that runs the key proof
-//! (with a 10 s limit) and then decodes frames, checking their MACs; one core thread owns
-//! the [`ManagerCore`], the write halves and their MAC states, and serves events in order.
-//! A connection that sends garbage, an oversized or truncated frame, a bad proof or a bad
-//! tag is closed and logged; nothing else is touched. Writes have a timeout, so a node
-//! that stops reading is closed instead of stalling the manager.
+//! - One thread accepts (at most [`MAX_CONNECTIONS`] at once; more are refused).
+//! - Each connection gets a reader thread: it runs the key proof under an absolute
+//!   [`AUTH_TIMEOUT`], with frames before the proof limited to
+//!   [`proto::MAX_AUTH_FRAME`] bytes, then decodes frames, checking their MACs, and
+//!   passes them on stamped with the time they arrived. A connection that sends garbage,
+//!   an oversized or truncated frame, a bad proof or a bad tag is closed and logged;
+//!   nothing else is touched.
+//! - Each authenticated connection gets a writer thread fed by a bounded queue: the core
+//!   never blocks on a socket. A node that does not read its frames fills its queue and is
+//!   closed.
+//! - One core thread owns the [`ManagerCore`] and the MAC states of what it sends. The
+//!   channel into it is bounded, so readers slow down (TCP pushes back on their nodes)
+//!   instead of growing memory; and it serves every event that is waiting before it
+//!   looks at the clock, so a busy moment never makes heartbeats look missed.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
-use skywire_dataplane::crypto::PrivateKey;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 
 use super::core::{ConnId, ManagerCore, Output};
 use super::proto::{
     self, Auth, AuthOk, Bytes32, Decoder, ErrorKind, Frame, Hello, Key, Mac, ProtoError, kind,
 };
 
-/// How long a new connection has to prove its key.
+/// How long a new connection has, in all, to prove its key.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A write that takes longer closes the connection.
+/// A single write blocked this long closes the connection.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// At most this many connections at once; more are refused at accept.
 pub const MAX_CONNECTIONS: usize = 4096;
 
+/// Frames queued for one node; a node that lets more pile up is closed.
+pub const SEND_QUEUE: usize = 1024;
+
+/// Events waiting for the core thread; readers wait when it is full.
+pub const EVENT_QUEUE: usize = 4096;
+
 enum Event {
     Authenticated {
         conn: ConnId,
-        key: skywire_dataplane::crypto::PublicKey,
+        key: PublicKey,
         writer: TcpStream,
         mac: Mac,
     },
-    Frame(ConnId, Frame),
+    Frame(ConnId, Frame, Instant),
     Closed(ConnId, String),
 }
 
@@ -59,15 +73,13 @@ impl Manager {
         let listen = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (events, inbox) = unbounded();
+        let (events, inbox) = bounded(EVENT_QUEUE);
         let key = Arc::new(key);
-        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accept = {
             let stop = Arc::clone(&stop);
-            let events = events.clone();
             std::thread::Builder::new()
                 .name("manager-accept".into())
-                .spawn(move || accept_loop(&listener, &key, &events, &stop, &live))?
+                .spawn(move || accept_loop(&listener, &key, &events, &stop))?
         };
         let core_thread = {
             let stop = Arc::clone(&stop);
@@ -75,7 +87,6 @@ impl Manager {
                 .name("manager-core".into())
                 .spawn(move || core_loop(core, &inbox, &stop))?
         };
-        drop(events);
         Ok(Self {
             listen,
             stop,
@@ -100,13 +111,22 @@ fn log(line: &str) {
     eprintln!("skywire manager: {line}");
 }
 
+/// Decrements the live-connection count when dropped, on every path out.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn accept_loop(
     listener: &TcpListener,
     key: &Arc<PrivateKey>,
     events: &Sender<Event>,
     stop: &AtomicBool,
-    live: &Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    let live = Arc::new(AtomicUsize::new(0));
     let mut next: ConnId = 1;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
@@ -115,19 +135,21 @@ fn accept_loop(
                     log(&format!("{peer}: too many connections, refused"));
                     continue;
                 }
+                live.fetch_add(1, Ordering::Relaxed);
+                let slot = Slot(Arc::clone(&live));
                 let conn = next;
                 next += 1;
-                let (key, events, live) = (Arc::clone(key), events.clone(), Arc::clone(live));
-                live.fetch_add(1, Ordering::Relaxed);
+                let (key, events) = (Arc::clone(key), events.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("manager-conn-{conn}"))
                     .spawn(move || {
+                        let _slot = slot;
                         let reason = serve_connection(conn, stream, &key, &events)
                             .err()
                             .unwrap_or_else(|| "closed".to_owned());
                         let _ = events.send(Event::Closed(conn, format!("{peer}: {reason}")));
-                        live.fetch_sub(1, Ordering::Relaxed);
                     });
+                // A failed spawn drops the closure, and the slot with it.
                 if spawned.is_err() {
                     log("cannot start a connection thread");
                 }
@@ -150,11 +172,9 @@ fn serve_connection(
     key: &PrivateKey,
     events: &Sender<Event>,
 ) -> Result<(), String> {
+    let deadline = Some(Instant::now() + AUTH_TIMEOUT);
     stream.set_nonblocking(false).map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
-    stream
-        .set_read_timeout(Some(AUTH_TIMEOUT))
-        .map_err(|e| e.to_string())?;
     stream
         .set_write_timeout(Some(WRITE_TIMEOUT))
         .map_err(|e| e.to_string())?;
@@ -168,8 +188,8 @@ fn serve_connection(
     let bytes =
         proto::encode(&Frame::request(kind::HELLO, 0, &hello), None).map_err(|e| e.to_string())?;
     stream.write_all(&bytes).map_err(|e| e.to_string())?;
-    let mut decoder = Decoder::new();
-    let frame = proto::read_frame(&mut stream, &mut decoder, None)?;
+    let mut decoder = Decoder::with_limit(proto::MAX_AUTH_FRAME);
+    let frame = proto::read_frame(&mut stream, &mut decoder, None, deadline)?;
     let refuse = |stream: &mut TcpStream, id: u64, error: ProtoError| {
         if let Ok(bytes) = proto::encode(&Frame::error(kind::AUTH, id, &error), None) {
             let _ = stream.write_all(&bytes);
@@ -231,18 +251,56 @@ fn serve_connection(
         .map_err(|_| "manager stopping".to_owned())?;
     // From here on the core closes silent nodes (heartbeats); no read timeout.
     stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    decoder.set_limit(proto::MAX_FRAME);
     let mut mac = keys.node_to_manager;
     loop {
-        let frame = proto::read_frame(&mut stream, &mut decoder, Some(&mut mac))?;
+        let frame = proto::read_frame(&mut stream, &mut decoder, Some(&mut mac), None)?;
         events
-            .send(Event::Frame(conn, frame))
+            .send(Event::Frame(conn, frame, Instant::now()))
             .map_err(|_| "manager stopping".to_owned())?;
     }
 }
 
+/// The core's side of one connection: the queue to its writer thread.
 struct Writer {
+    queue: Sender<Vec<u8>>,
     stream: TcpStream,
     mac: Mac,
+}
+
+impl Writer {
+    fn start(conn: ConnId, stream: TcpStream, mac: Mac) -> io::Result<Self> {
+        let (queue, frames) = bounded::<Vec<u8>>(SEND_QUEUE);
+        let mut out = stream.try_clone()?;
+        std::thread::Builder::new()
+            .name(format!("manager-write-{conn}"))
+            .spawn(move || {
+                for bytes in frames {
+                    if out.write_all(&bytes).is_err() {
+                        let _ = out.shutdown(Shutdown::Both);
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self { queue, stream, mac })
+    }
+
+    /// Queue `frame`; false when the connection must be closed (a full queue, a dead
+    /// writer).
+    fn send(&mut self, frame: &Frame) -> Result<(), String> {
+        let bytes = proto::encode(frame, Some(&mut self.mac)).map_err(|e| e.to_string())?;
+        match self.queue.try_send(bytes) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(format!(
+                "{SEND_QUEUE} frames waiting: the node does not read"
+            )),
+            Err(TrySendError::Disconnected(_)) => Err("the connection is gone".to_owned()),
+        }
+    }
+
+    fn close(self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
 }
 
 fn core_loop(mut core: ManagerCore, inbox: &Receiver<Event>, stop: &AtomicBool) {
@@ -255,65 +313,72 @@ fn core_loop(mut core: ManagerCore, inbox: &Receiver<Event>, stop: &AtomicBool) 
                 d.saturating_duration_since(now)
             })
             .min(Duration::from_millis(200));
-        match inbox.recv_timeout(wait) {
-            Ok(Event::Authenticated {
-                conn,
-                key,
-                writer,
-                mac,
-            }) => {
-                writers.insert(
-                    conn,
-                    Writer {
-                        stream: writer,
-                        mac,
-                    },
-                );
-                core.authenticated(conn, key, Instant::now());
-            }
-            Ok(Event::Frame(conn, frame)) => core.frame(conn, frame, Instant::now()),
-            Ok(Event::Closed(conn, reason)) => {
-                if let Some(key) = core.conn_key(conn) {
-                    log(&format!("connection of {key} ended: {reason}"));
-                } else if reason.contains("closed") {
-                    // A connection that ended before proving anything, quietly.
-                } else {
-                    log(&format!("connection refused: {reason}"));
-                }
-                if let Some(w) = writers.remove(&conn) {
-                    let _ = w.stream.shutdown(Shutdown::Both);
-                }
-                core.disconnected(conn, Instant::now());
-            }
-            Err(RecvTimeoutError::Timeout) => {}
+        let first = match inbox.recv_timeout(wait) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Everything already waiting, before the clock is looked at.
+        let waiting = first.into_iter().chain(inbox.try_iter().take(EVENT_QUEUE));
+        for event in waiting {
+            match event {
+                Event::Authenticated {
+                    conn,
+                    key,
+                    writer,
+                    mac,
+                } => match Writer::start(conn, writer, mac) {
+                    Ok(w) => {
+                        writers.insert(conn, w);
+                        core.authenticated(conn, key, Instant::now());
+                    }
+                    Err(e) => log(&format!("cannot start a writer for {key}: {e}")),
+                },
+                Event::Frame(conn, frame, at) => core.frame(conn, frame, at),
+                Event::Closed(conn, reason) => {
+                    if let Some(key) = core.conn_key(conn) {
+                        log(&format!("connection of {key} ended: {reason}"));
+                    } else if !reason.ends_with(": closed") {
+                        log(&format!("connection refused: {reason}"));
+                    }
+                    if let Some(w) = writers.remove(&conn) {
+                        w.close();
+                    }
+                    core.disconnected(conn, Instant::now());
+                }
+            }
+            apply(&mut core, &mut writers);
         }
         core.tick(Instant::now());
-        for output in core.drain() {
-            match output {
-                Output::Log(line) => log(&line),
-                Output::Send(conn, frame) => {
-                    let Some(w) = writers.get_mut(&conn) else {
-                        continue;
-                    };
-                    let sent = proto::encode(&frame, Some(&mut w.mac))
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| w.stream.write_all(&b).map_err(|e| e.to_string()));
-                    if let Err(e) = sent {
-                        log(&format!("write to connection {conn} failed: {e}; closing"));
-                        let _ = w.stream.shutdown(Shutdown::Both);
-                    }
-                }
-                Output::Close(conn, reason) => {
+        apply(&mut core, &mut writers);
+    }
+    for (_, w) in writers {
+        w.close();
+    }
+}
+
+/// Carry out what the core asked for.
+fn apply(core: &mut ManagerCore, writers: &mut HashMap<ConnId, Writer>) {
+    for output in core.drain() {
+        match output {
+            Output::Log(line) => log(&line),
+            Output::Send(conn, frame) => {
+                let Some(w) = writers.get_mut(&conn) else {
+                    continue;
+                };
+                if let Err(e) = w.send(&frame) {
+                    log(&format!("connection {conn}: {e}; closing"));
                     if let Some(w) = writers.remove(&conn) {
-                        log(&format!("closing connection {conn}: {reason}"));
-                        let _ = w.stream.shutdown(Shutdown::Both);
+                        w.close();
                     }
                 }
             }
+            Output::Close(conn, reason) => {
+                if let Some(w) = writers.remove(&conn) {
+                    log(&format!("closing connection {conn}: {reason}"));
+                    w.close();
+                }
+            }
         }
-    }
-    for (_, w) in writers {
-        let _ = w.stream.shutdown(Shutdown::Both);
     }
 }
