@@ -354,7 +354,12 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
     println!("skywire nodes:\n{text}");
 
     // --min-hops 3: the longer path, A-C-D-E; B holds nothing.
+    let asked = Instant::now();
     let route = mesh.route_add(&["--min-hops", "3"]);
+    println!(
+        "route add --min-hops 3 (3 hops, both phases acknowledged): {:?}",
+        asked.elapsed()
+    );
     assert_eq!(mesh.path(&route), vec![0, 2, 3, 4], "{route}");
     assert_eq!(route["state"], "active");
     assert_eq!(mesh.topo.ping("a", A_TUN, E_TUN, 5), 5);
