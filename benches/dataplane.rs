@@ -26,6 +26,9 @@
     missing_docs
 )]
 
+mod common;
+
+use common::SplitMix;
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -59,19 +62,6 @@ const ROUTES: usize = 10_000;
 
 /// Length of the pseudo-random sequence of looked-up ids (a power of two).
 const LOOKUPS: usize = 4096;
-
-/// A deterministic generator for ids and sequences (splitmix64), so runs are comparable.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// Two sessions with a confirmed keypair: `a` initiated, both can send.
 fn session_pair() -> (Session, Session, Instant) {
@@ -532,18 +522,9 @@ fn batch(c: &mut Criterion) {
     group.finish();
 }
 
-/// Short warm-up and measurement: the whole run stays under about three minutes on two
-/// cores, and every row still gets 60 samples.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(60)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = seal, open, route, handshake, batch
 }
 criterion_main!(benches);

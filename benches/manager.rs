@@ -25,6 +25,9 @@
     missing_docs
 )]
 
+mod common;
+
+use common::SplitMix;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hint::black_box;
 use std::time::Duration;
@@ -49,23 +52,6 @@ const PAIRS: usize = 1024;
 
 /// Nodes in the avoid list of the `avoid100` rows.
 const AVOIDED: usize = 100;
-
-/// A deterministic generator (splitmix64), as in `benches/dataplane.rs`.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 struct Mesh {
     topo: Topology,
@@ -281,17 +267,9 @@ fn route(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same short warm-up and measurement as `benches/dataplane.rs`.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(60)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = route
 }
 criterion_main!(benches);

@@ -118,37 +118,23 @@ impl CtlError {
 
 /// Ask the node listening on `path` for its status, waiting at most `timeout` in all.
 pub fn request_status(path: &Path, timeout: Duration) -> Result<StatusReply, CtlError> {
-    let request = Request {
-        id: 1,
-        op: Op::Status,
-    };
-    let response: Response<StatusReply> = exchange(path, &request, timeout)?;
-    match response.outcome {
-        Outcome::Ok(status) if response.id == Some(request.id) => Ok(status),
-        Outcome::Ok(_) => Err(CtlError::BadResponse {
-            path: path.to_owned(),
-            reason: format!(
-                "an answer for request {:?}, not {}",
-                response.id, request.id
-            ),
-        }),
-        Outcome::Error(body) if body.kind == ErrorKind::Permission => Err(CtlError::Denied {
-            path: path.to_owned(),
-            message: body.message,
-        }),
-        Outcome::Error(body) => Err(CtlError::Refused {
-            path: path.to_owned(),
-            kind: body.kind,
-            message: body.message,
-        }),
-    }
+    request_as(path, Op::Status, timeout)
 }
 
 /// Send `op` to the node listening on `path` and return the `ok` body as JSON, waiting at
 /// most `timeout` in all.
 pub fn request(path: &Path, op: Op, timeout: Duration) -> Result<serde_json::Value, CtlError> {
+    request_as(path, op, timeout)
+}
+
+/// Send `op` and return its `ok` body as a `T`; an error answer becomes a [`CtlError`].
+fn request_as<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    op: Op,
+    timeout: Duration,
+) -> Result<T, CtlError> {
     let request = Request { id: 1, op };
-    let response: Response<serde_json::Value> = exchange(path, &request, timeout)?;
+    let response: Response<T> = exchange(path, &request, timeout)?;
     match response.outcome {
         Outcome::Ok(body) if response.id == Some(request.id) => Ok(body),
         Outcome::Ok(_) => Err(CtlError::BadResponse {

@@ -40,7 +40,9 @@ use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{EngineGone, EngineHandle, NodeStatus};
 
 use crate::manager::client::{AgentHandle, PingReply};
-use crate::manager::proto::{ErrorKind as ManagerErrorKind, ProtoError, kind as mkind};
+use crate::manager::proto::{
+    ErrorKind as ManagerErrorKind, Key, ProtoError, RouteRequest, WireWeight, kind as mkind,
+};
 
 use super::protocol::{
     ErrorKind, LineRead, MAX_REQUEST, Op, ParsedRequest, Reply, Response, StatusReply,
@@ -141,25 +143,29 @@ fn manager_op(op: Op, source: &dyn StatusSource) -> Result<Value, (ErrorKind, St
             avoid,
             weight,
         } => {
-            parse_key("dst", &dst)?;
-            for a in &avoid {
-                parse_key("avoid", a)?;
-            }
-            let mut body = json!({ "dst": dst });
-            if let Some(map) = body.as_object_mut() {
-                if let Some(n) = min_hops {
-                    map.insert("min_hops".into(), json!(n));
+            let weight = match weight.as_deref() {
+                None => None,
+                Some("hops") => Some(WireWeight::Hops),
+                Some("latency") => Some(WireWeight::Latency),
+                Some(other) => {
+                    return Err((
+                        ErrorKind::BadRequest,
+                        format!("`weight` is `hops` or `latency`, not `{other}`"),
+                    ));
                 }
-                if let Some(n) = max_hops {
-                    map.insert("max_hops".into(), json!(n));
-                }
-                if !avoid.is_empty() {
-                    map.insert("avoid".into(), json!(avoid));
-                }
-                if let Some(w) = weight {
-                    map.insert("weight".into(), json!(w));
-                }
-            }
+            };
+            let request = RouteRequest {
+                id: None,
+                dst: Key(parse_key("dst", &dst)?),
+                min_hops,
+                max_hops,
+                avoid: avoid
+                    .iter()
+                    .map(|a| parse_key("avoid", a).map(Key))
+                    .collect::<Result<_, _>>()?,
+                weight,
+            };
+            let body = serde_json::to_value(request).unwrap_or_default();
             (mkind::ROUTE_ADD, body)
         }
         Op::RouteLs => (mkind::ROUTE_LIST, Value::Null),
@@ -702,6 +708,71 @@ pub(crate) mod tests {
         assert!(answer.close);
         assert_eq!(response(&answer.line).id, None);
         assert_eq!(error_kind(&answer.line), ErrorKind::BadRequest);
+    }
+
+    /// Records what reaches the manager and answers from a script.
+    struct FakeManager {
+        seen: std::sync::Mutex<Vec<(u8, Value)>>,
+        answer: Result<Value, ProtoError>,
+    }
+
+    impl StatusSource for FakeManager {
+        fn status(&self, _timeout: Duration) -> Result<NodeStatus, EngineGone> {
+            Err(EngineGone::Stopped)
+        }
+        fn manager(&self, kind: u8, body: Value) -> Result<Value, ProtoError> {
+            self.seen.lock().unwrap().push((kind, body));
+            self.answer.clone()
+        }
+    }
+
+    #[test]
+    fn manager_ops_are_checked_then_passed_on_and_their_errors_mapped() {
+        let key = "ab".repeat(32);
+        let fake = FakeManager {
+            seen: std::sync::Mutex::new(Vec::new()),
+            answer: Ok(json!({"id": 1})),
+        };
+        let line = format!(
+            r#"{{"id":1,"op":"route_add","dst":"{key}","min_hops":3,"avoid":["{key}"],"weight":"latency"}}"#
+        );
+        let answer = respond(line.as_bytes(), &fake);
+        assert!(String::from_utf8_lossy(&answer.line).contains(r#""ok":{"id":1}"#));
+        let seen = fake.seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![(
+                mkind::ROUTE_ADD,
+                json!({"dst": key, "min_hops": 3, "avoid": [key], "weight": "latency"})
+            )]
+        );
+        // Bad keys, weights and ids never reach the manager.
+        for bad in [
+            r#"{"id":2,"op":"route_add","dst":"nope"}"#.to_owned(),
+            format!(r#"{{"id":2,"op":"route_add","dst":"{key}","weight":"cheapest"}}"#),
+            r#"{"id":2,"op":"route_rm","route":"xyz"}"#.to_owned(),
+            r#"{"id":2,"op":"link_add","peer":"12"}"#.to_owned(),
+        ] {
+            let answer = respond(bad.as_bytes(), &fake);
+            assert_eq!(error_kind(&answer.line), ErrorKind::BadRequest, "{bad}");
+        }
+        assert_eq!(fake.seen.lock().unwrap().len(), 1);
+        let answer = respond(br#"{"id":3,"op":"route_rm","route":"00ff"}"#, &fake);
+        assert!(!answer.close);
+        assert_eq!(
+            fake.seen.lock().unwrap().last(),
+            Some(&(mkind::ROUTE_REMOVE, json!({"route": 255})))
+        );
+        // The manager's refusals are `failed`, its absence `unavailable`.
+        let refused = FakeManager {
+            seen: std::sync::Mutex::new(Vec::new()),
+            answer: Err(ProtoError::new(ManagerErrorKind::NoPath, "none")),
+        };
+        let answer = respond(br#"{"id":4,"op":"nodes"}"#, &refused);
+        assert_eq!(error_kind(&answer.line), ErrorKind::Failed);
+        assert!(String::from_utf8_lossy(&answer.line).contains("no_path: none"));
+        let answer = respond(br#"{"id":5,"op":"nodes"}"#, &FakeSource(None));
+        assert_eq!(error_kind(&answer.line), ErrorKind::Unavailable);
     }
 
     #[test]

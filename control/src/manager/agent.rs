@@ -20,6 +20,7 @@ use skywire_dataplane::engine::{Origin, RelaySetup, RouteSetup, RuleChange};
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::wire::RouteId as WireRouteId;
 
+use super::core::Rng;
 use super::proto::{
     ErrorKind, Frame, HeldRule, Install, Key, LinkChange, LinkMeasure, LinkReport, Neighbour,
     Neighbours, ProtoError, Register, Registered, Remove, RouteInfo, RouteRequest, RuleSpec,
@@ -133,7 +134,8 @@ pub struct Agent {
     pending: HashMap<u64, Pending>,
     out: Vec<Frame>,
     completions: Vec<Completion>,
-    nonce: u64,
+    /// Probe nonces: unpredictable in a node (the system's random source).
+    rng: Rng,
     /// When the current connection was made, and when the manager was last heard on it.
     connected_at: Option<Instant>,
     last_heard: Option<Instant>,
@@ -144,7 +146,7 @@ pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Agent {
     /// An agent with no manager connection yet.
-    pub fn new(params: AgentParams, seed: u64) -> Self {
+    pub fn new(params: AgentParams, rng: Rng) -> Self {
         Self {
             params,
             intents: BTreeMap::new(),
@@ -162,7 +164,7 @@ impl Agent {
             pending: HashMap::new(),
             out: Vec::new(),
             completions: Vec::new(),
-            nonce: seed | 1,
+            rng,
             connected_at: None,
             last_heard: None,
         }
@@ -203,14 +205,6 @@ impl Agent {
     /// Routes this node owns.
     pub fn owned_routes(&self) -> Vec<RouteRequest> {
         self.intents.values().cloned().collect()
-    }
-
-    fn next_nonce(&mut self) -> u64 {
-        let x = &mut self.nonce;
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
     }
 
     fn request(&mut self, kind: u8, body: &impl serde::Serialize, pending: Pending) {
@@ -507,7 +501,7 @@ impl Agent {
                 .filter_map(|(k, l)| Some((*k, l.endpoint?)))
                 .collect();
             for (peer, endpoint) in targets {
-                let nonce = self.next_nonce();
+                let nonce = self.rng.next_u64();
                 dataplane.probe(endpoint, nonce);
                 if let Some(log) = self.probes.get_mut(&peer) {
                     log.sent.push_back((nonce, now, None));

@@ -19,6 +19,7 @@ use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 use skywire_dataplane::engine::{EngineEvent, EngineHandle, Origin, RuleChange};
 
 use super::agent::{Agent, AgentParams, Dataplane};
+use super::core::Rng;
 use super::proto::{
     self, Auth, AuthOk, Bytes32, Decoder, ErrorKind, Frame, Hello, Key, Mac, ProtoError, kind,
 };
@@ -178,9 +179,7 @@ fn run(
     params: AgentParams,
     inbox: &Receiver<Request>,
 ) {
-    let mut seed = [0u8; 8];
-    let _ = skywire_dataplane::crypto::keys::fill_random(&mut seed);
-    let mut agent = Agent::new(params, u64::from_le_bytes(seed));
+    let mut agent = Agent::new(params, Rng::system());
     let events = engine.events();
     let mut conn: Option<Connection> = None;
     let mut connecting: Option<Receiver<Result<Connection, String>>> = None;

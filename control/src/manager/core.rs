@@ -247,7 +247,8 @@ impl Rng {
         Self(Some(seed | 1))
     }
 
-    fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         match &mut self.0 {
             Some(x) => {
                 *x ^= *x << 13;

@@ -164,7 +164,7 @@ impl Sim {
                     tun: vec![tun_addr(i)],
                     reserved: Vec::new(),
                 },
-                i as u64 + 7,
+                Rng::seeded(i as u64 + 7),
             );
             by_addr.insert(addr, i);
             nodes.push(SimNode {

@@ -707,23 +707,50 @@ impl Layers {
             let Some(Reverse((cost, hops, state))) = queue.pop() else {
                 break;
             };
-            let (layer, v) = (state / q.n, state % q.n);
-            if v == q.end {
+            self.expand_forward(
+                topo,
+                queue,
+                blocked,
+                epoch,
+                q,
+                (cost, hops),
+                state,
+                |_, _| {},
+            );
+        }
+    }
+
+    /// One forward step of Dijkstra from `state`, reached at `key`: every state one usable
+    /// link further whose label improves is queued and passed to `improved`.
+    #[allow(clippy::too_many_arguments)]
+    fn expand_forward(
+        &mut self,
+        topo: &Topology,
+        queue: &mut Queue,
+        blocked: &[u32],
+        epoch: u32,
+        q: Query,
+        key: Key,
+        state: usize,
+        mut improved: impl FnMut(usize, Key),
+    ) {
+        let (layer, v) = (state / q.n, state % q.n);
+        if v == q.end {
+            return;
+        }
+        let next_layer = (layer + 1).min(q.last);
+        for edge in topo.edges(v) {
+            let Some(w) = enterable(topo, blocked, epoch, edge) else {
+                continue;
+            };
+            if w == q.start || (w == q.end && next_layer < q.last) {
                 continue;
             }
-            let next_layer = (layer + 1).min(q.last);
-            for edge in topo.edges(v) {
-                let Some(w) = enterable(topo, blocked, epoch, edge) else {
-                    continue;
-                };
-                if w == q.start || (w == q.end && next_layer < q.last) {
-                    continue;
-                }
-                let key = add((cost, hops), (edge.cost(q.weight), 1));
-                let next = next_layer * q.n + w;
-                if self.improve(next, key, state, epoch) {
-                    queue.push(Reverse((key.0, key.1, next)));
-                }
+            let next_key = add(key, (edge.cost(q.weight), 1));
+            let next = next_layer * q.n + w;
+            if self.improve(next, next_key, state, epoch) {
+                queue.push(Reverse((next_key.0, next_key.1, next)));
+                improved(next, next_key);
             }
         }
     }
@@ -803,27 +830,12 @@ impl Meet {
                 let Some(Reverse((cost, hops, state))) = fq.pop() else {
                     break;
                 };
-                let (layer, v) = (state / q.n, state % q.n);
-                if v == q.end {
-                    continue;
-                }
-                let next_layer = (layer + 1).min(q.last);
-                for edge in topo.edges(v) {
-                    let Some(w) = enterable(topo, blocked, epoch, edge) else {
-                        continue;
-                    };
-                    if w == q.start || (w == q.end && next_layer < q.last) {
-                        continue;
+                let meet = |next: usize, key: Key| {
+                    if let Some(rest) = backward.best(next, epoch) {
+                        offer(&mut mu, next, add(key, rest));
                     }
-                    let key = add((cost, hops), (edge.cost(q.weight), 1));
-                    let next = next_layer * q.n + w;
-                    if forward.improve(next, key, state, epoch) {
-                        fq.push(Reverse((key.0, key.1, next)));
-                        if let Some(rest) = backward.best(next, epoch) {
-                            offer(&mut mu, next, add(key, rest));
-                        }
-                    }
-                }
+                };
+                forward.expand_forward(topo, fq, blocked, epoch, q, (cost, hops), state, meet);
             } else {
                 let Some(Reverse((cost, hops, state))) = bq.pop() else {
                     break;

@@ -30,7 +30,7 @@ fn agent() -> Agent {
             tun: vec!["10.77.0.1/32".parse().unwrap()],
             reserved: vec![21],
         },
-        5,
+        Rng::seeded(5),
     )
 }
 
