@@ -33,9 +33,9 @@ use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
 
 use super::proto::{
-    ErrorKind, Frame, Install, Key, LinkChange, LinkInfo, LinkReport, Mesh, Neighbour, Neighbours,
-    NodeInfo, ProtoError, Register, Registered, Remove, RouteId, RouteInfo, RouteList,
-    RouteRequest, RuleSpec, WirePrefix, WireWeight, kind,
+    ErrorKind, Frame, HEADER_AFTER_LEN, Install, Key, LinkChange, LinkInfo, LinkReport, MAX_FRAME,
+    Mesh, Neighbour, Neighbours, NodeInfo, ProtoError, Register, Registered, Remove, RouteId,
+    RouteInfo, RouteList, RouteRequest, RuleSpec, TAG_LEN, WirePrefix, WireWeight, kind,
 };
 use super::topology::{Constraints, LinkMetrics, Router, Topology, Weight};
 
@@ -419,6 +419,19 @@ impl ManagerCore {
                 format!("unknown request kind {other:#04x}"),
             )),
         };
+        // A view of a very large mesh may not fit one frame: say so rather than send a
+        // frame the encoder refuses (which would close the connection).
+        let result = result.and_then(|body| {
+            let len = serde_json::to_vec(&body).map_or(usize::MAX, |b| b.len());
+            if len > MAX_FRAME - HEADER_AFTER_LEN - TAG_LEN - 16 {
+                Err(ProtoError::new(
+                    ErrorKind::BadRequest,
+                    format!("the answer would be {len} bytes, more than a frame holds"),
+                ))
+            } else {
+                Ok(body)
+            }
+        });
         let reply = match result {
             Ok(body) => Frame::ok(frame.kind, frame.id, &body),
             Err(e) => {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use skywire_dataplane::crypto::PrivateKey;
 
 use super::super::proto::{
-    ErrorKind, HeldRule, Key, Register, Remove, RouteInfo, RouteRequest, WirePrefix, kind,
+    ErrorKind, HeldRule, Key, Mesh, Register, Remove, RouteInfo, RouteRequest, WirePrefix, kind,
 };
 use super::super::sim::{Sim, Wire};
 use super::*;
@@ -169,7 +169,7 @@ fn a_removed_node_gets_its_routes_repaired() {
             assert_eq!(sim.manager_rules(node), 0, "node {node} kept old rules");
         }
     }
-    // A dead link is routed around as well.
+    // A node cannot withdraw a link of the manager's config.
     let a = new_path[1];
     let b = new_path[2];
     let peer = sim.pk(b).to_string();
@@ -685,4 +685,40 @@ fn routes_of_a_source_gone_for_good_are_dropped() {
         "{:?}",
         sim.log
     );
+}
+
+#[test]
+fn a_view_too_large_for_a_frame_is_refused_without_closing_the_connection() {
+    let mut core = ManagerCore::new(Params::default(), Rng::seeded(9));
+    let now = Instant::now();
+    // About 150 bytes per node: 9000 nodes make a view of about 1.3 MiB.
+    let n: u32 = 9000;
+    for i in 1..=n {
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(&i.to_le_bytes());
+        core.authenticated(u64::from(i), PublicKey::from_bytes(bytes), now);
+        let register = Register {
+            endpoint: Some(
+                format!("198.18.{}.{}:6000", i / 250, i % 250)
+                    .parse()
+                    .unwrap(),
+            ),
+            ..Register::default()
+        };
+        core.frame(
+            u64::from(i),
+            Frame::request(kind::REGISTER, 1, &register),
+            now,
+        );
+    }
+    core.drain();
+    core.frame(1, Frame::request(kind::NODES, 2, &Value::Null), now);
+    let out = core.drain();
+    let reply = &sent(&out, 1, kind::NODES | super::super::proto::REPLY)[0];
+    let Err(err) = reply.reply::<Value>() else {
+        panic!("a view of {n} nodes was sent whole");
+    };
+    assert!(err.message.contains("more than a frame holds"), "{err}");
+    assert!(super::super::proto::encode(reply, None).is_ok());
+    assert!(!out.iter().any(|o| matches!(o, Output::Close(..))));
 }
