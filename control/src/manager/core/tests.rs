@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use skywire_dataplane::crypto::PrivateKey;
 
 use super::super::proto::{
-    ErrorKind, HeldRule, Key, Mesh, Register, Remove, RouteInfo, RouteRequest, WirePrefix, kind,
+    ErrorKind, HeldRule, Key, Register, Remove, RouteInfo, RouteRequest, WirePrefix, kind,
 };
 use super::super::sim::{Sim, Wire};
 use super::*;
