@@ -13,6 +13,7 @@ use signal_hook::iterator::Signals;
 use skywire_control::config::Config;
 use skywire_control::ctl::protocol::Op;
 use skywire_control::ctl::{self, CtlError};
+use skywire_control::manager::client::NO_REPLY;
 use skywire_control::manager::core::{ManagerCore, Params, Rng};
 use skywire_control::manager::proto::{Mesh, RouteInfo, RouteList};
 use skywire_control::manager::server::Manager;
@@ -317,7 +318,12 @@ pub(crate) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
                 }
                 replies.push(body);
             }
-            Err(e) if e.is_unavailable() || e.is_permission() => return Err(e.into()),
+            // No route, an unknown key, a stopped node: no point in asking again.
+            Err(e)
+                if e.is_unavailable() || e.is_permission() || !e.to_string().contains(NO_REPLY) =>
+            {
+                return Err(e.into());
+            }
             Err(e) => {
                 lost += 1;
                 if !args.node.json {

@@ -30,6 +30,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait between connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// How a ping that got no pong is reported (distinct from a refused ping).
+pub const NO_REPLY: &str = "no reply";
+
 /// How long a user request waits for the manager (a route setup included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -110,7 +113,7 @@ impl AgentHandle {
             .map_err(|_| "the node is stopping".to_owned())?;
         answer
             .recv_timeout(timeout)
-            .map_err(|_| format!("no reply within {} ms", timeout.as_millis()))?
+            .map_err(|_| format!("{NO_REPLY} within {} ms", timeout.as_millis()))?
     }
 
     /// Stop the client thread.
@@ -289,7 +292,7 @@ fn run(
         }
         pings.retain(|_, p| {
             if p.deadline <= now {
-                let _ = p.reply.send(Err("no reply".to_owned()));
+                let _ = p.reply.send(Err(NO_REPLY.to_owned()));
                 false
             } else {
                 true
