@@ -408,6 +408,16 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
         mesh.manager_relays(2) == 0 && mesh.manager_relays(3) == 0
     });
     assert!(cleared.is_some(), "relays kept rules after route rm");
+    // With no route to a node, `skywire ping` says so at once.
+    let started = Instant::now();
+    let (code, _, err) = mesh.sky(0, &["ping", mesh.key(1), "-c", "3"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no route"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     // An unknown route id is refused, and nothing else changes.
     let (code, _, err) = mesh.sky(0, &["route", "rm", "123456789abcdef"]);
     assert_eq!(code, 1, "{err}");
