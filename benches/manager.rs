@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use skywire_control::manager::topology::{
-    Constraints, LinkMetrics, RouteError, Router, Topology, Weight,
+    Constraints, LinkMetrics, RouteError, RouteWeight, Router, Topology,
 };
 use skywire_dataplane::crypto::PublicKey;
 
@@ -167,7 +167,7 @@ fn route(c: &mut Criterion) {
 
     let hops = Constraints::default();
     let latency = Constraints {
-        weight: Weight::Latency,
+        weight: RouteWeight::Latency,
         ..Constraints::default()
     };
     let min3_avoid = |weight| Constraints {
@@ -178,7 +178,7 @@ fn route(c: &mut Criterion) {
     };
     let min4 = Constraints {
         min_hops: 4,
-        weight: Weight::Latency,
+        weight: RouteWeight::Latency,
         ..Constraints::default()
     };
 
@@ -208,12 +208,12 @@ fn route(c: &mut Criterion) {
         (
             "hops_min3_avoid100",
             &clear_of_avoided,
-            min3_avoid(Weight::Hops),
+            min3_avoid(RouteWeight::Hops),
         ),
         (
             "latency_min3_avoid100",
             &clear_of_avoided,
-            min3_avoid(Weight::Latency),
+            min3_avoid(RouteWeight::Latency),
         ),
         ("latency_neighbours_min4", &neighbours, min4.clone()),
         ("latency_fallback_min4", &fallback, min4),

@@ -7,17 +7,18 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use skywire_control::config::Config;
 use skywire_control::ctl::protocol::Op;
 use skywire_control::ctl::{self, CtlError};
 use skywire_control::manager::client::NO_REPLY;
-use skywire_control::manager::core::{ManagerCore, Params, Rng};
+use skywire_control::manager::core::{ManagerCore, Rng};
 use skywire_control::manager::proto::{Mesh, RouteInfo, RouteList};
 use skywire_control::manager::server::Manager;
 use skywire_control::manager::show;
+use skywire_control::manager::topology::RouteWeight;
 use skywire_dataplane::crypto::PublicKey;
 
 /// Run the node manager: nodes register with it, and it sets up their routes on every hop
@@ -42,7 +43,7 @@ pub(crate) struct ManagerArgs {
 pub(crate) fn manager(args: &ManagerArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let key = config.manager_key()?;
-    let params = Params::from_config(&config.manager);
+    let params = config.manager.params();
     let listen = config.manager.listen();
     if args.check {
         println!(
@@ -121,7 +122,7 @@ enum RouteCommand {
         avoid: Vec<PublicKey>,
         /// What "shortest" means [default: the manager's, usually hops]
         #[arg(long, value_enum)]
-        weight: Option<WeightArg>,
+        weight: Option<RouteWeight>,
     },
     /// List the manager's routes this node is an end of
     #[command(alias = "list")]
@@ -132,12 +133,6 @@ enum RouteCommand {
         /// The route's id (as `route ls` shows it)
         id: String,
     },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum WeightArg {
-    Hops,
-    Latency,
 }
 
 pub(crate) fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
@@ -157,10 +152,7 @@ pub(crate) fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
                     min_hops: *min_hops,
                     max_hops: *max_hops,
                     avoid: avoid.iter().map(ToString::to_string).collect(),
-                    weight: weight.map(|w| match w {
-                        WeightArg::Hops => "hops".to_owned(),
-                        WeightArg::Latency => "latency".to_owned(),
-                    }),
+                    weight: weight.map(|w| w.as_str().to_owned()),
                 },
             )?;
             if node.json {

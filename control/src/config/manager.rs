@@ -26,7 +26,7 @@
 
 use core::time::Duration;
 use std::collections::HashMap;
-use std::fmt;
+
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
@@ -35,8 +35,12 @@ use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 
 use super::error::{ConfigError, Problem};
 use super::paths::PathText;
-use super::values::{Heartbeat, HopCount, ListenAddr, PublicKeyValue, RuleExpiry, SetupTimeout};
+use super::values::{
+    Heartbeat, HopCount, ListenAddr, MAX_HOPS, PublicKeyValue, RuleExpiry, SetupTimeout,
+};
 use super::yaml::{self, KeyPath, Locator};
+use crate::manager::core::Params;
+use crate::manager::topology::RouteWeight;
 
 /// Where the manager's private key lives when the config does not say (`skywire keygen
 /// --out` creates one).
@@ -58,35 +62,6 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// How many heartbeat intervals a node may stay silent before the manager takes it for dead.
 pub const HEARTBEATS_BEFORE_DEAD: u32 = 3;
-
-/// The most hops a route may have, and the default `max_hops`.
-pub const MAX_HOPS: u8 = 16;
-
-/// The metric the manager minimises when it picks a route (`manager.weight`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum RouteWeight {
-    /// The fewest hops (`hops`).
-    #[default]
-    Hops,
-    /// The lowest measured latency (`latency`).
-    Latency,
-}
-
-impl RouteWeight {
-    /// The name as written in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hops => "hops",
-            Self::Latency => "latency",
-        }
-    }
-}
-
-impl fmt::Display for RouteWeight {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The `manager:` section.
 ///
@@ -193,6 +168,23 @@ impl ManagerConfig {
         self.max_hops
     }
 
+    /// What the manager's core runs with: this section, as the core's own [`Params`].
+    pub fn params(&self) -> Params {
+        Params {
+            allow: self
+                .allow
+                .as_ref()
+                .map(|keys| keys.iter().copied().collect()),
+            links: self.links.iter().map(|[a, b]| (*a, *b)).collect(),
+            rule_expiry: self.rule_expiry,
+            setup_timeout: self.setup_timeout,
+            heartbeat: self.heartbeat,
+            weight: self.weight,
+            min_hops: usize::from(self.min_hops),
+            max_hops: usize::from(self.max_hops),
+        }
+    }
+
     /// The manager's private key, loaded from [`Self::key`]; an error names `manager.key`.
     pub(super) fn private_key(&self, at: &Locator<'_>) -> Result<PrivateKey, ConfigError> {
         super::load_key(&self.key, &KeyPath::top("manager").key("key"), at)
@@ -226,11 +218,7 @@ impl TryFrom<String> for WeightValue {
     type Error = Problem;
 
     fn try_from(text: String) -> Result<Self, Problem> {
-        [RouteWeight::Hops, RouteWeight::Latency]
-            .into_iter()
-            .find(|weight| weight.as_str() == text)
-            .map(Self)
-            .ok_or(Problem::NotARouteWeight)
+        text.parse().map(Self).map_err(|_| Problem::NotARouteWeight)
     }
 }
 

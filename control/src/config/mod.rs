@@ -61,11 +61,12 @@ pub use apps::{App, AppName, AppPath, Apps};
 pub use error::{ConfigError, Position, Problem};
 pub use manager::{
     DEFAULT_HEARTBEAT, DEFAULT_MANAGER_KEY, DEFAULT_MANAGER_LISTEN, DEFAULT_RULE_EXPIRY,
-    DEFAULT_SETUP_TIMEOUT, HEARTBEATS_BEFORE_DEAD, MAX_HOPS, ManagerConfig, RouteWeight,
+    DEFAULT_SETUP_TIMEOUT, HEARTBEATS_BEFORE_DEAD, ManagerConfig,
 };
 pub use node::{
     DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN, DEFAULT_MTU, DEFAULT_NODE_KEY, ManagerLink, NodeConfig,
 };
+pub use values::MAX_HOPS;
 use yaml::{KeyPath, Layout, Locator};
 
 /// The largest config file read, in bytes (1 MiB). Real configs are a few kilobytes; the bound

@@ -16,7 +16,7 @@ use skywire_dataplane::route::{Prefix, PrefixError};
 use skywire_dataplane::wire::RouteId;
 
 use super::error::Problem;
-use super::manager::MAX_HOPS;
+use crate::manager::topology::DEFAULT_MAX_HOPS;
 
 /// The smallest MTU accepted: the IPv4 minimum every host must reassemble.
 pub(super) const MIN_MTU: u16 = 576;
@@ -248,6 +248,11 @@ fn duration_within(
     }
     Ok(duration)
 }
+
+/// The most hops a route may have (`min_hops`, `max_hops`), and the default `max_hops`: the
+/// route search's own default.
+pub const MAX_HOPS: u8 = 16;
+const _: () = assert!(MAX_HOPS as usize == DEFAULT_MAX_HOPS);
 
 /// A number of hops on a route the manager computes, 1 to [`MAX_HOPS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -41,8 +41,9 @@ use skywire_dataplane::engine::{EngineGone, EngineHandle, NodeStatus};
 
 use crate::manager::client::{AgentHandle, PingReply};
 use crate::manager::proto::{
-    ErrorKind as ManagerErrorKind, Key, ProtoError, RouteRequest, WireWeight, kind as mkind,
+    ErrorKind as ManagerErrorKind, Key, ProtoError, RouteRequest, kind as mkind,
 };
+use crate::manager::topology::RouteWeight;
 
 use super::protocol::{
     ErrorKind, LineRead, MAX_REQUEST, Op, ParsedRequest, Reply, Response, StatusReply,
@@ -145,8 +146,8 @@ fn manager_op(op: Op, source: &dyn StatusSource) -> Result<Value, (ErrorKind, St
         } => {
             let weight = match weight.as_deref() {
                 None => None,
-                Some("hops") => Some(WireWeight::Hops),
-                Some("latency") => Some(WireWeight::Latency),
+                Some("hops") => Some(RouteWeight::Hops),
+                Some("latency") => Some(RouteWeight::Latency),
                 Some(other) => {
                     return Err((
                         ErrorKind::BadRequest,

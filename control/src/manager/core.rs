@@ -35,9 +35,9 @@ use skywire_dataplane::route::Prefix;
 use super::proto::{
     ErrorKind, Frame, HEADER_AFTER_LEN, Install, Key, LinkChange, LinkInfo, LinkReport, MAX_FRAME,
     Mesh, Neighbour, Neighbours, NodeInfo, ProtoError, Register, Registered, Remove, RouteId,
-    RouteInfo, RouteList, RouteRequest, RuleSpec, TAG_LEN, WirePrefix, WireWeight, kind,
+    RouteInfo, RouteList, RouteRequest, RuleSpec, TAG_LEN, WirePrefix, kind,
 };
-use super::topology::{Constraints, LinkMetrics, Router, Topology, Weight};
+use super::topology::{Constraints, LinkMetrics, RouteWeight, Router, Topology};
 
 /// How long a failed route waits before the next attempt.
 pub const RETRY: Duration = Duration::from_millis(500);
@@ -76,30 +76,11 @@ pub struct Params {
     /// Nodes send a heartbeat this often.
     pub heartbeat: Duration,
     /// Default route metric.
-    pub weight: WireWeight,
+    pub weight: RouteWeight,
     /// Default minimum number of links.
     pub min_hops: usize,
     /// Default maximum number of links.
     pub max_hops: usize,
-}
-
-impl Params {
-    /// The parameters of a `manager:` config section.
-    pub fn from_config(config: &crate::config::ManagerConfig) -> Self {
-        Self {
-            allow: config.allow().map(|keys| keys.iter().copied().collect()),
-            links: config.links().iter().map(|[a, b]| (*a, *b)).collect(),
-            rule_expiry: config.rule_expiry(),
-            setup_timeout: config.setup_timeout(),
-            heartbeat: config.heartbeat(),
-            weight: match config.weight() {
-                crate::config::RouteWeight::Hops => WireWeight::Hops,
-                crate::config::RouteWeight::Latency => WireWeight::Latency,
-            },
-            min_hops: usize::from(config.min_hops()),
-            max_hops: usize::from(config.max_hops()),
-        }
-    }
 }
 
 impl Default for Params {
@@ -110,7 +91,7 @@ impl Default for Params {
             rule_expiry: Duration::from_secs(30),
             setup_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(1),
-            weight: WireWeight::Hops,
+            weight: RouteWeight::Hops,
             min_hops: 1,
             max_hops: 16,
         }
@@ -1087,10 +1068,7 @@ impl ManagerCore {
             min_hops: request.min_hops.unwrap_or(self.params.min_hops),
             max_hops: request.max_hops.unwrap_or(self.params.max_hops),
             avoid: request.avoid.iter().map(|k| k.0).collect(),
-            weight: match request.weight.unwrap_or(self.params.weight) {
-                WireWeight::Hops => Weight::Hops,
-                WireWeight::Latency => Weight::Latency,
-            },
+            weight: request.weight.unwrap_or(self.params.weight),
         }
     }
 

@@ -43,6 +43,8 @@ use skywire_dataplane::crypto::kdf;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 use skywire_dataplane::route::Prefix;
 
+use super::topology::RouteWeight;
+
 /// The protocol version this code speaks.
 pub const VERSION: u8 = 1;
 
@@ -612,17 +614,6 @@ pub fn proof_matches(a: &Bytes32, b: &Bytes32) -> bool {
     constant_time_eq(&a.0, &b.0)
 }
 
-/// Route metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WireWeight {
-    /// Fewest links.
-    #[default]
-    Hops,
-    /// Lowest measured round trip.
-    Latency,
-}
-
 /// What a node asks for when it adds a route; also how it reports its routes on
 /// registration (with `id` set).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -644,7 +635,7 @@ pub struct RouteRequest {
     pub avoid: Vec<Key>,
     /// The metric (default: the manager's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<WireWeight>,
+    pub weight: Option<RouteWeight>,
 }
 
 /// A rule held by a node, tagged with its route: reported on registration.
@@ -832,7 +823,7 @@ pub struct RouteInfo {
     /// What was asked.
     pub avoid: Vec<Key>,
     /// What was asked.
-    pub weight: WireWeight,
+    pub weight: RouteWeight,
     /// How many times its path was rebuilt.
     pub repairs: u64,
 }

@@ -135,7 +135,8 @@ pub fn mesh(mesh: &Mesh) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manager::proto::{LinkInfo, NodeInfo, WireWeight};
+    use crate::manager::proto::{LinkInfo, NodeInfo};
+    use crate::manager::topology::RouteWeight;
     use skywire_dataplane::crypto::PrivateKey;
 
     fn k(b: u8) -> Key {
@@ -153,7 +154,7 @@ mod tests {
             min_hops: 2,
             max_hops: 16,
             avoid: vec![k(4)],
-            weight: WireWeight::Hops,
+            weight: RouteWeight::Hops,
             repairs: 1,
         };
         let line = route(&info);

@@ -18,7 +18,7 @@
 //!
 //! [`Router::route`] returns the cheapest **simple** path (no node twice) from `src` to
 //! `dst` whose number of links (hops: `A-E` is 1, `A-B-E` is 2) lies in
-//! `[min_hops, max_hops]`, by the [`Weight`] in the [`Constraints`]. Among paths of equal
+//! `[min_hops, max_hops]`, by the [`RouteWeight`] in the [`Constraints`]. Among paths of equal
 //! cost the search prefers fewer hops. Links are symmetric, so the route from `dst` to
 //! `src` is the same path reversed ([`Path::reversed`]) at the same cost; there is no need
 //! to compute it twice.
@@ -44,7 +44,7 @@
 //! 2. **Fallback: best-first search over simple paths**, only when the walk repeats a node
 //!    (`min_hops` forced a detour through a cheap loop) or is longer than `max_hops` (a
 //!    cheaper walk with more hops than allowed). Two more layered Dijkstras (one under
-//!    [`Weight::Hops`]), run from `dst` over everything reachable (`O(V * L)` memory
+//!    [`RouteWeight::Hops`]), run from `dst` over everything reachable (`O(V * L)` memory
 //!    written, so the fallback costs at least a full search), give for every `(node, hops still needed)` a lower bound on the remaining cost
 //!    and on the remaining hops. An A* search then grows partial simple paths from `src`,
 //!    cheapest `cost + bound` first, dropping any that would repeat a node, exceed
@@ -62,10 +62,13 @@
 //! convenient form with a fresh `Router` each call; a manager computing many routes keeps
 //! one `Router`.
 
+use core::fmt;
+use core::str::FromStr;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use skywire_dataplane::crypto::PublicKey;
 
 /// Default [`Constraints::max_hops`].
@@ -75,15 +78,15 @@ pub const DEFAULT_MAX_HOPS: usize = 16;
 /// `min_hops + 1` states per node.
 pub const MAX_MIN_HOPS: usize = 64;
 
-/// What a link of unknown round-trip time costs under [`Weight::Latency`]: high, so any
+/// What a link of unknown round-trip time costs under [`RouteWeight::Latency`]: high, so any
 /// measured link of sane latency is preferred, but usable.
 pub const UNKNOWN_RTT: Duration = Duration::from_secs(1);
 
-/// The round-trip time at which [`Weight::Latency`] stops telling links apart, so sums of
+/// The round-trip time at which [`RouteWeight::Latency`] stops telling links apart, so sums of
 /// link costs cannot overflow.
 pub const MAX_RTT: Duration = Duration::from_secs(60);
 
-/// The loss rate at which [`Weight::Latency`] stops penalising more: a lossy link costs
+/// The loss rate at which [`RouteWeight::Latency`] stops penalising more: a lossy link costs
 /// at most `1 / (1 - MAX_LOSS)` = 10 times its round-trip time.
 pub const MAX_LOSS: f32 = 0.9;
 
@@ -113,7 +116,7 @@ impl Default for LinkMetrics {
 }
 
 impl LinkMetrics {
-    /// The link's cost under [`Weight::Latency`], in microseconds: the round-trip time
+    /// The link's cost under [`RouteWeight::Latency`], in microseconds: the round-trip time
     /// ([`UNKNOWN_RTT`] if not measured, at least 1 µs, at most [`MAX_RTT`]) divided by
     /// `1 - loss`, with loss clamped to `0..=MAX_LOSS` (not a number counts as
     /// `MAX_LOSS`). `rtt / (1 - loss)` is the expected time to get a packet across when
@@ -131,15 +134,54 @@ impl LinkMetrics {
     }
 }
 
-/// What a route minimises.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Weight {
-    /// The number of links: every usable link costs 1.
+/// What a route minimises: the one route weight type of the project. The config's
+/// `manager.weight`, the CLI's `--weight`, the control socket's and the manager
+/// protocol's `weight` are all this type, written `hops` or `latency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum RouteWeight {
+    /// The number of links: every usable link costs 1 (`hops`).
     #[default]
     Hops,
     /// The sum of [`LinkMetrics::latency_cost`]: round-trip times in microseconds,
-    /// unmeasured links costed high, lossy links penalised.
+    /// unmeasured links costed high, lossy links penalised (`latency`).
     Latency,
+}
+
+impl RouteWeight {
+    /// Every weight, in the order they are documented.
+    pub const ALL: [Self; 2] = [Self::Hops, Self::Latency];
+
+    /// The name as written in configs, on the command line and on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Hops => "hops",
+            Self::Latency => "latency",
+        }
+    }
+}
+
+impl fmt::Display for RouteWeight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a [`RouteWeight`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a route weight is `hops` or `latency`")]
+pub struct UnknownWeight;
+
+impl FromStr for RouteWeight {
+    type Err = UnknownWeight;
+
+    fn from_str(text: &str) -> Result<Self, UnknownWeight> {
+        Self::ALL
+            .into_iter()
+            .find(|weight| weight.as_str() == text)
+            .ok_or(UnknownWeight)
+    }
 }
 
 /// What a route must satisfy.
@@ -153,7 +195,7 @@ pub struct Constraints {
     /// in the list is an error.
     pub avoid: HashSet<PublicKey>,
     /// What the path minimises.
-    pub weight: Weight,
+    pub weight: RouteWeight,
 }
 
 impl Default for Constraints {
@@ -163,7 +205,7 @@ impl Default for Constraints {
             min_hops: 1,
             max_hops: DEFAULT_MAX_HOPS,
             avoid: HashSet::new(),
-            weight: Weight::Hops,
+            weight: RouteWeight::Hops,
         }
     }
 }
@@ -311,10 +353,10 @@ impl Edge {
         }
     }
 
-    fn cost(&self, weight: Weight) -> u64 {
+    fn cost(&self, weight: RouteWeight) -> u64 {
         match weight {
-            Weight::Hops => 1,
-            Weight::Latency => self.latency,
+            RouteWeight::Hops => 1,
+            RouteWeight::Latency => self.latency,
         }
     }
 }
@@ -637,7 +679,7 @@ struct Query {
     n: usize,
     /// The last layer: `min_hops`.
     last: usize,
-    weight: Weight,
+    weight: RouteWeight,
 }
 
 /// The node across `edge`, if a route may step onto it: the link is up, the node is up
@@ -1063,11 +1105,11 @@ impl Router {
             .run(topo, &mut self.queue, &self.blocked, self.epoch, back);
         self.reverse
             .lower_bounds(self.epoch, n, last, &mut self.cost_bound);
-        if weight == Weight::Hops {
+        if weight == RouteWeight::Hops {
             self.hops_bound.clone_from(&self.cost_bound);
         } else {
             let by_hops = Query {
-                weight: Weight::Hops,
+                weight: RouteWeight::Hops,
                 ..back
             };
             self.reverse_hops.fit(states);
@@ -1260,7 +1302,7 @@ mod tests {
 
     fn latency() -> Constraints {
         Constraints {
-            weight: Weight::Latency,
+            weight: RouteWeight::Latency,
             ..Constraints::default()
         }
     }
@@ -1634,8 +1676,8 @@ mod tests {
                     && !path.contains(&next)
                 {
                     let step = match c.weight {
-                        Weight::Hops => 1,
-                        Weight::Latency => metrics.latency_cost(),
+                        RouteWeight::Hops => 1,
+                        RouteWeight::Latency => metrics.latency_cost(),
                     };
                     path.push(next);
                     dfs(topo, c, path, cost + step, dst, best);
@@ -1668,8 +1710,8 @@ mod tests {
             .map(|(a, b)| {
                 let metrics = topo.link(a, b).unwrap();
                 match c.weight {
-                    Weight::Hops => 1,
-                    Weight::Latency => metrics.latency_cost(),
+                    RouteWeight::Hops => 1,
+                    RouteWeight::Latency => metrics.latency_cost(),
                 }
             })
             .sum()
@@ -1744,7 +1786,7 @@ mod tests {
                 min_hops: case.min_hops,
                 max_hops: case.max_hops,
                 avoid: (0..case.n).filter(|&i| case.avoid[i as usize]).map(key).collect(),
-                weight: if case.latency { Weight::Latency } else { Weight::Hops },
+                weight: if case.latency { RouteWeight::Latency } else { RouteWeight::Hops },
             };
             let mut router = Router::new();
             for s in 0..case.n {

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use crate::crypto::noise::HandshakeError;
 use crate::crypto::{PrivateKey, PublicKey};
 use crate::route::Prefix;
+pub use crate::sys::tun::TunSetup;
 use crate::wire::RouteId;
 
 /// Where a rule came from.
@@ -101,18 +102,6 @@ pub struct NodeSetup {
     /// GRO), UDP GSO and GRO. Each falls back to one packet per call by itself when the
     /// kernel refuses it; `false` never asks.
     pub offload: bool,
-}
-
-/// The TUN device of a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunSetup {
-    /// Interface name, at most 15 bytes.
-    pub name: String,
-    /// Addresses with prefix lengths, assigned to the interface (`10.77.0.1/24`).
-    pub addresses: Vec<Prefix>,
-    /// MTU of the interface: the largest IP packet carried, before the 36-byte route
-    /// overhead and the UDP/IP headers of the transport.
-    pub mtu: u16,
 }
 
 /// A route this node is an end of, set up statically (like a WireGuard peer).

@@ -43,7 +43,20 @@ const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
 const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
 
 use super::netlink;
-use crate::engine::TunSetup;
+use crate::route::Prefix;
+
+/// The TUN device of a node: what [`TunDevice::create`] makes. It is part of the engine's
+/// `NodeSetup`, and defined here, below the engine, because the device is made here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunSetup {
+    /// Interface name, at most 15 bytes.
+    pub name: String,
+    /// Addresses with prefix lengths, assigned to the interface (`10.77.0.1/24`).
+    pub addresses: Vec<Prefix>,
+    /// MTU of the interface: the largest IP packet carried, before the 36-byte route
+    /// overhead and the UDP/IP headers of the transport.
+    pub mtu: u16,
+}
 
 /// A TUN device created and configured by this process, removed when dropped.
 pub struct TunDevice {
@@ -376,7 +389,7 @@ impl fmt::Debug for TunDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::Prefix;
+
     use crate::route::prefix::destination;
     use crate::sys::testns;
     use mio::unix::SourceFd;

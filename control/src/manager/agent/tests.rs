@@ -250,7 +250,7 @@ fn what_the_node_owns_is_registered_again_after_a_reconnect() {
         min_hops: 2,
         max_hops: 16,
         avoid: vec![],
-        weight: proto::WireWeight::Hops,
+        weight: crate::manager::topology::RouteWeight::Hops,
         repairs: 0,
     };
     a.frame(
