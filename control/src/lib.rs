@@ -16,6 +16,8 @@
 //!   and the client library.
 //! - [`launcher`]: viscript, the app launcher: apps from `config.yaml`, sequence ids,
 //!   daemons restarted with backoff, the console commands, headless socket and GUI.
+//! - [`local`]: private Unix sockets (0600 in a 0700 folder, `SO_PEERCRED`), bounded line
+//!   reads and connection slots, shared by every server in the crate.
 //! - [`procfs`]: a process's resource figures from `/proc`.
 //!
 //! This crate may do file and socket I/O; the data plane never does.
@@ -35,6 +37,7 @@ pub mod ctl;
 pub mod demo;
 pub mod keyfile;
 pub mod launcher;
+pub mod local;
 pub mod manager;
 pub mod procfs;
 pub mod signal;

@@ -6,9 +6,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::protocol::{
-    ErrorKind, LineRead, MAX_RESPONSE, Op, Outcome, Request, Response, StatusReply, read_line,
-};
+use crate::local::{LineRead, read_line};
+
+use super::protocol::{ErrorKind, MAX_RESPONSE, Op, Outcome, Request, Response, StatusReply};
 
 /// How long `skywire status` waits for the node by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

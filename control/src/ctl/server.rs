@@ -1,11 +1,7 @@
 //! The node's side of the control socket: bind it safely, check who connects, answer.
 //!
-//! - **Binding.** The socket's folder is created 0700 when missing and refused when it
-//!   exists and others may write to it (they could swap the socket). An old socket file is
-//!   removed only when nothing answers on it (connecting is refused); a live one is never
-//!   taken over. The socket itself is made 0600. Between `bind` and that `chmod` the
-//!   socket has the umask's mode; the folder's mode and the peer check below cover that
-//!   moment.
+//! - **Binding.** [`crate::local::socket`]: 0600 in a folder only its owner can write, a
+//!   stale socket replaced, a live one never taken over.
 //! - **Who may ask.** Each connection's peer uid comes from `SO_PEERCRED` (the kernel's
 //!   word, not the client's). Root and the socket file's owner are served; anyone else gets
 //!   a `permission` error and the connection is closed.
@@ -26,11 +22,9 @@
 //! [`StatusSource`] to a response, tested without sockets.
 
 use core::time::Duration;
-use std::fs::{self, DirBuilder};
-use std::io::{self, BufReader, ErrorKind as IoErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::io::{self, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -39,6 +33,9 @@ use serde_json::{Value, json};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{EngineGone, EngineHandle, NodeStatus};
 
+use crate::local::{
+    BoundSocket, ConnectionSlot, LineRead, bind_private, is_allowed, peer_uid, read_line,
+};
 use crate::manager::client::{AgentHandle, PingReply};
 use crate::manager::proto::{
     ErrorKind as ManagerErrorKind, Key, ProtoError, RouteRequest, kind as mkind,
@@ -46,8 +43,7 @@ use crate::manager::proto::{
 use crate::manager::topology::RouteWeight;
 
 use super::protocol::{
-    ErrorKind, LineRead, MAX_REQUEST, Op, ParsedRequest, Reply, Response, StatusReply,
-    parse_request, read_line,
+    ErrorKind, MAX_REQUEST, Op, ParsedRequest, Reply, Response, StatusReply, parse_request,
 };
 
 /// At most this many connections are served at once.
@@ -260,88 +256,11 @@ pub fn respond(line: &[u8], source: &dyn StatusSource) -> Answer {
     }
 }
 
-/// Whether a peer with `peer_uid` may use a socket owned by `owner_uid`.
-pub fn is_allowed(peer_uid: u32, owner_uid: u32) -> bool {
-    peer_uid == 0 || peer_uid == owner_uid
-}
-
 /// A bound control socket, not yet serving. Dropping it removes the socket file.
 #[derive(Debug)]
 pub struct ControlServer {
     listener: UnixListener,
     socket: BoundSocket,
-}
-
-/// Bind a Unix socket at `path` the way the control socket is bound (see the module doc):
-/// folder 0700 or not writable by others, a stale socket replaced, a live one refused, the
-/// socket 0600, the listener non-blocking. Shared with viscript's headless socket.
-pub(crate) fn bind_private(path: &Path) -> io::Result<(UnixListener, BoundSocket)> {
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    prepare_folder(parent)?;
-    remove_stale_socket(path)?;
-
-    let listener = UnixListener::bind(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot bind the control socket {}: {e}", path.display()),
-        )
-    })?;
-    let meta = fs::symlink_metadata(path)?;
-    // From here on, dropping `socket` removes the file, also when the chmod fails.
-    let socket = BoundSocket {
-        path: path.to_owned(),
-        owner_uid: meta.uid(),
-        dev: meta.dev(),
-        ino: meta.ino(),
-    };
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot make {} mode 0600: {e}", path.display()),
-        )
-    })?;
-    listener.set_nonblocking(true)?;
-    Ok((listener, socket))
-}
-
-/// The uid of the process at the other end of `stream`, from `SO_PEERCRED`.
-pub(crate) fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    Ok(rustix::net::sockopt::socket_peercred(stream)?.uid.as_raw())
-}
-
-/// The socket file this server created; removed on drop if it is still that file.
-#[derive(Debug)]
-pub(crate) struct BoundSocket {
-    path: PathBuf,
-    owner_uid: u32,
-    dev: u64,
-    ino: u64,
-}
-
-impl BoundSocket {
-    /// The socket's path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The uid owning the socket file: with root, the only user served.
-    pub(crate) fn owner_uid(&self) -> u32 {
-        self.owner_uid
-    }
-}
-
-impl Drop for BoundSocket {
-    fn drop(&mut self) {
-        // Someone may have removed ours and bound another in its place; leave that alone.
-        let ours = fs::symlink_metadata(&self.path)
-            .is_ok_and(|meta| meta.dev() == self.dev && meta.ino() == self.ino);
-        if ours {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
 }
 
 impl ControlServer {
@@ -357,7 +276,7 @@ impl ControlServer {
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
-        &self.socket.path
+        self.socket.path()
     }
 
     /// Serve requests from `source` on this thread until `stop` is set, then remove the
@@ -395,7 +314,7 @@ impl ControlServer {
         source: &Arc<dyn StatusSource + Send + Sync>,
         active: &Arc<AtomicUsize>,
     ) {
-        let slot = ConnectionSlot::take(active);
+        let slot = ConnectionSlot::take_of(active, MAX_CONNECTIONS);
         let setup = stream
             .set_nonblocking(false)
             .and_then(|()| stream.set_read_timeout(Some(CONNECTION_TIMEOUT)))
@@ -414,7 +333,7 @@ impl ControlServer {
             return;
         };
         let source = Arc::clone(source);
-        let owner_uid = self.socket.owner_uid;
+        let owner_uid = self.socket.owner_uid();
         // If no thread can be had, the connection is dropped (closed) with the closure.
         let _ = thread::Builder::new()
             .name("skywire-ctl-conn".to_owned())
@@ -422,32 +341,6 @@ impl ControlServer {
                 let _slot = slot;
                 serve_connection(stream, &*source, owner_uid);
             });
-    }
-}
-
-/// A place among a bounded number of connections; given back on drop.
-pub(crate) struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl ConnectionSlot {
-    /// A place among [`MAX_CONNECTIONS`], if one is free.
-    fn take(active: &Arc<AtomicUsize>) -> Option<Self> {
-        Self::take_of(active, MAX_CONNECTIONS)
-    }
-
-    /// A place among `max`, if one is free.
-    pub(crate) fn take_of(active: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
-        active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(Arc::clone(active)))
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -494,91 +387,17 @@ fn serve_connection(stream: UnixStream, source: &dyn StatusSource, owner_uid: u3
     }
 }
 
-/// Create the socket's folder 0700, or check an existing one is not writable by others.
-fn prepare_folder(folder: &Path) -> io::Result<()> {
-    match fs::metadata(folder) {
-        Ok(meta) => {
-            if !meta.is_dir() {
-                return Err(io::Error::new(
-                    IoErrorKind::NotADirectory,
-                    format!("{} is not a folder", folder.display()),
-                ));
-            }
-            let mode = meta.mode() & 0o7777;
-            if mode & 0o022 != 0 {
-                return Err(io::Error::new(
-                    IoErrorKind::PermissionDenied,
-                    format!(
-                        "{} has mode {mode:04o}: others could replace the control socket in \
-                         it; make it 0700 (chmod 700 {})",
-                        folder.display(),
-                        folder.display()
-                    ),
-                ));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == IoErrorKind::NotFound => DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(folder)
-            .and_then(|()| fs::set_permissions(folder, fs::Permissions::from_mode(0o700)))
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create the folder {}: {e}", folder.display()),
-                )
-            }),
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!("cannot inspect {}: {e}", folder.display()),
-        )),
-    }
-}
-
-/// Remove a socket file at `path` that nothing serves any more; refuse anything else.
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == IoErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if !meta.file_type().is_socket() {
-        return Err(io::Error::new(
-            IoErrorKind::AlreadyExists,
-            format!(
-                "{} exists and is not a socket; not removing it",
-                path.display()
-            ),
-        ));
-    }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
-            IoErrorKind::AddrInUse,
-            format!(
-                "another process is serving the control socket {} (is another `skywire node` \
-                 running?)",
-                path.display()
-            ),
-        )),
-        Err(e) if e.kind() == IoErrorKind::ConnectionRefused => fs::remove_file(path),
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!(
-                "cannot tell whether the control socket {} is in use: {e}",
-                path.display()
-            ),
-        )),
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::ctl::protocol::Outcome;
     use crate::ctl::protocol::tests::sample_status;
-    use crate::ctl::protocol::{Outcome, read_line as read_response_line};
+    use crate::local::read_line as read_response_line;
+    pub(crate) use crate::local::socket::tests::TempDir;
+    use std::fs;
     use std::io::BufRead;
-    use std::sync::atomic::AtomicU32;
+    use std::io::ErrorKind as IoErrorKind;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
     /// A fixed answer, or a stopped engine.
     pub(crate) struct FakeSource(pub(crate) Option<NodeStatus>);
@@ -586,29 +405,6 @@ pub(crate) mod tests {
     impl StatusSource for FakeSource {
         fn status(&self, _timeout: Duration) -> Result<NodeStatus, EngineGone> {
             self.0.clone().ok_or(EngineGone::Stopped)
-        }
-    }
-
-    /// A fresh 0700 folder under the system's temp folder, removed on drop.
-    pub(crate) struct TempDir(pub(crate) PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new() -> Self {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "skywire-ctl-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&path);
-            DirBuilder::new().mode(0o700).create(&path).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
         }
     }
 
@@ -774,15 +570,6 @@ pub(crate) mod tests {
         assert!(String::from_utf8_lossy(&answer.line).contains("no_path: none"));
         let answer = respond(br#"{"id":5,"op":"nodes"}"#, &FakeSource(None));
         assert_eq!(error_kind(&answer.line), ErrorKind::Unavailable);
-    }
-
-    #[test]
-    fn only_root_and_the_owner_are_allowed() {
-        assert!(is_allowed(0, 1000));
-        assert!(is_allowed(1000, 1000));
-        assert!(is_allowed(0, 0));
-        assert!(!is_allowed(1001, 1000));
-        assert!(!is_allowed(65534, 0));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Headless viscript: a Unix control socket through which any console command can be
 //! sent (`skywire viscript exec s apptracker 127.0.0.1:20000`), and the client for it.
 //!
-//! The socket is bound like the node's control socket (`crate::ctl::server`): 0600 in a
-//! folder that others cannot write to (created 0700), a stale socket replaced, a live one
+//! The socket is bound by [`crate::local::socket`], like the node's control socket: 0600 in
+//! a folder that others cannot write to (created 0700), a stale socket replaced, a live one
 //! never taken over; only root and the socket's owner are served (`SO_PEERCRED`).
 //!
 //! Protocol: newline-delimited JSON, one request and one response per line.
@@ -33,8 +33,9 @@ use serde_json::{Value, json};
 
 use super::command::{Command, parse_words};
 use super::runtime::Launcher;
-use crate::ctl::protocol::{LineRead, MAX_REQUEST, read_line};
-use crate::ctl::server::{BoundSocket, ConnectionSlot, bind_private, is_allowed, peer_uid};
+use crate::local::{
+    BoundSocket, ConnectionSlot, LineRead, bind_private, is_allowed, peer_uid, read_line,
+};
 
 /// Where the headless socket lives unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/skywire/viscript.sock";
@@ -44,6 +45,9 @@ const IDLE: Duration = Duration::from_secs(60);
 
 /// At most this many connections at once.
 const MAX_CONNECTIONS: usize = 16;
+
+/// The longest request line read, in bytes, without its newline.
+const MAX_REQUEST: usize = 64 * 1024;
 
 /// A request on the socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -344,8 +348,8 @@ impl HeadlessClient {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::ctl::server::tests::TempDir;
     use crate::launcher::LauncherOptions;
+    use crate::local::socket::tests::TempDir;
     use crate::signal::SignalServer;
     use std::io::{BufRead, Read};
     use std::os::unix::fs::PermissionsExt;

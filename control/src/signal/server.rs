@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::frame::{Decoder, Frame, op};
-use crate::ctl::server::ConnectionSlot;
+use crate::local::ConnectionSlot;
 
 /// A connection that has not registered within this time is closed.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,17 @@
+//! Local control sockets, and what every server in this crate shares: the node's control
+//! socket, viscript's headless socket and the signal server build on these, so none of
+//! them depends on another.
+//!
+//! - [`socket`]: bind a Unix socket 0600 inside a 0700 folder (a stale socket replaced, a
+//!   live one never taken over), and let in only root and the socket's owner
+//!   (`SO_PEERCRED`).
+//! - [`lines`]: read one newline-terminated request of at most a given size.
+//! - [`slots`]: serve at most a given number of connections at once.
+
+pub mod lines;
+pub mod slots;
+pub mod socket;
+
+pub use lines::{LineRead, read_line};
+pub use slots::ConnectionSlot;
+pub use socket::{BoundSocket, bind_private, is_allowed, peer_uid};
