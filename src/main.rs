@@ -27,10 +27,11 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use skywire_control::config::{Config, ConfigError};
-use skywire_control::ctl::{self, CtlError};
 use skywire_control::demo;
 use skywire_control::keyfile::{self, KeyFileError};
 use skywire_control::launcher::headless::HeadlessError;
+use skywire_control::node::NodeError;
+use skywire_control::node::ctl::{self, CtlError};
 
 /// Something failed that is none of the cases below.
 const EXIT_FAILURE: u8 = 1;
@@ -408,6 +409,12 @@ fn exit_code_for(err: &anyhow::Error) -> ExitCode {
         if cause
             .downcast_ref::<ConfigError>()
             .is_some_and(ConfigError::is_bad_config)
+        {
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        // A node's config error is carried transparently: look inside.
+        if let Some(NodeError::Config(config_error)) = cause.downcast_ref::<NodeError>()
+            && config_error.is_bad_config()
         {
             return ExitCode::from(EXIT_CONFIG);
         }

@@ -8,17 +8,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use skywire_control::config::Config;
-use skywire_control::ctl::protocol::Op;
-use skywire_control::ctl::{self, CtlError};
-use skywire_control::manager::client::NO_REPLY;
 use skywire_control::manager::core::{ManagerCore, Rng};
-use skywire_control::manager::proto::{Mesh, RouteInfo, RouteList};
+use skywire_control::manager::proto::{LinkAdded, Mesh, MeshRouteId, RouteInfo, RouteList};
 use skywire_control::manager::server::Manager;
 use skywire_control::manager::show;
 use skywire_control::manager::topology::RouteWeight;
+use skywire_control::node::ctl::{self, CtlError, Op, PongReply};
 use skywire_dataplane::crypto::PublicKey;
 
 /// Run the node manager: nodes register with it, and it sets up their routes on every hop
@@ -81,15 +81,15 @@ pub(crate) struct NodeSocket {
 /// How long a request through the node may take: a route setup waits for every hop.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn ask(socket: &NodeSocket, op: Op) -> Result<serde_json::Value, CtlError> {
+/// Send `op` to the local node and read its answer as `T`, the op's reply type.
+fn ask<T: DeserializeOwned>(socket: &NodeSocket, op: Op) -> Result<T, CtlError> {
     ctl::request(&socket.socket, op, REQUEST_TIMEOUT)
 }
 
-fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+/// Print an answer as indented JSON, the `--json` output.
+fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
 /// Routes from the node manager: add, list, remove
@@ -131,7 +131,7 @@ enum RouteCommand {
     #[command(alias = "remove")]
     Rm {
         /// The route's id (as `route ls` shows it)
-        id: String,
+        id: MeshRouteId,
     },
 }
 
@@ -145,31 +145,27 @@ pub(crate) fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
             avoid,
             weight,
         } => {
-            let body = ask(
+            let info: RouteInfo = ask(
                 node,
                 Op::RouteAdd {
-                    dst: dst.to_string(),
+                    dst: *dst,
                     min_hops: *min_hops,
                     max_hops: *max_hops,
-                    avoid: avoid.iter().map(ToString::to_string).collect(),
-                    weight: weight.map(|w| w.as_str().to_owned()),
+                    avoid: avoid.clone(),
+                    weight: *weight,
                 },
             )?;
             if node.json {
-                print_json(&body);
+                print_json(&info)?;
             } else {
-                let info: RouteInfo =
-                    serde_json::from_value(body).context("the node sent a malformed route")?;
                 println!("{}", show::route(&info));
             }
         }
         RouteCommand::Ls => {
-            let body = ask(node, Op::RouteLs)?;
+            let list: RouteList = ask(node, Op::RouteLs)?;
             if node.json {
-                print_json(&body);
+                print_json(&list)?;
             } else {
-                let list: RouteList =
-                    serde_json::from_value(body).context("the node sent a malformed list")?;
                 let me = ctl::request_status(&node.socket, ctl::DEFAULT_TIMEOUT)
                     .ok()
                     .map(|s| s.public_key);
@@ -177,9 +173,9 @@ pub(crate) fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
             }
         }
         RouteCommand::Rm { id } => {
-            let body = ask(node, Op::RouteRm { route: id.clone() })?;
+            let () = ask(node, Op::RouteRm { route: *id })?;
             if node.json {
-                print_json(&body);
+                print_json(&())?;
             } else {
                 println!("route {id} removed");
             }
@@ -196,11 +192,10 @@ pub(crate) struct NodesArgs {
 }
 
 pub(crate) fn nodes(args: &NodesArgs) -> anyhow::Result<ExitCode> {
-    let body = ask(&args.node, Op::Nodes)?;
+    let mesh: Mesh = ask(&args.node, Op::Nodes)?;
     if args.node.json {
-        print_json(&body);
+        print_json(&mesh)?;
     } else {
-        let mesh: Mesh = serde_json::from_value(body).context("the node sent a malformed mesh")?;
         print!("{}", show::mesh(&mesh));
     }
     Ok(ExitCode::SUCCESS)
@@ -235,27 +230,25 @@ enum LinkCommand {
 }
 
 pub(crate) fn link(args: &LinkArgs) -> anyhow::Result<ExitCode> {
-    let (op, done) = match &args.command {
-        LinkCommand::Add { peer } => (
-            Op::LinkAdd {
-                peer: peer.to_string(),
-            },
-            "added",
-        ),
-        LinkCommand::Rm { peer } => (
-            Op::LinkRm {
-                peer: peer.to_string(),
-            },
-            "removed",
-        ),
-    };
-    let body = ask(&args.node, op)?;
-    if args.node.json {
-        print_json(&body);
-    } else if body.get("usable") == Some(&serde_json::Value::Bool(false)) {
-        println!("link {done}; routes use it once the other node adds it too");
-    } else {
-        println!("link {done}");
+    match &args.command {
+        LinkCommand::Add { peer } => {
+            let added: LinkAdded = ask(&args.node, Op::LinkAdd { peer: *peer })?;
+            if args.node.json {
+                print_json(&added)?;
+            } else if added.usable {
+                println!("link added");
+            } else {
+                println!("link added; routes use it once the other node adds it too");
+            }
+        }
+        LinkCommand::Rm { peer } => {
+            let () = ask(&args.node, Op::LinkRm { peer: *peer })?;
+            if args.node.json {
+                print_json(&())?;
+            } else {
+                println!("link removed");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -286,42 +279,34 @@ pub(crate) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
     let mut lost = 0u32;
     for i in 0..args.count {
         let started = Instant::now();
-        match ctl::request(
+        let pong: Result<PongReply, CtlError> = ctl::request(
             &args.node.socket,
-            Op::Ping {
-                peer: args.peer.to_string(),
-            },
+            Op::Ping { peer: args.peer },
             Duration::from_secs(5),
-        ) {
-            Ok(body) => {
+        );
+        match pong {
+            Ok(pong) => {
                 if args.node.json {
-                    println!("{body}");
+                    println!("{}", serde_json::to_string(&pong)?);
                 } else {
-                    let rtt = body
-                        .get("rtt_us")
-                        .and_then(serde_json::Value::as_u64)
-                        .unwrap_or(0);
-                    let route = body.get("route").and_then(|v| v.as_str()).unwrap_or("?");
                     println!(
-                        "pong from {} via route {route} in {:.3} ms",
+                        "pong from {} via route {} in {:.3} ms",
                         show::short(&args.peer),
-                        rtt as f64 / 1000.0
+                        pong.route,
+                        pong.rtt_us as f64 / 1000.0
                     );
                 }
-                replies.push(body);
+                replies.push(pong);
             }
-            // No route, an unknown key, a stopped node: no point in asking again.
-            Err(e)
-                if e.is_unavailable() || e.is_permission() || !e.to_string().contains(NO_REPLY) =>
-            {
-                return Err(e.into());
-            }
-            Err(e) => {
+            // No pong in time: counted as lost, and the next ping goes out.
+            Err(e) if e.is_no_reply() => {
                 lost += 1;
                 if !args.node.json {
                     println!("no pong from {}: {e}", show::short(&args.peer));
                 }
             }
+            // No route, an unknown key, a stopped node: no point in asking again.
+            Err(e) => return Err(e.into()),
         }
         if i + 1 < args.count {
             std::thread::sleep(interval.saturating_sub(started.elapsed()));

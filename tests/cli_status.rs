@@ -22,7 +22,7 @@ use std::time::Duration;
 use common::{
     Scratch, as_nobody, chmod, is_root, mode_of, path_arg, skywire, skywire_binary, text,
 };
-use skywire_control::ctl::{ControlServer, StatusReply, StatusSource};
+use skywire_control::node::ctl::{ControlServer, NodeApi, StatusReply};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{EngineGone, NodeStatus, Origin, RelayStatus, RouteStatus};
 use skywire_dataplane::wire::RouteId;
@@ -35,7 +35,7 @@ fn scratch() -> Scratch {
 /// Answers with a fixed status, or as a stopped engine.
 struct FakeSource(Option<NodeStatus>);
 
-impl StatusSource for FakeSource {
+impl NodeApi for FakeSource {
     fn status(&self, _timeout: Duration) -> Result<NodeStatus, EngineGone> {
         self.0.clone().ok_or(EngineGone::Stopped)
     }

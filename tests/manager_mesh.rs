@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use common::{keygen, skywire_binary};
 use netns::{Node, Proc, Topology, ip, key_values, wait_until};
-use skywire_control::ctl::protocol::OriginReply;
+use skywire_control::node::ctl::protocol::OriginReply;
 
 const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
 /// (host, host, subnet third byte) of each mesh link.

@@ -28,8 +28,8 @@ mod netns;
 use std::time::{Duration, Instant};
 
 use netns::{Node, Topology, key_values, wait_until};
-use skywire_control::ctl::StatusReply;
-use skywire_control::ctl::protocol::{Drops, RelayReply, RouteReply};
+use skywire_control::node::ctl::StatusReply;
+use skywire_control::node::ctl::protocol::{Drops, RelayReply, RouteReply};
 
 const A_TUN_V4: &str = "10.77.0.1";
 const C_TUN_V4: &str = "10.77.0.3";

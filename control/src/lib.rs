@@ -12,6 +12,8 @@
 //! - [`mod@bench`]: `skywire bench`, the end-to-end harness against boringtun.
 //! - [`manager`]: the node manager (registration with a key proof, topology and route
 //!   computation, route setup with rollback, expiry and repair) and the node's agent for it.
+//! - [`frame`]: the frame codec (length, version, kind, request id, payload) that signal and
+//!   the manager protocol share; it stops at bytes.
 //! - [`signal`]: the signal protocol between viscript and every component: frames, server,
 //!   and the client library.
 //! - [`launcher`]: viscript, the app launcher: apps from `config.yaml`, sequence ids,
@@ -33,11 +35,12 @@
 
 pub mod bench;
 pub mod config;
-pub mod ctl;
 pub mod demo;
+pub mod frame;
 pub mod keyfile;
 pub mod launcher;
 pub mod local;
 pub mod manager;
+pub mod node;
 pub mod procfs;
 pub mod signal;

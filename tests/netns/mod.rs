@@ -36,7 +36,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use skywire_control::ctl::StatusReply;
+use skywire_control::node::ctl::StatusReply;
 
 use crate::common::{chmod, is_root, keygen, mode_of, skywire_binary};
 

@@ -38,8 +38,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::ctl::{CtlError, StatusReply, request_status};
 use crate::keyfile::{self, KeyFileError};
+use crate::node::ctl::{CtlError, StatusReply, request_status};
 use lab::{Lab, Node, Stopped, Teardown};
 use sniff::{Sniffer, Tally};
 use traffic::{Content, EchoClient, EchoServer, Limit, in_ns};
@@ -411,7 +411,7 @@ fn wait_ready(lab: &mut Lab, node: Node, deadline: Instant) -> Result<StatusRepl
 }
 
 fn status(lab: &Lab, node: Node) -> Result<StatusReply, DemoError> {
-    request_status(&lab.socket(node), crate::ctl::DEFAULT_TIMEOUT).map_err(|source| {
+    request_status(&lab.socket(node), crate::node::ctl::DEFAULT_TIMEOUT).map_err(|source| {
         DemoError::Status {
             node: node.label(),
             source,

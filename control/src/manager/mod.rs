@@ -18,8 +18,6 @@
 //! register, so the manager keeps nothing on disk: after a restart it learns the mesh again
 //! from the nodes, while the rules already installed keep forwarding.
 
-pub mod agent;
-pub mod client;
 pub mod core;
 pub mod proto;
 pub mod server;

@@ -27,7 +27,8 @@ use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 
 use super::core::{ConnId, ManagerCore, Output};
 use super::proto::{
-    self, Auth, AuthOk, Bytes32, Decoder, ErrorKind, Frame, Hello, Key, Mac, ProtoError, kind,
+    self, Auth, AuthOk, Bytes32, ConnectionEnd, Decoder, ErrorKind, Frame, FrameError, Hello, Key,
+    Mac, ProtoError, kind,
 };
 
 /// How long a new connection has, in all, to prove its key.
@@ -53,7 +54,37 @@ enum Event {
         mac: Mac,
     },
     Frame(ConnId, Frame, Instant),
-    Closed(ConnId, String),
+    Closed(ConnId, SocketAddr, ServeEnd),
+}
+
+/// How serving one connection ended.
+#[derive(Debug, thiserror::Error)]
+enum ServeEnd {
+    /// The connection ended or failed while reading.
+    #[error(transparent)]
+    Read(#[from] ConnectionEnd),
+    /// A socket call failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// A frame could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] FrameError),
+    /// The peer failed the key proof (it was told why).
+    #[error(transparent)]
+    Refused(ProtoError),
+    /// The system's random source failed.
+    #[error("no randomness")]
+    NoRandomness,
+    /// The manager is stopping.
+    #[error("manager stopping")]
+    Stopping,
+}
+
+impl ServeEnd {
+    /// The peer simply closed the connection: nothing worth a log line.
+    fn is_quiet(&self) -> bool {
+        matches!(self, Self::Read(ConnectionEnd::Closed))
+    }
 }
 
 /// A running manager.
@@ -127,7 +158,7 @@ fn accept_loop(
     stop: &AtomicBool,
 ) {
     let live = Arc::new(AtomicUsize::new(0));
-    let mut next: ConnId = 1;
+    let mut next = 1u64;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
@@ -137,17 +168,18 @@ fn accept_loop(
                 }
                 live.fetch_add(1, Ordering::Relaxed);
                 let slot = Slot(Arc::clone(&live));
-                let conn = next;
+                let conn = ConnId(next);
                 next += 1;
                 let (key, events) = (Arc::clone(key), events.clone());
                 let spawned = std::thread::Builder::new()
                     .name(format!("manager-conn-{conn}"))
                     .spawn(move || {
                         let _slot = slot;
-                        let reason = serve_connection(conn, stream, &key, &events)
-                            .err()
-                            .unwrap_or_else(|| "closed".to_owned());
-                        let _ = events.send(Event::Closed(conn, format!("{peer}: {reason}")));
+                        let end = match serve_connection(conn, stream, &key, &events) {
+                            Ok(()) => ServeEnd::Read(ConnectionEnd::Closed),
+                            Err(end) => end,
+                        };
+                        let _ = events.send(Event::Closed(conn, peer, end));
                     });
                 // A failed spawn drops the closure, and the slot with it.
                 if spawned.is_err() {
@@ -171,30 +203,27 @@ fn serve_connection(
     mut stream: TcpStream,
     key: &PrivateKey,
     events: &Sender<Event>,
-) -> Result<(), String> {
+) -> Result<(), ServeEnd> {
     let deadline = Some(Instant::now() + AUTH_TIMEOUT);
-    stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+    stream.set_nonblocking(false)?;
     let _ = stream.set_nodelay(true);
-    stream
-        .set_write_timeout(Some(WRITE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let nonce = Bytes32::random().map_err(|_| "no randomness".to_owned())?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let nonce = Bytes32::random().map_err(|_| ServeEnd::NoRandomness)?;
     let manager = key.public_key();
     let hello = Hello {
         version: proto::VERSION,
         manager: Key(manager),
         nonce,
     };
-    let bytes =
-        proto::encode(&Frame::request(kind::HELLO, 0, &hello), None).map_err(|e| e.to_string())?;
-    stream.write_all(&bytes).map_err(|e| e.to_string())?;
+    let bytes = proto::encode(&Frame::request(kind::HELLO, 0, &hello), None)?;
+    stream.write_all(&bytes)?;
     let mut decoder = Decoder::with_limit(proto::MAX_AUTH_FRAME);
     let frame = proto::read_frame(&mut stream, &mut decoder, None, deadline)?;
     let refuse = |stream: &mut TcpStream, id: u64, error: ProtoError| {
         if let Ok(bytes) = proto::encode(&Frame::error(kind::AUTH, id, &error), None) {
             let _ = stream.write_all(&bytes);
         }
-        Err(error.to_string())
+        Err(ServeEnd::Refused(error))
     };
     if frame.kind != kind::AUTH {
         return refuse(
@@ -238,9 +267,9 @@ fn serve_connection(
             proof: keys.manager_proof,
         },
     );
-    let bytes = proto::encode(&ok, None).map_err(|e| e.to_string())?;
-    stream.write_all(&bytes).map_err(|e| e.to_string())?;
-    let writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let bytes = proto::encode(&ok, None)?;
+    stream.write_all(&bytes)?;
+    let writer = stream.try_clone()?;
     events
         .send(Event::Authenticated {
             conn,
@@ -248,17 +277,31 @@ fn serve_connection(
             writer,
             mac: keys.manager_to_node,
         })
-        .map_err(|_| "manager stopping".to_owned())?;
+        .map_err(|_| ServeEnd::Stopping)?;
     // From here on the core closes silent nodes (heartbeats); no read timeout.
-    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(None)?;
     decoder.set_limit(proto::MAX_FRAME);
     let mut mac = keys.node_to_manager;
     loop {
         let frame = proto::read_frame(&mut stream, &mut decoder, Some(&mut mac), None)?;
         events
             .send(Event::Frame(conn, frame, Instant::now()))
-            .map_err(|_| "manager stopping".to_owned())?;
+            .map_err(|_| ServeEnd::Stopping)?;
     }
+}
+
+/// Why a frame could not be queued for a node.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    /// The frame could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] FrameError),
+    /// The node does not read what is sent to it.
+    #[error("{SEND_QUEUE} frames waiting: the node does not read")]
+    Full,
+    /// The writer thread ended (the connection failed).
+    #[error("the connection is gone")]
+    Gone,
 }
 
 /// The core's side of one connection: the queue to its writer thread.
@@ -285,16 +328,14 @@ impl Writer {
         Ok(Self { queue, stream, mac })
     }
 
-    /// Queue `frame`; false when the connection must be closed (a full queue, a dead
+    /// Queue `frame`; an error when the connection must be closed (a full queue, a dead
     /// writer).
-    fn send(&mut self, frame: &Frame) -> Result<(), String> {
-        let bytes = proto::encode(frame, Some(&mut self.mac)).map_err(|e| e.to_string())?;
+    fn send(&mut self, frame: &Frame) -> Result<(), WriteError> {
+        let bytes = proto::encode(frame, Some(&mut self.mac))?;
         match self.queue.try_send(bytes) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(format!(
-                "{SEND_QUEUE} frames waiting: the node does not read"
-            )),
-            Err(TrySendError::Disconnected(_)) => Err("the connection is gone".to_owned()),
+            Err(TrySendError::Full(_)) => Err(WriteError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(WriteError::Gone),
         }
     }
 
@@ -335,11 +376,11 @@ fn core_loop(mut core: ManagerCore, inbox: &Receiver<Event>, stop: &AtomicBool) 
                     Err(e) => log(&format!("cannot start a writer for {key}: {e}")),
                 },
                 Event::Frame(conn, frame, at) => core.frame(conn, frame, at),
-                Event::Closed(conn, reason) => {
+                Event::Closed(conn, peer, end) => {
                     if let Some(key) = core.conn_key(conn) {
-                        log(&format!("connection of {key} ended: {reason}"));
-                    } else if !reason.ends_with(": closed") {
-                        log(&format!("connection refused: {reason}"));
+                        log(&format!("connection of {key} ended: {peer}: {end}"));
+                    } else if !end.is_quiet() {
+                        log(&format!("connection refused: {peer}: {end}"));
                     }
                     if let Some(w) = writers.remove(&conn) {
                         w.close();

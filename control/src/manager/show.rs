@@ -26,7 +26,7 @@ fn path(keys: &[Key]) -> String {
 pub fn route(info: &RouteInfo) -> String {
     let hops = info.path.len().saturating_sub(1);
     let mut out = format!(
-        "route {:016x}: {} ({} {}), {}",
+        "route {}: {} ({} {}), {}",
         info.id,
         path(&info.path),
         hops,
@@ -51,7 +51,7 @@ pub fn routes(list: &RouteList, me: Option<&PublicKey>) -> String {
         } else {
             ("to", r.dst)
         };
-        let _ = writeln!(out, "route {:016x}", r.id);
+        let _ = writeln!(out, "route {}", r.id);
         let _ = writeln!(out, "  {dir}: {}", other.0);
         let _ = writeln!(out, "  state: {}", r.state);
         let _ = writeln!(out, "  path: {}", path(&r.path));
@@ -135,7 +135,7 @@ pub fn mesh(mesh: &Mesh) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manager::proto::{LinkInfo, NodeInfo};
+    use crate::manager::proto::{LinkInfo, MeshRouteId, NodeInfo, RouteState};
     use crate::manager::topology::RouteWeight;
     use skywire_dataplane::crypto::PrivateKey;
 
@@ -146,11 +146,11 @@ mod tests {
     #[test]
     fn routes_and_nodes_read_like_wg_show() {
         let info = RouteInfo {
-            id: 0xabc,
+            id: MeshRouteId(0xabc),
             src: k(1),
             dst: k(2),
             path: vec![k(1), k(3), k(2)],
-            state: "active".into(),
+            state: RouteState::Active,
             min_hops: 2,
             max_hops: 16,
             avoid: vec![k(4)],

@@ -14,9 +14,9 @@ use skywire_dataplane::engine::{EngineEvent, NodeCore, NodeIo, NodeSetup, Origin
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::session::HEADROOM;
 
-use super::agent::{Agent, AgentParams, Completion, Dataplane};
 use super::core::{ConnId, ManagerCore, Output, Params, Rng};
 use super::proto::{self, Bytes32, Decoder, Frame, Mac, session_keys};
+use crate::node::agent::{Agent, AgentParams, ApplyFailure, Completion, Dataplane, UserRequest};
 
 /// What a node's engine sent during one step.
 #[derive(Debug, Default)]
@@ -43,15 +43,16 @@ struct Dp<'a> {
 }
 
 impl Dataplane for Dp<'_> {
-    fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), String> {
-        self.core
-            .apply(self.now, changes)
-            .map_err(|e| e.to_string())
+    fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), ApplyFailure> {
+        Ok(self.core.apply(self.now, changes)?)
     }
     fn probe(&mut self, to: SocketAddr, nonce: u64) {
         self.core.probe(self.now, to, nonce, self.out);
     }
 }
+
+/// Request ids of frames injected with [`Sim::raw`]: far above any the agents use.
+const RAW_IDS: u64 = 1 << 62;
 
 /// How a node's connection to the manager behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +89,8 @@ pub(crate) struct SimNode {
     pub(crate) pongs: Vec<(u64, Duration)>,
     /// Answers to its user's requests.
     pub(crate) answers: Vec<Completion>,
+    /// The manager's replies to frames injected with [`Sim::raw`], by request id.
+    pub(crate) raw_replies: HashMap<u64, Frame>,
     /// MACs for the current connection: node -> manager, manager -> node.
     macs: Option<(Mac, Mac, Mac, Mac)>,
 }
@@ -105,7 +108,7 @@ pub(crate) struct Sim {
     by_addr: HashMap<SocketAddr, usize>,
     by_conn: HashMap<ConnId, usize>,
     udp: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
-    next_conn: ConnId,
+    next_conn: u64,
     next_token: u64,
     /// Links that lose every datagram, both ways (by node index, smaller first).
     pub(crate) cut: std::collections::HashSet<(usize, usize)>,
@@ -178,6 +181,7 @@ impl Sim {
                 delivered: Vec::new(),
                 pongs: Vec::new(),
                 answers: Vec::new(),
+                raw_replies: HashMap::new(),
                 macs: None,
             });
         }
@@ -206,7 +210,7 @@ impl Sim {
         let Some(manager) = self.manager.as_mut() else {
             return;
         };
-        let conn = self.next_conn;
+        let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let node = &mut self.nodes[i];
         let mkey = PrivateKey::from_bytes([9u8; 32]);
@@ -285,11 +289,28 @@ impl Sim {
     }
 
     /// Node `i`'s user asks the manager something; returns the token of the answer.
-    pub(crate) fn user(&mut self, i: usize, kind: u8, body: Value) -> u64 {
+    pub(crate) fn user(&mut self, i: usize, request: UserRequest) -> u64 {
         let token = self.next_token;
         self.next_token += 1;
-        self.nodes[i].agent.user_request(token, kind, body);
+        self.nodes[i].agent.user_request(token, request);
         token
+    }
+
+    /// Send a frame of any kind and body from node `i` to the manager, past its agent (as
+    /// a broken or hostile node would), MAC'd like the rest; returns its request id. The
+    /// reply lands in the node's `raw_replies`.
+    pub(crate) fn raw(&mut self, i: usize, kind: u8, body: &Value) -> u64 {
+        let id = RAW_IDS + self.next_token;
+        self.next_token += 1;
+        let node = &mut self.nodes[i];
+        let (Some(conn), Some(macs)) = (node.conn, node.macs.as_mut()) else {
+            return id;
+        };
+        let frame = Self::frame_through(&Frame::request(kind, id, body), &mut macs.0, &mut macs.1);
+        if let Some(m) = self.manager.as_mut() {
+            m.frame(conn, frame, self.now);
+        }
+        id
     }
 
     /// The answer to `token` at node `i`, if it came.
@@ -377,6 +398,10 @@ impl Sim {
                                 continue;
                             };
                             let frame = Self::frame_through(&frame, &mut macs.2, &mut macs.3);
+                            if frame.is_reply() && frame.id >= RAW_IDS {
+                                node.raw_replies.insert(frame.id, frame);
+                                continue;
+                            }
                             if node.wire == Wire::Refuses && frame.kind == proto::kind::INSTALL {
                                 let refusal = Frame::error(
                                     frame.kind,

@@ -1,4 +1,5 @@
-//! Signal frames: the byte format, an encoder and an incremental decoder. Sans-IO.
+//! Signal frames: the JSON body on the shared frame codec ([`crate::frame`]), an encoder and
+//! an incremental decoder. Sans-IO.
 //!
 //! ```text
 //! offset  size  field
@@ -16,6 +17,8 @@
 
 use serde_json::Value;
 
+use crate::frame as codec;
+
 /// The protocol version this code speaks.
 pub const VERSION: u8 = 1;
 
@@ -23,10 +26,10 @@ pub const VERSION: u8 = 1;
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Bytes of the header after the length field: version, op, request id.
-pub const HEADER_AFTER_LEN: usize = 10;
+pub const HEADER_AFTER_LEN: usize = codec::HEADER_AFTER_LEN;
 
 /// Bit set in the op of a reply.
-pub const REPLY: u8 = 0x80;
+pub const REPLY: u8 = codec::REPLY;
 
 /// Ops, keeping the original numbering. Numbers are per direction: 0 from a client is
 /// `Reg`, 0 from the server is `Top`.
@@ -86,14 +89,14 @@ impl Frame {
         if body.len() > MAX_BODY {
             return Err(FrameError::TooLong);
         }
-        let len = u32::try_from(HEADER_AFTER_LEN + body.len()).map_err(|_| FrameError::TooLong)?;
-        let mut out = Vec::with_capacity(4 + HEADER_AFTER_LEN + body.len());
-        out.extend_from_slice(&len.to_be_bytes());
-        out.push(VERSION);
-        out.push(self.op);
-        out.extend_from_slice(&self.request.to_be_bytes());
-        out.extend_from_slice(&body);
-        Ok(out)
+        codec::encode(
+            VERSION,
+            self.op,
+            self.request,
+            &[&body],
+            HEADER_AFTER_LEN + MAX_BODY,
+        )
+        .map_err(FrameError::from)
     }
 }
 
@@ -111,56 +114,56 @@ pub enum FrameError {
     BadBody,
 }
 
+impl From<codec::FrameError> for FrameError {
+    fn from(error: codec::FrameError) -> Self {
+        match error {
+            codec::FrameError::Length => Self::TooLong,
+            codec::FrameError::Version => Self::Version,
+        }
+    }
+}
+
 /// Accumulates bytes and yields whole frames.
-#[derive(Debug, Default)]
-pub struct Decoder {
-    buf: Vec<u8>,
+#[derive(Debug)]
+pub struct Decoder(codec::Decoder);
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Decoder {
     /// An empty decoder.
     pub fn new() -> Self {
-        Self::default()
+        Self(codec::Decoder::new(
+            VERSION,
+            HEADER_AFTER_LEN,
+            HEADER_AFTER_LEN + MAX_BODY,
+        ))
     }
 
     /// Add bytes read from the connection.
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.0.push(bytes);
     }
 
     /// The next whole frame, `Ok(None)` when more bytes are needed. After an error the
     /// stream is unusable: close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        let Some(len_bytes) = self.buf.first_chunk::<4>() else {
+        let Some(raw) = self.0.next_frame()? else {
             return Ok(None);
         };
-        let len =
-            usize::try_from(u32::from_be_bytes(*len_bytes)).map_err(|_| FrameError::TooLong)?;
-        if !(HEADER_AFTER_LEN..=HEADER_AFTER_LEN + MAX_BODY).contains(&len) {
-            return Err(FrameError::TooLong);
-        }
-        if let Some(&version) = self.buf.get(4)
-            && version != VERSION
-        {
-            return Err(FrameError::Version);
-        }
-        let Some(frame) = self.buf.get(4..4 + len) else {
-            return Ok(None);
-        };
-        let (header, body) = frame.split_at(HEADER_AFTER_LEN);
-        let op = header.get(1).copied().ok_or(FrameError::TooLong)?;
-        let request = header
-            .get(2..10)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_be_bytes)
-            .ok_or(FrameError::TooLong)?;
-        let body = if body.is_empty() {
+        let body = if raw.payload.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(body).map_err(|_| FrameError::BadBody)?
+            serde_json::from_slice(&raw.payload).map_err(|_| FrameError::BadBody)?
         };
-        self.buf.drain(..4 + len);
-        Ok(Some(Frame { op, request, body }))
+        Ok(Some(Frame {
+            op: raw.kind,
+            request: raw.id,
+            body,
+        }))
     }
 }
 

@@ -7,10 +7,13 @@ use serde_json::{Value, json};
 use skywire_dataplane::crypto::PrivateKey;
 
 use super::super::proto::{
-    ErrorKind, HeldRule, Key, Register, Remove, RouteInfo, RouteRequest, WirePrefix, kind,
+    ErrorKind, HeldRule, Key, Register, Remove, RouteInfo, RouteRequest, RouteState, WirePrefix,
+    kind,
 };
+use super::super::proto::{LinkAdded, MeshRouteId};
 use super::super::sim::{Sim, Wire};
 use super::*;
+use crate::node::agent::{UserReply, UserRequest};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -50,15 +53,29 @@ fn mesh(n: usize, expiry: Duration) -> Sim {
     sim
 }
 
+/// A route request from its JSON form.
+fn route_from_json(body: Value) -> RouteRequest {
+    serde_json::from_value(body).expect("a route request")
+}
+
+/// A route request to node `dst`, with the manager's defaults.
+fn route_to(sim: &Sim, dst: usize) -> RouteRequest {
+    route_from_json(json!({"dst": sim.pk(dst).to_string()}))
+}
+
 fn add_route(sim: &mut Sim, src: usize, dst: usize, extra: Value) -> Result<RouteInfo, ProtoError> {
     let mut body = json!({"dst": sim.pk(dst).to_string()});
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }
-    let token = sim.user(src, kind::ROUTE_ADD, body);
+    let request = route_from_json(body);
+    let token = sim.user(src, UserRequest::RouteAdd(request));
     sim.run(50 * MS, 5 * MS);
     let answer = sim.answer(src, token).expect("an answer").result.clone();
-    answer.map(|v| serde_json::from_value(v).expect("route info"))
+    answer.map(|reply| match reply {
+        UserReply::Route(info) => info,
+        other => panic!("not a route: {other:?}"),
+    })
 }
 
 /// An IP packet from src arrives at dst, and a ping comes back.
@@ -111,7 +128,7 @@ fn routes_are_found_and_installed_in_a_50_node_mesh() {
     let pairs = [(0, 25), (3, 40), (10, 11), (49, 20), (7, 33)];
     for (src, dst) in pairs {
         let info = add_route(&mut sim, src, dst, json!({})).unwrap();
-        assert_eq!(info.state, "active");
+        assert_eq!(info.state, RouteState::Active);
         let path = path_indices(&sim, &info);
         assert_valid_path(&sim, &path, src, dst);
         // Every hop holds its rules: ends one, relays two.
@@ -156,7 +173,7 @@ fn a_removed_node_gets_its_routes_repaired() {
     sim.run(100 * MS, 10 * MS);
     let routes = sim.manager.as_ref().unwrap().routes();
     let route = routes.iter().find(|r| r.id == info.id).unwrap();
-    assert_eq!(route.state, "active");
+    assert_eq!(route.state, RouteState::Active);
     assert_eq!(route.repairs, 1);
     let new_path = path_indices(&sim, route);
     assert!(!new_path.contains(&victim), "{new_path:?}");
@@ -172,8 +189,7 @@ fn a_removed_node_gets_its_routes_repaired() {
     // A node cannot withdraw a link of the manager's config.
     let a = new_path[1];
     let b = new_path[2];
-    let peer = sim.pk(b).to_string();
-    let token = sim.user(a, kind::LINK_REMOVE, json!({"peer": peer}));
+    let token = sim.user(a, UserRequest::LinkRemove(sim.pk(b)));
     sim.run(20 * MS, 5 * MS);
     // Config links cannot be withdrawn by a node.
     assert_eq!(
@@ -200,7 +216,7 @@ fn a_dead_link_is_found_by_probes_and_routed_around() {
     sim.run(Duration::from_secs(5), 50 * MS);
     let routes = sim.manager.as_ref().unwrap().routes();
     let route = routes.iter().find(|r| r.id == info.id).unwrap();
-    assert_eq!(route.state, "active");
+    assert_eq!(route.state, RouteState::Active);
     assert_eq!(route.repairs, 1);
     let new_path = path_indices(&sim, route);
     assert!(
@@ -233,7 +249,7 @@ fn a_silent_node_is_declared_dead_after_missed_heartbeats() {
     sim.run(Duration::from_millis(3500), 50 * MS);
     let routes = sim.manager.as_ref().unwrap().routes();
     let route = routes.iter().find(|r| r.id == info.id).unwrap();
-    assert_eq!(route.state, "active");
+    assert_eq!(route.state, RouteState::Active);
     assert!(!path_indices(&sim, route).contains(&victim));
     assert_traffic(&mut sim, 0, 25, b"around the hung node");
 }
@@ -243,7 +259,7 @@ fn a_hop_that_never_acks_is_rolled_back_and_leaves_no_rule() {
     let mut sim = mesh(12, Duration::from_secs(30));
     // On a ring of 12 without chords, 0 -> 3 goes 0-1-2-3.
     sim.nodes[2].wire = Wire::AcksLost;
-    let token = sim.user(0, kind::ROUTE_ADD, json!({"dst": sim.pk(3).to_string()}));
+    let token = sim.user(0, UserRequest::RouteAdd(route_to(&sim, 3)));
     sim.run(100 * MS, 10 * MS);
     // Hop 2 installed its rules, but its acknowledgement never arrives.
     assert!(sim.manager_rules(2) > 0);
@@ -273,7 +289,7 @@ fn a_hop_that_never_acks_is_rolled_back_and_leaves_no_rule() {
     // The manager still serves: with the hop fixed, the same route works.
     sim.nodes[2].wire = Wire::Up;
     let info = add_route(&mut sim, 0, 3, json!({})).unwrap();
-    assert_eq!(info.state, "active");
+    assert_eq!(info.state, RouteState::Active);
     assert_traffic(&mut sim, 0, 3, b"after rollback");
 }
 
@@ -356,7 +372,7 @@ fn a_manager_restart_never_stops_traffic() {
         .iter()
         .find(|r| r.id == info.id)
         .expect("route adopted");
-    assert_eq!(route.state, "active");
+    assert_eq!(route.state, RouteState::Active);
     let path = path_indices(&sim, route);
     let total: usize = (0..50).map(|i| sim.manager_rules(i)).sum();
     assert_eq!(total, 2 + 2 * (path.len() - 2), "stale rules left: {total}");
@@ -367,7 +383,7 @@ fn a_manager_restart_never_stops_traffic() {
 fn bad_requests_are_refused_and_the_manager_keeps_serving() {
     let mut sim = mesh(12, Duration::from_secs(30));
     // An unknown route id.
-    let t = sim.user(1, kind::ROUTE_REMOVE, json!({"route": 12345}));
+    let t = sim.user(1, UserRequest::RouteRemove(MeshRouteId(12345)));
     sim.run(10 * MS, 5 * MS);
     assert_eq!(
         sim.answer(1, t).unwrap().result.as_ref().unwrap_err().kind,
@@ -375,29 +391,41 @@ fn bad_requests_are_refused_and_the_manager_keeps_serving() {
     );
     // Another node's route cannot be removed.
     let info = add_route(&mut sim, 0, 3, json!({})).unwrap();
-    let t = sim.user(1, kind::ROUTE_REMOVE, json!({"route": info.id}));
+    let t = sim.user(1, UserRequest::RouteRemove(info.id));
     sim.run(10 * MS, 5 * MS);
     assert_eq!(
         sim.answer(1, t).unwrap().result.as_ref().unwrap_err().kind,
         ErrorKind::UnknownRoute
     );
     // A body of the wrong shape, an unknown kind, a route to itself, an unknown node.
-    let t = sim.user(1, kind::ROUTE_ADD, json!({"dst": 5}));
-    let t2 = sim.user(1, 0x7e, json!({}));
+    // (The first two are frames no agent would send: injected past it.)
+    let t = sim.raw(1, kind::ROUTE_ADD, &json!({"dst": 5}));
+    let t2 = sim.raw(1, 0x7e, &json!({}));
     let me = sim.pk(1).to_string();
-    let t3 = sim.user(1, kind::ROUTE_ADD, json!({"dst": me}));
+    let t3 = sim.user(
+        1,
+        UserRequest::RouteAdd(route_from_json(json!({"dst": me}))),
+    );
     let stranger = PrivateKey::from_bytes([77; 32]).public_key().to_string();
-    let t4 = sim.user(1, kind::ROUTE_ADD, json!({"dst": stranger}));
+    let t4 = sim.user(
+        1,
+        UserRequest::RouteAdd(route_from_json(json!({"dst": stranger}))),
+    );
     let t5 = sim.user(
         1,
-        kind::ROUTE_ADD,
-        json!({"dst": sim.pk(5).to_string(), "min_hops": 4, "max_hops": 2}),
+        UserRequest::RouteAdd(route_from_json(
+            json!({"dst": sim.pk(5).to_string(), "min_hops": 4, "max_hops": 2}),
+        )),
     );
     sim.run(10 * MS, 5 * MS);
-    let kinds: Vec<ErrorKind> = [t, t2, t3, t4, t5]
-        .iter()
-        .map(|t| sim.answer(1, *t).unwrap().result.as_ref().unwrap_err().kind)
-        .collect();
+    let raw = |t: u64| {
+        sim.nodes[1].raw_replies[&t]
+            .reply::<Value>()
+            .unwrap_err()
+            .kind
+    };
+    let typed = |t: u64| sim.answer(1, t).unwrap().result.as_ref().unwrap_err().kind;
+    let kinds: Vec<ErrorKind> = vec![raw(t), raw(t2), typed(t3), typed(t4), typed(t5)];
     assert_eq!(
         kinds,
         [
@@ -410,7 +438,7 @@ fn bad_requests_are_refused_and_the_manager_keeps_serving() {
     );
     // The route still carries traffic and can be removed by its owner.
     assert_traffic(&mut sim, 0, 3, b"still fine");
-    let t = sim.user(0, kind::ROUTE_REMOVE, json!({"route": info.id}));
+    let t = sim.user(0, UserRequest::RouteRemove(info.id));
     sim.run(10 * MS, 5 * MS);
     assert!(sim.answer(0, t).unwrap().result.is_ok());
     for i in 0..12 {
@@ -424,17 +452,24 @@ fn requests_before_register_and_from_unknown_connections_are_refused() {
     let mut core = ManagerCore::new(params, Rng::seeded(1));
     let now = Instant::now();
     // A frame on a connection that never authenticated: closed.
-    core.frame(9, Frame::request(kind::NODES, 1, &Value::Null), now);
-    assert!(matches!(core.drain().as_slice(), [Output::Close(9, _)]));
+    core.frame(ConnId(9), Frame::request(kind::NODES, 1, &Value::Null), now);
+    assert!(matches!(
+        core.drain().as_slice(),
+        [Output::Close(ConnId(9), _)]
+    ));
     // Authenticated but not registered: refused, connection kept.
     let key = PrivateKey::from_bytes([5; 32]).public_key();
-    core.authenticated(3, key, now);
-    core.frame(3, Frame::request(kind::ROUTE_LIST, 2, &Value::Null), now);
+    core.authenticated(ConnId(3), key, now);
+    core.frame(
+        ConnId(3),
+        Frame::request(kind::ROUTE_LIST, 2, &Value::Null),
+        now,
+    );
     let out = core.drain();
     let reply = out
         .iter()
         .find_map(|o| match o {
-            Output::Send(3, f) => Some(f.clone()),
+            Output::Send(ConnId(3), f) => Some(f.clone()),
             _ => None,
         })
         .unwrap();
@@ -454,11 +489,11 @@ fn requests_before_register_and_from_unknown_connections_are_refused() {
         Rng::seeded(1),
     );
     let other = PrivateKey::from_bytes([6; 32]).public_key();
-    core.authenticated(4, other, now);
+    core.authenticated(ConnId(4), other, now);
     assert!(
         core.drain()
             .iter()
-            .any(|o| matches!(o, Output::Close(4, _)))
+            .any(|o| matches!(o, Output::Close(ConnId(4), _)))
     );
 }
 
@@ -468,31 +503,26 @@ fn links_declared_by_nodes_are_routed_over_and_withdrawn_only_by_them() {
     let before = add_route(&mut sim, 0, 25, json!({})).unwrap();
     assert!(before.path.len() > 2);
     // Node 0 declares a direct link to 25: not used until 25 declares it too.
-    let peer = sim.pk(25).to_string();
-    let t = sim.user(0, kind::LINK_ADD, json!({ "peer": peer }));
+    let t = sim.user(0, UserRequest::LinkAdd(sim.pk(25)));
     sim.run(Duration::from_secs(1), 50 * MS);
     assert_eq!(
         sim.answer(0, t).unwrap().result,
-        Ok(json!({"usable": false}))
+        Ok(UserReply::LinkAdded(LinkAdded { usable: false }))
     );
     let still = add_route(&mut sim, 0, 25, json!({})).unwrap();
     assert!(still.path.len() > 2, "a one-sided link was routed over");
-    let t = sim.user(25, kind::LINK_ADD, json!({ "peer": sim.pk(0).to_string() }));
+    let t = sim.user(25, UserRequest::LinkAdd(sim.pk(0)));
     sim.run(Duration::from_secs(2), 50 * MS);
     assert_eq!(
         sim.answer(25, t).unwrap().result,
-        Ok(json!({"usable": true}))
+        Ok(UserReply::LinkAdded(LinkAdded { usable: true }))
     );
     let direct = add_route(&mut sim, 0, 25, json!({})).unwrap();
     assert_eq!(path_indices(&sim, &direct), vec![0, 25]);
     assert_traffic(&mut sim, 0, 25, b"over the declared link");
     // A node that did not declare it cannot withdraw it; a link to oneself is refused.
-    let t1 = sim.user(
-        3,
-        kind::LINK_REMOVE,
-        json!({ "peer": sim.pk(0).to_string() }),
-    );
-    let t2 = sim.user(3, kind::LINK_ADD, json!({ "peer": sim.pk(3).to_string() }));
+    let t1 = sim.user(3, UserRequest::LinkRemove(sim.pk(0)));
+    let t2 = sim.user(3, UserRequest::LinkAdd(sim.pk(3)));
     sim.run(20 * MS, 5 * MS);
     assert_eq!(
         sim.answer(3, t1).unwrap().result.as_ref().unwrap_err().kind,
@@ -503,12 +533,12 @@ fn links_declared_by_nodes_are_routed_over_and_withdrawn_only_by_them() {
         ErrorKind::BadRequest
     );
     // Its owner withdraws it: the route over it is rebuilt the long way.
-    let t = sim.user(0, kind::LINK_REMOVE, json!({ "peer": peer }));
+    let t = sim.user(0, UserRequest::LinkRemove(sim.pk(25)));
     sim.run(100 * MS, 10 * MS);
     assert!(sim.answer(0, t).unwrap().result.is_ok());
     let routes = sim.manager.as_ref().unwrap().routes();
     let route = routes.iter().find(|r| r.id == direct.id).unwrap();
-    assert_eq!(route.state, "active");
+    assert_eq!(route.state, RouteState::Active);
     assert!(path_indices(&sim, route).len() > 2);
     assert_traffic(&mut sim, 0, 25, b"the long way again");
 }
@@ -529,7 +559,7 @@ fn core_with(n: u8) -> (ManagerCore, Vec<PublicKey>, Instant) {
     );
     let now = Instant::now();
     for (i, key) in keys.iter().enumerate() {
-        let conn = i as u64 + 1;
+        let conn = ConnId(i as u64 + 1);
         core.authenticated(conn, *key, now);
         let register = Register {
             endpoint: Some(format!("198.18.0.{}:6000", i + 1).parse().unwrap()),
@@ -562,36 +592,52 @@ fn only_the_hop_an_install_went_to_can_acknowledge_it() {
         avoid: vec![],
         weight: None,
     };
-    core.frame(1, Frame::request(kind::ROUTE_ADD, 9, &add), now);
+    core.frame(ConnId(1), Frame::request(kind::ROUTE_ADD, 9, &add), now);
     let out = core.drain();
-    let to_b = sent(&out, 2, kind::INSTALL);
-    let to_c = sent(&out, 3, kind::INSTALL);
+    let to_b = sent(&out, ConnId(2), kind::INSTALL);
+    let to_c = sent(&out, ConnId(3), kind::INSTALL);
     assert_eq!((to_b.len(), to_c.len()), (1, 1));
     // Node 4, on no path, answers every INSTALL id it can guess, and refuses some too.
     for id in 0..64 {
-        core.frame(4, Frame::ok(kind::INSTALL, id, &Value::Null), now);
+        core.frame(ConnId(4), Frame::ok(kind::INSTALL, id, &Value::Null), now);
         let refusal = ProtoError::new(ErrorKind::IdInUse, "no");
-        core.frame(4, Frame::error(kind::INSTALL, id, &refusal), now);
+        core.frame(ConnId(4), Frame::error(kind::INSTALL, id, &refusal), now);
     }
-    assert!(sent(&core.drain(), 1, kind::INSTALL).is_empty());
+    assert!(sent(&core.drain(), ConnId(1), kind::INSTALL).is_empty());
     // The real acknowledgements still count: phase 2 goes to the source.
-    core.frame(2, Frame::ok(kind::INSTALL, to_b[0].id, &Value::Null), now);
-    core.frame(3, Frame::ok(kind::INSTALL, to_c[0].id, &Value::Null), now);
+    core.frame(
+        ConnId(2),
+        Frame::ok(kind::INSTALL, to_b[0].id, &Value::Null),
+        now,
+    );
+    core.frame(
+        ConnId(3),
+        Frame::ok(kind::INSTALL, to_c[0].id, &Value::Null),
+        now,
+    );
     let out = core.drain();
-    let to_a = sent(&out, 1, kind::INSTALL);
+    let to_a = sent(&out, ConnId(1), kind::INSTALL);
     assert_eq!(to_a.len(), 1);
-    core.frame(1, Frame::ok(kind::INSTALL, to_a[0].id, &Value::Null), now);
+    core.frame(
+        ConnId(1),
+        Frame::ok(kind::INSTALL, to_a[0].id, &Value::Null),
+        now,
+    );
     let out = core.drain();
-    let reply = sent(&out, 1, kind::ROUTE_ADD | super::super::proto::REPLY);
+    let reply = sent(
+        &out,
+        ConnId(1),
+        kind::ROUTE_ADD | super::super::proto::REPLY,
+    );
     let info: RouteInfo = reply[0].reply().unwrap();
-    assert_eq!(info.state, "active");
+    assert_eq!(info.state, RouteState::Active);
 }
 
 #[test]
 fn addresses_are_host_addresses_and_nobody_takes_another_nodes() {
     let (mut core, keys, now) = core_with(3);
     let thief = PrivateKey::from_bytes([40; 32]).public_key();
-    core.authenticated(40, thief, now);
+    core.authenticated(ConnId(40), thief, now);
     for (tun, expected) in [
         ("10.9.0.2/32", ErrorKind::NotAllowed),
         ("0.0.0.0/0", ErrorKind::BadRequest),
@@ -602,9 +648,17 @@ fn addresses_are_host_addresses_and_nobody_takes_another_nodes() {
             tun: vec![WirePrefix(tun.parse().unwrap())],
             ..Register::default()
         };
-        core.frame(40, Frame::request(kind::REGISTER, 1, &register), now);
+        core.frame(
+            ConnId(40),
+            Frame::request(kind::REGISTER, 1, &register),
+            now,
+        );
         let out = core.drain();
-        let reply = sent(&out, 40, kind::REGISTER | super::super::proto::REPLY);
+        let reply = sent(
+            &out,
+            ConnId(40),
+            kind::REGISTER | super::super::proto::REPLY,
+        );
         assert_eq!(
             reply[0].reply::<Value>().unwrap_err().kind,
             expected,
@@ -622,7 +676,7 @@ fn a_route_is_adopted_only_from_a_node_holding_its_end_and_orphans_are_removed()
         endpoint: Some("198.18.0.2:6000".parse().unwrap()),
         tun: vec![WirePrefix("10.9.0.2/32".parse().unwrap())],
         routes: vec![RouteRequest {
-            id: Some(77),
+            id: Some(MeshRouteId(77)),
             dst: Key(keys[2]),
             min_hops: None,
             max_hops: None,
@@ -630,25 +684,29 @@ fn a_route_is_adopted_only_from_a_node_holding_its_end_and_orphans_are_removed()
             weight: None,
         }],
         rules: vec![HeldRule {
-            route: 77,
+            route: MeshRouteId(77),
             in_id: 5,
             end: false,
         }],
         ..Register::default()
     };
-    core.authenticated(22, keys[1], now);
-    core.frame(22, Frame::request(kind::REGISTER, 1, &claim), now);
+    core.authenticated(ConnId(22), keys[1], now);
+    core.frame(ConnId(22), Frame::request(kind::REGISTER, 1, &claim), now);
     core.drain();
     assert!(core.routes().is_empty());
     // Nobody claims route 77: its rule at node 2 is removed after the grace period.
     let later = now + ORPHAN_GRACE + Duration::from_millis(100);
-    core.frame(22, Frame::request(kind::HEARTBEAT, 2, &Value::Null), later);
+    core.frame(
+        ConnId(22),
+        Frame::request(kind::HEARTBEAT, 2, &Value::Null),
+        later,
+    );
     core.tick(later);
     let out = core.drain();
-    let removes = sent(&out, 22, kind::REMOVE);
+    let removes = sent(&out, ConnId(22), kind::REMOVE);
     assert_eq!(removes.len(), 1);
     let remove: Remove = removes[0].parse().unwrap();
-    assert_eq!((remove.route, remove.in_ids), (77, vec![5]));
+    assert_eq!((remove.route, remove.in_ids), (MeshRouteId(77), vec![5]));
 }
 
 #[test]
@@ -662,13 +720,13 @@ fn a_route_whose_requester_leaves_during_setup_is_dropped_and_rolled_back() {
         avoid: vec![],
         weight: None,
     };
-    core.frame(1, Frame::request(kind::ROUTE_ADD, 9, &add), now);
+    core.frame(ConnId(1), Frame::request(kind::ROUTE_ADD, 9, &add), now);
     core.drain();
-    core.disconnected(1, now);
+    core.disconnected(ConnId(1), now);
     let out = core.drain();
     assert!(core.routes().is_empty());
-    assert_eq!(sent(&out, 2, kind::REMOVE).len(), 1);
-    assert_eq!(sent(&out, 3, kind::REMOVE).len(), 1);
+    assert_eq!(sent(&out, ConnId(2), kind::REMOVE).len(), 1);
+    assert_eq!(sent(&out, ConnId(3), kind::REMOVE).len(), 1);
 }
 
 #[test]
@@ -696,7 +754,7 @@ fn a_view_too_large_for_a_frame_is_refused_without_closing_the_connection() {
     for i in 1..=n {
         let mut bytes = [0u8; 32];
         bytes[..4].copy_from_slice(&i.to_le_bytes());
-        core.authenticated(u64::from(i), PublicKey::from_bytes(bytes), now);
+        core.authenticated(ConnId(u64::from(i)), PublicKey::from_bytes(bytes), now);
         let register = Register {
             endpoint: Some(
                 format!("198.18.{}.{}:6000", i / 250, i % 250)
@@ -706,15 +764,15 @@ fn a_view_too_large_for_a_frame_is_refused_without_closing_the_connection() {
             ..Register::default()
         };
         core.frame(
-            u64::from(i),
+            ConnId(u64::from(i)),
             Frame::request(kind::REGISTER, 1, &register),
             now,
         );
     }
     core.drain();
-    core.frame(1, Frame::request(kind::NODES, 2, &Value::Null), now);
+    core.frame(ConnId(1), Frame::request(kind::NODES, 2, &Value::Null), now);
     let out = core.drain();
-    let reply = &sent(&out, 1, kind::NODES | super::super::proto::REPLY)[0];
+    let reply = &sent(&out, ConnId(1), kind::NODES | super::super::proto::REPLY)[0];
     let Err(err) = reply.reply::<Value>() else {
         panic!("a view of {n} nodes was sent whole");
     };

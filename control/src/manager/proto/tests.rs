@@ -1,5 +1,6 @@
 use super::*;
-use serde_json::json;
+use serde_json::{Value, json};
+use skywire_dataplane::crypto::PrivateKey;
 
 fn key() -> PrivateKey {
     PrivateKey::generate().unwrap()

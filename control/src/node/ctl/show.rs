@@ -187,7 +187,7 @@ impl fmt::Display for Span {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::protocol::tests::{sample_managed_status, sample_status};
+    use crate::node::ctl::protocol::tests::{sample_managed_status, sample_status};
 
     #[test]
     fn status_text_matches_wg_show_style() {

@@ -1,6 +1,8 @@
 use super::*;
-use crate::manager::proto;
+use crate::manager::proto::{self, Neighbours, RouteState, kind};
+use serde::de::IgnoredAny;
 use skywire_dataplane::crypto::PrivateKey;
+use skywire_dataplane::wire::RouteId;
 
 #[derive(Default)]
 struct Fake {
@@ -10,9 +12,9 @@ struct Fake {
 }
 
 impl Dataplane for Fake {
-    fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), String> {
+    fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), ApplyFailure> {
         if self.refuse {
-            return Err("route id 7 is already in use".to_owned());
+            return Err(ApplyError::InUse(RouteId::new(7).unwrap()).into());
         }
         self.applied.push(changes);
         Ok(())
@@ -62,7 +64,7 @@ fn peer() -> Key {
 #[test]
 fn requests_without_a_manager_fail_at_once() {
     let mut a = agent();
-    a.user_request(9, kind::NODES, Value::Null);
+    a.user_request(9, UserRequest::Nodes);
     let done = a.completions();
     assert_eq!(done[0].token, 9);
     assert_eq!(
@@ -78,7 +80,7 @@ fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_ro
     let mut a = registered(now);
     let mut dp = Fake::default();
     let install = Install {
-        route: 77,
+        route: MeshRouteId(77),
         rules: vec![
             RuleSpec::Relay {
                 in_id: 5,
@@ -100,7 +102,7 @@ fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_ro
     a.frame(Frame::request(kind::INSTALL, 40, &install), now, &mut dp);
     let reply = a.drain().pop().unwrap();
     assert_eq!(reply.kind, kind::INSTALL | proto::REPLY);
-    assert!(reply.reply::<Value>().is_ok());
+    assert!(reply.reply::<IgnoredAny>().is_ok());
     assert_eq!(dp.applied.len(), 1);
     assert_eq!(dp.applied[0].len(), 2);
     match &dp.applied[0][1] {
@@ -123,7 +125,7 @@ fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_ro
             kind::REMOVE,
             41,
             &Remove {
-                route: 78,
+                route: MeshRouteId(78),
                 in_ids: vec![5, 9, 21],
             },
         ),
@@ -131,13 +133,13 @@ fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_ro
         &mut dp,
     );
     assert_eq!(dp.applied.len(), 1);
-    assert!(a.drain().pop().unwrap().reply::<Value>().is_ok());
+    assert!(a.drain().pop().unwrap().reply::<IgnoredAny>().is_ok());
     a.frame(
         Frame::request(
             kind::REMOVE,
             42,
             &Remove {
-                route: 77,
+                route: MeshRouteId(77),
                 in_ids: vec![5, 9],
             },
         ),
@@ -150,7 +152,10 @@ fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_ro
     dp.refuse = true;
     a.frame(Frame::request(kind::INSTALL, 43, &install), now, &mut dp);
     let reply = a.drain().pop().unwrap();
-    assert_eq!(reply.reply::<Value>().unwrap_err().kind, ErrorKind::IdInUse);
+    assert_eq!(
+        reply.reply::<IgnoredAny>().unwrap_err().kind,
+        ErrorKind::IdInUse
+    );
     assert!(a.held().is_empty());
     // A route id 0 is a bad request.
     dp.refuse = false;
@@ -162,7 +167,7 @@ fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_ro
     a.frame(Frame::request(kind::INSTALL, 44, &bad), now, &mut dp);
     let reply = a.drain().pop().unwrap();
     assert_eq!(
-        reply.reply::<Value>().unwrap_err().kind,
+        reply.reply::<IgnoredAny>().unwrap_err().kind,
         ErrorKind::BadRequest
     );
 }
@@ -237,16 +242,22 @@ fn what_the_node_owns_is_registered_again_after_a_reconnect() {
     let dst = peer();
     a.user_request(
         1,
-        kind::ROUTE_ADD,
-        serde_json::json!({"dst": dst, "min_hops": 2}),
+        UserRequest::RouteAdd(RouteRequest {
+            id: None,
+            dst,
+            min_hops: Some(2),
+            max_hops: None,
+            avoid: Vec::new(),
+            weight: None,
+        }),
     );
     let req = a.drain().pop().unwrap();
     let info = RouteInfo {
-        id: 99,
+        id: MeshRouteId(99),
         src: Key(a.key()),
         dst,
         path: vec![Key(a.key()), dst],
-        state: "active".into(),
+        state: RouteState::Active,
         min_hops: 2,
         max_hops: 16,
         avoid: vec![],
@@ -259,22 +270,22 @@ fn what_the_node_owns_is_registered_again_after_a_reconnect() {
         &mut Fake::default(),
     );
     assert!(a.completions()[0].result.is_ok());
-    a.user_request(2, kind::LINK_ADD, serde_json::json!({"peer": dst}));
+    a.user_request(2, UserRequest::LinkAdd(dst.0));
     let req = a.drain().pop().unwrap();
     a.frame(
-        Frame::ok(kind::LINK_ADD, req.id, &Value::Null),
+        Frame::ok(kind::LINK_ADD, req.id, &LinkAdded { usable: false }),
         now,
         &mut Fake::default(),
     );
     // A request in flight when the connection drops fails.
-    a.user_request(3, kind::NODES, Value::Null);
+    a.user_request(3, UserRequest::Nodes);
     a.disconnected();
     let done = a.completions();
     assert!(done.iter().any(|c| c.token == 3 && c.result.is_err()));
     a.connected(now);
     let reg: Register = a.drain().pop().unwrap().parse().unwrap();
     assert_eq!(reg.routes.len(), 1);
-    assert_eq!(reg.routes[0].id, Some(99));
+    assert_eq!(reg.routes[0].id, Some(MeshRouteId(99)));
     assert_eq!(reg.routes[0].min_hops, Some(2));
     assert_eq!(reg.links, vec![dst]);
 }
@@ -298,7 +309,7 @@ fn a_silent_manager_is_given_up() {
         a.tick(now, &mut dp);
         for f in a.drain() {
             if f.kind == kind::HEARTBEAT {
-                a.frame(Frame::ok(kind::HEARTBEAT, f.id, &Value::Null), now, &mut dp);
+                a.frame(Frame::ok(kind::HEARTBEAT, f.id, &()), now, &mut dp);
             }
         }
         assert_eq!(a.stale(now), None);
@@ -311,5 +322,5 @@ fn a_silent_manager_is_given_up() {
     }
     assert_eq!(a.stale(now), None);
     now += Duration::from_secs(1);
-    assert!(a.stale(now).unwrap().contains("silent"));
+    assert!(matches!(a.stale(now), Some(Stale::Silent(_))));
 }

@@ -7,24 +7,29 @@
 //! `REMOVE` into one all-or-nothing batch of [`RuleChange`]s on the data plane, probes its
 //! neighbours once a second and reports the links' round trip and loss.
 //!
-//! The driver (`manager::client`) connects, proves the node's key, and feeds the agent
+//! The driver ([`super::uplink`]) connects, proves the node's key, and feeds the agent
 //! frames, engine events and the time; the tests drive it with in-memory data planes.
+//!
+//! Requests from the node's user ([`UserRequest`]: `route add`, `nodes`, ...) go through
+//! [`Agent::user_request`] and come back typed ([`UserReply`]) through
+//! [`Agent::completions`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::engine::{Origin, RelaySetup, RouteSetup, RuleChange};
+use skywire_dataplane::engine::{
+    ApplyError, EngineGone, Origin, RelaySetup, RouteSetup, RuleChange,
+};
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::wire::RouteId as WireRouteId;
 
-use super::core::Rng;
-use super::proto::{
-    ErrorKind, Frame, HeldRule, Install, Key, LinkChange, LinkMeasure, LinkReport, Neighbour,
-    Neighbours, ProtoError, Register, Registered, Remove, RouteInfo, RouteRequest, RuleSpec,
-    WirePrefix, kind,
+use crate::manager::core::Rng;
+use crate::manager::proto::{
+    ErrorKind, Frame, HeldRule, Install, Key, LinkAdded, LinkChange, LinkMeasure, LinkReport,
+    ManagerRequest, Mesh, MeshRouteId, Neighbour, NodeRequest, ProtoError, Register, Registered,
+    Remove, RouteInfo, RouteList, RouteRef, RouteRequest, RuleSpec, WirePrefix,
 };
 
 /// How often each neighbour is probed.
@@ -42,10 +47,21 @@ const PROBE_WINDOW: usize = 10;
 /// A link is down when this many probes in a row were lost.
 const DOWN_AFTER: usize = 3;
 
+/// Why the data plane did not apply a batch of rule changes (nothing of it was applied).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyFailure {
+    /// The engine refused the batch.
+    #[error(transparent)]
+    Refused(#[from] ApplyError),
+    /// The engine is gone or did not answer.
+    #[error(transparent)]
+    Engine(#[from] EngineGone),
+}
+
 /// What the agent needs of the data plane.
 pub trait Dataplane {
     /// Apply a batch of rule changes, all or nothing.
-    fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), String>;
+    fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), ApplyFailure>;
     /// Send a link probe to `to`.
     fn probe(&mut self, to: SocketAddr, nonce: u64);
 }
@@ -63,20 +79,90 @@ pub struct AgentParams {
     pub reserved: Vec<u32>,
 }
 
+/// What the node's user may ask the manager, through the node (its control socket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRequest {
+    /// Set up a route from this node (`skywire route add`).
+    RouteAdd(RouteRequest),
+    /// Remove a route this node added (`skywire route rm`).
+    RouteRemove(MeshRouteId),
+    /// The routes this node is an end of (`skywire route ls`).
+    RouteList,
+    /// The manager's view of the mesh (`skywire nodes`).
+    Nodes,
+    /// Declare a link to this node (`skywire link add`).
+    LinkAdd(PublicKey),
+    /// Withdraw a link this node declared (`skywire link rm`).
+    LinkRemove(PublicKey),
+}
+
+impl UserRequest {
+    /// The request to the manager.
+    fn to_manager(&self) -> NodeRequest {
+        match self {
+            Self::RouteAdd(request) => NodeRequest::RouteAdd(request.clone()),
+            Self::RouteRemove(route) => NodeRequest::RouteRemove(RouteRef { route: *route }),
+            Self::RouteList => NodeRequest::RouteList,
+            Self::Nodes => NodeRequest::Nodes,
+            Self::LinkAdd(peer) => NodeRequest::LinkAdd(LinkChange { peer: Key(*peer) }),
+            Self::LinkRemove(peer) => NodeRequest::LinkRemove(LinkChange { peer: Key(*peer) }),
+        }
+    }
+
+    /// The manager's reply to this request, typed.
+    fn reply(&self, frame: &Frame) -> Result<UserReply, ProtoError> {
+        match self {
+            Self::RouteAdd(_) => frame.reply().map(UserReply::Route),
+            Self::RouteList => frame.reply().map(UserReply::Routes),
+            Self::Nodes => frame.reply().map(UserReply::Mesh),
+            Self::LinkAdd(_) => frame.reply().map(UserReply::LinkAdded),
+            Self::RouteRemove(_) | Self::LinkRemove(_) => frame
+                .reply::<serde::de::IgnoredAny>()
+                .map(|_| UserReply::Done),
+        }
+    }
+}
+
+/// The manager's answer to a [`UserRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserReply {
+    /// The route, set up on every hop (to [`UserRequest::RouteAdd`]).
+    Route(RouteInfo),
+    /// The routes (to [`UserRequest::RouteList`]).
+    Routes(RouteList),
+    /// Nodes and links (to [`UserRequest::Nodes`]).
+    Mesh(Mesh),
+    /// Whether routes may use the link yet (to [`UserRequest::LinkAdd`]).
+    LinkAdded(LinkAdded),
+    /// Done (to [`UserRequest::RouteRemove`] and [`UserRequest::LinkRemove`]).
+    Done,
+}
+
 /// An answer to a request made through [`Agent::user_request`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     /// The caller's token.
     pub token: u64,
     /// The manager's answer.
-    pub result: Result<Value, ProtoError>,
+    pub result: Result<UserReply, ProtoError>,
+}
+
+/// Why the connection to the manager should be given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Stale {
+    /// `REGISTER` was not answered in time.
+    #[error("no answer to REGISTER in {} s", .0.as_secs())]
+    NotRegistered(Duration),
+    /// Nothing was heard from the manager for this long.
+    #[error("the manager has been silent for {} ms", .0.as_millis())]
+    Silent(Duration),
 }
 
 #[derive(Debug)]
 enum Pending {
     Register,
     Quiet,
-    User { token: u64, kind: u8, body: Value },
+    User { token: u64, request: UserRequest },
 }
 
 #[derive(Debug, Default)]
@@ -117,11 +203,11 @@ impl ProbeLog {
 pub struct Agent {
     params: AgentParams,
     /// Routes this node owns, by id.
-    intents: BTreeMap<u64, RouteRequest>,
+    intents: BTreeMap<MeshRouteId, RouteRequest>,
     /// Links this node declared.
     links: BTreeSet<PublicKey>,
     /// Manager rules held: in_id -> (route, is a route end).
-    held: BTreeMap<u32, (u64, bool)>,
+    held: BTreeMap<u32, (MeshRouteId, bool)>,
     probes: HashMap<PublicKey, ProbeLog>,
     registered: bool,
     connected: bool,
@@ -207,11 +293,11 @@ impl Agent {
         self.intents.values().cloned().collect()
     }
 
-    fn request(&mut self, kind: u8, body: &impl serde::Serialize, pending: Pending) {
+    fn request(&mut self, request: &NodeRequest, pending: Pending) {
         let id = self.next_request;
         self.next_request += 1;
         self.pending.insert(id, pending);
-        self.out.push(Frame::request(kind, id, body));
+        self.out.push(request.frame(id));
     }
 
     /// A connection to the manager was authenticated: register.
@@ -228,7 +314,7 @@ impl Agent {
             rules: self.held(),
             reserved: self.params.reserved.clone(),
         };
-        self.request(kind::REGISTER, &register, Pending::Register);
+        self.request(&NodeRequest::Register(register), Pending::Register);
     }
 
     /// The connection is gone: what was waiting for the manager fails.
@@ -253,7 +339,7 @@ impl Agent {
 
     /// A request from the node's user (`route add`, `nodes`, ...), answered through
     /// [`completions`](Self::completions) with `token`.
-    pub fn user_request(&mut self, token: u64, kind: u8, body: Value) {
+    pub fn user_request(&mut self, token: u64, request: UserRequest) {
         if !self.registered {
             self.completions.push(Completion {
                 token,
@@ -264,7 +350,7 @@ impl Agent {
             });
             return;
         }
-        self.request(kind, &body.clone(), Pending::User { token, kind, body });
+        self.request(&request.to_manager(), Pending::User { token, request });
     }
 
     /// A frame from the manager.
@@ -274,23 +360,16 @@ impl Agent {
             self.reply(frame, now);
             return;
         }
-        let result = match frame.kind {
-            kind::INSTALL => frame
-                .parse::<Install>()
-                .and_then(|install| self.install(&install, dataplane)),
-            kind::REMOVE => frame
-                .parse::<Remove>()
-                .and_then(|remove| self.remove(&remove, dataplane)),
-            kind::NEIGHBOURS => frame.parse::<Neighbours>().map(|n| {
+        let result = ManagerRequest::parse(&frame).and_then(|request| match request {
+            ManagerRequest::Install(install) => self.install(&install, dataplane),
+            ManagerRequest::Remove(remove) => self.remove(&remove, dataplane),
+            ManagerRequest::Neighbours(n) => {
                 self.neighbours(&n.neighbours);
-            }),
-            other => Err(ProtoError::new(
-                ErrorKind::BadRequest,
-                format!("unknown request kind {other:#04x}"),
-            )),
-        };
+                Ok(())
+            }
+        });
         self.out.push(match result {
-            Ok(()) => Frame::ok(frame.kind, frame.id, &Value::Null),
+            Ok(()) => Frame::ok(frame.kind, frame.id, &()),
             Err(e) => Frame::error(frame.kind, frame.id, &e),
         });
     }
@@ -313,10 +392,10 @@ impl Agent {
                 Err(_) => self.registered = false,
             },
             Pending::Quiet => {}
-            Pending::User { token, kind, body } => {
-                let result = frame.reply::<Value>();
-                if result.is_ok() {
-                    self.remember(kind, &body, result.as_ref().ok());
+            Pending::User { token, request } => {
+                let result = request.reply(&frame);
+                if let Ok(reply) = &result {
+                    self.remember(&request, reply);
                 }
                 self.completions.push(Completion { token, result });
             }
@@ -324,30 +403,21 @@ impl Agent {
     }
 
     /// Keep what the node owns after the manager accepted it.
-    fn remember(&mut self, kind: u8, body: &Value, reply: Option<&Value>) {
-        match kind {
-            kind::ROUTE_ADD => {
-                let info = reply.and_then(|v| serde_json::from_value::<RouteInfo>(v.clone()).ok());
-                let request = serde_json::from_value::<RouteRequest>(body.clone()).ok();
-                if let (Some(info), Some(mut request)) = (info, request) {
-                    request.id = Some(info.id);
-                    self.intents.insert(info.id, request);
-                }
+    fn remember(&mut self, request: &UserRequest, reply: &UserReply) {
+        match (request, reply) {
+            (UserRequest::RouteAdd(request), UserReply::Route(info)) => {
+                let mut request = request.clone();
+                request.id = Some(info.id);
+                self.intents.insert(info.id, request);
             }
-            kind::ROUTE_REMOVE => {
-                if let Some(id) = body.get("route").and_then(Value::as_u64) {
-                    self.intents.remove(&id);
-                }
+            (UserRequest::RouteRemove(id), _) => {
+                self.intents.remove(id);
             }
-            kind::LINK_ADD => {
-                if let Ok(change) = serde_json::from_value::<LinkChange>(body.clone()) {
-                    self.links.insert(change.peer.0);
-                }
+            (UserRequest::LinkAdd(peer), _) => {
+                self.links.insert(*peer);
             }
-            kind::LINK_REMOVE => {
-                if let Ok(change) = serde_json::from_value::<LinkChange>(body.clone()) {
-                    self.links.remove(&change.peer.0);
-                }
+            (UserRequest::LinkRemove(peer), _) => {
+                self.links.remove(peer);
             }
             _ => {}
         }
@@ -360,7 +430,7 @@ impl Agent {
     ) -> Result<(), ProtoError> {
         let expire_after = Duration::from_millis(install.expire_ms.clamp(1000, 3_600_000));
         let origin = Origin::Manager {
-            route: install.route,
+            route: install.route.0,
             expire_after,
         };
         let id = |n: u32| {
@@ -392,7 +462,7 @@ impl Agent {
                     prev_hop,
                 } => RuleChange::AddEnd {
                     route: RouteSetup {
-                        name: format!("mgr-{:08x}", install.route >> 32),
+                        name: format!("mgr-{:08x}", install.route.0 >> 32),
                         peer: peer.0,
                         prefixes: prefixes.iter().map(|p| p.0).collect(),
                         first_hop: *first_hop,
@@ -408,14 +478,12 @@ impl Agent {
             });
         }
         dataplane.apply(changes).map_err(|e| {
-            ProtoError::new(
-                if e.contains("in use") {
-                    ErrorKind::IdInUse
-                } else {
-                    ErrorKind::BadRequest
-                },
-                e,
-            )
+            let kind = match e {
+                ApplyFailure::Refused(ApplyError::InUse(_)) => ErrorKind::IdInUse,
+                ApplyFailure::Refused(_) => ErrorKind::BadRequest,
+                ApplyFailure::Engine(_) => ErrorKind::Unavailable,
+            };
+            ProtoError::new(kind, e.to_string())
         })?;
         for rule in &install.rules {
             let end = matches!(rule, RuleSpec::End { .. });
@@ -445,9 +513,13 @@ impl Agent {
         if changes.is_empty() {
             return Ok(());
         }
-        dataplane
-            .apply(changes)
-            .map_err(|e| ProtoError::new(ErrorKind::BadRequest, e))?;
+        dataplane.apply(changes).map_err(|e| {
+            let kind = match e {
+                ApplyFailure::Refused(_) => ErrorKind::BadRequest,
+                ApplyFailure::Engine(_) => ErrorKind::Unavailable,
+            };
+            ProtoError::new(kind, e.to_string())
+        })?;
         for i in ids {
             self.held.remove(&i);
         }
@@ -490,7 +562,7 @@ impl Agent {
             return;
         }
         if self.next_heartbeat.is_some_and(|t| t <= now) {
-            self.request(kind::HEARTBEAT, &Value::Null, Pending::Quiet);
+            self.request(&NodeRequest::Heartbeat, Pending::Quiet);
             self.next_heartbeat = Some(now + self.heartbeat);
         }
         if self.next_probe.is_some_and(|t| t <= now) {
@@ -531,7 +603,10 @@ impl Agent {
             }
             if !links.is_empty() {
                 links.sort_by_key(|l| l.peer);
-                self.request(kind::LINK_REPORT, &LinkReport { links }, Pending::Quiet);
+                self.request(
+                    &NodeRequest::LinkReport(LinkReport { links }),
+                    Pending::Quiet,
+                );
             }
         }
     }
@@ -539,16 +614,16 @@ impl Agent {
     /// Why the connection should be given up, if it should: the manager did not answer
     /// `REGISTER` within [`REGISTER_TIMEOUT`], or has been silent for as long as it takes
     /// itself to declare a node dead (3 heartbeats, each of which it answers).
-    pub fn stale(&self, now: Instant) -> Option<String> {
+    pub fn stale(&self, now: Instant) -> Option<Stale> {
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
         if !self.registered {
             return since(self.connected_at)
                 .filter(|d| *d > REGISTER_TIMEOUT)
-                .map(|d| format!("no answer to REGISTER in {} s", d.as_secs()));
+                .map(Stale::NotRegistered);
         }
         since(self.last_heard)
             .filter(|d| *d > self.heartbeat * 3 + Duration::from_millis(500))
-            .map(|d| format!("the manager has been silent for {} ms", d.as_millis()))
+            .map(Stale::Silent)
     }
 
     /// When [`tick`](Self::tick) next has work.

@@ -20,6 +20,17 @@
 //!   arguments are further fields of the same object, for example
 //!   `{"id": 2, "op": "route_add", "dst": "<64 hex digits>", "min_hops": 3}`; see [`Op`].
 //!
+//! | op | arguments | `ok` body |
+//! |---|---|---|
+//! | `status` | | the status below ([`StatusReply`]) |
+//! | `route_add` | `dst`, optional `min_hops`, `max_hops`, `avoid` (keys), `weight` (`hops`, `latency`) | the route ([`RouteInfo`]) |
+//! | `route_ls` | | `{"routes": [...]}` ([`RouteList`]) |
+//! | `route_rm` | `route` (16 hex digits) | `null` |
+//! | `nodes` | | `{"nodes": [...], "links": [...]}` ([`Mesh`]) |
+//! | `link_add` | `peer` | `{"usable": bool}` ([`LinkAdded`]) |
+//! | `link_rm` | `peer` | `null` |
+//! | `ping` | `peer` | `{"route", "in_id", "rtt_us", "manager_route"}` ([`PongReply`]) |
+//!
 //! # Responses
 //!
 //! ```json
@@ -42,6 +53,8 @@
 //!   maximum number of connections (then the connection is closed).
 //! - `failed`: the node or its manager refused the request; the message starts with the
 //!   manager's error kind (`no_path: ...`, `unknown_route: ...`).
+//! - `no_reply`: the request went out over the mesh and nothing came back in time (a
+//!   `ping` without a pong); asking again may work.
 //!
 //! A connection idle for 5 seconds is closed without a response.
 //!
@@ -105,6 +118,9 @@ use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{NodeStatus, Origin, RelayStatus, RouteStatus};
 use skywire_dataplane::route::Prefix;
 
+use crate::manager::proto::{LinkAdded, Mesh, MeshRouteId, RouteInfo, RouteList};
+use crate::manager::topology::RouteWeight;
+
 /// The longest request line the server reads, in bytes, without its newline.
 pub const MAX_REQUEST: usize = 64 * 1024;
 
@@ -123,54 +139,67 @@ pub struct Request {
 }
 
 /// What a request asks for: the `op` field, and the op's arguments as sibling fields.
+///
+/// Arguments are typed here, at the JSON edge: a key that is not 64 hex digits, a weight
+/// other than `hops` or `latency`, or a route id that is not hex is a `bad_request` and
+/// never reaches the node.
+///
+/// Adding an op: a variant here (its doc says what it answers), a [`Reply`] variant if it
+/// answers something new, its arm in `server::answer`, and a line in the module doc.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Op {
     /// A snapshot of the node: answered with a [`StatusReply`].
     Status,
-    /// Ask the node manager for a route from this node to `dst` (a public key), set up on
-    /// every hop before the answer: the manager's route (`docs/PROTOCOL.md` 11.5).
+    /// Ask the node manager for a route from this node to `dst`, set up on every hop
+    /// before the answer, a [`RouteInfo`] (`docs/PROTOCOL.md` 11.5).
     RouteAdd {
         /// The destination node's public key.
-        dst: String,
+        #[serde(with = "as_text")]
+        dst: PublicKey,
         /// At least this many links.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         min_hops: Option<usize>,
         /// At most this many links.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_hops: Option<usize>,
-        /// Nodes (public keys) the route must not cross.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        avoid: Vec<String>,
-        /// `hops` or `latency`.
+        /// Nodes the route must not cross.
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "vec_as_text")]
+        avoid: Vec<PublicKey>,
+        /// What "shortest" means (the manager's default when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        weight: Option<String>,
+        weight: Option<RouteWeight>,
     },
-    /// The manager's routes this node is an end of: `{"routes": [...]}`.
+    /// The manager's routes this node is an end of: a [`RouteList`].
     RouteLs,
     /// Remove a route this node owns, on every hop; `route` is its id (16 hex digits).
+    /// Answered with `null`.
     RouteRm {
         /// The route's id.
-        route: String,
+        #[serde(with = "as_text")]
+        route: MeshRouteId,
     },
-    /// The manager's view of the mesh: `{"nodes": [...], "links": [...]}`.
+    /// The manager's view of the mesh: a [`Mesh`].
     Nodes,
-    /// Declare a link from this node to `peer` (a public key) to the manager.
+    /// Declare a link from this node to `peer` to the manager: a [`LinkAdded`].
     LinkAdd {
         /// The other end.
-        peer: String,
+        #[serde(with = "as_text")]
+        peer: PublicKey,
     },
-    /// Withdraw a link this node declared.
+    /// Withdraw a link this node declared. Answered with `null`.
     LinkRm {
         /// The other end.
-        peer: String,
+        #[serde(with = "as_text")]
+        peer: PublicKey,
     },
-    /// One round trip over the route to `peer` (a public key), through the route's
-    /// session: `{"route", "in_id", "rtt_us", "manager_route"}`.
+    /// One round trip over the route to `peer`, through the route's session: a
+    /// [`PongReply`].
     Ping {
         /// The far end's public key.
-        peer: String,
+        #[serde(with = "as_text")]
+        peer: PublicKey,
     },
 }
 
@@ -196,15 +225,40 @@ pub enum Outcome<T> {
     Error(ErrorBody),
 }
 
-/// The `ok` body of every op, as the server sends it (no tag: the client knows its op).
+/// The `ok` body of every op, as the server sends it (no tag: the client knows its op,
+/// and reads the body as that op's type).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 #[non_exhaustive]
 pub enum Reply {
     /// The answer to [`Op::Status`].
     Status(Box<StatusReply>),
-    /// The answer to the other ops: the manager's JSON body, or a ping's figures.
-    Json(serde_json::Value),
+    /// The answer to [`Op::RouteAdd`]: the route, active on every hop.
+    Route(RouteInfo),
+    /// The answer to [`Op::RouteLs`].
+    Routes(RouteList),
+    /// The answer to [`Op::Nodes`].
+    Mesh(Mesh),
+    /// The answer to [`Op::LinkAdd`].
+    LinkAdded(LinkAdded),
+    /// The answer to [`Op::Ping`].
+    Pong(PongReply),
+    /// The answer to ops that return nothing ([`Op::RouteRm`], [`Op::LinkRm`]): `null`.
+    Done,
+}
+
+/// A round trip over a route, as [`Op::Ping`] answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PongReply {
+    /// The route end's name.
+    pub route: String,
+    /// The route end's incoming id.
+    pub in_id: u32,
+    /// The round trip, in microseconds.
+    pub rtt_us: u64,
+    /// The manager's id of the route (16 hex digits), `null` for a configured route.
+    #[serde(default, with = "opt_as_text")]
+    pub manager_route: Option<MeshRouteId>,
 }
 
 /// An error response's body.
@@ -229,6 +283,9 @@ pub enum ErrorKind {
     /// The node or its manager refused the request (no path, unknown route, a hop that
     /// refused its rules, ...); the message starts with the manager's error kind.
     Failed,
+    /// The request went out over the mesh and no answer came back in time (a ping without
+    /// a pong): asking again may work.
+    NoReply,
 }
 
 impl fmt::Display for ErrorKind {
@@ -238,6 +295,7 @@ impl fmt::Display for ErrorKind {
             Self::BadRequest => "bad_request",
             Self::Unavailable => "unavailable",
             Self::Failed => "failed",
+            Self::NoReply => "no_reply",
         })
     }
 }
@@ -584,6 +642,32 @@ mod as_text {
     {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// [`as_text`] for an optional value (`null` for `None`).
+mod opt_as_text {
+    use super::{Deserialize, Deserializer, FromStr, Serializer, de, fmt};
+
+    pub(super) fn serialize<T: fmt::Display, S: Serializer>(
+        value: &Option<T>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.collect_str(value),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+        D: Deserializer<'de>,
+    {
+        Option::<std::borrow::Cow<'de, str>>::deserialize(deserializer)?
+            .map(|text| text.parse().map_err(de::Error::custom))
+            .transpose()
     }
 }
 

@@ -1,11 +1,11 @@
-//! The node's local control socket, in the style of `wg show`: `skywire status` (and later
-//! `skywire route`, `skywire ping`) ask a running `skywire node` over a Unix socket.
+//! The node's local control socket, in the style of `wg show`: `skywire status`,
+//! `skywire route`, `nodes`, `link` and `ping` ask a running node over a Unix socket.
 //!
 //! - [`protocol`]: the wire format, newline-delimited JSON requests and responses, with its
 //!   full description (ops, error kinds, the `status` body). Sans-IO.
 //! - [`server`]: the node's side: binds the socket 0600 inside a 0700 folder, serves root
 //!   and the socket's owner only (checked with `SO_PEERCRED`), answers from a
-//!   [`StatusSource`] (the engine, or a fake in tests).
+//!   [`NodeApi`] (the node, or a fake in tests).
 //! - [`client`]: one request, one typed answer, with errors that tell "not running" (exit
 //!   69) from "not allowed" (exit 77).
 //! - `show`: the `wg show`-style text of a [`StatusReply`] (its `Display`).
@@ -20,8 +20,8 @@ pub mod server;
 mod show;
 
 pub use client::{CtlError, DEFAULT_TIMEOUT, request, request_status};
-pub use protocol::StatusReply;
-pub use server::{ControlServer, NodeServices, StatusSource};
+pub use protocol::{Op, PongReply, StatusReply};
+pub use server::{ControlServer, NodeApi};
 
 /// Where a node's control socket lives unless told otherwise: the default of the config's
 /// `node.control_socket`, so `skywire status` finds a node started without a config.

@@ -19,7 +19,7 @@
 //!   dropped, the socket file is removed, if it is still the one this server bound.
 //!
 //! The answering itself is [`respond`]: a pure function from a line and a
-//! [`StatusSource`] to a response, tested without sockets.
+//! [`NodeApi`] to a response, tested without sockets.
 
 use core::time::Duration;
 use std::io::{self, BufReader, Write};
@@ -29,21 +29,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
-use serde_json::{Value, json};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{EngineGone, EngineHandle, NodeStatus};
 
 use crate::local::{
     BoundSocket, ConnectionSlot, LineRead, bind_private, is_allowed, peer_uid, read_line,
 };
-use crate::manager::client::{AgentHandle, PingReply};
-use crate::manager::proto::{
-    ErrorKind as ManagerErrorKind, Key, ProtoError, RouteRequest, kind as mkind,
-};
-use crate::manager::topology::RouteWeight;
+use crate::manager::proto::{ErrorKind as ManagerErrorKind, Key, ProtoError, RouteRequest};
+use crate::node::agent::{UserReply, UserRequest};
+use crate::node::uplink::{PingError, PingReply};
 
 use super::protocol::{
-    ErrorKind, MAX_REQUEST, Op, ParsedRequest, Reply, Response, StatusReply, parse_request,
+    ErrorKind, MAX_REQUEST, Op, Outcome, ParsedRequest, PongReply, Reply, Response, StatusReply,
+    parse_request,
 };
 
 /// At most this many connections are served at once.
@@ -59,16 +57,16 @@ pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the accept loop sleeps when nobody is connecting.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
-/// What answers the socket's requests: the running node (engine and manager client), or a
-/// fake in tests. Only `status` is required; a source without a manager answers the other
-/// ops `unavailable`.
-pub trait StatusSource {
+/// What the control socket serves: the running node ([`crate::node::NodeHandle`]), or a
+/// fake in tests. Only `status` is required; a node without a manager answers the manager
+/// ops `unavailable`, and one that cannot ping says so.
+pub trait NodeApi {
     /// A snapshot of the node, waiting at most `timeout`.
     fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone>;
 
-    /// A request of `kind` to the node manager, answered with its `ok` body.
-    fn manager(&self, kind: u8, body: Value) -> Result<Value, ProtoError> {
-        let _ = (kind, body);
+    /// A request to the node manager, through the node.
+    fn manager(&self, request: UserRequest) -> Result<UserReply, ProtoError> {
+        let _ = request;
         Err(ProtoError::new(
             ManagerErrorKind::Unavailable,
             "this node has no manager (node.manager in its config)",
@@ -76,135 +74,85 @@ pub trait StatusSource {
     }
 
     /// One round trip over the route to `peer`.
-    fn ping(&self, peer: PublicKey) -> Result<PingReply, String> {
+    fn ping(&self, peer: PublicKey) -> Result<PingReply, PingError> {
         let _ = peer;
-        Err("this node cannot ping".to_owned())
+        Err(PingError::Unsupported)
     }
 }
 
-impl StatusSource for EngineHandle {
+impl NodeApi for EngineHandle {
     fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone> {
         EngineHandle::status(self, timeout)
     }
 }
 
-/// A running node: its engine, and the manager client that also serves pings.
-#[derive(Debug, Clone)]
-pub struct NodeServices {
-    /// The engine.
-    pub engine: EngineHandle,
-    /// The manager client.
-    pub agent: AgentHandle,
-}
-
-impl StatusSource for NodeServices {
-    fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone> {
-        self.engine.status(timeout)
-    }
-
-    fn manager(&self, kind: u8, body: Value) -> Result<Value, ProtoError> {
-        if self.agent.manager().is_none() {
-            return Err(ProtoError::new(
-                ManagerErrorKind::Unavailable,
-                "this node has no manager (node.manager in its config)",
-            ));
-        }
-        self.agent.manager_request(kind, body)
-    }
-
-    fn ping(&self, peer: PublicKey) -> Result<PingReply, String> {
-        self.agent.ping(peer, PING_TIMEOUT)
-    }
-}
-
-/// How long a `ping` waits for its pong.
-pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
-
-fn parse_key(field: &str, text: &str) -> Result<PublicKey, (ErrorKind, String)> {
-    text.parse().map_err(|_| {
+/// The answer to one well-formed request, or its error kind and message.
+fn answer(op: Op, node: &dyn NodeApi) -> Result<Reply, (ErrorKind, String)> {
+    let manager = |request| {
+        node.manager(request).map_err(|e| match e.kind {
+            ManagerErrorKind::Unavailable | ManagerErrorKind::Timeout => {
+                (ErrorKind::Unavailable, e.message)
+            }
+            _ => (ErrorKind::Failed, e.to_string()),
+        })
+    };
+    let unexpected = |reply: UserReply| {
         (
-            ErrorKind::BadRequest,
-            format!("`{field}` must be a public key (64 hex digits), not `{text}`"),
+            ErrorKind::Failed,
+            format!("the node answered with the wrong kind of reply: {reply:?}"),
         )
-    })
-}
-
-/// The manager's answer to an op, or why there is none.
-fn manager_op(op: Op, source: &dyn StatusSource) -> Result<Value, (ErrorKind, String)> {
-    let (kind, body) = match op {
-        Op::Status => return Err((ErrorKind::BadRequest, "not a manager op".to_owned())),
+    };
+    match op {
+        Op::Status => node
+            .status(ENGINE_TIMEOUT)
+            .map(|status| Reply::Status(Box::new(StatusReply::from(&status))))
+            .map_err(|gone| (ErrorKind::Unavailable, gone.to_string())),
         Op::RouteAdd {
             dst,
             min_hops,
             max_hops,
             avoid,
             weight,
-        } => {
-            let weight = match weight.as_deref() {
-                None => None,
-                Some("hops") => Some(RouteWeight::Hops),
-                Some("latency") => Some(RouteWeight::Latency),
-                Some(other) => {
-                    return Err((
-                        ErrorKind::BadRequest,
-                        format!("`weight` is `hops` or `latency`, not `{other}`"),
-                    ));
-                }
-            };
-            let request = RouteRequest {
-                id: None,
-                dst: Key(parse_key("dst", &dst)?),
-                min_hops,
-                max_hops,
-                avoid: avoid
-                    .iter()
-                    .map(|a| parse_key("avoid", a).map(Key))
-                    .collect::<Result<_, _>>()?,
-                weight,
-            };
-            let body = serde_json::to_value(request).unwrap_or_default();
-            (mkind::ROUTE_ADD, body)
-        }
-        Op::RouteLs => (mkind::ROUTE_LIST, Value::Null),
-        Op::RouteRm { route } => {
-            let id = u64::from_str_radix(route.trim_start_matches("0x"), 16).map_err(|_| {
-                (
-                    ErrorKind::BadRequest,
-                    format!("`route` must be a route id (hex digits), not `{route}`"),
-                )
-            })?;
-            (mkind::ROUTE_REMOVE, json!({ "route": id }))
-        }
-        Op::Nodes => (mkind::NODES, Value::Null),
-        Op::LinkAdd { peer } => {
-            parse_key("peer", &peer)?;
-            (mkind::LINK_ADD, json!({ "peer": peer }))
-        }
-        Op::LinkRm { peer } => {
-            parse_key("peer", &peer)?;
-            (mkind::LINK_REMOVE, json!({ "peer": peer }))
-        }
-        Op::Ping { peer } => {
-            let peer = parse_key("peer", &peer)?;
-            return source
-                .ping(peer)
-                .map(|p| {
-                    json!({
-                        "route": p.route,
-                        "in_id": p.in_id,
-                        "rtt_us": u64::try_from(p.rtt.as_micros()).unwrap_or(u64::MAX),
-                        "manager_route": p.manager_route.map(|r| format!("{r:016x}")),
-                    })
+        } => match manager(UserRequest::RouteAdd(RouteRequest {
+            id: None,
+            dst: Key(dst),
+            min_hops,
+            max_hops,
+            avoid: avoid.into_iter().map(Key).collect(),
+            weight,
+        }))? {
+            UserReply::Route(info) => Ok(Reply::Route(info)),
+            other => Err(unexpected(other)),
+        },
+        Op::RouteLs => match manager(UserRequest::RouteList)? {
+            UserReply::Routes(list) => Ok(Reply::Routes(list)),
+            other => Err(unexpected(other)),
+        },
+        Op::RouteRm { route } => manager(UserRequest::RouteRemove(route)).map(|_| Reply::Done),
+        Op::Nodes => match manager(UserRequest::Nodes)? {
+            UserReply::Mesh(mesh) => Ok(Reply::Mesh(mesh)),
+            other => Err(unexpected(other)),
+        },
+        Op::LinkAdd { peer } => match manager(UserRequest::LinkAdd(peer))? {
+            UserReply::LinkAdded(added) => Ok(Reply::LinkAdded(added)),
+            other => Err(unexpected(other)),
+        },
+        Op::LinkRm { peer } => manager(UserRequest::LinkRemove(peer)).map(|_| Reply::Done),
+        Op::Ping { peer } => node
+            .ping(peer)
+            .map(|pong| {
+                Reply::Pong(PongReply {
+                    route: pong.route,
+                    in_id: pong.in_id,
+                    rtt_us: u64::try_from(pong.rtt.as_micros()).unwrap_or(u64::MAX),
+                    manager_route: pong.manager_route,
                 })
-                .map_err(|e| (ErrorKind::Failed, e));
-        }
-    };
-    source.manager(kind, body).map_err(|e| match e.kind {
-        ManagerErrorKind::Unavailable | ManagerErrorKind::Timeout => {
-            (ErrorKind::Unavailable, e.message)
-        }
-        _ => (ErrorKind::Failed, e.to_string()),
-    })
+            })
+            .map_err(|e| match e {
+                PingError::NoReply { .. } => (ErrorKind::NoReply, e.to_string()),
+                _ => (ErrorKind::Failed, e.to_string()),
+            }),
+    }
 }
 
 /// A response line to send, and whether to close the connection after it.
@@ -216,8 +164,8 @@ pub struct Answer {
     pub close: bool,
 }
 
-/// Answer one request line (without its newline). Pure apart from asking `source`.
-pub fn respond(line: &[u8], source: &dyn StatusSource) -> Answer {
+/// Answer one request line (without its newline). Pure apart from asking `node`.
+pub fn respond(line: &[u8], node: &dyn NodeApi) -> Answer {
     match parse_request(line) {
         ParsedRequest::Malformed { reason } => Answer {
             line: Response::<Reply>::error(None, ErrorKind::BadRequest, reason).to_line(),
@@ -228,25 +176,12 @@ pub fn respond(line: &[u8], source: &dyn StatusSource) -> Answer {
             close: false,
         },
         ParsedRequest::Request(request) => {
-            let response = match request.op {
-                Op::Status => match source.status(ENGINE_TIMEOUT) {
-                    Ok(status) => Response {
-                        id: Some(request.id),
-                        outcome: super::protocol::Outcome::Ok(Reply::Status(Box::new(
-                            StatusReply::from(&status),
-                        ))),
-                    },
-                    Err(gone) => {
-                        Response::error(Some(request.id), ErrorKind::Unavailable, gone.to_string())
-                    }
+            let response = match answer(request.op, node) {
+                Ok(reply) => Response {
+                    id: Some(request.id),
+                    outcome: Outcome::Ok(reply),
                 },
-                op => match manager_op(op, source) {
-                    Ok(body) => Response {
-                        id: Some(request.id),
-                        outcome: super::protocol::Outcome::Ok(Reply::Json(body)),
-                    },
-                    Err((kind, message)) => Response::error(Some(request.id), kind, message),
-                },
+                Err((kind, message)) => Response::error(Some(request.id), kind, message),
             };
             Answer {
                 line: response.to_line(),
@@ -279,17 +214,17 @@ impl ControlServer {
         self.socket.path()
     }
 
-    /// Serve requests from `source` on this thread until `stop` is set, then remove the
+    /// Serve requests for `node` on this thread until `stop` is set, then remove the
     /// socket file. Connections already open finish on their own threads (within
     /// [`CONNECTION_TIMEOUT`] of their last request).
     ///
-    /// `source` is shared by the connection threads, hence `Sync`.
-    pub fn serve(self, source: impl StatusSource + Send + Sync + 'static, stop: Arc<AtomicBool>) {
-        let source: Arc<dyn StatusSource + Send + Sync> = Arc::new(source);
+    /// `node` is shared by the connection threads, hence `Sync`.
+    pub fn serve(self, node: impl NodeApi + Send + Sync + 'static, stop: Arc<AtomicBool>) {
+        let node: Arc<dyn NodeApi + Send + Sync> = Arc::new(node);
         let active = Arc::new(AtomicUsize::new(0));
         while !stop.load(Ordering::Relaxed) {
             match self.listener.accept() {
-                Ok((stream, _)) => self.start_connection(stream, &source, &active),
+                Ok((stream, _)) => self.start_connection(stream, &node, &active),
                 // Nothing to accept (or a transient failure such as EMFILE or a peer that
                 // went away): one bad moment never ends the loop.
                 Err(_) => thread::sleep(ACCEPT_POLL),
@@ -300,18 +235,18 @@ impl ControlServer {
     /// [`Self::serve`] on a new thread named `skywire-ctl`.
     pub fn spawn(
         self,
-        source: impl StatusSource + Send + Sync + 'static,
+        node: impl NodeApi + Send + Sync + 'static,
         stop: Arc<AtomicBool>,
     ) -> io::Result<thread::JoinHandle<()>> {
         thread::Builder::new()
             .name("skywire-ctl".to_owned())
-            .spawn(move || self.serve(source, stop))
+            .spawn(move || self.serve(node, stop))
     }
 
     fn start_connection(
         &self,
         stream: UnixStream,
-        source: &Arc<dyn StatusSource + Send + Sync>,
+        node: &Arc<dyn NodeApi + Send + Sync>,
         active: &Arc<AtomicUsize>,
     ) {
         let slot = ConnectionSlot::take_of(active, MAX_CONNECTIONS);
@@ -332,20 +267,20 @@ impl ControlServer {
             let _ = (&stream).write_all(&busy.to_line());
             return;
         };
-        let source = Arc::clone(source);
+        let node = Arc::clone(node);
         let owner_uid = self.socket.owner_uid();
         // If no thread can be had, the connection is dropped (closed) with the closure.
         let _ = thread::Builder::new()
             .name("skywire-ctl-conn".to_owned())
             .spawn(move || {
                 let _slot = slot;
-                serve_connection(stream, &*source, owner_uid);
+                serve_connection(stream, &*node, owner_uid);
             });
     }
 }
 
 /// One connection: check the peer, then answer lines until it closes, errs or idles out.
-fn serve_connection(stream: UnixStream, source: &dyn StatusSource, owner_uid: u32) {
+fn serve_connection(stream: UnixStream, node: &dyn NodeApi, owner_uid: u32) {
     let mut writer = &stream;
     let Ok(peer_uid) = peer_uid(&stream) else {
         return;
@@ -368,7 +303,7 @@ fn serve_connection(stream: UnixStream, source: &dyn StatusSource, owner_uid: u3
     loop {
         let answer = match read_line(&mut reader, MAX_REQUEST, &mut line) {
             Ok(LineRead::Line) if line.trim_ascii().is_empty() => continue,
-            Ok(LineRead::Line) => respond(&line, source),
+            Ok(LineRead::Line) => respond(&line, node),
             Ok(LineRead::TooLong) => Answer {
                 line: Response::<Reply>::error(
                     None,
@@ -390,10 +325,10 @@ fn serve_connection(stream: UnixStream, source: &dyn StatusSource, owner_uid: u3
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::ctl::protocol::Outcome;
-    use crate::ctl::protocol::tests::sample_status;
     use crate::local::read_line as read_response_line;
     pub(crate) use crate::local::socket::tests::TempDir;
+    use crate::node::ctl::protocol::Outcome;
+    use crate::node::ctl::protocol::tests::sample_status;
     use std::fs;
     use std::io::BufRead;
     use std::io::ErrorKind as IoErrorKind;
@@ -402,7 +337,7 @@ pub(crate) mod tests {
     /// A fixed answer, or a stopped engine.
     pub(crate) struct FakeSource(pub(crate) Option<NodeStatus>);
 
-    impl StatusSource for FakeSource {
+    impl NodeApi for FakeSource {
         fn status(&self, _timeout: Duration) -> Result<NodeStatus, EngineGone> {
             self.0.clone().ok_or(EngineGone::Stopped)
         }
@@ -509,39 +444,58 @@ pub(crate) mod tests {
 
     /// Records what reaches the manager and answers from a script.
     struct FakeManager {
-        seen: std::sync::Mutex<Vec<(u8, Value)>>,
-        answer: Result<Value, ProtoError>,
+        seen: std::sync::Mutex<Vec<UserRequest>>,
+        answer: Result<UserReply, ProtoError>,
     }
 
-    impl StatusSource for FakeManager {
+    impl NodeApi for FakeManager {
         fn status(&self, _timeout: Duration) -> Result<NodeStatus, EngineGone> {
             Err(EngineGone::Stopped)
         }
-        fn manager(&self, kind: u8, body: Value) -> Result<Value, ProtoError> {
-            self.seen.lock().unwrap().push((kind, body));
+        fn manager(&self, request: UserRequest) -> Result<UserReply, ProtoError> {
+            self.seen.lock().unwrap().push(request);
             self.answer.clone()
         }
     }
 
     #[test]
     fn manager_ops_are_checked_then_passed_on_and_their_errors_mapped() {
+        use crate::manager::proto::{MeshRouteId, RouteInfo, RouteState};
+        use crate::manager::topology::RouteWeight;
         let key = "ab".repeat(32);
+        let pk: PublicKey = key.parse().unwrap();
+        let info = RouteInfo {
+            id: MeshRouteId(1),
+            src: Key(pk),
+            dst: Key(pk),
+            path: Vec::new(),
+            state: RouteState::Active,
+            min_hops: 3,
+            max_hops: 16,
+            avoid: Vec::new(),
+            weight: RouteWeight::Latency,
+            repairs: 0,
+        };
         let fake = FakeManager {
             seen: std::sync::Mutex::new(Vec::new()),
-            answer: Ok(json!({"id": 1})),
+            answer: Ok(UserReply::Route(info)),
         };
         let line = format!(
             r#"{{"id":1,"op":"route_add","dst":"{key}","min_hops":3,"avoid":["{key}"],"weight":"latency"}}"#
         );
         let answer = respond(line.as_bytes(), &fake);
-        assert!(String::from_utf8_lossy(&answer.line).contains(r#""ok":{"id":1}"#));
+        assert!(String::from_utf8_lossy(&answer.line).contains(r#""ok":{"id":1,"#));
         let seen = fake.seen.lock().unwrap().clone();
         assert_eq!(
             seen,
-            vec![(
-                mkind::ROUTE_ADD,
-                json!({"dst": key, "min_hops": 3, "avoid": [key], "weight": "latency"})
-            )]
+            vec![UserRequest::RouteAdd(RouteRequest {
+                id: None,
+                dst: Key(pk),
+                min_hops: Some(3),
+                max_hops: None,
+                avoid: vec![Key(pk)],
+                weight: Some(RouteWeight::Latency),
+            })]
         );
         // Bad keys, weights and ids never reach the manager.
         for bad in [
@@ -558,7 +512,7 @@ pub(crate) mod tests {
         assert!(!answer.close);
         assert_eq!(
             fake.seen.lock().unwrap().last(),
-            Some(&(mkind::ROUTE_REMOVE, json!({"route": 255})))
+            Some(&UserRequest::RouteRemove(MeshRouteId(255)))
         );
         // The manager's refusals are `failed`, its absence `unavailable`.
         let refused = FakeManager {

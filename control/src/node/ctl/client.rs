@@ -110,6 +110,18 @@ impl CtlError {
         )
     }
 
+    /// Whether the node sent the request on over the mesh and nothing came back in time
+    /// (a ping without a pong): asking again may work.
+    pub fn is_no_reply(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused {
+                kind: ErrorKind::NoReply,
+                ..
+            }
+        )
+    }
+
     /// Whether this user may not talk to the node: exit code 77 (permission denied).
     pub fn is_permission(&self) -> bool {
         matches!(self, Self::PermissionDenied { .. } | Self::Denied { .. })
@@ -118,17 +130,13 @@ impl CtlError {
 
 /// Ask the node listening on `path` for its status, waiting at most `timeout` in all.
 pub fn request_status(path: &Path, timeout: Duration) -> Result<StatusReply, CtlError> {
-    request_as(path, Op::Status, timeout)
+    request(path, Op::Status, timeout)
 }
 
-/// Send `op` to the node listening on `path` and return the `ok` body as JSON, waiting at
-/// most `timeout` in all.
-pub fn request(path: &Path, op: Op, timeout: Duration) -> Result<serde_json::Value, CtlError> {
-    request_as(path, op, timeout)
-}
-
-/// Send `op` and return its `ok` body as a `T`; an error answer becomes a [`CtlError`].
-fn request_as<T: serde::de::DeserializeOwned>(
+/// Send `op` to the node listening on `path` and return its `ok` body as a `T` (the op's
+/// reply type: see [`Op`]), waiting at most `timeout` in all; an error answer becomes a
+/// [`CtlError`].
+pub fn request<T: serde::de::DeserializeOwned>(
     path: &Path,
     op: Op,
     timeout: Duration,
@@ -261,8 +269,8 @@ impl Read for DeadlineReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ctl::protocol::tests::sample_status;
-    use crate::ctl::server::tests::{FakeSource, Running, TempDir};
+    use crate::node::ctl::protocol::tests::sample_status;
+    use crate::node::ctl::server::tests::{FakeSource, Running, TempDir};
     use std::io::BufRead;
     use std::os::unix::net::UnixListener;
     use std::thread;

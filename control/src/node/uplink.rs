@@ -1,4 +1,4 @@
-//! The node's manager client: the I/O around [`Agent`], on one thread.
+//! The node's uplink to its manager: the I/O around [`Agent`], on one thread.
 //!
 //! It connects to the manager (backoff from 100 ms to 2 s between attempts, so a restarted
 //! manager is found again within about 2 s), checks the manager's key proof and proves the
@@ -14,14 +14,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
-use serde_json::Value;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
-use skywire_dataplane::engine::{EngineEvent, EngineHandle, Origin, RuleChange};
+use skywire_dataplane::engine::{self, EngineEvent, EngineGone, EngineHandle, Origin, RuleChange};
 
-use super::agent::{Agent, AgentParams, Dataplane};
-use super::core::Rng;
-use super::proto::{
-    self, Auth, AuthOk, Bytes32, Decoder, ErrorKind, Frame, Hello, Key, Mac, ProtoError, kind,
+use super::agent::{Agent, AgentParams, ApplyFailure, Dataplane, UserReply, UserRequest};
+use crate::manager::core::Rng;
+use crate::manager::proto::{
+    self, Auth, AuthOk, Bytes32, ConnectionEnd, Decoder, ErrorKind, Frame, Hello, Key, Mac,
+    MeshRouteId, ProtoError, kind,
 };
 
 /// How long the manager has to answer the connection's first frames.
@@ -29,9 +29,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Longest wait between connection attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
-
-/// How a ping that got no pong is reported (distinct from a refused ping).
-pub const NO_REPLY: &str = "no reply";
 
 /// How long a user request waits for the manager (a route setup included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,25 +52,55 @@ pub struct PingReply {
     /// The round trip.
     pub rtt: Duration,
     /// The manager's route id, if the route came from the manager.
-    pub manager_route: Option<u64>,
+    pub manager_route: Option<MeshRouteId>,
+}
+
+/// Why a ping got no pong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PingError {
+    /// The node has no route to the peer.
+    #[error("no route to {peer}{}", if *.registered { "; add one with `skywire route add`" } else { "" })]
+    NoRoute {
+        /// The peer asked for.
+        peer: PublicKey,
+        /// Whether the node is registered with a manager (which could add one).
+        registered: bool,
+    },
+    /// The ping went out and no pong came back in time.
+    #[error("no reply within {} ms", .timeout.as_millis())]
+    NoReply {
+        /// How long the pong was waited for.
+        timeout: Duration,
+    },
+    /// The engine refused to send it.
+    #[error(transparent)]
+    Refused(#[from] engine::PingError),
+    /// The engine is gone or did not answer.
+    #[error(transparent)]
+    Engine(#[from] EngineGone),
+    /// The node is stopping.
+    #[error("the node is stopping")]
+    Stopping,
+    /// What was asked cannot ping at all (an engine without an uplink, in tests).
+    #[error("this node cannot ping")]
+    Unsupported,
 }
 
 enum Request {
     Manager {
-        kind: u8,
-        body: Value,
-        reply: Sender<Result<Value, ProtoError>>,
+        request: UserRequest,
+        reply: Sender<Result<UserReply, ProtoError>>,
     },
     Ping {
         peer: PublicKey,
-        reply: Sender<Result<PingReply, String>>,
+        reply: Sender<Result<PingReply, PingError>>,
     },
     Stop,
 }
 
-/// The control socket's handle on the client thread.
+/// The node's handle on the uplink thread: requests for the manager, and pings.
 #[derive(Debug, Clone)]
-pub struct AgentHandle {
+pub struct UplinkHandle {
     requests: Sender<Request>,
     manager: Option<SocketAddr>,
 }
@@ -81,24 +108,24 @@ pub struct AgentHandle {
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Manager { kind, .. } => write!(f, "Manager({kind:#04x})"),
+            Self::Manager { request, .. } => write!(f, "Manager({request:?})"),
             Self::Ping { peer, .. } => write!(f, "Ping({peer})"),
             Self::Stop => write!(f, "Stop"),
         }
     }
 }
 
-impl AgentHandle {
+impl UplinkHandle {
     /// The manager's address, if the node has one.
     pub fn manager(&self) -> Option<SocketAddr> {
         self.manager
     }
 
-    /// Send a request of `kind` to the manager and wait for its answer.
-    pub fn manager_request(&self, kind: u8, body: Value) -> Result<Value, ProtoError> {
+    /// Send `request` to the manager and wait for its answer.
+    pub fn manager_request(&self, request: UserRequest) -> Result<UserReply, ProtoError> {
         let (reply, answer) = bounded(1);
         self.requests
-            .send(Request::Manager { kind, body, reply })
+            .send(Request::Manager { request, reply })
             .map_err(|_| ProtoError::new(ErrorKind::Unavailable, "the node is stopping"))?;
         answer.recv_timeout(REQUEST_TIMEOUT).map_err(|_| {
             ProtoError::new(ErrorKind::Timeout, "the manager did not answer in time")
@@ -106,17 +133,17 @@ impl AgentHandle {
     }
 
     /// One round trip over the route to `peer`.
-    pub fn ping(&self, peer: PublicKey, timeout: Duration) -> Result<PingReply, String> {
+    pub fn ping(&self, peer: PublicKey, timeout: Duration) -> Result<PingReply, PingError> {
         let (reply, answer) = bounded(1);
         self.requests
             .send(Request::Ping { peer, reply })
-            .map_err(|_| "the node is stopping".to_owned())?;
+            .map_err(|_| PingError::Stopping)?;
         answer
             .recv_timeout(timeout)
-            .map_err(|_| format!("{NO_REPLY} within {} ms", timeout.as_millis()))?
+            .map_err(|_| PingError::NoReply { timeout })?
     }
 
-    /// Stop the client thread.
+    /// Stop the uplink thread.
     pub fn stop(&self) {
         let _ = self.requests.send(Request::Stop);
     }
@@ -125,12 +152,8 @@ impl AgentHandle {
 struct Engine<'a>(&'a EngineHandle);
 
 impl Dataplane for Engine<'_> {
-    fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), String> {
-        match self.0.apply(changes, Duration::from_secs(2)) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
+    fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), ApplyFailure> {
+        Ok(self.0.apply(changes, Duration::from_secs(2))??)
     }
 
     fn probe(&mut self, to: SocketAddr, nonce: u64) {
@@ -141,23 +164,71 @@ impl Dataplane for Engine<'_> {
 struct Connection {
     writer: TcpStream,
     mac: Mac,
-    frames: Receiver<Result<Frame, String>>,
+    frames: Receiver<Result<Frame, ConnectionEnd>>,
 }
 
-/// Start the client thread. With `manager` `None` it serves pings only.
+/// Why the node could not open a connection to its manager.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connection or the exchange on it failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The connection ended during the key proof.
+    #[error(transparent)]
+    Ended(#[from] ConnectionEnd),
+    /// The first frame was not `HELLO`.
+    #[error("the server did not say HELLO: is this a skywire manager?")]
+    NotAManager,
+    /// The manager's `HELLO` or `AUTH` reply is malformed.
+    #[error("the manager's {what} is malformed: {error}")]
+    Malformed {
+        /// Which frame.
+        what: &'static str,
+        /// What is wrong with it.
+        error: ProtoError,
+    },
+    /// The manager speaks another protocol version.
+    #[error("manager speaks version {0}, we speak {v}", v = proto::VERSION)]
+    Version(u8),
+    /// The manager presented another key than the configured one.
+    #[error("the manager's key is {found}, not the configured {configured}")]
+    WrongKey {
+        /// The key it presented.
+        found: PublicKey,
+        /// The key in the node's config.
+        configured: PublicKey,
+    },
+    /// The configured manager key is unusable (a low-order point).
+    #[error("unusable manager key")]
+    UnusableKey,
+    /// The system's random source failed.
+    #[error("no randomness")]
+    NoRandomness,
+    /// The manager refused the node's proof (not allowed, or a wrong key).
+    #[error("the manager refused us: {0}")]
+    Refused(ProtoError),
+    /// The manager's proof is wrong: whoever answered is not the configured manager.
+    #[error("the manager's proof is wrong: not the configured manager")]
+    BadProof,
+    /// A frame could not be encoded.
+    #[error(transparent)]
+    Frame(#[from] proto::FrameError),
+}
+
+/// Start the uplink thread. With `manager` `None` it serves pings only.
 pub fn start(
     engine: EngineHandle,
     key: PrivateKey,
     manager: Option<ManagerAddress>,
     params: AgentParams,
-) -> io::Result<(AgentHandle, JoinHandle<()>)> {
+) -> io::Result<(UplinkHandle, JoinHandle<()>)> {
     let (requests, inbox) = unbounded();
-    let handle = AgentHandle {
+    let handle = UplinkHandle {
         requests,
         manager: manager.map(|m| m.address),
     };
     let thread = std::thread::Builder::new()
-        .name("skywire-manager-client".into())
+        .name("skywire-uplink".into())
         .spawn(move || run(&engine, &key, manager, params, &inbox))?;
     Ok((handle, thread))
 }
@@ -166,11 +237,14 @@ fn log(line: &str) {
     eprintln!("skywire: manager client: {line}");
 }
 
+/// How long a ping sent over a route waits for its pong, at most.
+const PONG_TIMEOUT: Duration = Duration::from_secs(5);
+
 struct PendingPing {
-    reply: Sender<Result<PingReply, String>>,
+    reply: Sender<Result<PingReply, PingError>>,
     route: String,
     in_id: u32,
-    manager_route: Option<u64>,
+    manager_route: Option<MeshRouteId>,
     deadline: Instant,
 }
 
@@ -185,15 +259,15 @@ fn run(
     let mut agent = Agent::new(params, Rng::system());
     let events = engine.events();
     let mut conn: Option<Connection> = None;
-    let mut connecting: Option<Receiver<Result<Connection, String>>> = None;
+    let mut connecting: Option<Receiver<Result<Connection, ConnectError>>> = None;
     let mut backoff = Duration::from_millis(100);
     let mut next_attempt = Instant::now();
-    let mut tokens: HashMap<u64, Sender<Result<Value, ProtoError>>> = HashMap::new();
+    let mut tokens: HashMap<u64, Sender<Result<UserReply, ProtoError>>> = HashMap::new();
     let mut next_token = 1u64;
     let mut pings: HashMap<u64, PendingPing> = HashMap::new();
     let mut last_error = String::new();
-    let never: Receiver<Result<Frame, String>> = crossbeam_channel::never();
-    let never_conn: Receiver<Result<Connection, String>> = crossbeam_channel::never();
+    let never: Receiver<Result<Frame, ConnectionEnd>> = crossbeam_channel::never();
+    let never_conn: Receiver<Result<Connection, ConnectError>> = crossbeam_channel::never();
     loop {
         let now = Instant::now();
         if let Some(m) = manager
@@ -228,11 +302,11 @@ fn run(
         let mut lost: Option<String> = None;
         select! {
             recv(inbox) -> request => match request {
-                Ok(Request::Manager { kind, body, reply }) => {
+                Ok(Request::Manager { request, reply }) => {
                     let token = next_token;
                     next_token += 1;
                     tokens.insert(token, reply);
-                    agent.user_request(token, kind, body);
+                    agent.user_request(token, request);
                 }
                 Ok(Request::Ping { peer, reply }) => {
                     start_ping(engine, peer, reply, &mut pings, &mut agent);
@@ -241,7 +315,7 @@ fn run(
             },
             recv(frames) -> frame => match frame {
                 Ok(Ok(frame)) => agent.frame(frame, Instant::now(), &mut Engine(engine)),
-                Ok(Err(e)) => lost = Some(e),
+                Ok(Err(e)) => lost = Some(e.to_string()),
                 Err(_) => lost = Some("reader stopped".to_owned()),
             },
             recv(events) -> event => match event {
@@ -270,6 +344,7 @@ fn run(
                         agent.connected(Instant::now());
                     }
                     Ok(Err(e)) => {
+                        let e = e.to_string();
                         if e != last_error {
                             log(&format!("cannot reach the manager: {e} (retrying)"));
                             last_error = e;
@@ -288,11 +363,13 @@ fn run(
             && lost.is_none()
             && let Some(reason) = agent.stale(now)
         {
-            lost = Some(reason);
+            lost = Some(reason.to_string());
         }
         pings.retain(|_, p| {
             if p.deadline <= now {
-                let _ = p.reply.send(Err(NO_REPLY.to_owned()));
+                let _ = p.reply.send(Err(PingError::NoReply {
+                    timeout: PONG_TIMEOUT,
+                }));
                 false
             } else {
                 true
@@ -334,14 +411,14 @@ fn run(
 fn start_ping(
     engine: &EngineHandle,
     peer: PublicKey,
-    reply: Sender<Result<PingReply, String>>,
+    reply: Sender<Result<PingReply, PingError>>,
     pings: &mut HashMap<u64, PendingPing>,
     agent: &mut Agent,
 ) {
     let status = match engine.status(Duration::from_secs(1)) {
         Ok(s) => s,
         Err(e) => {
-            let _ = reply.send(Err(e.to_string()));
+            let _ = reply.send(Err(e.into()));
             return;
         }
     };
@@ -352,21 +429,17 @@ fn start_ping(
         .filter(|r| r.peer == peer)
         .max_by_key(|r| matches!(r.origin, Origin::Manager { .. }))
     else {
-        let _ = reply.send(Err(format!(
-            "no route to {peer}{}",
-            if agent.is_registered() {
-                "; add one with `skywire route add`"
-            } else {
-                ""
-            }
-        )));
+        let _ = reply.send(Err(PingError::NoRoute {
+            peer,
+            registered: agent.is_registered(),
+        }));
         return;
     };
     let mut nonce = [0u8; 8];
     let _ = skywire_dataplane::crypto::keys::fill_random(&mut nonce);
     let nonce = u64::from_le_bytes(nonce);
     let manager_route = match end.origin {
-        Origin::Manager { route, .. } => Some(route),
+        Origin::Manager { route, .. } => Some(MeshRouteId(route)),
         Origin::Config => None,
     };
     match engine.ping(end.in_id, nonce) {
@@ -378,72 +451,63 @@ fn start_ping(
                     route: end.name.clone(),
                     in_id: end.in_id.get(),
                     manager_route,
-                    deadline: Instant::now() + Duration::from_secs(5),
+                    deadline: Instant::now() + PONG_TIMEOUT,
                 },
             );
         }
         Ok(Err(e)) => {
-            let _ = reply.send(Err(e.to_string()));
+            let _ = reply.send(Err(e.into()));
         }
         Err(e) => {
-            let _ = reply.send(Err(e.to_string()));
+            let _ = reply.send(Err(e.into()));
         }
     }
 }
 
 /// Connect, check the manager's proof, prove the node's key, and start a reader thread.
-fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&manager.address, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
+fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, ConnectError> {
+    let mut stream = TcpStream::connect_timeout(&manager.address, CONNECT_TIMEOUT)?;
     let _ = stream.set_nodelay(true);
-    stream
-        .set_read_timeout(Some(CONNECT_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(CONNECT_TIMEOUT))
-        .map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
     let deadline = Some(Instant::now() + CONNECT_TIMEOUT);
     let mut decoder = Decoder::with_limit(proto::MAX_AUTH_FRAME);
     let hello = proto::read_frame(&mut stream, &mut decoder, None, deadline)?;
     if hello.kind != kind::HELLO {
-        return Err("the server did not say HELLO: is this a skywire manager?".to_owned());
+        return Err(ConnectError::NotAManager);
     }
-    let hello: Hello = hello.parse().map_err(|e| e.to_string())?;
+    let hello: Hello = hello.parse().map_err(|error| ConnectError::Malformed {
+        what: "HELLO",
+        error,
+    })?;
     if hello.version != proto::VERSION {
-        return Err(format!(
-            "manager speaks version {}, we speak {}",
-            hello.version,
-            proto::VERSION
-        ));
+        return Err(ConnectError::Version(hello.version));
     }
     if hello.manager.0 != manager.key {
-        return Err(format!(
-            "the manager's key is {}, not the configured {}",
-            hello.manager.0, manager.key
-        ));
+        return Err(ConnectError::WrongKey {
+            found: hello.manager.0,
+            configured: manager.key,
+        });
     }
-    let nonce = Bytes32::random().map_err(|_| "no randomness".to_owned())?;
+    let nonce = Bytes32::random().map_err(|_| ConnectError::NoRandomness)?;
     let node = key.public_key();
     let keys = proto::session_keys(key, &manager.key, &manager.key, &node, &hello.nonce, &nonce)
-        .ok_or_else(|| "unusable manager key".to_owned())?;
+        .ok_or(ConnectError::UnusableKey)?;
     let auth = Auth {
         node: Key(node),
         nonce,
         proof: keys.node_proof,
     };
-    let bytes =
-        proto::encode(&Frame::request(kind::AUTH, 1, &auth), None).map_err(|e| e.to_string())?;
-    stream.write_all(&bytes).map_err(|e| e.to_string())?;
+    let bytes = proto::encode(&Frame::request(kind::AUTH, 1, &auth), None)?;
+    stream.write_all(&bytes)?;
     let reply = proto::read_frame(&mut stream, &mut decoder, None, deadline)?;
-    let ok: AuthOk = reply
-        .reply()
-        .map_err(|e| format!("the manager refused us: {e}"))?;
+    let ok: AuthOk = reply.reply().map_err(ConnectError::Refused)?;
     if !proto::proof_matches(&ok.proof, &keys.manager_proof) {
-        return Err("the manager's proof is wrong: not the configured manager".to_owned());
+        return Err(ConnectError::BadProof);
     }
-    stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(None)?;
     decoder.set_limit(proto::MAX_FRAME);
-    let writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let writer = stream.try_clone()?;
     let (tx, frames) = unbounded();
     let mut mac = keys.manager_to_node;
     std::thread::Builder::new()
@@ -456,8 +520,7 @@ fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, Stri
                     break;
                 }
             }
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     Ok(Connection {
         writer,
         mac: keys.node_to_manager,

@@ -1,0 +1,273 @@
+//! The node as a library: [`Node::start`] brings up everything `skywire node` runs, and a
+//! [`NodeHandle`] talks to it, typed.
+//!
+//! ```text
+//!   skywire status, route, ping ──> ctl (control socket) ──┐
+//!                                                          ▼
+//!                          NodeHandle ── status, apply ──> engine (dataplane::engine)
+//!                                │                           ▲  events: expiries,
+//!                                └── requests, pings ──> uplink thread ── Agent (sans-IO) ──TCP──> manager
+//! ```
+//!
+//! - [`agent`]: the node's side of the manager protocol, sans-IO: what the node owns
+//!   (routes it added, links it declared, rules it holds), `INSTALL`/`REMOVE` into the
+//!   engine, link probes and reports, user requests typed in and out.
+//! - [`uplink`]: the thread around the agent: the manager connection (key proofs both
+//!   ways, reconnection with backoff), engine events, and pings over routes (which need no
+//!   manager).
+//! - [`ctl`]: the local control socket (JSON lines) and its client, served from a
+//!   [`NodeHandle`] (or a fake [`ctl::NodeApi`] in tests).
+//!
+//! Starting order, so a failure leaves nothing behind: the control socket is bound first
+//! (a second node on the same socket fails before touching the network), then the engine
+//! (TUN device, UDP socket, configured routes), then the uplink and the control socket's
+//! thread. [`Node::wait`] returns when the engine stops (after [`NodeHandle::shutdown`],
+//! or a fatal error) and stops the rest; the TUN device and the socket file go with them.
+
+pub mod agent;
+pub mod ctl;
+pub mod uplink;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::{
+    self, EngineError, EngineGone, EngineHandle, NodeSetup, NodeStatus, RunningEngine,
+};
+use skywire_dataplane::route::Prefix;
+
+use crate::config::{Config, ConfigError};
+use crate::manager::proto::{ErrorKind, ProtoError};
+use agent::{AgentParams, UserReply, UserRequest};
+use ctl::{ControlServer, NodeApi};
+use uplink::{ManagerAddress, PingError, PingReply, UplinkHandle};
+
+/// How long a `ping` through the control socket waits for its pong.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a node did not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The config (or the key file it names) is bad.
+    #[error(transparent)]
+    Config(Box<ConfigError>),
+    /// The control socket could not be created.
+    #[error("cannot create the control socket {}", path.display())]
+    ControlSocket {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The engine failed to start or failed while running.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A thread of the node could not be started.
+    #[error("cannot start the node's {what} thread")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<ConfigError> for NodeError {
+    fn from(error: ConfigError) -> Self {
+        Self::Config(Box::new(error))
+    }
+}
+
+/// A running node: its engine, its uplink to the manager and its control socket.
+#[derive(Debug)]
+pub struct Node {
+    handle: NodeHandle,
+    engine: RunningEngine,
+    uplink: JoinHandle<()>,
+    control: JoinHandle<()>,
+    control_stop: Arc<AtomicBool>,
+    socket: PathBuf,
+    /// The bound transport address.
+    pub listen: SocketAddr,
+    /// The TUN device's name, if the node has one.
+    pub tun_name: Option<String>,
+    /// The manager's address, if the node registers with one.
+    pub manager: Option<SocketAddr>,
+}
+
+/// A typed handle on a running node, cheap to clone: what the control socket serves, and
+/// what apps use to talk to their node in-process.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    public_key: PublicKey,
+    engine: EngineHandle,
+    uplink: UplinkHandle,
+}
+
+impl Node {
+    /// Start the node a config describes: the engine (TUN device, UDP transport, configured
+    /// routes and relays), the uplink to `node.manager` if set, and the control socket at
+    /// `node.control_socket`. Needs CAP_NET_ADMIN when the config has a TUN device.
+    pub fn start(config: &Config) -> Result<Self, NodeError> {
+        let setup = config.node_setup()?;
+        let socket = config.node.control_socket().to_owned();
+        let manager = config.node.manager().map(|m| ManagerAddress {
+            address: m.address,
+            key: m.key,
+        });
+        let endpoint = config.node.manager().map(|m| m.endpoint);
+        Self::start_with(&setup, &socket, manager, endpoint)
+    }
+
+    /// [`Self::start`] from its parts: the engine's setup, the control socket's path, the
+    /// manager to register with and the endpoint to register (the bound address when
+    /// `None`).
+    pub fn start_with(
+        setup: &NodeSetup,
+        socket: &Path,
+        manager: Option<ManagerAddress>,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<Self, NodeError> {
+        let server = ControlServer::bind(socket).map_err(|source| NodeError::ControlSocket {
+            path: socket.to_owned(),
+            source,
+        })?;
+        let engine = engine::start(setup)?;
+        let params = AgentParams {
+            key: setup.public_key(),
+            endpoint: endpoint.unwrap_or(engine.listen),
+            tun: setup
+                .tun
+                .iter()
+                .flat_map(|t| &t.addresses)
+                .filter_map(|p| Prefix::new(p.addr(), if p.addr().is_ipv4() { 32 } else { 128 }))
+                .collect(),
+            reserved: setup
+                .routes
+                .iter()
+                .map(|r| r.in_id.get())
+                .chain(setup.relays.iter().map(|r| r.in_id.get()))
+                .collect(),
+        };
+        let (uplink_handle, uplink) = uplink::start(
+            engine.handle.clone(),
+            setup.private_key.clone(),
+            manager,
+            params,
+        )
+        .map_err(|source| NodeError::Thread {
+            what: "uplink",
+            source,
+        })?;
+        let handle = NodeHandle {
+            public_key: setup.public_key(),
+            engine: engine.handle.clone(),
+            uplink: uplink_handle,
+        };
+        let control_stop = Arc::new(AtomicBool::new(false));
+        let control = match server.spawn(handle.clone(), Arc::clone(&control_stop)) {
+            Ok(thread) => thread,
+            Err(source) => {
+                handle.uplink.stop();
+                let _ = uplink.join();
+                let _ = handle.engine.shutdown();
+                let _ = engine.wait();
+                return Err(NodeError::Thread {
+                    what: "control socket",
+                    source,
+                });
+            }
+        };
+        Ok(Self {
+            listen: engine.listen,
+            tun_name: engine.tun_name.clone(),
+            manager: manager.map(|m| m.address),
+            handle,
+            engine,
+            uplink,
+            control,
+            control_stop,
+            socket: socket.to_owned(),
+        })
+    }
+
+    /// A handle to talk to the node.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// The node's control socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Run until the engine stops ([`NodeHandle::shutdown`], or a fatal error), then stop
+    /// the uplink and the control socket (whose file is removed) and return how the
+    /// engine ended.
+    pub fn wait(self) -> Result<(), NodeError> {
+        let result = self.engine.wait();
+        self.handle.uplink.stop();
+        let _ = self.uplink.join();
+        self.control_stop.store(true, Ordering::Relaxed);
+        let _ = self.control.join();
+        // The server removes its socket when it stops; make sure of it on every path.
+        let _ = std::fs::remove_file(&self.socket);
+        result.map_err(NodeError::from)
+    }
+}
+
+impl NodeHandle {
+    /// The node's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// A snapshot of the node, waiting at most `timeout` for the engine.
+    pub fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone> {
+        self.engine.status(timeout)
+    }
+
+    /// Ask the node manager, through the node's uplink.
+    pub fn manager(&self, request: UserRequest) -> Result<UserReply, ProtoError> {
+        if self.uplink.manager().is_none() {
+            return Err(ProtoError::new(
+                ErrorKind::Unavailable,
+                "this node has no manager (node.manager in its config)",
+            ));
+        }
+        self.uplink.manager_request(request)
+    }
+
+    /// One round trip over the route to `peer`, waiting at most `timeout`.
+    pub fn ping(&self, peer: PublicKey, timeout: Duration) -> Result<PingReply, PingError> {
+        self.uplink.ping(peer, timeout)
+    }
+
+    /// Ask the engine to stop: it tells its peers, removes the TUN device, and
+    /// [`Node::wait`] returns.
+    pub fn shutdown(&self) -> Result<(), EngineGone> {
+        self.engine.shutdown()
+    }
+}
+
+impl NodeApi for NodeHandle {
+    fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone> {
+        NodeHandle::status(self, timeout)
+    }
+
+    fn manager(&self, request: UserRequest) -> Result<UserReply, ProtoError> {
+        NodeHandle::manager(self, request)
+    }
+
+    fn ping(&self, peer: PublicKey) -> Result<PingReply, PingError> {
+        NodeHandle::ping(self, peer, PING_TIMEOUT)
+    }
+}
