@@ -1,26 +1,30 @@
 //! The skywire control plane: everything that decides what the data plane does.
 //!
-//! Modules:
+//! Modules, bottom to top (each uses only the ones above it in this list, apart from the
+//! tools at the end):
 //!
 //! - [`keyfile`]: private key files, created 0600 and refused when readable by others.
-//! - [`config`]: the YAML configuration file, parsed into typed values at the edge; every
-//!   error names the file, the line and the key.
-//! - [`ctl`]: the node's local control socket (newline-delimited JSON over a Unix socket)
-//!   that `skywire status` talks to: server, client and protocol.
-//! - [`demo`]: `skywire demo`: three `skywire node` processes in network namespaces, a route
-//!   through a relay, and proof of what crosses each link.
-//! - [`mod@bench`]: `skywire bench`, the end-to-end harness against boringtun.
-//! - [`manager`]: the node manager (registration with a key proof, topology and route
-//!   computation, route setup with rollback, expiry and repair) and the node's agent for it.
+//! - [`procfs`]: a process's resource figures from `/proc`.
+//! - [`local`]: private Unix sockets (0600 in a 0700 folder, `SO_PEERCRED`), bounded line
+//!   reads and connection slots, shared by every server in the crate.
 //! - [`frame`]: the frame codec (length, version, kind, request id, payload) that signal and
 //!   the manager protocol share; it stops at bytes.
 //! - [`signal`]: the signal protocol between viscript and every component: frames, server,
 //!   and the client library.
+//! - [`manager`]: the node manager daemon (registration with a key proof, topology and
+//!   route computation, route setup with rollback, expiry and repair) and its protocol,
+//!   which nodes speak too.
+//! - [`config`]: the YAML configuration file, parsed into typed values at the edge (the
+//!   engine's setup, the manager's parameters, the apps); every error names the file, the
+//!   line and the key.
+//! - [`node`]: the node as a library: [`node::Node::start`] runs the engine, the uplink to
+//!   the manager and the control socket ([`node::ctl`], what `skywire status`, `route` and
+//!   `ping` talk to), and a [`node::NodeHandle`] talks to it.
 //! - [`launcher`]: viscript, the app launcher: apps from `config.yaml`, sequence ids,
 //!   daemons restarted with backoff, the console commands, headless socket and GUI.
-//! - [`local`]: private Unix sockets (0600 in a 0700 folder, `SO_PEERCRED`), bounded line
-//!   reads and connection slots, shared by every server in the crate.
-//! - [`procfs`]: a process's resource figures from `/proc`.
+//! - Tools: [`demo`] (`skywire demo`: three `skywire node` processes in network namespaces,
+//!   a route through a relay, and proof of what crosses each link) and [`mod@bench`]
+//!   (`skywire bench`, the end-to-end harness against boringtun).
 //!
 //! This crate may do file and socket I/O; the data plane never does.
 #![cfg_attr(
@@ -33,14 +37,18 @@
     )
 )]
 
-pub mod bench;
-pub mod config;
-pub mod demo;
-pub mod frame;
 pub mod keyfile;
-pub mod launcher;
-pub mod local;
-pub mod manager;
-pub mod node;
 pub mod procfs;
+
+pub mod frame;
+pub mod local;
+
+pub mod manager;
 pub mod signal;
+
+pub mod config;
+pub mod launcher;
+pub mod node;
+
+pub mod bench;
+pub mod demo;

@@ -1,17 +1,17 @@
 //! The node manager: it knows the mesh and installs routes on every hop.
 //!
-//! Layers, each sans-IO except the two drivers:
+//! Layers, each sans-IO except the server:
 //!
 //! - [`proto`]: the node-manager protocol (frames, the key proof, per-frame MACs, typed
-//!   bodies); specified in `docs/PROTOCOL.md` §11.
-//! - [`topology`]: nodes, links and their metrics; shortest paths with hop limits and
-//!   avoid lists.
-//! - [`core`]: the manager's state machine: registration, links, route setup with
-//!   acknowledgements and rollback, repair when a node or link dies.
-//! - [`agent`]: the node's side: registration with what the node owns, rules installed
-//!   into the engine, link probes and reports.
-//! - [`server`] (the manager's TCP server) and [`client`] (the node's connection, with
-//!   reconnection), the only parts with sockets and threads.
+//!   messages); specified in `docs/PROTOCOL.md` §11. Nodes speak it too (their side is
+//!   [`crate::node::agent`] and [`crate::node::uplink`]).
+//! - [`topology`]: nodes, links and their metrics (its `graph`); shortest paths with hop
+//!   limits and avoid lists (its `search`).
+//! - [`core`]: the manager's state machine: registry of nodes, book of links, book of
+//!   routes and their setups (acknowledgements and rollback), repair when a node or link
+//!   dies.
+//! - [`server`]: the manager's TCP server, the only part with sockets and threads.
+//! - [`show`]: the text `skywire route` and `skywire nodes` print.
 //!
 //! Who owns what: a route belongs to the node that asked for it (its source), and a link
 //! declared by a node belongs to that node. Nodes keep both and send them again when they
