@@ -13,6 +13,10 @@ use std::fs;
 use std::net::Ipv6Addr;
 use std::path::Path;
 
+use serde_json::json;
+use skywire_control::frame as codec;
+use skywire_control::manager::proto::{self, Bytes32, Frame, Hello, Key, NodeRequest, Register};
+use skywire_control::signal::frame::{Frame as SignalFrame, op};
 use skywire_dataplane::crypto::PrivateKey;
 use skywire_dataplane::crypto::cipher::{Limits, SendKey};
 use skywire_dataplane::crypto::noise;
@@ -224,6 +228,97 @@ fn ip_packets() -> Seeds {
     ]
 }
 
+/// Frames of the control plane's protocols, each seed starting with its chunk-size byte
+/// (see `skywire_fuzz::control`).
+fn control_seeds() -> Vec<(&'static str, Seeds)> {
+    let chunked = |chunk: u8, bytes: &[u8]| [&[chunk][..], bytes].concat();
+    let manager_key = PrivateKey::from_bytes([9; 32]);
+    let node_key = PrivateKey::from_bytes([1; 32]);
+    let hello = Frame::request(
+        proto::kind::HELLO,
+        0,
+        &Hello {
+            version: proto::VERSION,
+            manager: Key(manager_key.public_key()),
+            nonce: Bytes32([3; 32]),
+        },
+    );
+    let register = NodeRequest::Register(Register {
+        endpoint: Some("198.18.0.1:6000".parse().expect("an address")),
+        tun: vec![proto::WirePrefix("10.77.0.1/32".parse().expect("a prefix"))],
+        ..Register::default()
+    })
+    .frame(1);
+    let keys = proto::session_keys(
+        &manager_key,
+        &node_key.public_key(),
+        &manager_key.public_key(),
+        &node_key.public_key(),
+        &Bytes32([3; 32]),
+        &Bytes32([4; 32]),
+    )
+    .expect("fixed keys are usable");
+    let mut mac = keys.node_to_manager;
+    let mut tagged = proto::encode(&register, Some(&mut mac)).expect("encodes");
+    tagged.extend(proto::encode(&NodeRequest::Heartbeat.frame(2), Some(&mut mac)).expect("encodes"));
+    let signal = SignalFrame::request(op::REG, 7, json!({"Id": 3}))
+        .encode()
+        .expect("encodes");
+    let key = node_key.public_key();
+    vec![
+        (
+            "frame_codec",
+            vec![
+                (
+                    "two-frames",
+                    chunked(
+                        5,
+                        &[
+                            codec::encode(1, 0x12, 7, &[b"{}"], 512).expect("encodes"),
+                            codec::encode(1, 0x92, 7, &[b"{\"ok\":null}"], 512).expect("encodes"),
+                        ]
+                        .concat(),
+                    ),
+                ),
+                (
+                    "empty-payload",
+                    chunked(63, &codec::encode(1, 0x18, 1, &[], 512).expect("encodes")),
+                ),
+            ],
+        ),
+        (
+            "manager_frame",
+            vec![
+                (
+                    "hello",
+                    chunked(63, &proto::encode(&hello, None).expect("encodes")),
+                ),
+                (
+                    "register",
+                    chunked(7, &proto::encode(&register, None).expect("encodes")),
+                ),
+                ("tagged-register-heartbeat", chunked(11, &tagged)),
+            ],
+        ),
+        ("signal_frame", vec![("register", chunked(3, &signal))]),
+        (
+            "ctl_request",
+            vec![
+                ("status", br#"{"id":1,"op":"status"}"#.to_vec()),
+                (
+                    "route-add",
+                    format!(
+                        r#"{{"id":2,"op":"route_add","dst":"{key}","min_hops":3,"avoid":["{key}"],"weight":"latency"}}"#
+                    )
+                    .into_bytes(),
+                ),
+                ("route-rm", br#"{"id":3,"op":"route_rm","route":"00ff"}"#.to_vec()),
+                ("ping", format!(r#"{{"id":4,"op":"ping","peer":"{key}"}}"#).into_bytes()),
+            ],
+        ),
+    ]
+}
+
 fn main() {
     let (init, response) = handshake();
     let transport = transport_packets();
@@ -316,7 +411,7 @@ fn main() {
     ];
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    for (target, seeds) in targets {
+    for (target, seeds) in targets.into_iter().chain(control_seeds()) {
         let dir = root.join(target);
         fs::create_dir_all(&dir).expect("create corpus dir");
         for entry in fs::read_dir(&dir).expect("read corpus dir") {

@@ -1,4 +1,5 @@
-//! Bodies of the libFuzzer targets for `skywire-dataplane`, one function per target.
+//! Bodies of the libFuzzer targets for `skywire-dataplane` and the parsers of
+//! `skywire-control` that read a peer's bytes, one function per target.
 //!
 //! Each `fuzz_targets/<name>.rs` is a one-line `fuzz_target!` that calls the function of the
 //! same name here. Keeping the bodies in a library lets `tests/corpus.rs` replay every seed
@@ -11,6 +12,7 @@
 //! delivered that the peer never sealed).
 
 pub mod cipher;
+pub mod control;
 pub mod fixtures;
 pub mod noise;
 pub mod prefix;
@@ -37,4 +39,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("session_decapsulate", session::decapsulate),
     ("ip_destination", prefix::destination),
     ("text_parsers", text::parsers),
+    ("frame_codec", control::frame_codec),
+    ("manager_frame", control::manager_frame),
+    ("signal_frame", control::signal_frame),
+    ("ctl_request", control::ctl_request),
 ];

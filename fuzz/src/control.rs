@@ -1,0 +1,159 @@
+//! Targets for the parsers of `skywire-control` that read bytes from a peer: the frame
+//! codec shared by signal and the manager protocol (`control::frame`), the manager
+//! protocol's frames (with and without their MAC) and typed messages, signal's frames, and
+//! the node's control-socket request lines.
+//!
+//! Each target feeds the input in chunks (the first byte picks the chunk size, so frames
+//! split at every point are tried) and checks that what decodes encodes back to the same
+//! bytes and parses again to the same value.
+
+use serde::de::IgnoredAny;
+use skywire_control::frame::{self as codec, Decoder as CodecDecoder};
+use skywire_control::manager::proto::{
+    self, Bytes32, Decoder as ManagerDecoder, Frame as ManagerFrame, ManagerRequest, NodeRequest,
+};
+use skywire_control::node::ctl::protocol::{ParsedRequest, Request, parse_request};
+use skywire_control::signal::frame::{Decoder as SignalDecoder, MAX_BODY};
+use skywire_dataplane::crypto::PrivateKey;
+
+/// The chunk size from the first byte, and the rest.
+fn split(data: &[u8]) -> (usize, &[u8]) {
+    match data.split_first() {
+        Some((first, rest)) => (usize::from(*first % 64) + 1, rest),
+        None => (1, &[]),
+    }
+}
+
+/// `control::frame`: bounds and version checked before buffering, frames re-encode to the
+/// bytes they came from.
+pub fn frame_codec(data: &[u8]) {
+    let (chunk, bytes) = split(data);
+    let (min_len, max_len) = (10, 512);
+    let mut decoder = CodecDecoder::new(1, min_len, max_len);
+    let mut consumed = 0;
+    'feed: for piece in bytes.chunks(chunk) {
+        decoder.push(piece);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    let len = 10 + frame.payload.len();
+                    assert!((min_len..=max_len).contains(&len));
+                    let again = codec::encode(1, frame.kind, frame.id, &[&frame.payload], max_len)
+                        .expect("a decoded frame encodes");
+                    let original = bytes.get(consumed..consumed + again.len());
+                    assert_eq!(original, Some(&again[..]), "re-encoded differently");
+                    consumed += again.len();
+                }
+                Ok(None) => break,
+                Err(_) => break 'feed,
+            }
+        }
+        assert!(decoder.buffered() <= bytes.len());
+    }
+}
+
+/// The MAC keys of a fixed manager and node (`[9; 32]` and `[1; 32]`) with fixed nonces.
+fn macs() -> (proto::Mac, proto::Mac) {
+    let manager = PrivateKey::from_bytes([9; 32]);
+    let node = PrivateKey::from_bytes([1; 32]);
+    let keys = proto::session_keys(
+        &manager,
+        &node.public_key(),
+        &manager.public_key(),
+        &node.public_key(),
+        &Bytes32([3; 32]),
+        &Bytes32([4; 32]),
+    )
+    .expect("fixed keys are usable");
+    (keys.node_to_manager, keys.manager_to_node)
+}
+
+/// Every typed reading of a frame: as a request either way, and as a reply.
+fn read_typed(frame: &ManagerFrame) {
+    if let Ok(request) = NodeRequest::parse(frame) {
+        // What parsed, written again, parses to the same request.
+        let again = request.frame(frame.id);
+        assert_eq!(NodeRequest::parse(&again).as_ref(), Ok(&request));
+    }
+    if let Ok(request) = ManagerRequest::parse(frame) {
+        let again = request.frame(frame.id);
+        assert_eq!(ManagerRequest::parse(&again).as_ref(), Ok(&request));
+    }
+    let _ = frame.reply::<IgnoredAny>();
+}
+
+/// The manager protocol: frames before the key proof (no tag), then the same bytes as
+/// frames after it (tagged with the fixed keys), each read as every typed message.
+pub fn manager_frame(data: &[u8]) {
+    let (chunk, bytes) = split(data);
+    let (mut send, _) = macs();
+    let (mut check, _) = macs();
+    for tagged in [false, true] {
+        let (mut recv, _) = macs();
+        let mut decoder = ManagerDecoder::new();
+        'feed: for piece in bytes.chunks(chunk) {
+            decoder.push(piece);
+            loop {
+                let mac = if tagged { Some(&mut recv) } else { None };
+                match decoder.next_frame(mac) {
+                    Ok(Some(frame)) => {
+                        read_typed(&frame);
+                        // Encoded and decoded again, the frame is unchanged; with a tag,
+                        // the sender's and the receiver's MACs stay in step.
+                        let bytes = proto::encode(&frame, None).expect("encodes");
+                        let mut again = ManagerDecoder::new();
+                        again.push(&bytes);
+                        assert_eq!(again.next_frame(None), Ok(Some(frame.clone())));
+                        // (A frame read without a tag may be too long for one.)
+                        if let Ok(bytes) = proto::encode(&frame, Some(&mut send)) {
+                            let mut again = ManagerDecoder::new();
+                            again.push(&bytes);
+                            assert_eq!(again.next_frame(Some(&mut check)), Ok(Some(frame)));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => break 'feed,
+                }
+            }
+        }
+    }
+}
+
+/// Signal frames: JSON bodies at most [`MAX_BODY`], re-encoded and decoded to the same
+/// frame.
+pub fn signal_frame(data: &[u8]) {
+    let (chunk, bytes) = split(data);
+    let mut decoder = SignalDecoder::new();
+    'feed: for piece in bytes.chunks(chunk) {
+        decoder.push(piece);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    let encoded = frame.encode().expect("a decoded frame encodes");
+                    assert!(encoded.len() <= 14 + MAX_BODY);
+                    let mut again = SignalDecoder::new();
+                    again.push(&encoded);
+                    assert_eq!(again.next_frame(), Ok(Some(frame)));
+                }
+                Ok(None) => break,
+                Err(_) => break 'feed,
+            }
+        }
+    }
+}
+
+/// A control-socket request line: malformed, unsupported with its id, or a request that
+/// serialises back to a line that parses to the same request.
+pub fn ctl_request(data: &[u8]) {
+    match parse_request(data) {
+        ParsedRequest::Request(request) => {
+            let line = serde_json::to_vec(&request).expect("a request serialises");
+            assert_eq!(
+                parse_request(&line),
+                ParsedRequest::Request(request.clone())
+            );
+            let _: Request = request;
+        }
+        ParsedRequest::Unsupported { .. } | ParsedRequest::Malformed { .. } => {}
+    }
+}
