@@ -3,7 +3,8 @@
 use super::*;
 use crate::crypto::PrivateKey;
 use crate::engine::setup::{RelaySetup, TunSetup};
-use crate::route::Prefix;
+use crate::engine::status::NodeStatus;
+use crate::route::{EndpointId, Prefix};
 use crate::wire::{PING_LEN, PacketType, RouteId, TRANSPORT_HEADER_LEN};
 use std::collections::VecDeque;
 
@@ -558,9 +559,12 @@ fn dynamic_route_takes_over_a_prefix_and_gives_it_back() {
         }],
     )
     .unwrap();
-    assert_eq!(net.core(0).free, Vec::<u32>::new(), "slot reused");
+    assert_eq!(net.core(0).ends.free, Vec::<u32>::new(), "slot reused");
     assert_eq!(
-        net.core(0).prefixes.lookup("10.77.0.3".parse().unwrap()),
+        net.core(0)
+            .ends
+            .prefixes
+            .lookup("10.77.0.3".parse().unwrap()),
         Some(&EndpointId(1))
     );
 }
@@ -710,7 +714,7 @@ fn outstanding_probes_are_bounded_oldest_first() {
         net.probe(0, nowhere, nonce);
     }
     net.run();
-    assert_eq!(net.core(0).probes.len(), PROBES_OUTSTANDING);
+    assert_eq!(net.core(0).probes.slots.len(), PROBES_OUTSTANDING);
     for nonce in [0, 1, PROBES_OUTSTANDING as u64] {
         net.inject(nowhere, addr(1), probe_bytes(9, nonce));
     }
@@ -802,7 +806,7 @@ fn unsolicited_and_forged_pongs_are_dropped() {
     // behind the core's back, so C's pong matches nothing.
     let mut buf = [0u8; PING_LEN];
     let now = net.now;
-    let n = net.core(0).ends[0]
+    let n = net.core(0).ends.slots[0]
         .as_mut()
         .unwrap()
         .session
