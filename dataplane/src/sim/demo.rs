@@ -136,12 +136,12 @@ pub fn run(out: &mut dyn Write, packets: u64) -> Result<DemoSummary, DemoError> 
             .as_ref()
             .and_then(|t| t.addresses.first())
         {
-            Some(p) => format!("TUN {p:<13}"),
-            None => format!("{:<17}", "relay, no TUN"),
+            Some(p) => format!("TUN {p}"),
+            None => "relay, no TUN".into(),
         };
         writeln!(
             out,
-            "node {name}  {}  {tun}  public key {}",
+            "node {name}  {}  {tun:<17}  public key {}",
             mesh.addr(id)?,
             mesh.public_key(id)?
         )?;

@@ -12,7 +12,11 @@
 //! - **Nodes** are built from a [`NodeSetup`] (key, transport address, optional TUN, config
 //!   routes and relays) by [`Mesh::add_node`], or with a fresh key by [`Mesh::add_host`] (a
 //!   TUN address) and [`Mesh::add_relay`] (none). A node is addressed by its [`NodeId`] or
-//!   its transport address.
+//!   its transport address. A node can be [killed](Mesh::kill) and
+//!   [restarted](Mesh::restart) from its setup.
+//! - **Routes** come from the setups, from [`Mesh::apply`], or from [`Mesh::add_route`],
+//!   which installs a static route along a path of nodes with fresh route ids through the
+//!   cores' own `apply` ([`Route`] lists the ids at every hop).
 //! - **The wire** is one FIFO of [`Datagram`]s. Whatever a core sends is collected from its
 //!   [`Outbox`] onto the wire as soon as the mesh's call into the core returns (or, for a
 //!   caller driving the core through [`Mesh::parts`], at the next step or [`Mesh::flush`]).
@@ -168,6 +172,8 @@ pub struct Mesh {
     stats: WireStats,
     /// Deliveries after which [`Mesh::settle`] gives up.
     settle_limit: usize,
+    /// A core was lent out by [`Mesh::parts`], so outboxes may hold output to collect.
+    lent: bool,
     /// The next route id [`Mesh::add_route`] tries.
     next_route_id: u32,
 }
@@ -187,6 +193,7 @@ impl Mesh {
             captured: Vec::new(),
             stats: WireStats::default(),
             settle_limit: SETTLE_LIMIT,
+            lent: false,
             next_route_id: 1000,
         }
     }
@@ -304,6 +311,7 @@ impl Mesh {
     /// that drive the core themselves. Its output is collected at the next step.
     pub fn parts(&mut self, id: NodeId) -> Result<NodeParts<'_>, SimError> {
         let now = self.now;
+        self.lent = true;
         let node = self.running(id)?;
         Ok(NodeParts {
             core: &mut node.core,
@@ -488,6 +496,9 @@ impl Mesh {
 
     /// Move what cores sent through [`Mesh::parts`] onto the wire (and into TUN records).
     pub fn flush(&mut self) {
+        if !std::mem::take(&mut self.lent) {
+            return;
+        }
         for id in self.ids() {
             self.collect(id);
         }
