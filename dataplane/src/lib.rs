@@ -11,17 +11,21 @@
 //! - [`route`]: the forwarding table (incoming route id to forward or deliver), readable from
 //!   forwarding threads without blocking while the control plane swaps it, and the relay's
 //!   per-packet decision.
-//! - [`sim`]: an in-memory mesh of nodes built from the layers above, used by tests and by
-//!   `skywire demo` to show the core working end to end.
 //! - [`engine`]: a node's forwarding engine: the sans-IO [`engine::NodeCore`] with every
-//!   per-packet decision, and the mio event loop that drives it over a real UDP socket and
-//!   TUN device (the pipeline is written down at the top of that module).
+//!   per-packet decision (its state split by concern under `engine::core`), and the mio
+//!   event loop that drives it over a real UDP socket and TUN device (the pipeline is written
+//!   down at the top of that module).
+//! - [`sim`]: the in-memory mesh, the test double of the engine's I/O seams: real
+//!   [`engine::NodeCore`]s joined by a simulated transport, with in-memory TUN devices and
+//!   simulated time. The engine's multi-node tests run on it, and so does
+//!   `skywire demo --in-memory`.
 //! - [`sys`]: the thin OS layer: TUN device, UDP socket options, rtnetlink. The only module
 //!   allowed `unsafe`.
 //!
 //! Everything but `engine`'s driver and `sys` is sans-IO: no sockets, no TUN, no clock. Bytes
 //! from the network never cause a panic: every parser is a checked constructor, and every
-//! per-packet function returns a drop reason instead of failing.
+//! per-packet function returns a drop reason instead of failing. `sim` allocates per
+//! datagram; it is a test double, never on the packet path.
 #![cfg_attr(
     test,
     allow(

@@ -75,9 +75,16 @@
 //!   each turn into a bounded channel that [`EngineHandle::events`] reads; when either is
 //!   full the event is dropped and counted, so a slow consumer never stalls forwarding.
 //!
-//! The sans-IO [`core::NodeCore`] holds every per-packet decision and is tested with
-//! in-memory I/O; `driver` is the thin loop around it, and `sys::batch` and `sys::tun` the
-//! system calls.
+//! # Where the code is
+//!
+//! The sans-IO [`core::NodeCore`] holds every per-packet decision. `core/mod.rs` has the
+//! per-packet path (the middle of the picture above); the state it reads is split by concern
+//! into sibling modules, as quinn splits its connection: `rules` (rule batches and the
+//! route-end slots), `expiry` (idle manager rules), `probe` (link probes, pings and pongs),
+//! `staging` (the handshake ring) and `status`. `driver` is the thin loop around the core,
+//! and `sys::batch` and `sys::tun` the system calls. The core's multi-node tests run on
+//! [`crate::sim`], which joins real cores with an in-memory transport and TUN devices in
+//! simulated time: everything in the picture but the driver's batches and system calls.
 
 pub mod core;
 mod driver;

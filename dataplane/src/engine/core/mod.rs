@@ -1,0 +1,447 @@
+//! The sans-IO core of a node: every per-packet decision of the engine, with no socket, no
+//! TUN device and no clock. The driver feeds it datagrams, TUN packets and the time, and it
+//! answers through a [`NodeIo`] sink that the driver implements over the real sockets (and
+//! the in-memory mesh, [`crate::sim`], over queues).
+//!
+//! Call order: [`NodeCore::handle_datagram`] for every datagram, [`NodeCore::handle_tun_packet`]
+//! for every TUN packet, [`NodeCore::poll_timers`] after each batch and when
+//! [`NodeCore::next_deadline`] passes, and [`NodeCore::drain_events`] after that. Control
+//! requests ([`NodeCore::apply`], [`NodeCore::probe`], [`NodeCore::ping`],
+//! [`NodeCore::status`]) come between batches.
+//!
+//! # How the pieces fit
+//!
+//! [`NodeCore`] owns one value of each state machine below and, in this file, the per-packet
+//! path that reads them: a datagram is a link probe (handed to `probe`) or goes through
+//! [`forward()`](crate::route::forward()) and, at one of our route ends, through its
+//! [`Session`]; a TUN packet is matched by destination prefix to a route end and sealed, or
+//! staged while the end has no keys. The other modules change that state between packets:
+//!
+//! - `rules`: [`NodeCore::apply`], all-or-nothing batches of [`RuleChange`]s checked whole
+//!   and published in one [`RouteTable::update`](crate::route::RouteTable::update), so the
+//!   forwarding path sees the whole batch or none of it; and the route-end slots indexed by
+//!   [`EndpointId`](crate::route::EndpointId) (a slot is reused only after its Deliver rule is gone) with the prefix
+//!   table rebuilt from the live ends after each batch (a prefix several ends claim goes to
+//!   the one added last, and falls back to the most recent remaining claimant).
+//! - `expiry`: manager rules expire when their packet counter stands still for their
+//!   `expire_after`, sampled at most once per [`EXPIRY_SAMPLE`].
+//! - `probe`: link probes (type 8 and 9, route id zero) are handled before the route table:
+//!   a probe is answered in place to its source; a reply counts only from the address its
+//!   probe went to, with a nonce still outstanding (at most [`PROBES_OUTSTANDING`], oldest
+//!   forgotten first). Pings go through a route end's session; each end keeps at most
+//!   [`PINGS_PER_ROUTE`] of them (waiting for keys or for their pong, oldest forgotten
+//!   first).
+//! - `staging`: the fixed ring of [`STAGED_PER_ROUTE`] preallocated buffers in which a route
+//!   end keeps TUN packets while its handshake runs.
+//! - `status`: [`NodeCore::status`], a snapshot of all of the above.
+//!
+//! What the core learns on its own is queued as [`EngineEvent`]s, at most [`EVENT_QUEUE`]
+//! until drained; more are counted and dropped. Nothing on the per-packet path allocates or
+//! locks: staging rings, the probe table and the event queue are allocated when a route end
+//! or the core is created.
+
+mod expiry;
+mod probe;
+mod rules;
+mod staging;
+mod status;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::event::{EVENT_QUEUE, EngineEvent};
+use super::setup::{ApplyError, NodeSetup, Origin, RouteSetup, RuleChange};
+use crate::crypto::{PrivateKey, PublicKey};
+use crate::route::{Decision, ForwardDrop, ForwardStats, RouteReader, RouteTable, forward, prefix};
+use crate::session::{HEADROOM, Outcome, SendError, Session};
+use crate::wire::{HANDSHAKE_INIT_LEN, RouteId, TAG_LEN, is_link_probe};
+
+pub use expiry::EXPIRY_SAMPLE;
+pub use probe::{PINGS_PER_ROUTE, PROBES_OUTSTANDING};
+pub use staging::STAGED_PER_ROUTE;
+
+use expiry::Expiry;
+use probe::{Pings, Probes};
+use rules::Ends;
+use staging::Staged;
+
+/// Where the core's output goes. Sends are best effort: an implementation that cannot send
+/// (a full socket buffer) drops the packet and counts it with [`NodeDrop::QueueFull`].
+pub trait NodeIo {
+    /// Send `packet` on the transport to `to`.
+    fn send_udp(&mut self, to: SocketAddr, packet: &[u8]);
+    /// Write an IP packet to the TUN device.
+    fn write_tun(&mut self, packet: &[u8]);
+}
+
+/// Node-wide drops that happen before a packet reaches a route's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeDrop {
+    /// A TUN packet that is not IPv4 or IPv6.
+    NotIp,
+    /// A TUN packet whose destination matches no route's prefixes.
+    NoRoute,
+    /// A TUN packet dropped while its route had no keys (the staging queue was full).
+    NoSession,
+    /// A packet the driver could not send or write (socket buffer or TUN queue full).
+    QueueFull,
+    /// A TUN packet larger than the buffers (above the configured MTU).
+    TooBig,
+    /// A malformed link probe or probe reply (type 8 or 9).
+    BadProbe,
+    /// A probe reply whose nonce is not outstanding, or that came from another address
+    /// than the probe went to.
+    UnexpectedProbeReply,
+    /// An authenticated pong that answers no ping of its route end.
+    UnexpectedPong,
+}
+
+impl NodeDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [NodeDrop; 8] = [
+        NodeDrop::NotIp,
+        NodeDrop::NoRoute,
+        NodeDrop::NoSession,
+        NodeDrop::QueueFull,
+        NodeDrop::TooBig,
+        NodeDrop::BadProbe,
+        NodeDrop::UnexpectedProbeReply,
+        NodeDrop::UnexpectedPong,
+    ];
+
+    /// A short name for status output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NodeDrop::NotIp => "not ip",
+            NodeDrop::NoRoute => "no route",
+            NodeDrop::NoSession => "no session",
+            NodeDrop::QueueFull => "queue full",
+            NodeDrop::TooBig => "too big",
+            NodeDrop::BadProbe => "bad probe",
+            NodeDrop::UnexpectedProbeReply => "unexpected probe reply",
+            NodeDrop::UnexpectedPong => "unexpected pong",
+        }
+    }
+}
+
+/// Counters of [`NodeDrop`]s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeDrops([u64; NodeDrop::ALL.len()]);
+
+impl NodeDrops {
+    /// Count one.
+    pub fn add(&mut self, reason: NodeDrop) {
+        self.add_n(reason, 1);
+    }
+
+    /// Count `n`.
+    pub fn add_n(&mut self, reason: NodeDrop, n: u64) {
+        if let Some(c) = self.0.get_mut(reason as usize) {
+            *c += n;
+        }
+    }
+
+    /// The count for `reason`.
+    pub fn get(&self, reason: NodeDrop) -> u64 {
+        self.0.get(reason as usize).copied().unwrap_or(0)
+    }
+}
+
+/// The core could not be built from its setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// The configured rules were refused (two use the same incoming id, or a peer key is
+    /// unusable).
+    #[error(transparent)]
+    Rules(#[from] ApplyError),
+}
+
+/// A ping could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PingError {
+    /// No route end has this incoming id.
+    #[error("no route end with route id {0}")]
+    UnknownRoute(RouteId),
+}
+
+/// One route this node is an end of: the state the per-packet path works on.
+#[derive(Debug)]
+struct RouteEnd {
+    setup: RouteSetup,
+    session: Session,
+    staged: Staged,
+    origin: Origin,
+    /// Install order: the most recently added end wins a prefix several ends claim.
+    seq: u64,
+    pings: Pings,
+}
+
+/// The bounded event queue; allocated once, so pushing never allocates.
+#[derive(Debug)]
+struct Events {
+    queue: Vec<EngineEvent>,
+    dropped: u64,
+}
+
+impl Events {
+    fn push(&mut self, event: EngineEvent) {
+        if self.queue.len() < EVENT_QUEUE {
+            self.queue.push(event);
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// The per-packet logic of a node.
+#[derive(Debug)]
+pub struct NodeCore {
+    private_key: PrivateKey,
+    public_key: PublicKey,
+    listen: SocketAddr,
+    tun_name: Option<String>,
+    /// Wall-clock time at an instant, for the handshake timestamps of new sessions.
+    clock: (Instant, Duration),
+    table: RouteTable,
+    reader: RouteReader,
+    forward_stats: ForwardStats,
+    /// Route ends in their slots, and the prefixes they claim (`rules`).
+    ends: Ends,
+    /// Manager rules and their idle time (`expiry`).
+    expiry: Expiry,
+    /// Link probes awaiting their replies (`probe`).
+    probes: Probes,
+    events: Events,
+    drops: NodeDrops,
+    /// Largest IP packet accepted from the TUN device.
+    mtu: usize,
+    scratch: Vec<u8>,
+}
+
+/// Bytes a buffer needs for an IP packet of `mtu` bytes sealed in place.
+pub fn buffer_len(mtu: usize) -> usize {
+    (HEADROOM + mtu + TAG_LEN).max(HANDSHAKE_INIT_LEN)
+}
+
+impl NodeCore {
+    /// Build the core. `listen` is the bound transport address (for status); `unix_time` is
+    /// the wall-clock time at `now`, for handshake timestamps. The setup's routes and relays
+    /// become rules of [`Origin::Config`].
+    pub fn new(
+        setup: &NodeSetup,
+        listen: SocketAddr,
+        now: Instant,
+        unix_time: Duration,
+    ) -> Result<Self, SetupError> {
+        let mtu = setup.tun.as_ref().map_or(1420, |t| usize::from(t.mtu));
+        let table = RouteTable::new();
+        let mut core = Self {
+            private_key: setup.private_key.clone(),
+            public_key: setup.public_key(),
+            listen,
+            tun_name: setup.tun.as_ref().map(|t| t.name.clone()),
+            clock: (now, unix_time),
+            reader: table.reader(),
+            table,
+            forward_stats: ForwardStats::default(),
+            ends: Ends::default(),
+            expiry: Expiry::default(),
+            probes: Probes::new(),
+            events: Events {
+                queue: Vec::with_capacity(EVENT_QUEUE),
+                dropped: 0,
+            },
+            drops: NodeDrops::default(),
+            mtu,
+            scratch: vec![0u8; buffer_len(mtu)],
+        };
+        let relays = setup.relays.iter().map(|relay| RuleChange::AddRelay {
+            relay: *relay,
+            origin: Origin::Config,
+        });
+        let routes = setup.routes.iter().map(|route| RuleChange::AddEnd {
+            route: route.clone(),
+            origin: Origin::Config,
+        });
+        core.apply(now, relays.chain(routes).collect())?;
+        Ok(core)
+    }
+
+    /// The route table (relays' counters live in it).
+    pub fn table(&self) -> &RouteTable {
+        &self.table
+    }
+
+    /// The node's identity.
+    pub fn public_key(&self) -> PublicKey {
+        self.public_key
+    }
+
+    /// Count a drop the driver saw (a full socket buffer, a TUN write refused).
+    pub fn count_drop(&mut self, reason: NodeDrop) {
+        self.drops.add(reason);
+    }
+
+    /// Count `n` drops the driver saw.
+    pub fn count_drops(&mut self, reason: NodeDrop, n: u64) {
+        self.drops.add_n(reason, n);
+    }
+
+    /// Count `n` datagrams the driver dropped before forwarding (cut by the kernel).
+    pub fn count_forward_drops(&mut self, reason: ForwardDrop, n: u64) {
+        self.forward_stats.record_n(reason, n);
+    }
+
+    /// A datagram arrived from `from`: answer or match it if it is a link probe; otherwise
+    /// forward it, or open it at one of our route ends.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+        io: &mut impl NodeIo,
+    ) {
+        if is_link_probe(buf) {
+            self.handle_probe(now, from, buf, io);
+            return;
+        }
+        let decision = forward(self.reader.load(), from, buf);
+        match decision {
+            Decision::Forward { next_hop } => io.send_udp(next_hop, buf),
+            Decision::Drop(reason) => self.forward_stats.record(reason),
+            Decision::Deliver { endpoint } => {
+                let Some(end) = self.ends.get_mut(endpoint) else {
+                    self.forward_stats.record(ForwardDrop::UnknownRoute);
+                    return;
+                };
+                let first_hop = end.setup.first_hop;
+                match end.session.decapsulate(now, buf) {
+                    Outcome::Deliver(plain) => io.write_tun(plain),
+                    Outcome::Reply(reply) => io.send_udp(first_hop, reply),
+                    Outcome::Pong(nonce) => match end.pings.answer(nonce) {
+                        Some(sent) => self.events.push(EngineEvent::Pong {
+                            in_id: end.setup.in_id,
+                            peer: end.setup.peer,
+                            nonce,
+                            rtt: now.saturating_duration_since(sent),
+                        }),
+                        None => self.drops.add(NodeDrop::UnexpectedPong),
+                    },
+                    Outcome::Consumed | Outcome::Closed | Outcome::Dropped(_) => {}
+                }
+                Self::flush_staged(end, now, io);
+            }
+        }
+    }
+
+    /// An IP packet was read from the TUN device into `buf[HEADROOM..][..len]`; `buf` has
+    /// [`TAG_LEN`] bytes of room after it. Seal it onto its route.
+    pub fn handle_tun_packet(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        io: &mut impl NodeIo,
+    ) {
+        if len > self.mtu {
+            self.drops.add(NodeDrop::TooBig);
+            return;
+        }
+        let Some(packet) = buf.get(HEADROOM..HEADROOM + len) else {
+            self.drops.add(NodeDrop::TooBig);
+            return;
+        };
+        let Some(dst) = prefix::destination(packet) else {
+            self.drops.add(NodeDrop::NotIp);
+            return;
+        };
+        let Some(end) = self.ends.route_to(dst) else {
+            self.drops.add(NodeDrop::NoRoute);
+            return;
+        };
+        // Keep order: while packets wait for a handshake, later ones queue behind them.
+        if !end.staged.is_empty() {
+            Self::stage(end, &mut self.drops, buf, len);
+            return;
+        }
+        match end.session.encapsulate(now, buf, len) {
+            Ok(n) => io.send_udp(end.setup.first_hop, buf.get(..n).unwrap_or_default()),
+            Err(SendError::NoSession) => {
+                Self::stage(end, &mut self.drops, buf, len);
+                Self::poll_end(end, now, &mut self.scratch, io);
+            }
+            Err(SendError::Seal(_)) => self.drops.add(NodeDrop::TooBig),
+        }
+    }
+
+    fn stage(end: &mut RouteEnd, drops: &mut NodeDrops, buf: &[u8], len: usize) {
+        let payload = buf.get(HEADROOM..HEADROOM + len).unwrap_or_default();
+        if !end.staged.push(payload) {
+            drops.add(NodeDrop::NoSession);
+        }
+    }
+
+    /// Send what waited for the handshake (packets, then pings), once the route has keys.
+    fn flush_staged(end: &mut RouteEnd, now: Instant, io: &mut impl NodeIo) {
+        let first_hop = end.setup.first_hop;
+        while end.session.is_established() {
+            let Some((slot, len)) = end.staged.pop() else {
+                break;
+            };
+            if let Ok(n) = end.session.encapsulate(now, slot, len) {
+                io.send_udp(first_hop, slot.get(..n).unwrap_or_default());
+            }
+        }
+        end.pings.send_waiting(&mut end.session, now, first_hop, io);
+    }
+
+    fn poll_end(end: &mut RouteEnd, now: Instant, scratch: &mut [u8], io: &mut impl NodeIo) {
+        Self::flush_staged(end, now, io);
+        while let Some(n) = end.session.poll(now, scratch) {
+            io.send_udp(end.setup.first_hop, scratch.get(..n).unwrap_or_default());
+        }
+    }
+
+    /// Let every route act on its timers (handshakes, keepalives, key expiry), and remove
+    /// manager rules that were idle too long.
+    pub fn poll_timers(&mut self, now: Instant, io: &mut impl NodeIo) {
+        for end in self.ends.iter_mut() {
+            Self::poll_end(end, now, &mut self.scratch, io);
+        }
+        self.expire(now);
+    }
+
+    /// When [`poll_timers`](Self::poll_timers) next has work (`None`: only after input).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.ends
+            .iter()
+            .filter_map(|e| e.session.poll_timeout())
+            .chain(self.expiry.next_sample())
+            .min()
+    }
+
+    /// The events since the last call, oldest first: expired rules, probe replies, pongs.
+    pub fn drain_events(&mut self) -> std::vec::Drain<'_, EngineEvent> {
+        self.events.queue.drain(..)
+    }
+
+    /// Count `n` events the driver could not deliver (its channel was full).
+    pub fn count_events_dropped(&mut self, n: u64) {
+        self.events.dropped += n;
+    }
+
+    /// Close every route: an authenticated close packet to each peer that has keys.
+    pub fn close_all(&mut self, now: Instant, io: &mut impl NodeIo) {
+        for end in self.ends.iter_mut() {
+            if let Some(n) = end.session.close(now, &mut self.scratch) {
+                io.send_udp(
+                    end.setup.first_hop,
+                    self.scratch.get(..n).unwrap_or_default(),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! Rules changing while the node runs: [`NodeCore::apply`] and the route-end slots.
+//!
+//! A batch of [`RuleChange`]s is checked whole before anything changes (ids in use or
+//! unknown, counting the batch's own earlier changes; peer keys), then published in one
+//! [`RouteTable::update`](crate::route::RouteTable::update): the forwarding path sees the
+//! whole batch or none of it. Only then does the rest of the node follow, and nothing there
+//! can fail.
+//!
+//! Route ends live in slots indexed by [`EndpointId`], the value a Deliver rule carries. A
+//! slot freed by a batch is reused only by a later batch, after its Deliver rule is gone, so
+//! an id never changes meaning under a packet. The prefix table is rebuilt from the live
+//! ends after every batch, in install order: a prefix several ends claim goes to the newest,
+//! and falls back to the most recent remaining claimant when that one goes. Batches are rare
+//! (configuration, the node manager); they may allocate, the packet path never does.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::probe::Pings;
+use super::staging::Staged;
+use super::{NodeCore, RouteEnd, buffer_len};
+use crate::crypto::cipher::Limits;
+use crate::crypto::noise::StaticKeys;
+use crate::engine::setup::{ApplyError, Origin, RelaySetup, RouteSetup, RuleChange};
+use crate::route::{EndpointId, Entry, PrefixTable, RouteStats, Rule};
+use crate::session::Session;
+use crate::wire::RouteId;
+
+/// The route ends of a node, in slots indexed by [`EndpointId`], and the prefixes they
+/// claim.
+#[derive(Debug, Default)]
+pub(super) struct Ends {
+    /// Route ends by [`EndpointId`]; `None` slots are free (listed in `free`).
+    pub(super) slots: Vec<Option<RouteEnd>>,
+    pub(super) free: Vec<u32>,
+    next_seq: u64,
+    /// Destination prefixes to the route end that carries them.
+    pub(super) prefixes: PrefixTable<EndpointId>,
+}
+
+impl Ends {
+    /// The route end in this slot.
+    pub(super) fn get_mut(&mut self, endpoint: EndpointId) -> Option<&mut RouteEnd> {
+        self.slots.get_mut(endpoint.0 as usize)?.as_mut()
+    }
+
+    /// The route end whose prefixes hold `dst` (longest match).
+    pub(super) fn route_to(&mut self, dst: IpAddr) -> Option<&mut RouteEnd> {
+        let &endpoint = self.prefixes.lookup(dst)?;
+        self.get_mut(endpoint)
+    }
+
+    /// The live route ends, by slot.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &RouteEnd> {
+        self.slots.iter().flatten()
+    }
+
+    /// The live route ends, by slot.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut RouteEnd> {
+        self.slots.iter_mut().flatten()
+    }
+
+    /// Put `end` into its slot, numbered after every end installed before it.
+    fn install(&mut self, endpoint: EndpointId, mut end: RouteEnd) {
+        end.seq = self.next_seq;
+        self.next_seq += 1;
+        let at = endpoint.0 as usize;
+        if self.slots.len() <= at {
+            self.slots.resize_with(at + 1, || None);
+        }
+        if let Some(slot) = self.slots.get_mut(at) {
+            *slot = Some(end);
+        }
+    }
+
+    /// A removed rule: if it delivered to a route end, the end goes and its slot is free.
+    fn forget(&mut self, entry: &Entry) {
+        if let Rule::Deliver { endpoint, .. } = entry.rule
+            && let Some(slot) = self.slots.get_mut(endpoint.0 as usize)
+            && slot.take().is_some()
+        {
+            self.free.push(endpoint.0);
+        }
+    }
+
+    /// The prefix table from the live ends, in install order: the last claimant wins.
+    fn rebuild_prefixes(&mut self) {
+        let mut order: Vec<(u64, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (e.seq, i)))
+            .collect();
+        order.sort_unstable();
+        let mut prefixes = PrefixTable::default();
+        for (_, i) in order {
+            let endpoint = EndpointId(u32::try_from(i).unwrap_or(u32::MAX));
+            if let Some(Some(end)) = self.slots.get(i) {
+                for p in &end.setup.prefixes {
+                    prefixes.insert(*p, endpoint);
+                }
+            }
+        }
+        self.prefixes = prefixes;
+    }
+}
+
+/// A change of an [`NodeCore::apply`] batch, checked as far as it can be without the table.
+enum Planned {
+    Relay {
+        relay: RelaySetup,
+        origin: Origin,
+    },
+    End {
+        route: RouteSetup,
+        origin: Origin,
+        keys: Box<StaticKeys>,
+        endpoint: EndpointId,
+    },
+    Remove {
+        in_id: RouteId,
+    },
+}
+
+/// What the table did for a [`Planned`] change.
+enum Done {
+    Added(Arc<RouteStats>),
+    Removed(Entry),
+}
+
+impl NodeCore {
+    /// Apply a batch of rule changes, all or nothing: every change is checked first (ids in
+    /// use or unknown, counting the batch's own earlier changes; peer keys), then the route
+    /// table changes in one atomic update, so the forwarding path sees the whole batch or
+    /// none of it. Removing a route end drops its session, staged packets and pings without
+    /// a close packet; its prefixes fall back to the most recent remaining end that claims
+    /// them.
+    pub fn apply(&mut self, now: Instant, changes: Vec<RuleChange>) -> Result<(), ApplyError> {
+        // The checks that need no table, and endpoint slots for new ends. A slot freed by
+        // this batch is reused only by a later one, so no id changes meaning within a batch.
+        let mut free = self.ends.free.clone();
+        let mut fresh = self.ends.slots.len();
+        let mut planned = Vec::with_capacity(changes.len());
+        for change in changes {
+            planned.push(match change {
+                RuleChange::AddRelay { relay, origin } => Planned::Relay { relay, origin },
+                RuleChange::AddEnd { route, origin } => {
+                    let keys = StaticKeys::new(self.private_key.clone(), route.peer).map_err(
+                        |source| ApplyError::PeerKey {
+                            in_id: route.in_id,
+                            source,
+                        },
+                    )?;
+                    let slot = free.pop().unwrap_or_else(|| {
+                        fresh += 1;
+                        u32::try_from(fresh - 1).unwrap_or(u32::MAX)
+                    });
+                    Planned::End {
+                        route,
+                        origin,
+                        keys: Box::new(keys),
+                        endpoint: EndpointId(slot),
+                    }
+                }
+                RuleChange::Remove { in_id } => Planned::Remove { in_id },
+            });
+        }
+        let done = self.table.update(|t| {
+            let mut done = Vec::with_capacity(planned.len());
+            for change in &planned {
+                done.push(match change {
+                    Planned::Relay { relay, .. } => {
+                        let rule = Rule::Forward {
+                            prev_hop: relay.prev_hop,
+                            next_hop: relay.next_hop,
+                            out_id: relay.out_id,
+                        };
+                        Done::Added(
+                            t.insert(relay.in_id, rule)
+                                .map_err(|_| ApplyError::InUse(relay.in_id))?,
+                        )
+                    }
+                    Planned::End {
+                        route, endpoint, ..
+                    } => {
+                        let rule = Rule::Deliver {
+                            prev_hop: route.prev_hop,
+                            endpoint: *endpoint,
+                        };
+                        Done::Added(
+                            t.insert(route.in_id, rule)
+                                .map_err(|_| ApplyError::InUse(route.in_id))?,
+                        )
+                    }
+                    Planned::Remove { in_id } => {
+                        Done::Removed(t.remove(*in_id).map_err(|_| ApplyError::NotFound(*in_id))?)
+                    }
+                });
+            }
+            Ok(done)
+        })?;
+        // Published; now the rest of the node follows, in batch order. Nothing fails here.
+        self.ends.free = free;
+        for (change, done) in planned.into_iter().zip(done) {
+            match (change, done) {
+                (Planned::Relay { relay, origin }, Done::Added(stats)) => {
+                    self.expiry.track(relay.in_id, origin, stats, now);
+                }
+                (
+                    Planned::End {
+                        route,
+                        origin,
+                        keys,
+                        endpoint,
+                    },
+                    Done::Added(stats),
+                ) => {
+                    self.expiry.track(route.in_id, origin, stats, now);
+                    self.install_end(now, route, origin, *keys, endpoint);
+                }
+                (Planned::Remove { in_id }, Done::Removed(entry)) => {
+                    self.expiry.forget(in_id);
+                    self.ends.forget(&entry);
+                }
+                // Each change produced its own kind of result above.
+                _ => {}
+            }
+        }
+        self.expiry.rearm(now);
+        self.ends.rebuild_prefixes();
+        Ok(())
+    }
+
+    fn install_end(
+        &mut self,
+        now: Instant,
+        route: RouteSetup,
+        origin: Origin,
+        keys: StaticKeys,
+        endpoint: EndpointId,
+    ) {
+        let (base, base_unix) = self.clock;
+        let unix_time = base_unix.saturating_add(now.saturating_duration_since(base));
+        let mut session = Session::new(keys, route.out_id, Limits::WIREGUARD, now, unix_time);
+        session.set_persistent_keepalive(route.persistent_keepalive);
+        if route.persistent_keepalive.is_some() {
+            session.request_handshake();
+        }
+        let end = RouteEnd {
+            setup: route,
+            session,
+            staged: Staged::new(buffer_len(self.mtu)),
+            origin,
+            seq: 0,
+            pings: Pings::default(),
+        };
+        self.ends.install(endpoint, end);
+    }
+}
