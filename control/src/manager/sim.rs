@@ -1,53 +1,38 @@
 //! An in-process mesh for the manager's tests: a [`ManagerCore`], and per node an
-//! [`Agent`] over a real [`NodeCore`] (the engine's sans-IO core: route table, sessions,
-//! expiry, probes, pings), joined by in-memory queues instead of TCP and UDP. Time is
-//! simulated. Frames between manager and agents go through the real encoder and decoder,
-//! with MACs.
+//! [`Agent`] beside a real engine core, on the data plane's one in-memory mesh
+//! ([`skywire_dataplane::sim::Mesh`]: real `NodeCore`s, in-memory UDP and TUN, simulated
+//! time). The control connections are in-memory queues instead of TCP, but every frame
+//! between manager and agents goes through the real encoder and decoder, with MACs.
+//!
+//! The data plane's mesh moves datagrams, runs the cores' timers and records what reaches
+//! each TUN; this layer adds, per node, the agent (ticked with the core as its
+//! [`Dataplane`]), its connection to the manager (which can be cut, go silent, lose acks or
+//! refuse installs), and the manager itself, which can stop and start again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
-use skywire_dataplane::engine::{EngineEvent, NodeCore, NodeIo, NodeSetup, Origin, RuleChange};
+use skywire_dataplane::engine::{EngineEvent, NodeSetup, Origin, RuleChange};
 use skywire_dataplane::route::Prefix;
-use skywire_dataplane::session::HEADROOM;
+use skywire_dataplane::sim::{Mesh, NodeId, NodeParts, ipv4};
+use skywire_dataplane::wire::RouteId;
 
 use super::core::{ConnId, ManagerCore, Output, Params, Rng};
 use super::proto::{self, Bytes32, Decoder, Frame, Mac, session_keys};
 use crate::node::agent::{Agent, AgentParams, ApplyFailure, Completion, Dataplane, UserRequest};
 
-/// What a node's engine sent during one step.
-#[derive(Debug, Default)]
-pub(crate) struct Out {
-    /// Datagrams: destination, bytes.
-    pub(crate) udp: Vec<(SocketAddr, Vec<u8>)>,
-    /// IP packets written to the (absent) TUN device.
-    pub(crate) tun: Vec<Vec<u8>>,
-}
-
-impl NodeIo for Out {
-    fn send_udp(&mut self, to: SocketAddr, packet: &[u8]) {
-        self.udp.push((to, packet.to_vec()));
-    }
-    fn write_tun(&mut self, packet: &[u8]) {
-        self.tun.push(packet.to_vec());
-    }
-}
-
-struct Dp<'a> {
-    core: &'a mut NodeCore,
-    now: Instant,
-    out: &'a mut Out,
-}
+/// The agent's view of its node's core, lent by the data plane's mesh.
+struct Dp<'a>(NodeParts<'a>);
 
 impl Dataplane for Dp<'_> {
     fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), ApplyFailure> {
-        Ok(self.core.apply(self.now, changes)?)
+        Ok(self.0.core.apply(self.0.now, changes)?)
     }
     fn probe(&mut self, to: SocketAddr, nonce: u64) {
-        self.core.probe(self.now, to, nonce, self.out);
+        self.0.core.probe(self.0.now, to, nonce, self.0.io);
     }
 }
 
@@ -67,84 +52,57 @@ pub(crate) enum Wire {
     Refuses,
 }
 
-/// One simulated node.
+/// The control-plane side of one simulated node; its engine core is in the mesh.
 pub(crate) struct SimNode {
     /// Its key.
     pub(crate) key: PrivateKey,
-    /// Its transport address.
-    pub(crate) addr: SocketAddr,
-    /// Its engine.
-    pub(crate) core: NodeCore,
     /// Its manager agent.
     pub(crate) agent: Agent,
     /// Its connection to the manager (None: not connected).
     pub(crate) conn: Option<ConnId>,
-    /// Whether the node runs at all (false: killed).
+    /// Whether the node runs at all (false: killed or hung).
     pub(crate) alive: bool,
     /// How its connection behaves.
     pub(crate) wire: Wire,
-    /// IP packets delivered to its TUN.
-    pub(crate) delivered: Vec<Vec<u8>>,
     /// Pongs received: nonce, rtt.
     pub(crate) pongs: Vec<(u64, Duration)>,
     /// Answers to its user's requests.
     pub(crate) answers: Vec<Completion>,
     /// The manager's replies to frames injected with [`Sim::raw`], by request id.
     pub(crate) raw_replies: HashMap<u64, Frame>,
-    /// MACs for the current connection: node -> manager, manager -> node.
+    /// MACs for the current connection: node -> manager (sent, checked), manager -> node
+    /// (sent, checked).
     macs: Option<(Mac, Mac, Mac, Mac)>,
 }
 
 /// The whole mesh.
 pub(crate) struct Sim {
-    /// Simulated time.
-    pub(crate) now: Instant,
+    /// The data plane: engine cores, datagrams, TUN records, simulated time.
+    pub(crate) mesh: Mesh,
     /// The manager (None while it is down).
     pub(crate) manager: Option<ManagerCore>,
     /// Its configuration, for restarts.
     pub(crate) params: Params,
-    /// The nodes.
+    /// The nodes' control-plane sides, by index (the mesh's `NodeId`s are the same).
     pub(crate) nodes: Vec<SimNode>,
-    by_addr: HashMap<SocketAddr, usize>,
     by_conn: HashMap<ConnId, usize>,
-    udp: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
     next_conn: u64,
     next_token: u64,
-    /// Links that lose every datagram, both ways (by node index, smaller first).
-    pub(crate) cut: std::collections::HashSet<(usize, usize)>,
     /// Log lines of the manager.
     pub(crate) log: Vec<String>,
 }
 
 /// The node's TUN address in the simulation.
-pub(crate) fn tun_addr(i: usize) -> Prefix {
+pub(crate) fn tun_addr(i: usize) -> Ipv4Addr {
     let i = u32::try_from(i).unwrap_or(0);
-    Prefix::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i + 1)), 32)
-        .unwrap_or_else(|| unreachable!())
-}
-
-/// A minimal IPv4 packet to `dst` with `payload`.
-pub(crate) fn ip_packet(src: Prefix, dst: Prefix, payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0u8; 20];
-    p[0] = 0x45;
-    let total = u16::try_from(20 + payload.len()).unwrap_or(u16::MAX);
-    p[2..4].copy_from_slice(&total.to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    if let (IpAddr::V4(s), IpAddr::V4(d)) = (src.addr(), dst.addr()) {
-        p[12..16].copy_from_slice(&s.octets());
-        p[16..20].copy_from_slice(&d.octets());
-    }
-    p.extend_from_slice(payload);
-    p
+    Ipv4Addr::from(0x0a00_0000 + i + 1)
 }
 
 impl Sim {
     /// `n` nodes (not connected yet), a manager with `params`, links as given.
     pub(crate) fn new(n: usize, params: Params, keys: Vec<PrivateKey>) -> Self {
-        let now = Instant::now();
+        let mut mesh = Mesh::new(Instant::now());
         let mut nodes = Vec::with_capacity(n);
-        let mut by_addr = HashMap::new();
         for (i, key) in keys.into_iter().enumerate().take(n) {
             let addr = SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::new(198, 18, (i / 200) as u8, (i % 200) as u8 + 1)),
@@ -158,27 +116,26 @@ impl Sim {
                 relays: Vec::new(),
                 offload: false,
             };
-            let core = NodeCore::new(&setup, addr, now, Duration::from_secs(1_800_000_000))
+            let id = mesh
+                .add_node(setup)
                 .unwrap_or_else(|e| panic!("node core: {e}"));
+            assert_eq!(id, NodeId(i));
+            let tun = Prefix::new(IpAddr::V4(tun_addr(i)), 32).unwrap_or_else(|| unreachable!());
             let agent = Agent::new(
                 AgentParams {
                     key: key.public_key(),
                     endpoint: addr,
-                    tun: vec![tun_addr(i)],
+                    tun: vec![tun],
                     reserved: Vec::new(),
                 },
                 Rng::seeded(i as u64 + 7),
             );
-            by_addr.insert(addr, i);
             nodes.push(SimNode {
                 key,
-                addr,
-                core,
                 agent,
                 conn: None,
                 alive: true,
                 wire: Wire::Up,
-                delivered: Vec::new(),
                 pongs: Vec::new(),
                 answers: Vec::new(),
                 raw_replies: HashMap::new(),
@@ -186,16 +143,13 @@ impl Sim {
             });
         }
         Self {
-            now,
+            mesh,
             manager: Some(ManagerCore::new(params.clone(), Rng::seeded(42))),
             params,
             nodes,
-            by_addr,
             by_conn: HashMap::new(),
-            udp: VecDeque::new(),
             next_conn: 1,
             next_token: 1,
-            cut: std::collections::HashSet::new(),
             log: Vec::new(),
         }
     }
@@ -207,6 +161,7 @@ impl Sim {
 
     /// Connect node `i` to the manager (the key proof is checked for real).
     pub(crate) fn connect(&mut self, i: usize) {
+        let now = self.mesh.now();
         let Some(manager) = self.manager.as_mut() else {
             return;
         };
@@ -245,14 +200,33 @@ impl Sim {
         ));
         node.conn = Some(conn);
         self.by_conn.insert(conn, i);
-        manager.authenticated(conn, node.key.public_key(), self.now);
-        node.agent.connected(self.now);
+        manager.authenticated(conn, node.key.public_key(), now);
+        node.agent.connected(now);
     }
 
     /// Node `i` is killed: its connection drops, its engine and rules are gone.
     pub(crate) fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;
+        let _ = self.mesh.kill(NodeId(i));
         self.drop_connection(i);
+    }
+
+    /// Node `i` hangs: its engine stops, no frames reach it or leave it, but its
+    /// connection stays open (the manager must notice the silence).
+    pub(crate) fn hang(&mut self, i: usize) {
+        self.nodes[i].alive = false;
+        self.nodes[i].wire = Wire::Silent;
+        let _ = self.mesh.kill(NodeId(i));
+    }
+
+    /// Cut the link between nodes `a` and `b`: every datagram between them is lost.
+    pub(crate) fn cut(&mut self, a: usize, b: usize) {
+        self.mesh.cut(NodeId(a), NodeId(b));
+    }
+
+    /// Mend every link [`Sim::cut`] cut between `a` and `b`.
+    pub(crate) fn mend(&mut self, a: usize, b: usize) {
+        self.mesh.mend(NodeId(a), NodeId(b));
     }
 
     /// Node `i`'s connection to the manager closes (the manager sees it at once).
@@ -260,7 +234,7 @@ impl Sim {
         if let Some(conn) = self.nodes[i].conn.take() {
             self.by_conn.remove(&conn);
             if let Some(m) = self.manager.as_mut() {
-                m.disconnected(conn, self.now);
+                m.disconnected(conn, self.mesh.now());
             }
         }
         self.nodes[i].agent.disconnected();
@@ -270,10 +244,10 @@ impl Sim {
     /// The manager stops; nodes notice their connections closing.
     pub(crate) fn stop_manager(&mut self) {
         self.manager = None;
-        for i in 0..self.nodes.len() {
-            self.nodes[i].conn = None;
-            self.nodes[i].macs = None;
-            self.nodes[i].agent.disconnected();
+        for node in &mut self.nodes {
+            node.conn = None;
+            node.macs = None;
+            node.agent.disconnected();
         }
         self.by_conn.clear();
     }
@@ -302,13 +276,14 @@ impl Sim {
     pub(crate) fn raw(&mut self, i: usize, kind: u8, body: &Value) -> u64 {
         let id = RAW_IDS + self.next_token;
         self.next_token += 1;
+        let now = self.mesh.now();
         let node = &mut self.nodes[i];
         let (Some(conn), Some(macs)) = (node.conn, node.macs.as_mut()) else {
             return id;
         };
         let frame = Self::frame_through(&Frame::request(kind, id, body), &mut macs.0, &mut macs.1);
         if let Some(m) = self.manager.as_mut() {
-            m.frame(conn, frame, self.now);
+            m.frame(conn, frame, now);
         }
         id
     }
@@ -327,44 +302,30 @@ impl Sim {
             .unwrap_or_else(|| panic!("a whole frame"))
     }
 
+    /// IP packets that reached node `i`'s TUN device so far.
+    pub(crate) fn delivered(&self, i: usize) -> &[Vec<u8>] {
+        self.mesh.tun(NodeId(i)).unwrap_or_default()
+    }
+
     /// Send IP packet `payload` from node `src`'s TUN towards node `dst`'s address.
     pub(crate) fn send_ip(&mut self, src: usize, dst: usize, payload: &[u8]) {
-        let packet = ip_packet(tun_addr(src), tun_addr(dst), payload);
-        let mut buf = vec![0u8; HEADROOM + packet.len() + 64];
-        buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(&packet);
-        let mut out = Out::default();
-        let now = self.now;
-        let node = &mut self.nodes[src];
-        node.core
-            .handle_tun_packet(now, &mut buf, packet.len(), &mut out);
-        self.collect(src, out);
+        let packet = ipv4(tun_addr(src), tun_addr(dst), payload);
+        let _ = self.mesh.tun_input(NodeId(src), &packet);
     }
 
     /// Ping node `src`'s route end with incoming id `in_id`.
     pub(crate) fn ping(&mut self, src: usize, in_id: u32, nonce: u64) -> bool {
-        let Some(id) = skywire_dataplane::wire::RouteId::new(in_id) else {
+        let Some(id) = RouteId::new(in_id) else {
             return false;
         };
-        let mut out = Out::default();
-        let now = self.now;
-        let ok = self.nodes[src].core.ping(now, id, nonce, &mut out).is_ok();
-        self.collect(src, out);
-        ok
-    }
-
-    fn collect(&mut self, i: usize, out: Out) {
-        let from = self.nodes[i].addr;
-        for (to, bytes) in out.udp {
-            self.udp.push_back((from, to, bytes));
-        }
-        self.nodes[i].delivered.extend(out.tun);
+        self.mesh.ping(NodeId(src), id, nonce).is_ok()
     }
 
     /// Run for `duration` in steps of `step`.
     pub(crate) fn run(&mut self, duration: Duration, step: Duration) {
-        let end = self.now + duration;
-        while self.now < end {
-            self.now += step;
+        let end = self.mesh.now() + duration;
+        while self.mesh.now() < end {
+            self.mesh.advance_clock(step);
             self.settle();
         }
     }
@@ -372,170 +333,136 @@ impl Sim {
     /// Deliver everything queued and fire every due timer, without advancing time.
     pub(crate) fn settle(&mut self) {
         for _ in 0..10_000 {
-            let mut moved = false;
-            // Manager -> nodes.
-            let outputs = match self.manager.as_mut() {
-                Some(m) => {
-                    m.tick(self.now);
-                    m.drain()
-                }
-                None => Vec::new(),
-            };
-            {
-                for output in outputs {
-                    moved = true;
-                    match output {
-                        Output::Log(line) => self.log.push(line),
-                        Output::Send(conn, frame) => {
-                            let Some(&i) = self.by_conn.get(&conn) else {
-                                continue;
-                            };
-                            let node = &mut self.nodes[i];
-                            if !node.alive || node.wire == Wire::Silent {
-                                continue;
-                            }
-                            let Some(macs) = node.macs.as_mut() else {
-                                continue;
-                            };
-                            let frame = Self::frame_through(&frame, &mut macs.2, &mut macs.3);
-                            if frame.is_reply() && frame.id >= RAW_IDS {
-                                node.raw_replies.insert(frame.id, frame);
-                                continue;
-                            }
-                            if node.wire == Wire::Refuses && frame.kind == proto::kind::INSTALL {
-                                let refusal = Frame::error(
-                                    frame.kind,
-                                    frame.id,
-                                    &proto::ProtoError::new(
-                                        proto::ErrorKind::IdInUse,
-                                        "route id taken",
-                                    ),
-                                );
-                                let refusal =
-                                    Self::frame_through(&refusal, &mut macs.0, &mut macs.1);
-                                if let Some(m) = self.manager.as_mut() {
-                                    m.frame(conn, refusal, self.now);
-                                }
-                                continue;
-                            }
-                            let mut out = Out::default();
-                            let now = self.now;
-                            let SimNode { core, agent, .. } = node;
-                            agent.frame(
-                                frame,
-                                now,
-                                &mut Dp {
-                                    core,
-                                    now,
-                                    out: &mut out,
-                                },
-                            );
-                            self.collect(i, out);
-                        }
-                        Output::Close(conn, _) => {
-                            if let Some(i) = self.by_conn.remove(&conn) {
-                                self.nodes[i].conn = None;
-                                self.nodes[i].macs = None;
-                                self.nodes[i].agent.disconnected();
-                                if let Some(m) = self.manager.as_mut() {
-                                    m.disconnected(conn, self.now);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            // Nodes: timers, events, frames to the manager.
+            let mut moved = self.manager_to_nodes();
             for i in 0..self.nodes.len() {
-                if !self.nodes[i].alive {
-                    continue;
-                }
-                let now = self.now;
-                let mut out = Out::default();
-                {
-                    let SimNode { core, agent, .. } = &mut self.nodes[i];
-                    agent.tick(
-                        now,
-                        &mut Dp {
-                            core,
-                            now,
-                            out: &mut out,
-                        },
-                    );
-                    core.poll_timers(now, &mut out);
-                }
-                let events: Vec<EngineEvent> = self.nodes[i].core.drain_events().collect();
-                for event in events {
-                    match event {
-                        EngineEvent::Expired { in_id, .. } => {
-                            self.nodes[i].agent.expired(in_id.get());
-                        }
-                        EngineEvent::ProbeReply { from, nonce, rtt } => {
-                            self.nodes[i].agent.probe_reply(from, nonce, rtt);
-                        }
-                        EngineEvent::Pong { nonce, rtt, .. } => {
-                            self.nodes[i].pongs.push((nonce, rtt));
-                        }
-                    }
-                }
-                if !out.udp.is_empty() || !out.tun.is_empty() {
-                    moved = true;
-                }
-                self.collect(i, out);
-                let answers = self.nodes[i].agent.completions();
-                self.nodes[i].answers.extend(answers);
-                let frames = self.nodes[i].agent.drain();
-                let node = &mut self.nodes[i];
-                let (Some(conn), Some(macs)) = (node.conn, node.macs.as_mut()) else {
-                    continue;
-                };
-                if node.wire == Wire::Silent {
-                    continue;
-                }
-                for frame in frames {
-                    if node.wire == Wire::AcksLost
-                        && frame.is_reply()
-                        && frame.base_kind() == proto::kind::INSTALL
-                    {
-                        continue;
-                    }
-                    let frame = Self::frame_through(&frame, &mut macs.0, &mut macs.1);
-                    moved = true;
-                    if let Some(m) = self.manager.as_mut() {
-                        m.frame(conn, frame, self.now);
-                    }
-                }
+                moved |= self.step_node(i);
             }
-            // Datagrams.
-            while let Some((from, to, mut bytes)) = self.udp.pop_front() {
-                moved = true;
-                let Some(&i) = self.by_addr.get(&to) else {
-                    continue;
-                };
-                if !self.nodes[i].alive {
-                    continue;
-                }
-                if let Some(&j) = self.by_addr.get(&from)
-                    && self.cut.contains(&(i.min(j), i.max(j)))
-                {
-                    continue;
-                }
-                let mut out = Out::default();
-                let now = self.now;
-                self.nodes[i]
-                    .core
-                    .handle_datagram(now, from, &mut bytes, &mut out);
-                self.collect(i, out);
-            }
+            moved |= self.mesh.deliver_all() > 0;
             if !moved {
                 return;
             }
         }
     }
 
+    /// The manager's timers and outputs: frames to the agents, connections closed.
+    fn manager_to_nodes(&mut self) -> bool {
+        let now = self.mesh.now();
+        let outputs = match self.manager.as_mut() {
+            Some(m) => {
+                m.tick(now);
+                m.drain()
+            }
+            None => Vec::new(),
+        };
+        let moved = !outputs.is_empty();
+        for output in outputs {
+            match output {
+                Output::Log(line) => self.log.push(line),
+                Output::Send(conn, frame) => self.to_node(conn, &frame),
+                Output::Close(conn, _) => {
+                    if let Some(i) = self.by_conn.remove(&conn) {
+                        self.nodes[i].conn = None;
+                        self.nodes[i].macs = None;
+                        self.nodes[i].agent.disconnected();
+                        if let Some(m) = self.manager.as_mut() {
+                            m.disconnected(conn, now);
+                        }
+                    }
+                }
+            }
+        }
+        moved
+    }
+
+    /// A frame from the manager reaches the node on `conn` (as its wire allows).
+    fn to_node(&mut self, conn: ConnId, frame: &Frame) {
+        let now = self.mesh.now();
+        let Some(&i) = self.by_conn.get(&conn) else {
+            return;
+        };
+        let node = &mut self.nodes[i];
+        if !node.alive || node.wire == Wire::Silent {
+            return;
+        }
+        let Some(macs) = node.macs.as_mut() else {
+            return;
+        };
+        let frame = Self::frame_through(frame, &mut macs.2, &mut macs.3);
+        if frame.is_reply() && frame.id >= RAW_IDS {
+            node.raw_replies.insert(frame.id, frame);
+            return;
+        }
+        if node.wire == Wire::Refuses && frame.kind == proto::kind::INSTALL {
+            let refusal = Frame::error(
+                frame.kind,
+                frame.id,
+                &proto::ProtoError::new(proto::ErrorKind::IdInUse, "route id taken"),
+            );
+            let refusal = Self::frame_through(&refusal, &mut macs.0, &mut macs.1);
+            if let Some(m) = self.manager.as_mut() {
+                m.frame(conn, refusal, now);
+            }
+            return;
+        }
+        let SimNode { agent, .. } = node;
+        if let Ok(parts) = self.mesh.parts(NodeId(i)) {
+            agent.frame(frame, now, &mut Dp(parts));
+        }
+    }
+
+    /// Node `i`'s agent and engine: timers, engine events, frames to the manager.
+    fn step_node(&mut self, i: usize) -> bool {
+        if !self.nodes[i].alive {
+            return false;
+        }
+        let now = self.mesh.now();
+        let id = NodeId(i);
+        if let Ok(parts) = self.mesh.parts(id) {
+            self.nodes[i].agent.tick(now, &mut Dp(parts));
+        }
+        let _ = self.mesh.poll_timers(id);
+        let mut moved = !self.mesh.in_flight().is_empty();
+        for event in self.mesh.drain_events(id).unwrap_or_default() {
+            let node = &mut self.nodes[i];
+            match event {
+                EngineEvent::Expired { in_id, .. } => node.agent.expired(in_id.get()),
+                EngineEvent::ProbeReply { from, nonce, rtt } => {
+                    node.agent.probe_reply(from, nonce, rtt);
+                }
+                EngineEvent::Pong { nonce, rtt, .. } => node.pongs.push((nonce, rtt)),
+            }
+        }
+        let node = &mut self.nodes[i];
+        let answers = node.agent.completions();
+        node.answers.extend(answers);
+        let frames = node.agent.drain();
+        let (Some(conn), Some(macs)) = (node.conn, node.macs.as_mut()) else {
+            return moved;
+        };
+        if node.wire == Wire::Silent {
+            return moved;
+        }
+        for frame in frames {
+            if node.wire == Wire::AcksLost
+                && frame.is_reply()
+                && frame.base_kind() == proto::kind::INSTALL
+            {
+                continue;
+            }
+            let frame = Self::frame_through(&frame, &mut macs.0, &mut macs.1);
+            moved = true;
+            if let Some(m) = self.manager.as_mut() {
+                m.frame(conn, frame, now);
+            }
+        }
+        moved
+    }
+
     /// Rules the manager installed that node `i` holds (relays and ends).
     pub(crate) fn manager_rules(&self, i: usize) -> usize {
-        let status = self.nodes[i].core.status(self.now);
+        let Ok(status) = self.mesh.status(NodeId(i)) else {
+            return 0;
+        };
         status
             .routes
             .iter()
@@ -551,9 +478,9 @@ impl Sim {
     /// The incoming id of node `i`'s newest manager route end to node `peer`.
     pub(crate) fn end_to(&self, i: usize, peer: usize) -> Option<u32> {
         let peer = self.pk(peer);
-        self.nodes[i]
-            .core
-            .status(self.now)
+        self.mesh
+            .status(NodeId(i))
+            .ok()?
             .routes
             .iter()
             .filter(|r| r.peer == peer && matches!(r.origin, Origin::Manager { .. }))

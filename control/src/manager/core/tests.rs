@@ -80,11 +80,11 @@ fn add_route(sim: &mut Sim, src: usize, dst: usize, extra: Value) -> Result<Rout
 
 /// An IP packet from src arrives at dst, and a ping comes back.
 fn assert_traffic(sim: &mut Sim, src: usize, dst: usize, tag: &[u8]) {
-    let before = sim.nodes[dst].delivered.len();
+    let before = sim.delivered(dst).len();
     sim.send_ip(src, dst, tag);
     sim.run(20 * MS, 5 * MS);
     assert!(
-        sim.nodes[dst].delivered[before..]
+        sim.delivered(dst)[before..]
             .iter()
             .any(|p| p.ends_with(tag)),
         "packet {tag:?} from {src} did not reach {dst}"
@@ -211,7 +211,7 @@ fn a_dead_link_is_found_by_probes_and_routed_around() {
     let (a, b) = (path[1], path[2]);
     // Probes have measured the links by now.
     sim.run(Duration::from_secs(3), 50 * MS);
-    sim.cut.insert((a.min(b), a.max(b)));
+    sim.cut(a, b);
     // Three lost probes (one a second), then the report, then the repair.
     sim.run(Duration::from_secs(5), 50 * MS);
     let routes = sim.manager.as_ref().unwrap().routes();
@@ -232,7 +232,7 @@ fn a_dead_link_is_found_by_probes_and_routed_around() {
     );
     assert_traffic(&mut sim, 0, 25, b"around the dead link");
     // The link comes back and is reported up; the route stays where it is.
-    sim.cut.clear();
+    sim.mend(a, b);
     sim.run(Duration::from_secs(3), 50 * MS);
     assert!(sim.log.iter().any(|l| l.contains("is up")), "{:?}", sim.log);
 }
@@ -244,8 +244,7 @@ fn a_silent_node_is_declared_dead_after_missed_heartbeats() {
     let path = path_indices(&sim, &info);
     let victim = path[1];
     // Hung: no frames either way, no packets forwarded.
-    sim.nodes[victim].wire = Wire::Silent;
-    sim.nodes[victim].alive = false;
+    sim.hang(victim);
     sim.run(Duration::from_millis(3500), 50 * MS);
     let routes = sim.manager.as_ref().unwrap().routes();
     let route = routes.iter().find(|r| r.id == info.id).unwrap();
@@ -356,8 +355,8 @@ fn a_manager_restart_never_stops_traffic() {
     send_some(&mut sim, 50);
     sim.start_manager();
     send_some(&mut sim, 100);
-    let delivered = sim.nodes[25]
-        .delivered
+    let delivered = sim
+        .delivered(25)
         .iter()
         .filter(|p| p.windows(4).any(|w| w == b"seq "))
         .count();
