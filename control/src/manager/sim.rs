@@ -358,7 +358,7 @@ impl Sim {
         for output in outputs {
             match output {
                 Output::Log(line) => self.log.push(line),
-                Output::Send(conn, frame) => self.to_node(conn, &frame),
+                Output::Send(conn, frame) => self.deliver_to_node(conn, &frame),
                 Output::Close(conn, _) => {
                     if let Some(i) = self.by_conn.remove(&conn) {
                         self.nodes[i].conn = None;
@@ -375,7 +375,7 @@ impl Sim {
     }
 
     /// A frame from the manager reaches the node on `conn` (as its wire allows).
-    fn to_node(&mut self, conn: ConnId, frame: &Frame) {
+    fn deliver_to_node(&mut self, conn: ConnId, frame: &Frame) {
         let now = self.mesh.now();
         let Some(&i) = self.by_conn.get(&conn) else {
             return;
