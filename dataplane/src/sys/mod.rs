@@ -13,6 +13,10 @@
 //!   with UDP GSO ([`SendBatch`](batch::SendBatch)), each falling back when refused.
 //! - [`netlink`]: a minimal rtnetlink client (routes, addresses, link state) that waits for
 //!   the kernel's acknowledgement of every request, so no error is lost.
+//!
+//! Demo and test helpers, fenced off from the node: no code path of `skywire node` or the
+//! engine reaches them; only `skywire demo`, the namespace lab and tests do.
+//!
 //! - [`netns`]: [`in_namespace`](netns::in_namespace), a closure run on a thread that
 //!   entered a named network namespace (`ip netns`), for sockets that live there.
 //! - [`capture`]: [`PacketCapture`](capture::PacketCapture), an `AF_PACKET` socket that
