@@ -10,6 +10,9 @@
 //! - [`demo`]: `skywire demo`: three `skywire node` processes in network namespaces, a route
 //!   through a relay, and proof of what crosses each link.
 //! - [`mod@bench`]: `skywire bench`, the end-to-end harness against boringtun.
+//! - [`lab`]: the namespace lab the demo, the bench and the root-only tests build their
+//!   topologies in: namespaces, veth links, processes, a scratch folder, sysctls, and
+//!   clean-up on every path.
 //! - [`manager`]: the node manager (registration with a key proof, topology and route
 //!   computation, route setup with rollback, expiry and repair) and the node's agent for it.
 //! - [`signal`]: the signal protocol between viscript and every component: frames, server,
@@ -34,6 +37,7 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod keyfile;
+pub mod lab;
 pub mod launcher;
 pub mod manager;
 pub mod procfs;
