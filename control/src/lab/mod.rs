@@ -384,7 +384,7 @@ impl Lab {
     /// (the host's namespace never sees them, so names cannot clash there), gets its
     /// addresses (IPv6 ones without duplicate address detection, usable at once) and is
     /// set up.
-    pub fn link(&mut self, a: &LinkEnd, b: &LinkEnd) -> Result<(), LabError> {
+    pub fn link(&self, a: &LinkEnd, b: &LinkEnd) -> Result<(), LabError> {
         for end in [a, b] {
             check_name(
                 "interface",
@@ -460,7 +460,7 @@ impl Lab {
     /// does). What is still running inside the namespace at teardown is killed anyway.
     pub fn spawn(&self, host: &str, spawn: Spawn) -> Result<Process, LabError> {
         self.check_interrupted()?;
-        Process::spawn(&self.namespace(host), spawn)
+        Process::spawn_in(&self.namespace(host), spawn)
     }
 
     /// Start a process in `host`'s namespace that the lab owns: [`Self::teardown`] stops it

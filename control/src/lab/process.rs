@@ -132,8 +132,11 @@ pub struct Process {
 }
 
 impl Process {
-    /// Start `spawn` inside the namespace `namespace`.
-    pub(super) fn spawn(namespace: &str, spawn: Spawn) -> Result<Self, LabError> {
+    /// Start `spawn` inside the namespace named `namespace` (one of a lab's, see
+    /// [`super::Lab::namespace`]; [`super::Lab::spawn`] is the usual way). The caller owns
+    /// the process; the lab's teardown still kills it if it runs inside one of its
+    /// namespaces then.
+    pub fn spawn_in(namespace: &str, spawn: Spawn) -> Result<Self, LabError> {
         let mut command = netns_command(namespace, &spawn.program);
         command.args(&spawn.args).process_group(0);
         let log_error = |path: &Path| {
@@ -189,6 +192,11 @@ impl Process {
     /// Its process id (also its process group's).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether it was seen to end (by an earlier call that reaped it); does not look again.
+    pub fn has_exited(&self) -> bool {
+        self.exited.is_some()
     }
 
     /// How it ended, once it has (reaping it); `None` while it runs.
@@ -309,12 +317,11 @@ impl Drop for Process {
         if self.exited().is_none() {
             self.stop();
         }
-        if std::thread::panicking() && self.log.is_some() {
-            let log = self
-                .log
-                .as_deref()
-                .map(|p| tail(p, LOG_ON_PANIC))
-                .unwrap_or_default();
+        let log = match &self.log {
+            Some(path) if std::thread::panicking() => tail(path, LOG_ON_PANIC),
+            _ => String::new(),
+        };
+        if !log.trim().is_empty() {
             eprintln!(
                 "----- log of {} (pid {}) -----\n{log}\n----- end of the log of {} -----",
                 self.what,
