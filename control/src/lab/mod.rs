@@ -17,7 +17,7 @@
 //! shows whose a namespace is; gives the lab a scratch folder named like its namespaces
 //! (0700 unless asked otherwise); writes keys ([`Lab::write_key`]) and configs
 //! ([`Lab::write_config`], through the typed [`ConfigFile`] writer) into it; starts
-//! processes inside a namespace ([`process`]) with their output in a log file, each in a
+//! processes inside a namespace ([`Process`], [`Spawn`]) with their output in a log file, each in a
 //! process group of its own, so a Ctrl-C at the terminal reaches only the program that owns
 //! the lab, which then stops them in order; raises global sysctls and puts them back; and
 //! checks an interruption flag (set by the owner's signal handler) before each step.

@@ -14,7 +14,8 @@
 //! - [`netlink`]: a minimal rtnetlink client (routes, addresses, link state) that waits for
 //!   the kernel's acknowledgement of every request, so no error is lost.
 //! - [`netns`]: [`in_namespace`](netns::in_namespace), a closure run on a thread that
-//!   entered a named network namespace (`ip netns`), for sockets that live there.
+//!   entered a named network namespace (`ip netns`), for sockets that live there; for the
+//!   control crate's namespace lab (the demo and the tests) only.
 //! - [`capture`]: [`PacketCapture`](capture::PacketCapture), an `AF_PACKET` socket that
 //!   sees every frame of one interface (the demo's proof that relays see no plaintext).
 //!
