@@ -28,9 +28,10 @@
 //!
 //! Namespaces, veths, TUN devices and processes live in `chain::Chain`, a chain of hosts in
 //! the namespace lab ([`crate::lab`]), which removes them on every path out (errors,
-//! Ctrl-C). Node configs are written with the typed writer ([`crate::config::ConfigFile`]). It sets `net.core.{r,w}mem_{default,max}` to
-//! 4 MiB for the run (boringtun's best configuration; these sysctls are global on Linux)
-//! and writes the old values back.
+//! Ctrl-C); node configs come from the typed writer ([`crate::config::ConfigFile`]). It
+//! sets `net.core.{r,w}mem_{default,max}` to 4 MiB for the run (boringtun's best
+//! configuration; these sysctls are global on Linux) and the lab writes the old values
+//! back.
 
 mod chain;
 mod report;

@@ -440,22 +440,6 @@ impl Lab {
         netns_command(&self.namespace(host), program)
     }
 
-    /// Run `f` on a thread inside `host`'s namespace (for sockets that live there); see
-    /// [`in_namespace`].
-    pub fn in_namespace<T: Send>(
-        &self,
-        host: &str,
-        what: &str,
-        f: impl FnOnce() -> io::Result<T> + Send,
-    ) -> Result<T, LabError> {
-        let ns = self.namespace(host);
-        let io_error = |source| LabError::Io {
-            what: format!("{what} in namespace {ns}"),
-            source,
-        };
-        in_namespace(&ns, f).map_err(io_error)?.map_err(io_error)
-    }
-
     /// Start a process in `host`'s namespace that the caller owns (and stops, or its `Drop`
     /// does). What is still running inside the namespace at teardown is killed anyway.
     pub fn spawn(&self, host: &str, spawn: Spawn) -> Result<Process, LabError> {

@@ -218,6 +218,21 @@ fn a_lab_undoes_everything_and_says_so() {
         crate::keyfile::load_private_key(&loaded.node.key).is_ok_and(|k| k.public_key() == key)
     );
 
+    // The shell ignores SIGTERM only once it ran `trap`.
+    let started = Instant::now();
+    while !lab
+        .process(stubborn)
+        .unwrap()
+        .log_text()
+        .contains("ignoring TERM")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the shell never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
     let report = lab.teardown();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     let how: Vec<(&str, Stopped)> = report

@@ -544,7 +544,8 @@ proptest! {
             node.routes.push(RouteSetup {
                 name,
                 peer: PublicKey::from_bytes(peer),
-                prefixes: vec![Prefix::new(std::net::Ipv4Addr::new(10, 1, 0, 0).into(), 16 + u8::try_from(i).unwrap()).unwrap()],
+                // 10.1.0.0/16, /17, /18: one prefix per route, each its own.
+                prefixes: vec![prefix(&format!("10.1.0.0/{}", 16 + i))],
                 first_hop: hops[1],
                 out_id: id(n + 1),
                 in_id: id(1000 + n),
