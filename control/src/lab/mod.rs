@@ -1,7 +1,8 @@
 //! The namespace lab: hosts as network namespaces, links as veth pairs, real processes in
 //! them, all owned by one [`Lab`] that removes them again. `skywire demo`, `skywire bench`
 //! and the root-only integration tests build their topologies with it; nothing else in the
-//! workspace creates a namespace.
+//! workspace creates a named namespace (the data plane's own root tests run in anonymous
+//! ones that vanish with their thread).
 //!
 //! ```text
 //! Lab::new("skydemo")          /tmp/skydemo-PID/  (keys 0600, configs, logs, sockets)
@@ -17,9 +18,9 @@
 //! shows whose a namespace is; gives the lab a scratch folder named like its namespaces
 //! (0700 unless asked otherwise); writes keys ([`Lab::write_key`]) and configs
 //! ([`Lab::write_config`], through the typed [`ConfigFile`] writer) into it; starts
-//! processes inside a namespace ([`Process`], [`Spawn`]) with their output in a log file, each in a
-//! process group of its own, so a Ctrl-C at the terminal reaches only the program that owns
-//! the lab, which then stops them in order; raises global sysctls and puts them back; and
+//! processes inside a namespace ([`Process`], [`Spawn`]) with their output in a log file,
+//! each in a process group of its own, so a Ctrl-C at the terminal reaches only the program
+//! that owns the lab, which then stops them in order; raises global sysctls and puts them back; and
 //! checks an interruption flag (set by the owner's signal handler) before each step.
 //!
 //! What it does not do: install signal handlers (the owner does, and sets the flag), add
