@@ -3,8 +3,8 @@
 //! As root, with nothing but iproute2: three network namespaces A - B - C joined by veth
 //! pairs (`topology.rs` has the addresses), a built-in config and a fresh key for each
 //! node, and three `skywire node` processes (the binary named in
-//! [`DemoOptions::node_program`]), with a route A -> B -> C on which B only relays. Then, with the demo's own traffic
-//! generator, it shows and checks, section by section:
+//! [`DemoOptions::node_program`]), with a route A -> B -> C on which B only relays. Then,
+//! with the demo's own traffic generator, it shows and checks, section by section:
 //!
 //! 1. **handshake**: the route comes up on the first packet (A's `status` before and
 //!    after), and how long that first packet took;
