@@ -63,6 +63,31 @@ pub fn in_namespace<T: Send>(namespace: &str, f: impl FnOnce() -> T + Send) -> i
     skywire_dataplane::sys::netns::in_namespace(namespace, f)
 }
 
+/// Wait, at most `wait`, until the interface `interface` of `namespace` is operationally
+/// up with its queue started (`state UP`, and no longer the `noop` queue that drops every
+/// packet).
+pub(super) fn wait_link_up(
+    namespace: &str,
+    interface: &str,
+    wait: Duration,
+) -> Result<(), LabError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let shown = ip_output(&["-n", namespace, "-o", "link", "show", "dev", interface])?;
+        if shown.contains(" state UP ") && !shown.contains(" qdisc noop ") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(LabError::LinkNotUp {
+                namespace: namespace.to_owned(),
+                interface: interface.to_owned(),
+                waited: wait,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The ids of the processes inside namespace `namespace` (`ip netns pids`); none if it
 /// cannot be read (a namespace that is gone holds no process).
 fn pids_in(namespace: &str) -> Vec<u32> {

@@ -157,6 +157,16 @@ pub enum LabError {
         /// Their ids.
         pids: Vec<u32>,
     },
+    /// A link did not come up: the kernel did not start its queue in time.
+    #[error("interface {interface} in namespace {namespace} did not come up within {} s", waited.as_secs())]
+    LinkNotUp {
+        /// The namespace.
+        namespace: String,
+        /// The interface.
+        interface: String,
+        /// How long it was given.
+        waited: Duration,
+    },
     /// `ip netns list` still shows namespaces of the lab after teardown.
     #[error("namespaces left behind: {}", names.join(", "))]
     NamespacesLeft {
@@ -292,6 +302,12 @@ const SYSCTL_RECORD: &str = "sysctls-to-restore";
 /// Where global sysctls live.
 const PROC_SYS: &str = "/proc/sys";
 
+/// How long a new link may take to carry traffic. `ip link set up` returns before the
+/// kernel has seen the carrier: its link watcher, which starts the interface's queue (until
+/// then every packet sent is dropped), runs at most once a second, later when the machine
+/// is busy with other links.
+pub const LINK_UP_WAIT: Duration = Duration::from_secs(5);
+
 /// How long killing the leftover processes of a namespace may take.
 const LEFTOVER_KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -384,7 +400,7 @@ impl Lab {
     /// Join two hosts with a veth pair. Each end is created directly inside its namespace
     /// (the host's namespace never sees them, so names cannot clash there), gets its
     /// addresses (IPv6 ones without duplicate address detection, usable at once) and is
-    /// set up.
+    /// set up. Returns once both ends carry traffic (see [`LINK_UP_WAIT`]).
     pub fn link(&self, a: &LinkEnd, b: &LinkEnd) -> Result<(), LabError> {
         for end in [a, b] {
             check_name(
@@ -421,6 +437,9 @@ impl Lab {
                 ip(&args)?;
             }
             ip(&["-n", ns, "link", "set", &end.interface, "up"])?;
+        }
+        for (ns, end) in [(&ns_a, a), (&ns_b, b)] {
+            command::wait_link_up(ns, &end.interface, LINK_UP_WAIT)?;
         }
         Ok(())
     }
