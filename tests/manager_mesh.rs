@@ -43,7 +43,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{keygen, skywire_binary};
-use netns::{Node, Proc, Topology, ip, key_values, wait_until};
+use netns::{Node, Proc, Topology, addr, ip, key_values, tun, wait_until};
+use skywire_control::config::{ConfigFile, ManagerLink, ManagerSection};
 use skywire_control::node::ctl::protocol::OriginReply;
 
 const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
@@ -139,23 +140,17 @@ impl Mesh {
             .iter()
             .map(|name| Node::new(&topo, name, &format!("node-{name}")))
             .collect();
-        let links: String = LINKS
+        let mut manager = ManagerSection::new("manager.key");
+        manager.listen = addr(MANAGER_ADDR);
+        manager.rule_expiry = Duration::from_secs(10);
+        manager.heartbeat = Duration::from_millis(500);
+        manager.links = LINKS
             .iter()
-            .map(|(x, y, _)| {
-                format!(
-                    "    - [{}, {}]\n",
-                    nodes[*x].public_key, nodes[*y].public_key
-                )
-            })
+            .map(|(x, y, _)| [nodes[*x].key(), nodes[*y].key()])
             .collect();
-        fs::write(
-            manager_dir.join("manager.yaml"),
-            format!(
-                "manager:\n  key: manager.key\n  listen: {MANAGER_ADDR}\n  rule_expiry: 10s\n  \
-                 heartbeat: 500ms\n  links:\n{links}"
-            ),
-        )
-        .unwrap();
+        ConfigFile::manager(manager)
+            .write(manager_dir.join("manager.yaml"))
+            .unwrap();
         let mut mesh = Self {
             nodes,
             manager: None,
@@ -165,19 +160,19 @@ impl Mesh {
         };
         mesh.start_manager();
         for (i, node) in mesh.nodes.iter_mut().enumerate() {
-            let tun = if i == 0 || i == 4 {
-                format!(
-                    "  tun: {{ name: sky0, addresses: [10.77.0.{}/24] }}\n",
-                    i + 1
-                )
-            } else {
-                String::new()
-            };
-            node.configure(&format!(
-                "  listen: {}:6000\n  manager: {{ address: \"{MANAGER_ADDR}\", key: {} }}\n{tun}",
-                endpoint(i),
-                mesh.manager_key
-            ));
+            let manager_key = mesh.manager_key.parse().unwrap();
+            node.configure(|node| {
+                node.listen = addr(&format!("{}:6000", endpoint(i)));
+                node.manager = Some(ManagerLink {
+                    address: addr(MANAGER_ADDR),
+                    key: manager_key,
+                    // What `endpoint` defaults to when left out: `listen`.
+                    endpoint: node.listen,
+                });
+                if i == 0 || i == 4 {
+                    node.tun = Some(tun("sky0", &[&format!("10.77.0.{}/24", i + 1)]));
+                }
+            });
             node.start();
         }
         // Every node registered, and the links were probed.

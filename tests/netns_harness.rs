@@ -61,7 +61,7 @@ fn stale_namespaces_go_first_and_a_panicking_test_leaves_nothing() {
         let mut topo = Topology::new();
         let ns = topo.host("r");
         let mut node = Node::new(&topo, "r", "r");
-        node.configure("  listen: 127.0.0.1:6000\n");
+        node.configure(|node| node.listen = netns::addr("127.0.0.1:6000"));
         node.start();
         let helper = topo.spawn("r", "sleep", Path::new("sleep"), &["600"]);
         let helper_pid = helper.pid();

@@ -27,7 +27,7 @@ mod netns;
 
 use std::time::{Duration, Instant};
 
-use netns::{Node, Topology, key_values, wait_until};
+use netns::{Node, Topology, addr, key_values, relay_rule, route, tun, wait_until};
 use skywire_control::node::ctl::StatusReply;
 use skywire_control::node::ctl::protocol::{Drops, RelayReply, RouteReply};
 
@@ -76,44 +76,40 @@ impl ThreeHops {
         let a = Node::new(&topo, "a", "a");
         let b = Node::new(&topo, "b", "b");
         let c = Node::new(&topo, "c", "c");
-        a.configure(&format!(
-            "  listen: 198.18.1.1:6000
-  offload: {offload}
-  tun: {{ name: sky0, addresses: [10.77.0.1/24, fd77::1/64] }}
-  routes:
-    - name: to-c
-      peer: {}
-      prefixes: [10.77.0.3/32, fd77::3/128]
-      first_hop: 198.18.1.2:6000
-      out_id: 100
-      in_id: 201
-      prev_hop: 198.18.1.2:6000
-",
-            c.public_key
-        ));
-        b.configure(&format!(
-            "  listen: 0.0.0.0:6000
-  offload: {offload}
-  relays:
-    - {{ in_id: 100, prev_hop: 198.18.1.1:6000, out_id: 101, next_hop: 198.18.2.3:6000 }}
-    - {{ in_id: 200, prev_hop: 198.18.2.3:6000, out_id: 201, next_hop: 198.18.1.1:6000 }}
-"
-        ));
-        c.configure(&format!(
-            "  listen: 198.18.2.3:6000
-  offload: {offload}
-  tun: {{ name: sky0, addresses: [10.77.0.3/24, fd77::3/64] }}
-  routes:
-    - name: to-a
-      peer: {}
-      prefixes: [10.77.0.1/32, fd77::1/128]
-      first_hop: 198.18.2.2:6000
-      out_id: 200
-      in_id: 101
-      prev_hop: 198.18.2.2:6000
-",
-            a.public_key
-        ));
+        a.configure(|node| {
+            node.listen = addr("198.18.1.1:6000");
+            node.offload = offload;
+            node.tun = Some(tun("sky0", &["10.77.0.1/24", "fd77::1/64"]));
+            node.routes = vec![route(
+                "to-c",
+                c.key(),
+                &["10.77.0.3/32", "fd77::3/128"],
+                "198.18.1.2:6000",
+                (100, 201),
+                "198.18.1.2:6000",
+            )];
+        });
+        b.configure(|node| {
+            node.listen = addr("0.0.0.0:6000");
+            node.offload = offload;
+            node.relays = vec![
+                relay_rule(100, "198.18.1.1:6000", 101, "198.18.2.3:6000"),
+                relay_rule(200, "198.18.2.3:6000", 201, "198.18.1.1:6000"),
+            ];
+        });
+        c.configure(|node| {
+            node.listen = addr("198.18.2.3:6000");
+            node.offload = offload;
+            node.tun = Some(tun("sky0", &["10.77.0.3/24", "fd77::3/64"]));
+            node.routes = vec![route(
+                "to-a",
+                a.key(),
+                &["10.77.0.1/32", "fd77::1/128"],
+                "198.18.2.2:6000",
+                (200, 101),
+                "198.18.2.2:6000",
+            )];
+        });
         let mut hops = Self { a, b, c, topo };
         hops.b.start();
         hops.c.start();

@@ -22,9 +22,11 @@
 //!   `ping` talk to), and a [`node::NodeHandle`] talks to it.
 //! - [`launcher`]: viscript, the app launcher: apps from `config.yaml`, sequence ids,
 //!   daemons restarted with backoff, the console commands, headless socket and GUI.
-//! - Tools: [`demo`] (`skywire demo`: three `skywire node` processes in network namespaces,
-//!   a route through a relay, and proof of what crosses each link) and [`mod@bench`]
-//!   (`skywire bench`, the end-to-end harness against boringtun).
+//! - Tools: [`lab`] (the namespace lab the demo, the bench and the root-only tests build
+//!   their topologies in: namespaces, veth links, processes, a scratch folder, sysctls, and
+//!   clean-up on every path), [`demo`] (`skywire demo`: three `skywire node` processes in
+//!   network namespaces, a route through a relay, and proof of what crosses each link) and
+//!   [`mod@bench`] (`skywire bench`, the end-to-end harness against boringtun).
 //!
 //! This crate may do file and socket I/O; the data plane never does.
 #![cfg_attr(
@@ -52,3 +54,4 @@ pub mod node;
 
 pub mod bench;
 pub mod demo;
+pub mod lab;

@@ -1,20 +1,23 @@
-//! Network-namespace topologies for the root-only integration tests: hosts are namespaces,
-//! links are veth pairs, nodes are the real `skywire` binary started inside them.
+//! Network-namespace topologies for the root-only integration tests: a thin layer over the
+//! namespace lab of the control crate ([`skywire_control::lab`]), with the test's habits
+//! (panic on failure, the real `skywire` binary, the Python tools in `tests/tools/`).
 //!
 //! A test uses it as `mod common; mod netns;` (it runs the binary and makes keys with
 //! `tests/common`) and starts with [`skip_unless_root`]. Then:
 //!
-//! - [`Topology::new`] makes the guard; [`Topology::host`] adds a namespace (with `lo` up
-//!   and no default route) and [`Topology::link`] joins two with a veth pair. Namespaces are
-//!   named `swt-<pid>-<n><host>`, unique per process and per topology, so tests may run in
-//!   parallel; dropping the guard SIGKILLs every process left in its namespaces (whatever
-//!   started them) and deletes the namespaces and its scratch folder, also when the test
-//!   panics. Namespaces and folders left by an earlier test process that was killed before
-//!   its guards ran (its pid is gone) are removed first.
+//! - [`Topology::new`] makes a lab tagged `swt`: [`Topology::host`] adds a namespace (with
+//!   `lo` up and no default route) and [`Topology::link`] joins two with a veth pair.
+//!   Namespaces are named `swt-<pid>-<host>` (`swt-<pid>.<n>-<host>` after the first
+//!   topology of a process), so tests may run in parallel; dropping the topology tears its
+//!   lab down: every process left in its namespaces (whatever started them) is killed, and
+//!   the namespaces and the scratch folder are deleted, also when the test panics.
+//!   Namespaces and folders left by an earlier test process that was killed before its
+//!   guards ran (its pid is gone) are removed first.
 //! - [`Node::new`] gives a node its key (0600, by `skywire keygen`) and folder;
-//!   [`Node::configure`] writes its config, [`Node::start`] runs `skywire node` in its
-//!   namespace and waits (bounded) until `skywire status` answers. A node's log is printed
-//!   when the test panics.
+//!   [`Node::configure`] writes its config with the typed writer
+//!   ([`skywire_control::config::ConfigFile`]), [`Node::start`] runs `skywire node` in its
+//!   namespace and waits (bounded) until its control socket answers `status`. A node's log
+//!   is printed when the test panics.
 //! - [`Topology::spawn`] runs a helper (the Python tools in `tests/tools/`) in a namespace,
 //!   with its output lines readable with a timeout.
 //!
@@ -26,28 +29,31 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
-use std::sync::Once;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use skywire_control::config::{ConfigFile, NodeSection};
+use skywire_control::lab::{Lab, LabOptions, LinkEnd, Process, Signal, Spawn, Stopped};
 use skywire_control::node::ctl::StatusReply;
+use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::{RelaySetup, RouteSetup, TunSetup};
+use skywire_dataplane::route::Prefix;
+use skywire_dataplane::wire::RouteId;
 
-use crate::common::{chmod, is_root, keygen, mode_of, skywire_binary};
+use crate::common::{is_root, keygen, mode_of, skywire_binary};
 
 /// How long a node may take from exec to answering `skywire status`.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Prefix of every namespace and scratch folder this module creates.
-const PREFIX: &str = "swt-";
-
-/// Where `ip netns` keeps its namespaces.
-const NETNS_DIR: &str = "/run/netns";
+/// The lab tag of every namespace and scratch folder of these tests.
+const TAG: &str = "swt";
 
 /// `false`, after saying why, when the test cannot run here: it needs root. As root, the
 /// tools the tests use must be installed (`scripts/test` installs them), or this panics.
@@ -105,7 +111,7 @@ pub(crate) fn run_ok(cmd: &mut Command) -> String {
 
 /// `ip ARGS`, which must succeed.
 pub(crate) fn ip(args: &[&str]) -> String {
-    run_ok(Command::new("ip").args(args))
+    skywire_control::lab::ip_output(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `key=value` pairs of a line printed by the tools.
@@ -130,138 +136,111 @@ pub(crate) fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) ->
     }
 }
 
-/// Remove namespaces and folders left by test processes that no longer exist. Once per
-/// process; never touches the names of a live process (which may be a test running now).
-fn remove_stale() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let stale = |name: &str| {
-            let Some(rest) = name.strip_prefix(PREFIX) else {
-                return false;
-            };
-            let pid = rest.split('-').next().unwrap_or("");
-            !pid.is_empty()
-                && pid.bytes().all(|b| b.is_ascii_digit())
-                && !Path::new("/proc").join(pid).exists()
-        };
-        let names = |dir: &Path| -> Vec<String> {
-            fs::read_dir(dir)
-                .map(|entries| {
-                    entries
-                        .filter_map(Result::ok)
-                        .filter_map(|e| e.file_name().into_string().ok())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        for ns in names(Path::new(NETNS_DIR)) {
-            if stale(&ns) {
-                eprintln!("netns: removing namespace {ns} left by an earlier test run");
-                kill_all_in(&ns);
-                let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-            }
-        }
-        for dir in names(&std::env::temp_dir()) {
-            if stale(&dir) {
-                let _ = fs::remove_dir_all(std::env::temp_dir().join(dir));
-            }
-        }
-    });
+/// `10.77.0.1/24` as a prefix.
+pub(crate) fn prefix(text: &str) -> Prefix {
+    text.parse()
+        .unwrap_or_else(|e| panic!("{text:?} is not a prefix: {e:?}"))
 }
 
-/// SIGKILL every process in namespace `ns` and wait (bounded) until none is left.
-fn kill_all_in(ns: &str) {
-    let pids = || -> Vec<String> {
-        Command::new("ip")
-            .args(["netns", "pids", ns])
-            .stderr(Stdio::null())
-            .output()
-            .map(|out| {
-                String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let _ = wait_until(Duration::from_secs(5), || {
-        let left = pids();
-        if !left.is_empty() {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .args(&left)
-                .stderr(Stdio::null())
-                .status();
-        }
-        left.is_empty()
-    });
+/// `198.18.1.2:6000` as a socket address.
+pub(crate) fn addr(text: &str) -> SocketAddr {
+    text.parse()
+        .unwrap_or_else(|e| panic!("{text:?} is not an address: {e}"))
 }
 
-/// The guard of one test's namespaces, processes and scratch folder; see the module docs.
+/// `n` as a route id (not 0).
+pub(crate) fn route_id(n: u32) -> RouteId {
+    RouteId::new(n).expect("a route id is not 0")
+}
+
+/// A TUN device `name` with `addresses` and the default MTU.
+pub(crate) fn tun(name: &str, addresses: &[&str]) -> TunSetup {
+    TunSetup {
+        name: name.to_owned(),
+        addresses: addresses.iter().map(|a| prefix(a)).collect(),
+        mtu: skywire_control::config::DEFAULT_MTU,
+    }
+}
+
+/// A route `name` to `peer` for `prefixes`, sent to `first_hop` with `out_id` and taken
+/// with `in_id` from `prev_hop`; no keepalive.
+pub(crate) fn route(
+    name: &str,
+    peer: PublicKey,
+    prefixes: &[&str],
+    first_hop: &str,
+    (out_id, in_id): (u32, u32),
+    prev_hop: &str,
+) -> RouteSetup {
+    RouteSetup {
+        name: name.to_owned(),
+        peer,
+        prefixes: prefixes.iter().map(|p| prefix(p)).collect(),
+        first_hop: addr(first_hop),
+        out_id: route_id(out_id),
+        in_id: route_id(in_id),
+        prev_hop: addr(prev_hop),
+        persistent_keepalive: None,
+    }
+}
+
+/// A relay rule: from `prev_hop` with `in_id` to `next_hop` with `out_id`.
+pub(crate) fn relay_rule(in_id: u32, prev_hop: &str, out_id: u32, next_hop: &str) -> RelaySetup {
+    RelaySetup {
+        in_id: route_id(in_id),
+        prev_hop: addr(prev_hop),
+        out_id: route_id(out_id),
+        next_hop: addr(next_hop),
+    }
+}
+
+/// The lab of one test: its namespaces, processes and scratch folder; see the module docs.
 pub(crate) struct Topology {
-    /// `swt-<pid>-<n>`: the start of every namespace name of this topology.
-    prefix: String,
-    namespaces: Vec<String>,
-    dir: PathBuf,
+    lab: Lab,
 }
 
 impl Topology {
     /// An empty topology with its scratch folder (0755, so the nodes' 0700 socket folders
     /// inside it are the only closed ones).
     pub(crate) fn new() -> Self {
-        remove_stale();
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("{PREFIX}{}-{n}", std::process::id());
-        let dir = std::env::temp_dir().join(&prefix);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir(&dir).unwrap();
-        chmod(&dir, 0o755);
+        let mut options = LabOptions::new(TAG);
+        options.dir_mode = 0o755;
         Self {
-            prefix,
-            namespaces: Vec::new(),
-            dir,
+            lab: Lab::new(options).unwrap_or_else(|e| panic!("cannot make a lab: {e}")),
         }
     }
 
     /// The scratch folder, removed with the topology.
     pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+        self.lab.dir()
     }
 
     /// The namespace name of host `host` (`a`, `b`...).
     pub(crate) fn ns(&self, host: &str) -> String {
-        format!("{}{host}", self.prefix)
+        self.lab.namespace(host)
     }
 
     /// Add a host: a namespace with `lo` up and nothing else.
     pub(crate) fn host(&mut self, host: &str) -> String {
-        let ns = self.ns(host);
-        ip(&["netns", "add", &ns]);
-        self.namespaces.push(ns.clone());
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        ns
+        self.lab
+            .add_host(host)
+            .unwrap_or_else(|e| panic!("cannot add host {host}: {e}"))
     }
 
     /// Join two hosts with a veth pair: `(host, interface, address/len)` at each end. Both
     /// ends are created directly in their namespaces, so names never clash in the host's.
     pub(crate) fn link(&self, a: (&str, &str, &str), b: (&str, &str, &str)) {
-        let (ns_a, ns_b) = (self.ns(a.0), self.ns(b.0));
-        ip(&[
-            "link", "add", a.1, "netns", &ns_a, "type", "veth", "peer", "name", b.1, "netns", &ns_b,
-        ]);
-        for (ns, (_, iface, addr)) in [(&ns_a, a), (&ns_b, b)] {
-            ip(&["-n", ns, "addr", "add", addr, "dev", iface]);
-            ip(&["-n", ns, "link", "set", iface, "up"]);
-        }
+        let end = |(host, iface, address): (&str, &str, &str)| {
+            LinkEnd::new(host, iface).prefix(prefix(address))
+        };
+        self.lab
+            .link(&end(a), &end(b))
+            .unwrap_or_else(|e| panic!("cannot link {a:?} and {b:?}: {e}"));
     }
 
     /// A command run inside host `host`'s namespace.
     pub(crate) fn command(&self, host: &str, program: impl AsRef<Path>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns(host)])
-            .arg(program.as_ref());
-        cmd
+        self.lab.command(host, program.as_ref())
     }
 
     /// Run `program ARGS` in host `host` to completion.
@@ -304,24 +283,25 @@ impl Topology {
 
     /// Start `program ARGS` in host `host`, stdin and stdout piped, stderr to a file.
     pub(crate) fn spawn(&self, host: &str, label: &str, program: &Path, args: &[&str]) -> Proc {
-        Proc::spawn(label, self.command(host, program).args(args), &self.dir)
+        Proc::spawn(
+            &self.lab,
+            host,
+            label,
+            Spawn::new(label, program).args(args),
+        )
     }
 
     /// Start a Python tool from `tests/tools/` in host `host`.
     pub(crate) fn spawn_tool(&self, host: &str, script: &str, args: &[&str]) -> Proc {
-        let mut cmd = self.command(host, python3());
-        cmd.arg(tool(script)).args(args);
-        Proc::spawn(script, &mut cmd, &self.dir)
+        let spawn = Spawn::new(script, python3()).arg(tool(script)).args(args);
+        Proc::spawn(&self.lab, host, script, spawn)
     }
 
     /// Whether interface `iface` exists in host `host`.
     pub(crate) fn has_link(&self, host: &str, iface: &str) -> bool {
-        Command::new("ip")
-            .args(["-n", &self.ns(host), "link", "show", "dev", iface])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        self.lab
+            .ip_in(host, &["link", "show", "dev", iface])
+            .is_ok()
     }
 
     /// Run `cat /proc/net/snmp` in host `host`: the kernel's UDP counters, to tell a drop by
@@ -342,42 +322,25 @@ impl Topology {
     }
 }
 
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in &self.namespaces {
-            kill_all_in(ns);
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// A helper process: its stdout lines arrive through a channel (read with a timeout), its
 /// stderr goes to a file shown when something goes wrong. Killed (SIGKILL) when dropped.
 pub(crate) struct Proc {
     label: String,
-    child: Child,
+    process: Process,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
-    stderr: PathBuf,
 }
 
 impl Proc {
-    fn spawn(label: &str, cmd: &mut Command, dir: &Path) -> Self {
+    fn spawn(lab: &Lab, host: &str, label: &str, spawn: Spawn) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let stderr = dir.join(format!("{label}-{n}.stderr"));
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
+        let stderr = lab.file(format!("{label}-{n}.stderr"));
+        let mut process = lab
+            .spawn(host, spawn.piped().log(stderr))
+            .unwrap_or_else(|e| panic!("cannot start {label}: {e}"));
+        let stdin = process.take_stdin();
+        let stdout = process.take_stdout().unwrap();
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -389,21 +352,20 @@ impl Proc {
         });
         Self {
             label: label.to_owned(),
-            child,
+            process,
             stdin,
             lines,
-            stderr,
         }
     }
 
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// What the process wrote on stderr so far.
     pub(crate) fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.process.log_text()
     }
 
     /// The next line of output; panics (showing stderr) at EOF or after `timeout`.
@@ -436,19 +398,13 @@ impl Proc {
 
     /// Wait for the exit, at most `timeout`; panics if it does not come.
     pub(crate) fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < timeout,
+        self.process.wait_timeout(timeout).unwrap_or_else(|| {
+            panic!(
                 "{}: still running after {timeout:?}; stderr:\n{}",
                 self.label,
                 self.stderr()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 
     /// Wait for a successful exit, then return every remaining line of output.
@@ -471,8 +427,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 
@@ -488,7 +443,9 @@ pub(crate) struct Node {
     log: PathBuf,
     /// The node's public key, as `skywire keygen` printed it.
     pub(crate) public_key: String,
-    child: Option<Child>,
+    /// The latest process, running or ended (kept, so that its log is shown if the test
+    /// panics).
+    process: Option<Process>,
     starts: u32,
 }
 
@@ -511,22 +468,29 @@ impl Node {
             log: dir.join("node.log"),
             dir,
             public_key,
-            child: None,
+            process: None,
             starts: 0,
         }
     }
 
-    /// Write the config: `node:` with this node's key and control socket, then `body`, the
-    /// rest of the section (`listen`, `tun`, `routes`, `relays`), indented by two spaces.
-    pub(crate) fn configure(&self, body: &str) {
-        let text = format!(
-            "# {} in namespace {}, written by tests/netns\nnode:\n  key: node.key\n  \
-             control_socket: {}\n{body}",
-            self.name,
-            self.ns,
-            self.socket.display()
-        );
-        fs::write(&self.config, text).unwrap();
+    /// The node's public key.
+    pub(crate) fn key(&self) -> PublicKey {
+        self.public_key.parse().unwrap()
+    }
+
+    /// Write the config: `node:` with this node's key and control socket, and whatever
+    /// `set` adds (`listen`, `offload`, `tun`, `routes`, `relays`, `manager`).
+    pub(crate) fn configure(&self, set: impl FnOnce(&mut NodeSection)) {
+        let mut node = NodeSection::new("node.key");
+        node.control_socket = self.socket.clone();
+        set(&mut node);
+        ConfigFile::node(node)
+            .with_comment(format!(
+                "{} in namespace {}, written by tests/netns",
+                self.name, self.ns
+            ))
+            .write(&self.config)
+            .unwrap_or_else(|e| panic!("{}: cannot write its config: {e}: {e:?}", self.name));
     }
 
     /// The config file.
@@ -545,10 +509,10 @@ impl Node {
     }
 
     /// Start `skywire node --config CONFIG` in the node's namespace, its output appended to
-    /// its log, and wait until `skywire status` answers; panics (with the log) if it exits
-    /// or does not answer within [`START_TIMEOUT`]. Returns how long that took.
+    /// its log, and wait until its control socket answers `status`; panics (with the log)
+    /// if it exits or does not answer within [`START_TIMEOUT`]. Returns how long that took.
     pub(crate) fn start(&mut self) -> Duration {
-        assert!(self.child.is_none(), "{}: already running", self.name);
+        assert!(self.pid().is_none(), "{}: already running", self.name);
         self.starts += 1;
         let mut log = OpenOptions::new()
             .create(true)
@@ -557,40 +521,21 @@ impl Node {
             .unwrap();
         writeln!(log, "=== tests/netns: start {} ===", self.starts).unwrap();
         let started = Instant::now();
-        // `ip netns exec` execs the program itself, so the child's pid is the node's.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns])
-            .arg(skywire_binary())
-            .args(["node", "--config"])
+        let spawn = Spawn::new(format!("node {}", self.name), skywire_binary())
+            .arg("node")
+            .arg("--config")
             .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let mut exited = None;
-        let ready = wait_until(START_TIMEOUT, || {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                exited = Some(status);
-                return true;
-            }
-            self.try_status().is_some()
-        });
-        if let Some(status) = exited {
-            self.child = None;
-            panic!(
-                "{}: `skywire node` exited with {status} while starting; log:\n{}",
-                self.name,
-                self.log_text()
-            );
-        }
-        assert!(
-            ready.is_some(),
-            "{}: `skywire status` got no answer within {START_TIMEOUT:?}; log:\n{}",
-            self.name,
-            self.log_text()
+            .append_log(&self.log);
+        let process = self.process.insert(
+            Process::spawn_in(&self.ns, spawn)
+                .unwrap_or_else(|e| panic!("{}: cannot start: {e}", self.name)),
         );
+        let never = AtomicBool::new(false);
+        if let Err(e) =
+            skywire_control::lab::wait_until_serving(process, &self.socket, START_TIMEOUT, &never)
+        {
+            panic!("{}: `skywire node` did not come up: {e}", self.name);
+        }
         started.elapsed()
     }
 
@@ -601,15 +546,15 @@ impl Node {
 
     /// The node's pid, while it runs.
     pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process
+            .as_ref()
+            .filter(|p| !p.has_exited())
+            .map(Process::pid)
     }
 
     /// Whether the process still runs (reaping it if it exited).
     pub(crate) fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => child.try_wait().unwrap().is_none(),
-            None => false,
-        }
+        self.process.as_mut().is_some_and(Process::is_running)
     }
 
     /// `skywire status --json`, parsed, or `None` if the node does not answer.
@@ -646,11 +591,18 @@ impl Node {
         )
     }
 
+    /// The running process; panics if there is none.
+    fn running(&mut self) -> &mut Process {
+        match self.process.as_mut() {
+            Some(process) if !process.has_exited() => process,
+            _ => panic!("{}: the node is not running", self.name),
+        }
+    }
+
     /// SIGKILL the node and reap it.
     pub(crate) fn kill9(&mut self) {
-        let mut child = self.child.take().expect("the node is not running");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let stopped = self.running().kill();
+        assert_eq!(stopped, Stopped::Killed, "{}", self.name);
     }
 
     /// Send SIGTERM and wait at most `timeout` for the exit: its status and how long it
@@ -666,23 +618,27 @@ impl Node {
         signal: &str,
         timeout: Duration,
     ) -> (ExitStatus, Duration) {
-        let mut child = self.child.take().expect("the node is not running");
-        run_ok(Command::new("kill").args(["-s", signal, &child.id().to_string()]));
+        let sig = match signal {
+            "TERM" => Signal::TERM,
+            "INT" => Signal::INT,
+            "HUP" => Signal::HUP,
+            other => panic!("no signal {other} in tests/netns"),
+        };
+        let name = self.name.clone();
+        let process = self.running();
+        process
+            .signal(sig)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return (status, start.elapsed());
-            }
-            if start.elapsed() >= timeout {
-                let _ = child.kill();
-                let _ = child.wait();
+        match process.wait_timeout(timeout) {
+            Some(status) => (status, start.elapsed()),
+            None => {
+                process.kill();
                 panic!(
-                    "{}: still running {timeout:?} after SIG{signal}; log:\n{}",
-                    self.name,
+                    "{name}: still running {timeout:?} after SIG{signal}; log:\n{}",
                     self.log_text()
                 );
             }
-            thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -699,18 +655,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if thread::panicking() {
-            eprintln!(
-                "----- log of node {} ({}) -----\n{}----- end of log of {} -----",
-                self.name,
-                self.ns,
-                self.log_text(),
-                self.name
-            );
+        // Killed at once, as a crash would; the process's own `Drop` then prints the log
+        // (all of its starts) if the test is panicking.
+        if let Some(process) = &mut self.process {
+            process.kill();
         }
     }
 }

@@ -26,10 +26,12 @@
 //!
 //! # What it changes, and restores
 //!
-//! Namespaces, veths, TUN devices and processes live in `chain::Chain`, which removes
-//! them on every path out (errors, Ctrl-C). It sets `net.core.{r,w}mem_{default,max}` to
-//! 4 MiB for the run (boringtun's best configuration; these sysctls are global on Linux)
-//! and writes the old values back.
+//! Namespaces, veths, TUN devices and processes live in `chain::Chain`, a chain of hosts in
+//! the namespace lab ([`crate::lab`]), which removes them on every path out (errors,
+//! Ctrl-C); node configs come from the typed writer ([`crate::config::ConfigFile`]). It
+//! sets `net.core.{r,w}mem_{default,max}` to 4 MiB for the run (boringtun's best
+//! configuration; these sysctls are global on Linux) and the lab writes the old values
+//! back.
 
 mod chain;
 mod report;
@@ -37,6 +39,7 @@ mod tools;
 
 use core::time::Duration;
 use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -45,7 +48,14 @@ use std::time::Instant;
 
 pub use report::{Measurement, Meta, Report, Target, median, percentile};
 
-use crate::keyfile::{self, KeyFileError};
+use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::{RelaySetup, RouteSetup, TunSetup};
+use skywire_dataplane::route::Prefix;
+use skywire_dataplane::wire::RouteId;
+
+use crate::config::{ConfigFile, NodeSection};
+use crate::keyfile::KeyFileError;
+use crate::lab::LabError;
 use chain::Chain;
 use tools::{TcpResult, cpu_seconds, parse_tcp, parse_udp, ping, rss_mib, run_in, version_of};
 
@@ -63,9 +73,9 @@ pub enum BenchError {
         /// The command that installs it.
         install: &'static str,
     },
-    /// An `ip` command failed.
+    /// A step of the namespace lab failed (an `ip` command, a config that does not load).
     #[error(transparent)]
-    Demo(#[from] crate::demo::DemoError),
+    Lab(LabError),
     /// A measuring tool failed.
     #[error("`{command}` failed: {detail}")]
     Tool {
@@ -75,12 +85,14 @@ pub enum BenchError {
         detail: String,
     },
     /// A tunnel process exited during the run.
-    #[error("{what} exited ({status}); its log is in the bench folder")]
+    #[error("{what} exited ({status}); the end of its log:\n{log}")]
     Exited {
         /// Which process.
         what: String,
         /// How it ended.
         status: String,
+        /// The end of its log, indented.
+        log: String,
     },
     /// A tunnel did not carry a ping within its deadline.
     #[error("the {tunnel} tunnel did not come up (no ping through it within 10 s)")]
@@ -110,6 +122,24 @@ pub enum BenchError {
         /// The lock file.
         lock: String,
     },
+}
+
+impl From<LabError> for BenchError {
+    /// The lab's errors as the bench reports them; the rest as they are.
+    fn from(error: LabError) -> Self {
+        match error {
+            LabError::NotRoot => Self::NotRoot,
+            LabError::Interrupted => Self::Interrupted,
+            LabError::Io { what, source } => Self::Io { what, source },
+            LabError::Key(source) => Self::Key(source),
+            LabError::Exited { what, status, log } => Self::Exited {
+                what,
+                status: status.to_string(),
+                log,
+            },
+            other => Self::Lab(other),
+        }
+    }
 }
 
 /// The install command for the optional comparison (documented in BENCHMARKS.md too).
@@ -180,6 +210,86 @@ fn skywire_variant(v: usize) -> (u16, u8) {
     (6000 + u16::from(v8), 77 + 2 * v8)
 }
 
+/// `n` as a route id: the chain's ids are 100 and up (forward) and 200 and up (reverse).
+fn route_id(n: usize) -> Result<RouteId, BenchError> {
+    u32::try_from(n)
+        .ok()
+        .and_then(RouteId::new)
+        .ok_or_else(|| BenchError::Io {
+            what: format!("{n} is not a route id"),
+            source: io::ErrorKind::InvalidInput.into(),
+        })
+}
+
+/// The config of skywire node `i` of `chain` in variant `variant` (`keys`: every node's
+/// public key). Forward ids are 100.., reverse ids 200.. (see chain.rs for the link
+/// numbering); the ends hold the route, the relays two rules each.
+fn skywire_config(
+    chain: &Chain,
+    i: usize,
+    variant: usize,
+    offload: bool,
+    keys: &[PublicKey],
+) -> Result<ConfigFile, BenchError> {
+    let (port, net) = skywire_variant(variant);
+    let (last, n) = (chain.last(), chain.nodes());
+    let hop = |link: usize, left: bool| SocketAddr::from((Chain::link_address(link, left), port));
+    let mut node = NodeSection::new(format!("v{variant}-n{i}.key"));
+    node.listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    node.control_socket = PathBuf::from(format!("v{variant}-n{i}.sock"));
+    node.offload = offload;
+    if i == 0 || i == last {
+        let (me, peer, peer_key) = if i == 0 {
+            (1, 2, keys.get(last))
+        } else {
+            (2, 1, keys.first())
+        };
+        let (first_hop, out_id, in_id) = if i == 0 {
+            (hop(1, false), 100, 200 + n - 2)
+        } else {
+            (hop(last, true), 200, 100 + n - 2)
+        };
+        let address = |host| Prefix::new(Ipv4Addr::new(10, net, 0, host).into(), 24);
+        node.tun = Some(TunSetup {
+            name: format!("sky{variant}{me}"),
+            addresses: address(me).into_iter().collect(),
+            mtu: 1420,
+        });
+        // Both ends have a key (`keys` has one per node), so the route is always there.
+        if let Some(peer_key) = peer_key {
+            node.routes.push(RouteSetup {
+                name: "bench".to_owned(),
+                peer: *peer_key,
+                prefixes: Prefix::new(Ipv4Addr::new(10, net, 0, peer).into(), 32)
+                    .into_iter()
+                    .collect(),
+                first_hop,
+                out_id: route_id(out_id)?,
+                in_id: route_id(in_id)?,
+                prev_hop: first_hop,
+                persistent_keepalive: None,
+            });
+        }
+    } else {
+        let k = i;
+        node.relays = vec![
+            RelaySetup {
+                in_id: route_id(100 + k - 1)?,
+                prev_hop: hop(k, true),
+                out_id: route_id(100 + k)?,
+                next_hop: hop(k + 1, false),
+            },
+            RelaySetup {
+                in_id: route_id(200 + n - 2 - k)?,
+                prev_hop: hop(k + 1, false),
+                out_id: route_id(200 + n - 1 - k)?,
+                next_hop: hop(k, true),
+            },
+        ];
+    }
+    Ok(ConfigFile::node(node))
+}
+
 /// Write configs and start a skywire node on every node of the chain.
 fn start_skywire(
     chain: &mut Chain,
@@ -187,64 +297,15 @@ fn start_skywire(
     variant: usize,
     offload: bool,
 ) -> Result<Tunnel, BenchError> {
-    let (port, net) = skywire_variant(variant);
-    let last = chain.last();
+    let (_, net) = skywire_variant(variant);
     let mut keys = Vec::new();
     for i in 0..chain.nodes() {
-        keys.push(keyfile::write_new_key(
-            chain.file(&format!("v{variant}-n{i}.key")),
-        )?);
+        keys.push(chain.write_key(&format!("v{variant}-n{i}.key"))?);
     }
-    let hop = |link: usize, left: bool| format!("{}:{port}", Chain::link_address(link, left));
     let mut pids = Vec::new();
     for i in 0..chain.nodes() {
-        let mut text = format!(
-            "node:\n  key: v{variant}-n{i}.key\n  listen: 0.0.0.0:{port}\n  \
-             control_socket: v{variant}-n{i}.sock\n  offload: {offload}\n"
-        );
-        let n = chain.nodes();
-        if i == 0 || i == last {
-            let (me, peer, peer_key) = if i == 0 {
-                (1, 2, keys.get(last))
-            } else {
-                (2, 1, keys.first())
-            };
-            let Some(peer_key) = peer_key else {
-                continue;
-            };
-            // Forward ids 100.., reverse ids 200.. (see chain.rs for the link numbering).
-            let (first_hop, out_id, in_id) = if i == 0 {
-                (hop(1, false), 100, 200 + n - 2)
-            } else {
-                (hop(last, true), 200, 100 + n - 2)
-            };
-            text.push_str(&format!(
-                "  tun: {{ name: sky{variant}{me}, addresses: [10.{net}.0.{me}/24], mtu: 1420 }}\n  \
-                 routes:\n    - {{ name: bench, peer: {peer_key}, prefixes: [10.{net}.0.{peer}/32], \
-                 first_hop: \"{first_hop}\", out_id: {out_id}, in_id: {in_id}, \
-                 prev_hop: \"{first_hop}\" }}\n"
-            ));
-        } else {
-            let k = i;
-            text.push_str(&format!(
-                "  relays:\n    \
-                 - {{ in_id: {}, prev_hop: \"{}\", out_id: {}, next_hop: \"{}\" }}\n    \
-                 - {{ in_id: {}, prev_hop: \"{}\", out_id: {}, next_hop: \"{}\" }}\n",
-                100 + k - 1,
-                hop(k, true),
-                100 + k,
-                hop(k + 1, false),
-                200 + n - 2 - k,
-                hop(k + 1, false),
-                200 + n - 1 - k,
-                hop(k, true),
-            ));
-        }
-        let config = chain.file(&format!("v{variant}-n{i}.yaml"));
-        std::fs::write(&config, text).map_err(|source| BenchError::Io {
-            what: format!("cannot write {}", config.display()),
-            source,
-        })?;
+        let config = skywire_config(chain, i, variant, offload, &keys)?;
+        let config = chain.write_config(&format!("v{variant}-n{i}.yaml"), &config)?;
         let config = config.to_string_lossy().into_owned();
         pids.push(chain.spawn(
             i,
@@ -295,7 +356,7 @@ fn start_boringtun(chain: &mut Chain, boringtun: &str) -> Result<Tunnel, BenchEr
         pids.push(pid);
         let ns = chain.namespace(node);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while crate::demo::lab::ip(&["-n", &ns, "link", "show", &name]).is_err() {
+        while chain.ip_in(node, &["link", "show", &name]).is_err() {
             chain.check_processes()?;
             if Instant::now() > deadline {
                 return Err(BenchError::NotUp {
@@ -338,16 +399,11 @@ fn start_boringtun(chain: &mut Chain, boringtun: &str) -> Result<Tunnel, BenchEr
             ],
             &chain.interrupted(),
         )?;
-        crate::demo::lab::ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("10.78.0.{me}/24"),
-            "dev",
-            &name,
-        ])?;
-        crate::demo::lab::ip(&["-n", &ns, "link", "set", &name, "mtu", "1420", "up"])?;
+        chain.ip_in(
+            node,
+            &["addr", "add", &format!("10.78.0.{me}/24"), "dev", &name],
+        )?;
+        chain.ip_in(node, &["link", "set", &name, "mtu", "1420", "up"])?;
     }
     Ok(Tunnel {
         name: "boringtun".to_owned(),

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::Value;
 
 use super::BenchError;
+use crate::lab::netns_command;
 
 /// Whether `program` can be run (found on `PATH` and answers `--version`).
 pub(super) fn version_of(program: &str) -> Option<String> {
@@ -84,17 +85,12 @@ pub(super) fn run_in(
     interrupted: &AtomicBool,
 ) -> Result<String, BenchError> {
     let command = format!("ip netns exec {ns} {program} {}", args.join(" "));
-    let out = output_unless_interrupted(
-        Command::new("ip")
-            .args(["netns", "exec", ns, program])
-            .args(args),
-        interrupted,
-    )
-    .map_err(|source| BenchError::Io {
-        what: format!("cannot run `{command}`"),
-        source,
-    })?
-    .ok_or(BenchError::Interrupted)?;
+    let out = output_unless_interrupted(netns_command(ns, program).args(args), interrupted)
+        .map_err(|source| BenchError::Io {
+            what: format!("cannot run `{command}`"),
+            source,
+        })?
+        .ok_or(BenchError::Interrupted)?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         Ok(stdout)
@@ -193,9 +189,7 @@ pub(super) fn ping(
     let count = count.to_string();
     // A lost ping makes ping exit 1; what did come back is still a measurement.
     let out = output_unless_interrupted(
-        Command::new("ip").args([
-            "netns", "exec", ns, "ping", "-n", "-c", &count, "-i", &interval, "-W", "1", to,
-        ]),
+        netns_command(ns, "ping").args(["-n", "-c", &count, "-i", &interval, "-W", "1", to]),
         interrupted,
     )
     .map_err(|source| BenchError::Io {

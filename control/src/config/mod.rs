@@ -4,8 +4,9 @@
 //! fails with a [`ConfigError`] naming the file, the line and column, and the dotted key path,
 //! shown as `FILE:LINE:COL: KEY: MESSAGE` (`config.yaml:12:5: apps.foo.daemon: invalid
 //! boolean`). There is no partial result, so a caller that acts only on `Ok` applies all of a
-//! config or nothing of it. This module reads the file and does no other I/O: whether the
-//! paths it names exist is for their users to find out when they use them.
+//! config or nothing of it. This module reads the file (and [`ConfigFile::write`] writes
+//! one) and does no other I/O: whether the paths it names exist is for their users to find
+//! out when they use them.
 //!
 //! Sections, one module each with its serde shape (`Raw*`) and its typed value:
 //!
@@ -17,6 +18,11 @@
 //! - `manager:` ([`ManagerConfig`]): the node manager's key, TCP address, admission list,
 //!   links, timers and route defaults; [`Config::manager_key`] loads its private key.
 //! - `apps:` ([`Apps`]): the viscript launcher's apps, in the original schema.
+//!
+//! The other direction, `write`: [`ConfigFile`] writes `node:` ([`NodeSection`]) and
+//! `manager:` ([`ManagerSection`]) from typed values as YAML that [`Config::load`] reads back
+//! to the same values, for the tools and tests that start real nodes (nothing writes a
+//! config by hand).
 //!
 //! Invariants:
 //!
@@ -39,7 +45,8 @@
 //! its typed value, a field in `RawConfig` and in [`Config`], and a line in `Config::parse`.
 //! A check that can fail belongs in a `TryFrom<String>` newtype (like `AppName`) with a new
 //! [`Problem`], so the parser locates its errors like any other; a check across values goes
-//! in the section's `resolve`, reporting through `yaml::Locator`.
+//! in the section's `resolve`, reporting through `yaml::Locator`. A section that tools write
+//! gets a typed `*Section` in `write.rs`, its serde shape there, and a round-trip test.
 
 mod apps;
 mod error;
@@ -47,6 +54,7 @@ mod manager;
 mod node;
 mod paths;
 mod values;
+mod write;
 mod yaml;
 
 use std::fs::{self, File};
@@ -67,6 +75,7 @@ pub use node::{
     DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN, DEFAULT_MTU, DEFAULT_NODE_KEY, ManagerLink, NodeConfig,
 };
 pub use values::MAX_HOPS;
+pub use write::{ConfigFile, ManagerSection, NodeSection, WriteError};
 use yaml::{KeyPath, Layout, Locator};
 
 /// The largest config file read, in bytes (1 MiB). Real configs are a few kilobytes; the bound

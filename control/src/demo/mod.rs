@@ -1,10 +1,10 @@
 //! `skywire demo`: three real nodes on one machine, and proof of what they do.
 //!
 //! As root, with nothing but iproute2: three network namespaces A - B - C joined by veth
-//! pairs (`lab.rs` has the addresses), a built-in config and a fresh key for each node, and
-//! three `skywire node` processes (the binary named in [`DemoOptions::node_program`]),
-//! with a route A -> B -> C on which B only relays. Then, with the demo's own traffic
-//! generator, it shows and checks, section by section:
+//! pairs (`topology.rs` has the addresses), a built-in config and a fresh key for each
+//! node, and three `skywire node` processes (the binary named in
+//! [`DemoOptions::node_program`]), with a route A -> B -> C on which B only relays. Then,
+//! with the demo's own traffic generator, it shows and checks, section by section:
 //!
 //! 1. **handshake**: the route comes up on the first packet (A's `status` before and
 //!    after), and how long that first packet took;
@@ -15,7 +15,8 @@
 //! 4. **throughput**: a TCP stream A -> C, checksummed at both ends;
 //! 5. **counters at each hop**: `status` from every node's control socket;
 //! 6. **cleanup**: nodes stopped with SIGTERM, namespaces and files removed; nothing is
-//!    left behind, also on an error or Ctrl-C (see `lab.rs`).
+//!    left behind, also on an error or Ctrl-C (the namespace lab, [`crate::lab`], sees to
+//!    it).
 //!
 //! A check that fails is reported and the demo goes on where it can; [`DemoSummary`]
 //! lists the failures, and the caller exits non-zero when there are any. Every figure
@@ -25,8 +26,8 @@
 //! signals; it sets [`DemoOptions::interrupted`]) or run the nodes in-process (they are
 //! the real daemon, reached only through their control sockets).
 
-pub(crate) mod lab;
 mod sniff;
+mod topology;
 mod traffic;
 
 use core::fmt::Write as _;
@@ -38,10 +39,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::keyfile::{self, KeyFileError};
+use crate::keyfile::KeyFileError;
+use crate::lab::LabError;
 use crate::node::ctl::{CtlError, StatusReply, request_status};
-use lab::{Lab, Node, Stopped, Teardown};
 use sniff::{Sniffer, Tally};
+use topology::{DemoLab, Node, Stopped, Teardown};
 use traffic::{Content, EchoClient, EchoServer, Limit, in_ns};
 
 pub use traffic::MARKER;
@@ -177,9 +179,27 @@ pub enum DemoError {
     /// SIGINT or SIGTERM arrived; everything was cleaned up.
     #[error("interrupted; everything the demo had started is removed")]
     Interrupted,
+    /// Another step of the namespace lab failed (a config that does not load, a process
+    /// that could not be started).
+    #[error(transparent)]
+    Lab(LabError),
     /// The report could not be written.
     #[error("cannot write the report")]
     Output(#[from] io::Error),
+}
+
+impl From<LabError> for DemoError {
+    /// The lab's errors as the demo has always reported them; the rest as they are.
+    fn from(error: LabError) -> Self {
+        match error {
+            LabError::NotRoot => Self::NotRoot,
+            LabError::Interrupted => Self::Interrupted,
+            LabError::Command { command, detail } => Self::Command { command, detail },
+            LabError::Io { what, source } => Self::Io { what, source },
+            LabError::Key(source) => Self::Key(source),
+            other => Self::Lab(other),
+        }
+    }
 }
 
 /// Whether this process runs as root (effective uid 0), which the demo needs.
@@ -193,9 +213,9 @@ pub fn run(out: &mut dyn Write, options: &DemoOptions) -> Result<DemoSummary, De
     if !running_as_root() {
         return Err(DemoError::NotRoot);
     }
-    let mut lab = Lab::new(Arc::clone(&options.interrupted))?;
+    let mut lab = DemoLab::new(Arc::clone(&options.interrupted))?;
     let mut summary = DemoSummary {
-        namespace_prefix: lab.prefix.clone(),
+        namespace_prefix: lab.prefix().to_owned(),
         ..DemoSummary::default()
     };
     let outcome = scenario(out, options, &mut lab, &mut summary).map_err(|e| {
@@ -229,7 +249,7 @@ pub fn run(out: &mut dyn Write, options: &DemoOptions) -> Result<DemoSummary, De
 fn scenario(
     out: &mut dyn Write,
     options: &DemoOptions,
-    lab: &mut Lab,
+    lab: &mut DemoLab,
     summary: &mut DemoSummary,
 ) -> Result<(), DemoError> {
     writeln!(
@@ -249,10 +269,10 @@ fn scenario(
     let sniffers = [
         ("B to-a", Sniffer::start(&ns_b, "to-a")?),
         ("B to-c", Sniffer::start(&ns_b, "to-c")?),
-        ("C sky-c", Sniffer::start(&ns_c, lab::C_TUN_NAME)?),
+        ("C sky-c", Sniffer::start(&ns_c, topology::C_TUN_NAME)?),
     ];
-    let echo_server = EchoServer::start(&ns_c, lab::C_TUN)?;
-    let echo = EchoClient::connect(&ns_a, lab::A_TUN, lab::C_TUN)?;
+    let echo_server = EchoServer::start(&ns_c, topology::C_TUN)?;
+    let echo = EchoClient::connect(&ns_a, topology::A_TUN, topology::C_TUN)?;
     handshake(out, lab, &echo, summary)?;
     round_trips(out, lab, options, &echo, summary)?;
     drop(echo);
@@ -265,7 +285,7 @@ fn scenario(
 
 fn topology(
     out: &mut dyn Write,
-    lab: &mut Lab,
+    lab: &mut DemoLab,
     summary: &mut DemoSummary,
 ) -> Result<(), DemoError> {
     lab.build_topology()?;
@@ -293,7 +313,7 @@ fn topology(
         )?;
     }
     // Prove the claim: A has no way to C's transport address but through the relay.
-    let to_c = SocketAddr::from((lab::C_LINK, lab::PORT));
+    let to_c = SocketAddr::from((topology::C_LINK, topology::PORT));
     let direct = in_ns(&lab.namespace(Node::A), "cannot open a UDP socket", || {
         let socket = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
         Ok(socket.send_to(b"direct?", to_c).map(drop))
@@ -313,25 +333,17 @@ fn topology(
     Ok(())
 }
 
-fn start_nodes(out: &mut dyn Write, options: &DemoOptions, lab: &mut Lab) -> Result<(), DemoError> {
-    // Only the route's ends need each other's public keys; B's key is its own business.
-    let a_key = keyfile::write_new_key(lab.key_file(Node::A))?;
-    keyfile::write_new_key(lab.key_file(Node::B))?;
-    let c_key = keyfile::write_new_key(lab.key_file(Node::C))?;
-    for node in Node::ALL {
-        let path = lab.config_file(node);
-        std::fs::write(&path, lab::config_text(node, &a_key, &c_key)).map_err(|source| {
-            DemoError::Io {
-                what: format!("cannot write {}", path.display()),
-                source,
-            }
-        })?;
-    }
+fn start_nodes(
+    out: &mut dyn Write,
+    options: &DemoOptions,
+    lab: &mut DemoLab,
+) -> Result<(), DemoError> {
+    lab.write_keys_and_configs()?;
     writeln!(
         out,
         "\nnodes: fresh keys and built-in configs in {}; each runs `{} node --config X.yaml` \
          in its namespace",
-        lab.dir.display(),
+        lab.dir().display(),
         options.node_program.display()
     )?;
     let started = Instant::now();
@@ -341,7 +353,7 @@ fn start_nodes(out: &mut dyn Write, options: &DemoOptions, lab: &mut Lab) -> Res
     }
     let mut statuses = Vec::new();
     for node in Node::ALL {
-        statuses.push(wait_ready(lab, node, started + START_TIMEOUT)?);
+        statuses.push(lab.wait_ready(node, started + START_TIMEOUT, START_TIMEOUT)?);
     }
     for ((node, pid), status) in Node::ALL.iter().zip(&pids).zip(&statuses) {
         let role = match &status.tun {
@@ -371,46 +383,7 @@ fn start_nodes(out: &mut dyn Write, options: &DemoOptions, lab: &mut Lab) -> Res
     Ok(())
 }
 
-/// Wait until `node` answers `status` on its control socket. The socket is served only
-/// once the engine runs, so an answer means the UDP socket and the TUN device are up.
-fn wait_ready(lab: &mut Lab, node: Node, deadline: Instant) -> Result<StatusReply, DemoError> {
-    let socket = lab.socket(node);
-    loop {
-        lab.check_interrupted()?;
-        if let Some(status) = lab.node_exited(node) {
-            return Err(DemoError::Node {
-                node: node.label(),
-                problem: format!("exited at start ({status})"),
-                log: lab.log_tail(node),
-            });
-        }
-        match request_status(&socket, Duration::from_secs(1)) {
-            Ok(status) => return Ok(status),
-            Err(e) if e.is_unavailable() && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) if e.is_unavailable() => {
-                return Err(DemoError::Node {
-                    node: node.label(),
-                    problem: format!(
-                        "did not answer on {} within {} s ({e})",
-                        socket.display(),
-                        START_TIMEOUT.as_secs()
-                    ),
-                    log: lab.log_tail(node),
-                });
-            }
-            Err(source) => {
-                return Err(DemoError::Status {
-                    node: node.label(),
-                    source,
-                });
-            }
-        }
-    }
-}
-
-fn status(lab: &Lab, node: Node) -> Result<StatusReply, DemoError> {
+fn status(lab: &DemoLab, node: Node) -> Result<StatusReply, DemoError> {
     request_status(&lab.socket(node), crate::node::ctl::DEFAULT_TIMEOUT).map_err(|source| {
         DemoError::Status {
             node: node.label(),
@@ -420,7 +393,7 @@ fn status(lab: &Lab, node: Node) -> Result<StatusReply, DemoError> {
 }
 
 /// `latest handshake` of A's route, as text.
-fn a_handshake(lab: &Lab) -> Result<(Option<f64>, String), DemoError> {
+fn a_handshake(lab: &DemoLab) -> Result<(Option<f64>, String), DemoError> {
     let reply = status(lab, Node::A)?;
     let secs = reply.routes.first().and_then(|r| r.last_handshake_secs);
     let text = match secs {
@@ -432,7 +405,7 @@ fn a_handshake(lab: &Lab) -> Result<(Option<f64>, String), DemoError> {
 
 fn handshake(
     out: &mut dyn Write,
-    lab: &Lab,
+    lab: &DemoLab,
     echo: &EchoClient,
     summary: &mut DemoSummary,
 ) -> Result<(), DemoError> {
@@ -448,8 +421,8 @@ fn handshake(
         Some(rtt) => writeln!(
             out,
             "  first UDP echo {} -> {}:{}: answered in {}, handshake included",
-            lab::A_TUN,
-            lab::C_TUN,
+            topology::A_TUN,
+            topology::C_TUN,
             traffic::ECHO_PORT,
             millis(rtt)
         )?,
@@ -469,7 +442,7 @@ fn handshake(
 
 fn round_trips(
     out: &mut dyn Write,
-    lab: &Lab,
+    lab: &DemoLab,
     options: &DemoOptions,
     echo: &EchoClient,
     summary: &mut DemoSummary,
@@ -511,7 +484,7 @@ fn round_trips(
 
 fn proof(
     out: &mut dyn Write,
-    lab: &Lab,
+    lab: &DemoLab,
     sniffers: [(&str, Sniffer); 3],
     options: &DemoOptions,
     summary: &mut DemoSummary,
@@ -520,7 +493,7 @@ fn proof(
     let transfer = traffic::tcp_transfer(
         &lab.namespace(Node::A),
         &lab.namespace(Node::C),
-        lab::C_TUN,
+        topology::C_TUN,
         Content::Marked,
         Limit {
             bytes: MARKER_STREAM,
@@ -621,7 +594,7 @@ fn proof(
 
 fn throughput(
     out: &mut dyn Write,
-    lab: &Lab,
+    lab: &DemoLab,
     options: &DemoOptions,
     summary: &mut DemoSummary,
 ) -> Result<(), DemoError> {
@@ -634,7 +607,7 @@ fn throughput(
     let transfer = traffic::tcp_transfer(
         &lab.namespace(Node::A),
         &lab.namespace(Node::C),
-        lab::C_TUN,
+        topology::C_TUN,
         Content::Random,
         Limit {
             bytes: options.transfer_bytes,
@@ -673,7 +646,11 @@ fn throughput(
     Ok(())
 }
 
-fn counters(out: &mut dyn Write, lab: &Lab, summary: &mut DemoSummary) -> Result<(), DemoError> {
+fn counters(
+    out: &mut dyn Write,
+    lab: &DemoLab,
+    summary: &mut DemoSummary,
+) -> Result<(), DemoError> {
     writeln!(
         out,
         "\ncounters at each hop: `status` from each node's control socket (as `skywire status` \
@@ -688,7 +665,10 @@ fn counters(out: &mut dyn Write, lab: &Lab, summary: &mut DemoSummary) -> Result
             .find(|r| r.in_id == in_id)
             .map_or(0, |r| r.packets)
     };
-    let (a_to_c, c_to_a) = (relayed(100), relayed(200));
+    let (a_to_c, c_to_a) = (
+        relayed(topology::A_TO_B.get()),
+        relayed(topology::C_TO_B.get()),
+    );
     let rx = |reply: &StatusReply| reply.routes.first().map_or(0, |r| r.rx_packets);
     writeln!(
         out,
@@ -712,7 +692,7 @@ fn counters(out: &mut dyn Write, lab: &Lab, summary: &mut DemoSummary) -> Result
 }
 
 /// Ask `node` for its status and print it, indented, as `skywire status` would.
-fn show_status(out: &mut dyn Write, lab: &Lab, node: Node) -> Result<StatusReply, DemoError> {
+fn show_status(out: &mut dyn Write, lab: &DemoLab, node: Node) -> Result<StatusReply, DemoError> {
     let reply = status(lab, node)?;
     writeln!(out, "  {} ({}):", node.label(), lab.namespace(node))?;
     let mut text = String::new();
@@ -744,7 +724,7 @@ fn report_cleanup(
                     Stopped::Before(status) => format!("had exited already ({status})"),
                     Stopped::Killed => format!(
                         "killed: still running {} s after SIGTERM",
-                        lab::STOP_GRACE.as_secs()
+                        topology::STOP_GRACE.as_secs()
                     ),
                     Stopped::Lost => "could not be stopped".to_owned(),
                 };

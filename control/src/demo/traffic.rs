@@ -14,9 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use skywire_dataplane::sys::netns::in_namespace;
-
 use super::DemoError;
+use crate::lab::in_namespace;
 
 /// A string carried in clear inside the tunnel, looked for on the relay's links.
 pub const MARKER: &[u8] = b"SKYWIRE-DEMO-PLAINTEXT-MARKER";

@@ -18,7 +18,8 @@
 //! engine reaches them; only `skywire demo`, the namespace lab and tests do.
 //!
 //! - [`netns`]: [`in_namespace`](netns::in_namespace), a closure run on a thread that
-//!   entered a named network namespace (`ip netns`), for sockets that live there.
+//!   entered a named network namespace (`ip netns`), for sockets that live there; for the
+//!   control crate's namespace lab (the demo and the tests) only.
 //! - [`capture`]: [`PacketCapture`](capture::PacketCapture), an `AF_PACKET` socket that
 //!   sees every frame of one interface (the demo's proof that relays see no plaintext).
 //!

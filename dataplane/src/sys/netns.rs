@@ -1,5 +1,11 @@
 //! Named network namespaces (`ip netns`): run a closure on a thread inside one.
 //!
+//! **Demo and tests only.** A node never changes namespace; this exists for the namespace
+//! lab of the control crate (`skywire_control::lab`, which `skywire demo` and the root-only
+//! tests use), which opens sockets and captures inside the namespaces it built. Nothing
+//! else calls it, and nothing else should: it is the one `setns` of the workspace, kept
+//! here because it is `unsafe`.
+//!
 //! `ip netns add NAME` leaves a bind mount at `/run/netns/NAME`; opening it and calling
 //! `setns(fd, CLONE_NEWNET)` moves the calling thread, and only that thread, into the
 //! namespace. [`in_namespace`] does that on a fresh thread, so the caller's own threads
