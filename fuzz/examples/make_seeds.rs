@@ -260,7 +260,8 @@ fn control_seeds() -> Vec<(&'static str, Seeds)> {
     .expect("fixed keys are usable");
     let mut mac = keys.node_to_manager;
     let mut tagged = proto::encode(&register, Some(&mut mac)).expect("encodes");
-    tagged.extend(proto::encode(&NodeRequest::Heartbeat.frame(2), Some(&mut mac)).expect("encodes"));
+    tagged
+        .extend(proto::encode(&NodeRequest::Heartbeat.frame(2), Some(&mut mac)).expect("encodes"));
     let signal = SignalFrame::request(op::REG, 7, json!({"Id": 3}))
         .encode()
         .expect("encodes");
