@@ -1,4 +1,3 @@
-
 use super::*;
 use skywire_dataplane::crypto::PublicKey;
 use std::io;

@@ -137,14 +137,6 @@ pub enum DemoError {
          `skywire demo --in-memory`, which needs no privileges"
     )]
     NotRoot,
-    /// An `ip` command failed.
-    #[error("`{command}` failed: {detail}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Its standard error.
-        detail: String,
-    },
     /// A system call or a thread failed.
     #[error("{what}")]
     Io {
@@ -194,7 +186,6 @@ impl From<LabError> for DemoError {
         match error {
             LabError::NotRoot => Self::NotRoot,
             LabError::Interrupted => Self::Interrupted,
-            LabError::Command { command, detail } => Self::Command { command, detail },
             LabError::Io { what, source } => Self::Io { what, source },
             LabError::Key(source) => Self::Key(source),
             other => Self::Lab(other),

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::config::tests::{Scratch, assert_at, assert_conflict, assert_invalid, parse};
 use crate::config::{Config, Position};
