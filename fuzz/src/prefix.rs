@@ -1,14 +1,16 @@
 //! Target for `route::prefix`: the destination address of a packet read from the TUN device,
-//! and the longest-prefix match that picks its route.
+//! the longest-prefix match that picks its route, and the source address of a packet a
+//! peer sealed (checked against the peer's prefixes).
 //!
-//! `destination` is compared with a restatement of the IPv4 and IPv6 header layouts, and
+//! `destination` and `source` are compared with a restatement of the IPv4 and IPv6 header
+//! layouts, and
 //! `PrefixTable::lookup` (a table built once per process, with nested, overlapping and
 //! default prefixes of both families) with a naive scan for the longest containing prefix.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use skywire_dataplane::route::prefix::destination as parse_destination;
+use skywire_dataplane::route::prefix::{destination as parse_destination, source as parse_source};
 use skywire_dataplane::route::{Prefix, PrefixTable};
 
 /// The table's prefixes; each maps to its index here.
@@ -58,6 +60,17 @@ pub fn destination(data: &[u8]) {
     };
     let found = parse_destination(data);
     assert_eq!(found, expected);
+    // The source: bytes 12..16 of an IPv4 header (long enough for them), 8..24 of IPv6.
+    let expected_source = match data.first().map(|b| b >> 4) {
+        Some(4) if data.len() >= 16 => {
+            Some(IpAddr::from(<[u8; 4]>::try_from(&data[12..16]).expect("4")))
+        }
+        Some(6) if data.len() >= 24 => Some(IpAddr::from(
+            <[u8; 16]>::try_from(&data[8..24]).expect("16"),
+        )),
+        _ => None,
+    };
+    assert_eq!(parse_source(data), expected_source);
     let Some(ip) = found else { return };
 
     let naive = prefixes()

@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::core::{NodeCore, NodeDrop, NodeIo, SetupError, buffer_len};
 use super::event::EngineEvent;
 use super::handle::{Command, EngineHandle};
-use super::setup::{NodeSetup, RuleChange};
+use super::setup::NodeSetup;
 use crate::route::{ForwardDrop, Prefix};
 use crate::session::HEADROOM;
 use crate::sys::batch::{self, RecvBatch, SendBatch};
@@ -210,20 +210,29 @@ impl KernelRoutes {
         !covered && !self.routed.contains(prefix)
     }
 
-    /// Route the prefixes of route ends added while running; best effort (see
-    /// [`EngineHandle::apply`]).
-    fn add_for(&mut self, changes: &[RuleChange]) {
+    /// Make the kernel's routes through the device match the prefixes the live route ends
+    /// claim: route new ones (best effort: one the kernel refuses, say because another
+    /// interface routes that prefix, is left out), and remove those no end claims any more
+    /// (an end removed by the manager or expired), so no route outlives its end. Called
+    /// after every batch of rule changes and every expiry.
+    fn sync<'a>(&mut self, claimed: impl Iterator<Item = &'a Prefix>) {
         let Some(if_index) = self.if_index else {
             return;
         };
-        for change in changes {
-            let RuleChange::AddEnd { route, .. } = change else {
-                continue;
-            };
-            for prefix in &route.prefixes {
-                if self.needs(prefix) && netlink::add_route(if_index, prefix).is_ok() {
-                    self.routed.push(*prefix);
-                }
+        let claimed: Vec<Prefix> = claimed.copied().collect();
+        self.routed.retain(|prefix| {
+            if claimed.contains(prefix) {
+                return true;
+            }
+            // Gone already (someone deleted it by hand) is as good as deleted.
+            match netlink::delete_route(if_index, prefix) {
+                Ok(()) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+            }
+        });
+        for prefix in &claimed {
+            if self.needs(prefix) && netlink::add_route(if_index, prefix).is_ok() {
+                self.routed.push(*prefix);
             }
         }
     }
@@ -468,14 +477,11 @@ impl EventLoop {
                     let _ = reply.send(self.core.status(Instant::now()));
                 }
                 Command::Apply(changes, reply) => {
-                    let ends: Vec<RuleChange> = changes
-                        .iter()
-                        .filter(|c| matches!(c, RuleChange::AddEnd { .. }))
-                        .cloned()
-                        .collect();
                     let result = self.core.apply(Instant::now(), changes);
                     if result.is_ok() {
-                        self.control.kernel_routes.add_for(&ends);
+                        self.control
+                            .kernel_routes
+                            .sync(self.core.claimed_prefixes());
                     }
                     let _ = reply.send(result);
                 }
@@ -500,10 +506,13 @@ impl EventLoop {
         true
     }
 
-    /// Hand the core's events to the control plane; count those that do not fit.
+    /// Hand the core's events to the control plane; count those that do not fit. An
+    /// expired route end takes its kernel routes with it.
     fn deliver_events(&mut self) {
         let mut dropped = 0;
+        let mut expired = false;
         for event in self.core.drain_events() {
+            expired |= matches!(event, EngineEvent::Expired { .. });
             match self.control.events.try_send(event) {
                 Ok(()) => {}
                 // Nobody reads them (or not fast enough): the count tells.
@@ -512,6 +521,11 @@ impl EventLoop {
         }
         if dropped > 0 {
             self.core.count_events_dropped(dropped);
+        }
+        if expired {
+            self.control
+                .kernel_routes
+                .sync(self.core.claimed_prefixes());
         }
     }
 

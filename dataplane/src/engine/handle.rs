@@ -97,8 +97,8 @@ impl EngineHandle {
     ///
     /// When the node has a TUN device, prefixes of new route ends get a kernel route
     /// through it (best effort: one the kernel refuses, say because another interface
-    /// routes that prefix, is left out). Kernel routes stay when their ends go; packets to
-    /// them are then counted as `no route`.
+    /// routes that prefix, is left out), and a kernel route goes when no route end claims
+    /// its prefix any more (removed, or expired).
     ///
     /// [`NodeCore::apply`]: super::NodeCore::apply
     pub fn apply(

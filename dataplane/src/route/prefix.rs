@@ -123,6 +123,23 @@ pub fn destination(packet: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// The source address of an IP packet (IPv4 or IPv6, by the version nibble), if the packet
+/// is long enough to hold it. Used to check that a packet a peer sent comes from an address
+/// that peer may use.
+pub fn source(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => {
+            let b: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        6 => {
+            let b: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            Some(IpAddr::from(b))
+        }
+        _ => None,
+    }
+}
+
 /// A longest-prefix-match table from prefixes to values, for the few prefixes a node routes
 /// (a linear scan over entries kept sorted longest first: no allocation per lookup).
 #[derive(Debug, Clone)]
@@ -243,5 +260,26 @@ mod tests {
         assert_eq!(destination(&v6), Some(ip("fd77::3")));
         assert_eq!(destination(&[0x50; 40]), None);
         assert_eq!(destination(&[]), None);
+    }
+
+    #[test]
+    fn source_of_packets() {
+        let mut v4 = [0u8; 20];
+        v4[0] = 0x45;
+        v4[12..16].copy_from_slice(&[10, 77, 0, 1]);
+        v4[16..20].copy_from_slice(&[10, 77, 0, 3]);
+        assert_eq!(source(&v4), Some(ip("10.77.0.1")));
+        assert_eq!(source(&v4[..15]), None);
+        let mut v6 = [0u8; 40];
+        v6[0] = 0x60;
+        v6[8..24].copy_from_slice(&"fd77::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v6[24..40].copy_from_slice(&"fd77::3".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(source(&v6), Some(ip("fd77::1")));
+        assert_eq!(source(&v6[..23]), None);
+        assert_eq!(source(&[0x50; 40]), None);
+        assert_eq!(source(&[]), None);
+        // A packet's source is checked against the peer's prefixes, both families.
+        assert!(p("fd77::/64").contains(source(&v6).unwrap()));
+        assert!(!p("10.77.0.3/32").contains(source(&v4).unwrap()));
     }
 }

@@ -35,6 +35,11 @@
 //!   end keeps TUN packets while its handshake runs.
 //! - `status`: [`NodeCore::status`], a snapshot of all of the above.
 //!
+//! Cryptokey routing: a route end's prefixes are both where TUN packets to them go and the
+//! only inner sources its peer may send from. A packet that opens under the route's keys
+//! but carries another source address is dropped and counted per route end
+//! ([`SOURCE_NOT_ALLOWED`]), so no peer can speak for an address it was not given.
+//!
 //! What the core learns on its own is queued as [`EngineEvent`]s, at most [`EVENT_QUEUE`]
 //! until drained; more are counted and dropped. Nothing on the per-packet path allocates or
 //! locks: staging rings, the probe table and the event queue are allocated when a route end
@@ -174,7 +179,22 @@ struct RouteEnd {
     /// Install order: the most recently added end wins a prefix several ends claim.
     seq: u64,
     pings: Pings,
+    /// Authenticated packets dropped because their inner source is not in the peer's
+    /// prefixes (cryptokey routing, as WireGuard's allowed IPs).
+    spoofed: u64,
 }
+
+impl RouteEnd {
+    /// Whether an IP packet the peer sealed comes from an address in its prefixes.
+    fn source_allowed(&self, packet: &[u8]) -> bool {
+        prefix::source(packet)
+            .is_some_and(|src| self.setup.prefixes.iter().any(|p| p.contains(src)))
+    }
+}
+
+/// The name of the per-route drop counted when an authenticated packet's inner source is
+/// not one of the peer's prefixes.
+pub const SOURCE_NOT_ALLOWED: &str = "source not allowed";
 
 /// The bounded event queue; allocated once, so pushing never allocates.
 #[derive(Debug)]
@@ -277,6 +297,12 @@ impl NodeCore {
         self.public_key
     }
 
+    /// Every prefix a live route end claims: what the TUN device must route into the
+    /// engine (a prefix may appear more than once).
+    pub fn claimed_prefixes(&self) -> impl Iterator<Item = &crate::route::Prefix> {
+        self.ends.prefixes()
+    }
+
     /// Count a drop the driver saw (a full socket buffer, a TUN write refused).
     pub fn count_drop(&mut self, reason: NodeDrop) {
         self.drops.add(reason);
@@ -316,7 +342,10 @@ impl NodeCore {
                 };
                 let first_hop = end.setup.first_hop;
                 match end.session.decapsulate(now, buf) {
-                    Outcome::Deliver(plain) => io.write_tun(plain),
+                    // The peer may only speak for its own prefixes: a packet it sealed
+                    // with another inner source is dropped (and counted), not delivered.
+                    Outcome::Deliver(plain) if end.source_allowed(plain) => io.write_tun(plain),
+                    Outcome::Deliver(_) => end.spoofed += 1,
                     Outcome::Reply(reply) => io.send_udp(first_hop, reply),
                     Outcome::Pong(nonce) => match end.pings.answer(nonce) {
                         Some(sent) => self.events.push(EngineEvent::Pong {

@@ -23,7 +23,7 @@ use super::{NodeCore, RouteEnd, buffer_len};
 use crate::crypto::cipher::Limits;
 use crate::crypto::noise::StaticKeys;
 use crate::engine::setup::{ApplyError, Origin, RelaySetup, RouteSetup, RuleChange};
-use crate::route::{EndpointId, Entry, PrefixTable, RouteStats, Rule};
+use crate::route::{EndpointId, Entry, Prefix, PrefixTable, RouteStats, Rule};
 use crate::session::Session;
 use crate::wire::RouteId;
 
@@ -57,6 +57,11 @@ impl Ends {
     }
 
     /// The live route ends, by slot.
+    /// Every prefix a live route end claims (a prefix may appear more than once).
+    pub(super) fn prefixes(&self) -> impl Iterator<Item = &Prefix> {
+        self.iter().flat_map(|e| e.setup.prefixes.iter())
+    }
+
     pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut RouteEnd> {
         self.slots.iter_mut().flatten()
     }
@@ -254,6 +259,7 @@ impl NodeCore {
             origin,
             seq: 0,
             pings: Pings::default(),
+            spoofed: 0,
         };
         self.ends.install(endpoint, end);
     }

@@ -43,6 +43,7 @@ impl NodeCore {
                 let drops = DropReason::ALL
                     .iter()
                     .map(|r| (r.as_str(), s.drops.get(*r)))
+                    .chain([(super::SOURCE_NOT_ALLOWED, end.spoofed)])
                     .collect();
                 RouteStatus {
                     name: end.setup.name.clone(),

@@ -26,11 +26,23 @@ fn prefix(s: &str) -> Prefix {
     s.parse().unwrap()
 }
 
-/// An IPv4 packet to `dst` with `payload` (only the fields the core reads are real).
+/// An IPv4 packet to `dst` with `payload` (only the fields the core reads are real), from
+/// the other end's address: A (10.77.0.1) sends to C (10.77.0.3) and C to A, each from the
+/// address its peer's route allows.
 fn ipv4(dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let src = if dst == [10, 77, 0, 3] {
+        [10, 77, 0, 1]
+    } else {
+        [10, 77, 0, 3]
+    };
+    ipv4_from(src, dst, payload)
+}
+
+/// An IPv4 packet from `src` to `dst` with `payload`.
+fn ipv4_from(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; 20];
     p[0] = 0x45;
-    p[12..16].copy_from_slice(&[10, 77, 0, 1]);
+    p[12..16].copy_from_slice(&src);
     p[16..20].copy_from_slice(&dst);
     p.extend_from_slice(payload);
     p
@@ -749,4 +761,46 @@ fn unsolicited_and_forged_pongs_are_dropped() {
     inject(&mut mesh, from, to, pong);
     mesh.settle();
     assert_eq!(node_events(&mut mesh, A).len(), 1, "the genuine pong");
+}
+
+#[test]
+fn a_peer_cannot_speak_for_an_address_it_was_not_given() {
+    let mut mesh = three();
+    // C is allowed 10.77.0.3 (A's route to it says so). First an honest packet, so the
+    // route has keys.
+    let honest = ipv4([10, 77, 0, 1], b"from C's own address");
+    tun_in(&mut mesh, C, &honest);
+    mesh.settle();
+    assert_eq!(tun_out(&mesh, A), vec![honest.clone()]);
+    // C seals packets claiming other sources: A's own address, a neighbour of C's, and an
+    // address outside every prefix. They open under the route's keys (they are C's), and
+    // A drops every one of them.
+    let spoofed = [
+        ipv4_from([10, 77, 0, 1], [10, 77, 0, 1], b"as A itself"),
+        ipv4_from([10, 77, 0, 4], [10, 77, 0, 1], b"as C's neighbour"),
+        ipv4_from([192, 0, 2, 9], [10, 77, 0, 1], b"as a stranger"),
+    ];
+    for p in &spoofed {
+        // Sealed by C's core as any TUN packet to A would be.
+        tun_in(&mut mesh, C, p);
+    }
+    mesh.settle();
+    assert_eq!(
+        tun_out(&mesh, A),
+        vec![honest.clone()],
+        "a spoofed packet arrived"
+    );
+    let a = node_status(&mesh, A);
+    let end = &a.routes[0];
+    assert_eq!(
+        end.drops.iter().find(|(n, _)| *n == SOURCE_NOT_ALLOWED),
+        Some(&(SOURCE_NOT_ALLOWED, 3))
+    );
+    // They were authentic (counted as received), just not allowed.
+    assert_eq!(end.rx_packets, 4);
+    // Honest traffic goes on.
+    let again = ipv4([10, 77, 0, 1], b"still fine");
+    tun_in(&mut mesh, C, &again);
+    mesh.settle();
+    assert_eq!(tun_out(&mesh, A), vec![honest, again]);
 }
