@@ -170,7 +170,9 @@ impl Mesh {
                     endpoint: node.listen,
                 });
                 if i == 0 || i == 4 {
-                    node.tun = Some(tun("sky0", &[&format!("10.77.0.{}/24", i + 1)]));
+                    // Host addresses: the kernel reaches the other end only through the
+                    // route the engine adds for a route end's prefix (and removes with it).
+                    node.tun = Some(tun("sky0", &[&format!("10.77.0.{}/32", i + 1)]));
                 }
             });
             node.start();
@@ -395,6 +397,9 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
     let got = key_values(&sink.finish(Duration::from_secs(30)).join(" "));
     assert_eq!(got["bytes"], "20000000");
     assert_eq!(got["sha256"], sent["sha256"]);
+    // The engine routed E's address into A's TUN device for the route end.
+    let kernel_route = |mesh: &Mesh| ip(&["-n", &mesh.topo.ns("a"), "route", "show", E_TUN]);
+    assert!(kernel_route(&mesh).contains("sky0"), "{}", kernel_route(&mesh));
     // Removed on every hop.
     let id = route["id"].as_u64().unwrap();
     let (code, _, err) = mesh.sky(0, &["route", "rm", &format!("{id:016x}")]);
@@ -403,6 +408,9 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
         mesh.manager_relays(2) == 0 && mesh.manager_relays(3) == 0
     });
     assert!(cleared.is_some(), "relays kept rules after route rm");
+    // ... and the kernel route went with A's route end: no hijack outlives its route.
+    let unrouted = wait_until(Duration::from_secs(3), || kernel_route(&mesh).is_empty());
+    assert!(unrouted.is_some(), "{}", kernel_route(&mesh));
     // With no route to a node, `skywire ping` says so at once.
     let started = Instant::now();
     let (code, _, err) = mesh.sky(0, &["ping", mesh.key(1), "-c", "3"]);
