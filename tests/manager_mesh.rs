@@ -399,7 +399,11 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
     assert_eq!(got["sha256"], sent["sha256"]);
     // The engine routed E's address into A's TUN device for the route end.
     let kernel_route = |mesh: &Mesh| ip(&["-n", &mesh.topo.ns("a"), "route", "show", E_TUN]);
-    assert!(kernel_route(&mesh).contains("sky0"), "{}", kernel_route(&mesh));
+    assert!(
+        kernel_route(&mesh).contains("sky0"),
+        "{}",
+        kernel_route(&mesh)
+    );
     // Removed on every hop.
     let id = route["id"].as_u64().unwrap();
     let (code, _, err) = mesh.sky(0, &["route", "rm", &format!("{id:016x}")]);

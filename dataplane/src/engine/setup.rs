@@ -75,6 +75,15 @@ pub enum ApplyError {
     /// No rule has this incoming id (or the batch removes it twice).
     #[error("no rule with route id {0} to remove")]
     NotFound(RouteId),
+    /// A route end from the manager claims a prefix that an end with another peer claims
+    /// (see [`NodeCore::apply`](super::NodeCore::apply)).
+    #[error("route id {in_id}: {prefix} is routed to another peer already")]
+    PrefixClaimed {
+        /// The route end's incoming id.
+        in_id: RouteId,
+        /// The prefix it claims.
+        prefix: Prefix,
+    },
     /// The peer key of the route end with this incoming id is unusable (a low-order point).
     #[error("route id {in_id}: the peer key is unusable: {source}")]
     PeerKey {

@@ -20,6 +20,7 @@ use std::time::Instant;
 use super::probe::Pings;
 use super::staging::Staged;
 use super::{NodeCore, RouteEnd, buffer_len};
+use crate::crypto::PublicKey;
 use crate::crypto::cipher::Limits;
 use crate::crypto::noise::StaticKeys;
 use crate::engine::setup::{ApplyError, Origin, RelaySetup, RouteSetup, RuleChange};
@@ -136,7 +137,8 @@ enum Done {
 
 impl NodeCore {
     /// Apply a batch of rule changes, all or nothing: every change is checked first (ids in
-    /// use or unknown, counting the batch's own earlier changes; peer keys), then the route
+    /// use or unknown, counting the batch's own earlier changes; peer keys; a manager end
+    /// claiming another peer's prefix, [`ApplyError::PrefixClaimed`]), then the route
     /// table changes in one atomic update, so the forwarding path sees the whole batch or
     /// none of it. Removing a route end drops its session, staged packets and pings without
     /// a close packet; its prefixes fall back to the most recent remaining end that claims
@@ -144,6 +146,7 @@ impl NodeCore {
     pub fn apply(&mut self, now: Instant, changes: Vec<RuleChange>) -> Result<(), ApplyError> {
         // The checks that need no table, and endpoint slots for new ends. A slot freed by
         // this batch is reused only by a later one, so no id changes meaning within a batch.
+        self.check_claims(&changes)?;
         let mut free = self.ends.free.clone();
         let mut fresh = self.ends.slots.len();
         let mut planned = Vec::with_capacity(changes.len());
@@ -237,6 +240,47 @@ impl NodeCore {
         Ok(())
     }
 
+    /// A route end the manager adds may not claim a prefix that an end with another peer
+    /// claims (one this node configured or asked for): otherwise whoever can make the
+    /// manager install an end (or poses as it) could take another peer's traffic. Ends the
+    /// batch removes do not count; ends it adds do. Configured ends keep the older rule (a
+    /// prefix several claim goes to the newest), since the operator wrote them all.
+    fn check_claims(&self, changes: &[RuleChange]) -> Result<(), ApplyError> {
+        let removed: Vec<RouteId> = changes
+            .iter()
+            .filter_map(|c| match c {
+                RuleChange::Remove { in_id } => Some(*in_id),
+                _ => None,
+            })
+            .collect();
+        let mut claims: Vec<(Prefix, PublicKey)> = self
+            .ends
+            .iter()
+            .filter(|e| !removed.contains(&e.setup.in_id))
+            .flat_map(|e| e.setup.prefixes.iter().map(|p| (*p, e.setup.peer)))
+            .collect();
+        for change in changes {
+            let RuleChange::AddEnd { route, origin } = change else {
+                continue;
+            };
+            if matches!(origin, Origin::Manager { .. }) {
+                let taken = route.prefixes.iter().find(|p| {
+                    claims
+                        .iter()
+                        .any(|(q, peer)| *peer != route.peer && overlaps(p, q))
+                });
+                if let Some(prefix) = taken {
+                    return Err(ApplyError::PrefixClaimed {
+                        in_id: route.in_id,
+                        prefix: *prefix,
+                    });
+                }
+            }
+            claims.extend(route.prefixes.iter().map(|p| (*p, route.peer)));
+        }
+        Ok(())
+    }
+
     fn install_end(
         &mut self,
         now: Instant,
@@ -263,4 +307,9 @@ impl NodeCore {
         };
         self.ends.install(endpoint, end);
     }
+}
+
+/// Whether two prefixes share an address (one contains the other's network).
+fn overlaps(a: &Prefix, b: &Prefix) -> bool {
+    a.contains(b.network()) || b.contains(a.network())
 }

@@ -804,3 +804,61 @@ fn a_peer_cannot_speak_for_an_address_it_was_not_given() {
     mesh.settle();
     assert_eq!(tun_out(&mesh, A), vec![honest, again]);
 }
+
+#[test]
+fn a_manager_end_cannot_take_another_peers_prefix() {
+    let mut mesh = three();
+    let kb = key(&mesh, B);
+    let kc = key(&mesh, C);
+    // A routes 10.77.0.3/32 to C (its config). An end from the manager for B claiming the
+    // same address, or a network around it, is refused whole.
+    for claimed in ["10.77.0.3/32", "10.77.0.0/24", "0.0.0.0/0"] {
+        let err = mesh
+            .apply(
+                A,
+                vec![RuleChange::AddEnd {
+                    route: end("hijack", kb, claimed, 7, 8),
+                    origin: MANAGER,
+                }],
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SimError::Apply(ApplyError::PrefixClaimed { in_id, prefix: p })
+                    if in_id == id(8) && p == prefix(claimed)
+            ),
+            "{claimed}: {err:?}"
+        );
+    }
+    assert_eq!(node_status(&mesh, A).routes.len(), 1);
+    // The same address for the same peer (a repair, make-before-break) is fine, and so is
+    // another address for B.
+    mesh.apply(
+        A,
+        vec![
+            RuleChange::AddEnd {
+                route: end("to-c-again", kc, "10.77.0.3/32", 9, 10),
+                origin: MANAGER,
+            },
+            RuleChange::AddEnd {
+                route: end("to-b", kb, "10.77.0.2/32", 11, 12),
+                origin: MANAGER,
+            },
+        ],
+    )
+    .unwrap();
+    // Once A's own end to C goes (in the same batch), B may have the address.
+    mesh.apply(
+        A,
+        vec![
+            RuleChange::Remove { in_id: id(201) },
+            RuleChange::Remove { in_id: id(10) },
+            RuleChange::AddEnd {
+                route: end("to-b-too", kb, "10.77.0.3/32", 13, 14),
+                origin: MANAGER,
+            },
+        ],
+    )
+    .unwrap();
+}
