@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use common::{keygen, skywire_binary};
 use netns::{Node, Proc, Topology, addr, ip, key_values, tun, wait_until};
-use skywire_control::config::{ConfigFile, ManagerLink, ManagerSection};
+use skywire_control::config::{AcceptRule, ConfigFile, ManagerLink, ManagerSection};
 use skywire_control::node::ctl::protocol::OriginReply;
 
 const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
@@ -159,6 +159,7 @@ impl Mesh {
             topo,
         };
         mesh.start_manager();
+        let a_key = mesh.nodes[0].key();
         for (i, node) in mesh.nodes.iter_mut().enumerate() {
             let manager_key = mesh.manager_key.parse().unwrap();
             node.configure(|node| {
@@ -168,6 +169,16 @@ impl Mesh {
                     key: manager_key,
                     // What `endpoint` defaults to when left out: `listen`.
                     endpoint: node.listen,
+                    // E lets A set up routes to it with A's address; nobody else accepts
+                    // routes it did not ask for.
+                    accept: if i == 4 {
+                        vec![AcceptRule {
+                            peer: Some(a_key),
+                            prefixes: vec!["10.77.0.1/32".parse().unwrap()],
+                        }]
+                    } else {
+                        Vec::new()
+                    },
                 });
                 if i == 0 || i == 4 {
                     // Host addresses: the kernel reaches the other end only through the
@@ -366,6 +377,15 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
     let (code, text, err) = mesh.sky(0, &["ping", mesh.key(4), "-c", "3", "-i", "0.1"]);
     assert_eq!(code, 0, "skywire ping: {err}");
     assert_eq!(text.matches("pong from").count(), 3, "{text}");
+    // A accepts no route it did not ask for: E's route to it is refused by A itself,
+    // rolled back, and the refusal reaches E's user.
+    let (code, _, err) = mesh.sky(4, &["route", "add", mesh.key(0)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not_allowed") && err.contains("accept"),
+        "{err}"
+    );
+    assert_eq!(mesh.manager_relays(1), 0);
     // The node's status says which route came from the manager.
     let (_, status, _) = mesh.sky(0, &["status"]);
     assert!(status.contains("manager"), "{status}");

@@ -348,11 +348,17 @@ pub enum Problem {
     /// Two links join the same two nodes, in either order.
     #[error("a link between two nodes is listed once (in either order)")]
     DuplicateLink,
+    /// A rule's peer is neither a public key nor `any`.
+    #[error("a peer is a public key (64 hex digits) or any")]
+    NotAPeer,
+    /// An accept rule lists no prefixes.
+    #[error("an accept rule lists the prefixes its peer may use")]
+    AcceptWithoutPrefixes,
 }
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 41] = [
+    const ALL: [Self; 43] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,
@@ -394,6 +400,8 @@ impl Problem {
         Self::LinkNotTwoKeys,
         Self::LinkToItself,
         Self::DuplicateLink,
+        Self::NotAPeer,
+        Self::AcceptWithoutPrefixes,
     ];
 
     /// The problem whose message is exactly `message`.

@@ -72,7 +72,8 @@ pub use manager::{
     DEFAULT_SETUP_TIMEOUT, HEARTBEATS_BEFORE_DEAD, ManagerConfig,
 };
 pub use node::{
-    DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN, DEFAULT_MTU, DEFAULT_NODE_KEY, ManagerLink, NodeConfig,
+    AcceptRule, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN, DEFAULT_MTU, DEFAULT_NODE_KEY, ManagerLink,
+    NodeConfig,
 };
 pub use values::MAX_HOPS;
 pub use write::{ConfigFile, ManagerSection, NodeSection, WriteError};

@@ -11,13 +11,16 @@
 //! | `routes` | list of routes (below) | `[]` |
 //! | `relays` | list of `{in_id, prev_hop, out_id, next_hop}` | `[]` |
 //! | `offload` | bool: TUN TSO/GRO and UDP GSO/GRO (each falls back by itself when the kernel refuses) | `true` |
-//! | `manager` | `{address, key, endpoint}`, the node's manager ([`ManagerLink`]) | none: a statically configured node |
+//! | `manager` | `{address, key, endpoint, accept}`, the node's manager ([`ManagerLink`]) | none: a statically configured node |
 //!
 //! In `tun`, `name` and `addresses` are required and `mtu` defaults to [`DEFAULT_MTU`]. A
 //! route is `{name, peer, prefixes, first_hop, out_id, in_id, prev_hop,
 //! persistent_keepalive}`, every key but the last required; in a relay rule every key is.
 //! An absent `tun`, `routes` or `relays`, or one written with no value, is none. In
-//! `manager`, `address` and `key` are required; `endpoint` defaults to `listen`.
+//! `manager`, `address` and `key` are required; `endpoint` defaults to `listen`; `accept`
+//! ([`AcceptRule`]s: `{peer, prefixes}`, `peer` a key or `any`) lists who may set up a
+//! route to this node through the manager, and defaults to nobody: a node accepts the
+//! route ends it asked for, and only those, unless its operator says more.
 //!
 //! Checks across values, after parsing (each error names the key and its line; a clash
 //! names both values):
@@ -41,13 +44,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{NodeSetup, RelaySetup, RouteSetup, TunSetup};
+use skywire_dataplane::route::Prefix;
 use skywire_dataplane::wire::RouteId;
 
 use super::error::{ConfigError, Problem};
 use super::paths::PathText;
 use super::values::{
-    DurationValue, HopAddr, InterfaceName, ListenAddr, MIN_IPV6_MTU, ManagerAddr, Mtu, PrefixValue,
-    PublicKeyValue, RouteIdValue, RouteName,
+    DurationValue, HopAddr, InterfaceName, ListenAddr, MIN_IPV6_MTU, ManagerAddr, Mtu, PeerValue,
+    PrefixValue, PublicKeyValue, RouteIdValue, RouteName,
 };
 use super::yaml::{KeyPath, Locator};
 
@@ -89,9 +93,37 @@ pub struct NodeConfig {
     manager: Option<ManagerLink>,
 }
 
-/// `node.manager`: how a node reaches its manager, and what it tells the manager about
-/// itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// `node.manager.accept[i]`: a node (or any node) that may set up a route to this one
+/// through the manager, and the addresses it may use on that route.
+///
+/// The manager installs the destination's end of a route nobody at the destination asked
+/// for; this is the destination's consent. A route end from the manager whose peer and
+/// prefixes no rule allows is refused, and a peer may send only from its end's prefixes
+/// (the engine drops other inner sources), so a rule bounds what that peer can do here.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AcceptRule {
+    /// `peer`: the node's public key, or `None` for `any`.
+    pub peer: Option<PublicKey>,
+    /// `prefixes`: every prefix of the route end must lie inside one of these (they are
+    /// the addresses the peer may send from, and that this node's traffic to them goes to).
+    pub prefixes: Vec<Prefix>,
+}
+
+impl AcceptRule {
+    /// Whether this rule lets `peer` have a route end here with `prefixes`.
+    pub fn allows(&self, peer: &PublicKey, prefixes: &[Prefix]) -> bool {
+        self.peer.is_none_or(|k| k == *peer)
+            && prefixes.iter().all(|p| {
+                self.prefixes
+                    .iter()
+                    .any(|q| q.len() <= p.len() && q.contains(p.network()))
+            })
+    }
+}
+
+/// `node.manager`: how a node reaches its manager, what it tells the manager about
+/// itself, and which routes it lets the manager set up to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ManagerLink {
     /// `address`: the manager's TCP address, a specific IP and a port other than 0.
     pub address: SocketAddr,
@@ -101,6 +133,9 @@ pub struct ManagerLink {
     /// `endpoint`: the transport address other nodes send this node's packets to. Written
     /// or, when left out, `node.listen`; either way a specific IP and a port other than 0.
     pub endpoint: SocketAddr,
+    /// `accept`: who may set up a route to this node (empty: nobody but the routes it asks
+    /// for itself).
+    pub accept: Vec<AcceptRule>,
 }
 
 impl Default for NodeConfig {
@@ -203,6 +238,15 @@ struct RawManagerLink {
     address: ManagerAddr,
     key: PublicKeyValue,
     endpoint: Option<HopAddr>,
+    accept: Option<Vec<RawAccept>>,
+}
+
+/// `node.manager.accept[i]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccept {
+    peer: PeerValue,
+    prefixes: Vec<PrefixValue>,
 }
 
 /// `node.tun` as written.
@@ -309,10 +353,22 @@ impl RawNode {
                         return Err(at.invalid(&endpoint, Problem::ManagerEndpointRequired));
                     }
                 };
+                let mut accept = Vec::new();
+                for (i, rule) in raw.accept.unwrap_or_default().into_iter().enumerate() {
+                    if rule.prefixes.is_empty() {
+                        let prefixes = path.key("accept").index(i).key("prefixes");
+                        return Err(at.invalid(&prefixes, Problem::AcceptWithoutPrefixes));
+                    }
+                    accept.push(AcceptRule {
+                        peer: rule.peer.0,
+                        prefixes: rule.prefixes.into_iter().map(|p| p.0).collect(),
+                    });
+                }
                 Some(ManagerLink {
                     address: raw.address.0,
                     key: raw.key.0,
                     endpoint,
+                    accept,
                 })
             }
         };

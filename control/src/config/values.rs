@@ -135,6 +135,24 @@ impl TryFrom<String> for PublicKeyValue {
     }
 }
 
+/// A peer in a rule: a node's public key, or `any` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct PeerValue(pub(super) Option<PublicKey>);
+
+impl TryFrom<String> for PeerValue {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        if text == "any" {
+            return Ok(Self(None));
+        }
+        text.parse()
+            .map(|k| Self(Some(k)))
+            .map_err(|_| Problem::NotAPeer)
+    }
+}
+
 /// A duration: a whole number and a unit, `500ms`, `25s`, `1m`, `1h`, or a plain number of
 /// seconds (`25`). Longer than zero and at most [`MAX_DURATION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

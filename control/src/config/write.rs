@@ -86,7 +86,7 @@ impl From<&NodeConfig> for NodeSection {
             tun: node.tun().cloned(),
             routes: node.routes().to_vec(),
             relays: node.relays().to_vec(),
-            manager: node.manager().copied(),
+            manager: node.manager().cloned(),
         }
     }
 }
@@ -383,6 +383,14 @@ struct LinkOut {
     address: String,
     key: String,
     endpoint: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    accept: Vec<AcceptOut>,
+}
+
+#[derive(Serialize)]
+struct AcceptOut {
+    peer: String,
+    prefixes: FlowSeq<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -445,10 +453,20 @@ impl<'a> NodeOut<'a> {
                     next_hop: relay.next_hop.to_string(),
                 })
                 .collect(),
-            manager: node.manager.map(|link| LinkOut {
+            manager: node.manager.as_ref().map(|link| LinkOut {
                 address: link.address.to_string(),
                 key: link.key.to_string(),
                 endpoint: link.endpoint.to_string(),
+                accept: link
+                    .accept
+                    .iter()
+                    .map(|rule| AcceptOut {
+                        peer: rule
+                            .peer
+                            .map_or_else(|| "any".to_owned(), |k| k.to_string()),
+                        prefixes: FlowSeq(strings(&rule.prefixes)),
+                    })
+                    .collect(),
             }),
         })
     }

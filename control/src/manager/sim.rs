@@ -22,6 +22,7 @@ use skywire_dataplane::wire::RouteId;
 
 use super::core::{ConnId, ManagerCore, Output, Params, Rng};
 use super::proto::{self, Bytes32, Decoder, Frame, Mac, session_keys};
+use crate::config::AcceptRule;
 use crate::node::agent::{Agent, AgentParams, ApplyFailure, Completion, Dataplane, UserRequest};
 
 /// The agent's view of its node's core, lent by the data plane's mesh.
@@ -127,6 +128,12 @@ impl Sim {
                     endpoint: addr,
                     tun: vec![tun],
                     reserved: Vec::new(),
+                    // Every node of the simulation lets any other set up routes to it
+                    // with its TUN addresses (10.0.0.0/8).
+                    accept: vec![AcceptRule {
+                        peer: None,
+                        prefixes: vec!["10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())],
+                    }],
                 },
                 Rng::seeded(i as u64 + 7),
             );

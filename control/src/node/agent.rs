@@ -25,11 +25,12 @@ use skywire_dataplane::engine::{
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::wire::RouteId as WireRouteId;
 
+use crate::config::AcceptRule;
 use crate::manager::core::Rng;
 use crate::manager::proto::{
-    ErrorKind, Frame, HeldRule, Install, Key, LinkAdded, LinkChange, LinkMeasure, LinkReport,
-    ManagerRequest, Mesh, MeshRouteId, Neighbour, NodeRequest, ProtoError, Register, Registered,
-    Remove, RouteInfo, RouteList, RouteRef, RouteRequest, RuleSpec, WirePrefix,
+    Bytes32, ErrorKind, Frame, HeldRule, Install, Key, LinkAdded, LinkChange, LinkMeasure,
+    LinkReport, ManagerRequest, Mesh, MeshRouteId, Neighbour, NodeRequest, ProtoError, Register,
+    Registered, Remove, RouteInfo, RouteList, RouteRef, RouteRequest, RuleSpec, WirePrefix,
 };
 
 /// How often each neighbour is probed.
@@ -77,6 +78,9 @@ pub struct AgentParams {
     pub tun: Vec<Prefix>,
     /// Incoming ids its config uses.
     pub reserved: Vec<u32>,
+    /// Who may set up a route to this node (`node.manager.accept`); a route end it did
+    /// not ask for is refused unless a rule allows its peer and prefixes.
+    pub accept: Vec<AcceptRule>,
 }
 
 /// What the node's user may ask the manager, through the node (its control socket).
@@ -204,6 +208,9 @@ pub struct Agent {
     params: AgentParams,
     /// Routes this node owns, by id.
     intents: BTreeMap<MeshRouteId, RouteRequest>,
+    /// Routes this node asked for that the manager has not confirmed yet: their id (the
+    /// node derived it from its nonce) and destination. Their ends may be installed.
+    asked: BTreeMap<MeshRouteId, PublicKey>,
     /// Links this node declared.
     links: BTreeSet<PublicKey>,
     /// Manager rules held: in_id -> (route, is a route end).
@@ -236,6 +243,7 @@ impl Agent {
         Self {
             params,
             intents: BTreeMap::new(),
+            asked: BTreeMap::new(),
             links: BTreeSet::new(),
             held: BTreeMap::new(),
             probes: HashMap::new(),
@@ -324,6 +332,7 @@ impl Agent {
         self.last_heard = None;
         self.registered = false;
         self.next_heartbeat = None;
+        self.asked.clear();
         for (_, pending) in self.pending.drain() {
             if let Pending::User { token, .. } = pending {
                 self.completions.push(Completion {
@@ -350,7 +359,37 @@ impl Agent {
             });
             return;
         }
+        let request = match request {
+            UserRequest::RouteAdd(mut route) => {
+                // The route's id is derived from this node's key and a fresh nonce, so
+                // the node knows it before the manager answers (its ends arrive first)
+                // and only this node can claim the route after a manager restart.
+                let (nonce, id) = self.fresh_route_id();
+                route.nonce = Some(nonce);
+                route.id = None;
+                self.asked.insert(id, route.dst.0);
+                UserRequest::RouteAdd(route)
+            }
+            other => other,
+        };
         self.request(&request.to_manager(), Pending::User { token, request });
+    }
+
+    /// A fresh nonce and the route id it gives with this node's key.
+    fn fresh_route_id(&mut self) -> (Bytes32, MeshRouteId) {
+        loop {
+            let mut nonce = [0u8; 32];
+            for chunk in nonce.chunks_exact_mut(8) {
+                chunk.copy_from_slice(&self.rng.next_u64().to_le_bytes());
+            }
+            let nonce = Bytes32(nonce);
+            if let Some(id) = MeshRouteId::derive(&self.params.key, &nonce)
+                && !self.intents.contains_key(&id)
+                && !self.asked.contains_key(&id)
+            {
+                return (nonce, id);
+            }
+        }
     }
 
     /// A frame from the manager.
@@ -394,8 +433,9 @@ impl Agent {
             Pending::Quiet => {}
             Pending::User { token, request } => {
                 let result = request.reply(&frame);
-                if let Ok(reply) = &result {
-                    self.remember(&request, reply);
+                match &result {
+                    Ok(reply) => self.remember(&request, reply),
+                    Err(_) => self.forget_asked(&request),
                 }
                 self.completions.push(Completion { token, result });
             }
@@ -408,6 +448,7 @@ impl Agent {
             (UserRequest::RouteAdd(request), UserReply::Route(info)) => {
                 let mut request = request.clone();
                 request.id = Some(info.id);
+                self.asked.remove(&info.id);
                 self.intents.insert(info.id, request);
             }
             (UserRequest::RouteRemove(id), _) => {
@@ -423,11 +464,82 @@ impl Agent {
         }
     }
 
+    /// A route add that failed: its id is no longer expected.
+    fn forget_asked(&mut self, request: &UserRequest) {
+        if let UserRequest::RouteAdd(route) = request
+            && let Some(id) = route
+                .nonce
+                .and_then(|n| MeshRouteId::derive(&self.params.key, &n))
+        {
+            self.asked.remove(&id);
+        }
+    }
+
+    /// Whether this node lets the manager install `install` here. Relay rules are
+    /// accepted (relaying is what a mesh node does; it never decrypts). A route end must
+    /// hold host addresses only (a node's TUN addresses), and:
+    ///
+    /// - for a route this node owns or asked for, name the destination it asked for;
+    /// - for any other route (this node is its destination), be allowed by a
+    ///   `node.manager.accept` rule for its peer and prefixes.
+    ///
+    /// So a manager, or whoever poses as one, can neither open an unsolicited route to
+    /// this node nor put itself in the middle of one this node asked for.
+    fn check_install(&self, install: &Install) -> Result<(), ProtoError> {
+        let refuse = |message: String| Err(ProtoError::new(ErrorKind::NotAllowed, message));
+        for rule in &install.rules {
+            let RuleSpec::End { peer, prefixes, .. } = rule else {
+                continue;
+            };
+            let prefixes: Vec<Prefix> = prefixes.iter().map(|p| p.0).collect();
+            if let Some(p) = prefixes.iter().find(|p| !is_host(p)) {
+                return refuse(format!(
+                    "route {}: the end's prefix {p} is not a host address",
+                    install.route
+                ));
+            }
+            let asked = self
+                .intents
+                .get(&install.route)
+                .map(|r| r.dst.0)
+                .or_else(|| self.asked.get(&install.route).copied());
+            match asked {
+                Some(dst) if dst == peer.0 => {}
+                Some(dst) => {
+                    return refuse(format!(
+                        "route {} goes to {dst}, not to {}",
+                        install.route, peer.0
+                    ));
+                }
+                None if self
+                    .params
+                    .accept
+                    .iter()
+                    .any(|a| a.allows(&peer.0, &prefixes)) => {}
+                None => {
+                    return refuse(format!(
+                        "this node did not ask for route {}, and no node.manager.accept rule \
+                         lets {} set up a route here with {}",
+                        install.route,
+                        peer.0,
+                        prefixes
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn install(
         &mut self,
         install: &Install,
         dataplane: &mut impl Dataplane,
     ) -> Result<(), ProtoError> {
+        self.check_install(install)?;
         let expire_after = Duration::from_millis(install.expire_ms.clamp(1000, 3_600_000));
         let origin = Origin::Manager {
             route: install.route.0,
@@ -480,6 +592,7 @@ impl Agent {
         dataplane.apply(changes).map_err(|e| {
             let kind = match e {
                 ApplyFailure::Refused(ApplyError::InUse(_)) => ErrorKind::IdInUse,
+                ApplyFailure::Refused(ApplyError::PrefixClaimed { .. }) => ErrorKind::NotAllowed,
                 ApplyFailure::Refused(_) => ErrorKind::BadRequest,
                 ApplyFailure::Engine(_) => ErrorKind::Unavailable,
             };
@@ -640,3 +753,8 @@ impl Agent {
 
 #[cfg(test)]
 mod tests;
+
+/// A host prefix: /32 for IPv4, /128 for IPv6.
+fn is_host(prefix: &Prefix) -> bool {
+    prefix.len() == if prefix.addr().is_ipv4() { 32 } else { 128 }
+}

@@ -42,7 +42,7 @@ use skywire_dataplane::engine::{
 };
 use skywire_dataplane::route::Prefix;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{AcceptRule, Config, ConfigError};
 use crate::manager::proto::{ErrorKind, ProtoError};
 use agent::{AgentParams, UserReply, UserRequest};
 use ctl::{ControlServer, NodeApi};
@@ -124,17 +124,23 @@ impl Node {
             key: m.key,
         });
         let endpoint = config.node.manager().map(|m| m.endpoint);
-        Self::start_with(&setup, &socket, manager, endpoint)
+        let accept = config
+            .node
+            .manager()
+            .map(|m| m.accept.clone())
+            .unwrap_or_default();
+        Self::start_with(&setup, &socket, manager, endpoint, accept)
     }
 
     /// [`Self::start`] from its parts: the engine's setup, the control socket's path, the
-    /// manager to register with and the endpoint to register (the bound address when
-    /// `None`).
+    /// manager to register with, the endpoint to register (the bound address when
+    /// `None`), and who may set up routes to this node ([`AcceptRule`]s).
     pub fn start_with(
         setup: &NodeSetup,
         socket: &Path,
         manager: Option<ManagerAddress>,
         endpoint: Option<SocketAddr>,
+        accept: Vec<AcceptRule>,
     ) -> Result<Self, NodeError> {
         let server = ControlServer::bind(socket).map_err(|source| NodeError::ControlSocket {
             path: socket.to_owned(),
@@ -156,6 +162,7 @@ impl Node {
                 .map(|r| r.in_id.get())
                 .chain(setup.relays.iter().map(|r| r.in_id.get()))
                 .collect(),
+            accept,
         };
         let (uplink_handle, uplink) = uplink::start(
             engine.handle.clone(),

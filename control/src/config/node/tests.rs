@@ -81,6 +81,7 @@ fn a_managed_node_has_its_manager_link() {
         address: addr("127.0.0.1:5999"),
         key: PublicKey::from_bytes([0x3e; 32]),
         endpoint: addr("198.18.0.1:6000"),
+        accept: Vec::new(),
     };
     assert_eq!(config.node.manager(), Some(&link));
 
@@ -89,7 +90,7 @@ fn a_managed_node_has_its_manager_link() {
         "node:\n  listen: \"[fd00::1]:6000\"\n  manager:\n    address: \"[fd00::9]:5999\"\n    \
              key: {M}\n    endpoint: \"[fd00::1]:7000\"\n"
     );
-    let link = parse(&text).unwrap().node.manager().copied().unwrap();
+    let link = parse(&text).unwrap().node.manager().cloned().unwrap();
     assert_eq!(link.address, addr("[fd00::9]:5999"));
     assert_eq!(link.endpoint, addr("[fd00::1]:7000"));
 
@@ -118,7 +119,7 @@ fn a_managed_node_needs_an_endpoint_unless_listen_is_one() {
             Problem::ManagerEndpointRequired,
         );
         let text = format!("{}    endpoint: 198.18.0.1:6000\n", managed(listen));
-        let link = parse(&text).unwrap().node.manager().copied().unwrap();
+        let link = parse(&text).unwrap().node.manager().cloned().unwrap();
         assert_eq!(link.endpoint, addr("198.18.0.1:6000"), "{listen}");
     }
     // The default listen, 0.0.0.0:6000, is not one either; the error points at manager.

@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::tests::Scratch;
-use crate::config::{DEFAULT_MANAGER_KEY, DEFAULT_NODE_KEY, Problem};
+use crate::config::{AcceptRule, DEFAULT_MANAGER_KEY, DEFAULT_NODE_KEY, Problem};
 use proptest::prelude::*;
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::wire::RouteId;
@@ -74,6 +74,16 @@ fn full_node() -> NodeSection {
             address: addr("198.18.0.9:5999"),
             key: key(0x3e),
             endpoint: addr("198.18.0.1:7000"),
+            accept: vec![
+                AcceptRule {
+                    peer: None,
+                    prefixes: vec![prefix("10.77.0.0/24"), prefix("fd77::/64")],
+                },
+                AcceptRule {
+                    peer: Some(key(0x5a)),
+                    prefixes: vec![prefix("10.78.0.9/32")],
+                },
+            ],
         }),
     }
 }

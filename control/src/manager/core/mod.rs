@@ -64,8 +64,13 @@ use links::{LinkBook, Source};
 use registry::Registry;
 use routes::RouteBook;
 
-/// How long a failed route waits before the next attempt.
+/// How long a failed route waits before its next timed attempt; it doubles with each
+/// failure in a row, up to [`MAX_RETRY`]. (A change of the mesh, a node or a link coming
+/// up, lets waiting routes try again at once.)
 pub const RETRY: Duration = Duration::from_millis(500);
+
+/// The longest wait between timed attempts of a failing route.
+pub const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// Most TUN addresses, declared links and owned routes one node may register.
 pub const MAX_TUN_PREFIXES: usize = 16;

@@ -276,6 +276,13 @@ impl ManagerCore {
         register: Register,
         now: Instant,
     ) -> Result<Registered, ProtoError> {
+        // One REGISTER per connection: a second would re-run adoption and repairs at will.
+        if self.registry.is_current(&key, conn) {
+            return Err(ProtoError::new(
+                ErrorKind::NotAllowed,
+                "this connection has registered already",
+            ));
+        }
         self.registry.check(&key, &register)?;
         let previous = self.registry.conn_of(&key);
         if let Some(old) = previous.filter(|&c| c != conn) {
@@ -350,8 +357,11 @@ impl ManagerCore {
         })
     }
 
-    /// Routes `key` owns that the manager does not know (it restarted). Only a node
-    /// holding the route's source end may claim it, with valid constraints.
+    /// Routes `key` owns that the manager does not know (it restarted). Only the node
+    /// whose key the route's id was derived from may claim it ([`MeshRouteId::derive`]:
+    /// a relay or the destination knows the id but cannot make it from its own key), and
+    /// only while it holds the route's end, with valid constraints, within
+    /// [`MAX_ROUTES_PER_NODE`].
     fn adopt_routes(&mut self, key: PublicKey, register: &Register, now: Instant) {
         let ends: HashSet<MeshRouteId> = register
             .rules
@@ -364,6 +374,21 @@ impl ManagerCore {
                 continue;
             };
             if self.routes.contains(id) {
+                continue;
+            }
+            let derived = request.nonce.and_then(|n| MeshRouteId::derive(&key, &n));
+            if derived != Some(id) {
+                self.log(format!(
+                    "route {id} of {} not adopted: its id is not derived from that node's key",
+                    short(&key)
+                ));
+                continue;
+            }
+            if self.routes.count_from(&key) >= MAX_ROUTES_PER_NODE {
+                self.log(format!(
+                    "route {id} of {} not adopted: the node owns {MAX_ROUTES_PER_NODE} routes",
+                    short(&key)
+                ));
                 continue;
             }
             if !ends.contains(&id) {

@@ -4,11 +4,11 @@
 //! itself, which sends frames, is in `setup`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use skywire_dataplane::crypto::PublicKey;
 
-use super::{ConnId, ORPHAN_GRACE, Rng};
+use super::{ConnId, MAX_RETRY, ORPHAN_GRACE, RETRY};
 use crate::manager::proto::{MeshRouteId, RouteRequest, RuleSpec};
 
 /// The rules of one path: for each node of it, the rules it must hold.
@@ -73,6 +73,9 @@ pub(super) struct Route {
     pub(super) stale: Vec<(PublicKey, u32)>,
     /// The active path crosses something that died: being rebuilt.
     pub(super) broken: bool,
+    /// Attempts that failed in a row since the last success: the next timed retry waits
+    /// [`RETRY`] doubled this many times, at most [`MAX_RETRY`].
+    pub(super) failures: u32,
 }
 
 impl Route {
@@ -95,7 +98,17 @@ impl Route {
             retry_at: None,
             stale: Vec::new(),
             broken: false,
+            failures: 0,
         }
+    }
+
+    /// How long to wait before the next timed attempt, counting this failure.
+    pub(super) fn backoff(&mut self) -> Duration {
+        let delay = RETRY
+            .saturating_mul(1 << self.failures.min(8))
+            .min(MAX_RETRY);
+        self.failures = self.failures.saturating_add(1);
+        delay
     }
 
     /// The active plan and the one being set up, if any.
@@ -176,16 +189,6 @@ impl RouteBook {
     /// How many routes `src` owns.
     pub(super) fn count_from(&self, src: &PublicKey) -> usize {
         self.routes.values().filter(|r| r.src == *src).count()
-    }
-
-    /// A fresh, unused, non-zero route id.
-    pub(super) fn fresh_id(&self, rng: &mut Rng) -> MeshRouteId {
-        loop {
-            let id = MeshRouteId(rng.next_u64());
-            if id.0 != 0 && !self.routes.contains_key(&id) {
-                return id;
-            }
-        }
     }
 
     /// Routes without a working path and no setup under way try again at `now`.

@@ -8,7 +8,7 @@ use std::time::Instant;
 use skywire_dataplane::crypto::PublicKey;
 
 use super::routes::{Plan, Route, Setup, SetupPhase};
-use super::{ConnId, ManagerCore, RETRY, short};
+use super::{ConnId, ManagerCore, short};
 use crate::manager::proto::{
     ErrorKind, Frame, Install, Key, ManagerRequest, MeshRouteId, ProtoError, Remove, RouteInfo,
     RouteList, RouteRequest, RouteState, RuleSpec, kind,
@@ -61,7 +61,29 @@ impl ManagerCore {
                 format!("hop limits {}..{} are empty", c.min_hops, c.max_hops),
             ));
         }
-        let id = self.routes.fresh_id(&mut self.rng);
+        // The id names its owner: derived from the source's key and the nonce it picked,
+        // so only the source can claim the route again after a manager restart.
+        let Some(nonce) = request.nonce else {
+            return Err(ProtoError::new(
+                ErrorKind::BadRequest,
+                "a route needs its source's nonce (its id is derived from it)",
+            ));
+        };
+        let Some(id) = MeshRouteId::derive(&src, &nonce) else {
+            return Err(ProtoError::new(ErrorKind::BadRequest, "an unusable nonce"));
+        };
+        if request.id.is_some_and(|given| given != id) {
+            return Err(ProtoError::new(
+                ErrorKind::BadRequest,
+                format!("route id {id} is not derived from this node's key and nonce"),
+            ));
+        }
+        if self.routes.contains(id) {
+            return Err(ProtoError::new(
+                ErrorKind::IdInUse,
+                format!("route {id} exists already"),
+            ));
+        }
         request.id = Some(id);
         self.routes
             .insert(Route::new(id, src, request, Some((conn, request_id))));
@@ -258,7 +280,13 @@ impl ManagerCore {
                 return;
             }
         } else {
-            route.retry_at = Some(now + RETRY);
+            let delay = route.backoff();
+            route.retry_at = Some(now + delay);
+            self.log(format!(
+                "route {id}: {error}; retrying in {} ms",
+                delay.as_millis()
+            ));
+            return;
         }
         self.log(format!("route {id}: {error}; retrying"));
     }
@@ -334,6 +362,7 @@ impl ManagerCore {
             route.repairs += 1;
         }
         route.broken = false;
+        route.failures = 0;
         let stale = std::mem::take(&mut route.stale);
         let waiter = route.waiter.take();
         let info = self.routes.get(id).map(|r| self.info(r));

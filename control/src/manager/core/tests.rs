@@ -6,11 +6,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use skywire_dataplane::crypto::PrivateKey;
 
+use super::super::proto::{Bytes32, LinkAdded, MeshRouteId};
 use super::super::proto::{
     ErrorKind, HeldRule, Key, Register, Remove, RouteInfo, RouteRequest, RouteState, WirePrefix,
     kind,
 };
-use super::super::proto::{LinkAdded, MeshRouteId};
 use super::super::sim::{Sim, Wire};
 use super::*;
 use crate::node::agent::{UserReply, UserRequest};
@@ -585,6 +585,7 @@ fn only_the_hop_an_install_went_to_can_acknowledge_it() {
     let (mut core, keys, now) = core_with(4);
     let add = RouteRequest {
         id: None,
+        nonce: Some(Bytes32([5; 32])),
         dst: Key(keys[2]),
         min_hops: None,
         max_hops: None,
@@ -676,6 +677,7 @@ fn a_route_is_adopted_only_from_a_node_holding_its_end_and_orphans_are_removed()
         tun: vec![WirePrefix("10.9.0.2/32".parse().unwrap())],
         routes: vec![RouteRequest {
             id: Some(MeshRouteId(77)),
+            nonce: Some(Bytes32([5; 32])),
             dst: Key(keys[2]),
             min_hops: None,
             max_hops: None,
@@ -713,6 +715,7 @@ fn a_route_whose_requester_leaves_during_setup_is_dropped_and_rolled_back() {
     let (mut core, keys, now) = core_with(3);
     let add = RouteRequest {
         id: None,
+        nonce: Some(Bytes32([5; 32])),
         dst: Key(keys[2]),
         min_hops: None,
         max_hops: None,

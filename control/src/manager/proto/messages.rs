@@ -24,9 +24,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
 
+use super::auth::Bytes32;
 use super::frame::Frame;
 use super::kind;
 use crate::manager::topology::RouteWeight;
+use skywire_dataplane::crypto::kdf;
 
 /// Typed error kinds carried in error replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +153,17 @@ impl<'de> Deserialize<'de> for WirePrefix {
 #[serde(transparent)]
 pub struct MeshRouteId(pub u64);
 
+impl MeshRouteId {
+    /// The id of a route owned by `owner`, from the nonce it picked: the first 8 bytes of
+    /// `derive(CTX_ROUTE_ID, [owner, nonce])`, big-endian. `None` for the one nonce in 2^64
+    /// that gives 0, which is no route's id.
+    pub fn derive(owner: &PublicKey, nonce: &Bytes32) -> Option<Self> {
+        let key = kdf::derive(super::CTX_ROUTE_ID, &[owner.as_bytes(), &nonce.0]);
+        let (first, _) = key.split_first_chunk::<8>()?;
+        Some(Self(u64::from_be_bytes(*first))).filter(|id| id.0 != 0)
+    }
+}
+
 impl fmt::Display for MeshRouteId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -215,12 +228,21 @@ pub struct LinkAdded {
 
 /// What a node asks for when it adds a route; also how it reports its routes on
 /// registration (with `id` set).
+///
+/// The route's id is not chosen by the manager: it is [`MeshRouteId::derive`] of the
+/// source's key and the `nonce` the source picked, so it names its owner. After a manager
+/// restart only the node whose key the id was derived from can claim the route again;
+/// the relays and the destination, which learn the id from `INSTALL`, cannot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRequest {
     /// The route's id, when re-registering a route the node owns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<MeshRouteId>,
+    /// The source's nonce the id is derived from (required by the manager; the node's
+    /// agent fills it in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<Bytes32>,
     /// The other end.
     pub dst: Key,
     /// At least this many links (default: the manager's).

@@ -72,6 +72,8 @@ pub const CTX_AUTH: &str = "skywire v1 2026-11-21 manager connection key";
 pub const CTX_NODE_TO_MANAGER: &str = "skywire v1 2026-11-21 manager mac node to manager";
 /// MAC key for frames from the manager to the node.
 pub const CTX_MANAGER_TO_NODE: &str = "skywire v1 2026-11-21 manager mac manager to node";
+/// A route's id from its owner's key and nonce ([`MeshRouteId::derive`]).
+pub const CTX_ROUTE_ID: &str = "skywire v1 2026-12-06 manager route id";
 
 /// Frame kinds. A reply has the request's kind | [`REPLY`].
 pub mod kind {

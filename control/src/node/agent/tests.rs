@@ -9,12 +9,21 @@ struct Fake {
     applied: Vec<Vec<RuleChange>>,
     probes: Vec<(SocketAddr, u64)>,
     refuse: bool,
+    /// Refuse ends as the engine does when their prefix is another peer's.
+    claimed: bool,
 }
 
 impl Dataplane for Fake {
     fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), ApplyFailure> {
         if self.refuse {
             return Err(ApplyError::InUse(RouteId::new(7).unwrap()).into());
+        }
+        if self.claimed {
+            return Err(ApplyError::PrefixClaimed {
+                in_id: RouteId::new(9).unwrap(),
+                prefix: "10.77.0.9/32".parse().unwrap(),
+            }
+            .into());
         }
         self.applied.push(changes);
         Ok(())
@@ -31,6 +40,10 @@ fn agent() -> Agent {
             endpoint: "198.18.0.1:6000".parse().unwrap(),
             tun: vec!["10.77.0.1/32".parse().unwrap()],
             reserved: vec![21],
+            accept: vec![AcceptRule {
+                peer: Some(peer().0),
+                prefixes: vec!["10.77.0.0/24".parse().unwrap()],
+            }],
         },
         Rng::seeded(5),
     )
@@ -244,6 +257,7 @@ fn what_the_node_owns_is_registered_again_after_a_reconnect() {
         1,
         UserRequest::RouteAdd(RouteRequest {
             id: None,
+            nonce: None,
             dst,
             min_hops: Some(2),
             max_hops: None,
@@ -323,4 +337,126 @@ fn a_silent_manager_is_given_up() {
     assert_eq!(a.stale(now), None);
     now += Duration::from_secs(1);
     assert!(matches!(a.stale(now), Some(Stale::Silent(_))));
+}
+
+/// An INSTALL of one route end for `peer` with `prefixes`, as route `route`.
+fn end_install(route: u64, peer: Key, prefixes: &[&str]) -> Install {
+    Install {
+        route: MeshRouteId(route),
+        rules: vec![RuleSpec::End {
+            peer,
+            prefixes: prefixes
+                .iter()
+                .map(|p| WirePrefix(p.parse().unwrap()))
+                .collect(),
+            first_hop: "198.18.0.2:6000".parse().unwrap(),
+            out_id: 8,
+            in_id: 9,
+            prev_hop: "198.18.0.2:6000".parse().unwrap(),
+        }],
+        expire_ms: 9000,
+    }
+}
+
+/// Send `install` to the agent; the error kind it answered with, if it refused.
+fn install_refusal(a: &mut Agent, dp: &mut Fake, install: &Install, id: u64) -> Option<ErrorKind> {
+    a.frame(
+        Frame::request(kind::INSTALL, id, install),
+        Instant::now(),
+        dp,
+    );
+    let reply = a.drain().pop().unwrap();
+    reply.reply::<IgnoredAny>().err().map(|e| e.kind)
+}
+
+#[test]
+fn a_manager_cannot_install_what_the_node_did_not_ask_for() {
+    let now = Instant::now();
+    let mut a = registered(now);
+    let mut dp = Fake::default();
+    let stranger = Key(PrivateKey::from_bytes([6; 32]).public_key());
+    // Unsolicited ends: a peer no accept rule names, or the accepted peer with an address
+    // outside its rule, or with a network instead of host addresses.
+    for (install, what) in [
+        (end_install(70, stranger, &["10.77.0.9/32"]), "a stranger"),
+        (
+            end_install(71, peer(), &["10.99.0.9/32"]),
+            "outside the rule",
+        ),
+        (end_install(72, peer(), &["10.77.0.0/24"]), "a network"),
+        (end_install(73, peer(), &["0.0.0.0/0"]), "everything"),
+    ] {
+        assert_eq!(
+            install_refusal(&mut a, &mut dp, &install, 60),
+            Some(ErrorKind::NotAllowed),
+            "{what}"
+        );
+    }
+    assert!(dp.applied.is_empty(), "something was applied");
+    assert!(a.held().is_empty());
+    // The accepted peer with a host address inside its rule is fine.
+    assert_eq!(
+        install_refusal(
+            &mut a,
+            &mut dp,
+            &end_install(74, peer(), &["10.77.0.9/32"]),
+            61
+        ),
+        None
+    );
+    assert_eq!(dp.applied.len(), 1);
+}
+
+#[test]
+fn a_route_the_node_asked_for_must_end_at_the_node_it_asked_for() {
+    let now = Instant::now();
+    let mut a = registered(now);
+    let mut dp = Fake::default();
+    let wanted = Key(PrivateKey::from_bytes([6; 32]).public_key());
+    a.user_request(
+        1,
+        UserRequest::RouteAdd(RouteRequest {
+            id: None,
+            nonce: None,
+            dst: wanted,
+            min_hops: None,
+            max_hops: None,
+            avoid: Vec::new(),
+            weight: None,
+        }),
+    );
+    let request = a.drain().pop().unwrap();
+    let sent: RouteRequest = request.parse().unwrap();
+    // The node picked the nonce, so it knows the route's id before the manager answers.
+    let id = MeshRouteId::derive(&a.key(), &sent.nonce.unwrap()).unwrap();
+    // The manager puts another node (here the accepted peer) at the end of it: refused,
+    // although an accept rule would let that peer in on a route of its own.
+    let hijack = end_install(id.0, peer(), &["10.77.0.9/32"]);
+    assert_eq!(
+        install_refusal(&mut a, &mut dp, &hijack, 62),
+        Some(ErrorKind::NotAllowed)
+    );
+    // The end it asked for is installed, although no accept rule names that node.
+    let honest = end_install(id.0, wanted, &["10.50.0.1/32"]);
+    assert_eq!(install_refusal(&mut a, &mut dp, &honest, 63), None);
+    assert_eq!(dp.applied.len(), 1);
+}
+
+#[test]
+fn an_end_taking_another_peers_prefix_is_not_allowed() {
+    let now = Instant::now();
+    let mut a = registered(now);
+    let mut dp = Fake {
+        claimed: true,
+        ..Fake::default()
+    };
+    assert_eq!(
+        install_refusal(
+            &mut a,
+            &mut dp,
+            &end_install(75, peer(), &["10.77.0.9/32"]),
+            64
+        ),
+        Some(ErrorKind::NotAllowed)
+    );
 }

@@ -115,6 +115,7 @@ fn answer(op: Op, node: &dyn NodeApi) -> Result<Reply, (ErrorKind, String)> {
             weight,
         } => match manager(UserRequest::RouteAdd(RouteRequest {
             id: None,
+            nonce: None,
             dst: Key(dst),
             min_hops,
             max_hops,

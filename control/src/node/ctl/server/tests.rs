@@ -164,6 +164,7 @@ fn manager_ops_are_checked_then_passed_on_and_their_errors_mapped() {
         seen,
         vec![UserRequest::RouteAdd(RouteRequest {
             id: None,
+            nonce: None,
             dst: Key(pk),
             min_hops: Some(3),
             max_hops: None,
