@@ -354,11 +354,20 @@ pub enum Problem {
     /// An accept rule lists no prefixes.
     #[error("an accept rule lists the prefixes its peer may use")]
     AcceptWithoutPrefixes,
+    /// A pinned address is not a host address.
+    #[error("a pinned address is a host address (/32 or /128)")]
+    PinnedAddressNotHost,
+    /// A pinned address lies outside `manager.address_ranges`.
+    #[error("a pinned address must lie inside address_ranges")]
+    PinnedAddressOutsideRanges,
+    /// An address is pinned twice.
+    #[error("an address is pinned to one node, once")]
+    DuplicatePinnedAddress,
 }
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 43] = [
+    const ALL: [Self; 46] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,
@@ -402,6 +411,9 @@ impl Problem {
         Self::DuplicateLink,
         Self::NotAPeer,
         Self::AcceptWithoutPrefixes,
+        Self::PinnedAddressNotHost,
+        Self::PinnedAddressOutsideRanges,
+        Self::DuplicatePinnedAddress,
     ];
 
     /// The problem whose message is exactly `message`.

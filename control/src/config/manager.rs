@@ -9,6 +9,8 @@
 //! | `listen` | `IP:PORT`, the TCP address nodes connect to | [`DEFAULT_MANAGER_LISTEN`] |
 //! | `allow` | list of node public keys that may register | absent: any node that proves its key |
 //! | `links` | list of `[KEY, KEY]`, links the manager may route over | `[]` |
+//! | `addresses` | list of `{node: KEY, addresses: [HOST/32, ...]}`, TUN addresses pinned to a node | `[]` |
+//! | `address_ranges` | list of prefixes the TUN addresses of nodes must lie in | absent: anywhere but special-purpose addresses |
 //! | `rule_expiry` | duration, 3s to 1h | [`DEFAULT_RULE_EXPIRY`] |
 //! | `setup_timeout` | duration, 100ms to 30s | [`DEFAULT_SETUP_TIMEOUT`] |
 //! | `heartbeat` | duration, 100ms to 60s | [`DEFAULT_HEARTBEAT`] |
@@ -22,7 +24,14 @@
 //!   out; leaving `allow` out is how to admit any node), and each key once;
 //! - a link is exactly two keys, of two different nodes, and no two links join the same
 //!   pair, in either order;
-//! - `min_hops` is at most `max_hops`.
+//! - `min_hops` is at most `max_hops`;
+//! - a pinned address is a host address (`/32`, `/128`), pinned to one node only, inside
+//!   `address_ranges` when those are written.
+//!
+//! How the manager uses `addresses` and `address_ranges` (`ManagerCore`'s registry): a
+//! node may register only TUN addresses inside the ranges, none pinned to another node,
+//! and only its pinned ones when it has any; an address registered once stays bound to
+//! its node while the manager runs, also while that node is offline.
 
 use core::time::Duration;
 use std::collections::HashMap;
@@ -36,11 +45,13 @@ use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 use super::error::{ConfigError, Problem};
 use super::paths::PathText;
 use super::values::{
-    Heartbeat, HopCount, ListenAddr, MAX_HOPS, PublicKeyValue, RuleExpiry, SetupTimeout,
+    Heartbeat, HopCount, ListenAddr, MAX_HOPS, PrefixValue, PublicKeyValue, RuleExpiry,
+    SetupTimeout,
 };
 use super::yaml::{self, KeyPath, Locator};
 use crate::manager::core::Params;
 use crate::manager::topology::RouteWeight;
+use skywire_dataplane::route::Prefix;
 
 /// Where the manager's private key lives when the config does not say (`skywire keygen
 /// --out` creates one).
@@ -76,6 +87,8 @@ pub struct ManagerConfig {
     listen: SocketAddr,
     allow: Option<Vec<PublicKey>>,
     links: Vec<[PublicKey; 2]>,
+    addresses: Vec<(PublicKey, Vec<Prefix>)>,
+    address_ranges: Option<Vec<Prefix>>,
     rule_expiry: Duration,
     setup_timeout: Duration,
     heartbeat: Duration,
@@ -91,6 +104,8 @@ impl Default for ManagerConfig {
             listen: DEFAULT_MANAGER_LISTEN,
             allow: None,
             links: Vec::new(),
+            addresses: Vec::new(),
+            address_ranges: None,
             rule_expiry: DEFAULT_RULE_EXPIRY,
             setup_timeout: DEFAULT_SETUP_TIMEOUT,
             heartbeat: DEFAULT_HEARTBEAT,
@@ -112,6 +127,17 @@ impl ManagerConfig {
     /// once and at least one; `None` when any node that proves its key may.
     pub fn allow(&self) -> Option<&[PublicKey]> {
         self.allow.as_deref()
+    }
+
+    /// `manager.addresses`: TUN addresses pinned to nodes, in the order of the file.
+    pub fn addresses(&self) -> &[(PublicKey, Vec<Prefix>)] {
+        &self.addresses
+    }
+
+    /// `manager.address_ranges`: where the TUN addresses of nodes must lie; `None` when not
+    /// written (anywhere but special-purpose addresses).
+    pub fn address_ranges(&self) -> Option<&[Prefix]> {
+        self.address_ranges.as_deref()
     }
 
     /// Whether the node with key `node` may register: it is in `manager.allow`, or there is
@@ -176,6 +202,9 @@ impl ManagerConfig {
                 .as_ref()
                 .map(|keys| keys.iter().copied().collect()),
             links: self.links.iter().map(|[a, b]| (*a, *b)).collect(),
+            pinned: self.addresses.clone(),
+            address_ranges: self.address_ranges.clone(),
+            listen_ip: Some(self.listen.ip()),
             rule_expiry: self.rule_expiry,
             setup_timeout: self.setup_timeout,
             heartbeat: self.heartbeat,
@@ -201,12 +230,22 @@ pub(super) struct RawManager {
     #[serde(default, deserialize_with = "yaml::written")]
     allow: Option<Option<Vec<PublicKeyValue>>>,
     links: Option<Vec<Vec<PublicKeyValue>>>,
+    addresses: Option<Vec<RawPinned>>,
+    address_ranges: Option<Vec<PrefixValue>>,
     rule_expiry: Option<RuleExpiry>,
     setup_timeout: Option<SetupTimeout>,
     heartbeat: Option<Heartbeat>,
     weight: Option<WeightValue>,
     min_hops: Option<HopCount>,
     max_hops: Option<HopCount>,
+}
+
+/// `manager.addresses[i]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPinned {
+    node: PublicKeyValue,
+    addresses: Vec<PrefixValue>,
 }
 
 /// `manager.weight` as written.
@@ -243,6 +282,15 @@ impl RawManager {
             }
         };
         let links = check_links(&manager.key("links"), self.links.unwrap_or_default(), at)?;
+        let address_ranges: Option<Vec<Prefix>> = self
+            .address_ranges
+            .map(|ranges| ranges.into_iter().map(|p| p.0).collect());
+        let addresses = check_pinned(
+            &manager.key("addresses"),
+            self.addresses.unwrap_or_default(),
+            address_ranges.as_deref(),
+            at,
+        )?;
 
         let min_hops = self.min_hops.map_or(defaults.min_hops, |hops| hops.0);
         let max_hops = self.max_hops.map_or(defaults.max_hops, |hops| hops.0);
@@ -255,6 +303,8 @@ impl RawManager {
             listen: self.listen.map_or(defaults.listen, |listen| listen.0),
             allow,
             links,
+            addresses,
+            address_ranges,
             rule_expiry: self.rule_expiry.map_or(defaults.rule_expiry, |d| d.0),
             setup_timeout: self.setup_timeout.map_or(defaults.setup_timeout, |d| d.0),
             heartbeat: self.heartbeat.map_or(defaults.heartbeat, |d| d.0),
@@ -310,3 +360,34 @@ fn check_links(
 
 #[cfg(test)]
 mod tests;
+
+/// `manager.addresses`, checked: host addresses, each pinned once, inside the ranges.
+fn check_pinned(
+    path: &KeyPath,
+    raw: Vec<RawPinned>,
+    ranges: Option<&[Prefix]>,
+    at: &Locator<'_>,
+) -> Result<Vec<(PublicKey, Vec<Prefix>)>, ConfigError> {
+    let mut seen: HashMap<Prefix, usize> = HashMap::new();
+    let mut pinned = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.into_iter().enumerate() {
+        let mut addresses = Vec::with_capacity(entry.addresses.len());
+        for (j, address) in entry.addresses.into_iter().enumerate() {
+            let here = path.index(i).key("addresses").index(j);
+            let address = address.0;
+            let host = if address.addr().is_ipv4() { 32 } else { 128 };
+            if address.len() != host {
+                return Err(at.invalid(&here, Problem::PinnedAddressNotHost));
+            }
+            if ranges.is_some_and(|r| !r.iter().any(|q| q.contains(address.addr()))) {
+                return Err(at.invalid(&here, Problem::PinnedAddressOutsideRanges));
+            }
+            if seen.insert(address, i).is_some() {
+                return Err(at.invalid(&here, Problem::DuplicatePinnedAddress));
+            }
+            addresses.push(address);
+        }
+        pinned.push((entry.node.0, addresses));
+    }
+    Ok(pinned)
+}

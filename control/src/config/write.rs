@@ -39,6 +39,7 @@ use serde::Serialize;
 use serde_saphyr::{FlowSeq, SerializerOptions};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{RelaySetup, RouteSetup, TunSetup};
+use skywire_dataplane::route::Prefix;
 
 use super::{Config, ConfigError, ManagerConfig, ManagerLink, NodeConfig};
 use crate::manager::topology::RouteWeight;
@@ -102,6 +103,10 @@ pub struct ManagerSection {
     pub allow: Option<Vec<PublicKey>>,
     /// `manager.links`: links the manager may route over.
     pub links: Vec<[PublicKey; 2]>,
+    /// `manager.addresses`: TUN addresses pinned to nodes.
+    pub addresses: Vec<(PublicKey, Vec<Prefix>)>,
+    /// `manager.address_ranges`: where TUN addresses must lie; `None` writes none.
+    pub address_ranges: Option<Vec<Prefix>>,
     /// `manager.rule_expiry`, in whole milliseconds.
     pub rule_expiry: Duration,
     /// `manager.setup_timeout`, in whole milliseconds.
@@ -135,6 +140,8 @@ impl From<&ManagerConfig> for ManagerSection {
             listen: manager.listen(),
             allow: manager.allow().map(<[PublicKey]>::to_vec),
             links: manager.links().to_vec(),
+            addresses: manager.addresses().to_vec(),
+            address_ranges: manager.address_ranges().map(<[Prefix]>::to_vec),
             rule_expiry: manager.rule_expiry(),
             setup_timeout: manager.setup_timeout(),
             heartbeat: manager.heartbeat(),
@@ -388,6 +395,12 @@ struct LinkOut {
 }
 
 #[derive(Serialize)]
+struct PinnedOut {
+    node: String,
+    addresses: FlowSeq<Vec<String>>,
+}
+
+#[derive(Serialize)]
 struct AcceptOut {
     peer: String,
     prefixes: FlowSeq<Vec<String>>,
@@ -401,6 +414,10 @@ struct ManagerOut<'a> {
     allow: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     links: Vec<FlowSeq<[String; 2]>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    addresses: Vec<PinnedOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address_ranges: Option<FlowSeq<Vec<String>>>,
     rule_expiry: String,
     setup_timeout: String,
     heartbeat: String,
@@ -483,6 +500,18 @@ impl<'a> ManagerOut<'a> {
                 .iter()
                 .map(|[a, b]| FlowSeq([a.to_string(), b.to_string()]))
                 .collect(),
+            addresses: manager
+                .addresses
+                .iter()
+                .map(|(node, addresses)| PinnedOut {
+                    node: node.to_string(),
+                    addresses: FlowSeq(strings(addresses)),
+                })
+                .collect(),
+            address_ranges: manager
+                .address_ranges
+                .as_deref()
+                .map(|r| FlowSeq(strings(r))),
             rule_expiry: duration_text("manager.rule_expiry", manager.rule_expiry)?,
             setup_timeout: duration_text("manager.setup_timeout", manager.setup_timeout)?,
             heartbeat: duration_text("manager.heartbeat", manager.heartbeat)?,

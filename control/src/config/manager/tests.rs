@@ -431,3 +431,61 @@ fn the_manager_key_loads_with_the_node_keys_checks() {
         assert_eq!(err.position().map(|p| p.line), Some(2), "{err}");
     }
 }
+
+#[test]
+fn pinned_addresses_and_ranges_are_typed_and_checked() {
+    let text = format!(
+        "manager:\n  address_ranges: [10.77.0.0/16, \"fd77::/64\"]\n  addresses:\n    \
+         - node: {A}\n      addresses: [10.77.0.1/32, \"fd77::1/128\"]\n    \
+         - node: {B}\n      addresses: [10.77.0.2/32]\n"
+    );
+    let manager = parse(&text).unwrap().manager;
+    assert_eq!(
+        manager.address_ranges(),
+        Some(
+            &[
+                "10.77.0.0/16".parse().unwrap(),
+                "fd77::/64".parse().unwrap()
+            ][..]
+        )
+    );
+    assert_eq!(manager.addresses().len(), 2);
+    let params = manager.params();
+    assert_eq!(params.pinned, manager.addresses().to_vec());
+    assert_eq!(params.listen_ip, Some(manager.listen().ip()));
+    // Absent: no pins, no ranges.
+    let plain = parse("manager:\n  listen: 127.0.0.1:5999\n")
+        .unwrap()
+        .manager;
+    assert!(plain.addresses().is_empty());
+    assert_eq!(plain.address_ranges(), None);
+
+    let not_host =
+        format!("manager:\n  addresses:\n    - node: {A}\n      addresses: [10.77.0.0/24]\n");
+    assert_invalid(
+        &not_host,
+        4,
+        "manager.addresses[0].addresses[0]",
+        Problem::PinnedAddressNotHost,
+    );
+    let outside = format!(
+        "manager:\n  address_ranges: [10.77.0.0/16]\n  addresses:\n    - node: {A}\n      \
+         addresses: [10.78.0.1/32]\n"
+    );
+    assert_invalid(
+        &outside,
+        5,
+        "manager.addresses[0].addresses[0]",
+        Problem::PinnedAddressOutsideRanges,
+    );
+    let twice = format!(
+        "manager:\n  addresses:\n    - node: {A}\n      addresses: [10.77.0.1/32]\n    \
+         - node: {B}\n      addresses: [10.77.0.1/32]\n"
+    );
+    assert_invalid(
+        &twice,
+        6,
+        "manager.addresses[1].addresses[0]",
+        Problem::DuplicatePinnedAddress,
+    );
+}

@@ -762,3 +762,58 @@ fn unquoted_numbers_and_ipv6_scalars_read_as_written() {
     );
     assert_eq!((route.out_id, route.in_id), (id(7), id(1)));
 }
+
+#[test]
+fn accept_rules_are_typed_and_checked() {
+    let text = format!(
+        "{}    accept:\n      - peer: any\n        prefixes: [10.77.0.0/24, \"fd77::/64\"]\n      \
+         - peer: {B}\n        prefixes: [10.78.0.9/32]\n",
+        managed("198.18.0.1:6000")
+    );
+    let link = parse(&text).unwrap().node.manager().cloned().unwrap();
+    assert_eq!(
+        link.accept,
+        vec![
+            AcceptRule {
+                peer: None,
+                prefixes: vec![prefix("10.77.0.0/24"), prefix("fd77::/64")],
+            },
+            AcceptRule {
+                peer: Some(B.parse().unwrap()),
+                prefixes: vec![prefix("10.78.0.9/32")],
+            },
+        ]
+    );
+    let b: PublicKey = B.parse().unwrap();
+    let c: PublicKey = C.parse().unwrap();
+    assert!(link.accept[0].allows(&c, &[prefix("10.77.0.5/32")]));
+    assert!(!link.accept[0].allows(&c, &[prefix("10.77.1.5/32")]));
+    assert!(!link.accept[1].allows(&c, &[prefix("10.78.0.9/32")]));
+    assert!(link.accept[1].allows(&b, &[prefix("10.78.0.9/32")]));
+    // A rule's prefix must hold the whole end's prefix, not just overlap it.
+    assert!(!link.accept[1].allows(&b, &[prefix("10.78.0.0/24")]));
+    // Absent: nobody.
+    let plain = parse(&managed("198.18.0.1:6000")).unwrap();
+    assert!(plain.node.manager().unwrap().accept.is_empty());
+
+    let bad_peer = format!(
+        "{}    accept:\n      - peer: anyone\n        prefixes: [10.77.0.0/24]\n",
+        managed("198.18.0.1:6000")
+    );
+    assert_invalid(
+        &bad_peer,
+        7,
+        "node.manager.accept[0].peer",
+        Problem::NotAPeer,
+    );
+    let no_prefixes = format!(
+        "{}    accept:\n      - peer: any\n        prefixes: []\n",
+        managed("198.18.0.1:6000")
+    );
+    assert_invalid(
+        &no_prefixes,
+        8,
+        "node.manager.accept[0].prefixes",
+        Problem::AcceptWithoutPrefixes,
+    );
+}

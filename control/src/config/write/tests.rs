@@ -95,6 +95,14 @@ fn full_manager() -> ManagerSection {
         listen: addr("[::1]:7000"),
         allow: Some(vec![key(0xa0), key(0xb0)]),
         links: vec![[key(0xa0), key(0xb0)], [key(0xc0), key(0xb0)]],
+        addresses: vec![
+            (
+                key(0xa0),
+                vec![prefix("10.77.0.1/32"), prefix("fd77::1/128")],
+            ),
+            (key(0xb0), vec![prefix("10.77.0.2/32")]),
+        ],
+        address_ranges: Some(vec![prefix("10.77.0.0/16"), prefix("fd77::/64")]),
         rule_expiry: Duration::from_secs(60),
         setup_timeout: Duration::from_millis(500),
         heartbeat: Duration::from_secs(2),

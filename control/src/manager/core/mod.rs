@@ -47,11 +47,13 @@ mod routes;
 mod setup;
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::route::Prefix;
 
 pub use registry::ConnId;
 
@@ -96,6 +98,13 @@ pub struct Params {
     pub allow: Option<HashSet<PublicKey>>,
     /// Links declared in the manager's config.
     pub links: Vec<(PublicKey, PublicKey)>,
+    /// TUN addresses pinned to nodes: only that node may register them, and a node with
+    /// pins may register only those.
+    pub pinned: Vec<(PublicKey, Vec<Prefix>)>,
+    /// Where TUN addresses must lie (`None`: anywhere but special-purpose addresses).
+    pub address_ranges: Option<Vec<Prefix>>,
+    /// The manager's own address, which no node may take as a TUN address.
+    pub listen_ip: Option<IpAddr>,
     /// Rules live this long without traffic.
     pub rule_expiry: Duration,
     /// A hop has this long to acknowledge.
@@ -115,6 +124,9 @@ impl Default for Params {
         Self {
             allow: None,
             links: Vec::new(),
+            pinned: Vec::new(),
+            address_ranges: None,
+            listen_ip: None,
             rule_expiry: Duration::from_secs(30),
             setup_timeout: Duration::from_secs(2),
             heartbeat: Duration::from_secs(1),

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use skywire_dataplane::crypto::PublicKey;
@@ -14,7 +14,7 @@ use skywire_dataplane::route::Prefix;
 use super::routes::Route;
 use super::{
     CloseReason, MAX_LINKS_PER_NODE, MAX_ROUTES_PER_NODE, MAX_TUN_PREFIXES, ManagerCore,
-    MeshRouteId, Output, REGISTER_TIMEOUT, Rng, short,
+    MeshRouteId, Output, Params, REGISTER_TIMEOUT, Rng, short,
 };
 use crate::manager::proto::{
     ErrorKind, Key, NodeInfo, ProtoError, Register, Registered, RuleSpec, WirePrefix,
@@ -180,8 +180,14 @@ impl Registry {
         }
     }
 
-    /// Check a registration of `key` before anything of it is applied.
-    pub(super) fn check(&self, key: &PublicKey, register: &Register) -> Result<(), ProtoError> {
+    /// Check a registration of `key` before anything of it is applied: sizes, and the
+    /// TUN addresses it claims ([`Self::check_address`]).
+    pub(super) fn check(
+        &self,
+        key: &PublicKey,
+        register: &Register,
+        params: &Params,
+    ) -> Result<(), ProtoError> {
         let bad = |m: String| Err(ProtoError::new(ErrorKind::BadRequest, m));
         if register.tun.len() > MAX_TUN_PREFIXES {
             return bad(format!("at most {MAX_TUN_PREFIXES} TUN addresses"));
@@ -193,23 +199,70 @@ impl Registry {
             return bad(format!("at most {MAX_ROUTES_PER_NODE} owned routes"));
         }
         for p in &register.tun {
-            let host = if p.0.addr().is_ipv4() { 32 } else { 128 };
-            if p.0.len() != host {
-                return bad(format!(
-                    "TUN address {} is not a host address (/32 or /128)",
-                    p.0
-                ));
-            }
-            let holder = self
+            self.check_address(key, p.0, params)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `key` may have TUN address `p`. Addresses belong to keys: a host address
+    /// (`/32`, `/128`), not special-purpose (loopback, link-local, multicast, ...), not an
+    /// underlay address (the manager's, or any node's endpoint), inside
+    /// `manager.address_ranges` when written, not pinned to another node (and one of
+    /// `key`'s own pins if it has any), and not registered by another node before, even
+    /// one that is offline now: first come keeps it while the manager runs.
+    fn check_address(&self, key: &PublicKey, p: Prefix, params: &Params) -> Result<(), ProtoError> {
+        let refuse = |m: String| Err(ProtoError::new(ErrorKind::NotAllowed, m));
+        let host = if p.addr().is_ipv4() { 32 } else { 128 };
+        if p.len() != host {
+            return Err(ProtoError::new(
+                ErrorKind::BadRequest,
+                format!("TUN address {p} is not a host address (/32 or /128)"),
+            ));
+        }
+        let ip = p.addr();
+        if special_purpose(ip) {
+            return refuse(format!(
+                "address {p} is special-purpose (loopback, link-local, multicast, ...)"
+            ));
+        }
+        let underlay = params.listen_ip == Some(ip)
+            || self
                 .nodes
-                .iter()
-                .find(|(k, n)| *k != key && n.conn.is_some() && n.tun.contains(&p.0));
-            if let Some((other, _)) = holder {
-                return Err(ProtoError::new(
-                    ErrorKind::NotAllowed,
-                    format!("address {} belongs to node {other}", p.0),
-                ));
-            }
+                .values()
+                .any(|n| n.endpoint.is_some_and(|e| e.ip() == ip));
+        if underlay {
+            return refuse(format!(
+                "address {p} is an underlay address (the manager's or a node's endpoint)"
+            ));
+        }
+        if let Some(ranges) = &params.address_ranges
+            && !ranges.iter().any(|r| r.contains(ip))
+        {
+            return refuse(format!("address {p} is outside manager.address_ranges"));
+        }
+        if let Some((owner, _)) = params
+            .pinned
+            .iter()
+            .find(|(k, pins)| k != key && pins.contains(&p))
+        {
+            return refuse(format!("address {p} is pinned to node {owner}"));
+        }
+        if let Some((_, pins)) = params.pinned.iter().find(|(k, _)| k == key)
+            && !pins.contains(&p)
+        {
+            return refuse(format!(
+                "this node's addresses are pinned in manager.addresses, and {p} is not one"
+            ));
+        }
+        let holder = self
+            .nodes
+            .iter()
+            .find(|(k, n)| *k != key && n.tun.contains(&p));
+        if let Some((other, n)) = holder {
+            return refuse(format!(
+                "address {p} belongs to node {other}{}",
+                if n.conn.is_some() { "" } else { " (offline)" }
+            ));
         }
         Ok(())
     }
@@ -283,7 +336,7 @@ impl ManagerCore {
                 "this connection has registered already",
             ));
         }
-        self.registry.check(&key, &register)?;
+        self.registry.check(&key, &register, &self.params)?;
         let previous = self.registry.conn_of(&key);
         if let Some(old) = previous.filter(|&c| c != conn) {
             self.out.push(Output::Close(old, CloseReason::Replaced));
@@ -480,5 +533,27 @@ impl ManagerCore {
             }
         }
         self.push_neighbours_around(&key);
+    }
+}
+
+/// Addresses no node may take as its TUN address: unspecified, loopback, link-local,
+/// multicast and broadcast, IPv4's "this network" (0.0.0.0/8), and IPv4-mapped IPv6.
+fn special_purpose(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 0
+        }
+        IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some()
+        }
     }
 }

@@ -782,3 +782,171 @@ fn a_view_too_large_for_a_frame_is_refused_without_closing_the_connection() {
     assert!(super::super::proto::encode(reply, None).is_ok());
     assert!(!out.iter().any(|o| matches!(o, Output::Close(..))));
 }
+
+/// Register `key` on `conn` with TUN addresses `tun` and endpoint 198.18.0.`n`; the error
+/// kind and message of the refusal, if refused.
+fn register_with(
+    core: &mut ManagerCore,
+    conn: u64,
+    key: PublicKey,
+    n: u8,
+    tun: &[&str],
+    now: Instant,
+) -> Option<(ErrorKind, String)> {
+    core.authenticated(ConnId(conn), key, now);
+    let register = Register {
+        endpoint: Some(format!("198.18.0.{n}:6000").parse().unwrap()),
+        tun: tun.iter().map(|p| WirePrefix(p.parse().unwrap())).collect(),
+        ..Register::default()
+    };
+    core.frame(
+        ConnId(conn),
+        Frame::request(kind::REGISTER, 1, &register),
+        now,
+    );
+    let out = core.drain();
+    let reply = sent(
+        &out,
+        ConnId(conn),
+        kind::REGISTER | super::super::proto::REPLY,
+    );
+    reply[0].reply::<Value>().err().map(|e| (e.kind, e.message))
+}
+
+#[test]
+fn an_offline_nodes_address_is_not_up_for_grabs() {
+    let (mut core, keys, now) = core_with(3);
+    // Node 2 (10.9.0.2) goes offline; a member claims its address to draw its traffic.
+    core.disconnected(ConnId(2), now);
+    let thief = PrivateKey::from_bytes([40; 32]).public_key();
+    let (kind, message) =
+        register_with(&mut core, 40, thief, 40, &["10.9.0.2/32"], now).expect("refused");
+    assert_eq!(kind, ErrorKind::NotAllowed);
+    assert!(message.contains("offline"), "{message}");
+    // The owner comes back and registers it again.
+    assert_eq!(
+        register_with(&mut core, 22, keys[1], 2, &["10.9.0.2/32"], now),
+        None
+    );
+    // A node that stops claiming an address gives it up.
+    assert_eq!(
+        register_with(&mut core, 23, keys[1], 2, &["10.9.0.22/32"], now),
+        None
+    );
+    assert_eq!(
+        register_with(&mut core, 41, thief, 40, &["10.9.0.2/32"], now),
+        None
+    );
+}
+
+#[test]
+fn addresses_follow_the_managers_policy() {
+    let owner = PrivateKey::from_bytes([1; 32]).public_key();
+    let other = PrivateKey::from_bytes([2; 32]).public_key();
+    let params = Params {
+        pinned: vec![(owner, vec!["10.77.0.1/32".parse().unwrap()])],
+        address_ranges: Some(vec!["10.77.0.0/16".parse().unwrap()]),
+        listen_ip: Some("198.18.100.100".parse().unwrap()),
+        ..Params::default()
+    };
+    let now = Instant::now();
+    let mut core = ManagerCore::new(params, Rng::seeded(1));
+    // Special-purpose, underlay, outside the ranges, pinned to someone else, not a pin of
+    // its own: each refused.
+    for (n, (key, tun)) in [
+        (other, "127.0.0.1/32"),
+        (other, "169.254.169.254/32"),
+        (other, "224.0.0.1/32"),
+        (other, "fe80::1/128"),
+        (other, "198.18.100.100/32"),
+        (other, "10.99.0.9/32"),
+        (other, "10.77.0.1/32"),
+        (owner, "10.77.0.2/32"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let n = u8::try_from(n).unwrap() + 10;
+        let refusal = register_with(&mut core, u64::from(n), key, n, &[tun], now);
+        assert_eq!(
+            refusal.as_ref().map(|r| r.0),
+            Some(ErrorKind::NotAllowed),
+            "{tun}: {refusal:?}"
+        );
+    }
+    // Another node's endpoint is an underlay address too.
+    assert_eq!(
+        register_with(&mut core, 30, owner, 3, &["10.77.0.1/32"], now),
+        None
+    );
+    assert_eq!(
+        register_with(&mut core, 31, other, 4, &["198.18.0.3/32"], now).map(|r| r.0),
+        Some(ErrorKind::NotAllowed)
+    );
+    assert_eq!(
+        register_with(&mut core, 32, other, 4, &["10.77.0.2/32"], now),
+        None
+    );
+}
+
+#[test]
+fn a_node_registers_once_per_connection() {
+    let (mut core, keys, now) = core_with(2);
+    let register = Register {
+        endpoint: Some("198.18.0.1:6000".parse().unwrap()),
+        ..Register::default()
+    };
+    core.frame(ConnId(1), Frame::request(kind::REGISTER, 5, &register), now);
+    let out = core.drain();
+    let reply = sent(&out, ConnId(1), kind::REGISTER | super::super::proto::REPLY);
+    assert_eq!(
+        reply[0].reply::<Value>().unwrap_err().kind,
+        ErrorKind::NotAllowed
+    );
+    let _ = keys;
+}
+
+#[test]
+fn a_route_is_adopted_only_by_the_node_its_id_names() {
+    let (mut core, keys, now) = core_with(3);
+    let nonce = Bytes32([5; 32]);
+    let id = MeshRouteId::derive(&keys[0], &nonce).unwrap();
+    let claim = |nonce: Bytes32, end: bool| Register {
+        endpoint: Some("198.18.0.2:6000".parse().unwrap()),
+        tun: vec![WirePrefix("10.9.0.2/32".parse().unwrap())],
+        routes: vec![RouteRequest {
+            id: Some(id),
+            nonce: Some(nonce),
+            dst: Key(keys[2]),
+            min_hops: None,
+            max_hops: None,
+            avoid: vec![],
+            weight: None,
+        }],
+        rules: vec![HeldRule {
+            route: id,
+            in_id: 5,
+            end,
+        }],
+        ..Register::default()
+    };
+    // Node 2, a relay of node 1's route, knows its id (and, say, its nonce) and claims
+    // to hold its end: the id is not derived from node 2's key, so it is not adopted.
+    core.authenticated(ConnId(22), keys[1], now);
+    core.frame(
+        ConnId(22),
+        Frame::request(kind::REGISTER, 1, &claim(nonce, true)),
+        now,
+    );
+    core.drain();
+    assert!(core.routes().is_empty());
+    // Node 1 itself, with the nonce, is.
+    let mut own = claim(nonce, true);
+    own.endpoint = Some("198.18.0.1:6000".parse().unwrap());
+    own.tun = vec![WirePrefix("10.9.0.1/32".parse().unwrap())];
+    core.authenticated(ConnId(11), keys[0], now);
+    core.frame(ConnId(11), Frame::request(kind::REGISTER, 1, &own), now);
+    core.drain();
+    assert_eq!(core.routes().len(), 1);
+    assert_eq!(core.routes()[0].id, id);
+}
