@@ -35,6 +35,9 @@ impl Dataplane for Dp<'_> {
     fn probe(&mut self, to: SocketAddr, nonce: u64) {
         self.0.core.probe(self.0.now, to, nonce, self.0.io);
     }
+    fn set_neighbours(&mut self, neighbours: &[(SocketAddr, PublicKey)]) {
+        self.0.core.set_neighbours(neighbours);
+    }
 }
 
 /// Request ids of frames injected with [`Sim::raw`]: far above any the agents use.
@@ -93,6 +96,25 @@ pub(crate) struct Sim {
     pub(crate) log: Vec<String>,
 }
 
+/// The agent of node `i`, which tells the manager `endpoint` and its TUN address, and lets
+/// any node set up routes to it with addresses in 10.0.0.0/8 (the simulation's).
+fn agent_for(i: usize, key: &PrivateKey, endpoint: SocketAddr) -> Agent {
+    let tun = Prefix::new(IpAddr::V4(tun_addr(i)), 32).unwrap_or_else(|| unreachable!());
+    Agent::new(
+        AgentParams {
+            key: key.public_key(),
+            endpoint,
+            tun: vec![tun],
+            reserved: Vec::new(),
+            accept: vec![AcceptRule {
+                peer: None,
+                prefixes: vec!["10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())],
+            }],
+        },
+        Rng::seeded(i as u64 + 7),
+    )
+}
+
 /// The node's TUN address in the simulation.
 pub(crate) fn tun_addr(i: usize) -> Ipv4Addr {
     let i = u32::try_from(i).unwrap_or(0);
@@ -121,22 +143,7 @@ impl Sim {
                 .add_node(setup)
                 .unwrap_or_else(|e| panic!("node core: {e}"));
             assert_eq!(id, NodeId(i));
-            let tun = Prefix::new(IpAddr::V4(tun_addr(i)), 32).unwrap_or_else(|| unreachable!());
-            let agent = Agent::new(
-                AgentParams {
-                    key: key.public_key(),
-                    endpoint: addr,
-                    tun: vec![tun],
-                    reserved: Vec::new(),
-                    // Every node of the simulation lets any other set up routes to it
-                    // with its TUN addresses (10.0.0.0/8).
-                    accept: vec![AcceptRule {
-                        peer: None,
-                        prefixes: vec!["10.0.0.0/8".parse().unwrap_or_else(|_| unreachable!())],
-                    }],
-                },
-                Rng::seeded(i as u64 + 7),
-            );
+            let agent = agent_for(i, &key, addr);
             nodes.push(SimNode {
                 key,
                 agent,
@@ -159,6 +166,13 @@ impl Sim {
             next_token: 1,
             log: Vec::new(),
         }
+    }
+
+    /// Node `i` tells the manager `endpoint` as its transport address (before it connects):
+    /// one that is not its own, where nothing holding its key answers.
+    pub(crate) fn set_endpoint(&mut self, i: usize, endpoint: SocketAddr) {
+        let node = &mut self.nodes[i];
+        node.agent = agent_for(i, &node.key, endpoint);
     }
 
     /// The public key of node `i`.

@@ -65,6 +65,9 @@ pub trait Dataplane {
     fn apply(&mut self, changes: Vec<RuleChange>) -> Result<(), ApplyFailure>;
     /// Send a link probe to `to`.
     fn probe(&mut self, to: SocketAddr, nonce: u64);
+    /// The node's neighbours (registered address and key), the only ones the engine
+    /// probes and answers probes for.
+    fn set_neighbours(&mut self, neighbours: &[(SocketAddr, PublicKey)]);
 }
 
 /// Who the node is on the mesh.
@@ -314,6 +317,10 @@ impl Agent {
         self.connected_at = Some(now);
         self.last_heard = Some(now);
         self.registered = false;
+        // A new manager (or a restarted one) knows no link yet: report them all again.
+        for log in self.probes.values_mut() {
+            log.reported_up = None;
+        }
         let register = Register {
             endpoint: Some(self.params.endpoint),
             tun: self.params.tun.iter().map(|p| WirePrefix(*p)).collect(),
@@ -403,7 +410,7 @@ impl Agent {
             ManagerRequest::Install(install) => self.install(&install, dataplane),
             ManagerRequest::Remove(remove) => self.remove(&remove, dataplane),
             ManagerRequest::Neighbours(n) => {
-                self.neighbours(&n.neighbours);
+                self.neighbours(&n.neighbours, dataplane);
                 Ok(())
             }
         });
@@ -639,7 +646,10 @@ impl Agent {
         Ok(())
     }
 
-    fn neighbours(&mut self, neighbours: &[Neighbour]) {
+    fn neighbours(&mut self, neighbours: &[Neighbour], dataplane: &mut impl Dataplane) {
+        let list: Vec<(SocketAddr, PublicKey)> =
+            neighbours.iter().map(|n| (n.endpoint, n.peer.0)).collect();
+        dataplane.set_neighbours(&list);
         let keep: BTreeSet<PublicKey> = neighbours.iter().map(|n| n.peer.0).collect();
         self.probes.retain(|k, _| keep.contains(k));
         for n in neighbours {
@@ -696,9 +706,11 @@ impl Agent {
                 }
             }
         }
+        // A link's first measurement, and every change of up or down, is reported at
+        // once: the manager routes over a link only once a report says it is up.
         let changed = self.probes.values().any(|l| {
             l.measure(now)
-                .is_some_and(|(_, _, up)| l.reported_up.is_some_and(|r| r != up))
+                .is_some_and(|(_, _, up)| l.reported_up != Some(up))
         });
         if changed || self.next_report.is_some_and(|t| t <= now) {
             self.next_report = Some(now + REPORT_INTERVAL);

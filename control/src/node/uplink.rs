@@ -159,6 +159,10 @@ impl Dataplane for Engine<'_> {
     fn probe(&mut self, to: SocketAddr, nonce: u64) {
         let _ = self.0.probe(to, nonce);
     }
+
+    fn set_neighbours(&mut self, neighbours: &[(SocketAddr, PublicKey)]) {
+        let _ = self.0.set_neighbours(neighbours.to_vec());
+    }
 }
 
 struct Connection {

@@ -34,9 +34,12 @@ pub const CTX_TRANSPORT_I2R: &str = "skywire v1 2026-11-21 transport initiator t
 pub const CTX_TRANSPORT_R2I: &str = "skywire v1 2026-11-21 transport responder to initiator";
 /// Key of the mac1 field of handshake messages, from the receiver's static public key.
 pub const CTX_MAC1: &str = "skywire v1 2026-11-21 handshake mac1";
+/// Key of a link between two neighbours, which tags their link probes
+/// ([`super::link::LinkKey`]).
+pub const CTX_LINK_PROBE: &str = "skywire v1 2026-12-06 link probe key";
 
 /// Every context, for the test that they are distinct.
-pub const ALL_CONTEXTS: [&str; 12] = [
+pub const ALL_CONTEXTS: [&str; 13] = [
     CTX_CK_INIT,
     CTX_HASH_INIT,
     CTX_CK_ES,
@@ -49,6 +52,7 @@ pub const ALL_CONTEXTS: [&str; 12] = [
     CTX_TRANSPORT_I2R,
     CTX_TRANSPORT_R2I,
     CTX_MAC1,
+    CTX_LINK_PROBE,
 ];
 
 /// `derive_key(context, parts[0] || parts[1] || ...)`.

@@ -8,6 +8,7 @@
 //! - [`replay`]: the sliding anti-replay window (8128 packets).
 //! - [`cipher`]: a direction of a route's keypair: counters never reused, hard limits, replay.
 //! - [`noise`]: the handshake between the two ends of a route (Noise IK with BLAKE3).
+//! - [`link`]: the key two neighbours tag their link probes with.
 //!
 //! Key material is never printed: `Debug` of secret types is redacted, and secret bytes are
 //! zeroed on drop where the underlying crates allow it.
@@ -16,6 +17,7 @@ pub mod aead;
 pub mod cipher;
 pub mod kdf;
 pub mod keys;
+pub mod link;
 pub mod noise;
 pub mod replay;
 

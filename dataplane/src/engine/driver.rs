@@ -492,6 +492,9 @@ impl EventLoop {
                     let dropped = io.dropped;
                     self.count_dropped(dropped);
                 }
+                Command::Neighbours(neighbours) => {
+                    self.core.set_neighbours(&neighbours);
+                }
                 Command::Ping(in_id, nonce, reply) => {
                     let (core, mut io) = self.io();
                     let result = core.ping(Instant::now(), in_id, nonce, &mut io);

@@ -12,6 +12,7 @@ use super::core::PingError;
 use super::event::{EVENT_QUEUE, EngineEvent};
 use super::setup::{ApplyError, RuleChange};
 use super::status::NodeStatus;
+use crate::crypto::PublicKey;
 use crate::wire::RouteId;
 
 /// How long [`EngineHandle::ping`] waits for the event loop to take the ping.
@@ -26,6 +27,8 @@ pub(crate) enum Command {
     Apply(Vec<RuleChange>, Sender<Result<(), ApplyError>>),
     /// Send a link probe.
     Probe(SocketAddr, u64),
+    /// Replace the list of neighbours (address and key).
+    Neighbours(Vec<(SocketAddr, PublicKey)>),
     /// Ping over a route end and send back whether the route end exists.
     Ping(RouteId, u64, Sender<Result<(), PingError>>),
     /// Close every route, remove the TUN device and return from the event loop.
@@ -113,8 +116,19 @@ impl EngineHandle {
 
     /// Send a link probe with `nonce` to the neighbour at `to` (fire and forget). A reply
     /// arrives as [`EngineEvent::ProbeReply`] on [`events`](Self::events); none means loss.
+    /// Only a neighbour given to [`set_neighbours`](Self::set_neighbours) is probed.
     pub fn probe(&self, to: SocketAddr, nonce: u64) -> Result<(), EngineGone> {
         self.send(Command::Probe(to, nonce))
+    }
+
+    /// The node's neighbours, their registered addresses and keys (the whole list, which
+    /// replaces the previous one): the only nodes whose link probes are answered and the
+    /// only ones probed ([`NodeCore::set_neighbours`](super::NodeCore::set_neighbours)).
+    pub fn set_neighbours(
+        &self,
+        neighbours: Vec<(SocketAddr, PublicKey)>,
+    ) -> Result<(), EngineGone> {
+        self.send(Command::Neighbours(neighbours))
     }
 
     /// Ping the far end of the route end whose incoming id is `in_id` (like `tailscale

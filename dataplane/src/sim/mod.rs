@@ -332,6 +332,34 @@ impl Mesh {
         Ok(())
     }
 
+    /// Tell a node its neighbours ([`NodeCore::set_neighbours`]); how many it kept.
+    pub fn set_neighbours(
+        &mut self,
+        id: NodeId,
+        neighbours: &[(SocketAddr, PublicKey)],
+    ) -> Result<usize, SimError> {
+        Ok(self.node_mut(id)?.core.set_neighbours(neighbours))
+    }
+
+    /// Make every pair of nodes neighbours of each other (their setups' addresses and
+    /// keys), as a manager's `NEIGHBOURS` would for a full mesh of links.
+    pub fn all_neighbours(&mut self) {
+        let everyone: Vec<(SocketAddr, PublicKey)> = self
+            .nodes
+            .iter()
+            .map(|n| (n.addr(), n.setup.public_key()))
+            .collect();
+        for node in &mut self.nodes {
+            let own = node.setup.public_key();
+            let others: Vec<(SocketAddr, PublicKey)> = everyone
+                .iter()
+                .filter(|(_, k)| *k != own)
+                .copied()
+                .collect();
+            node.core.set_neighbours(&others);
+        }
+    }
+
     /// Send a link probe from a node to `to` ([`NodeCore::probe`]).
     pub fn probe(&mut self, id: NodeId, to: SocketAddr, nonce: u64) -> Result<(), SimError> {
         let now = self.now;

@@ -284,6 +284,7 @@ fn pings_and_probes_through_the_mesh() {
         "{events:?}"
     );
     let b = mesh.addr(nodes[1]).unwrap();
+    mesh.all_neighbours();
     mesh.probe(nodes[0], b, 9).unwrap();
     mesh.settle();
     let events = mesh.drain_events(nodes[0]).unwrap();
@@ -301,6 +302,7 @@ fn pings_and_probes_through_the_mesh() {
 fn output_through_parts_goes_on_the_wire_at_the_next_step() {
     let (mut mesh, nodes, _) = line(2);
     let b = mesh.addr(nodes[1]).unwrap();
+    mesh.all_neighbours();
     let parts = mesh.parts(nodes[0]).unwrap();
     parts.core.probe(parts.now, b, 3, parts.io);
     assert!(mesh.in_flight().is_empty());

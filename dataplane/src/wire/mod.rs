@@ -12,8 +12,8 @@
 //! | 5    | close               | [`TransportPacket`] (empty payload)     | 36              |
 //! | 6    | ping                | [`TransportPacket`] (8-byte nonce)      | 44              |
 //! | 7    | pong                | [`TransportPacket`] (8-byte nonce)      | 44              |
-//! | 8    | link probe          | [`LinkProbePacket`] (route id zero)     | 16              |
-//! | 9    | link probe reply    | [`LinkProbePacket`] (route id zero)     | 16              |
+//! | 8    | link probe          | [`LinkProbePacket`] (route id zero)     | 40              |
+//! | 9    | link probe reply    | [`LinkProbePacket`] (route id zero)     | 40              |
 //!
 //! Types 1 to 7 travel along a route and start with a valid route header; types 8 and 9
 //! travel one link only (between neighbouring nodes), carry route id zero and are never
@@ -35,7 +35,10 @@ pub use handshake::{
     HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, HandshakeInitPacket, HandshakeInitRepr,
     HandshakeResponsePacket, HandshakeResponseRepr, MAC_LEN,
 };
-pub use link::{LINK_PROBE_LEN, LinkProbePacket, LinkProbeRepr, is_link_probe};
+pub use link::{
+    LINK_PROBE_AUTHENTICATED, LINK_PROBE_LEN, LINK_SENDER_LEN, LinkProbePacket, LinkProbeRepr,
+    is_link_probe, write_link_tag,
+};
 pub(crate) use transport::aad as transport_aad;
 pub(crate) use transport::payload_len_is_valid;
 pub use transport::{

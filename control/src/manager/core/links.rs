@@ -2,8 +2,11 @@
 //! itself), the latest measurement either end reported, and whether routes may use it.
 //! Also the manager's side of `LINK_ADD`, `LINK_REMOVE`, `LINK_REPORT` and `NEIGHBOURS`.
 //!
-//! A link is routed over once the manager's config has it or both its ends declared it:
-//! one node alone cannot pull other nodes' routes through itself.
+//! A link is routed over once the manager's config has it or both its ends declared it
+//! (one node alone cannot pull other nodes' routes through itself), and once an end has
+//! reported it up: its link probes are authenticated with the key the two nodes share, so
+//! an answered probe shows that each node's registered endpoint is its own. A node that
+//! goes down leaves its links unproven until they are reported again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -16,6 +19,13 @@ use crate::manager::proto::{
     ProtoError,
 };
 use crate::manager::topology::LinkMetrics;
+
+/// What a link measures before any report: down, so no route uses it yet.
+const UNPROVEN: LinkMetrics = LinkMetrics {
+    rtt: None,
+    loss: 0.0,
+    up: false,
+};
 
 /// Who declared a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -118,9 +128,21 @@ impl LinkBook {
         now: Instant,
     ) -> Option<bool> {
         let entry = self.links.get_mut(&link_key(key, peer))?;
-        let was_up = entry.report.is_none_or(|(_, r)| r.up);
+        let was_up = entry.report.is_some_and(|(_, r)| r.up);
         entry.report = Some((now, metrics));
         Some(was_up)
+    }
+
+    /// Drop the reports of every link of `key`; the links whose reports went.
+    fn forget_reports(&mut self, key: &PublicKey) -> Vec<(PublicKey, PublicKey)> {
+        self.links
+            .iter_mut()
+            .filter(|((a, b), l)| (a == key || b == key) && l.report.is_some())
+            .map(|((a, b), l)| {
+                l.report = None;
+                (*a, *b)
+            })
+            .collect()
     }
 
     /// Every link, as `nodes` shows it; `online` tells whether a node is connected.
@@ -143,7 +165,7 @@ impl LinkBook {
                         .collect::<Vec<_>>()
                         .join(",")
                         + if usable { "" } else { " (one end only)" },
-                    up: usable && metrics.is_none_or(|m| m.up) && online(a) && online(b),
+                    up: usable && metrics.is_some_and(|m| m.up) && online(a) && online(b),
                     rtt_us: metrics
                         .and_then(|m| m.rtt)
                         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
@@ -167,13 +189,19 @@ impl ManagerCore {
             let _ = self.topology.set_node_up(k, online);
         }
         let _ = self.topology.add_link(a, b);
-        let metrics = self.links.metrics(a, b).unwrap_or(LinkMetrics {
-            rtt: None,
-            loss: 0.0,
-            up: true,
-        });
+        // Unproven until an end reports it up: an answered, authenticated link probe says
+        // the neighbour's registered endpoint is really its own.
+        let metrics = self.links.metrics(a, b).unwrap_or(UNPROVEN);
         let _ = self.topology.set_link_metrics(a, b, metrics);
         true
+    }
+
+    /// `key` went down: what its links measured is stale; they are unproven until it
+    /// (or a neighbour) reports them again.
+    pub(super) fn forget_link_reports(&mut self, key: &PublicKey) {
+        for (a, b) in self.links.forget_reports(key) {
+            let _ = self.topology.set_link_metrics(a, b, UNPROVEN);
+        }
     }
 
     /// `LINK_ADD` from `key`.

@@ -198,8 +198,45 @@ impl Registry {
         if register.routes.len() > MAX_ROUTES_PER_NODE {
             return bad(format!("at most {MAX_ROUTES_PER_NODE} owned routes"));
         }
+        if let Some(endpoint) = register.endpoint {
+            self.check_endpoint(key, endpoint, params)?;
+        }
         for p in &register.tun {
             self.check_address(key, p.0, params)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `key` may register transport `endpoint`, which other nodes will send route
+    /// traffic and probes to: a specific address and port, not multicast or broadcast,
+    /// loopback only when the manager itself listens on loopback (a mesh on one machine),
+    /// and no other node's endpoint. (That the endpoint is really the node's own is shown
+    /// by its neighbours' authenticated probes before any route uses it.)
+    fn check_endpoint(
+        &self,
+        key: &PublicKey,
+        endpoint: SocketAddr,
+        params: &Params,
+    ) -> Result<(), ProtoError> {
+        let refuse = |m: String| Err(ProtoError::new(ErrorKind::NotAllowed, m));
+        let ip = endpoint.ip();
+        let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+        if ip.is_unspecified() || ip.is_multicast() || broadcast || endpoint.port() == 0 {
+            return refuse(format!("endpoint {endpoint} is no address to send to"));
+        }
+        let local_mesh = params.listen_ip.is_some_and(|l| l.is_loopback());
+        if ip.is_loopback() && !local_mesh {
+            return refuse(format!(
+                "endpoint {endpoint} is loopback, and the manager is not (other machines \
+                 cannot send to it)"
+            ));
+        }
+        let taken = self
+            .nodes
+            .iter()
+            .find(|(k, n)| *k != key && n.endpoint == Some(endpoint));
+        if let Some((other, _)) = taken {
+            return refuse(format!("endpoint {endpoint} is node {other}'s"));
         }
         Ok(())
     }
@@ -491,6 +528,7 @@ impl ManagerCore {
     pub(super) fn node_down(&mut self, key: PublicKey, now: Instant) {
         self.registry.set_down(&key);
         let _ = self.topology.set_node_up(key, false);
+        self.forget_link_reports(&key);
         for id in self.routes.ids() {
             let Some(route) = self.routes.get(id) else {
                 continue;

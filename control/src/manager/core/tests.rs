@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use skywire_dataplane::crypto::PrivateKey;
 
-use super::super::proto::{Bytes32, LinkAdded, MeshRouteId};
+use super::super::proto::{Bytes32, LinkAdded, LinkMeasure, LinkReport, MeshRouteId};
 use super::super::proto::{
     ErrorKind, HeldRule, Key, Register, Remove, RouteInfo, RouteRequest, RouteState, WirePrefix,
     kind,
@@ -567,6 +567,20 @@ fn core_with(n: u8) -> (ManagerCore, Vec<PublicKey>, Instant) {
         };
         core.frame(conn, Frame::request(kind::REGISTER, 1, &register), now);
     }
+    // Each node reports its links to the next one up, as its probes would: a link is
+    // routed over only once it is proven.
+    for (i, pair) in keys.windows(2).enumerate() {
+        let report = LinkReport {
+            links: vec![LinkMeasure {
+                peer: Key(pair[1]),
+                rtt_us: Some(300),
+                loss: 0.0,
+                up: true,
+            }],
+        };
+        let conn = ConnId(i as u64 + 1);
+        core.frame(conn, Frame::request(kind::LINK_REPORT, 2, &report), now);
+    }
     core.drain();
     (core, keys, now)
 }
@@ -949,4 +963,81 @@ fn a_route_is_adopted_only_by_the_node_its_id_names() {
     core.drain();
     assert_eq!(core.routes().len(), 1);
     assert_eq!(core.routes()[0].id, id);
+}
+
+#[test]
+fn endpoints_are_addresses_to_send_to_and_nobody_elses() {
+    let (mut core, keys, now) = core_with(2);
+    let other = PrivateKey::from_bytes([30; 32]).public_key();
+    let with_endpoint = |core: &mut ManagerCore, conn: u64, endpoint: &str| {
+        core.authenticated(ConnId(conn), other, now);
+        let register = Register {
+            endpoint: Some(endpoint.parse().unwrap()),
+            ..Register::default()
+        };
+        core.frame(
+            ConnId(conn),
+            Frame::request(kind::REGISTER, 1, &register),
+            now,
+        );
+        let out = core.drain();
+        let reply = sent(
+            &out,
+            ConnId(conn),
+            kind::REGISTER | super::super::proto::REPLY,
+        );
+        reply[0].reply::<Value>().err().map(|e| e.kind)
+    };
+    // The manager listens on no loopback address here (its listen_ip is unknown), so a
+    // loopback endpoint would send other machines' traffic to themselves.
+    for (conn, bad) in [
+        (30, "127.0.0.1:6000"),
+        (31, "0.0.0.0:6000"),
+        (32, "224.0.0.9:6000"),
+        (33, "198.18.0.1:0"),
+        // Node 1's endpoint: route traffic and probes meant for this node would go there.
+        (34, "198.18.0.1:6000"),
+    ] {
+        assert_eq!(
+            with_endpoint(&mut core, conn, bad),
+            Some(ErrorKind::NotAllowed),
+            "{bad}"
+        );
+    }
+    assert_eq!(with_endpoint(&mut core, 35, "198.18.0.30:6000"), None);
+    // With the manager on loopback, a mesh on one machine may use loopback endpoints.
+    let mut local = ManagerCore::new(
+        Params {
+            listen_ip: Some("127.0.0.1".parse().unwrap()),
+            ..Params::default()
+        },
+        Rng::seeded(2),
+    );
+    assert_eq!(with_endpoint(&mut local, 36, "127.0.0.1:6001"), None);
+    let _ = keys;
+}
+
+#[test]
+fn a_link_carries_routes_only_once_its_probes_prove_it() {
+    // A ring of 12: node 5 registers an endpoint that is not its own (nothing holding its
+    // key answers there), so its neighbours' probes prove nothing and no route crosses it.
+    let ks = keys(12);
+    let pks: Vec<PublicKey> = ks.iter().map(PrivateKey::public_key).collect();
+    let links = (0..12).map(|i| (pks[i], pks[(i + 1) % 12])).collect();
+    let params = Params {
+        links,
+        setup_timeout: Duration::from_millis(500),
+        ..Params::default()
+    };
+    let mut sim = Sim::new(12, params, ks);
+    sim.set_endpoint(5, "198.18.50.50:6000".parse().unwrap());
+    for i in 0..12 {
+        sim.connect(i);
+    }
+    sim.run(Duration::from_secs(4), 50 * MS);
+    let info = add_route(&mut sim, 4, 6, json!({})).unwrap();
+    let path = path_indices(&sim, &info);
+    assert!(!path.contains(&5), "{path:?} crosses the unproven node");
+    assert_eq!(path.len(), 11, "{path:?}");
+    assert_traffic(&mut sim, 4, 6, b"the long way round");
 }

@@ -11,6 +11,7 @@ struct Fake {
     refuse: bool,
     /// Refuse ends as the engine does when their prefix is another peer's.
     claimed: bool,
+    neighbours: Vec<(SocketAddr, PublicKey)>,
 }
 
 impl Dataplane for Fake {
@@ -30,6 +31,9 @@ impl Dataplane for Fake {
     }
     fn probe(&mut self, to: SocketAddr, nonce: u64) {
         self.probes.push((to, nonce));
+    }
+    fn set_neighbours(&mut self, neighbours: &[(SocketAddr, PublicKey)]) {
+        self.neighbours = neighbours.to_vec();
     }
 }
 

@@ -26,8 +26,9 @@
 //! - `expiry`: manager rules expire when their packet counter stands still for their
 //!   `expire_after`, sampled at most once per [`EXPIRY_SAMPLE`].
 //! - `probe`: link probes (type 8 and 9, route id zero) are handled before the route table:
-//!   a probe is answered in place to its source; a reply counts only from the address its
-//!   probe went to, with a nonce still outstanding (at most [`PROBES_OUTSTANDING`], oldest
+//!   only probes from known neighbours with their link key's tag count; a probe is answered
+//!   in place to its source; a reply counts only from the address and the key its probe
+//!   went to, with a nonce still outstanding (at most [`PROBES_OUTSTANDING`], oldest
 //!   forgotten first). Pings go through a route end's session; each end keeps at most
 //!   [`PINGS_PER_ROUTE`] of them (waiting for keys or for their pong, oldest forgotten
 //!   first).
@@ -62,11 +63,11 @@ use crate::session::{HEADROOM, Outcome, SendError, Session};
 use crate::wire::{HANDSHAKE_INIT_LEN, RouteId, TAG_LEN, is_link_probe};
 
 pub use expiry::EXPIRY_SAMPLE;
-pub use probe::{PINGS_PER_ROUTE, PROBES_OUTSTANDING};
+pub use probe::{MAX_NEIGHBOURS, PINGS_PER_ROUTE, PROBES_OUTSTANDING};
 pub use staging::STAGED_PER_ROUTE;
 
 use expiry::Expiry;
-use probe::{Pings, Probes};
+use probe::{Neighbours, Pings, Probes};
 use rules::Ends;
 use staging::Staged;
 
@@ -99,11 +100,14 @@ pub enum NodeDrop {
     UnexpectedProbeReply,
     /// An authenticated pong that answers no ping of its route end.
     UnexpectedPong,
+    /// A well-formed link probe or reply from no known neighbour, or whose tag does not
+    /// verify.
+    UnauthenticatedProbe,
 }
 
 impl NodeDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NodeDrop; 8] = [
+    pub const ALL: [NodeDrop; 9] = [
         NodeDrop::NotIp,
         NodeDrop::NoRoute,
         NodeDrop::NoSession,
@@ -112,6 +116,7 @@ impl NodeDrop {
         NodeDrop::BadProbe,
         NodeDrop::UnexpectedProbeReply,
         NodeDrop::UnexpectedPong,
+        NodeDrop::UnauthenticatedProbe,
     ];
 
     /// A short name for status output.
@@ -125,6 +130,7 @@ impl NodeDrop {
             NodeDrop::BadProbe => "bad probe",
             NodeDrop::UnexpectedProbeReply => "unexpected probe reply",
             NodeDrop::UnexpectedPong => "unexpected pong",
+            NodeDrop::UnauthenticatedProbe => "unauthenticated probe",
         }
     }
 }
@@ -231,6 +237,8 @@ pub struct NodeCore {
     expiry: Expiry,
     /// Link probes awaiting their replies (`probe`).
     probes: Probes,
+    /// The neighbours probes go to and are answered for, with their link keys (`probe`).
+    neighbours: Neighbours,
     events: Events,
     drops: NodeDrops,
     /// Largest IP packet accepted from the TUN device.
@@ -267,6 +275,7 @@ impl NodeCore {
             ends: Ends::default(),
             expiry: Expiry::default(),
             probes: Probes::new(),
+            neighbours: Neighbours::default(),
             events: Events {
                 queue: Vec::with_capacity(EVENT_QUEUE),
                 dropped: 0,

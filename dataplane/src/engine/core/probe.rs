@@ -1,11 +1,15 @@
 //! Liveness checks: link probes to neighbours, and pings to the far end of a route.
 //!
-//! A link probe (type 8, route id zero, 16 bytes) is handled before the route table: the
-//! core answers it in place, same size, to the address it came from (type 9). A reply
-//! counts only from the address its probe went to and with a nonce still outstanding; at
-//! most [`PROBES_OUTSTANDING`] wait, in a table allocated once, and a new probe beyond that
-//! makes the oldest be forgotten. Probes say that a neighbour's node answers; they carry no
-//! key and prove nothing else.
+//! A link probe (type 8, route id zero, 40 bytes) is handled before the route table. The
+//! core knows its neighbours (their keys and registered addresses, [`NodeCore::set_neighbours`])
+//! and the link key it shares with each ([`LinkKey`]); a probe names its sender (the first
+//! bytes of its key) and carries that link key's tag. A probe from no neighbour, or whose
+//! tag does not verify, is dropped and counted; a good one is answered in place, same size,
+//! to the address it came from (type 9, tagged with the same key). A reply counts only from
+//! the address its probe went to, from the neighbour it was meant for (its tag), and with a
+//! nonce still outstanding; at most [`PROBES_OUTSTANDING`] wait, in a table allocated once,
+//! and a new probe beyond that makes the oldest be forgotten. So an answered probe proves
+//! that the node holding the neighbour's key answers at that address.
 //!
 //! A ping goes through a route end's session, sealed like data, across every relay of the
 //! route; the far end answers with a pong. Each route end keeps at most
@@ -18,21 +22,76 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{NodeCore, NodeDrop, NodeIo, PingError};
+use crate::crypto::PublicKey;
+use crate::crypto::link::LinkKey;
 use crate::engine::event::EngineEvent;
 use crate::route::Rule;
 use crate::session::{SendError, Session};
-use crate::wire::{LINK_PROBE_LEN, LinkProbePacket, LinkProbeRepr, PING_LEN, RouteId};
+use crate::wire::{
+    LINK_PROBE_AUTHENTICATED, LINK_PROBE_LEN, LINK_SENDER_LEN, LinkProbePacket, LinkProbeRepr,
+    PING_LEN, RouteId, write_link_tag,
+};
 
 /// Link probes awaiting their reply; when full, the oldest is forgotten.
 pub const PROBES_OUTSTANDING: usize = 1024;
 /// Pings kept per route end (waiting for keys, or for their pong); the oldest is forgotten.
 pub const PINGS_PER_ROUTE: usize = 8;
+/// Neighbours the core keeps link keys for; a longer list is cut there.
+pub const MAX_NEIGHBOURS: usize = 1024;
+
+/// A neighbour: its key, the address it registered, and the key of the link to it.
+#[derive(Debug, Clone)]
+struct Neighbour {
+    key: PublicKey,
+    addr: SocketAddr,
+    link: LinkKey,
+}
+
+/// The neighbours a node probes and answers.
+#[derive(Debug, Default)]
+pub(super) struct Neighbours {
+    list: Vec<Neighbour>,
+}
+
+impl Neighbours {
+    /// The neighbour whose key starts with `sender`.
+    fn by_sender(&self, sender: &[u8; LINK_SENDER_LEN]) -> Option<&Neighbour> {
+        self.list
+            .iter()
+            .find(|n| n.key.as_bytes().starts_with(sender))
+    }
+
+    /// The neighbour registered at `addr`.
+    fn by_addr(&self, addr: SocketAddr) -> Option<&Neighbour> {
+        self.list.iter().find(|n| n.addr == addr)
+    }
+}
+
+/// The first bytes of `key`, as a probe's sender field.
+fn sender_of(key: &PublicKey) -> [u8; LINK_SENDER_LEN] {
+    let mut sender = [0u8; LINK_SENDER_LEN];
+    if let Some(bytes) = key.as_bytes().get(..LINK_SENDER_LEN) {
+        sender.copy_from_slice(bytes);
+    }
+    sender
+}
+
+/// Write the probe `repr` into `buf` with `link`'s tag; false if `buf` is too short.
+fn emit_tagged(repr: &LinkProbeRepr, link: &LinkKey, buf: &mut [u8]) -> bool {
+    if repr.emit(buf).is_err() {
+        return false;
+    }
+    let tag = link.tag(buf.get(..LINK_PROBE_AUTHENTICATED).unwrap_or_default());
+    write_link_tag(buf, &tag).is_ok()
+}
 
 /// A link probe awaiting its reply.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Probe {
     nonce: u64,
     to: SocketAddr,
+    /// The neighbour it was meant for: only its key may answer.
+    peer: PublicKey,
     sent: Instant,
 }
 
@@ -52,24 +111,27 @@ impl Probes {
         }
     }
 
-    /// A probe with `nonce` went to `to` at `now`; forgets the oldest if the ring is full.
-    fn sent(&mut self, nonce: u64, to: SocketAddr, now: Instant) {
+    /// A probe with `nonce` went to `peer` at `to` at `now`; forgets the oldest if the ring
+    /// is full.
+    fn sent(&mut self, nonce: u64, to: SocketAddr, peer: PublicKey, now: Instant) {
         if let Some(slot) = self.slots.get_mut(self.next) {
             *slot = Some(Probe {
                 nonce,
                 to,
+                peer,
                 sent: now,
             });
         }
         self.next = (self.next + 1) % PROBES_OUTSTANDING;
     }
 
-    /// The sending time of the outstanding probe to `from` with `nonce`, which is answered.
-    fn answer(&mut self, nonce: u64, from: SocketAddr) -> Option<Instant> {
+    /// The sending time of the outstanding probe to `peer` at `from` with `nonce`, which
+    /// is answered.
+    fn answer(&mut self, nonce: u64, from: SocketAddr, peer: &PublicKey) -> Option<Instant> {
         let slot = self
             .slots
             .iter_mut()
-            .find(|p| p.is_some_and(|p| p.nonce == nonce && p.to == from));
+            .find(|p| p.is_some_and(|p| p.nonce == nonce && p.to == from && p.peer == *peer));
         slot.and_then(Option::take).map(|p| p.sent)
     }
 }
@@ -149,8 +211,35 @@ impl Pings {
 }
 
 impl NodeCore {
-    /// A link probe or reply: answer a probe in place (same size); match a reply against
-    /// the outstanding probes.
+    /// The node's neighbours: their registered transport addresses and keys, the whole
+    /// list (it replaces the previous one; at most [`MAX_NEIGHBOURS`]). Probes are sent
+    /// only to them and answered only for them. Link keys of neighbours already known are
+    /// kept; new ones cost one X25519 each, here, never on the packet path. A neighbour
+    /// whose key is unusable (a low-order point) is left out. Returns how many were kept.
+    pub fn set_neighbours(&mut self, neighbours: &[(SocketAddr, PublicKey)]) -> usize {
+        let mut list = Vec::with_capacity(neighbours.len().min(MAX_NEIGHBOURS));
+        for (addr, key) in neighbours.iter().take(MAX_NEIGHBOURS) {
+            let known = self
+                .neighbours
+                .list
+                .iter()
+                .find(|n| n.key == *key)
+                .map(|n| n.link.clone());
+            let Some(link) = known.or_else(|| LinkKey::new(&self.private_key, key)) else {
+                continue;
+            };
+            list.push(Neighbour {
+                key: *key,
+                addr: *addr,
+                link,
+            });
+        }
+        self.neighbours.list = list;
+        self.neighbours.list.len()
+    }
+
+    /// A link probe or reply: check it names a neighbour and carries its link's tag, then
+    /// answer a probe in place (same size) or match a reply against the outstanding probes.
     pub(super) fn handle_probe(
         &mut self,
         now: Instant,
@@ -163,17 +252,26 @@ impl NodeCore {
             return;
         };
         let probe = LinkProbeRepr::parse(&packet);
+        let neighbour = self
+            .neighbours
+            .by_sender(&probe.sender)
+            .filter(|n| n.link.verify(packet.authenticated(), packet.tag()));
+        let Some(neighbour) = neighbour else {
+            self.drops.add(NodeDrop::UnauthenticatedProbe);
+            return;
+        };
         if !probe.reply {
             let reply = LinkProbeRepr {
                 reply: true,
                 nonce: probe.nonce,
+                sender: sender_of(&self.public_key),
             };
-            if reply.emit(buf).is_ok() {
+            if emit_tagged(&reply, &neighbour.link, buf) {
                 io.send_udp(from, buf.get(..LINK_PROBE_LEN).unwrap_or_default());
             }
             return;
         }
-        match self.probes.answer(probe.nonce, from) {
+        match self.probes.answer(probe.nonce, from, &neighbour.key) {
             Some(sent) => self.events.push(EngineEvent::ProbeReply {
                 from,
                 nonce: probe.nonce,
@@ -183,20 +281,24 @@ impl NodeCore {
         }
     }
 
-    /// Send a link probe with `nonce` to the neighbour at `to`. Its reply, if one comes,
-    /// becomes an [`EngineEvent::ProbeReply`]; no reply means the probe or reply was lost
-    /// (or the neighbour runs no node). At most [`PROBES_OUTSTANDING`] probes wait for
-    /// replies; a new one beyond that makes the oldest be forgotten.
+    /// Send a link probe with `nonce` to the neighbour at `to` (one given to
+    /// [`Self::set_neighbours`]; to any other address nothing is sent). Its reply, if one
+    /// comes from that neighbour's key, becomes an [`EngineEvent::ProbeReply`]; no reply
+    /// means the probe or reply was lost, or nothing holding the neighbour's key answers
+    /// there. At most [`PROBES_OUTSTANDING`] probes wait for replies; a new one beyond that
+    /// makes the oldest be forgotten.
     pub fn probe(&mut self, now: Instant, to: SocketAddr, nonce: u64, io: &mut impl NodeIo) {
-        self.probes.sent(nonce, to, now);
+        let Some(neighbour) = self.neighbours.by_addr(to) else {
+            return;
+        };
         let mut packet = [0u8; LINK_PROBE_LEN];
-        if (LinkProbeRepr {
+        let repr = LinkProbeRepr {
             reply: false,
             nonce,
-        })
-        .emit(&mut packet)
-        .is_ok()
-        {
+            sender: sender_of(&self.public_key),
+        };
+        if emit_tagged(&repr, &neighbour.link, &mut packet) {
+            self.probes.sent(nonce, to, neighbour.key, now);
             io.send_udp(to, &packet);
         }
     }

@@ -559,20 +559,42 @@ fn idle_manager_rules_expire_busy_and_configured_ones_do_not() {
     );
 }
 
+/// A link packet's 40 bytes with a zero sender and tag (for the format checks).
 fn probe_bytes(ty: u8, nonce: u64) -> Vec<u8> {
     let mut p = vec![1, ty, 0, 0, 0, 0, 0, 0];
     p.extend_from_slice(&nonce.to_be_bytes());
+    p.resize(40, 0);
     p
+}
+
+/// A link packet of type `ty` with `nonce` from the holder of `from` to `to`, tagged with
+/// their link key.
+fn tagged_probe(from: &PrivateKey, to: &PublicKey, ty: u8, nonce: u64) -> Vec<u8> {
+    let mut p = probe_bytes(ty, nonce);
+    p[16..24].copy_from_slice(&from.public_key().as_bytes()[..8]);
+    let link = crate::crypto::link::LinkKey::new(from, to).unwrap();
+    let tag = link.tag(&p[..24]);
+    p[24..40].copy_from_slice(&tag);
+    p
+}
+
+fn private(mesh: &Mesh, node: NodeId) -> PrivateKey {
+    mesh.setup(node).unwrap().private_key.clone()
 }
 
 #[test]
 fn link_probes_are_answered_and_timed() {
     let mut mesh = three();
+    mesh.all_neighbours();
+    let (ka, kb) = (private(&mesh, A), private(&mesh, B));
     mesh.probe(A, addr(2), 42).unwrap();
     let Datagram {
         to, bytes: sent, ..
     } = mesh.in_flight()[0].clone();
-    assert_eq!((to, sent), (addr(2), probe_bytes(8, 42)));
+    assert_eq!(
+        (to, sent),
+        (addr(2), tagged_probe(&ka, &kb.public_key(), 8, 42))
+    );
     mesh.advance(Duration::from_millis(3));
     assert_eq!(
         node_events(&mut mesh, A),
@@ -585,17 +607,62 @@ fn link_probes_are_answered_and_timed() {
     // A reply from another address than the probe went to, and an unknown nonce.
     mesh.probe(A, addr(2), 43).unwrap();
     mesh.clear_in_flight();
+    let reply = |nonce| tagged_probe(&kb, &ka.public_key(), 9, nonce);
     // Answered once: the same reply again is unexpected.
-    inject(&mut mesh, addr(2), addr(1), probe_bytes(9, 42));
-    inject(&mut mesh, addr(3), addr(1), probe_bytes(9, 43));
-    inject(&mut mesh, addr(2), addr(1), probe_bytes(9, 44));
+    inject(&mut mesh, addr(2), addr(1), reply(42));
+    inject(&mut mesh, addr(3), addr(1), reply(43));
+    inject(&mut mesh, addr(2), addr(1), reply(44));
     mesh.settle();
     assert!(node_events(&mut mesh, A).is_empty());
     assert_eq!(drop_count(&mesh, A, "unexpected probe reply"), 3);
     // The genuine one still counts.
-    inject(&mut mesh, addr(2), addr(1), probe_bytes(9, 43));
+    inject(&mut mesh, addr(2), addr(1), reply(43));
     mesh.settle();
     assert_eq!(node_events(&mut mesh, A).len(), 1);
+}
+
+#[test]
+fn link_probes_prove_the_key_at_the_address() {
+    let mut mesh = three();
+    mesh.all_neighbours();
+    let (ka, kb, kc) = (private(&mesh, A), private(&mesh, B), private(&mesh, C));
+    // Whoever answers at B's address without B's key (here C's, or a forged tag) proves
+    // nothing: the reply is dropped and no event says the link is up.
+    mesh.probe(A, addr(2), 50).unwrap();
+    mesh.clear_in_flight();
+    inject(
+        &mut mesh,
+        addr(2),
+        addr(1),
+        tagged_probe(&kc, &ka.public_key(), 9, 50),
+    );
+    let mut forged = tagged_probe(&kb, &ka.public_key(), 9, 50);
+    forged[39] ^= 1;
+    inject(&mut mesh, addr(2), addr(1), forged);
+    mesh.settle();
+    assert!(node_events(&mut mesh, A).is_empty());
+    assert_eq!(drop_count(&mesh, A, "unauthenticated probe"), 1);
+    assert_eq!(drop_count(&mesh, A, "unexpected probe reply"), 1);
+    // A probe from a stranger, or from nobody's key, is not answered.
+    let stranger = PrivateKey::from_bytes([7; 32]);
+    inject(
+        &mut mesh,
+        addr(9),
+        addr(2),
+        tagged_probe(&stranger, &kb.public_key(), 8, 1),
+    );
+    inject(&mut mesh, addr(1), addr(2), probe_bytes(8, 2));
+    mesh.settle();
+    assert_eq!(drop_count(&mesh, B, "unauthenticated probe"), 2);
+    assert_eq!(
+        mesh.wire_stats().to_nobody,
+        0,
+        "a stranger's probe was answered"
+    );
+    // A node probes only its neighbours.
+    mesh.set_neighbours(A, &[]).unwrap();
+    mesh.probe(A, addr(2), 51).unwrap();
+    assert!(mesh.in_flight().is_empty());
 }
 
 #[test]
@@ -610,7 +677,7 @@ fn malformed_probes_are_dropped_and_counted() {
     let mut long = probe_bytes(8, 1);
     long.push(0);
     for bad in [
-        probe_bytes(8, 1)[..15].to_vec(),
+        probe_bytes(8, 1)[..39].to_vec(),
         long,
         with_id,
         reserved,
@@ -629,13 +696,22 @@ fn malformed_probes_are_dropped_and_counted() {
 fn outstanding_probes_are_bounded_oldest_first() {
     let mut mesh = three();
     let nowhere = addr(9);
+    let far = PrivateKey::from_bytes([9; 32]);
+    mesh.set_neighbours(A, &[(nowhere, far.public_key())])
+        .unwrap();
+    let ka = private(&mesh, A);
     for nonce in 0..=PROBES_OUTSTANDING as u64 {
         mesh.probe(A, nowhere, nonce).unwrap();
     }
     mesh.settle();
     assert_eq!(mesh.core(A).unwrap().probes.slots.len(), PROBES_OUTSTANDING);
     for nonce in [0, 1, PROBES_OUTSTANDING as u64] {
-        inject(&mut mesh, nowhere, addr(1), probe_bytes(9, nonce));
+        inject(
+            &mut mesh,
+            nowhere,
+            addr(1),
+            tagged_probe(&far, &ka.public_key(), 9, nonce),
+        );
     }
     mesh.settle();
     let nonces: Vec<u64> = node_events(&mut mesh, A)
@@ -652,6 +728,7 @@ fn outstanding_probes_are_bounded_oldest_first() {
 #[test]
 fn events_beyond_the_queue_are_counted() {
     let mut mesh = three();
+    mesh.all_neighbours();
     for nonce in 0..EVENT_QUEUE as u64 + 5 {
         mesh.probe(A, addr(2), nonce).unwrap();
         mesh.settle();
