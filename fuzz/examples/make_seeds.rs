@@ -266,7 +266,20 @@ fn control_seeds() -> Vec<(&'static str, Seeds)> {
         .encode()
         .expect("encodes");
     let key = node_key.public_key();
+    let link = skywire_dataplane::crypto::link::LinkKey::new(
+        &PrivateKey::from_bytes([1; 32]),
+        &PrivateKey::from_bytes([2; 32]).public_key(),
+    )
+    .expect("fixed keys are usable");
+    let probe = |ty: u8| {
+        let mut p = vec![1, ty, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        p.extend_from_slice(&PrivateKey::from_bytes([1; 32]).public_key().as_bytes()[..8]);
+        let tag = link.tag(&p);
+        p.extend_from_slice(&tag);
+        p
+    };
     vec![
+        ("link_probe", vec![("probe", probe(8)), ("reply", probe(9))]),
         (
             "frame_codec",
             vec![

@@ -39,6 +39,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("session_decapsulate", session::decapsulate),
     ("ip_destination", prefix::destination),
     ("text_parsers", text::parsers),
+    ("link_probe", wire::link_probe),
     ("frame_codec", control::frame_codec),
     ("manager_frame", control::manager_frame),
     ("signal_frame", control::signal_frame),

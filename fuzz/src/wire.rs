@@ -122,3 +122,40 @@ pub fn handshake_response(data: &[u8]) {
         .expect("emitted bytes are the input, which passed");
     assert_eq!(HandshakeResponseRepr::parse(&reparsed), repr);
 }
+
+/// `wire::LinkProbePacket::new_checked`, `LinkProbeRepr::parse` / `emit`, `write_link_tag`,
+/// and the tag check of `crypto::link::LinkKey` (fixed keys `[1; 32]` and `[2; 32]`):
+/// accepts exactly 40 bytes of type 8 or 9 with zero reserved bytes and route id; parse
+/// then emit and the tag reproduce all 40 bytes; a tag verifies only if it is the one the
+/// link key makes.
+pub fn link_probe(data: &[u8]) {
+    use skywire_dataplane::crypto::PrivateKey;
+    use skywire_dataplane::crypto::link::LinkKey;
+    use skywire_dataplane::wire::{
+        LINK_PROBE_AUTHENTICATED, LINK_PROBE_LEN, LinkProbePacket, LinkProbeRepr, write_link_tag,
+    };
+    let Ok(packet) = LinkProbePacket::new_checked(data) else {
+        let valid = data.len() == LINK_PROBE_LEN
+            && data[0] == 1
+            && matches!(data[1], 8 | 9)
+            && data[2..8] == [0; 6];
+        assert!(!valid, "a valid link packet was refused");
+        return;
+    };
+    assert_eq!(data.len(), LINK_PROBE_LEN);
+    let repr = LinkProbeRepr::parse(&packet);
+    let mut out = [0u8; LINK_PROBE_LEN];
+    repr.emit(&mut out).expect("40 bytes hold a probe");
+    write_link_tag(&mut out, packet.tag()).expect("a tag fits");
+    assert_eq!(&out[..], data);
+    let link = LinkKey::new(
+        &PrivateKey::from_bytes([1; 32]),
+        &PrivateKey::from_bytes([2; 32]).public_key(),
+    )
+    .expect("fixed keys are usable");
+    let expected = link.tag(&data[..LINK_PROBE_AUTHENTICATED]);
+    assert_eq!(
+        link.verify(packet.authenticated(), packet.tag()),
+        expected[..] == data[LINK_PROBE_AUTHENTICATED..]
+    );
+}
