@@ -89,7 +89,7 @@ pub fn write(path: impl AsRef<Path>, contents: &[u8]) -> Result<(), OutputFileEr
     file.sync_all().map_err(io_error)
 }
 
-/// Whether [`write`] would accept `path` now: nothing there yet, or a regular file with
+/// Whether [`write()`] would accept `path` now: nothing there yet, or a regular file with
 /// one name. Nothing is created.
 pub fn check(path: impl AsRef<Path>) -> Result<(), OutputFileError> {
     let path = path.as_ref();
