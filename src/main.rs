@@ -32,6 +32,7 @@ use skywire_control::keyfile::{self, KeyFileError};
 use skywire_control::launcher::headless::HeadlessError;
 use skywire_control::node::NodeError;
 use skywire_control::node::ctl::{self, CtlError};
+use skywire_control::output_file;
 
 /// Something failed that is none of the cases below.
 const EXIT_FAILURE: u8 = 1;
@@ -201,7 +202,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// measures both with iperf3 and ping in alternating runs: TCP throughput (one stream each
 /// way, four streams) with retransmits, 64-byte packet rate, added latency at idle and ping
 /// under load, CPU seconds per Gbit, memory, and the cost of relay hops. Prints progress and
-/// a table (median [min - max]), checks the targets, and writes bench.json and bench.svg.
+/// a table (median [min - max]), checks the targets, and writes bench.json and bench.svg
+/// (replacing earlier ones, but never through a symlink or a hard link: those are refused
+/// before the run starts).
 /// Removes everything it created and restores the socket-buffer sysctls it changes.
 ///
 /// Needs iperf3 (`apt-get install iperf3`); boringtun is optional (see BENCHMARKS.md for
@@ -249,6 +252,13 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         eprintln!("skywire: bench: --relays takes 0 to 3, not {bad}");
         return Ok(ExitCode::from(2));
     }
+    // The output paths are checked before the run (minutes of measuring) and written
+    // without following a symlink after it: as root, a link planted in the folder must not
+    // aim our write at another file. The folder itself is made only once there are results.
+    let json_path = args.out.join("bench.json");
+    let svg_path = args.out.join("bench.svg");
+    output_file::check(&json_path)?;
+    output_file::check(&svg_path)?;
     let mut options = bench::BenchOptions::new(
         std::env::current_exe().context("cannot find this program's path to start the nodes")?,
     );
@@ -282,12 +292,11 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     )?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let json_path = args.out.join("bench.json");
-    let svg_path = args.out.join("bench.svg");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
-    std::fs::write(&svg_path, report.svg())
-        .with_context(|| format!("cannot write {}", svg_path.display()))?;
+    output_file::write(
+        &json_path,
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    output_file::write(&svg_path, report.svg().as_bytes())?;
     writeln!(
         out,
         "wrote {} and {}",

@@ -237,3 +237,32 @@ fn a_missing_iperf3_names_the_install_command() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("apt-get install -y iperf3"), "{stderr}");
 }
+
+/// A symlink planted where the results go (as root, the old `fs::write` rewrote its
+/// target) is refused before anything is measured, and its target is left alone.
+#[test]
+fn a_symlink_at_an_output_path_is_refused_before_the_run() {
+    if !is_root() {
+        println!("a_symlink_at_an_output_path_is_refused_before_the_run: skipped: needs root");
+        return;
+    }
+    let dir = Scratch::new();
+    let victim = dir.write("victim", "keep me\n");
+    let out_dir = dir.path("results");
+    fs::create_dir(&out_dir).unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join("bench.svg")).unwrap();
+    let out = Command::new(skywire_binary())
+        .args(["bench", "--seconds", "1", "--out", path_arg(&out_dir)])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bench.svg: is a symlink"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "it measured first: {}",
+        text(&out.stdout)
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me\n");
+    assert!(!out_dir.join("bench.json").exists());
+}

@@ -15,7 +15,9 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{Scratch, as_nobody, chmod, keygen, mode_of, path_arg, skywire, skywire_binary};
+use common::{
+    Scratch, as_nobody, chmod, is_root, keygen, mode_of, path_arg, skywire, skywire_binary,
+};
 
 fn is_lower_hex_key_line(s: &str) -> bool {
     s.len() == 65
@@ -96,6 +98,57 @@ fn pubkey_refuses_a_key_readable_by_others_with_78() {
         "stderr: {stderr}"
     );
     assert!(!stderr.contains(&secret));
+}
+
+/// A key file another user owns is theirs to rewrite: refused even by root, which could
+/// read it. Only root can give a file away, so other users skip this.
+#[test]
+fn pubkey_refuses_a_key_owned_by_another_user_with_78() {
+    if !is_root() {
+        println!("skipped: only root can give a file to another user");
+        return;
+    }
+    let dir = Scratch::new();
+    let key = dir.path("node.key");
+    let (_, secret) = keygen_ok(&key);
+    std::os::unix::fs::chown(&key, Some(65534), None).unwrap();
+
+    let (out, stdout, stderr) = skywire(&["pubkey", "--key", path_arg(&key)]);
+    assert_eq!(out.status.code(), Some(78), "stderr: {stderr}");
+    assert!(stdout.is_empty(), "stdout: {stdout}");
+    assert!(stderr.contains("owned by uid 65534"), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("chown 0 {}", path_arg(&key))),
+        "stderr: {stderr}"
+    );
+    assert!(!stderr.contains(&secret));
+
+    // Given back, the same file is accepted.
+    std::os::unix::fs::chown(&key, Some(0), None).unwrap();
+    let (out, _, stderr) = skywire(&["pubkey", "--key", path_arg(&key)]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+}
+
+/// `keygen --out` at a symlink neither follows it nor replaces it, dangling or not.
+#[test]
+fn keygen_refuses_a_symlink_and_leaves_its_target_alone() {
+    let dir = Scratch::new();
+    let victim = dir.file("victim", "keep me\n", 0o644);
+    let link = dir.path("node.key");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let (out, stdout, stderr) = skywire(&["keygen", "--out", path_arg(&link)]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stdout.is_empty(), "stdout: {stdout}");
+    assert!(stderr.contains(path_arg(&link)), "stderr: {stderr}");
+    assert!(stderr.contains("symlink"), "stderr: {stderr}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me\n");
+    assert_eq!(mode_of(&victim), 0o644);
+
+    let dangling = dir.path("dangling.key");
+    std::os::unix::fs::symlink(dir.path("nowhere"), &dangling).unwrap();
+    let (out, _, stderr) = skywire(&["keygen", "--out", path_arg(&dangling)]);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!dir.path("nowhere").exists(), "keygen followed the symlink");
 }
 
 #[test]

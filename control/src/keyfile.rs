@@ -1,4 +1,5 @@
-//! Private key files: created 0600, read back only when nobody else can read them.
+//! Private key files: created 0600, read back only when they are ours and nobody else can
+//! read them.
 //!
 //! A key file holds one X25519 private key as 64 hex digits and a newline, the format of
 //! [`PrivateKey::to_key_file_text`]. This module writes new ones and loads existing ones; it
@@ -8,16 +9,19 @@
 //! Invariants:
 //!
 //! - [`write_new_key`] never replaces anything: the file is created with `O_CREAT | O_EXCL`,
-//!   which also refuses a symlink (dangling or not) at the path. A missing parent directory
+//!   which also refuses a symlink (dangling or not) at the path without following it. A missing parent directory
 //!   is created 0700.
 //! - [`load_private_key`] refuses a file whose mode gives group or others any access, even
-//!   when the caller could read it anyway (root can read a 0644 file; we still refuse it).
+//!   when the caller could read it anyway (root can read a 0644 file; we still refuse it),
+//!   and a file owned by another user than the effective one: its owner could rewrite the
+//!   key at any time. That holds for root too, which reads only keys owned by root (a key
+//!   a user owns is that user's to change, so a daemon running as root must not trust it).
 //!   It refuses anything but a regular file and reads at most [`MAX_KEY_FILE_LEN`] bytes.
 //! - Buffers that held key text are zeroed before they are dropped.
 
 use std::fs::{self, DirBuilder, File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroize;
 
@@ -42,6 +46,17 @@ pub enum KeyFileError {
         .path.display()
     )]
     Exists {
+        /// The key file path.
+        path: PathBuf,
+    },
+    /// The path is a symlink (dangling or not); key files are written only as new regular
+    /// files, never through a link.
+    #[error(
+        "{}: is a symlink; refusing to write a key through it (give the real path, or \
+         remove the link)",
+        .path.display()
+    )]
+    Symlink {
         /// The key file path.
         path: PathBuf,
     },
@@ -91,6 +106,23 @@ pub enum KeyFileError {
         /// The file's permission bits.
         mode: u32,
     },
+    /// The file belongs to another user than the one running skywire. Its owner can
+    /// rewrite it, or give it looser modes, whenever they like, so the key is not ours to
+    /// trust (even for root, which could read it anyway).
+    #[error(
+        "{}: key file is owned by uid {owner}, but skywire runs as uid {user}, and whoever \
+         owns a key file can replace the key; run `chown {user} {}` or run skywire as \
+         uid {owner}",
+        .path.display(), .path.display()
+    )]
+    Owner {
+        /// The key file path.
+        path: PathBuf,
+        /// The file's owner.
+        owner: u32,
+        /// The effective uid of this process.
+        user: u32,
+    },
     /// The file is longer than [`MAX_KEY_FILE_LEN`].
     #[error(
         "{}: {len} bytes is too long for a key file (at most {MAX_KEY_FILE_LEN})",
@@ -128,25 +160,28 @@ impl KeyFileError {
     pub fn path(&self) -> &Path {
         match self {
             Self::Exists { path }
+            | Self::Symlink { path }
             | Self::CreateDir { path, .. }
             | Self::Write { path, .. }
             | Self::Read { path, .. }
             | Self::NotRegularFile { path }
             | Self::Permissions { path, .. }
+            | Self::Owner { path, .. }
             | Self::TooLarge { path, .. }
             | Self::Parse { path, .. }
             | Self::Random { path, .. } => path,
         }
     }
 
-    /// Whether the file is there but unusable as a key file: its type, mode, size or
-    /// content is wrong. That is a configuration mistake for the operator to fix, as
+    /// Whether the file is there but unusable as a key file: its type, mode, owner, size
+    /// or content is wrong. That is a configuration mistake for the operator to fix, as
     /// opposed to an I/O failure.
     pub fn is_bad_key_file(&self) -> bool {
         matches!(
             self,
             Self::NotRegularFile { .. }
                 | Self::Permissions { .. }
+                | Self::Owner { .. }
                 | Self::TooLarge { .. }
                 | Self::Parse { .. }
         )
@@ -187,7 +222,12 @@ pub fn write_new_key(path: impl AsRef<Path>) -> Result<PublicKey, KeyFileError> 
         .mode(0o600)
         .open(path)
         .map_err(|source| {
-            if source.kind() == io::ErrorKind::AlreadyExists {
+            let symlink = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if source.kind() == io::ErrorKind::AlreadyExists && symlink {
+                KeyFileError::Symlink {
+                    path: path.to_owned(),
+                }
+            } else if source.kind() == io::ErrorKind::AlreadyExists {
                 KeyFileError::Exists {
                     path: path.to_owned(),
                 }
@@ -227,8 +267,9 @@ pub fn write_new_key(path: impl AsRef<Path>) -> Result<PublicKey, KeyFileError> 
 /// Load the private key in the key file at `path`.
 ///
 /// Refuses anything but a regular file (symlinks are followed; the target is checked), a
-/// file whose mode gives group or others any access, and a file longer than
-/// [`MAX_KEY_FILE_LEN`]. Surrounding whitespace, such as the trailing newline, is allowed.
+/// file whose mode gives group or others any access, a file owned by another user than
+/// the effective one (root included: root reads only keys owned by root), and a file
+/// longer than [`MAX_KEY_FILE_LEN`]. Surrounding whitespace, such as the trailing newline, is allowed.
 pub fn load_private_key(path: impl AsRef<Path>) -> Result<PrivateKey, KeyFileError> {
     let path = path.as_ref();
     let read_error = |source| KeyFileError::Read {
@@ -265,11 +306,20 @@ pub fn load_private_key(path: impl AsRef<Path>) -> Result<PrivateKey, KeyFileErr
     result
 }
 
-/// Refuse a non-regular file, a mode that gives group or others access, or an oversized file.
+/// Refuse a non-regular file, a mode that gives group or others access, another owner, or
+/// an oversized file.
 fn check_key_file_metadata(path: &Path, meta: &Metadata) -> Result<(), KeyFileError> {
     if !meta.is_file() {
         return Err(KeyFileError::NotRegularFile {
             path: path.to_owned(),
+        });
+    }
+    let user = rustix::process::geteuid().as_raw();
+    if meta.uid() != user {
+        return Err(KeyFileError::Owner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            user,
         });
     }
     let mode = meta.permissions().mode() & 0o7777;
@@ -405,14 +455,14 @@ mod tests {
         let dangling = dir.path("dangling.key");
         symlink(dir.path("nowhere"), &dangling).unwrap();
         let err = write_new_key(&dangling).unwrap_err();
-        assert!(matches!(err, KeyFileError::Exists { .. }), "{err:?}");
+        assert!(matches!(err, KeyFileError::Symlink { .. }), "{err:?}");
         assert!(!dir.path("nowhere").exists(), "followed the symlink");
 
         let target = dir.file("target", b"keep me", 0o600);
         let link = dir.path("link.key");
         symlink(&target, &link).unwrap();
         let err = write_new_key(&link).unwrap_err();
-        assert!(matches!(err, KeyFileError::Exists { .. }), "{err:?}");
+        assert!(matches!(err, KeyFileError::Symlink { .. }), "{err:?}");
         assert_eq!(fs::read(&target).unwrap(), b"keep me");
     }
 
@@ -470,6 +520,43 @@ mod tests {
             assert!(msg.contains(&format!("chmod 600 {shown}")), "{msg}");
             assert!(!msg.contains(PRIVATE_HEX), "{msg}");
         }
+    }
+
+    /// Root, as in CI, can give a file away; another user cannot, and skips.
+    fn give_away(path: &Path) -> Option<u32> {
+        let me = rustix::process::geteuid().as_raw();
+        let other = if me == 65534 { 65533 } else { 65534 };
+        std::os::unix::fs::chown(path, Some(other), None)
+            .ok()
+            .map(|()| other)
+    }
+
+    #[test]
+    fn load_refuses_a_key_owned_by_another_user() {
+        let dir = Scratch::new();
+        let path = dir.file("theirs.key", PRIVATE_HEX.as_bytes(), 0o600);
+        let Some(other) = give_away(&path) else {
+            println!("skipped: only root can give a file to another user");
+            return;
+        };
+        let err = load_private_key(&path).unwrap_err();
+        assert!(
+            matches!(err, KeyFileError::Owner { owner, .. } if owner == other),
+            "{err:?}"
+        );
+        assert!(err.is_bad_key_file());
+        let msg = err.to_string();
+        let shown = path.display().to_string();
+        assert!(msg.starts_with(&shown), "{msg}");
+        assert!(msg.contains(&format!("uid {other}")), "{msg}");
+        let me = rustix::process::geteuid().as_raw();
+        assert!(msg.contains(&format!("chown {me} {shown}")), "{msg}");
+
+        // Through a symlink the target's owner counts, not the link's.
+        let link = dir.path("link.key");
+        symlink(&path, &link).unwrap();
+        let err = load_private_key(&link).unwrap_err();
+        assert!(matches!(err, KeyFileError::Owner { .. }), "{err:?}");
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! Modules, bottom to top (each uses only the ones above it in this list, apart from the
 //! tools at the end):
 //!
-//! - [`keyfile`]: private key files, created 0600 and refused when readable by others.
+//! - [`keyfile`]: private key files, created 0600 and refused when readable by others or
+//!   owned by another user.
+//! - [`output_file`]: files written where the user said (`bench --out`), never through a
+//!   symlink or a hard link.
 //! - [`procfs`]: a process's resource figures from `/proc`.
 //! - [`local`]: private Unix sockets (0600 in a 0700 folder, `SO_PEERCRED`), bounded line
 //!   reads and connection slots, shared by every server in the crate.
@@ -40,6 +43,7 @@
 )]
 
 pub mod keyfile;
+pub mod output_file;
 pub mod procfs;
 
 pub mod frame;

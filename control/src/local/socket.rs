@@ -1,7 +1,8 @@
 //! Binding a private Unix socket and checking who connects to it.
 //!
 //! - **Binding.** The socket's folder is created 0700 when missing and refused when it
-//!   exists and others may write to it (they could swap the socket). An old socket file is
+//!   exists and others may write to it, or it belongs to another user than us or root
+//!   (either could swap the socket). An old socket file is
 //!   removed only when nothing answers on it (connecting is refused); a live one is never
 //!   taken over. The socket itself is made 0600. Between `bind` and that `chmod` the
 //!   socket has the umask's mode; the folder's mode and the peer check below cover that
@@ -27,7 +28,7 @@ pub fn is_allowed(peer_uid: u32, owner_uid: u32) -> bool {
 /// non-blocking.
 ///
 /// Errors name the path and say what to do: `PermissionDenied` for a folder others may
-/// write to, `AddrInUse` when another process serves the socket, `AlreadyExists` when
+/// write to or another user owns, `AddrInUse` when another process serves the socket, `AlreadyExists` when
 /// the path is something other than a socket.
 pub fn bind_private(path: &Path) -> io::Result<(UnixListener, BoundSocket)> {
     let parent = match path.parent() {
@@ -98,7 +99,8 @@ impl Drop for BoundSocket {
     }
 }
 
-/// Create the socket's folder 0700, or check an existing one is not writable by others.
+/// Create the socket's folder 0700, or check an existing one is ours or root's and not
+/// writable by others.
 fn prepare_folder(folder: &Path) -> io::Result<()> {
     match fs::metadata(folder) {
         Ok(meta) => {
@@ -106,6 +108,19 @@ fn prepare_folder(folder: &Path) -> io::Result<()> {
                 return Err(io::Error::new(
                     IoErrorKind::NotADirectory,
                     format!("{} is not a folder", folder.display()),
+                ));
+            }
+            let me = rustix::process::geteuid().as_raw();
+            if meta.uid() != me && meta.uid() != 0 {
+                return Err(io::Error::new(
+                    IoErrorKind::PermissionDenied,
+                    format!(
+                        "{} belongs to uid {}, who could replace the control socket in it; use \
+                         a folder owned by uid {me} or root (chown {me} {})",
+                        folder.display(),
+                        meta.uid(),
+                        folder.display()
+                    ),
                 ));
             }
             let mode = meta.mode() & 0o7777;
@@ -202,6 +217,36 @@ pub(crate) mod tests {
         fn drop(&mut self) {
             let _ = fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// A folder another user owns is theirs to change: the socket in it could be swapped
+    /// (before this check, such a folder with mode 0755 was accepted). Only root can give
+    /// a folder away, so other users skip this.
+    #[test]
+    fn a_folder_another_user_owns_is_refused() {
+        let dir = TempDir::new();
+        let folder = dir.0.join("theirs");
+        DirBuilder::new().mode(0o755).create(&folder).unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        let other = if me == 65534 { 65533 } else { 65534 };
+        if std::os::unix::fs::chown(&folder, Some(other), None).is_err() {
+            println!("skipped: only root can give a folder to another user");
+            return;
+        }
+        let err = bind_private(&folder.join("ctl.sock")).unwrap_err();
+        assert_eq!(err.kind(), IoErrorKind::PermissionDenied, "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("uid {other}")), "{msg}");
+        assert!(
+            msg.contains(&format!("chown {me} {}", folder.display())),
+            "{msg}"
+        );
+        assert!(!folder.join("ctl.sock").exists());
+
+        // Ours (or root's) with the same mode is fine.
+        std::os::unix::fs::chown(&folder, Some(me), None).unwrap();
+        let (_listener, socket) = bind_private(&folder.join("ctl.sock")).unwrap();
+        assert_eq!(socket.owner_uid(), me);
     }
 
     #[test]

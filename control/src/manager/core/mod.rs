@@ -35,7 +35,9 @@
 //! - `routes`: the book of routes, their plans and setup transactions (with a
 //!   phase per setup), outstanding `INSTALL`s and orphaned rules;
 //! - `setup`: the transaction itself (plan, install in two phases, commit or roll back),
-//!   `ROUTE_ADD`, `ROUTE_REMOVE`, `ROUTE_LIST`, expiry and repair.
+//!   `ROUTE_ADD`, `ROUTE_REMOVE`, `ROUTE_LIST`, expiry and repair;
+//! - `views`: each node's budget of `NODES` and `ROUTE_LIST` answers (bytes a second),
+//!   past which those two are refused with `rate_limited`.
 //!
 //! This module holds [`ManagerCore`] and routes each input to them: [`ManagerCore::frame`]
 //! turns a frame into a typed [`NodeRequest`] and answers it; [`ManagerCore::tick`] runs
@@ -45,6 +47,7 @@ mod links;
 mod registry;
 mod routes;
 mod setup;
+mod views;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -56,6 +59,7 @@ use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
 
 pub use registry::ConnId;
+pub use views::{VIEW_BURST, VIEW_BYTES_PER_SEC, VIEW_LOG_EVERY, VIEW_MIN_COST};
 
 use super::proto::{
     ErrorKind, Frame, HEADER_AFTER_LEN, LinkAdded, MAX_FRAME, ManagerRequest, Mesh, MeshRouteId,
@@ -65,6 +69,7 @@ use super::topology::{RouteWeight, Router, Topology};
 use links::{LinkBook, Source};
 use registry::Registry;
 use routes::RouteBook;
+use views::ViewBudgets;
 
 /// How long a failed route waits before its next timed attempt; it doubles with each
 /// failure in a row, up to [`MAX_RETRY`]. (A change of the mesh, a node or a link coming
@@ -189,6 +194,8 @@ pub struct ManagerCore {
     registry: Registry,
     links: LinkBook,
     routes: RouteBook,
+    /// How much of `NODES` and `ROUTE_LIST` each node may still be served.
+    views: ViewBudgets,
     next_request: u64,
     out: Vec<Output>,
     /// Random source for route ids and incoming ids (a seeded xorshift in tests).
@@ -244,6 +251,7 @@ impl ManagerCore {
             registry: Registry::default(),
             links: LinkBook::default(),
             routes: RouteBook::default(),
+            views: ViewBudgets::default(),
             next_request: 1,
             out: Vec::new(),
             rng,
@@ -343,10 +351,16 @@ impl ManagerCore {
             }
         };
         // A view of a very large mesh may not fit one frame: say so rather than send a
-        // frame the encoder refuses (which would close the connection).
+        // frame the encoder refuses (which would close the connection). A view served is
+        // paid for from the node's budget, whether it fit or not: it was built.
+        let view = matches!(frame.kind, kind::NODES | kind::ROUTE_LIST);
+        let views = &mut self.views;
         let reply = result.and_then(|answer| {
             let reply = Frame::ok(frame.kind, frame.id, &answer);
             let len = reply.body.len();
+            if view {
+                views.spend(&key, len, now);
+            }
             if len > MAX_FRAME - HEADER_AFTER_LEN - TAG_LEN {
                 Err(ProtoError::new(
                     ErrorKind::BadRequest,
@@ -357,11 +371,15 @@ impl ManagerCore {
             }
         });
         let reply = reply.unwrap_or_else(|e| {
-            self.log(format!(
-                "request {:#04x} from {} refused: {e}",
-                frame.kind,
-                short(&key)
-            ));
+            // A node hammering views gets a line now and then, not one per request.
+            let quiet = e.kind == ErrorKind::RateLimited && !self.views.log_due(&key, now);
+            if !quiet {
+                self.log(format!(
+                    "request {:#04x} from {} refused: {e}",
+                    frame.kind,
+                    short(&key)
+                ));
+            }
             Frame::error(frame.kind, frame.id, &e)
         });
         self.send(conn, reply);
@@ -395,8 +413,14 @@ impl ManagerCore {
             NodeRequest::RouteRemove(r) => self
                 .route_remove(key, r.route, now)
                 .map(|()| Answer::Nothing),
-            NodeRequest::RouteList => Ok(Answer::Routes(self.route_list(&key))),
-            NodeRequest::Nodes => Ok(Answer::Mesh(self.mesh(now))),
+            NodeRequest::RouteList => self
+                .views
+                .admit(&key, now)
+                .map(|()| Answer::Routes(self.route_list(&key))),
+            NodeRequest::Nodes => self
+                .views
+                .admit(&key, now)
+                .map(|()| Answer::Mesh(self.mesh(now))),
         })
     }
 
@@ -426,6 +450,7 @@ impl ManagerCore {
         }
         self.expire_setups(now);
         self.collect_garbage(now);
+        self.views.prune(now);
         let due = self
             .routes
             .ids_where(|r| r.setup.is_none() && r.retry_at.is_some_and(|t| t <= now));

@@ -53,6 +53,9 @@ pub enum ErrorKind {
     Timeout,
     /// The service is not reachable (the node has no manager connection).
     Unavailable,
+    /// The node asked for views (`NODES`, `ROUTE_LIST`) faster than the manager serves
+    /// them; the message says when to ask again.
+    RateLimited,
 }
 
 impl ErrorKind {
@@ -69,6 +72,7 @@ impl ErrorKind {
             Self::IdInUse => "id_in_use",
             Self::Timeout => "timeout",
             Self::Unavailable => "unavailable",
+            Self::RateLimited => "rate_limited",
         }
     }
 
@@ -83,6 +87,7 @@ impl ErrorKind {
             "id_in_use" => Self::IdInUse,
             "timeout" => Self::Timeout,
             "unavailable" => Self::Unavailable,
+            "rate_limited" => Self::RateLimited,
             _ => Self::BadRequest,
         }
     }

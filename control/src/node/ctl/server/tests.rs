@@ -199,6 +199,20 @@ fn manager_ops_are_checked_then_passed_on_and_their_errors_mapped() {
     assert!(String::from_utf8_lossy(&answer.line).contains("no_path: none"));
     let answer = respond(br#"{"id":5,"op":"nodes"}"#, &FakeSource(None));
     assert_eq!(error_kind(&answer.line), ErrorKind::Unavailable);
+    // Asking too often is `failed` too, with the manager's word on when to ask again.
+    let limited = FakeManager {
+        seen: std::sync::Mutex::new(Vec::new()),
+        answer: Err(ProtoError::new(
+            ManagerErrorKind::RateLimited,
+            "this node asks for NODES and ROUTE_LIST faster than the manager serves them; \
+             ask again in 40 ms",
+        )),
+    };
+    let answer = respond(br#"{"id":6,"op":"nodes"}"#, &limited);
+    assert_eq!(error_kind(&answer.line), ErrorKind::Failed);
+    let line = String::from_utf8_lossy(&answer.line);
+    assert!(line.contains("rate_limited: this node asks"), "{line}");
+    assert!(line.contains("ask again in 40 ms"), "{line}");
 }
 
 #[test]

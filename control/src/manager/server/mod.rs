@@ -1,19 +1,32 @@
 //! The manager's TCP server: the I/O around [`ManagerCore`].
 //!
-//! - One thread accepts (at most [`MAX_CONNECTIONS`] at once; more are refused).
+//! - One thread accepts. It refuses (closes at once) a connection over any of three caps:
+//!   [`MAX_CONNECTIONS`] in all; [`MAX_UNAUTHENTICATED`] that have not finished the key
+//!   proof; [`MAX_UNAUTHENTICATED_PER_SOURCE`] of those from one source (an IPv4 address
+//!   or an IPv6 /64). A place before the proof costs its sender only a TCP handshake, so
+//!   without the last two, one host could hold every place for the whole auth timeout and
+//!   lock every other node out. Refusals are logged through a budget (ten lines, then one
+//!   a second, with a count of those left out), so a flood cannot flood the log.
 //! - Each connection gets a reader thread: it runs the key proof under an absolute
 //!   [`AUTH_TIMEOUT`], with frames before the proof limited to
 //!   [`proto::MAX_AUTH_FRAME`] bytes, then decodes frames, checking their MACs, and
 //!   passes them on stamped with the time they arrived. A connection that sends garbage,
-//!   an oversized or truncated frame, a bad proof or a bad tag is closed and logged;
-//!   nothing else is touched.
-//! - Each authenticated connection gets a writer thread fed by a bounded queue: the core
-//!   never blocks on a socket. A node that does not read its frames fills its queue and is
-//!   closed.
+//!   an oversized or truncated frame, a bad proof or a bad tag is closed and logged (before
+//!   the proof, through a budget like refusals); nothing else is touched.
+//! - Each authenticated connection gets a writer thread fed by a queue bounded in frames
+//!   ([`SEND_QUEUE`]) and in bytes ([`SEND_QUEUE_BYTES`]): the core never blocks on a
+//!   socket. A node that does not read its frames fills its queue and is closed; the byte
+//!   bound keeps one that reads slowly from pinning a thousand 1 MiB views.
 //! - One core thread owns the [`ManagerCore`] and the MAC states of what it sends. The
 //!   channel into it is bounded, so readers slow down (TCP pushes back on their nodes)
 //!   instead of growing memory; and it serves every event that is waiting before it
 //!   looks at the clock, so a busy moment never makes heartbeats look missed.
+//!
+//! The figures are [`ServerLimits::default`]; tests start servers with smaller ones.
+
+mod admission;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -30,6 +43,8 @@ use super::proto::{
     self, Auth, AuthOk, Bytes32, ConnectionEnd, Decoder, ErrorKind, Frame, FrameError, Hello, Key,
     Mac, ProtoError, kind,
 };
+use crate::local::ConnectionSlot;
+use admission::{Admission, LogBudget, Proving, Refusal};
 
 /// How long a new connection has, in all, to prove its key.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,8 +55,55 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many connections at once; more are refused at accept.
 pub const MAX_CONNECTIONS: usize = 4096;
 
+/// At most this many connections that have not finished the key proof, from everyone.
+/// An honest proof takes a round trip and an X25519, so 256 places let thousands of nodes
+/// through a second (a restarted manager's whole mesh within its 2 s reconnect backoff),
+/// and an attacker needs 32 sources to fill them.
+pub const MAX_UNAUTHENTICATED: usize = 256;
+
+/// At most this many of those from one source (an IPv4 address, an IPv6 /64). A node
+/// has one connection; eight leave room for a few nodes behind one NAT reconnecting at
+/// once (a refused node tries again within 2 s), and hold one host to 1/32 of the places.
+pub const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 8;
+
 /// Frames queued for one node; a node that lets more pile up is closed.
 pub const SEND_QUEUE: usize = 1024;
+
+/// Bytes queued for one node; a node that lets more pile up is closed. Room for four
+/// full-size frames (the largest `NODES` answer is one), while one slow node pins at
+/// most this, not [`SEND_QUEUE`] megabyte frames. A single frame larger than the bound is
+/// still queued when nothing else is.
+pub const SEND_QUEUE_BYTES: usize = 4 << 20;
+
+/// The server's bounds. [`Default`] has the figures above; tests shrink them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// See [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`MAX_UNAUTHENTICATED`].
+    pub max_unauthenticated: usize,
+    /// See [`MAX_UNAUTHENTICATED_PER_SOURCE`].
+    pub max_unauthenticated_per_source: usize,
+    /// See [`AUTH_TIMEOUT`].
+    pub auth_timeout: Duration,
+    /// See [`SEND_QUEUE`].
+    pub send_queue: usize,
+    /// See [`SEND_QUEUE_BYTES`].
+    pub send_queue_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            max_unauthenticated: MAX_UNAUTHENTICATED,
+            max_unauthenticated_per_source: MAX_UNAUTHENTICATED_PER_SOURCE,
+            auth_timeout: AUTH_TIMEOUT,
+            send_queue: SEND_QUEUE,
+            send_queue_bytes: SEND_QUEUE_BYTES,
+        }
+    }
+}
 
 /// Events waiting for the core thread; readers wait when it is full.
 pub const EVENT_QUEUE: usize = 4096;
@@ -98,8 +160,18 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Bind and start serving.
+    /// Bind and start serving, with [`ServerLimits::default`].
     pub fn start(listen: SocketAddr, key: PrivateKey, core: ManagerCore) -> io::Result<Self> {
+        Self::start_with(listen, key, core, ServerLimits::default())
+    }
+
+    /// Bind and start serving within `limits`.
+    pub fn start_with(
+        listen: SocketAddr,
+        key: PrivateKey,
+        core: ManagerCore,
+        limits: ServerLimits,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind(listen)?;
         let listen = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -110,13 +182,13 @@ impl Manager {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("manager-accept".into())
-                .spawn(move || accept_loop(&listener, &key, &events, &stop))?
+                .spawn(move || accept_loop(&listener, &key, &events, &stop, limits))?
         };
         let core_thread = {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("manager-core".into())
-                .spawn(move || core_loop(core, &inbox, &stop))?
+                .spawn(move || core_loop(core, &inbox, &stop, limits))?
         };
         Ok(Self {
             listen,
@@ -142,32 +214,40 @@ fn log(line: &str) {
     eprintln!("skywire manager: {line}");
 }
 
-/// Decrements the live-connection count when dropped, on every path out.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 fn accept_loop(
     listener: &TcpListener,
     key: &Arc<PrivateKey>,
     events: &Sender<Event>,
     stop: &AtomicBool,
+    limits: ServerLimits,
 ) {
     let live = Arc::new(AtomicUsize::new(0));
+    let admission = Admission::new(
+        limits.max_unauthenticated,
+        limits.max_unauthenticated_per_source,
+    );
+    let mut refusals = LogBudget::new(Instant::now());
     let mut next = 1u64;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
-                if live.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                    log(&format!("{peer}: too many connections, refused"));
-                    continue;
-                }
-                live.fetch_add(1, Ordering::Relaxed);
-                let slot = Slot(Arc::clone(&live));
+                let admitted = ConnectionSlot::take_of(&live, limits.max_connections)
+                    .ok_or(Refusal::Connections {
+                        max: limits.max_connections,
+                    })
+                    .and_then(|slot| Ok((slot, admission.admit(peer.ip())?)));
+                let (slot, proving) = match admitted {
+                    Ok(places) => places,
+                    Err(refusal) => {
+                        // Closed at once: the peer sees the connection end before HELLO.
+                        drop(stream);
+                        let line = format!("connection from {peer} refused: {refusal}");
+                        if let Some(line) = refusals.line(Instant::now(), line) {
+                            log(&line);
+                        }
+                        continue;
+                    }
+                };
                 let conn = ConnId(next);
                 next += 1;
                 let (key, events) = (Arc::clone(key), events.clone());
@@ -175,18 +255,28 @@ fn accept_loop(
                     .name(format!("manager-conn-{conn}"))
                     .spawn(move || {
                         let _slot = slot;
-                        let end = match serve_connection(conn, stream, &key, &events) {
+                        let end = match serve_connection(
+                            conn,
+                            stream,
+                            &key,
+                            &events,
+                            proving,
+                            limits.auth_timeout,
+                        ) {
                             Ok(()) => ServeEnd::Read(ConnectionEnd::Closed),
                             Err(end) => end,
                         };
                         let _ = events.send(Event::Closed(conn, peer, end));
                     });
-                // A failed spawn drops the closure, and the slot with it.
+                // A failed spawn drops the closure, and the places with it.
                 if spawned.is_err() {
                     log("cannot start a connection thread");
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(line) = refusals.flush(Instant::now()) {
+                    log(&format!("connections refused: {line}"));
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
@@ -195,16 +285,22 @@ fn accept_loop(
             }
         }
     }
+    if let Some(line) = refusals.finish() {
+        log(&format!("connections refused: {line}"));
+    }
 }
 
-/// The key proof, then frames until the connection ends.
+/// The key proof, then frames until the connection ends. `proving` is the connection's
+/// place among those proving their keys, given back once the proof is done.
 fn serve_connection(
     conn: ConnId,
     mut stream: TcpStream,
     key: &PrivateKey,
     events: &Sender<Event>,
+    proving: Proving,
+    auth_timeout: Duration,
 ) -> Result<(), ServeEnd> {
-    let deadline = Some(Instant::now() + AUTH_TIMEOUT);
+    let deadline = Some(Instant::now() + auth_timeout);
     stream.set_nonblocking(false)?;
     let _ = stream.set_nodelay(true);
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
@@ -269,6 +365,7 @@ fn serve_connection(
     );
     let bytes = proto::encode(&ok, None)?;
     stream.write_all(&bytes)?;
+    drop(proving);
     let writer = stream.try_clone()?;
     events
         .send(Event::Authenticated {
@@ -296,47 +393,100 @@ enum WriteError {
     /// The frame could not be encoded.
     #[error(transparent)]
     Encode(#[from] FrameError),
-    /// The node does not read what is sent to it.
-    #[error("{SEND_QUEUE} frames waiting: the node does not read")]
-    Full,
+    /// The node does not read what is sent to it: its queue holds the most frames.
+    #[error("{max} frames waiting: the node does not read")]
+    Frames {
+        /// The bound.
+        max: usize,
+    },
+    /// The node does not read what is sent to it: its queue holds the most bytes.
+    #[error("{queued} bytes waiting and {len} more to send, over {max}: the node does not read")]
+    Bytes {
+        /// Bytes in the queue (or being written).
+        queued: usize,
+        /// The frame that did not fit.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
     /// The writer thread ended (the connection failed).
     #[error("the connection is gone")]
     Gone,
 }
 
-/// The core's side of one connection: the queue to its writer thread.
+/// The core's side of one connection: the queue to its writer thread, and the bytes in
+/// it (counted until the writer has written them, so a blocked write still counts).
 struct Writer {
     queue: Sender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    max_frames: usize,
+    max_bytes: usize,
     stream: TcpStream,
     mac: Mac,
 }
 
 impl Writer {
-    fn start(conn: ConnId, stream: TcpStream, mac: Mac) -> io::Result<Self> {
-        let (queue, frames) = bounded::<Vec<u8>>(SEND_QUEUE);
+    fn start(conn: ConnId, stream: TcpStream, mac: Mac, limits: &ServerLimits) -> io::Result<Self> {
+        let (queue, frames) = bounded::<Vec<u8>>(limits.send_queue);
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut out = stream.try_clone()?;
+        let written = Arc::clone(&queued);
         std::thread::Builder::new()
             .name(format!("manager-write-{conn}"))
             .spawn(move || {
                 for bytes in frames {
-                    if out.write_all(&bytes).is_err() {
+                    let sent = out.write_all(&bytes);
+                    written.fetch_sub(bytes.len(), Ordering::AcqRel);
+                    if sent.is_err() {
                         let _ = out.shutdown(Shutdown::Both);
                         break;
                     }
                 }
             })?;
-        Ok(Self { queue, stream, mac })
+        Ok(Self {
+            queue,
+            queued,
+            max_frames: limits.send_queue,
+            max_bytes: limits.send_queue_bytes,
+            stream,
+            mac,
+        })
     }
 
     /// Queue `frame`; an error when the connection must be closed (a full queue, a dead
     /// writer).
     fn send(&mut self, frame: &Frame) -> Result<(), WriteError> {
         let bytes = proto::encode(frame, Some(&mut self.mac))?;
+        let len = bytes.len();
+        // Only the core thread adds, so the check and the add cannot race each other;
+        // the writer only takes away.
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued.saturating_add(len) > self.max_bytes {
+            return Err(WriteError::Bytes {
+                queued,
+                len,
+                max: self.max_bytes,
+            });
+        }
+        self.queued.fetch_add(len, Ordering::AcqRel);
         match self.queue.try_send(bytes) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(WriteError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(WriteError::Gone),
+            Err(e) => {
+                self.queued.fetch_sub(len, Ordering::AcqRel);
+                Err(match e {
+                    TrySendError::Full(_) => WriteError::Frames {
+                        max: self.max_frames,
+                    },
+                    TrySendError::Disconnected(_) => WriteError::Gone,
+                })
+            }
         }
+    }
+
+    /// Bytes queued or being written now.
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
     }
 
     fn close(self) {
@@ -344,8 +494,15 @@ impl Writer {
     }
 }
 
-fn core_loop(mut core: ManagerCore, inbox: &Receiver<Event>, stop: &AtomicBool) {
+fn core_loop(
+    mut core: ManagerCore,
+    inbox: &Receiver<Event>,
+    stop: &AtomicBool,
+    limits: ServerLimits,
+) {
     let mut writers: HashMap<ConnId, Writer> = HashMap::new();
+    // Connections that failed before their proof come in floods too.
+    let mut unproven = LogBudget::new(Instant::now());
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let wait = core
@@ -368,7 +525,7 @@ fn core_loop(mut core: ManagerCore, inbox: &Receiver<Event>, stop: &AtomicBool) 
                     key,
                     writer,
                     mac,
-                } => match Writer::start(conn, writer, mac) {
+                } => match Writer::start(conn, writer, mac, &limits) {
                     Ok(w) => {
                         writers.insert(conn, w);
                         core.authenticated(conn, key, Instant::now());
@@ -380,7 +537,10 @@ fn core_loop(mut core: ManagerCore, inbox: &Receiver<Event>, stop: &AtomicBool) 
                     if let Some(key) = core.conn_key(conn) {
                         log(&format!("connection of {key} ended: {peer}: {end}"));
                     } else if !end.is_quiet() {
-                        log(&format!("connection refused: {peer}: {end}"));
+                        let line = format!("connection refused: {peer}: {end}");
+                        if let Some(line) = unproven.line(Instant::now(), line) {
+                            log(&line);
+                        }
                     }
                     if let Some(w) = writers.remove(&conn) {
                         w.close();
@@ -390,8 +550,14 @@ fn core_loop(mut core: ManagerCore, inbox: &Receiver<Event>, stop: &AtomicBool) 
             }
             apply(&mut core, &mut writers);
         }
+        if let Some(line) = unproven.flush(Instant::now()) {
+            log(&format!("connections refused: {line}"));
+        }
         core.tick(Instant::now());
         apply(&mut core, &mut writers);
+    }
+    if let Some(line) = unproven.finish() {
+        log(&format!("connections refused: {line}"));
     }
     for (_, w) in writers {
         w.close();
