@@ -20,7 +20,13 @@ fn manager_key() -> PrivateKey {
 }
 
 fn start(limits: ServerLimits) -> Manager {
-    let core = ManagerCore::new(Params::default(), Rng::seeded(1));
+    // The manager listens on loopback, so nodes on this machine may register loopback
+    // endpoints.
+    let params = Params {
+        listen_ip: Some("127.0.0.1".parse().unwrap()),
+        ..Params::default()
+    };
+    let core = ManagerCore::new(params, Rng::seeded(1));
     Manager::start_with("127.0.0.1:0".parse().unwrap(), manager_key(), core, limits).unwrap()
 }
 
