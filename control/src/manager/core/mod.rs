@@ -85,6 +85,10 @@ pub const MAX_TUN_PREFIXES: usize = 16;
 pub const MAX_LINKS_PER_NODE: usize = 256;
 /// See [`MAX_TUN_PREFIXES`].
 pub const MAX_ROUTES_PER_NODE: usize = 256;
+/// Most manager rules one node may report holding in `REGISTER`: every rule of its owned
+/// routes (a few each) and of the routes it relays, with room to spare; the reports are
+/// sorted in sets, so the core's work stays proportional to what is reported.
+pub const MAX_RULES_PER_NODE: usize = 16_384;
 
 /// How long rules of a route nobody claims are kept before the manager removes them (after
 /// a manager restart, the route's source may register after its relays).

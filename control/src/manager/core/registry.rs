@@ -13,8 +13,8 @@ use skywire_dataplane::route::Prefix;
 
 use super::routes::Route;
 use super::{
-    CloseReason, MAX_LINKS_PER_NODE, MAX_ROUTES_PER_NODE, MAX_TUN_PREFIXES, ManagerCore,
-    MeshRouteId, Output, Params, REGISTER_TIMEOUT, Rng, short,
+    CloseReason, MAX_LINKS_PER_NODE, MAX_ROUTES_PER_NODE, MAX_RULES_PER_NODE, MAX_TUN_PREFIXES,
+    ManagerCore, MeshRouteId, Output, Params, REGISTER_TIMEOUT, Rng, short,
 };
 use crate::manager::proto::{
     ErrorKind, Key, NodeInfo, ProtoError, Register, Registered, RuleSpec, WirePrefix,
@@ -197,6 +197,9 @@ impl Registry {
         }
         if register.routes.len() > MAX_ROUTES_PER_NODE {
             return bad(format!("at most {MAX_ROUTES_PER_NODE} owned routes"));
+        }
+        if register.rules.len() > MAX_RULES_PER_NODE {
+            return bad(format!("at most {MAX_RULES_PER_NODE} held rules"));
         }
         if let Some(endpoint) = register.endpoint {
             self.check_endpoint(key, endpoint, params)?;
@@ -516,8 +519,8 @@ impl ManagerCore {
                 .plans()
                 .filter_map(|p| p.rules_of(&key))
                 .any(|rules| rules.iter().any(|s| s.in_id() == rule.in_id));
-            if !current && !route.stale.contains(&(key, rule.in_id)) {
-                route.stale.push((key, rule.in_id));
+            if !current {
+                route.stale.insert((key, rule.in_id));
             }
         }
     }

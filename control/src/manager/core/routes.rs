@@ -3,7 +3,7 @@
 //! reported for routes nobody claims yet. Plain data with its own bookkeeping; the setup
 //! itself, which sends frames, is in `setup`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use skywire_dataplane::crypto::PublicKey;
@@ -70,7 +70,7 @@ pub(super) struct Route {
     pub(super) retry_at: Option<Instant>,
     /// Rules of this route that nodes reported holding from before (a manager restart):
     /// removed once a new setup is active.
-    pub(super) stale: Vec<(PublicKey, u32)>,
+    pub(super) stale: BTreeSet<(PublicKey, u32)>,
     /// The active path crosses something that died: being rebuilt.
     pub(super) broken: bool,
     /// Attempts that failed in a row since the last success: the next timed retry waits
@@ -96,7 +96,7 @@ impl Route {
             waiter,
             repairs: 0,
             retry_at: None,
-            stale: Vec::new(),
+            stale: BTreeSet::new(),
             broken: false,
             failures: 0,
         }

@@ -389,7 +389,11 @@ impl ManagerCore {
     }
 
     /// Remove rules of route `id` that nodes hold from before.
-    pub(super) fn remove_stale(&mut self, id: MeshRouteId, stale: &[(PublicKey, u32)]) {
+    pub(super) fn remove_stale<'a>(
+        &mut self,
+        id: MeshRouteId,
+        stale: impl IntoIterator<Item = &'a (PublicKey, u32)>,
+    ) {
         let mut by_node: BTreeMap<PublicKey, Vec<u32>> = BTreeMap::new();
         for (node, in_id) in stale {
             by_node.entry(*node).or_default().push(*in_id);
