@@ -1041,3 +1041,40 @@ fn a_link_carries_routes_only_once_its_probes_prove_it() {
     assert_eq!(path.len(), 11, "{path:?}");
     assert_traffic(&mut sim, 4, 6, b"the long way round");
 }
+
+#[test]
+fn a_registration_reports_a_bounded_number_of_rules() {
+    let mut core = ManagerCore::new(Params::default(), Rng::seeded(4));
+    let now = Instant::now();
+    let key = PrivateKey::from_bytes([8; 32]).public_key();
+    core.authenticated(ConnId(1), key, now);
+    let rule = |i: u32| HeldRule {
+        route: MeshRouteId(u64::from(i) + 1),
+        in_id: i + 1,
+        end: false,
+    };
+    let register = Register {
+        endpoint: Some("198.18.0.8:6000".parse().unwrap()),
+        rules: (0..=MAX_RULES_PER_NODE as u32).map(rule).collect(),
+        ..Register::default()
+    };
+    core.frame(ConnId(1), Frame::request(kind::REGISTER, 1, &register), now);
+    let out = core.drain();
+    let reply = sent(&out, ConnId(1), kind::REGISTER | super::super::proto::REPLY);
+    assert_eq!(
+        reply[0].reply::<Value>().unwrap_err().kind,
+        ErrorKind::BadRequest
+    );
+    // Just within the bound: registered, and every orphaned rule goes after the grace.
+    let register = Register {
+        rules: (0..MAX_RULES_PER_NODE as u32).map(rule).collect(),
+        ..register
+    };
+    core.frame(ConnId(1), Frame::request(kind::REGISTER, 2, &register), now);
+    core.drain();
+    let later = now + ORPHAN_GRACE + Duration::from_millis(100);
+    core.frame(ConnId(1), Frame::request(kind::HEARTBEAT, 3, &Value::Null), later);
+    core.tick(later);
+    let removes = sent(&core.drain(), ConnId(1), kind::REMOVE);
+    assert_eq!(removes.len(), MAX_RULES_PER_NODE);
+}
