@@ -780,3 +780,35 @@ fn a_clean_restart_recovers_as_fast_as_a_crash() {
         "after C's clean restart, A -> C took {recovered:?} to recover (kill -9: ~0.25 s)"
     );
 }
+
+#[test]
+fn a_spoofed_inner_source_never_reaches_the_far_tun() {
+    if !netns::skip_unless_root("a_spoofed_inner_source_never_reaches_the_far_tun") {
+        return;
+    }
+    let hops = ThreeHops::start();
+    // C takes addresses its route to A was not given (A's route to C allows only
+    // 10.77.0.3 and fd77::3), and sends from them: its own node seals the packets, so
+    // they are authentic, and A must still refuse them.
+    for address in ["10.77.0.99/24", "fd77::99/64"] {
+        let out = hops
+            .topo
+            .output("c", "ip", &["addr", "add", address, "dev", "sky0", "nodad"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert_eq!(hops.topo.ping("c", "10.77.0.99", A_TUN_V4, 3), 0);
+    assert_eq!(hops.topo.ping("c", "fd77::99", A_TUN_V6, 3), 0);
+    let a = hops.a.status_json();
+    let spoofed = drop_count(&only_route(&a).drops, "source not allowed");
+    assert_eq!(spoofed, 6, "{:?}", only_route(&a).drops);
+    // From C's own addresses, everything arrives.
+    assert_eq!(hops.topo.ping("c", C_TUN_V4, A_TUN_V4, 3), 3);
+    assert_eq!(hops.topo.ping("c", C_TUN_V6, A_TUN_V6, 3), 3);
+    assert_eq!(
+        drop_count(
+            &only_route(&hops.a.status_json()).drops,
+            "source not allowed"
+        ),
+        spoofed
+    );
+}

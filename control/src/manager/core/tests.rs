@@ -1073,7 +1073,11 @@ fn a_registration_reports_a_bounded_number_of_rules() {
     core.frame(ConnId(1), Frame::request(kind::REGISTER, 2, &register), now);
     core.drain();
     let later = now + ORPHAN_GRACE + Duration::from_millis(100);
-    core.frame(ConnId(1), Frame::request(kind::HEARTBEAT, 3, &Value::Null), later);
+    core.frame(
+        ConnId(1),
+        Frame::request(kind::HEARTBEAT, 3, &Value::Null),
+        later,
+    );
     core.tick(later);
     let removes = sent(&core.drain(), ConnId(1), kind::REMOVE);
     assert_eq!(removes.len(), MAX_RULES_PER_NODE);
