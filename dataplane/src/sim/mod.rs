@@ -647,4 +647,6 @@ fn host(addr: IpAddr) -> Option<Prefix> {
 }
 
 #[cfg(test)]
+mod handshake_tests;
+#[cfg(test)]
 mod tests;

@@ -33,6 +33,12 @@
 //!   first).
 //! - `staging`: the fixed ring of [`STAGED_PER_ROUTE`] preallocated buffers in which a route
 //!   end keeps TUN packets while its handshake runs.
+//! - `peers`: one [`PeerMemory`](crate::session::PeerMemory) per peer key the node has or
+//!   had a route end with (the newest initiation accepted from the key, the newest
+//!   timestamp sent to it, the rate of its initiations), shared by all route ends with that
+//!   key and kept when they go, so a re-installed or repaired route end cannot be fed a
+//!   replayed initiation. At most [`PEERS_REMEMBERED`] entries beyond the live peers;
+//!   route ends hold their entry's index, so the packet path neither hashes nor allocates.
 //! - `status`: [`NodeCore::status`], a snapshot of all of the above.
 //!
 //! What the core learns on its own is queued as [`EngineEvent`]s, at most [`EVENT_QUEUE`]
@@ -41,6 +47,7 @@
 //! or the core is created.
 
 mod expiry;
+mod peers;
 mod probe;
 mod rules;
 mod staging;
@@ -53,14 +60,16 @@ use super::event::{EVENT_QUEUE, EngineEvent};
 use super::setup::{ApplyError, NodeSetup, Origin, RouteSetup, RuleChange};
 use crate::crypto::{PrivateKey, PublicKey};
 use crate::route::{Decision, ForwardDrop, ForwardStats, RouteReader, RouteTable, forward, prefix};
-use crate::session::{HEADROOM, Outcome, SendError, Session};
+use crate::session::{HEADROOM, Outcome, PeerMemory, SendError, Session};
 use crate::wire::{HANDSHAKE_INIT_LEN, RouteId, TAG_LEN, is_link_probe};
 
 pub use expiry::EXPIRY_SAMPLE;
+pub use peers::PEERS_REMEMBERED;
 pub use probe::{PINGS_PER_ROUTE, PROBES_OUTSTANDING};
 pub use staging::STAGED_PER_ROUTE;
 
 use expiry::Expiry;
+use peers::{PeerIdx, Peers};
 use probe::{Pings, Probes};
 use rules::Ends;
 use staging::Staged;
@@ -174,6 +183,8 @@ struct RouteEnd {
     /// Install order: the most recently added end wins a prefix several ends claim.
     seq: u64,
     pings: Pings,
+    /// The entry of the route's peer key in [`NodeCore`]'s `peers`.
+    peer: PeerIdx,
 }
 
 /// The bounded event queue; allocated once, so pushing never allocates.
@@ -207,6 +218,8 @@ pub struct NodeCore {
     forward_stats: ForwardStats,
     /// Route ends in their slots, and the prefixes they claim (`rules`).
     ends: Ends,
+    /// What the node remembers of each peer key across its route ends (`peers`).
+    peers: Peers,
     /// Manager rules and their idle time (`expiry`).
     expiry: Expiry,
     /// Link probes awaiting their replies (`probe`).
@@ -245,6 +258,7 @@ impl NodeCore {
             table,
             forward_stats: ForwardStats::default(),
             ends: Ends::default(),
+            peers: Peers::default(),
             expiry: Expiry::default(),
             probes: Probes::new(),
             events: Events {
@@ -275,6 +289,17 @@ impl NodeCore {
     /// The node's identity.
     pub fn public_key(&self) -> PublicKey {
         self.public_key
+    }
+
+    /// What the node remembers of `peer`'s key across its route ends (`None`: the node
+    /// never had a route end with it, or forgot it at [`PEERS_REMEMBERED`]).
+    pub fn peer_memory(&self, peer: &PublicKey) -> Option<&PeerMemory> {
+        self.peers.memory(peer)
+    }
+
+    /// How many peer keys the node remembers.
+    pub fn peers_remembered(&self) -> usize {
+        self.peers.len()
     }
 
     /// Count a drop the driver saw (a full socket buffer, a TUN write refused).
@@ -314,8 +339,13 @@ impl NodeCore {
                     self.forward_stats.record(ForwardDrop::UnknownRoute);
                     return;
                 };
+                // Every live route end's peer has an entry (made when the end was installed).
+                let Some(peer) = self.peers.memory_mut(end.peer) else {
+                    self.forward_stats.record(ForwardDrop::UnknownRoute);
+                    return;
+                };
                 let first_hop = end.setup.first_hop;
-                match end.session.decapsulate(now, buf) {
+                match end.session.decapsulate(now, buf, peer) {
                     Outcome::Deliver(plain) => io.write_tun(plain),
                     Outcome::Reply(reply) => io.send_udp(first_hop, reply),
                     Outcome::Pong(nonce) => match end.pings.answer(nonce) {
@@ -368,7 +398,7 @@ impl NodeCore {
             Ok(n) => io.send_udp(end.setup.first_hop, buf.get(..n).unwrap_or_default()),
             Err(SendError::NoSession) => {
                 Self::stage(end, &mut self.drops, buf, len);
-                Self::poll_end(end, now, &mut self.scratch, io);
+                Self::poll_end(end, &mut self.peers, now, &mut self.scratch, io);
             }
             Err(SendError::Seal(_)) => self.drops.add(NodeDrop::TooBig),
         }
@@ -395,9 +425,18 @@ impl NodeCore {
         end.pings.send_waiting(&mut end.session, now, first_hop, io);
     }
 
-    fn poll_end(end: &mut RouteEnd, now: Instant, scratch: &mut [u8], io: &mut impl NodeIo) {
+    fn poll_end(
+        end: &mut RouteEnd,
+        peers: &mut Peers,
+        now: Instant,
+        scratch: &mut [u8],
+        io: &mut impl NodeIo,
+    ) {
         Self::flush_staged(end, now, io);
-        while let Some(n) = end.session.poll(now, scratch) {
+        let Some(peer) = peers.memory_mut(end.peer) else {
+            return;
+        };
+        while let Some(n) = end.session.poll(now, scratch, peer) {
             io.send_udp(end.setup.first_hop, scratch.get(..n).unwrap_or_default());
         }
     }
@@ -406,7 +445,7 @@ impl NodeCore {
     /// manager rules that were idle too long.
     pub fn poll_timers(&mut self, now: Instant, io: &mut impl NodeIo) {
         for end in self.ends.iter_mut() {
-            Self::poll_end(end, now, &mut self.scratch, io);
+            Self::poll_end(end, &mut self.peers, now, &mut self.scratch, io);
         }
         self.expire(now);
     }

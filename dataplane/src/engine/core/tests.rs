@@ -61,6 +61,7 @@ fn three() -> Mesh {
             first_hop: addr(2),
             out_id: id(100),
             in_id: id(201),
+            peer_in_id: id(101),
             prev_hop: addr(2),
             persistent_keepalive: None,
         }],
@@ -99,6 +100,7 @@ fn three() -> Mesh {
             first_hop: addr(2),
             out_id: id(200),
             in_id: id(101),
+            peer_in_id: id(201),
             prev_hop: addr(2),
             persistent_keepalive: None,
         }],
@@ -261,7 +263,9 @@ fn relay(in_id: u32, prev: u8, out_id: u32, next: u8) -> RelaySetup {
     }
 }
 
-fn end(name: &str, peer: PublicKey, prefix_: &str, out_id: u32, in_id: u32) -> RouteSetup {
+/// A route end through B; `ids` are its `out_id`, `in_id` and `peer_in_id`.
+fn end(name: &str, peer: PublicKey, prefix_: &str, ids: (u32, u32, u32)) -> RouteSetup {
+    let (out_id, in_id, peer_in_id) = ids;
     RouteSetup {
         name: name.into(),
         peer,
@@ -269,6 +273,7 @@ fn end(name: &str, peer: PublicKey, prefix_: &str, out_id: u32, in_id: u32) -> R
         first_hop: addr(2),
         out_id: id(out_id),
         in_id: id(in_id),
+        peer_in_id: id(peer_in_id),
         prev_hop: addr(2),
         persistent_keepalive: None,
     }
@@ -295,7 +300,7 @@ fn add_manager_route(mesh: &mut Mesh) {
     mesh.apply(
         C,
         vec![RuleChange::AddEnd {
-            route: end("to-a-2", ka, "10.77.0.1/32", 210, 111),
+            route: end("to-a-2", ka, "10.77.0.1/32", (210, 111, 202)),
             origin: MANAGER,
         }],
     )
@@ -303,7 +308,7 @@ fn add_manager_route(mesh: &mut Mesh) {
     mesh.apply(
         A,
         vec![RuleChange::AddEnd {
-            route: end("to-c-2", kc, "10.77.0.3/32", 110, 202),
+            route: end("to-c-2", kc, "10.77.0.3/32", (110, 202, 111)),
             origin: MANAGER,
         }],
     )
@@ -369,7 +374,12 @@ fn a_refused_batch_changes_nothing() {
                 RuleChange::Remove { in_id: id(200) },
                 RuleChange::AddEnd {
                     // The all-zero key is a low-order point.
-                    route: end("bad", PublicKey::from_bytes([0; 32]), "10.9.0.0/16", 5, 6),
+                    route: end(
+                        "bad",
+                        PublicKey::from_bytes([0; 32]),
+                        "10.9.0.0/16",
+                        (5, 6, 7),
+                    ),
                     origin: MANAGER,
                 },
             ],
@@ -396,7 +406,7 @@ fn a_refused_batch_changes_nothing() {
                 origin: MANAGER,
             },
             RuleChange::AddEnd {
-                route: end("b-to-c", kc, "10.9.0.0/16", 5, 6),
+                route: end("b-to-c", kc, "10.9.0.0/16", (5, 6, 7)),
                 origin: MANAGER,
             },
         ],
@@ -452,7 +462,7 @@ fn dynamic_route_takes_over_a_prefix_and_gives_it_back() {
     mesh.apply(
         A,
         vec![RuleChange::AddEnd {
-            route: end("to-c-3", kc, "10.77.0.3/32", 110, 203),
+            route: end("to-c-3", kc, "10.77.0.3/32", (110, 203, 111)),
             origin: MANAGER,
         }],
     )
