@@ -33,7 +33,7 @@
 //!   first).
 //! - `staging`: the fixed ring of [`STAGED_PER_ROUTE`] preallocated buffers in which a route
 //!   end keeps TUN packets while its handshake runs.
-//! - `peers`: one [`PeerMemory`](crate::session::PeerMemory) per peer key the node has or
+//! - `peers`: one [`PeerMemory`] per peer key the node has or
 //!   had a route end with (the newest initiation accepted from the key, the newest
 //!   timestamp sent to it, the rate of its initiations), shared by all route ends with that
 //!   key and kept when they go, so a re-installed or repaired route end cannot be fed a
