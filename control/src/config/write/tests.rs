@@ -224,6 +224,7 @@ node:
     first_hop: 198.18.1.2:6000
     out_id: 100
     in_id: 201
+    peer_in_id: 101
     prev_hop: 198.18.1.2:6000
     persistent_keepalive: 1500ms
 "
