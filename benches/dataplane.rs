@@ -38,9 +38,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use skywire_dataplane::crypto::PrivateKey;
 use skywire_dataplane::crypto::aead::AeadKey;
 use skywire_dataplane::crypto::cipher::{Limits, RecvKey, SendKey};
-use skywire_dataplane::crypto::noise::{self, StaticKeys};
+use skywire_dataplane::crypto::noise::{self, RouteBinding, StaticKeys};
 use skywire_dataplane::route::{self, Decision, Entry, RouteTable, Rule};
-use skywire_dataplane::session::{HEADROOM, Outcome, Session};
+use skywire_dataplane::session::{HEADROOM, Outcome, PeerMemory, RouteIds, Session};
 use skywire_dataplane::sys::batch::SendBatch;
 use skywire_dataplane::sys::tun::split;
 use skywire_dataplane::wire::{
@@ -63,42 +63,56 @@ const ROUTES: usize = 10_000;
 /// Length of the pseudo-random sequence of looked-up ids (a power of two).
 const LOOKUPS: usize = 4096;
 
-/// Two sessions with a confirmed keypair: `a` initiated, both can send.
-fn session_pair() -> (Session, Session, Instant) {
+/// Two sessions with a confirmed keypair: `a` initiated, both can send. The second half of
+/// the result is each end's memory of its peer's key, as its node would keep it.
+fn session_pair() -> ((Session, Session, Instant), (PeerMemory, PeerMemory)) {
     let ka = PrivateKey::generate().unwrap();
     let kb = PrivateKey::generate().unwrap();
     let (pa, pb) = (ka.public_key(), kb.public_key());
     let t0 = Instant::now();
     let unix = Duration::from_secs(1_800_000_000);
+    let (id10, id20) = (RouteId::new(10).unwrap(), RouteId::new(20).unwrap());
     let mut a = Session::new(
         StaticKeys::new(ka, pb).unwrap(),
-        RouteId::new(10).unwrap(),
+        RouteIds {
+            out_id: id10,
+            in_id: id20,
+            peer_in_id: id10,
+        },
         Limits::WIREGUARD,
         t0,
         unix,
     );
     let mut b = Session::new(
         StaticKeys::new(kb, pa).unwrap(),
-        RouteId::new(20).unwrap(),
+        RouteIds {
+            out_id: id20,
+            in_id: id10,
+            peer_in_id: id20,
+        },
         Limits::WIREGUARD,
         t0,
         unix,
     );
+    let (mut peer_of_a, mut peer_of_b) = (PeerMemory::new(), PeerMemory::new());
     a.request_handshake();
     let mut buf = vec![0u8; 2048];
-    let n = a.poll(t0, &mut buf).expect("initiation");
+    let n = a.poll(t0, &mut buf, &mut peer_of_a).expect("initiation");
     let mut init = buf[..n].to_vec();
-    let Outcome::Reply(response) = b.decapsulate(t0, &mut init) else {
+    let Outcome::Reply(response) = b.decapsulate(t0, &mut init, &mut peer_of_b) else {
         panic!("no handshake response");
     };
     let mut response = response.to_vec();
-    let Outcome::Reply(confirm) = a.decapsulate(t0, &mut response) else {
+    let Outcome::Reply(confirm) = a.decapsulate(t0, &mut response, &mut peer_of_a) else {
         panic!("no confirmation");
     };
     let mut confirm = confirm.to_vec();
-    assert!(matches!(b.decapsulate(t0, &mut confirm), Outcome::Consumed));
+    assert!(matches!(
+        b.decapsulate(t0, &mut confirm, &mut peer_of_b),
+        Outcome::Consumed
+    ));
     assert!(a.is_established() && b.is_established());
-    (a, b, t0)
+    ((a, b, t0), (peer_of_a, peer_of_b))
 }
 
 /// Run `iters` opens in chunks of [`CHUNK`]: `prepare(state, n)` seals `n` fresh packets
@@ -162,7 +176,7 @@ fn seal(c: &mut Criterion) {
             });
         });
 
-        let (mut a, _b, now) = session_pair();
+        let ((mut a, _b, now), _) = session_pair();
         let mut buf = vec![0x42u8; len + TRANSPORT_OVERHEAD];
         group.bench_function(BenchmarkId::new("session", len), |b| {
             b.iter(|| {
@@ -250,7 +264,7 @@ fn open(c: &mut Criterion) {
             });
         });
 
-        let (a, b, now) = session_pair();
+        let ((a, b, now), (_, mut peer_of_b)) = session_pair();
         let mut state = (a, b, vec![vec![0x42u8; len + TRANSPORT_OVERHEAD]; CHUNK]);
         group.bench_function(BenchmarkId::new("session", len), |bench| {
             bench.iter_custom(|iters| {
@@ -264,7 +278,7 @@ fn open(c: &mut Criterion) {
                     },
                     |(_, b, bufs), n| {
                         for buf in bufs.iter_mut().take(n) {
-                            let outcome = b.decapsulate(now, buf);
+                            let outcome = b.decapsulate(now, buf, &mut peer_of_b);
                             let Outcome::Deliver(payload) = outcome else {
                                 panic!("not delivered: {outcome:?}");
                             };
@@ -398,6 +412,10 @@ fn handshake(c: &mut Criterion) {
     let initiator = StaticKeys::new(ka, pb).unwrap();
     let responder = StaticKeys::new(kb, pa).unwrap();
     let route = RouteId::new(10).unwrap();
+    let binding = RouteBinding {
+        initiator_in: RouteId::new(20).unwrap(),
+        responder_in: route,
+    };
     let mut timestamp = 1_800_000_000_000_000_000u64;
 
     let mut group = c.benchmark_group("handshake");
@@ -407,8 +425,9 @@ fn handshake(c: &mut Criterion) {
             timestamp += 1;
             let mut init = [0u8; HANDSHAKE_INIT_LEN];
             let mut response = [0u8; HANDSHAKE_RESPONSE_LEN];
-            let state = noise::write_init(&initiator, route, 11, timestamp, &mut init).unwrap();
-            let received = noise::read_init(&responder, &init).unwrap();
+            let state =
+                noise::write_init(&initiator, binding, route, 11, timestamp, &mut init).unwrap();
+            let received = noise::read_init(&responder, binding, &init).unwrap();
             let responder_keys =
                 noise::write_response(&responder, received, route, 22, &mut response).unwrap();
             let (initiator_keys, index) =
@@ -498,7 +517,7 @@ fn batch(c: &mut Criterion) {
         });
     });
 
-    let (mut a, _, now) = session_pair();
+    let ((mut a, _, now), _) = session_pair();
     group.bench_function("sender_path/seal_each_reference", |b| {
         b.iter(|| {
             for buf in bufs.iter_mut().take(SEGMENTS) {

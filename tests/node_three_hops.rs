@@ -7,7 +7,8 @@
 //! ```
 //!
 //! One route A <-> C through B with static ids (A -> B 100, B -> C 101, C -> B 200,
-//! B -> A 201), transport port 6000 everywhere. Each test builds its own topology (they
+//! B -> A 201; each end's handshakes are bound to 201 and 101, the ids A and C receive
+//! with), transport port 6000 everywhere. Each test builds its own topology (they
 //! run in parallel, in namespaces named per process and per test) and checks, through the
 //! real binary and real tools (ping, the Python helpers in `tests/tools/`):
 //! pings both ways over IPv4 and IPv6 with exact counters at every hop; a 100 MB TCP
@@ -85,7 +86,7 @@ impl ThreeHops {
                 c.key(),
                 &["10.77.0.3/32", "fd77::3/128"],
                 "198.18.1.2:6000",
-                (100, 201),
+                (100, 201, 101),
                 "198.18.1.2:6000",
             )];
         });
@@ -106,7 +107,7 @@ impl ThreeHops {
                 a.key(),
                 &["10.77.0.1/32", "fd77::1/128"],
                 "198.18.2.2:6000",
-                (200, 101),
+                (200, 101, 201),
                 "198.18.2.2:6000",
             )];
         });

@@ -5,7 +5,8 @@
 //! - [`wire`]: zero-copy views and `Repr`s of every packet that crosses a route
 //!   (`docs/PROTOCOL.md` is the byte-by-byte reference).
 //! - [`crypto`]: static identities, BLAKE3 key derivation, the ChaCha20-Poly1305 route cipher
-//!   sealed and opened in place, the anti-replay window, and the Noise IK handshake.
+//!   sealed and opened in place, the anti-replay window, and the route handshake (Noise's IK
+//!   pattern with BLAKE3, bound to the route).
 //! - [`session`]: the end-to-end state of one route endpoint: handshake, keypair rotation,
 //!   rekey and expiry limits, keepalives. Time is passed in; nothing here reads a clock.
 //! - [`route`]: the forwarding table (incoming route id to forward or deliver), readable from

@@ -25,8 +25,8 @@ use skywire_dataplane::wire::{
     TRANSPORT_OVERHEAD,
 };
 use skywire_fuzz::fixtures::{
-    CIPHER_KEY, INITIATOR_INDEX, INITIATOR_SECRET, RESPONDER_INDEX, ROUTE, TIMESTAMP,
-    initiator_keys, responder_keys,
+    BINDING, CIPHER_KEY, INITIATOR_IN, INITIATOR_INDEX, INITIATOR_SECRET, RESPONDER_INDEX, ROUTE,
+    TIMESTAMP, initiator_keys, responder_keys,
 };
 use skywire_fuzz::replay::{self, Op as R};
 use skywire_fuzz::route::{DELIVER_ID, FORWARD_ID};
@@ -66,18 +66,19 @@ fn handshake() -> ([u8; HANDSHAKE_INIT_LEN], [u8; HANDSHAKE_RESPONSE_LEN]) {
     let mut init = [0u8; HANDSHAKE_INIT_LEN];
     noise::write_init(
         initiator_keys(),
+        BINDING,
         ROUTE,
         INITIATOR_INDEX,
         TIMESTAMP,
         &mut init,
     )
     .expect("write_init");
-    let received = noise::read_init(responder_keys(), &init).expect("read_init");
+    let received = noise::read_init(responder_keys(), BINDING, &init).expect("read_init");
     let mut response = [0u8; HANDSHAKE_RESPONSE_LEN];
     noise::write_response(
         responder_keys(),
         received,
-        ROUTE,
+        INITIATOR_IN,
         RESPONDER_INDEX,
         &mut response,
     )
@@ -186,11 +187,33 @@ fn session_scripts(init: &[u8]) -> Seeds {
         S::Raw(A, init.to_vec()),
         S::Raw(B, vec![1, 3, 0, 0, 0, 0, 0, 1]),
     ];
+    // The fixed initiation, accepted, then replayed into a re-installed route end (refused:
+    // the node remembers it), overtaken by a genuine handshake, refused again after another
+    // re-install, and accepted after a restart (the node forgot everything, as WireGuard).
+    let reinstall = vec![
+        S::Raw(B, init.to_vec()),
+        S::Lose(A),
+        S::Reinstall(B),
+        S::Raw(B, init.to_vec()),
+        S::Tick(1),
+        S::RequestHandshake(A),
+        S::Poll(A),
+        S::Deliver(B),
+        S::Deliver(A),
+        S::Deliver(B),
+        S::Send(A, hello()),
+        S::Deliver(B),
+        S::Reinstall(B),
+        S::Raw(B, init.to_vec()),
+        S::Restart(B),
+        S::Raw(B, init.to_vec()),
+    ];
     vec![
         (
             "handshake-then-data",
             session::encode(false, &handshake_then_data),
         ),
+        ("reinstall", session::encode(false, &reinstall)),
         ("tight-limits-rekey", session::encode(true, &rekey)),
         ("restart", session::encode(false, &restart)),
         ("hostile-network", session::encode(true, &hostile_network)),

@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 
 use skywire_dataplane::crypto::kdf;
-use skywire_dataplane::crypto::noise::StaticKeys;
+use skywire_dataplane::crypto::noise::{RouteBinding, StaticKeys};
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 use skywire_dataplane::wire::{MAC_LEN, ROUTE_HEADER_LEN, RouteId};
 
@@ -25,10 +25,21 @@ pub const INITIATOR_INDEX: u32 = 0x1111_2222;
 pub const RESPONDER_INDEX: u32 = 0x3333_4444;
 /// The handshake timestamp of seed initiations (nanoseconds since the epoch).
 pub const TIMESTAMP: u64 = 1_790_000_000_000_000_000;
-/// The route id seeds carry.
+/// The route id seeds carry: the id with which the responder receives the route, so also
+/// the id initiations carry in their header.
 pub const ROUTE: RouteId = match RouteId::new(0x0a0b_0c0d) {
     Some(id) => id,
     None => unreachable!(),
+};
+/// The id with which the initiator receives the route (responses carry it).
+pub const INITIATOR_IN: RouteId = match RouteId::new(0x0a0b_0c0e) {
+    Some(id) => id,
+    None => unreachable!(),
+};
+/// The route the fixed handshakes run on: initiations seeds carry are bound to it.
+pub const BINDING: RouteBinding = RouteBinding {
+    initiator_in: INITIATOR_IN,
+    responder_in: ROUTE,
 };
 
 fn pair(local: [u8; 32], remote: [u8; 32]) -> StaticKeys {

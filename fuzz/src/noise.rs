@@ -15,14 +15,15 @@ use skywire_dataplane::wire::{
 };
 
 use crate::fixtures::{
-    INITIATOR_INDEX, RESPONDER_INDEX, ROUTE, TIMESTAMP, initiator_keys, responder_keys, with_mac1,
+    BINDING, INITIATOR_IN, INITIATOR_INDEX, RESPONDER_INDEX, ROUTE, TIMESTAMP, initiator_keys,
+    responder_keys, with_mac1,
 };
 
 /// The responder reads an initiation from the initiator (fixed static keys).
 pub fn read_init(data: &[u8]) {
     let keys = responder_keys();
     let well_formed = HandshakeInitPacket::new_checked(data).is_ok();
-    let result = noise::read_init(keys, data);
+    let result = noise::read_init(keys, BINDING, data);
     assert_eq!(
         matches!(result, Err(HandshakeError::Malformed)),
         !well_formed,
@@ -51,7 +52,7 @@ pub fn read_init(data: &[u8]) {
         );
         assert_eq!(received.sender_index, repr.sender_index);
         let mut out = [0u8; HANDSHAKE_RESPONSE_LEN];
-        noise::write_response(keys, received, ROUTE, RESPONDER_INDEX, &mut out)
+        noise::write_response(keys, received, INITIATOR_IN, RESPONDER_INDEX, &mut out)
             .expect("a verified initiation can be answered");
         let response = HandshakeResponsePacket::new_checked(&out[..]).expect("a valid response");
         assert_eq!(
@@ -62,7 +63,7 @@ pub fn read_init(data: &[u8]) {
 
     if !mac_ok {
         let fixed = with_mac1(data, &keys.local_public()).expect("132 bytes have a mac1");
-        let result = noise::read_init(keys, &fixed);
+        let result = noise::read_init(keys, BINDING, &fixed);
         assert!(
             !matches!(
                 result,
@@ -81,6 +82,7 @@ fn initiator_state() -> &'static InitiatorState {
         let mut out = [0u8; HANDSHAKE_INIT_LEN];
         noise::write_init(
             initiator_keys(),
+            BINDING,
             ROUTE,
             INITIATOR_INDEX,
             TIMESTAMP,

@@ -14,6 +14,9 @@
 //!   authenticated), and the plaintext equals what was sealed;
 //! - no sealed packet is delivered twice, however often the network replays it;
 //! - the drop counters count exactly the `Dropped` outcomes;
+//! - an initiation is answered only if its timestamp is newer than every initiation the
+//!   end's node accepted from the other end's key before, across re-installs of the route
+//!   end (each end has a [`PeerMemory`], which a restart clears and a re-install keeps);
 //! - `poll` sends nothing before the instant `poll_timeout` announced, and at a fixed
 //!   instant it runs dry after a few calls (a driver loops on it until `None`).
 //!
@@ -28,10 +31,12 @@ use std::time::{Duration, Instant};
 
 use skywire_dataplane::crypto::cipher::Limits;
 use skywire_dataplane::crypto::noise::StaticKeys;
-use skywire_dataplane::session::{Outcome, Session};
-use skywire_dataplane::wire::{HANDSHAKE_INIT_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
+use skywire_dataplane::session::{Outcome, PeerMemory, RouteIds, Session};
+use skywire_dataplane::wire::{
+    HANDSHAKE_INIT_LEN, PacketType, RouteId, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
+};
 
-use crate::fixtures::{ROUTE, initiator_keys, responder_keys};
+use crate::fixtures::{INITIATOR_IN, ROUTE, initiator_keys, responder_keys};
 
 /// One end of the route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,14 +86,18 @@ pub enum Op {
     RequestHandshake(Side),
     /// `close`, sending the close packet if one was written.
     Close(Side),
-    /// Replace this end's session by a fresh one, as after a restart.
+    /// Replace this end's session by a fresh one, as after a restart: its node's memory of
+    /// the peer key is gone too.
     Restart(Side),
     /// `set_persistent_keepalive` with this many seconds (0: off).
     PersistentKeepalive(Side, u8),
+    /// Replace this end's session by a fresh one, as when the route end is installed again
+    /// (a repair): its node still remembers the peer key.
+    Reinstall(Side),
 }
 
 /// Number of operation kinds (the tag's upper bits are taken modulo this).
-const OPS: u8 = 13;
+const OPS: u8 = 14;
 
 /// Encode a script (with its limits byte) in the target's input format.
 pub fn encode(tight_limits: bool, ops: &[Op]) -> Vec<u8> {
@@ -117,6 +126,7 @@ pub fn encode(tight_limits: bool, ops: &[Op]) -> Vec<u8> {
             Op::Close(s) => out.push(tag(10, *s)),
             Op::Restart(s) => out.push(tag(11, *s)),
             Op::PersistentKeepalive(s, n) => out.extend([tag(12, *s), *n]),
+            Op::Reinstall(s) => out.push(tag(13, *s)),
         }
     }
     out
@@ -150,7 +160,8 @@ fn next_op(input: &mut &[u8]) -> Option<Op> {
         9 => Op::RequestHandshake(side),
         10 => Op::Close(side),
         11 => Op::Restart(side),
-        _ => Op::PersistentKeepalive(side, byte(input)?),
+        12 => Op::PersistentKeepalive(side, byte(input)?),
+        _ => Op::Reinstall(side),
     })
 }
 
@@ -200,7 +211,10 @@ struct Flight {
 
 struct Peer {
     keys: &'static StaticKeys,
+    ids: RouteIds,
     session: Session,
+    /// The node's memory of the other end's key: kept across re-installs.
+    memory: PeerMemory,
     inbox: VecDeque<Flight>,
     last_received: Option<Flight>,
     /// `Dropped` outcomes since the session was created.
@@ -220,18 +234,29 @@ struct World {
 impl World {
     fn new(limits: Limits) -> Self {
         let start = Instant::now();
-        let peer = |keys: &'static StaticKeys| Peer {
+        let peer = |keys: &'static StaticKeys, ids: RouteIds| Peer {
             keys,
-            session: Session::new(keys.clone(), ROUTE, limits, start, UNIX_START),
+            ids,
+            session: Session::new(keys.clone(), ids, limits, start, UNIX_START),
+            memory: PeerMemory::new(),
             inbox: VecDeque::new(),
             last_received: None,
             drops: 0,
+        };
+        // A sends with ROUTE, which B receives with, and the other way round.
+        let ids = |out_id: RouteId, in_id: RouteId| RouteIds {
+            out_id,
+            in_id,
+            peer_in_id: out_id,
         };
         Self {
             start,
             now: start,
             limits,
-            peers: [peer(initiator_keys()), peer(responder_keys())],
+            peers: [
+                peer(initiator_keys(), ids(ROUTE, INITIATOR_IN)),
+                peer(responder_keys(), ids(INITIATOR_IN, ROUTE)),
+            ],
             next_serial: 0,
             delivered: HashSet::new(),
         }
@@ -251,7 +276,9 @@ impl World {
         let peer = &mut self.peers[side.index()];
         let mut buf = flight.bytes.clone();
         let mut reply = None;
-        match peer.session.decapsulate(now, &mut buf) {
+        let is_init = flight.bytes.get(1) == Some(&(PacketType::HandshakeInit as u8));
+        let newest_before = peer.memory.newest_accepted();
+        match peer.session.decapsulate(now, &mut buf, &mut peer.memory) {
             Outcome::Deliver(plain) => {
                 let sealed = flight
                     .sealed
@@ -273,7 +300,15 @@ impl World {
                     sealed.serial
                 );
             }
-            Outcome::Reply(bytes) => reply = Some(bytes.to_vec()),
+            Outcome::Reply(bytes) => {
+                if is_init {
+                    assert!(
+                        peer.memory.newest_accepted() > newest_before,
+                        "an initiation was answered that is not newer than {newest_before:?}"
+                    );
+                }
+                reply = Some(bytes.to_vec());
+            }
             Outcome::Dropped(_) => peer.drops += 1,
             Outcome::Consumed | Outcome::Closed | Outcome::Pong(_) => {}
         }
@@ -371,12 +406,15 @@ impl World {
                     );
                 }
             }
-            Op::Restart(side) => {
+            Op::Restart(side) | Op::Reinstall(side) => {
                 let unix_time = UNIX_START + now.duration_since(self.start);
                 let limits = self.limits;
                 let peer = self.peer(side);
-                peer.session = Session::new(peer.keys.clone(), ROUTE, limits, now, unix_time);
+                peer.session = Session::new(peer.keys.clone(), peer.ids, limits, now, unix_time);
                 peer.drops = 0;
+                if matches!(op, Op::Restart(_)) {
+                    peer.memory = PeerMemory::new();
+                }
             }
             Op::PersistentKeepalive(side, n) => {
                 let interval = (n != 0).then(|| Duration::from_secs(u64::from(n)));
@@ -388,10 +426,10 @@ impl World {
     fn poll(&mut self, side: Side) {
         let now = self.now;
         for _ in 0..8 {
-            let session = &mut self.peer(side).session;
-            let timeout = session.poll_timeout();
+            let peer = self.peer(side);
+            let timeout = peer.session.poll_timeout();
             let mut buf = vec![0u8; HANDSHAKE_INIT_LEN];
-            let Some(n) = session.poll(now, &mut buf) else {
+            let Some(n) = peer.session.poll(now, &mut buf, &mut peer.memory) else {
                 return;
             };
             assert!(

@@ -12,7 +12,7 @@ use skywire_dataplane::wire::{
     HandshakeInitPacket, HandshakeResponsePacket, TransportPacket, TransportRepr,
 };
 use skywire_fuzz::TARGETS;
-use skywire_fuzz::fixtures::{CIPHER_KEY, initiator_keys, responder_keys, with_mac1};
+use skywire_fuzz::fixtures::{BINDING, CIPHER_KEY, initiator_keys, responder_keys, with_mac1};
 
 fn files(dir: &Path, seeds_only: bool) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -85,7 +85,7 @@ fn seeds_pass_their_checks() {
         .chain(&seeds("noise_read_init"))
     {
         HandshakeInitPacket::new_checked(&seed[..]).expect("initiation seed parses");
-        noise::read_init(responder_keys(), seed).expect("initiation seed verifies");
+        noise::read_init(responder_keys(), BINDING, seed).expect("initiation seed verifies");
         assert_eq!(
             with_mac1(seed, &responder_keys().local_public()).as_ref(),
             Some(seed)
@@ -119,4 +119,6 @@ fn session_seeds_reach_established_sessions() {
     assert!(run("seed-hostile-network").delivered >= 1);
     assert!(run("seed-injected-init").handshakes >= 1);
     assert_eq!(run("seed-corrupted-back").delivered, 1);
+    let reinstall = run("seed-reinstall");
+    assert_eq!((reinstall.delivered, reinstall.handshakes), (1, 2));
 }

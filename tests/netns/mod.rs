@@ -163,13 +163,13 @@ pub(crate) fn tun(name: &str, addresses: &[&str]) -> TunSetup {
 }
 
 /// A route `name` to `peer` for `prefixes`, sent to `first_hop` with `out_id` and taken
-/// with `in_id` from `prev_hop`; no keepalive.
+/// with `in_id` from `prev_hop`, where the peer takes it with `peer_in_id`; no keepalive.
 pub(crate) fn route(
     name: &str,
     peer: PublicKey,
     prefixes: &[&str],
     first_hop: &str,
-    (out_id, in_id): (u32, u32),
+    (out_id, in_id, peer_in_id): (u32, u32, u32),
     prev_hop: &str,
 ) -> RouteSetup {
     RouteSetup {
@@ -179,6 +179,7 @@ pub(crate) fn route(
         first_hop: addr(first_hop),
         out_id: route_id(out_id),
         in_id: route_id(in_id),
+        peer_in_id: route_id(peer_in_id),
         prev_hop: addr(prev_hop),
         persistent_keepalive: None,
     }

@@ -244,10 +244,11 @@ fn skywire_config(
         } else {
             (2, 1, keys.first())
         };
-        let (first_hop, out_id, in_id) = if i == 0 {
-            (hop(1, false), 100, 200 + n - 2)
+        // The ids each end receives with bind the route's handshakes: each end knows both.
+        let (first_hop, out_id, in_id, peer_in_id) = if i == 0 {
+            (hop(1, false), 100, 200 + n - 2, 100 + n - 2)
         } else {
-            (hop(last, true), 200, 100 + n - 2)
+            (hop(last, true), 200, 100 + n - 2, 200 + n - 2)
         };
         let address = |host| Prefix::new(Ipv4Addr::new(10, net, 0, host).into(), 24);
         node.tun = Some(TunSetup {
@@ -266,6 +267,7 @@ fn skywire_config(
                 first_hop,
                 out_id: route_id(out_id)?,
                 in_id: route_id(in_id)?,
+                peer_in_id: route_id(peer_in_id)?,
                 prev_hop: first_hop,
                 persistent_keepalive: None,
             });

@@ -14,8 +14,13 @@
 //! | `manager` | `{address, key, endpoint, accept}`, the node's manager ([`ManagerLink`]) | none: a statically configured node |
 //!
 //! In `tun`, `name` and `addresses` are required and `mtu` defaults to [`DEFAULT_MTU`]. A
-//! route is `{name, peer, prefixes, first_hop, out_id, in_id, prev_hop,
-//! persistent_keepalive}`, every key but the last required; in a relay rule every key is.
+//! route is `{name, peer, prefixes, first_hop, out_id, in_id, peer_in_id, prev_hop,
+//! persistent_keepalive}`, every key but `peer_in_id` and `persistent_keepalive` required;
+//! in a relay rule every key is. `peer_in_id` is the id the route's packets carry when they
+//! reach the peer (the peer's `in_id`); with `in_id` it binds the route's handshakes to the
+//! route (`docs/PROTOCOL.md` §5.2), so it must be the peer's `in_id` exactly. It defaults to
+//! `out_id`, which is right when `first_hop` is the peer itself; a route through relays
+//! must set it, or its handshakes fail (`bad handshake` at the responder).
 //! An absent `tun`, `routes` or `relays`, or one written with no value, is none. In
 //! `manager`, `address` and `key` are required; `endpoint` defaults to `listen`; `accept`
 //! ([`AcceptRule`]s: `{peer, prefixes}`, `peer` a key or `any`) lists who may set up a
@@ -268,6 +273,7 @@ struct RawRoute {
     first_hop: HopAddr,
     out_id: RouteIdValue,
     in_id: RouteIdValue,
+    peer_in_id: Option<RouteIdValue>,
     prev_hop: HopAddr,
     persistent_keepalive: Option<DurationValue>,
 }
@@ -323,6 +329,8 @@ impl RawNode {
                 first_hop: raw.first_hop.0,
                 out_id: raw.out_id.0,
                 in_id: raw.in_id.0,
+                // Without relays the first hop is the peer, which receives with `out_id`.
+                peer_in_id: raw.peer_in_id.map_or(raw.out_id.0, |id| id.0),
                 prev_hop: raw.prev_hop.0,
                 persistent_keepalive: raw.persistent_keepalive.map(|d| d.0),
             })

@@ -372,6 +372,9 @@ struct RouteOut<'a> {
     first_hop: String,
     out_id: u32,
     in_id: u32,
+    /// Written only when it is not the default (`out_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_in_id: Option<u32>,
     prev_hop: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     persistent_keepalive: Option<String>,
@@ -444,6 +447,8 @@ impl<'a> NodeOut<'a> {
                     first_hop: route.first_hop.to_string(),
                     out_id: route.out_id.get(),
                     in_id: route.in_id.get(),
+                    peer_in_id: (route.peer_in_id != route.out_id)
+                        .then_some(route.peer_in_id.get()),
                     prev_hop: route.prev_hop.to_string(),
                     persistent_keepalive: keepalive,
                 })

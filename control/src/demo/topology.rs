@@ -176,14 +176,14 @@ fn tun(name: &str, address: Ipv4Addr) -> TunSetup {
 }
 
 /// A route `name` to `peer`, whose TUN address is `to`, through the relay's address `via`
-/// on this end's link, sending with `out_id` and receiving `in_id`.
+/// on this end's link, sending with `out_id` and receiving `in_id`; the peer receives with
+/// `peer_in_id`.
 fn route(
     name: &str,
     peer: PublicKey,
     to: Ipv4Addr,
     via: Ipv4Addr,
-    out_id: RouteId,
-    in_id: RouteId,
+    (out_id, in_id, peer_in_id): (RouteId, RouteId, RouteId),
 ) -> RouteSetup {
     RouteSetup {
         name: name.to_owned(),
@@ -192,6 +192,7 @@ fn route(
         first_hop: hop(via),
         out_id,
         in_id,
+        peer_in_id,
         prev_hop: hop(via),
         persistent_keepalive: None,
     }
@@ -206,7 +207,13 @@ pub(super) fn config_file(node: Node, a_key: &PublicKey, c_key: &PublicKey) -> C
     match node {
         Node::A => {
             section.tun = Some(tun(A_TUN_NAME, A_TUN));
-            section.routes = vec![route("to-c", *c_key, C_TUN, B_LINK_A, A_TO_B, B_TO_A)];
+            section.routes = vec![route(
+                "to-c",
+                *c_key,
+                C_TUN,
+                B_LINK_A,
+                (A_TO_B, B_TO_A, B_TO_C),
+            )];
         }
         Node::B => {
             section.relays = vec![
@@ -226,7 +233,13 @@ pub(super) fn config_file(node: Node, a_key: &PublicKey, c_key: &PublicKey) -> C
         }
         Node::C => {
             section.tun = Some(tun(C_TUN_NAME, C_TUN));
-            section.routes = vec![route("to-a", *a_key, A_TUN, B_LINK_C, C_TO_B, B_TO_C)];
+            section.routes = vec![route(
+                "to-a",
+                *a_key,
+                A_TUN,
+                B_LINK_C,
+                (C_TO_B, B_TO_C, B_TO_A),
+            )];
         }
     }
     ConfigFile::node(section).with_comment(format!(

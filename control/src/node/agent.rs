@@ -578,6 +578,7 @@ impl Agent {
                     first_hop,
                     out_id,
                     in_id,
+                    peer_in_id,
                     prev_hop,
                 } => RuleChange::AddEnd {
                     route: RouteSetup {
@@ -587,6 +588,7 @@ impl Agent {
                         first_hop: *first_hop,
                         out_id: id(*out_id)?,
                         in_id: id(*in_id)?,
+                        peer_in_id: id(*peer_in_id)?,
                         prev_hop: *prev_hop,
                         // Traffic keeps rules alive: an idle route sends keepalives well
                         // within the expiry, which also starts its handshake at once.

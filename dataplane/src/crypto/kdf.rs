@@ -3,10 +3,17 @@
 //! Every context string is a constant here, so the list of what is derived from what is in
 //! one place. A context names the protocol, its version and the purpose, as BLAKE3 asks
 //! ("hardcoded, globally unique, application-specific"). Changing any of them is a protocol
-//! version change.
+//! version change. The `v1` in the contexts is the route protocol's version (the header's
+//! byte 0); the handshake's own version is in [`PROTOCOL_NAME`], which every handshake key
+//! derives from, so a new handshake version needs no new contexts.
 
-/// Name of the handshake pattern, hashed into the initial chaining key and transcript hash.
-pub const PROTOCOL_NAME: &[u8] = b"Noise_IK_25519_ChaChaPoly_BLAKE3";
+/// Name of the handshake, hashed into the initial chaining key and transcript hash. It
+/// names what the handshake is, so that it cannot be taken for a standard Noise suite: the
+/// IK message pattern of Noise, with BLAKE3 as the hash and BLAKE3 `derive_key` instead of
+/// Noise's HKDF (section 5 of `docs/PROTOCOL.md`). Version 2 binds the handshake to its
+/// route; version 1 was named `Noise_IK_25519_ChaChaPoly_BLAKE3` and did not.
+pub const PROTOCOL_NAME: &[u8] =
+    b"skywire handshake v2: Noise IK pattern, X25519, ChaChaPoly, BLAKE3, derive_key KDF";
 /// Prologue mixed into the transcript: both ends must agree on it.
 pub const PROLOGUE: &[u8] = b"skywire route v1";
 

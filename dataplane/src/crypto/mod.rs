@@ -1,5 +1,6 @@
 //! Cryptography of a route: identities, key derivation, the transport cipher, the anti-replay
-//! window and the Noise IK handshake.
+//! window and the route handshake (Noise's IK pattern with BLAKE3 `derive_key` as its KDF;
+//! not a standard Noise suite).
 //!
 //! - [`keys`]: X25519 static identities ([`PrivateKey`], [`PublicKey`]) and randomness.
 //! - [`kdf`]: every derived key comes from BLAKE3 `derive_key` with its own context string,
@@ -7,7 +8,8 @@
 //! - [`aead`]: ChaCha20-Poly1305 (via `ring`) sealed and opened in place in caller buffers.
 //! - [`replay`]: the sliding anti-replay window (8128 packets).
 //! - [`cipher`]: a direction of a route's keypair: counters never reused, hard limits, replay.
-//! - [`noise`]: the handshake between the two ends of a route (Noise IK with BLAKE3).
+//! - [`noise`]: the handshake between the two ends of a route (the IK pattern with BLAKE3,
+//!   bound to the route), with published test vectors.
 //! - [`link`]: the key two neighbours tag their link probes with.
 //!
 //! Key material is never printed: `Debug` of secret types is redacted, and secret bytes are

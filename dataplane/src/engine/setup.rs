@@ -129,6 +129,10 @@ pub struct RouteSetup {
     pub out_id: RouteId,
     /// The route id packets of this route carry when they reach us.
     pub in_id: RouteId,
+    /// The route id packets of this route carry when they reach the peer (the peer's
+    /// `in_id`; the same as `out_id` when the first hop is the peer). With `in_id` it
+    /// binds the route's handshakes to the route, so both ends must agree on it.
+    pub peer_in_id: RouteId,
     /// The transport address those packets must come from (the last relay, or the peer).
     pub prev_hop: SocketAddr,
     /// Send a keepalive whenever nothing was sent for this long.

@@ -14,6 +14,16 @@
 //! 3. Call [`Session::poll`] until it returns `None`, sending each packet it writes
 //!    (handshake initiations, keepalives), and arm a timer for [`Session::poll_timeout`].
 //!
+//! `decapsulate` and `poll` also take the [`PeerMemory`] of the route's peer key: the
+//! handshake state that must outlive the session (the newest initiation accepted from the
+//! key, the newest timestamp sent to it, the rate of its initiations). A node keeps one per
+//! peer key for all its route ends with that peer, so a re-installed or repaired route end
+//! does not forget which initiations it accepted ([`peer`] says why each piece is there).
+//!
+//! Handshakes are bound to the route ([`RouteIds`]): the session's incoming id and the
+//! peer's are mixed into the transcript, so a handshake message made for another route
+//! between the same two keys fails here (`BadHandshake`).
+//!
 //! Pings: [`Session::ping`] seals a ping carrying a nonce (like `encapsulate`, it fails with
 //! [`SendError::NoSession`] and requests a handshake while there are no keys). The far
 //! end's `decapsulate` answers a ping with [`Outcome::Reply`] (a pong with the same nonce,
@@ -37,18 +47,22 @@
 //! [`Limits::rekey_timeout`]); and an end that sends without hearing back for
 //! `keepalive_timeout + rekey_timeout` starts one too.
 
+pub mod peer;
+
 use core::time::Duration;
 use std::time::Instant;
 
 use crate::crypto::cipher::{Limits, OpenError, RecvKey, SealError, SendKey};
 use crate::crypto::keys::random_u32;
-use crate::crypto::noise::{self, HandshakeError, InitiatorState, StaticKeys};
+use crate::crypto::noise::{self, HandshakeError, InitiatorState, RouteBinding, StaticKeys};
 use crate::crypto::replay::ReplayError;
 use crate::wire::{
     HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, HandshakeResponsePacket, MAC_LEN, PING_LEN,
     PING_PAYLOAD_LEN, PacketType, RouteHeader, RouteId, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
     TransportPacket, TransportRepr,
 };
+
+pub use peer::PeerMemory;
 
 /// Why a packet given to [`Session::decapsulate`] was dropped. Each reason has a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,15 +79,20 @@ pub enum DropReason {
     BadTag,
     /// A handshake message that failed its MAC, decryption or peer check.
     BadHandshake,
-    /// A handshake initiation not newer than the last accepted one (a replay).
+    /// A handshake initiation not newer than the newest one accepted from the peer's key
+    /// on this node (a replay).
     ReplayedHandshake,
     /// A handshake response that answers no pending initiation.
     UnexpectedResponse,
+    /// A handshake initiation refused before any Diffie-Hellman because the peer's key
+    /// spent its budget of accepted initiations ([`peer::INITIATION_BURST`],
+    /// [`peer::INITIATION_INTERVAL`]).
+    HandshakeRateLimited,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`DropCounts`].
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Malformed,
         DropReason::UnknownKey,
         DropReason::KeyExpired,
@@ -82,6 +101,7 @@ impl DropReason {
         DropReason::BadHandshake,
         DropReason::ReplayedHandshake,
         DropReason::UnexpectedResponse,
+        DropReason::HandshakeRateLimited,
     ];
 
     /// A short name for status output.
@@ -95,6 +115,7 @@ impl DropReason {
             DropReason::BadHandshake => "bad handshake",
             DropReason::ReplayedHandshake => "replayed handshake",
             DropReason::UnexpectedResponse => "unexpected response",
+            DropReason::HandshakeRateLimited => "handshake rate limited",
         }
     }
 }
@@ -192,19 +213,45 @@ struct Pending {
     sent_at: Instant,
 }
 
+/// The route ids of a route end: the one its packets leave with, and the ones each end
+/// receives the route's packets with, which bind its handshakes to the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteIds {
+    /// The id the first hop knows the route by, written into every packet this end sends.
+    pub out_id: RouteId,
+    /// The id the route's packets carry when they reach this end.
+    pub in_id: RouteId,
+    /// The id the route's packets carry when they reach the peer (the peer's `in_id`).
+    pub peer_in_id: RouteId,
+}
+
+impl RouteIds {
+    /// The route as a handshake this end initiates names it.
+    fn as_initiator(self) -> RouteBinding {
+        RouteBinding {
+            initiator_in: self.in_id,
+            responder_in: self.peer_in_id,
+        }
+    }
+
+    /// The route as a handshake the peer initiates names it.
+    fn as_responder(self) -> RouteBinding {
+        RouteBinding {
+            initiator_in: self.peer_in_id,
+            responder_in: self.in_id,
+        }
+    }
+}
+
 /// The end-to-end state of one end of a route.
 #[derive(Debug)]
 pub struct Session {
     keys: StaticKeys,
     limits: Limits,
-    route_id: RouteId,
+    ids: RouteIds,
     persistent_keepalive: Option<Duration>,
     /// Maps `now` to wall-clock time for handshake timestamps.
     clock_base: (Instant, u64),
-    last_sent_timestamp: u64,
-    /// The newest accepted initiation timestamp from the peer, and its mac1 (to refuse an
-    /// exact replay of it before spending any Diffie-Hellman on it).
-    last_init: Option<(u64, [u8; MAC_LEN])>,
     pending: Option<Pending>,
     attempt_started: Option<Instant>,
     want_handshake: bool,
@@ -226,11 +273,12 @@ pub struct Session {
 
 impl Session {
     /// A session for a route whose far end has the static key in `keys`. Packets leave with
-    /// `route_id` (the first hop's incoming id). `unix_time` is the wall-clock time at `now`,
-    /// used for handshake timestamps: it must be later than the previous run's.
+    /// `ids.out_id` (the first hop's incoming id); handshakes are bound to `ids.in_id` and
+    /// `ids.peer_in_id`. `unix_time` is the wall-clock time at `now`, used for handshake
+    /// timestamps: it must be later than the previous run's.
     pub fn new(
         keys: StaticKeys,
-        route_id: RouteId,
+        ids: RouteIds,
         limits: Limits,
         now: Instant,
         unix_time: Duration,
@@ -239,11 +287,9 @@ impl Session {
         Self {
             keys,
             limits,
-            route_id,
+            ids,
             persistent_keepalive: None,
             clock_base: (now, base_nanos),
-            last_sent_timestamp: 0,
-            last_init: None,
             pending: None,
             attempt_started: None,
             want_handshake: false,
@@ -265,14 +311,21 @@ impl Session {
         self.persistent_keepalive = interval;
     }
 
-    /// Change the route id outgoing packets carry (after the route was rebuilt).
+    /// Change the route id outgoing packets carry (after the first hop's rule changed). The
+    /// ids the handshake binds to do not change: a route with new incoming ids is a new
+    /// route end.
     pub fn set_route_id(&mut self, route_id: RouteId) {
-        self.route_id = route_id;
+        self.ids.out_id = route_id;
     }
 
     /// The route id outgoing packets carry.
     pub fn route_id(&self) -> RouteId {
-        self.route_id
+        self.ids.out_id
+    }
+
+    /// The route ids of this end.
+    pub fn ids(&self) -> RouteIds {
+        self.ids
     }
 
     /// The static keys of this route's two ends.
@@ -353,7 +406,7 @@ impl Session {
         };
         let n = match keypair
             .send
-            .seal(buf, packet_type, self.route_id, payload_len, &limits)
+            .seal(buf, packet_type, self.ids.out_id, payload_len, &limits)
         {
             Ok(n) => n,
             Err(SealError::Exhausted) => {
@@ -372,11 +425,18 @@ impl Session {
         Ok(n)
     }
 
-    /// Handle a packet that arrived on this route. The returned slices borrow `buf`.
-    pub fn decapsulate<'a>(&mut self, now: Instant, buf: &'a mut [u8]) -> Outcome<'a> {
+    /// Handle a packet that arrived on this route. The returned slices borrow `buf`. `peer`
+    /// is the node's memory of the route's peer key, shared with its other route ends to
+    /// that key; only a handshake initiation reads or changes it.
+    pub fn decapsulate<'a>(
+        &mut self,
+        now: Instant,
+        buf: &'a mut [u8],
+        peer: &mut PeerMemory,
+    ) -> Outcome<'a> {
         let outcome = match RouteHeader::new_checked(&buf[..]).map(|h| h.packet_type()) {
             Err(_) => Outcome::Dropped(DropReason::Malformed),
-            Ok(PacketType::HandshakeInit) => self.handle_init(now, buf),
+            Ok(PacketType::HandshakeInit) => self.handle_init(now, buf, peer),
             Ok(PacketType::HandshakeResponse) => self.handle_response(now, buf),
             Ok(_) => self.handle_transport(now, buf),
         };
@@ -386,36 +446,42 @@ impl Session {
         outcome
     }
 
-    fn handle_init<'a>(&mut self, now: Instant, buf: &'a mut [u8]) -> Outcome<'a> {
+    fn handle_init<'a>(
+        &mut self,
+        now: Instant,
+        buf: &'a mut [u8],
+        peer: &mut PeerMemory,
+    ) -> Outcome<'a> {
         let Some(packet) = buf
             .get(..HANDSHAKE_INIT_LEN)
             .filter(|_| buf.len() == HANDSHAKE_INIT_LEN)
         else {
             return Outcome::Dropped(DropReason::Malformed);
         };
+        let Some(mac) = packet
+            .get(HANDSHAKE_INIT_LEN - MAC_LEN..)
+            .and_then(|m| <[u8; MAC_LEN]>::try_from(m).ok())
+        else {
+            return Outcome::Dropped(DropReason::Malformed);
+        };
         if !noise::init_mac_is_valid(&self.keys, packet) {
             return Outcome::Dropped(DropReason::BadHandshake);
         }
-        // An exact copy of the last accepted initiation: refuse it before spending any
-        // Diffie-Hellman on it.
-        let mac: Option<[u8; MAC_LEN]> = packet
-            .get(HANDSHAKE_INIT_LEN - MAC_LEN..)
-            .and_then(|m| m.try_into().ok());
-        if self
-            .last_init
-            .is_some_and(|(_, last_mac)| Some(last_mac) == mac)
-        {
+        // An exact copy of the newest initiation accepted from this key, on this route end
+        // or another: refuse it before spending any Diffie-Hellman on it.
+        if peer.is_last_accepted(&mac) {
             return Outcome::Dropped(DropReason::ReplayedHandshake);
         }
-        let received = match noise::read_init(&self.keys, packet) {
+        // The peer accepted too many initiations lately: refuse before any Diffie-Hellman.
+        if !peer.rate_allows(now) {
+            return Outcome::Dropped(DropReason::HandshakeRateLimited);
+        }
+        let received = match noise::read_init(&self.keys, self.ids.as_responder(), packet) {
             Ok(received) => received,
             Err(HandshakeError::Malformed) => return Outcome::Dropped(DropReason::Malformed),
             Err(_) => return Outcome::Dropped(DropReason::BadHandshake),
         };
-        if self
-            .last_init
-            .is_some_and(|(ts, _)| received.timestamp <= ts)
-        {
+        if !peer.is_newer(received.timestamp) {
             return Outcome::Dropped(DropReason::ReplayedHandshake);
         }
         let timestamp = received.timestamp;
@@ -424,11 +490,11 @@ impl Session {
         };
         let sender_index = received.sender_index;
         let keys =
-            match noise::write_response(&self.keys, received, self.route_id, local_index, buf) {
+            match noise::write_response(&self.keys, received, self.ids.out_id, local_index, buf) {
                 Ok(keys) => keys,
                 Err(_) => return Outcome::Dropped(DropReason::BadHandshake),
             };
-        self.last_init = mac.map(|mac| (timestamp, mac));
+        peer.accept(now, timestamp, mac);
         self.next = Some(Keypair {
             send: SendKey::new(&keys.send, sender_index),
             recv: RecvKey::new(&keys.recv),
@@ -586,8 +652,9 @@ impl Session {
 
     /// Write the next packet the session wants to send on its own (a handshake initiation
     /// or a keepalive) into `buf` and return its length; `None` when there is nothing.
-    /// `buf` must hold at least [`HANDSHAKE_INIT_LEN`] bytes.
-    pub fn poll(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+    /// `buf` must hold at least [`HANDSHAKE_INIT_LEN`] bytes. `peer` is the node's memory of
+    /// the route's peer key (an initiation's timestamp is newer than any sent to the key).
+    pub fn poll(&mut self, now: Instant, buf: &mut [u8], peer: &mut PeerMemory) -> Option<usize> {
         if let Some(since) = self.unanswered_since
             && now.saturating_duration_since(since)
                 >= self
@@ -616,10 +683,10 @@ impl Session {
                 self.stats.handshakes_abandoned += 1;
                 return self.poll_keepalive(now, buf);
             }
-            return self.send_init(now, buf);
+            return self.send_init(now, buf, peer);
         }
         if self.want_handshake && self.handshake_allowed_at().is_none_or(|at| now >= at) {
-            return self.send_init(now, buf);
+            return self.send_init(now, buf, peer);
         }
         self.poll_keepalive(now, buf)
     }
@@ -661,10 +728,19 @@ impl Session {
         Some(n)
     }
 
-    fn send_init(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let timestamp = self.timestamp(now);
+    fn send_init(&mut self, now: Instant, buf: &mut [u8], peer: &mut PeerMemory) -> Option<usize> {
+        let timestamp = peer.next_timestamp(self.wall_clock(now));
+        let binding = self.ids.as_initiator();
         let made = self.fresh_index().ok().and_then(|local_index| {
-            noise::write_init(&self.keys, self.route_id, local_index, timestamp, buf).ok()
+            noise::write_init(
+                &self.keys,
+                binding,
+                self.ids.out_id,
+                local_index,
+                timestamp,
+                buf,
+            )
+            .ok()
         });
         let Some(state) = made else {
             // The random source or the buffer failed: back off as if it had been sent.
@@ -784,16 +860,13 @@ impl Session {
         }
     }
 
-    /// A strictly increasing wall-clock timestamp in nanoseconds for an initiation.
-    fn timestamp(&mut self, now: Instant) -> u64 {
+    /// Wall-clock time at `now`, in nanoseconds since the Unix epoch: the base given at
+    /// creation plus the monotonic time elapsed since.
+    fn wall_clock(&self, now: Instant) -> u64 {
         let (base_instant, base_nanos) = self.clock_base;
         let elapsed = u64::try_from(now.saturating_duration_since(base_instant).as_nanos())
             .unwrap_or(u64::MAX);
-        let ts = base_nanos
-            .saturating_add(elapsed)
-            .max(self.last_sent_timestamp.saturating_add(1));
-        self.last_sent_timestamp = ts;
-        ts
+        base_nanos.saturating_add(elapsed)
     }
 }
 

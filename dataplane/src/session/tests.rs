@@ -2,13 +2,81 @@
 
 use super::*;
 use crate::crypto::PrivateKey;
+use crate::crypto::kdf;
+use crate::crypto::noise::RouteBinding;
 use crate::wire::TAG_LEN;
 
 const BUF: usize = 2048;
 
+fn id(n: u32) -> RouteId {
+    RouteId::new(n).unwrap()
+}
+
+/// A's ids of the route: it sends with 10, which is what B receives with, and receives
+/// with 20, which is what B sends with.
+fn a_ids() -> RouteIds {
+    RouteIds {
+        out_id: id(10),
+        in_id: id(20),
+        peer_in_id: id(10),
+    }
+}
+
+fn b_ids() -> RouteIds {
+    RouteIds {
+        out_id: id(20),
+        in_id: id(10),
+        peer_in_id: id(20),
+    }
+}
+
+/// One end of the route: its session and its node's memory of the peer key. Derefs to the
+/// session.
+struct End {
+    session: Session,
+    peer: PeerMemory,
+    limits: Limits,
+}
+
+impl End {
+    fn new(keys: StaticKeys, ids: RouteIds, limits: Limits, now: Instant, unix: Duration) -> Self {
+        Self {
+            session: Session::new(keys, ids, limits, now, unix),
+            peer: PeerMemory::new(),
+            limits,
+        }
+    }
+
+    /// The node restarts: a fresh session, and the node's memory is gone too.
+    fn restart(&mut self, now: Instant, unix: Duration) {
+        self.reinstall(now, unix);
+        self.peer = PeerMemory::new();
+    }
+
+    /// The route end is installed again (a repair, a remove and add): a fresh session on
+    /// the same node, which still remembers the peer.
+    fn reinstall(&mut self, now: Instant, unix: Duration) {
+        let (keys, ids) = (self.session.keys().clone(), self.session.ids());
+        self.session = Session::new(keys, ids, self.limits, now, unix);
+    }
+}
+
+impl core::ops::Deref for End {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl core::ops::DerefMut for End {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+}
+
 struct Pair {
-    a: Session,
-    b: Session,
+    a: End,
+    b: End,
     t0: Instant,
 }
 
@@ -18,20 +86,8 @@ fn pair_with(limits: Limits) -> Pair {
     let (pa, pb) = (ka.public_key(), kb.public_key());
     let t0 = Instant::now();
     let unix = Duration::from_secs(1_800_000_000);
-    let a = Session::new(
-        StaticKeys::new(ka, pb).unwrap(),
-        RouteId::new(10).unwrap(),
-        limits,
-        t0,
-        unix,
-    );
-    let b = Session::new(
-        StaticKeys::new(kb, pa).unwrap(),
-        RouteId::new(20).unwrap(),
-        limits,
-        t0,
-        unix,
-    );
+    let a = End::new(StaticKeys::new(ka, pb).unwrap(), a_ids(), limits, t0, unix);
+    let b = End::new(StaticKeys::new(kb, pa).unwrap(), b_ids(), limits, t0, unix);
     Pair { a, b, t0 }
 }
 
@@ -43,10 +99,10 @@ fn data(session: &mut Session, now: Instant, payload: &[u8]) -> Result<Vec<u8>, 
     Ok(buf)
 }
 
-/// Feed `packet` to `session`; returns the outcome with owned bytes.
-fn feed(session: &mut Session, now: Instant, packet: &[u8]) -> OwnedOutcome {
+/// Feed `packet` to `end`; returns the outcome with owned bytes.
+fn feed(end: &mut End, now: Instant, packet: &[u8]) -> OwnedOutcome {
     let mut buf = packet.to_vec();
-    match session.decapsulate(now, &mut buf) {
+    match end.session.decapsulate(now, &mut buf, &mut end.peer) {
         Outcome::Deliver(p) => OwnedOutcome::Deliver(p.to_vec()),
         Outcome::Reply(p) => OwnedOutcome::Reply(p.to_vec()),
         Outcome::Consumed => OwnedOutcome::Consumed,
@@ -66,9 +122,11 @@ enum OwnedOutcome {
     Dropped(DropReason),
 }
 
-fn poll(session: &mut Session, now: Instant) -> Option<Vec<u8>> {
+fn poll(end: &mut End, now: Instant) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; BUF];
-    session.poll(now, &mut buf).map(|n| buf[..n].to_vec())
+    end.session
+        .poll(now, &mut buf, &mut end.peer)
+        .map(|n| buf[..n].to_vec())
 }
 
 /// A initiates; B answers; A confirms. Returns after both hold a confirmed keypair.
@@ -337,14 +395,7 @@ fn restarted_peer_recovers_at_once() {
     handshake(&mut p, t0);
     // B restarts: a fresh session with the same keys and a later wall clock.
     let t1 = p.t0 + Duration::from_secs(3);
-    let keys = p.b.keys().clone();
-    p.b = Session::new(
-        keys,
-        RouteId::new(20).unwrap(),
-        Limits::WIREGUARD,
-        t1,
-        Duration::from_secs(1_800_000_003),
-    );
+    p.b.restart(t1, Duration::from_secs(1_800_000_003));
     // A keeps sending with its old keys; B cannot open them and starts a handshake itself.
     let stale = data(&mut p.a, t1, b"while restarting").unwrap();
     assert_eq!(
@@ -541,15 +592,8 @@ fn unknown_key_flood_prompts_one_initiation_per_rekey_timeout() {
     let t0 = p.t0;
     handshake(&mut p, t0);
     let stale = data(&mut p.a, t0, b"x").unwrap();
-    let keys = p.b.keys().clone();
     let t1 = t0 + Duration::from_secs(1);
-    p.b = Session::new(
-        keys,
-        RouteId::new(20).unwrap(),
-        Limits::WIREGUARD,
-        t1,
-        Duration::from_secs(1_800_000_001),
-    );
+    p.b.restart(t1, Duration::from_secs(1_800_000_001));
     let mut inits = 0;
     let mut now = t1;
     // 1000 junk packets a second for 12 seconds (ignore the real initiator's answers).
@@ -584,6 +628,7 @@ mod no_spin {
         DropNext,
         Advance(u64),
         RestartB,
+        ReinstallB,
         Junk,
     }
 
@@ -595,12 +640,13 @@ mod no_spin {
             1 => Just(Event::DropNext),
             3 => (1u64..200_000).prop_map(Event::Advance),
             1 => Just(Event::RestartB),
+            1 => Just(Event::ReinstallB),
             1 => Just(Event::Junk),
         ]
     }
 
     /// Call `poll` while it is due, as a driver would; fail if that does not settle.
-    fn settle(s: &mut Session, now: Instant, out: &mut Vec<Vec<u8>>) -> Result<(), TestCaseError> {
+    fn settle(s: &mut End, now: Instant, out: &mut Vec<Vec<u8>>) -> Result<(), TestCaseError> {
         for _ in 0..20 {
             match s.poll_timeout() {
                 Some(due) if due <= now => {}
@@ -646,9 +692,12 @@ mod no_spin {
                     Event::DropNext => { if !to_b.is_empty() { to_b.remove(0); } }
                     Event::Advance(ms) => now += Duration::from_millis(ms),
                     Event::RestartB => {
-                        let keys = p.b.keys().clone();
                         let unix = Duration::from_secs(1_800_000_000) + now.duration_since(p.t0);
-                        p.b = Session::new(keys, RouteId::new(20).unwrap(), Limits::WIREGUARD, now, unix);
+                        p.b.restart(now, unix);
+                    }
+                    Event::ReinstallB => {
+                        let unix = Duration::from_secs(1_800_000_000) + now.duration_since(p.t0);
+                        p.b.reinstall(now, unix);
                     }
                     Event::Junk => {
                         let mut junk = vec![1u8, 3, 0, 0, 0, 0, 0, 20];
@@ -766,4 +815,165 @@ fn an_unanswered_ping_requests_a_handshake() {
     let later = now + limits.keepalive_timeout + limits.rekey_timeout;
     let init = poll(&mut p.a, later).expect("initiation after an unanswered ping");
     assert_eq!(init.len(), HANDSHAKE_INIT_LEN);
+}
+
+#[test]
+fn initiations_replayed_into_a_reinstalled_session_are_refused() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let t0 = p.t0;
+    p.a.request_handshake();
+    let older = poll(&mut p.a, t0).unwrap();
+    // A second initiation, 5 s later; B sees only this one.
+    let t1 = t0 + Limits::WIREGUARD.rekey_timeout;
+    let newest = poll(&mut p.a, t1).unwrap();
+    assert!(matches!(
+        feed(&mut p.b, t1, &newest),
+        OwnedOutcome::Reply(_)
+    ));
+    let unix = |t: Instant| Duration::from_secs(1_800_000_000) + t.duration_since(t0);
+    // The attack, as it worked while the memory was the session's: a fresh session with a
+    // fresh memory (what a re-install used to be, and what a node restart still is)
+    // answers both.
+    for replay in [&older, &newest] {
+        let keys = p.b.keys().clone();
+        let mut forgetful = End::new(keys, b_ids(), Limits::WIREGUARD, t1, unix(t1));
+        assert!(matches!(
+            feed(&mut forgetful, t1, replay),
+            OwnedOutcome::Reply(_)
+        ));
+    }
+    // B's route end is installed again on the same node: its memory of A's key stays.
+    let t2 = t1 + Duration::from_secs(1);
+    p.b.reinstall(t2, unix(t2));
+    for replay in [&newest, &older] {
+        assert_eq!(
+            feed(&mut p.b, t2, replay),
+            OwnedOutcome::Dropped(DropReason::ReplayedHandshake)
+        );
+    }
+    assert_eq!(p.b.stats().drops.get(DropReason::ReplayedHandshake), 2);
+    assert_eq!(p.b.stats().handshakes_completed, 0);
+    // A's next initiation is newer than anything B's node accepted: honest traffic goes on.
+    let t3 = t1 + Limits::WIREGUARD.rekey_timeout;
+    let fresh = poll(&mut p.a, t3).unwrap();
+    let OwnedOutcome::Reply(response) = feed(&mut p.b, t3, &fresh) else {
+        panic!("no response")
+    };
+    let OwnedOutcome::Reply(confirm) = feed(&mut p.a, t3, &response) else {
+        panic!("no confirm")
+    };
+    assert_eq!(feed(&mut p.b, t3, &confirm), OwnedOutcome::Consumed);
+    let msg = data(&mut p.a, t3, b"after").unwrap();
+    assert_eq!(
+        feed(&mut p.b, t3, &msg),
+        OwnedOutcome::Deliver(b"after".to_vec())
+    );
+}
+
+#[test]
+fn an_initiation_for_another_route_between_the_same_keys_is_refused() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let now = p.t0;
+    p.a.request_handshake();
+    let init = poll(&mut p.a, now).unwrap();
+    // B also ends another route from A, which B receives with id 30, on the same node: the
+    // same keys, the same memory of A's key.
+    let other_ids = RouteIds {
+        in_id: id(30),
+        ..b_ids()
+    };
+    let mut other = Session::new(
+        p.b.keys().clone(),
+        other_ids,
+        Limits::WIREGUARD,
+        now,
+        Duration::from_secs(1_800_000_000),
+    );
+    let mut buf = init.clone();
+    assert_eq!(
+        other.decapsulate(now, &mut buf, &mut p.b.peer),
+        Outcome::Dropped(DropReason::BadHandshake)
+    );
+    assert_eq!(other.stats().drops.get(DropReason::BadHandshake), 1);
+    // Nothing was remembered: the initiation still completes on its own route.
+    assert_eq!(p.b.peer.newest_accepted(), None);
+    let OwnedOutcome::Reply(response) = feed(&mut p.b, now, &init) else {
+        panic!("refused on its own route")
+    };
+    // And the response, moved to a route end of A's with other ids, fails there too.
+    let mut a_other = Session::new(
+        p.a.keys().clone(),
+        RouteIds {
+            peer_in_id: id(30),
+            ..a_ids()
+        },
+        Limits::WIREGUARD,
+        now,
+        Duration::from_secs(1_800_000_000),
+    );
+    a_other.request_handshake();
+    let mut scratch = vec![0u8; BUF];
+    assert!(a_other.poll(now, &mut scratch, &mut p.a.peer).is_some());
+    let mut moved = response.clone();
+    assert!(matches!(
+        a_other.decapsulate(now, &mut moved, &mut p.a.peer),
+        Outcome::Dropped(DropReason::UnexpectedResponse | DropReason::BadHandshake)
+    ));
+    assert!(matches!(
+        feed(&mut p.a, now, &response),
+        OwnedOutcome::Reply(_)
+    ));
+}
+
+#[test]
+fn a_peer_flooding_valid_initiations_is_rate_limited_before_any_diffie_hellman() {
+    use crate::session::peer::{INITIATION_BURST, INITIATION_INTERVAL};
+    let mut p = pair_with(Limits::WIREGUARD);
+    let now = p.t0;
+    // A's key makes valid initiations for B's route, each with a new timestamp.
+    let keys = p.a.keys().clone();
+    let binding = RouteBinding {
+        initiator_in: a_ids().in_id,
+        responder_in: b_ids().in_id,
+    };
+    let init = |i: u64| {
+        let mut buf = vec![0u8; HANDSHAKE_INIT_LEN];
+        noise::write_init(&keys, binding, id(10), 1 + i as u32, 1_000 + i, &mut buf).unwrap();
+        buf
+    };
+    let burst = u64::from(INITIATION_BURST);
+    for i in 0..burst {
+        assert!(
+            matches!(feed(&mut p.b, now, &init(i)), OwnedOutcome::Reply(_)),
+            "{i}"
+        );
+    }
+    for i in burst..burst + 50 {
+        assert_eq!(
+            feed(&mut p.b, now, &init(i)),
+            OwnedOutcome::Dropped(DropReason::HandshakeRateLimited)
+        );
+    }
+    // Refused before read_init: a forgery with a valid mac1 is refused the same way, not
+    // as a bad handshake, so it cost no Diffie-Hellman either.
+    let mut forged = init(1000);
+    forged[50] ^= 1;
+    let mac_key = kdf::derive(kdf::CTX_MAC1, &[p.b.keys().local_public().as_bytes()]);
+    let mac = kdf::mac1(&mac_key, crate::wire::mac_input(&forged));
+    forged[HANDSHAKE_INIT_LEN - MAC_LEN..].copy_from_slice(&mac);
+    assert_eq!(
+        feed(&mut p.b, now, &forged),
+        OwnedOutcome::Dropped(DropReason::HandshakeRateLimited)
+    );
+    assert_eq!(p.b.stats().drops.get(DropReason::HandshakeRateLimited), 51);
+    // One more per interval after that.
+    let later = now + INITIATION_INTERVAL;
+    assert!(matches!(
+        feed(&mut p.b, later, &init(2000)),
+        OwnedOutcome::Reply(_)
+    ));
+    assert_eq!(
+        feed(&mut p.b, later, &init(2001)),
+        OwnedOutcome::Dropped(DropReason::HandshakeRateLimited)
+    );
 }

@@ -675,4 +675,6 @@ fn host(addr: IpAddr) -> Option<Prefix> {
 }
 
 #[cfg(test)]
+mod handshake_tests;
+#[cfg(test)]
 mod tests;

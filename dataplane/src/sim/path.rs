@@ -119,6 +119,7 @@ impl Mesh {
             first_hop: addr(1)?,
             out_id: at(&forward, 0)?,
             in_id: at(&backward, 0)?,
+            peer_in_id: at(&forward, last - 1)?,
             prev_hop: addr(1)?,
             persistent_keepalive: None,
         };
@@ -129,6 +130,7 @@ impl Mesh {
             first_hop: addr(last - 1)?,
             out_id: at(&backward, last - 1)?,
             in_id: at(&forward, last - 1)?,
+            peer_in_id: at(&backward, 0)?,
             prev_hop: addr(last - 1)?,
             persistent_keepalive: None,
         };

@@ -1,4 +1,4 @@
-//! Handshake packets (Noise IK, see [`crate::crypto::noise`]).
+//! Handshake packets (the IK-pattern handshake of [`crate::crypto::noise`]).
 //!
 //! Initiation, 132 bytes:
 //!

@@ -37,6 +37,7 @@ node:
       first_hop: \"[fd00::2]:6000\"
       out_id: 100
       in_id: 201
+      peer_in_id: 101
       prev_hop: \"[fd00::2]:6000\"
   relays:
     - { in_id: 300, prev_hop: 198.18.0.4:6000, out_id: 4294967295, next_hop: 198.18.0.5:6000 }
@@ -247,6 +248,8 @@ fn a_full_node_section_becomes_the_expected_setup() {
                 first_hop: addr("198.18.0.2:6000"),
                 out_id: id(12),
                 in_id: id(21),
+                // Not written: the first hop is the peer, which receives with `out_id`.
+                peer_in_id: id(12),
                 prev_hop: addr("198.18.0.2:6000"),
                 persistent_keepalive: Some(Duration::from_secs(25)),
             },
@@ -257,6 +260,7 @@ fn a_full_node_section_becomes_the_expected_setup() {
                 first_hop: addr("[fd00::2]:6000"),
                 out_id: id(100),
                 in_id: id(201),
+                peer_in_id: id(101),
                 prev_hop: addr("[fd00::2]:6000"),
                 persistent_keepalive: None,
             },

@@ -42,6 +42,7 @@ fn full_node() -> NodeSection {
                 first_hop: addr("[fd00::2]:6000"),
                 out_id: id(12),
                 in_id: id(21),
+                peer_in_id: id(12),
                 prev_hop: addr("198.18.0.2:6000"),
                 persistent_keepalive: Some(Duration::from_secs(25)),
             },
@@ -52,6 +53,7 @@ fn full_node() -> NodeSection {
                 first_hop: addr("198.18.0.2:6000"),
                 out_id: id(u32::MAX),
                 in_id: id(1),
+                peer_in_id: id(2),
                 prev_hop: addr("198.18.0.2:6000"),
                 persistent_keepalive: None,
             },
@@ -210,6 +212,7 @@ fn the_text_reads_like_a_config_written_by_hand() {
         first_hop: addr("198.18.1.2:6000"),
         out_id: id(100),
         in_id: id(201),
+        peer_in_id: id(101),
         prev_hop: addr("198.18.1.2:6000"),
         persistent_keepalive: Some(Duration::from_millis(1500)),
     }];
@@ -239,6 +242,7 @@ node:
     first_hop: 198.18.1.2:6000
     out_id: 100
     in_id: 201
+    peer_in_id: 101
     prev_hop: 198.18.1.2:6000
     persistent_keepalive: 1500ms
 "
@@ -567,6 +571,8 @@ proptest! {
                 first_hop: hops[1],
                 out_id: id(n + 1),
                 in_id: id(1000 + n),
+                // Every other route writes its own; the rest take the default.
+                peer_in_id: id(if n % 2 == 0 { n + 1 } else { 2000 + n }),
                 prev_hop: hops[2],
                 persistent_keepalive: keepalive_ms.map(Duration::from_millis),
             });

@@ -182,6 +182,7 @@ impl ManagerCore {
                     first_hop: next,
                     out_id: id(&fwd, after),
                     in_id: id(&rev, Some(i)),
+                    peer_in_id: id(&fwd, Some(last)),
                     prev_hop: next,
                 }],
                 (Some(prev), None) => vec![RuleSpec::End {
@@ -190,6 +191,7 @@ impl ManagerCore {
                     first_hop: prev,
                     out_id: id(&rev, before),
                     in_id: id(&fwd, Some(i)),
+                    peer_in_id: id(&rev, Some(0)),
                     prev_hop: prev,
                 }],
                 (Some(prev), Some(next)) => vec![

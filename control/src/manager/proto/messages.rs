@@ -393,6 +393,9 @@ pub enum RuleSpec {
         out_id: u32,
         /// The id packets carry when they reach us.
         in_id: u32,
+        /// The id packets carry when they reach the peer (the peer's `in_id`). With
+        /// `in_id` it binds the route's handshakes to the route.
+        peer_in_id: u32,
         /// Where they must come from.
         prev_hop: SocketAddr,
     },

@@ -111,6 +111,7 @@ fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_ro
                 first_hop: "198.18.0.2:6000".parse().unwrap(),
                 out_id: 8,
                 in_id: 9,
+                peer_in_id: 10,
                 prev_hop: "198.18.0.2:6000".parse().unwrap(),
             },
         ],
@@ -125,6 +126,14 @@ fn install_is_one_batch_with_expiry_and_keepalive_and_remove_touches_only_the_ro
     match &dp.applied[0][1] {
         RuleChange::AddEnd { route, origin } => {
             assert_eq!(route.persistent_keepalive, Some(Duration::from_secs(3)));
+            assert_eq!(
+                (
+                    route.out_id.get(),
+                    route.in_id.get(),
+                    route.peer_in_id.get()
+                ),
+                (8, 9, 10)
+            );
             assert_eq!(
                 *origin,
                 Origin::Manager {
@@ -356,6 +365,7 @@ fn end_install(route: u64, peer: Key, prefixes: &[&str]) -> Install {
             first_hop: "198.18.0.2:6000".parse().unwrap(),
             out_id: 8,
             in_id: 9,
+            peer_in_id: 8,
             prev_hop: "198.18.0.2:6000".parse().unwrap(),
         }],
         expire_ms: 9000,

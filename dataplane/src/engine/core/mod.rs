@@ -34,6 +34,12 @@
 //!   first).
 //! - `staging`: the fixed ring of [`STAGED_PER_ROUTE`] preallocated buffers in which a route
 //!   end keeps TUN packets while its handshake runs.
+//! - `peers`: one [`PeerMemory`] per peer key the node has or
+//!   had a route end with (the newest initiation accepted from the key, the newest
+//!   timestamp sent to it, the rate of its initiations), shared by all route ends with that
+//!   key and kept when they go, so a re-installed or repaired route end cannot be fed a
+//!   replayed initiation. At most [`PEERS_REMEMBERED`] entries beyond the live peers;
+//!   route ends hold their entry's index, so the packet path neither hashes nor allocates.
 //! - `status`: [`NodeCore::status`], a snapshot of all of the above.
 //!
 //! Cryptokey routing: a route end's prefixes are both where TUN packets to them go and the
@@ -47,6 +53,7 @@
 //! or the core is created.
 
 mod expiry;
+mod peers;
 mod probe;
 mod rules;
 mod staging;
@@ -59,14 +66,16 @@ use super::event::{EVENT_QUEUE, EngineEvent};
 use super::setup::{ApplyError, NodeSetup, Origin, RouteSetup, RuleChange};
 use crate::crypto::{PrivateKey, PublicKey};
 use crate::route::{Decision, ForwardDrop, ForwardStats, RouteReader, RouteTable, forward, prefix};
-use crate::session::{HEADROOM, Outcome, SendError, Session};
+use crate::session::{HEADROOM, Outcome, PeerMemory, SendError, Session};
 use crate::wire::{HANDSHAKE_INIT_LEN, RouteId, TAG_LEN, is_link_probe};
 
 pub use expiry::EXPIRY_SAMPLE;
+pub use peers::PEERS_REMEMBERED;
 pub use probe::{MAX_NEIGHBOURS, PINGS_PER_ROUTE, PROBES_OUTSTANDING};
 pub use staging::STAGED_PER_ROUTE;
 
 use expiry::Expiry;
+use peers::{PeerIdx, Peers};
 use probe::{Neighbours, Pings, Probes};
 use rules::Ends;
 use staging::Staged;
@@ -188,6 +197,8 @@ struct RouteEnd {
     /// Authenticated packets dropped because their inner source is not in the peer's
     /// prefixes (cryptokey routing, as WireGuard's allowed IPs).
     spoofed: u64,
+    /// The entry of the route's peer key in [`NodeCore`]'s `peers`.
+    peer: PeerIdx,
 }
 
 impl RouteEnd {
@@ -233,6 +244,8 @@ pub struct NodeCore {
     forward_stats: ForwardStats,
     /// Route ends in their slots, and the prefixes they claim (`rules`).
     ends: Ends,
+    /// What the node remembers of each peer key across its route ends (`peers`).
+    peers: Peers,
     /// Manager rules and their idle time (`expiry`).
     expiry: Expiry,
     /// Link probes awaiting their replies (`probe`).
@@ -273,6 +286,7 @@ impl NodeCore {
             table,
             forward_stats: ForwardStats::default(),
             ends: Ends::default(),
+            peers: Peers::default(),
             expiry: Expiry::default(),
             probes: Probes::new(),
             neighbours: Neighbours::default(),
@@ -312,6 +326,17 @@ impl NodeCore {
         self.ends.prefixes()
     }
 
+    /// What the node remembers of `peer`'s key across its route ends (`None`: the node
+    /// never had a route end with it, or forgot it at [`PEERS_REMEMBERED`]).
+    pub fn peer_memory(&self, peer: &PublicKey) -> Option<&PeerMemory> {
+        self.peers.memory(peer)
+    }
+
+    /// How many peer keys the node remembers.
+    pub fn peers_remembered(&self) -> usize {
+        self.peers.len()
+    }
+
     /// Count a drop the driver saw (a full socket buffer, a TUN write refused).
     pub fn count_drop(&mut self, reason: NodeDrop) {
         self.drops.add(reason);
@@ -349,8 +374,13 @@ impl NodeCore {
                     self.forward_stats.record(ForwardDrop::UnknownRoute);
                     return;
                 };
+                // Every live route end's peer has an entry (made when the end was installed).
+                let Some(peer) = self.peers.memory_mut(end.peer) else {
+                    self.forward_stats.record(ForwardDrop::UnknownRoute);
+                    return;
+                };
                 let first_hop = end.setup.first_hop;
-                match end.session.decapsulate(now, buf) {
+                match end.session.decapsulate(now, buf, peer) {
                     // The peer may only speak for its own prefixes: a packet it sealed
                     // with another inner source is dropped (and counted), not delivered.
                     Outcome::Deliver(plain) if end.source_allowed(plain) => io.write_tun(plain),
@@ -406,7 +436,7 @@ impl NodeCore {
             Ok(n) => io.send_udp(end.setup.first_hop, buf.get(..n).unwrap_or_default()),
             Err(SendError::NoSession) => {
                 Self::stage(end, &mut self.drops, buf, len);
-                Self::poll_end(end, now, &mut self.scratch, io);
+                Self::poll_end(end, &mut self.peers, now, &mut self.scratch, io);
             }
             Err(SendError::Seal(_)) => self.drops.add(NodeDrop::TooBig),
         }
@@ -433,9 +463,18 @@ impl NodeCore {
         end.pings.send_waiting(&mut end.session, now, first_hop, io);
     }
 
-    fn poll_end(end: &mut RouteEnd, now: Instant, scratch: &mut [u8], io: &mut impl NodeIo) {
+    fn poll_end(
+        end: &mut RouteEnd,
+        peers: &mut Peers,
+        now: Instant,
+        scratch: &mut [u8],
+        io: &mut impl NodeIo,
+    ) {
         Self::flush_staged(end, now, io);
-        while let Some(n) = end.session.poll(now, scratch) {
+        let Some(peer) = peers.memory_mut(end.peer) else {
+            return;
+        };
+        while let Some(n) = end.session.poll(now, scratch, peer) {
             io.send_udp(end.setup.first_hop, scratch.get(..n).unwrap_or_default());
         }
     }
@@ -444,7 +483,7 @@ impl NodeCore {
     /// manager rules that were idle too long.
     pub fn poll_timers(&mut self, now: Instant, io: &mut impl NodeIo) {
         for end in self.ends.iter_mut() {
-            Self::poll_end(end, now, &mut self.scratch, io);
+            Self::poll_end(end, &mut self.peers, now, &mut self.scratch, io);
         }
         self.expire(now);
     }

@@ -323,7 +323,7 @@ impl NodeCore {
             return Err(PingError::UnknownRoute(in_id));
         };
         end.pings.push(nonce);
-        Self::poll_end(end, now, &mut self.scratch, io);
+        Self::poll_end(end, &mut self.peers, now, &mut self.scratch, io);
         Ok(())
     }
 }

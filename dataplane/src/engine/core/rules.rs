@@ -25,7 +25,7 @@ use crate::crypto::cipher::Limits;
 use crate::crypto::noise::StaticKeys;
 use crate::engine::setup::{ApplyError, Origin, RelaySetup, RouteSetup, RuleChange};
 use crate::route::{EndpointId, Entry, Prefix, PrefixTable, RouteStats, Rule};
-use crate::session::Session;
+use crate::session::{RouteIds, Session};
 use crate::wire::RouteId;
 
 /// The route ends of a node, in slots indexed by [`EndpointId`], and the prefixes they
@@ -80,14 +80,15 @@ impl Ends {
         }
     }
 
-    /// A removed rule: if it delivered to a route end, the end goes and its slot is free.
-    fn forget(&mut self, entry: &Entry) {
-        if let Rule::Deliver { endpoint, .. } = entry.rule
-            && let Some(slot) = self.slots.get_mut(endpoint.0 as usize)
-            && slot.take().is_some()
-        {
-            self.free.push(endpoint.0);
-        }
+    /// A removed rule: if it delivered to a route end, the end goes (returned) and its slot
+    /// is free.
+    fn forget(&mut self, entry: &Entry) -> Option<RouteEnd> {
+        let Rule::Deliver { endpoint, .. } = entry.rule else {
+            return None;
+        };
+        let end = self.slots.get_mut(endpoint.0 as usize)?.take()?;
+        self.free.push(endpoint.0);
+        Some(end)
     }
 
     /// The prefix table from the live ends, in install order: the last claimant wins.
@@ -142,7 +143,8 @@ impl NodeCore {
     /// table changes in one atomic update, so the forwarding path sees the whole batch or
     /// none of it. Removing a route end drops its session, staged packets and pings without
     /// a close packet; its prefixes fall back to the most recent remaining end that claims
-    /// them.
+    /// them. Its peer key's memory (`peers`) stays: a route end added later with the same
+    /// peer, in this batch or another, shares it.
     pub fn apply(&mut self, now: Instant, changes: Vec<RuleChange>) -> Result<(), ApplyError> {
         // The checks that need no table, and endpoint slots for new ends. A slot freed by
         // this batch is reused only by a later one, so no id changes meaning within a batch.
@@ -229,7 +231,10 @@ impl NodeCore {
                 }
                 (Planned::Remove { in_id }, Done::Removed(entry)) => {
                     self.expiry.forget(in_id);
-                    self.ends.forget(&entry);
+                    if let Some(end) = self.ends.forget(&entry) {
+                        // The peer's memory stays for the next route end with that key.
+                        self.peers.detach(end.peer, now);
+                    }
                 }
                 // Each change produced its own kind of result above.
                 _ => {}
@@ -291,11 +296,17 @@ impl NodeCore {
     ) {
         let (base, base_unix) = self.clock;
         let unix_time = base_unix.saturating_add(now.saturating_duration_since(base));
-        let mut session = Session::new(keys, route.out_id, Limits::WIREGUARD, now, unix_time);
+        let ids = RouteIds {
+            out_id: route.out_id,
+            in_id: route.in_id,
+            peer_in_id: route.peer_in_id,
+        };
+        let mut session = Session::new(keys, ids, Limits::WIREGUARD, now, unix_time);
         session.set_persistent_keepalive(route.persistent_keepalive);
         if route.persistent_keepalive.is_some() {
             session.request_handshake();
         }
+        let peer = self.peers.attach(route.peer);
         let end = RouteEnd {
             setup: route,
             session,
@@ -304,6 +315,7 @@ impl NodeCore {
             seq: 0,
             pings: Pings::default(),
             spoofed: 0,
+            peer,
         };
         self.ends.install(endpoint, end);
     }

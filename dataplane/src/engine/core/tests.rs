@@ -73,6 +73,7 @@ fn three() -> Mesh {
             first_hop: addr(2),
             out_id: id(100),
             in_id: id(201),
+            peer_in_id: id(101),
             prev_hop: addr(2),
             persistent_keepalive: None,
         }],
@@ -111,6 +112,7 @@ fn three() -> Mesh {
             first_hop: addr(2),
             out_id: id(200),
             in_id: id(101),
+            peer_in_id: id(201),
             prev_hop: addr(2),
             persistent_keepalive: None,
         }],
@@ -273,7 +275,9 @@ fn relay(in_id: u32, prev: u8, out_id: u32, next: u8) -> RelaySetup {
     }
 }
 
-fn end(name: &str, peer: PublicKey, prefix_: &str, out_id: u32, in_id: u32) -> RouteSetup {
+/// A route end through B; `ids` are its `out_id`, `in_id` and `peer_in_id`.
+fn end(name: &str, peer: PublicKey, prefix_: &str, ids: (u32, u32, u32)) -> RouteSetup {
+    let (out_id, in_id, peer_in_id) = ids;
     RouteSetup {
         name: name.into(),
         peer,
@@ -281,6 +285,7 @@ fn end(name: &str, peer: PublicKey, prefix_: &str, out_id: u32, in_id: u32) -> R
         first_hop: addr(2),
         out_id: id(out_id),
         in_id: id(in_id),
+        peer_in_id: id(peer_in_id),
         prev_hop: addr(2),
         persistent_keepalive: None,
     }
@@ -307,7 +312,7 @@ fn add_manager_route(mesh: &mut Mesh) {
     mesh.apply(
         C,
         vec![RuleChange::AddEnd {
-            route: end("to-a-2", ka, "10.77.0.1/32", 210, 111),
+            route: end("to-a-2", ka, "10.77.0.1/32", (210, 111, 202)),
             origin: MANAGER,
         }],
     )
@@ -315,7 +320,7 @@ fn add_manager_route(mesh: &mut Mesh) {
     mesh.apply(
         A,
         vec![RuleChange::AddEnd {
-            route: end("to-c-2", kc, "10.77.0.3/32", 110, 202),
+            route: end("to-c-2", kc, "10.77.0.3/32", (110, 202, 111)),
             origin: MANAGER,
         }],
     )
@@ -381,7 +386,12 @@ fn a_refused_batch_changes_nothing() {
                 RuleChange::Remove { in_id: id(200) },
                 RuleChange::AddEnd {
                     // The all-zero key is a low-order point.
-                    route: end("bad", PublicKey::from_bytes([0; 32]), "10.9.0.0/16", 5, 6),
+                    route: end(
+                        "bad",
+                        PublicKey::from_bytes([0; 32]),
+                        "10.9.0.0/16",
+                        (5, 6, 7),
+                    ),
                     origin: MANAGER,
                 },
             ],
@@ -408,7 +418,7 @@ fn a_refused_batch_changes_nothing() {
                 origin: MANAGER,
             },
             RuleChange::AddEnd {
-                route: end("b-to-c", kc, "10.9.0.0/16", 5, 6),
+                route: end("b-to-c", kc, "10.9.0.0/16", (5, 6, 7)),
                 origin: MANAGER,
             },
         ],
@@ -464,7 +474,7 @@ fn dynamic_route_takes_over_a_prefix_and_gives_it_back() {
     mesh.apply(
         A,
         vec![RuleChange::AddEnd {
-            route: end("to-c-3", kc, "10.77.0.3/32", 110, 203),
+            route: end("to-c-3", kc, "10.77.0.3/32", (110, 203, 111)),
             origin: MANAGER,
         }],
     )
@@ -894,7 +904,7 @@ fn a_manager_end_cannot_take_another_peers_prefix() {
             .apply(
                 A,
                 vec![RuleChange::AddEnd {
-                    route: end("hijack", kb, claimed, 7, 8),
+                    route: end("hijack", kb, claimed, (7, 8, 8)),
                     origin: MANAGER,
                 }],
             )
@@ -915,11 +925,11 @@ fn a_manager_end_cannot_take_another_peers_prefix() {
         A,
         vec![
             RuleChange::AddEnd {
-                route: end("to-c-again", kc, "10.77.0.3/32", 9, 10),
+                route: end("to-c-again", kc, "10.77.0.3/32", (9, 10, 10)),
                 origin: MANAGER,
             },
             RuleChange::AddEnd {
-                route: end("to-b", kb, "10.77.0.2/32", 11, 12),
+                route: end("to-b", kb, "10.77.0.2/32", (11, 12, 12)),
                 origin: MANAGER,
             },
         ],
@@ -932,7 +942,7 @@ fn a_manager_end_cannot_take_another_peers_prefix() {
             RuleChange::Remove { in_id: id(201) },
             RuleChange::Remove { in_id: id(10) },
             RuleChange::AddEnd {
-                route: end("to-b-too", kb, "10.77.0.3/32", 13, 14),
+                route: end("to-b-too", kb, "10.77.0.3/32", (13, 14, 14)),
                 origin: MANAGER,
             },
         ],

@@ -1,12 +1,19 @@
-//! The route handshake: Noise IK over X25519, ChaCha20-Poly1305 and BLAKE3.
+//! The route handshake: Noise's IK pattern over X25519 and ChaCha20-Poly1305, with BLAKE3
+//! as the hash and BLAKE3 `derive_key` in place of Noise's HKDF. It is not a standard Noise
+//! suite and says so in its name ([`kdf::PROTOCOL_NAME`]); `docs/PROTOCOL.md` §5 gives every
+//! step and published test vectors, which the `vectors` tests recompute.
 //!
 //! The two ends of a route know each other's static public key (the route was set up to
-//! that key). The initiator sends one message, the responder answers with one, and both
-//! derive a pair of transport keys that no relay and no manager can know:
+//! that key) and the route ids with which each of them receives the route's packets (the
+//! [`RouteBinding`]). The initiator sends one message, the responder answers with one, and
+//! both derive a pair of transport keys that no relay and no manager can know:
 //!
 //! ```text
 //! ck = derive_key(CTX_CK_INIT, PROTOCOL_NAME)
-//! h  = H(H(derive_key(CTX_HASH_INIT, PROTOCOL_NAME) || PROLOGUE) || S_r)
+//! h  = derive_key(CTX_HASH_INIT, PROTOCOL_NAME)
+//! h  = H(h || PROLOGUE)
+//! h  = H(h || be32(initiator_in_id) || be32(responder_in_id))      the route binding
+//! h  = H(h || S_r)                                                 the IK pre-message
 //!
 //! initiator -> responder:  e, es, s, ss  (+ sealed timestamp)
 //!   h = H(h || be32(sender_index))
@@ -27,14 +34,22 @@
 //!            responder sends with derive_key(CTX_TRANSPORT_R2I, ck)
 //! ```
 //!
-//! The key ids (sender and receiver indices) are mixed into the transcript, so a relay that
-//! rewrites them makes the handshake fail instead of leaving the two ends with keypairs
-//! they cannot match. `H` is BLAKE3; `mac1` on each message is a keyed BLAKE3 keyed by the receiver's static
-//! public key, so a node drops messages from anyone who does not know its key before it
-//! spends a Diffie-Hellman on them. Forged messages fail the AEADs; a replayed initiation
-//! carries an old timestamp and the session refuses it (WireGuard's TAI64N rule); a replayed
-//! response matches no pending initiation. None of these functions keeps state: the caller
-//! commits the result only when every check passed.
+//! The route binding ties both messages to one route: an initiation or a response made for
+//! one route fails its first AEAD on any other route between the same two keys, because the
+//! receiver's own incoming id differs (it is the key of its route table). The key ids
+//! (sender and receiver indices) are mixed into the transcript, so a relay that rewrites
+//! them makes the handshake fail instead of leaving the two ends with keypairs they cannot
+//! match. `H` is BLAKE3; `mac1` on each message is a keyed BLAKE3 keyed by the receiver's
+//! static public key, so a node drops messages from anyone who does not know its key before
+//! it spends a Diffie-Hellman on them. Forged messages fail the AEADs; a replayed initiation
+//! carries an old timestamp and the session refuses it (WireGuard's TAI64N rule, kept per
+//! peer key node-wide: [`crate::session::PeerMemory`]); a replayed response matches no
+//! pending initiation. None of these functions keeps state: the caller commits the result
+//! only when every check passed.
+//!
+//! The ephemeral keys come from the system's random source inside [`write_init`] and
+//! [`write_response`]. The crate-private `*_with_ephemeral` variants take them as an
+//! argument; only the test vectors call them directly.
 
 use super::aead::AeadKey;
 use super::kdf::{self, derive, mix_hash};
@@ -125,6 +140,30 @@ impl Drop for StaticKeys {
     }
 }
 
+/// The route a handshake runs on, as both of its ends know it: the route id with which
+/// each end receives the route's packets (its `in_id`). The 8 bytes of
+/// [`to_bytes`](Self::to_bytes) are mixed into the transcript before the first message,
+/// so both messages are bound to the route: on any other route between the same two keys
+/// the receiver's own incoming id differs, and the message fails its first AEAD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteBinding {
+    /// The id the route's packets carry when they reach the initiator.
+    pub initiator_in: RouteId,
+    /// The id the route's packets carry when they reach the responder.
+    pub responder_in: RouteId,
+}
+
+impl RouteBinding {
+    /// What is mixed into the transcript: `BE32(initiator_in) || BE32(responder_in)`.
+    pub fn to_bytes(self) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        let (first, second) = out.split_at_mut(4);
+        first.copy_from_slice(&self.initiator_in.get().to_be_bytes());
+        second.copy_from_slice(&self.responder_in.get().to_be_bytes());
+        out
+    }
+}
+
 /// Chaining key and transcript hash.
 #[derive(Clone)]
 struct Symmetric {
@@ -140,11 +179,12 @@ impl Drop for Symmetric {
 }
 
 impl Symmetric {
-    /// The state both ends start from, bound to the responder's static key.
-    fn initial(responder: &PublicKey) -> Self {
+    /// The state both ends start from, bound to the route and the responder's static key.
+    fn initial(binding: RouteBinding, responder: &PublicKey) -> Self {
         let ck = derive(kdf::CTX_CK_INIT, &[kdf::PROTOCOL_NAME]);
         let h = derive(kdf::CTX_HASH_INIT, &[kdf::PROTOCOL_NAME]);
         let h = mix_hash(&h, kdf::PROLOGUE);
+        let h = mix_hash(&h, &binding.to_bytes());
         let h = mix_hash(&h, responder.as_bytes());
         Self { ck, h }
     }
@@ -256,9 +296,11 @@ impl core::fmt::Debug for InitiatorState {
     }
 }
 
-/// Write an initiation into `out[..132]` and return the state to finish the handshake with.
+/// Write an initiation for the route `binding` names into `out[..132]`, with `route_id` in
+/// its header, and return the state to finish the handshake with.
 pub fn write_init(
     keys: &StaticKeys,
+    binding: RouteBinding,
     route_id: RouteId,
     local_index: u32,
     timestamp: u64,
@@ -268,7 +310,33 @@ pub fn write_init(
         return Err(HandshakeError::Malformed);
     }
     let ephemeral = PrivateKey::generate()?;
-    let mut sym = Symmetric::initial(&keys.remote);
+    write_init_with_ephemeral(
+        keys,
+        binding,
+        route_id,
+        local_index,
+        timestamp,
+        ephemeral,
+        out,
+    )
+}
+
+/// [`write_init`] with the ephemeral key given instead of drawn from the random source.
+/// Crate-private on purpose: an ephemeral key must never be used twice, so only
+/// `write_init` and the test vectors call it.
+pub(crate) fn write_init_with_ephemeral(
+    keys: &StaticKeys,
+    binding: RouteBinding,
+    route_id: RouteId,
+    local_index: u32,
+    timestamp: u64,
+    ephemeral: PrivateKey,
+    out: &mut [u8],
+) -> Result<InitiatorState, HandshakeError> {
+    if out.len() < HANDSHAKE_INIT_LEN {
+        return Err(HandshakeError::Malformed);
+    }
+    let mut sym = Symmetric::initial(binding, &keys.remote);
     sym.mix_hash(&local_index.to_be_bytes());
     let e_pub = ephemeral.public_key();
     sym.mix_hash(e_pub.as_bytes());
@@ -333,15 +401,20 @@ pub fn init_mac_is_valid(keys: &StaticKeys, packet: &[u8]) -> bool {
     )
 }
 
-/// Check an initiation in `packet` sent to us by our peer. Creates no state.
-pub fn read_init(keys: &StaticKeys, packet: &[u8]) -> Result<ReceivedInit, HandshakeError> {
+/// Check an initiation in `packet` sent to us by our peer over the route `binding` names.
+/// Creates no state.
+pub fn read_init(
+    keys: &StaticKeys,
+    binding: RouteBinding,
+    packet: &[u8],
+) -> Result<ReceivedInit, HandshakeError> {
     let view = HandshakeInitPacket::new_checked(packet).map_err(|_| HandshakeError::Malformed)?;
     let repr = HandshakeInitRepr::parse(&view);
     let mac = kdf::mac1(&keys.local_mac1, crate::wire::mac_input(packet));
     if !constant_time_eq(&mac, &repr.mac1) {
         return Err(HandshakeError::BadMac);
     }
-    let mut sym = Symmetric::initial(&keys.local.public_key());
+    let mut sym = Symmetric::initial(binding, &keys.local.public_key());
     sym.mix_hash(&repr.sender_index.to_be_bytes());
     let e_remote = PublicKey::from_bytes(repr.ephemeral);
     sym.mix_hash(e_remote.as_bytes());
@@ -364,13 +437,32 @@ pub fn read_init(keys: &StaticKeys, packet: &[u8]) -> Result<ReceivedInit, Hands
     })
 }
 
-/// Answer a verified initiation: write the response into `out[..80]` and return the
-/// responder's transport keys.
+/// Answer a verified initiation: write the response into `out[..80]`, with `route_id` in
+/// its header, and return the responder's transport keys. The response is bound to the
+/// route the initiation was read for.
 pub fn write_response(
     keys: &StaticKeys,
     init: ReceivedInit,
     route_id: RouteId,
     local_index: u32,
+    out: &mut [u8],
+) -> Result<TransportKeys, HandshakeError> {
+    if out.len() < HANDSHAKE_RESPONSE_LEN {
+        return Err(HandshakeError::Malformed);
+    }
+    let ephemeral = PrivateKey::generate()?;
+    write_response_with_ephemeral(keys, init, route_id, local_index, ephemeral, out)
+}
+
+/// [`write_response`] with the ephemeral key given instead of drawn from the random
+/// source. Crate-private for the same reason as [`write_init_with_ephemeral`]: only
+/// `write_response` and the test vectors call it.
+pub(crate) fn write_response_with_ephemeral(
+    keys: &StaticKeys,
+    init: ReceivedInit,
+    route_id: RouteId,
+    local_index: u32,
+    ephemeral: PrivateKey,
     out: &mut [u8],
 ) -> Result<TransportKeys, HandshakeError> {
     if out.len() < HANDSHAKE_RESPONSE_LEN {
@@ -382,7 +474,6 @@ pub fn write_response(
         mut sym,
         ..
     } = init;
-    let ephemeral = PrivateKey::generate()?;
     sym.mix_hash(&indices(local_index, sender_index));
     let e_pub = ephemeral.public_key();
     sym.mix_hash(e_pub.as_bytes());
@@ -474,6 +565,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+mod vectors;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -487,14 +581,32 @@ mod tests {
         )
     }
 
+    fn id(n: u32) -> RouteId {
+        RouteId::new(n).unwrap()
+    }
+
+    const fn const_id(n: u32) -> RouteId {
+        match RouteId::new(n) {
+            Some(id) => id,
+            None => RouteId::MIN,
+        }
+    }
+
+    /// The route the tests' handshakes run on: the initiator receives it with id 31, the
+    /// responder with id 32.
+    const ROUTE: RouteBinding = RouteBinding {
+        initiator_in: const_id(31),
+        responder_in: const_id(32),
+    };
+
     fn handshake(
         init: &StaticKeys,
         resp: &StaticKeys,
     ) -> (TransportKeys, TransportKeys, [u8; HANDSHAKE_INIT_LEN]) {
-        let route = RouteId::new(42).unwrap();
+        let route = id(42);
         let mut m1 = [0u8; HANDSHAKE_INIT_LEN];
-        let state = write_init(init, route, 11, 1_000, &mut m1).unwrap();
-        let received = read_init(resp, &m1).unwrap();
+        let state = write_init(init, ROUTE, route, 11, 1_000, &mut m1).unwrap();
+        let received = read_init(resp, ROUTE, &m1).unwrap();
         assert_eq!((received.sender_index, received.timestamp), (11, 1_000));
         let mut m2 = [0u8; HANDSHAKE_RESPONSE_LEN];
         let responder = write_response(resp, received, route, 22, &mut m2).unwrap();
@@ -517,20 +629,88 @@ mod tests {
     }
 
     #[test]
+    fn binding_bytes_are_both_ids_big_endian() {
+        let binding = RouteBinding {
+            initiator_in: id(0x0102_0304),
+            responder_in: id(0x0a0b_0c0d),
+        };
+        assert_eq!(binding.to_bytes(), [1, 2, 3, 4, 10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn an_initiation_for_another_route_is_refused() {
+        let (a, b) = keys();
+        let mut m1 = [0u8; HANDSHAKE_INIT_LEN];
+        write_init(&a, ROUTE, id(42), 11, 1_000, &mut m1).unwrap();
+        // The same two keys, another route: either end's incoming id differs. The message
+        // passes mac1 (it does not cover the binding) and fails its first AEAD.
+        for other in [
+            RouteBinding {
+                responder_in: id(33),
+                ..ROUTE
+            },
+            RouteBinding {
+                initiator_in: id(30),
+                ..ROUTE
+            },
+            RouteBinding {
+                initiator_in: ROUTE.responder_in,
+                responder_in: ROUTE.initiator_in,
+            },
+        ] {
+            assert!(init_mac_is_valid(&b, &m1));
+            assert_eq!(
+                read_init(&b, other, &m1).err(),
+                Some(HandshakeError::Decrypt),
+                "{other:?}"
+            );
+        }
+        assert!(read_init(&b, ROUTE, &m1).is_ok());
+    }
+
+    #[test]
+    fn a_response_for_another_route_is_refused() {
+        let (a, b) = keys();
+        // Two handshakes between the same keys on two routes, with the same key ids, so
+        // nothing but the binding tells the responses apart.
+        let other = RouteBinding {
+            responder_in: id(33),
+            ..ROUTE
+        };
+        let mut m1 = [0u8; HANDSHAKE_INIT_LEN];
+        let state = write_init(&a, ROUTE, id(42), 11, 1_000, &mut m1).unwrap();
+        let mut m1_other = [0u8; HANDSHAKE_INIT_LEN];
+        let state_other = write_init(&a, other, id(43), 11, 1_001, &mut m1_other).unwrap();
+        let mut m2_other = [0u8; HANDSHAKE_RESPONSE_LEN];
+        let received = read_init(&b, other, &m1_other).unwrap();
+        write_response(&b, received, id(44), 22, &mut m2_other).unwrap();
+        // The response made on the other route, injected into the first route's pending
+        // handshake: the receiver index matches, the AEAD does not.
+        assert_eq!(
+            read_response(&a, &state, &m2_other).err(),
+            Some(HandshakeError::Decrypt)
+        );
+        assert!(read_response(&a, &state_other, &m2_other).is_ok());
+    }
+
+    #[test]
     fn third_party_is_refused() {
         let (a, b) = keys();
         // Mallory knows b's public key but not a's private key.
         let mallory = StaticKeys::new(PrivateKey::generate().unwrap(), b.local_public()).unwrap();
         let mut m1 = [0u8; HANDSHAKE_INIT_LEN];
-        write_init(&mallory, RouteId::MIN, 1, 5, &mut m1).unwrap();
+        write_init(&mallory, ROUTE, RouteId::MIN, 1, 5, &mut m1).unwrap();
         assert_eq!(
-            read_init(&b, &m1).err(),
+            read_init(&b, ROUTE, &m1).err(),
             Some(HandshakeError::UnexpectedPeer)
         );
         // Someone who does not know b's key cannot even pass mac1.
         let stranger = StaticKeys::new(PrivateKey::generate().unwrap(), a.local_public()).unwrap();
-        write_init(&stranger, RouteId::MIN, 1, 5, &mut m1).unwrap();
-        assert_eq!(read_init(&b, &m1).err(), Some(HandshakeError::BadMac));
+        write_init(&stranger, ROUTE, RouteId::MIN, 1, 5, &mut m1).unwrap();
+        assert_eq!(
+            read_init(&b, ROUTE, &m1).err(),
+            Some(HandshakeError::BadMac)
+        );
     }
 
     #[test]
@@ -540,12 +720,12 @@ mod tests {
         for i in (0..m1.len() * 8).filter(|i| !(32..64).contains(i)) {
             let mut bad = m1;
             bad[i / 8] ^= 1 << (i % 8);
-            assert!(read_init(&b, &bad).is_err(), "bit {i}");
+            assert!(read_init(&b, ROUTE, &bad).is_err(), "bit {i}");
         }
         // The route id (bytes 4..8) is rewritten by relays and is not covered.
         let mut relayed = m1;
         relayed[4..8].copy_from_slice(&7u32.to_be_bytes());
-        assert!(read_init(&b, &relayed).is_ok());
+        assert!(read_init(&b, ROUTE, &relayed).is_ok());
     }
 
     #[test]
@@ -553,9 +733,9 @@ mod tests {
         let (a, b) = keys();
         let route = RouteId::MIN;
         let mut m1 = [0u8; HANDSHAKE_INIT_LEN];
-        let state = write_init(&a, route, 3, 9, &mut m1).unwrap();
+        let state = write_init(&a, ROUTE, route, 3, 9, &mut m1).unwrap();
         let mut m2 = [0u8; HANDSHAKE_RESPONSE_LEN];
-        write_response(&b, read_init(&b, &m1).unwrap(), route, 4, &mut m2).unwrap();
+        write_response(&b, read_init(&b, ROUTE, &m1).unwrap(), route, 4, &mut m2).unwrap();
         let mut forged = m2;
         forged[40] ^= 1;
         assert!(read_response(&a, &state, &forged).is_err());
@@ -569,12 +749,12 @@ mod tests {
     fn low_order_ephemeral_is_refused() {
         let (a, b) = keys();
         let mut m1 = [0u8; HANDSHAKE_INIT_LEN];
-        write_init(&a, RouteId::MIN, 1, 1, &mut m1).unwrap();
+        write_init(&a, ROUTE, RouteId::MIN, 1, 1, &mut m1).unwrap();
         m1[12..44].fill(0);
         let mac = kdf::mac1(&b.local_mac1, crate::wire::mac_input(&m1));
         m1[116..].copy_from_slice(&mac);
         assert_eq!(
-            read_init(&b, &m1).err(),
+            read_init(&b, ROUTE, &m1).err(),
             Some(HandshakeError::LowOrderPoint)
         );
         assert_eq!(
