@@ -93,7 +93,7 @@ mod handle;
 mod setup;
 mod status;
 
-pub use core::{NodeCore, NodeDrop, NodeIo, PingError, SetupError};
+pub use core::{NodeCore, NodeDrop, NodeIo, PingError, SOURCE_NOT_ALLOWED, SetupError};
 pub use driver::{EngineError, RunningEngine, SOCKET_BUFFER, start};
 pub use event::{EVENT_QUEUE, EngineEvent};
 pub use handle::{EngineGone, EngineHandle, PING_TIMEOUT};

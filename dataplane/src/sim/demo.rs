@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{Datagram, IPV4_HEADER_LEN, Mesh, NodeId, SimError, ipv4};
 use crate::crypto::PublicKey;
-use crate::engine::{NodeStatus, RouteStatus};
+use crate::engine::{NodeStatus, RouteStatus, SOURCE_NOT_ALLOWED};
 use crate::route::{ForwardDrop, Prefix, Rule};
 use crate::session::DropReason;
 use crate::wire::{PacketType, TRANSPORT_OVERHEAD};
@@ -68,6 +68,8 @@ fn addr(n: u8) -> SocketAddr {
 /// The TUN addresses of A and C.
 const A_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const C_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+/// An address no node was given, which A tries to speak for.
+const SPOOFED_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 9);
 
 /// Size of the IP packets of the throughput phase: the TUN MTU.
 const PACKET_LEN: usize = 1420;
@@ -493,6 +495,27 @@ fn attacks(out: &mut dyn Write, demo: &mut Demo) -> Result<u64, DemoError> {
         mesh.take_tun(c)?.is_empty(),
         "an injected packet reached C's TUN",
     )?;
+
+    // A member with a valid key and a route speaks for an address it was not given: the
+    // packet is sealed by A and opens at C, whose route end allows only A's address.
+    writeln!(out, "\nattack from a member of the mesh:")?;
+    let end = mesh.status(c)?;
+    mesh.tun_input(a, &ipv4(SPOOFED_IP, C_IP, b"from someone else"))?;
+    mesh.settle();
+    let end_after = mesh.status(c)?;
+    let spoofed = route_drops(&end_after, &[SOURCE_NOT_ALLOWED])
+        .saturating_sub(route_drops(&end, &[SOURCE_NOT_ALLOWED]));
+    check(spoofed == 1, "a spoofed inner source was not counted at C")?;
+    check(
+        mesh.take_tun(c)?.is_empty(),
+        "a packet with a spoofed source reached C's TUN",
+    )?;
+    dropped += spoofed;
+    writeln!(
+        out,
+        "  A seals a packet from {SPOOFED_IP} (not its address): C opens it and drops it ({})",
+        changed(&route_drops_list(&end), &route_drops_list(&end_after))
+    )?;
     let still = ipv4(A_IP, C_IP, b"still working");
     mesh.tun_input(a, &still)?;
     mesh.settle();
@@ -572,7 +595,8 @@ mod tests {
         assert_eq!(summary.marker_in_clear, 0);
         assert_eq!(summary.relay_decrypted, 0);
         assert!(summary.relayed > 2000);
-        assert_eq!(summary.attacks_dropped, 5);
+        assert_eq!(summary.attacks_dropped, 6);
+        assert!(text.contains("drops it (source not allowed)"), "{text}");
         assert!(text.contains("all checks passed"), "{text}");
         assert!(
             text.contains("initiation (132 B)") && text.contains("response (80 B)"),
