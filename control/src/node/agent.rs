@@ -155,11 +155,15 @@ pub struct Completion {
 }
 
 /// Why the connection to the manager should be given up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Stale {
     /// `REGISTER` was not answered in time.
     #[error("no answer to REGISTER in {} s", .0.as_secs())]
     NotRegistered(Duration),
+    /// The manager refused `REGISTER` (an address another node holds, a key not allowed):
+    /// this connection is of no use, and trying again at once would be refused the same way.
+    #[error("the manager refused to register this node: {0}")]
+    Refused(ProtoError),
     /// Nothing was heard from the manager for this long.
     #[error("the manager has been silent for {} ms", .0.as_millis())]
     Silent(Duration),
@@ -220,6 +224,8 @@ pub struct Agent {
     held: BTreeMap<u32, (MeshRouteId, bool)>,
     probes: HashMap<PublicKey, ProbeLog>,
     registered: bool,
+    /// The manager's answer to this connection's `REGISTER`, if it was a refusal.
+    refused: Option<ProtoError>,
     connected: bool,
     heartbeat: Duration,
     expire: Duration,
@@ -251,6 +257,7 @@ impl Agent {
             held: BTreeMap::new(),
             probes: HashMap::new(),
             registered: false,
+            refused: None,
             connected: false,
             heartbeat: Duration::from_secs(1),
             expire: Duration::from_secs(30),
@@ -317,6 +324,7 @@ impl Agent {
         self.connected_at = Some(now);
         self.last_heard = Some(now);
         self.registered = false;
+        self.refused = None;
         // A new manager (or a restarted one) knows no link yet: report them all again.
         for log in self.probes.values_mut() {
             log.reported_up = None;
@@ -338,6 +346,7 @@ impl Agent {
         self.connected_at = None;
         self.last_heard = None;
         self.registered = false;
+        self.refused = None;
         self.next_heartbeat = None;
         self.asked.clear();
         for (_, pending) in self.pending.drain() {
@@ -435,7 +444,10 @@ impl Agent {
                     self.next_probe.get_or_insert(now);
                     self.next_report.get_or_insert(now + REPORT_INTERVAL);
                 }
-                Err(_) => self.registered = false,
+                Err(e) => {
+                    self.registered = false;
+                    self.refused = Some(e);
+                }
             },
             Pending::Quiet => {}
             Pending::User { token, request } => {
@@ -743,6 +755,9 @@ impl Agent {
     /// itself to declare a node dead (3 heartbeats, each of which it answers).
     pub fn stale(&self, now: Instant) -> Option<Stale> {
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
+        if let Some(e) = &self.refused {
+            return Some(Stale::Refused(e.clone()));
+        }
         if !self.registered {
             return since(self.connected_at)
                 .filter(|d| *d > REGISTER_TIMEOUT)

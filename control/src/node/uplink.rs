@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 use skywire_dataplane::engine::{self, EngineEvent, EngineGone, EngineHandle, Origin, RuleChange};
 
-use super::agent::{Agent, AgentParams, ApplyFailure, Dataplane, UserReply, UserRequest};
+use super::agent::{Agent, AgentParams, ApplyFailure, Dataplane, Stale, UserReply, UserRequest};
 use crate::manager::core::Rng;
 use crate::manager::proto::{
     self, Auth, AuthOk, Bytes32, ConnectionEnd, Decoder, ErrorKind, Frame, Hello, Key, Mac,
@@ -244,6 +244,10 @@ fn log(line: &str) {
 /// How long a ping sent over a route waits for its pong, at most.
 const PONG_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// After the manager refused to register the node, the next attempt waits this long: the
+/// refusal stands until an operator changes a config.
+pub const REFUSED_RETRY: Duration = Duration::from_secs(10);
+
 struct PendingPing {
     reply: Sender<Result<PingReply, PingError>>,
     route: String,
@@ -270,6 +274,9 @@ fn run(
     let mut next_token = 1u64;
     let mut pings: HashMap<u64, PendingPing> = HashMap::new();
     let mut last_error = String::new();
+    // The manager's last refusal of REGISTER, logged once while it repeats.
+    let mut refusal: Option<String> = None;
+    let mut registered = false;
     let never: Receiver<Result<Frame, ConnectionEnd>> = crossbeam_channel::never();
     let never_conn: Receiver<Result<Connection, ConnectError>> = crossbeam_channel::never();
     loop {
@@ -304,6 +311,8 @@ fn run(
         let frames = conn.as_ref().map_or(&never, |c| &c.frames);
         let connects = connecting.as_ref().unwrap_or(&never_conn);
         let mut lost: Option<String> = None;
+        // After a refusal: logged already, and the next attempt is slow.
+        let mut refused = false;
         select! {
             recv(inbox) -> request => match request {
                 Ok(Request::Manager { request, reply }) => {
@@ -341,7 +350,9 @@ fn run(
                 connecting = None;
                 match result {
                     Ok(Ok(c)) => {
-                        log(&format!("connected to the manager at {}", c.writer.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string())));
+                        if refusal.is_none() {
+                            log(&format!("connected to the manager at {}", c.writer.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string())));
+                        }
                         conn = Some(c);
                         backoff = Duration::from_millis(100);
                         last_error.clear();
@@ -363,11 +374,31 @@ fn run(
         }
         let now = Instant::now();
         agent.tick(now, &mut Engine(engine));
+        if agent.is_registered() != registered {
+            registered = agent.is_registered();
+            if registered {
+                log("registered with the manager");
+                refusal = None;
+            }
+        }
         if conn.is_some()
             && lost.is_none()
             && let Some(reason) = agent.stale(now)
         {
-            lost = Some(reason.to_string());
+            let reason_text = reason.to_string();
+            if let Stale::Refused(_) = reason {
+                // Say it once, and ask again only slowly: the operator has to change a
+                // config (this node's or the manager's) before it can succeed.
+                if refusal.as_ref() != Some(&reason_text) {
+                    log(&format!(
+                        "{reason_text} (asking again every {} s)",
+                        REFUSED_RETRY.as_secs()
+                    ));
+                }
+                refusal = Some(reason_text.clone());
+                refused = true;
+            }
+            lost = Some(reason_text);
         }
         pings.retain(|_, p| {
             if p.deadline <= now {
@@ -394,12 +425,14 @@ fn run(
         if let Some(reason) = lost {
             if let Some(c) = conn.take() {
                 let _ = c.writer.shutdown(Shutdown::Both);
-                log(&format!(
-                    "lost the manager connection: {reason} (reconnecting)"
-                ));
+                if !refused {
+                    log(&format!(
+                        "lost the manager connection: {reason} (reconnecting)"
+                    ));
+                }
             }
             agent.disconnected();
-            next_attempt = Instant::now() + backoff;
+            next_attempt = Instant::now() + if refused { REFUSED_RETRY } else { backoff };
         }
         for done in agent.completions() {
             if let Some(reply) = tokens.remove(&done.token) {

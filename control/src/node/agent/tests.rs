@@ -474,3 +474,31 @@ fn an_end_taking_another_peers_prefix_is_not_allowed() {
         Some(ErrorKind::NotAllowed)
     );
 }
+
+#[test]
+fn a_refused_registration_gives_the_connection_up_at_once_with_the_managers_reason() {
+    let now = Instant::now();
+    let mut a = agent();
+    a.connected(now);
+    let frames = a.drain();
+    let refusal = ProtoError::new(
+        ErrorKind::NotAllowed,
+        "address 10.77.0.1/32 belongs to node 0404",
+    );
+    a.frame(
+        Frame::error(kind::REGISTER, frames[0].id, &refusal),
+        now,
+        &mut Fake::default(),
+    );
+    assert!(!a.is_registered());
+    assert_eq!(a.stale(now), Some(Stale::Refused(refusal.clone())));
+    assert_eq!(
+        Stale::Refused(refusal).to_string(),
+        "the manager refused to register this node: not_allowed: address 10.77.0.1/32 belongs to node 0404"
+    );
+    // A new connection starts clean: REGISTER again, and no stale refusal.
+    a.disconnected();
+    a.connected(now);
+    assert_eq!(a.stale(now), None);
+    assert_eq!(a.drain()[0].kind, kind::REGISTER);
+}

@@ -50,7 +50,7 @@ pub enum CtlError {
         message: String,
     },
     /// The node answered with an error other than `permission`.
-    #[error("the node at {} answered {kind}: {message}", path.display())]
+    #[error("{message} ({kind}, from the node at {})", path.display())]
     Refused {
         /// The socket's path.
         path: PathBuf,
