@@ -5,6 +5,8 @@
 //!
 //! - [`keyfile`]: private key files, created 0600 and refused when readable by others.
 //! - [`procfs`]: a process's resource figures from `/proc`.
+//! - [`terminal`]: text from other programs with its control characters escaped, safe to
+//!   show on a terminal.
 //! - [`local`]: private Unix sockets (0600 in a 0700 folder, `SO_PEERCRED`), bounded line
 //!   reads and connection slots, shared by every server in the crate.
 //! - [`frame`]: the frame codec (length, version, kind, request id, payload) that signal and
@@ -41,6 +43,7 @@
 
 pub mod keyfile;
 pub mod procfs;
+pub mod terminal;
 
 pub mod frame;
 pub mod local;
