@@ -19,7 +19,7 @@ use super::log::LogBuffer;
 use super::supervisor::{Exit, Sig};
 
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SpawnSpec<'a> {
     /// The executable.
     pub path: &'a Path,
@@ -29,6 +29,19 @@ pub struct SpawnSpec<'a> {
     pub env: &'a [(String, String)],
     /// The folder to run in (the caller's when `None`).
     pub cwd: Option<&'a Path>,
+}
+
+impl std::fmt::Debug for SpawnSpec<'_> {
+    /// The environment's names only: a value may be the app's signal secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("SpawnSpec")
+            .field("path", &self.path)
+            .field("args", &self.args)
+            .field("env", &names)
+            .field("cwd", &self.cwd)
+            .finish()
+    }
 }
 
 /// Start `spec` in a new process group (its pid is the group id); its output goes to
