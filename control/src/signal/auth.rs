@@ -171,6 +171,11 @@ impl Nonce {
     pub fn to_hex(&self) -> String {
         to_hex(&self.0)
     }
+
+    /// From 64 hex digits (either case).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        from_hex(text).map(Self)
+    }
 }
 
 /// A proof: HMAC-SHA256 over a label, the id and both nonces.
@@ -181,6 +186,11 @@ impl Proof {
     /// As 64 hex digits.
     pub fn to_hex(&self) -> String {
         to_hex(&self.0)
+    }
+
+    /// From 64 hex digits (either case).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        from_hex(text).map(Self)
     }
 }
 
