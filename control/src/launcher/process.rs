@@ -130,3 +130,22 @@ pub fn signal_group(pgid: u32, sig: Sig) -> io::Result<()> {
     };
     kill_process_group(pid, signal).map_err(io::Error::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spawn_spec_does_not_show_environment_values() {
+        let env = [("SIGNAL_CLIENT_SECRET".to_owned(), "ab".repeat(32))];
+        let spec = SpawnSpec {
+            path: Path::new("/bin/true"),
+            args: &[],
+            env: &env,
+            cwd: None,
+        };
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("SIGNAL_CLIENT_SECRET"), "{shown}");
+        assert!(!shown.contains(&"ab".repeat(32)), "{shown}");
+    }
+}

@@ -873,3 +873,27 @@ pub fn format_bytes(bytes: u64) -> String {
         format!("{bytes}B")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_an_app_sends_is_shown_escaped() {
+        let lines = ["\u{1b}]2;title\u{7}ok".to_owned(), "over\rwrite".to_owned()];
+        assert_eq!(shown_lines(&lines), "\\e]2;title\\x07ok\nover\\rwrite");
+        let report = json!({"Pid": 7, "\u{1b}[2J": "\u{9b}31m", "Name": "a\nb"});
+        assert_eq!(
+            report_text(&report),
+            "\n  app report   \\e[2J=\"\\u{9b}31m\" Name=\"a\\nb\" Pid=7"
+        );
+        assert_eq!(
+            report_text(&Value::Null),
+            "\n  app report   none (not a signal client)"
+        );
+        assert_eq!(
+            report_text(&json!(["\u{9b}"])),
+            "\n  app report   [\"\\u{9b}\"]"
+        );
+    }
+}
