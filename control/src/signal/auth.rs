@@ -46,7 +46,7 @@ pub const CLIENT_LABEL: &[u8] = b"skywire signal v1 client proof";
 /// The label of the server's proof.
 pub const SERVER_LABEL: &[u8] = b"skywire signal v1 server proof";
 
-/// The request id of `Hello`, and of the client's `Reg`.
+/// The request id of `Hello` (it is not replied to).
 pub const HELLO_REQUEST: u64 = 0;
 /// The request id a client registers with.
 pub const REG_REQUEST: u64 = 1;
