@@ -23,7 +23,10 @@ use skywire_control::signal::{self, SignalServer};
 ///
 /// Reads the `apps:` section of the config. Every app started gets a sequence id (from 1,
 /// never reused) and the environment SIGNAL_CLIENT=true, SIGNAL_CLIENT_ID=ID,
-/// SIGNAL_SERVER_ADDRESS=ADDR (this server), so it can register over the signal protocol.
+/// SIGNAL_SERVER_ADDRESS=ADDR (this server) and SIGNAL_CLIENT_SECRET (fresh for every
+/// start), so it can register over the signal protocol; a registration that does not prove
+/// the app's secret is refused and logged. Output from apps is shown with control
+/// characters escaped.
 /// Without --headless or --gui: an interactive console (type `help`). Every app is stopped
 /// when viscript leaves. Exits 78 for a bad config.
 #[derive(Debug, Args)]
@@ -136,6 +139,8 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
             stable: args.restart_stable,
             limit: args.restart_limit,
         },
+        // The GUI owns the terminal: refusals go to the apps' output and its title there.
+        refusals_to_stderr: !args.gui,
         ..LauncherOptions::default()
     };
     let launcher = Launcher::new(config.apps, server.spawn()?, options)?;
@@ -231,8 +236,17 @@ pub(crate) fn signal_client_from_env_and_args() -> Vec<OsString> {
                 let hook = Box::new(|| {
                     let _ = signal_hook::low_level::raise(SIGTERM);
                 });
-                if let Err(e) = signal::client::spawn(config, hook) {
-                    eprintln!("skywire: warning: cannot start the signal client: {e}");
+                let server = config.server.clone();
+                // Not `eprintln!`, which panics when standard error is gone (it is when
+                // viscript died, which is when a fake server is most likely).
+                let warn = Box::new(move |e: &signal::AuthError| {
+                    let _ = writeln!(
+                        io::stderr(),
+                        "skywire: warning: signal server {server}: {e}; not obeying it"
+                    );
+                });
+                if let Err(e) = signal::client::spawn(config, hook, warn) {
+                    eprintln!("skywire: warning: not a signal client: {e}");
                 }
             }
             rest

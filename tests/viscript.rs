@@ -16,6 +16,10 @@
 
 mod common;
 
+/// The attacks of issue 17 on signal and on the terminal, each tried for real.
+#[path = "viscript/attacks.rs"]
+mod attacks;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -72,8 +76,30 @@ fn write_config(scratch: &Scratch) -> PathBuf {
         "#!/bin/sh\necho \"hello from talker: $*\"\necho \"in $(pwd)\"\nexec sleep 300\n",
         0o755,
     );
+    // Output meant to take over a terminal: retitle it (OSC 2), clear it (CSI 2J), hide
+    // text (SGR 8), overwrite the line (CR), and a C1 CSI (U+009B, as UTF-8).
+    scratch.file(
+        "escaper.sh",
+        r"#!/bin/sh
+printf 'plain \033]2;pwned\007 title \033[2J clear \033[8mhidden\033[0m cr\r c1 \302\233 end\n'
+exec sleep 300
+",
+        0o755,
+    );
+    // The Python client, reporting a key and a value over signal that try to retitle the
+    // terminal, hide text and start a C1 CSI.
+    let source = std::fs::read_to_string(python_client()).unwrap();
+    let evil = source.replace(
+        r#""Ballast": len(ballast)}"#,
+        r#""Ballast": len(ballast), "\x1b]2;pwned\x07": "\x1b[8mhidden\u009b"}"#,
+    );
+    assert_ne!(evil, source, "the Python client's Top reply changed shape");
+    scratch.file("evil_client.py", &evil, 0o755);
     let config = format!(
         "apps:
+  escaper:
+    desc: prints escape sequences, then sleeps
+    path: escaper.sh
   sleeper:
     desc: sleeps five minutes
     path: /bin/sleep
@@ -93,6 +119,9 @@ fn write_config(scratch: &Scratch) -> PathBuf {
   pyclient:
     desc: the Python signal client
     path: {python}
+  evilclient:
+    desc: the Python signal client, reporting escape sequences
+    path: evil_client.py
   skywire-self:
     desc: a nested headless viscript, as a Rust signal client
     path: {skywire}
@@ -118,16 +147,17 @@ struct Viscript {
 
 impl Viscript {
     fn start(scratch: &Scratch, extra: &[&str]) -> Self {
+        Self::start_at(scratch, "127.0.0.1:0", extra)
+    }
+
+    /// A viscript whose signal server listens on `signal` (the attack tests need to know
+    /// where).
+    fn start_at(scratch: &Scratch, signal: &str, extra: &[&str]) -> Self {
         let config = write_config(scratch);
         let socket = scratch.path("run/viscript.sock");
         let child = Command::new(skywire_binary())
             .args(["viscript", "--headless", "--config", path_arg(&config)])
-            .args([
-                "--socket",
-                path_arg(&socket),
-                "--signal-address",
-                "127.0.0.1:0",
-            ])
+            .args(["--socket", path_arg(&socket), "--signal-address", signal])
             .args(["--grace", "1s"])
             .args(extra)
             .stdin(Stdio::null())

@@ -8,6 +8,8 @@
 //! - [`output_file`]: files written where the user said (`bench --out`), never through a
 //!   symlink or a hard link.
 //! - [`procfs`]: a process's resource figures from `/proc`.
+//! - [`terminal`]: text from other programs with its control characters escaped, safe to
+//!   show on a terminal.
 //! - [`local`]: private Unix sockets (0600 in a 0700 folder, `SO_PEERCRED`), bounded line
 //!   reads and connection slots, shared by every server in the crate.
 //! - [`frame`]: the frame codec (length, version, kind, request id, payload) that signal and
@@ -45,6 +47,7 @@
 pub mod keyfile;
 pub mod output_file;
 pub mod procfs;
+pub mod terminal;
 
 pub mod frame;
 pub mod local;

@@ -16,6 +16,7 @@ use std::path::Path;
 use serde_json::json;
 use skywire_control::frame as codec;
 use skywire_control::manager::proto::{self, Bytes32, Frame, Hello, Key, NodeRequest, Register};
+use skywire_control::signal::auth::{self, ClientAuth, Secret as SignalSecret, Step};
 use skywire_control::signal::frame::{Frame as SignalFrame, op};
 use skywire_dataplane::crypto::PrivateKey;
 use skywire_dataplane::crypto::cipher::{Limits, SendKey};
@@ -24,6 +25,7 @@ use skywire_dataplane::wire::{
     HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, PacketType, TRANSPORT_HEADER_LEN,
     TRANSPORT_OVERHEAD,
 };
+use skywire_fuzz::control::{SIGNAL_CLIENT_NONCE, SIGNAL_ID, SIGNAL_SECRET, SIGNAL_SERVER_NONCE};
 use skywire_fuzz::fixtures::{
     BINDING, CIPHER_KEY, INITIATOR_IN, INITIATOR_INDEX, INITIATOR_SECRET, RESPONDER_INDEX, ROUTE,
     TIMESTAMP, initiator_keys, responder_keys,
@@ -288,6 +290,22 @@ fn control_seeds() -> Vec<(&'static str, Seeds)> {
     let signal = SignalFrame::request(op::REG, 7, json!({"Id": 3}))
         .encode()
         .expect("encodes");
+    // The opening of docs/SIGNAL.md's example: the server's Hello and the client's Reg
+    // with its proof, then the server's echo with its own.
+    let secret = SignalSecret::from_bytes(SIGNAL_SECRET);
+    let mut client = ClientAuth::new(SIGNAL_ID, 4242, secret.clone(), SIGNAL_CLIENT_NONCE);
+    let signal_hello = auth::hello(&SIGNAL_SERVER_NONCE);
+    let Ok(Step::Send(reg)) = client.handle(&signal_hello) else {
+        panic!("the client registers after a Hello")
+    };
+    let accepted = auth::check_registration(&SIGNAL_SERVER_NONCE, &reg, |_| Some(secret))
+        .expect("the registration is accepted");
+    let signal_stream = |frames: &[&SignalFrame]| -> Vec<u8> {
+        frames
+            .iter()
+            .flat_map(|f| f.encode().expect("encodes"))
+            .collect()
+    };
     let key = node_key.public_key();
     let link = skywire_dataplane::crypto::link::LinkKey::new(
         &PrivateKey::from_bytes([1; 32]),
@@ -337,7 +355,21 @@ fn control_seeds() -> Vec<(&'static str, Seeds)> {
                 ("tagged-register-heartbeat", chunked(11, &tagged)),
             ],
         ),
-        ("signal_frame", vec![("register", chunked(3, &signal))]),
+        (
+            "signal_frame",
+            vec![
+                ("register", chunked(3, &signal)),
+                ("opening", chunked(9, &signal_stream(&[&signal_hello, &reg, &accepted.echo]))),
+            ],
+        ),
+        (
+            "signal_auth",
+            vec![
+                ("register", chunked(5, &signal_stream(&[&reg]))),
+                ("hello-echo", chunked(63, &signal_stream(&[&signal_hello, &accepted.echo]))),
+                ("original-register", chunked(3, &signal)),
+            ],
+        ),
         (
             "ctl_request",
             vec![

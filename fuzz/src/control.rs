@@ -1,7 +1,7 @@
 //! Targets for the parsers of `skywire-control` that read bytes from a peer: the frame
 //! codec shared by signal and the manager protocol (`control::frame`), the manager
-//! protocol's frames (with and without their MAC) and typed messages, signal's frames, and
-//! the node's control-socket request lines.
+//! protocol's frames (with and without their MAC) and typed messages, signal's frames and
+//! its opening (the key proofs), and the node's control-socket request lines.
 //!
 //! Each target feeds the input in chunks (the first byte picks the chunk size, so frames
 //! split at every point are tried) and checks that what decodes encodes back to the same
@@ -16,7 +16,8 @@ use skywire_control::manager::proto::{
     self, Bytes32, Decoder as ManagerDecoder, Frame as ManagerFrame, ManagerRequest, NodeRequest,
 };
 use skywire_control::node::ctl::protocol::{ParsedRequest, Request, parse_request};
-use skywire_control::signal::frame::{Decoder as SignalDecoder, MAX_BODY};
+use skywire_control::signal::auth::{self, ClientAuth, Nonce, Proof, Secret, Step};
+use skywire_control::signal::frame::{Decoder as SignalDecoder, Frame as SignalFrame, MAX_BODY};
 use skywire_dataplane::crypto::PrivateKey;
 
 /// The chunk size from the first byte, and the rest.
@@ -157,6 +158,126 @@ pub fn signal_frame(data: &[u8]) {
             }
         }
     }
+}
+
+/// The signal secret of the `signal_auth` target (id [`SIGNAL_ID`]), as in the example of
+/// `docs/SIGNAL.md`.
+pub const SIGNAL_SECRET: [u8; 32] = [0x11; 32];
+/// The app id the target's server expects and its client registers as.
+pub const SIGNAL_ID: u64 = 3;
+/// The target server's nonce.
+pub const SIGNAL_SERVER_NONCE: Nonce = Nonce([0x22; 32]);
+/// The target client's nonce.
+pub const SIGNAL_CLIENT_NONCE: Nonce = Nonce([0x33; 32]);
+
+/// What the opening made of an input.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Opening {
+    /// The server accepted a registration.
+    pub registered: bool,
+    /// The client authenticated the server.
+    pub authenticated: bool,
+}
+
+/// Signal's opening (`control::signal::auth`): every decoded frame goes to the server's
+/// check (it expects id 3 with [`SIGNAL_SECRET`] and sent [`SIGNAL_SERVER_NONCE`]) and to a
+/// client's state machine (id 3, the same secret, [`SIGNAL_CLIENT_NONCE`]) until that
+/// fails or authenticates. A registration is accepted only with the proof the secret
+/// makes over its nonces, and its echo then authenticates a client with those nonces (and
+/// the request id a client registers with); the
+/// client registers only after a `Hello`, with a registration the server accepts, and
+/// authenticates only on the proof the secret makes.
+pub fn signal_auth(data: &[u8]) {
+    let _ = signal_opening(data);
+}
+
+/// The body of [`signal_auth`], saying what happened (the seed checks use it).
+pub fn signal_opening(data: &[u8]) -> Opening {
+    let (chunk, bytes) = split(data);
+    let secret = Secret::from_bytes(SIGNAL_SECRET);
+    let expected = |id: u64| (id == SIGNAL_ID).then(|| secret.clone());
+    let mut client = Some(ClientAuth::new(
+        SIGNAL_ID,
+        42,
+        secret.clone(),
+        SIGNAL_CLIENT_NONCE,
+    ));
+    let mut server_nonce = None;
+    let mut opening = Opening::default();
+    let mut decoder = SignalDecoder::new();
+    'frames: for piece in bytes.chunks(chunk) {
+        decoder.push(piece);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => break 'frames,
+            };
+            server_side(&frame, &secret, expected, &mut opening);
+            let Some(auth) = client.as_mut() else {
+                continue;
+            };
+            match auth.handle(&frame) {
+                Ok(Step::Send(registration)) => {
+                    let nonce = auth::hello_nonce(&frame).expect("registers only after a Hello");
+                    server_nonce = Some(nonce);
+                    let accepted = auth::check_registration(&nonce, &registration, expected)
+                        .expect("the client's registration is accepted");
+                    assert_eq!(accepted.id, SIGNAL_ID);
+                }
+                Ok(Step::Authenticated) => {
+                    let nonce = server_nonce.expect("authenticated after a Hello");
+                    let proof = frame.body.get("Proof").and_then(Value::as_str);
+                    let right = auth::proof(
+                        &secret,
+                        auth::SERVER_LABEL,
+                        SIGNAL_ID,
+                        &nonce,
+                        &SIGNAL_CLIENT_NONCE,
+                    );
+                    assert_eq!(proof.and_then(Proof::from_hex), Some(right));
+                    opening.authenticated = true;
+                    client = None;
+                }
+                Err(_) => client = None,
+            }
+        }
+    }
+    opening
+}
+
+/// The server's check of one frame: accepted only with the right proof, and then its
+/// echo authenticates a client with the registration's nonces.
+fn server_side(
+    frame: &SignalFrame,
+    secret: &Secret,
+    expected: impl FnOnce(u64) -> Option<Secret>,
+    opening: &mut Opening,
+) {
+    let Ok(accepted) = auth::check_registration(&SIGNAL_SERVER_NONCE, frame, expected) else {
+        return;
+    };
+    assert_eq!(accepted.id, SIGNAL_ID);
+    let field = |key: &str| frame.body.get(key).and_then(Value::as_str);
+    let nonce = field("Nonce").and_then(Nonce::from_hex).expect("a nonce");
+    let right = auth::proof(
+        secret,
+        auth::CLIENT_LABEL,
+        SIGNAL_ID,
+        &SIGNAL_SERVER_NONCE,
+        &nonce,
+    );
+    assert_eq!(field("Proof").and_then(Proof::from_hex), Some(right));
+    let mut client = ClientAuth::new(SIGNAL_ID, 42, secret.clone(), nonce);
+    assert!(matches!(
+        client.handle(&auth::hello(&SIGNAL_SERVER_NONCE)),
+        Ok(Step::Send(_))
+    ));
+    // The echo carries the registration's request id; a client registers with 1.
+    if frame.request == auth::REG_REQUEST {
+        assert_eq!(client.handle(&accepted.echo), Ok(Step::Authenticated));
+    }
+    opening.registered = true;
 }
 
 /// Whether a JSON value holds a float anywhere.

@@ -43,5 +43,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("frame_codec", control::frame_codec),
     ("manager_frame", control::manager_frame),
     ("signal_frame", control::signal_frame),
+    ("signal_auth", control::signal_auth),
     ("ctl_request", control::ctl_request),
 ];

@@ -104,6 +104,18 @@ fn seeds_pass_their_checks() {
 }
 
 #[test]
+fn signal_auth_seeds_open_connections() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/signal_auth");
+    let run = |name: &str| {
+        skywire_fuzz::control::signal_opening(&fs::read(dir.join(name)).expect("read seed"))
+    };
+    assert!(run("seed-register").registered);
+    assert!(run("seed-hello-echo").authenticated);
+    let original = run("seed-original-register");
+    assert!(!original.registered && !original.authenticated);
+}
+
+#[test]
 fn session_seeds_reach_established_sessions() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/session_decapsulate");
     let run = |name: &str| {

@@ -1,6 +1,7 @@
 //! The interactive console: a prompt with line editing and history (rustyline), each line
 //! parsed as a [`Command`] and run by the [`Launcher`]. `attach <id>` prints the app's
-//! output so far and follows it until Enter is pressed. `quit` or Ctrl-D leaves (the caller
+//! output so far and follows it until Enter is pressed, each line with its control
+//! characters escaped ([`crate::terminal`]), so the app cannot drive the terminal. `quit` or Ctrl-D leaves (the caller
 //! then stops every app); Ctrl-C only clears the line.
 //!
 //! When standard input is not a terminal, lines are read plainly, so the console can be
@@ -17,6 +18,7 @@ use rustyline::error::ReadlineError;
 
 use super::command::{Command, parse_line};
 use super::runtime::Launcher;
+use crate::terminal;
 
 /// The prompt.
 pub const PROMPT: &str = "viscript> ";
@@ -69,7 +71,7 @@ fn attach(launcher: &Launcher, id: u64) -> io::Result<()> {
                 if let Ok((lines, next, _)) = launcher.output_since(id, since) {
                     let mut out = io::stdout().lock();
                     for line in lines {
-                        let _ = writeln!(out, "{line}");
+                        let _ = writeln!(out, "{}", terminal::safe(&line));
                     }
                     let _ = out.flush();
                     since = next;

@@ -2,6 +2,10 @@
 //! with live CPU and memory at the top, the selected app's output in the middle, the last
 //! command's answer, and the command line at the bottom.
 //!
+//! What came from an app (its output, and its name and detail in the table) is shown with
+//! its control characters escaped ([`crate::terminal`]); the title counts refused signal
+//! registrations, if there were any.
+//!
 //! Keys: type a console command and Enter to run it; Up and Down select an app (as does
 //! `attach <id>`); Esc, Ctrl-C or `quit` leave. The screen is redrawn every 250 ms and
 //! after every key. The terminal is restored on the way out, also after an error.
@@ -19,6 +23,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState, Wrap};
 
 use super::command::{Command, parse_line};
 use super::runtime::{Launcher, Row as AppRow, format_bytes, format_secs};
+use crate::terminal;
 
 /// What the GUI shows besides the launcher's table.
 #[derive(Debug, Default)]
@@ -138,7 +143,7 @@ fn draw(frame: &mut Frame<'_>, launcher: &Launcher, rows: &[AppRow], view: &View
     let table_rows = rows.iter().map(|r| {
         Row::new(vec![
             Cell::from(r.id.to_string()),
-            Cell::from(r.app.clone()),
+            Cell::from(terminal::safe(&r.app).to_string()),
             Cell::from(r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string())),
             Cell::from(r.state),
             Cell::from(
@@ -149,7 +154,7 @@ fn draw(frame: &mut Frame<'_>, launcher: &Launcher, rows: &[AppRow], view: &View
             Cell::from(r.uptime_secs.map_or_else(|| "-".to_owned(), format_secs)),
             Cell::from(r.restarts.to_string()),
             Cell::from(if r.signal { "yes" } else { "no" }),
-            Cell::from(r.detail.clone()),
+            Cell::from(terminal::safe(&r.detail).to_string()),
         ])
     });
     let widths = [
@@ -164,9 +169,15 @@ fn draw(frame: &mut Frame<'_>, launcher: &Launcher, rows: &[AppRow], view: &View
         Constraint::Length(4),
         Constraint::Min(10),
     ];
+    let refused = launcher.refused_registrations();
+    let title = if refused == 0 {
+        " viscript: apps (Up/Down select) ".to_owned()
+    } else {
+        format!(" viscript: apps (Up/Down select); {refused} signal registrations refused ")
+    };
     let table = Table::new(table_rows, widths)
         .header(header)
-        .block(Block::bordered().title(" viscript: apps (Up/Down select) "))
+        .block(Block::bordered().title(title))
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
     let mut state = TableState::default();
     state.select(rows.iter().position(|r| Some(r.id) == view.selected));
@@ -179,13 +190,16 @@ fn draw(frame: &mut Frame<'_>, launcher: &Launcher, rows: &[AppRow], view: &View
         Some(row) => {
             let height = usize::from(middle.height.saturating_sub(2));
             (
-                format!(" output of {} ({}) ", row.id, row.app),
+                format!(" output of {} ({}) ", row.id, terminal::safe(&row.app)),
                 launcher.tail(row.id, height),
             )
         }
         None => (" output ".to_owned(), Vec::new()),
     };
-    let output: Vec<Line<'_>> = lines.into_iter().map(Line::from).collect();
+    let output: Vec<Line<'_>> = lines
+        .iter()
+        .map(|line| Line::from(terminal::safe(line).to_string()))
+        .collect();
     frame.render_widget(
         Paragraph::new(output).block(Block::bordered().title(title)),
         middle,

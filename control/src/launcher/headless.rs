@@ -14,7 +14,10 @@
 //! {"id": 3, "error": {"kind": "not_found", "message": "no app with id 9 (see `la`)"}}
 //! ```
 //!
-//! `args` are the command's words, kept exactly. `since` (for `attach` only) asks for the
+//! `text` is for people: whatever came from an app in it (output lines, what it reported
+//! over signal) has its control characters escaped ([`crate::terminal`]); `data` keeps it
+//! exact (JSON escapes it by itself), and [`HeadlessClient::follow`] escapes the lines it
+//! prints. `args` are the command's words, kept exactly. `since` (for `attach` only) asks for the
 //! output lines from that number on; the answer's `data.next` is the number to ask from
 //! next. Error kinds: `bad_request` (not a command; a malformed line also closes the
 //! connection), `not_found` (no such app or id), `failed`, `permission`. A request line is
@@ -32,10 +35,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::command::{Command, parse_words};
-use super::runtime::Launcher;
+use super::runtime::{Launcher, shown_lines};
 use crate::local::{
     BoundSocket, ConnectionSlot, LineRead, bind_private, is_allowed, peer_uid, read_line,
 };
+use crate::terminal;
 
 /// Where the headless socket lives unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/skywire/viscript.sock";
@@ -125,7 +129,7 @@ pub fn respond(line: &[u8], launcher: &Launcher) -> (Value, bool) {
     if let (Command::Attach(app_id), Some(since)) = (&command, request.since) {
         return match launcher.output_since(*app_id, since) {
             Ok((lines, next, alive)) => (
-                json!({"id": id, "ok": {"text": lines.join("\n"), "data": {
+                json!({"id": id, "ok": {"text": shown_lines(&lines), "data": {
                     "id": app_id, "lines": lines, "next": next, "alive": alive}}}),
                 false,
             ),
@@ -331,7 +335,8 @@ impl HeadlessClient {
             let data = ok.get("data").unwrap_or(&Value::Null);
             let lines = data.get("lines").and_then(Value::as_array);
             for line in lines.into_iter().flatten() {
-                let _ = writeln!(out, "{}", line.as_str().unwrap_or_default());
+                let line = line.as_str().unwrap_or_default();
+                let _ = writeln!(out, "{}", terminal::safe(line));
             }
             let _ = out.flush();
             since = data.get("next").and_then(Value::as_u64).unwrap_or(since);

@@ -19,7 +19,7 @@ use super::log::LogBuffer;
 use super::supervisor::{Exit, Sig};
 
 /// What to run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SpawnSpec<'a> {
     /// The executable.
     pub path: &'a Path,
@@ -29,6 +29,19 @@ pub struct SpawnSpec<'a> {
     pub env: &'a [(String, String)],
     /// The folder to run in (the caller's when `None`).
     pub cwd: Option<&'a Path>,
+}
+
+impl std::fmt::Debug for SpawnSpec<'_> {
+    /// The environment's names only: a value may be the app's signal secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("SpawnSpec")
+            .field("path", &self.path)
+            .field("args", &self.args)
+            .field("env", &names)
+            .field("cwd", &self.cwd)
+            .finish()
+    }
 }
 
 /// Start `spec` in a new process group (its pid is the group id); its output goes to
@@ -116,4 +129,23 @@ pub fn signal_group(pgid: u32, sig: Sig) -> io::Result<()> {
         Sig::Kill => Signal::KILL,
     };
     kill_process_group(pid, signal).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spawn_spec_does_not_show_environment_values() {
+        let env = [("SIGNAL_CLIENT_SECRET".to_owned(), "ab".repeat(32))];
+        let spec = SpawnSpec {
+            path: Path::new("/bin/true"),
+            args: &[],
+            env: &env,
+            cwd: None,
+        };
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("SIGNAL_CLIENT_SECRET"), "{shown}");
+        assert!(!shown.contains(&"ab".repeat(32)), "{shown}");
+    }
 }

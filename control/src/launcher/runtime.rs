@@ -3,9 +3,18 @@
 //! runs one [`Command`] and returns its [`Reply`] (text for people, JSON for scripts). The
 //! console, the headless socket and the GUI all call it.
 //!
-//! A ticker thread wakes every 50 ms to restart daemons whose backoff passed and to
-//! escalate shutdowns (SIGTERM, then SIGKILL, each after the grace period), and once a
-//! second samples every running app's CPU and memory for `la` and the GUI.
+//! A ticker thread wakes every 50 ms to restart daemons whose backoff passed, to escalate
+//! shutdowns (SIGTERM, then SIGKILL, each after the grace period) and to log the signal
+//! registrations the server refused ([`super::refusals`]), and once a second samples every
+//! running app's CPU and memory for `la` and the GUI.
+//!
+//! Signal secrets: every start of an app gets a fresh secret, given to the signal server
+//! before the process exists and to the process in its environment; it is revoked when
+//! that process ends. It is never printed.
+//!
+//! Text for people ([`Reply::text`]) shows what came from an app (its output, what it
+//! reports over signal, its error texts) through [`crate::terminal::safe`]; the JSON
+//! ([`Reply::data`]) keeps it exact.
 //!
 //! Locking: the table lock is never held while waiting on the network or sleeping;
 //! signal requests (ping, top, shutdown) run unlocked. Reaper threads take the lock to
@@ -13,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,13 +35,16 @@ use serde_json::{Value, json};
 use super::command::{Command, HELP};
 use super::log::LogBuffer;
 use super::process::{self, SpawnSpec};
+use super::refusals::RefusalLog;
 use super::supervisor::{
     Exit, Instance, RestartPolicy, Sig, State, StopOrder, Supervisor, SupervisorError,
 };
 use crate::config::{App, Apps};
 use crate::procfs;
+use crate::signal::client::vars;
 use crate::signal::frame::op;
-use crate::signal::{SignalError, SignalHandle};
+use crate::signal::{Secret, SignalError, SignalHandle};
+use crate::terminal;
 
 /// How the launcher behaves.
 #[derive(Debug, Clone)]
@@ -45,6 +58,9 @@ pub struct LauncherOptions {
     pub policy: RestartPolicy,
     /// How long a signal request (ping, top, shutdown) waits for the app.
     pub signal_timeout: Duration,
+    /// Also write refused signal registrations to standard error (viscript does, except
+    /// in the GUI, which owns the terminal). They always go to the named app's log.
+    pub refusals_to_stderr: bool,
 }
 
 impl Default for LauncherOptions {
@@ -54,6 +70,7 @@ impl Default for LauncherOptions {
             grace: Duration::from_secs(5),
             policy: RestartPolicy::default(),
             signal_timeout: Duration::from_secs(2),
+            refusals_to_stderr: false,
         }
     }
 }
@@ -151,6 +168,8 @@ struct Table {
     logs: HashMap<u64, Arc<LogBuffer>>,
     /// Last sample and the CPU % computed from the one before, per id.
     samples: HashMap<u64, (procfs::Sample, Option<f64>)>,
+    /// Refused signal registrations.
+    refusals: RefusalLog,
 }
 
 struct Inner {
@@ -195,6 +214,7 @@ impl Launcher {
                 sup: Supervisor::new(options.policy, options.grace),
                 logs: HashMap::new(),
                 samples: HashMap::new(),
+                refusals: RefusalLog::new(),
             }),
             signal,
             options,
@@ -231,7 +251,7 @@ impl Launcher {
             Command::Attach(id) => {
                 let (lines, next, alive) = self.output_since(*id, 0)?;
                 Ok(Reply {
-                    text: lines.join("\n"),
+                    text: shown_lines(&lines),
                     data: json!({"id": id, "lines": lines, "next": next, "alive": alive}),
                 })
             }
@@ -266,6 +286,13 @@ impl Launcher {
             .get(&id)
             .map_or((Vec::new(), 0), |log| log.since(since));
         Ok((lines, next, alive))
+    }
+
+    /// How many signal registrations were refused since viscript started (each is logged:
+    /// in the app's output when it named one of ours, and on standard error when
+    /// [`LauncherOptions::refusals_to_stderr`]).
+    pub fn refused_registrations(&self) -> u64 {
+        lock(&self.inner.table).refusals.total()
     }
 
     /// The last `n` output lines of `id`.
@@ -442,7 +469,7 @@ impl Launcher {
                 text,
                 "\n{:<4} {:<20} {:<8} {:<9} {:>8} {:>8} {:<6} {:>6} {:>9}  {}",
                 row.id,
-                row.app,
+                terminal::safe(&row.app).to_string(),
                 row.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 row.state,
                 row.uptime_secs
@@ -456,7 +483,7 @@ impl Launcher {
                 row.rss_bytes
                     .map(format_bytes)
                     .unwrap_or_else(|| "-".into()),
-                row.detail
+                terminal::safe(&row.detail)
             );
             data.push(json!({
                 "id": row.id,
@@ -475,6 +502,18 @@ impl Launcher {
         }
         if rows.is_empty() {
             text.push_str("\n(no apps started; `start <app>`)");
+        }
+        let refused = lock(&self.inner.table).refusals.total();
+        if refused > 0 {
+            let _ = write!(
+                text,
+                "\n({refused} signal registrations refused: a process without the app's secret; see the app's output{})",
+                if self.inner.options.refusals_to_stderr {
+                    " and viscript's standard error"
+                } else {
+                    ""
+                }
+            );
         }
         Reply {
             text,
@@ -554,18 +593,7 @@ impl Launcher {
             opt(u.read_bytes),
             opt(u.write_bytes),
         );
-        match &report {
-            Value::Null => text.push_str("\n  app report   none (not a signal client)"),
-            Value::Object(map) => {
-                text.push_str("\n  app report  ");
-                for (k, v) in map {
-                    let _ = write!(text, " {k}={v}");
-                }
-            }
-            other => {
-                let _ = write!(text, "\n  app report   {other}");
-            }
-        }
+        text.push_str(&report_text(&report));
         Ok(Reply {
             text,
             data: json!({
@@ -677,13 +705,24 @@ fn spawn_instance(inner: &Arc<Inner>, table: &mut Table, id: u64) -> Option<u32>
             .spawn_failed(id, "not in the config".to_owned(), Instant::now());
         return None;
     };
+    let secret = match Secret::generate() {
+        Ok(secret) => secret,
+        Err(e) => {
+            log.push(format!("[viscript] cannot start: {e}").as_bytes());
+            table.sup.spawn_failed(id, e.to_string(), Instant::now());
+            return None;
+        }
+    };
+    // Known to the server before the process exists, so its first registration counts.
+    inner.signal.expect(id, secret.clone());
     let env = [
-        ("SIGNAL_CLIENT".to_owned(), "true".to_owned()),
-        ("SIGNAL_CLIENT_ID".to_owned(), id.to_string()),
+        (vars::CLIENT.to_owned(), "true".to_owned()),
+        (vars::ID.to_owned(), id.to_string()),
         (
-            "SIGNAL_SERVER_ADDRESS".to_owned(),
+            vars::SERVER.to_owned(),
             inner.signal.local_addr().to_string(),
         ),
+        (vars::SECRET.to_owned(), secret.to_hex()),
     ];
     let spec = SpawnSpec {
         path: app.path.resolved(),
@@ -696,7 +735,11 @@ fn spawn_instance(inner: &Arc<Inner>, table: &mut Table, id: u64) -> Option<u32>
     let spawned = process::spawn(&spec, &log, move |pid, exit: Exit| {
         exit_log.push(format!("[viscript] pid {pid} ended: {exit}").as_bytes());
         if let Some(inner) = weak.upgrade() {
-            lock(&inner.table).sup.exited(id, pid, exit, Instant::now());
+            let mut table = lock(&inner.table);
+            if table.sup.get(id).and_then(|i| i.state.pid()) == Some(pid) {
+                inner.signal.revoke(id);
+            }
+            table.sup.exited(id, pid, exit, Instant::now());
         }
     });
     let now = Instant::now();
@@ -707,10 +750,63 @@ fn spawn_instance(inner: &Arc<Inner>, table: &mut Table, id: u64) -> Option<u32>
             Some(pid)
         }
         Err(e) => {
+            inner.signal.revoke(id);
             log.push(format!("[viscript] cannot start: {e}").as_bytes());
             table.sup.spawn_failed(id, e.to_string(), now);
             None
         }
+    }
+}
+
+/// Log the registrations the signal server refused since the last tick.
+fn log_refusals(inner: &Inner, table: &mut Table, now: Instant) {
+    let (refused, dropped) = inner.signal.take_refusals();
+    for refused in &refused {
+        let is_app = refused
+            .refusal
+            .id()
+            .is_some_and(|id| table.sup.get(id).is_some());
+        let Some(line) = table.refusals.record(refused, is_app, now) else {
+            continue;
+        };
+        if let Some(log) = line.app.and_then(|id| table.logs.get(&id)) {
+            log.push(line.text.as_bytes());
+        }
+        if inner.options.refusals_to_stderr {
+            // Not `eprintln!`: it panics when standard error is gone, and this is the
+            // ticker thread.
+            let _ = writeln!(std::io::stderr(), "skywire: viscript: {}", line.text);
+        }
+    }
+    table.refusals.record_dropped(dropped);
+}
+
+/// Output lines as text for people: each shown escaped, one per line.
+pub fn shown_lines(lines: &[String]) -> String {
+    let mut text = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            text.push('\n');
+        }
+        let _ = write!(text, "{}", terminal::safe(line));
+    }
+    text
+}
+
+/// What an app reported about itself (`Top`), as the last line of `ru`: each key and value
+/// shown escaped.
+fn report_text(report: &Value) -> String {
+    match report {
+        Value::Null => "\n  app report   none (not a signal client)".to_owned(),
+        Value::Object(map) => {
+            let mut text = "\n  app report  ".to_owned();
+            for (k, v) in map {
+                let v = v.to_string();
+                let _ = write!(text, " {}={}", terminal::safe(k), terminal::safe(&v));
+            }
+            text
+        }
+        other => format!("\n  app report   {}", terminal::safe(&other.to_string())),
     }
 }
 
@@ -731,6 +827,7 @@ fn tick_loop(weak: &Weak<Inner>) {
         for (_, pid, sig) in table.sup.poll_signals(now) {
             let _ = process::signal_group(pid, sig);
         }
+        log_refusals(&inner, &mut table, now);
         if now.saturating_duration_since(last_sample) >= Duration::from_secs(1) {
             last_sample = now;
             let live: Vec<(u64, u32)> = table
@@ -774,5 +871,29 @@ pub fn format_bytes(bytes: u64) -> String {
         format!("{:.1}KiB", b / 1024.0)
     } else {
         format!("{bytes}B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_an_app_sends_is_shown_escaped() {
+        let lines = ["\u{1b}]2;title\u{7}ok".to_owned(), "over\rwrite".to_owned()];
+        assert_eq!(shown_lines(&lines), "\\e]2;title\\x07ok\nover\\rwrite");
+        let report = json!({"Pid": 7, "\u{1b}[2J": "\u{9b}31m", "Name": "a\nb"});
+        assert_eq!(
+            report_text(&report),
+            "\n  app report   \\e[2J=\"\\u{9b}31m\" Name=\"a\\nb\" Pid=7"
+        );
+        assert_eq!(
+            report_text(&Value::Null),
+            "\n  app report   none (not a signal client)"
+        );
+        assert_eq!(
+            report_text(&json!(["\u{9b}"])),
+            "\n  app report   [\"\\u{9b}\"]"
+        );
     }
 }

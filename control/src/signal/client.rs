@@ -2,17 +2,23 @@
 //! program) lets viscript ping, inspect and shut it down.
 //!
 //! - **Configuration** ([`ClientConfig`]): from the environment (`SIGNAL_CLIENT`,
-//!   `SIGNAL_CLIENT_ID`, `SIGNAL_SERVER_ADDRESS`, which viscript sets for every app it
-//!   starts) or from the original flags (`-signal-client`, `-signal-client-id N`,
-//!   `-signal-server-address A`, one or two dashes, `=` or a separate value). A flag wins
-//!   over the variable. [`ClientConfig::from_env_and_args`] removes the flags it used
-//!   from the argument list, so the program's own parser never sees them; it stops looking
-//!   at `--`.
-//! - **Running** ([`spawn`]): one thread connects, registers, and answers `Top` (this
-//!   process's figures from `/proc/self`), `Ping` and `Shutdown` (replies `{"Pid": n}`,
-//!   then calls the program's shutdown hook). When the connection fails or closes it
-//!   reconnects after a delay that doubles from 100 ms up to 30 s ([`Backoff`]), reset by
-//!   a successful registration.
+//!   `SIGNAL_CLIENT_ID`, `SIGNAL_SERVER_ADDRESS` and `SIGNAL_CLIENT_SECRET`, which viscript
+//!   sets for every app it starts) or, except for the secret, from the original flags
+//!   (`-signal-client`, `-signal-client-id N`, `-signal-server-address A`, one or two
+//!   dashes, `=` or a separate value). A flag wins over the variable. The secret has no
+//!   flag on purpose: a command line is visible to every user in `ps`, an environment
+//!   only to the process's own user and root. [`ClientConfig::from_env_and_args`]
+//!   removes the flags it used from the argument list, so the program's own parser never
+//!   sees them; it stops looking at `--`.
+//! - **Running** ([`spawn`]): one thread connects, waits for the server's `Hello`,
+//!   registers with a proof of the secret, and checks the server's proof in the echo
+//!   ([`super::auth`]). Only then does it answer `Top` (this process's figures from
+//!   `/proc/self`), `Ping` and `Shutdown` (replies `{"Pid": n}`, then calls the
+//!   program's shutdown hook). A server that cannot prove it knows the secret (a process
+//!   listening where viscript was) is obeyed in nothing: the connection is closed and the
+//!   program's warning hook told, once until a registration succeeds. When the connection
+//!   fails or closes the client reconnects after a delay that doubles from 100 ms up to
+//!   30 s ([`Backoff`]), reset by a successful registration.
 //!
 //! The client never makes its program fail: a server that is absent or misbehaves only
 //! means the client keeps trying.
@@ -27,11 +33,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::auth::{AuthError, ClientAuth, Nonce, Secret, SecretError, Step};
 use super::frame::{Decoder, Frame, op};
 use crate::procfs;
 
 /// The server's address when none is configured: the original port, on loopback.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7999";
+
+/// The environment variables that configure a client (viscript sets all four).
+pub mod vars {
+    /// Be a client: any value but empty, `false` and `0`.
+    pub const CLIENT: &str = "SIGNAL_CLIENT";
+    /// The id to register with.
+    pub const ID: &str = "SIGNAL_CLIENT_ID";
+    /// The server's `host:port`.
+    pub const SERVER: &str = "SIGNAL_SERVER_ADDRESS";
+    /// The app's secret, 64 hex digits (never on the command line).
+    pub const SECRET: &str = "SIGNAL_CLIENT_SECRET";
+}
 
 /// A client configuration that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +63,9 @@ pub enum ClientConfigError {
     /// A flag that takes a value is last on the command line.
     #[error("{0} needs a value")]
     MissingValue(String),
+    /// `SIGNAL_CLIENT_SECRET` is not 64 hex digits.
+    #[error(transparent)]
+    BadSecret(#[from] SecretError),
 }
 
 /// Whether and how to be a signal client.
@@ -55,6 +77,8 @@ pub struct ClientConfig {
     pub id: u64,
     /// `host:port` of the server.
     pub server: String,
+    /// The app's secret (from the environment only).
+    pub secret: Option<Secret>,
 }
 
 impl Default for ClientConfig {
@@ -63,6 +87,7 @@ impl Default for ClientConfig {
             enabled: false,
             id: 1,
             server: DEFAULT_SERVER.to_owned(),
+            secret: None,
         }
     }
 }
@@ -93,19 +118,24 @@ impl ClientConfig {
         args: impl IntoIterator<Item = OsString>,
     ) -> Result<(Self, Vec<OsString>), ClientConfigError> {
         let mut config = Self::default();
-        if let Some(value) = env("SIGNAL_CLIENT") {
+        if let Some(value) = env(vars::CLIENT) {
             config.enabled = enables(&value);
         }
-        if let Some(value) = env("SIGNAL_CLIENT_ID") {
+        if let Some(value) = env(vars::ID) {
             config.id = value
                 .trim()
                 .parse()
                 .map_err(|_| ClientConfigError::BadId(value))?;
         }
-        if let Some(value) = env("SIGNAL_SERVER_ADDRESS")
+        if let Some(value) = env(vars::SERVER)
             && !value.trim().is_empty()
         {
             config.server = value.trim().to_owned();
+        }
+        if let Some(value) = env(vars::SECRET)
+            && !value.trim().is_empty()
+        {
+            config.secret = Some(Secret::from_hex(&value)?);
         }
         let mut rest = Vec::new();
         let mut args = args.into_iter();
@@ -187,6 +217,24 @@ impl Backoff {
 /// What the program does on `Shutdown`, after the reply is sent.
 pub type ShutdownHook = Box<dyn Fn() + Send>;
 
+/// What the program does when a server fails to authenticate (to tell its user): called
+/// once for each new failure, not again for the same one until a registration succeeds.
+pub type WarningHook = Box<dyn Fn(&AuthError) + Send>;
+
+/// Why the client cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// There is no `SIGNAL_CLIENT_SECRET`: nothing to prove to a server, and no way to
+    /// tell viscript from a process that took its address.
+    #[error(
+        "SIGNAL_CLIENT_SECRET is not set (viscript sets it with SIGNAL_CLIENT; there is no flag for it)"
+    )]
+    NoSecret,
+    /// The thread could not be started.
+    #[error("cannot start the signal client thread: {0}")]
+    Thread(#[from] io::Error),
+}
+
 /// A running client; dropping it leaves the thread running (call [`ClientHandle::stop`]).
 #[derive(Debug)]
 pub struct ClientHandle {
@@ -213,15 +261,36 @@ impl ClientHandle {
 /// How often the connection thread wakes to check for `stop`.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Start the client thread for `config` (which should be enabled). `on_shutdown` runs
-/// when the server asks this program to shut down.
-pub fn spawn(config: ClientConfig, on_shutdown: ShutdownHook) -> io::Result<ClientHandle> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let registered = Arc::new(AtomicBool::new(false));
-    let (s, r) = (Arc::clone(&stop), Arc::clone(&registered));
+/// How long the opening (`Hello`, `Reg`, the echo) may take.
+const OPENING: Duration = Duration::from_secs(5);
+
+/// The hooks and flags the connection thread shares with its program.
+struct Shared {
+    on_shutdown: ShutdownHook,
+    on_warning: WarningHook,
+    stop: Arc<AtomicBool>,
+    registered: Arc<AtomicBool>,
+}
+
+/// Start the client thread for `config` (which should be enabled and have a secret).
+/// `on_shutdown` runs when the server asks this program to shut down; `on_warning` when a
+/// server fails to authenticate.
+pub fn spawn(
+    config: ClientConfig,
+    on_shutdown: ShutdownHook,
+    on_warning: WarningHook,
+) -> Result<ClientHandle, SpawnError> {
+    let secret = config.secret.clone().ok_or(SpawnError::NoSecret)?;
+    let shared = Shared {
+        on_shutdown,
+        on_warning,
+        stop: Arc::new(AtomicBool::new(false)),
+        registered: Arc::new(AtomicBool::new(false)),
+    };
+    let (stop, registered) = (Arc::clone(&shared.stop), Arc::clone(&shared.registered));
     let thread = thread::Builder::new()
         .name("signal-client".to_owned())
-        .spawn(move || run(&config, &*on_shutdown, &s, &r))?;
+        .spawn(move || run(&config, &secret, &shared))?;
     Ok(ClientHandle {
         stop,
         registered,
@@ -229,17 +298,45 @@ pub fn spawn(config: ClientConfig, on_shutdown: ShutdownHook) -> io::Result<Clie
     })
 }
 
+/// How one connection ended.
+enum Ended {
+    /// Closed, failed or timed out: try again later.
+    Io,
+    /// The server did not authenticate: tell the program, try again later.
+    Auth(AuthError),
+}
+
+impl From<io::Error> for Ended {
+    fn from(_: io::Error) -> Self {
+        Self::Io
+    }
+}
+
+impl From<AuthError> for Ended {
+    fn from(error: AuthError) -> Self {
+        Self::Auth(error)
+    }
+}
+
 /// Connect, serve, reconnect, until `stop`.
-fn run(config: &ClientConfig, on_shutdown: &dyn Fn(), stop: &AtomicBool, registered: &AtomicBool) {
+fn run(config: &ClientConfig, secret: &Secret, shared: &Shared) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-    while !stop.load(Ordering::Relaxed) {
+    let mut warned: Option<AuthError> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
         if let Ok(stream) = connect(&config.server) {
-            let _ = serve(&stream, config, on_shutdown, stop, registered, &mut backoff);
-            registered.store(false, Ordering::Relaxed);
+            let ended = serve(&stream, config, secret, shared, &mut backoff, &mut warned);
+            shared.registered.store(false, Ordering::Relaxed);
+            // Warn before closing, so whoever sees the connection end sees the warning.
+            if let Err(Ended::Auth(error)) = ended
+                && warned.as_ref() != Some(&error)
+            {
+                (shared.on_warning)(&error);
+                warned = Some(error);
+            }
             let _ = stream.shutdown(Shutdown::Both);
         }
         let until = Instant::now() + backoff.next_delay();
-        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+        while !shared.stop.load(Ordering::Relaxed) && Instant::now() < until {
             thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
         }
     }
@@ -256,15 +353,15 @@ fn connect(server: &str) -> io::Result<TcpStream> {
     Err(last)
 }
 
-/// One connection: register, then answer requests until it ends.
+/// One connection: the opening, then answer requests until it ends.
 fn serve(
     stream: &TcpStream,
     config: &ClientConfig,
-    on_shutdown: &dyn Fn(),
-    stop: &AtomicBool,
-    registered: &AtomicBool,
+    secret: &Secret,
+    shared: &Shared,
     backoff: &mut Backoff,
-) -> io::Result<()> {
+    warned: &mut Option<AuthError>,
+) -> Result<(), Ended> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(POLL))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -276,45 +373,51 @@ fn serve(
         w.write_all(&bytes)
     };
     let pid = std::process::id();
-    send(
-        &mut writer,
-        &Frame::request(op::REG, 1, json!({"Id": config.id, "Pid": pid})),
-    )?;
-    let registering_since = Instant::now();
+    let nonce = Nonce::random().map_err(io::Error::other)?;
+    let mut auth = ClientAuth::new(config.id, pid, secret.clone(), nonce);
+    let mut authenticated = false;
+    let opened = Instant::now();
     let mut decoder = Decoder::new();
     let mut buf = [0u8; 4096];
     let mut reader = stream;
-    while !stop.load(Ordering::Relaxed) {
-        if !registered.load(Ordering::Relaxed)
-            && registering_since.elapsed() > Duration::from_secs(5)
-        {
-            return Err(ErrorKind::TimedOut.into());
+    while !shared.stop.load(Ordering::Relaxed) {
+        if !authenticated && opened.elapsed() > OPENING {
+            return Err(Ended::Io);
         }
         let n = match reader.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         decoder.push(buf.get(..n).unwrap_or_default());
         while let Some(frame) = decoder
             .next_frame()
             .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?
         {
-            if frame.is_reply() {
-                if frame.base_op() == op::REG {
-                    registered.store(true, Ordering::Relaxed);
-                    backoff.reset();
+            if !authenticated {
+                // Nothing is obeyed before the server has proved it knows the secret.
+                match auth.handle(&frame)? {
+                    Step::Send(registration) => send(&mut writer, &registration)?,
+                    Step::Authenticated => {
+                        authenticated = true;
+                        shared.registered.store(true, Ordering::Relaxed);
+                        backoff.reset();
+                        *warned = None;
+                    }
                 }
                 continue;
+            }
+            if frame.is_reply() {
+                continue; // this client makes no requests after registering
             }
             match frame.op {
                 op::TOP => send(&mut writer, &frame.reply(own_figures()))?,
                 op::PING => send(&mut writer, &frame.reply(Value::Null))?,
                 op::SHUTDOWN => {
                     send(&mut writer, &frame.reply(json!({"Pid": pid})))?;
-                    on_shutdown();
+                    (shared.on_shutdown)();
                 }
                 _ => send(&mut writer, &frame.reply(json!({"Error": "unknown op"})))?,
             }
@@ -345,8 +448,6 @@ pub fn own_figures() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::server::{SignalError, SignalServer};
-    use std::sync::mpsc;
 
     fn args(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()
@@ -408,6 +509,16 @@ mod tests {
         );
         let (c, _) = config(&[("SIGNAL_CLIENT", "1")], &["p", "-signal-client=false"]);
         assert!(!c.enabled);
+
+        // The secret comes from the environment only; its Debug does not show it.
+        let hex = "0f".repeat(32);
+        let (c, rest) = config(
+            &[("SIGNAL_CLIENT", "1"), ("SIGNAL_CLIENT_SECRET", &hex)],
+            &["p", "-signal-client-secret", "x"],
+        );
+        assert_eq!(c.secret, Some(Secret::from_bytes([0x0f; 32])));
+        assert_eq!(rest, args(&["p", "-signal-client-secret", "x"]));
+        assert!(!format!("{c:?}").contains(&hex), "{c:?}");
     }
 
     #[test]
@@ -423,6 +534,14 @@ mod tests {
                 "-signal-client-id".to_owned()
             ))
         );
+        let secret = "f".repeat(63);
+        let error = ClientConfig::from_lookup(
+            |key| (key == vars::SECRET).then(|| secret.clone()),
+            args(&["p"]),
+        )
+        .unwrap_err();
+        assert_eq!(error, ClientConfigError::BadSecret(SecretError::NotHex));
+        assert!(!error.to_string().contains(&secret), "{error}");
     }
 
     #[test]
@@ -432,137 +551,5 @@ mod tests {
         assert_eq!(delays, [100, 200, 350, 350]);
         b.reset();
         assert_eq!(b.next_delay().as_millis(), 100);
-    }
-
-    fn wait_until(what: &str, cond: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    #[test]
-    fn the_rust_client_registers_answers_and_shuts_down() {
-        let server = SignalServer::bind("127.0.0.1:0").unwrap();
-        let addr = server.local_addr();
-        let handle = server.spawn().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let client = spawn(
-            ClientConfig {
-                enabled: true,
-                id: 42,
-                server: addr.to_string(),
-            },
-            Box::new(move || {
-                let _ = tx.send(());
-            }),
-        )
-        .unwrap();
-        wait_until("registration", || {
-            handle.is_registered(42) && client.is_registered()
-        });
-        let timeout = Duration::from_secs(5);
-        assert_eq!(
-            handle.request(42, op::PING, Value::Null, timeout).unwrap(),
-            Value::Null
-        );
-        // Many outstanding requests at once, from several threads.
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let h = handle.clone();
-                thread::spawn(move || h.request(42, op::TOP, Value::Null, timeout).unwrap())
-            })
-            .collect();
-        for t in threads {
-            let top = t.join().unwrap();
-            assert_eq!(top["Pid"], json!(std::process::id()));
-            assert!(top["RssBytes"].as_u64().unwrap() > 0);
-        }
-        let reply = handle
-            .request(42, op::SHUTDOWN, Value::Null, timeout)
-            .unwrap();
-        assert_eq!(reply, json!({"Pid": std::process::id()}));
-        rx.recv_timeout(timeout).unwrap();
-        assert!(matches!(
-            handle.request(7, op::PING, Value::Null, timeout),
-            Err(SignalError::NotRegistered(7))
-        ));
-        client.stop();
-        wait_until("unregistration", || !handle.is_registered(42));
-        handle.stop();
-    }
-
-    #[test]
-    fn the_client_reconnects_when_the_server_comes_back() {
-        // Find a free port, start the client first, then the server on that port.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let client = spawn(
-            ClientConfig {
-                enabled: true,
-                id: 5,
-                server: format!("127.0.0.1:{port}"),
-            },
-            Box::new(|| {}),
-        )
-        .unwrap();
-        thread::sleep(Duration::from_millis(300));
-        assert!(!client.is_registered());
-        let handle = SignalServer::bind(("127.0.0.1", port))
-            .unwrap()
-            .spawn()
-            .unwrap();
-        wait_until("registration", || handle.is_registered(5));
-        handle.stop();
-        wait_until("the client to notice", || !client.is_registered());
-        // The stopped server's accept thread lets go of the port within its poll interval.
-        let rebind = || loop {
-            match SignalServer::bind(("127.0.0.1", port)) {
-                Ok(server) => return server.spawn().unwrap(),
-                Err(_) => thread::sleep(Duration::from_millis(50)),
-            }
-        };
-        let handle = rebind();
-        wait_until("registration again", || handle.is_registered(5));
-        client.stop();
-        handle.stop();
-    }
-
-    #[test]
-    fn garbage_closes_only_that_connection() {
-        let server = SignalServer::bind("127.0.0.1:0").unwrap();
-        let addr = server.local_addr();
-        let handle = server.spawn().unwrap();
-        let client = spawn(
-            ClientConfig {
-                enabled: true,
-                id: 1,
-                server: addr.to_string(),
-            },
-            Box::new(|| {}),
-        )
-        .unwrap();
-        wait_until("registration", || handle.is_registered(1));
-        for garbage in [&[0xffu8, 0xff, 0xff, 0xff][..], &[0, 0, 0, 10, 9, 0, 0, 0]] {
-            let mut bad = TcpStream::connect(addr).unwrap();
-            bad.write_all(garbage).unwrap();
-            bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let mut rest = Vec::new();
-            // The server closes it: end of stream or a reset.
-            let _ = bad.read_to_end(&mut rest);
-            assert!(rest.is_empty());
-        }
-        assert_eq!(
-            handle
-                .request(1, op::PING, Value::Null, Duration::from_secs(5))
-                .unwrap(),
-            Value::Null
-        );
-        client.stop();
-        handle.stop();
     }
 }

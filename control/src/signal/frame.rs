@@ -42,6 +42,9 @@ pub mod op {
     pub const PING: u8 = 1;
     /// Server to client: shut down; reply `{"Pid": n}`, then the client exits.
     pub const SHUTDOWN: u8 = 2;
+    /// Server to client, the first frame on a connection: `{"Nonce": hex}`, not replied
+    /// to (the client's `Reg` answers it; see [`crate::signal::auth`]).
+    pub const HELLO: u8 = 3;
 }
 
 /// One frame.

@@ -1,20 +1,34 @@
-//! The signal server (inside viscript): accepts clients over TCP, keeps who registered
-//! with which id, and sends them requests.
+//! The signal server (inside viscript): accepts clients over TCP, lets in only those that
+//! prove they hold their app's secret, keeps who registered with which id, and sends them
+//! requests.
 //!
+//! - **Secrets.** The launcher tells the server each app's secret before it starts the app
+//!   ([`SignalHandle::expect`]) and withdraws it when the app ends
+//!   ([`SignalHandle::revoke`]). A connection opens with `Hello` and the server's nonce;
+//!   the client's `Reg` must carry a proof made with the secret of the id it names, and
+//!   only then is it registered and answered with the server's own proof
+//!   ([`super::auth`]). A registration without a proof, with a wrong one or for an id
+//!   nobody expects is answered `{"Error": ...}`, the connection is closed, and the
+//!   refusal is queued for the launcher to log ([`SignalHandle::take_refusals`]).
 //! - **Threads.** One accept thread (non-blocking listener polled every 50 ms, so `stop`
 //!   is seen quickly), and one reader thread per connection that decodes frames and hands
 //!   each reply to the request waiting for it. Requests are written from the caller's
 //!   thread under the connection's write lock, so any number of requests, to one client
 //!   or many, may be outstanding at once; each waits on its own channel, with its own
 //!   timeout.
-//! - **Registration.** A connection must send `Reg` within [`REGISTER_TIMEOUT`] or is
-//!   closed. A client that registers an id already held by another connection takes it
-//!   over (it is the same app, reconnected); the old connection is closed.
+//! - **Registration.** A connection must register within [`REGISTER_TIMEOUT`] or is
+//!   closed. A client that proves the secret of an id already held by another connection
+//!   takes it over (it is the same app, reconnected); the old connection is closed. A
+//!   connection registers once: a request from it afterwards closes it. The echo is
+//!   written before any request can be.
 //! - **Bad input.** A malformed frame (see [`super::frame`]), a reply nobody waits for
-//!   with a bad id, or an unknown request op from a client close that connection only.
+//!   with a bad id, or a request from a registered client close that connection only.
 //!   At most [`MAX_CLIENTS`] connections are served at once.
+//!
+//! Locks are taken in one order: a connection's writer, then the secrets, then the
+//! clients. Closing a connection uses a clone of its socket and takes no lock of it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -25,8 +39,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::frame::{Decoder, Frame, op};
+use super::auth::{self, Nonce, Refusal, Secret};
+use super::frame::{Decoder, Frame};
 use crate::local::ConnectionSlot;
+use crate::terminal;
 
 /// A connection that has not registered within this time is closed.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +55,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the accept loop sleeps when nobody is connecting.
 const ACCEPT_POLL: Duration = Duration::from_millis(50);
+
+/// Refusals kept until the launcher takes them; more are only counted.
+const MAX_QUEUED_REFUSALS: usize = 64;
 
 /// Why a request to a client failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,25 +77,46 @@ pub enum SignalError {
     #[error("signal client {0} disconnected before answering")]
     Disconnected(u64),
     /// The client answered with an error.
-    #[error("signal client {id} refused: {message}")]
+    #[error("signal client {id} refused: {}", terminal::safe(.message))]
     Refused {
         /// The client's id.
         id: u64,
-        /// Its `Error` text.
+        /// Its `Error` text, as it sent it (shown with control characters escaped).
         message: String,
     },
 }
 
-/// A connected, registered client.
+/// A registration the server refused, for the launcher to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Where the connection came from.
+    pub peer: Option<SocketAddr>,
+    /// Why it was refused.
+    pub refusal: Refusal,
+}
+
+/// Refusals not yet taken, and how many more there were.
+#[derive(Debug, Default)]
+struct Refusals {
+    queue: VecDeque<Refused>,
+    dropped: u64,
+}
+
+/// A connected client.
 struct Conn {
     writer: Mutex<TcpStream>,
+    /// A clone of the socket, to close it without waiting for the writer.
+    closer: TcpStream,
     /// Requests waiting for their reply, by request id.
     pending: Mutex<HashMap<u64, mpsc::Sender<Frame>>>,
 }
 
 /// State shared by the accept thread, the connection threads and the handles.
 struct Shared {
+    /// The secret of every app expected to register, by id.
+    secrets: Mutex<HashMap<u64, Secret>>,
     clients: Mutex<HashMap<u64, Arc<Conn>>>,
+    refusals: Mutex<Refusals>,
     next_request: AtomicU64,
     stop: AtomicBool,
     active: Arc<AtomicUsize>,
@@ -118,7 +158,9 @@ impl SignalServer {
         Ok(Self {
             listener,
             shared: Arc::new(Shared {
+                secrets: Mutex::new(HashMap::new()),
                 clients: Mutex::new(HashMap::new()),
+                refusals: Mutex::new(Refusals::default()),
                 next_request: AtomicU64::new(1),
                 stop: AtomicBool::new(false),
                 active: Arc::new(AtomicUsize::new(0)),
@@ -204,7 +246,7 @@ impl SignalHandle {
         let written = lock(&conn.writer).write_all(&bytes);
         if written.is_err() {
             lock(&conn.pending).remove(&request);
-            let _ = lock(&conn.writer).shutdown(Shutdown::Both);
+            let _ = conn.closer.shutdown(Shutdown::Both);
             return Err(SignalError::Disconnected(id));
         }
         let reply = rx.recv_timeout(timeout);
@@ -222,12 +264,53 @@ impl SignalHandle {
         }
     }
 
+    /// Expect app `id` to register with `secret` (call before starting it). A connection
+    /// registered as `id` before, with an older secret, is closed.
+    pub fn expect(&self, id: u64, secret: Secret) {
+        let mut secrets = lock(&self.shared.secrets);
+        secrets.insert(id, secret);
+        close_registration(&self.shared, id);
+    }
+
+    /// App `id` ended: forget its secret and close its registration, so nobody else can
+    /// register as `id`.
+    pub fn revoke(&self, id: u64) {
+        let mut secrets = lock(&self.shared.secrets);
+        secrets.remove(&id);
+        close_registration(&self.shared, id);
+    }
+
+    /// The refusals since the last call, oldest first, and how many more were refused but
+    /// not kept (at most 64 are kept between calls).
+    pub fn take_refusals(&self) -> (Vec<Refused>, u64) {
+        let mut refusals = lock(&self.shared.refusals);
+        let dropped = std::mem::take(&mut refusals.dropped);
+        (refusals.queue.drain(..).collect(), dropped)
+    }
+
     /// Stop accepting and close every connection.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         for conn in lock(&self.shared.clients).drain().map(|(_, c)| c) {
-            let _ = lock(&conn.writer).shutdown(Shutdown::Both);
+            let _ = conn.closer.shutdown(Shutdown::Both);
         }
+    }
+}
+
+/// Close the connection registered as `id`, if any (the secrets lock is held).
+fn close_registration(shared: &Shared, id: u64) {
+    if let Some(conn) = lock(&shared.clients).remove(&id) {
+        let _ = conn.closer.shutdown(Shutdown::Both);
+    }
+}
+
+/// Queue a refusal for the launcher.
+fn record(shared: &Shared, peer: Option<SocketAddr>, refusal: Refusal) {
+    let mut refusals = lock(&shared.refusals);
+    if refusals.queue.len() < MAX_QUEUED_REFUSALS {
+        refusals.queue.push_back(Refused { peer, refusal });
+    } else {
+        refusals.dropped = refusals.dropped.saturating_add(1);
     }
 }
 
@@ -238,16 +321,23 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         .and_then(|()| stream.set_nodelay(true))
         .and_then(|()| stream.set_read_timeout(Some(REGISTER_TIMEOUT)))
         .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)));
-    let Ok(writer) = stream.try_clone() else {
+    let (Ok(writer), Ok(closer), Ok(()), Ok(nonce)) = (
+        stream.try_clone(),
+        stream.try_clone(),
+        setup,
+        Nonce::random(),
+    ) else {
         return;
     };
-    if setup.is_err() {
-        return;
-    }
+    let peer = stream.peer_addr().ok();
     let conn = Arc::new(Conn {
         writer: Mutex::new(writer),
+        closer,
         pending: Mutex::new(HashMap::new()),
     });
+    if !send(&conn, &auth::hello(&nonce)) {
+        return;
+    }
     let mut registered: Option<u64> = None;
     let mut decoder = Decoder::new();
     let mut buf = [0u8; 4096];
@@ -266,38 +356,27 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
                 Ok(None) => break,
                 Err(_) => break 'read,
             };
-            if frame.is_reply() {
-                // A reply nobody waits for any more (timed out) is dropped quietly.
-                if let Some(tx) = lock(&conn.pending).remove(&frame.request) {
-                    let _ = tx.send(frame);
+            if registered.is_none() {
+                match register(shared, &conn, &nonce, &frame) {
+                    Ok(id) => registered = Some(id),
+                    Err(refusal) => {
+                        let _ = send(&conn, &frame.reply(json!({"Error": refusal.to_string()})));
+                        record(shared, peer, refusal);
+                        break 'read;
+                    }
+                }
+                // Registered clients may stay quiet for as long as they like.
+                if stream.set_read_timeout(None).is_err() {
+                    break 'read;
                 }
                 continue;
             }
-            if frame.op != op::REG {
-                break 'read;
+            if !frame.is_reply() {
+                break 'read; // a client makes no requests once registered
             }
-            let Some(id) = frame.body.get("Id").and_then(Value::as_u64) else {
-                break 'read;
-            };
-            if let Some(old) = registered.replace(id)
-                && old != id
-            {
-                unregister(shared, old, &conn);
-            }
-            let previous = lock(&shared.clients).insert(id, Arc::clone(&conn));
-            if let Some(previous) = previous
-                && !Arc::ptr_eq(&previous, &conn)
-            {
-                let _ = lock(&previous.writer).shutdown(Shutdown::Both);
-            }
-            let echo = frame.reply(json!({"Id": id}));
-            let sent = echo
-                .encode()
-                .ok()
-                .is_some_and(|bytes| lock(&conn.writer).write_all(&bytes).is_ok());
-            // Registered clients may stay quiet for as long as they like.
-            if !sent || stream.set_read_timeout(None).is_err() {
-                break 'read;
+            // A reply nobody waits for any more (timed out) is dropped quietly.
+            if let Some(tx) = lock(&conn.pending).remove(&frame.request) {
+                let _ = tx.send(frame);
             }
         }
     }
@@ -307,6 +386,43 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
     let _ = stream.shutdown(Shutdown::Both);
     // Waiting requests see their channel close: `Disconnected`.
     lock(&conn.pending).clear();
+}
+
+/// Write `frame` on `conn`; whether it was written.
+fn send(conn: &Conn, frame: &Frame) -> bool {
+    frame
+        .encode()
+        .ok()
+        .is_some_and(|bytes| lock(&conn.writer).write_all(&bytes).is_ok())
+}
+
+/// Check the client's first frame and, if it proves its secret, register `conn` under
+/// its id and write the echo, before any request can be written to it.
+fn register(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    nonce: &Nonce,
+    frame: &Frame,
+) -> Result<u64, Refusal> {
+    let mut writer = lock(&conn.writer);
+    let accepted = {
+        let secrets = lock(&shared.secrets);
+        let accepted = auth::check_registration(nonce, frame, |id| secrets.get(&id).cloned())?;
+        let previous = lock(&shared.clients).insert(accepted.id, Arc::clone(conn));
+        if let Some(previous) = previous
+            && !Arc::ptr_eq(&previous, conn)
+        {
+            let _ = previous.closer.shutdown(Shutdown::Both);
+        }
+        accepted
+    };
+    // A failed write closes the connection: the reader sees it end and unregisters it.
+    if let Ok(bytes) = accepted.echo.encode()
+        && writer.write_all(&bytes).is_err()
+    {
+        let _ = conn.closer.shutdown(Shutdown::Both);
+    }
+    Ok(accepted.id)
 }
 
 /// Forget `id` if it is still this connection's.
