@@ -42,5 +42,6 @@ pub mod engine;
 pub mod route;
 pub mod session;
 pub mod sim;
+pub mod stack;
 pub mod sys;
 pub mod wire;
