@@ -218,6 +218,7 @@ impl NodeConfig {
             routes: self.routes.clone(),
             relays: self.relays.clone(),
             offload: self.offload,
+            stack: skywire_dataplane::stack::StackSetup::default(),
         })
     }
 }

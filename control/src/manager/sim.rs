@@ -138,6 +138,7 @@ impl Sim {
                 routes: Vec::new(),
                 relays: Vec::new(),
                 offload: false,
+                stack: skywire_dataplane::stack::StackSetup::default(),
             };
             let id = mesh
                 .add_node(setup)

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use crate::crypto::noise::HandshakeError;
 use crate::crypto::{PrivateKey, PublicKey};
 use crate::route::Prefix;
+use crate::stack::StackSetup;
 pub use crate::sys::tun::TunSetup;
 use crate::wire::RouteId;
 
@@ -111,6 +112,8 @@ pub struct NodeSetup {
     /// GRO), UDP GSO and GRO. Each falls back to one packet per call by itself when the
     /// kernel refuses it; `false` never asks.
     pub offload: bool,
+    /// The userspace stack's limits and buffer sizes (apps' streams over routes).
+    pub stack: StackSetup,
 }
 
 /// A route this node is an end of, set up statically (like a WireGuard peer).

@@ -665,6 +665,7 @@ fn bare_setup(addr: SocketAddr) -> Result<NodeSetup, SimError> {
         routes: Vec::new(),
         relays: Vec::new(),
         offload: false,
+        stack: crate::stack::StackSetup::default(),
     })
 }
 

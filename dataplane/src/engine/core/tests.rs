@@ -79,6 +79,7 @@ fn three() -> Mesh {
         }],
         relays: vec![],
         offload: false,
+        stack: crate::stack::StackSetup::default(),
     };
     let b = NodeSetup {
         private_key: kb,
@@ -100,6 +101,7 @@ fn three() -> Mesh {
             },
         ],
         offload: false,
+        stack: crate::stack::StackSetup::default(),
     };
     let c = NodeSetup {
         private_key: kc,
@@ -118,6 +120,7 @@ fn three() -> Mesh {
         }],
         relays: vec![],
         offload: false,
+        stack: crate::stack::StackSetup::default(),
     };
     let mut mesh = Mesh::new(Instant::now());
     for setup in [a, b, c] {
@@ -256,6 +259,7 @@ fn duplicate_incoming_ids_are_refused() {
             },
         ],
         offload: false,
+        stack: crate::stack::StackSetup::default(),
     };
     let err = NodeCore::new(&setup, addr(2), Instant::now(), Duration::ZERO).unwrap_err();
     assert_eq!(err, SetupError::Rules(ApplyError::InUse(id(1))));
