@@ -114,6 +114,7 @@ fn sample_status() -> NodeStatus {
         drops: vec![("no route", 0), ("not ip", 5)],
         expired: 0,
         events_dropped: 0,
+        stack: Default::default(),
     }
 }
 

@@ -27,6 +27,8 @@ pub struct NodeStatus {
     pub expired: u64,
     /// Events not delivered because the event queue was full.
     pub events_dropped: u64,
+    /// Apps' streams: how many, and what the stack refused or dropped.
+    pub stack: crate::stack::StackStatus,
 }
 
 /// One route end.

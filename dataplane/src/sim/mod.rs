@@ -51,6 +51,7 @@ pub mod demo;
 mod ip;
 mod node;
 mod path;
+mod streams;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -70,6 +71,7 @@ use crate::wire::RouteId;
 pub use ip::{IPV4_HEADER_LEN, ipv4, ipv4_addresses, ipv4_payload};
 pub use node::{NodeParts, Outbox};
 pub use path::Route;
+pub use streams::SIM_OWNER;
 
 use node::SimNode;
 
@@ -677,5 +679,7 @@ fn host(addr: IpAddr) -> Option<Prefix> {
 
 #[cfg(test)]
 mod handshake_tests;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;

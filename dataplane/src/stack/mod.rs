@@ -412,6 +412,11 @@ impl Stack {
         self.egress.pop()
     }
 
+    /// Whether streams wait for room in the egress ring.
+    pub fn has_blocked(&self) -> bool {
+        !self.blocked.is_empty()
+    }
+
     /// Whether packets wait in the egress ring.
     pub fn has_egress(&self) -> bool {
         !self.egress.is_empty()

@@ -743,6 +743,7 @@ pub(crate) mod tests {
             drops: vec![("no route", 0), ("not ip", 0)],
             expired: 0,
             events_dropped: 0,
+            stack: Default::default(),
         }
     }
 

@@ -67,6 +67,7 @@ use super::setup::{ApplyError, NodeSetup, Origin, RouteSetup, RuleChange};
 use crate::crypto::{PrivateKey, PublicKey};
 use crate::route::{Decision, ForwardDrop, ForwardStats, RouteReader, RouteTable, forward, prefix};
 use crate::session::{HEADROOM, Outcome, PeerMemory, SendError, Session};
+use crate::stack::{self, Owner, Stack, StreamError, StreamId};
 use crate::wire::{HANDSHAKE_INIT_LEN, RouteId, TAG_LEN, is_link_probe};
 
 pub use expiry::EXPIRY_SAMPLE;
@@ -87,6 +88,11 @@ pub trait NodeIo {
     fn send_udp(&mut self, to: SocketAddr, packet: &[u8]);
     /// Write an IP packet to the TUN device.
     fn write_tun(&mut self, packet: &[u8]);
+    /// Whether the transport refuses more for now (its socket buffer is full): the stack
+    /// then holds its packets back instead of having them dropped.
+    fn congested(&self) -> bool {
+        false
+    }
 }
 
 /// Node-wide drops that happen before a packet reaches a route's session.
@@ -257,6 +263,19 @@ pub struct NodeCore {
     /// Largest IP packet accepted from the TUN device.
     mtu: usize,
     scratch: Vec<u8>,
+    /// Apps' streams over the route ends (`crate::stack`).
+    stack: Stack,
+}
+
+/// A seed for the stack's sequence numbers and ports: different for every node and start.
+fn stack_seed(setup: &NodeSetup, unix_time: Duration) -> u64 {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(setup.public_key().as_bytes());
+    hasher.update(&unix_time.as_nanos().to_le_bytes());
+    let hash = hasher.finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(hash.as_bytes().get(..8).unwrap_or(&[0; 8]));
+    u64::from_le_bytes(bytes)
 }
 
 /// Bytes a buffer needs for an IP packet of `mtu` bytes sealed in place.
@@ -297,6 +316,14 @@ impl NodeCore {
             drops: NodeDrops::default(),
             mtu,
             scratch: vec![0u8; buffer_len(mtu)],
+            stack: Stack::new(
+                setup.stack,
+                setup.public_key(),
+                mtu,
+                buffer_len(mtu),
+                now,
+                stack_seed(setup, unix_time),
+            ),
         };
         let relays = setup.relays.iter().map(|relay| RuleChange::AddRelay {
             relay: *relay,
@@ -380,7 +407,14 @@ impl NodeCore {
                     return;
                 };
                 let first_hop = end.setup.first_hop;
+                let mut stacked = false;
                 match end.session.decapsulate(now, buf, peer) {
+                    // Packets between the two ends' stacks (their link addresses belong to
+                    // the route; the key they came under is the stream's key).
+                    Outcome::Deliver(plain) if stack::is_stack_packet(plain) => {
+                        self.stack.ingress(now, end.setup.peer, plain);
+                        stacked = true;
+                    }
                     // The peer may only speak for its own prefixes: a packet it sealed
                     // with another inner source is dropped (and counted), not delivered.
                     Outcome::Deliver(plain) if end.source_allowed(plain) => io.write_tun(plain),
@@ -398,6 +432,9 @@ impl NodeCore {
                     Outcome::Consumed | Outcome::Closed | Outcome::Dropped(_) => {}
                 }
                 Self::flush_staged(end, now, io);
+                if stacked {
+                    self.flush_stack(now, io);
+                }
             }
         }
     }
@@ -486,6 +523,71 @@ impl NodeCore {
             Self::poll_end(end, &mut self.peers, now, &mut self.scratch, io);
         }
         self.expire(now);
+        self.flush_stack(now, io);
+    }
+
+    /// The node's stack, for the app side of streams (listen, attach, the bytes of
+    /// attached streams, events). Call [`flush_stack`](Self::flush_stack) after changing
+    /// it, so what it queued is sent.
+    pub fn stack(&mut self) -> &mut Stack {
+        &mut self.stack
+    }
+
+    /// Open a stream to `port` on `peer` ([`Stack::dial`]) if a route end to `peer` is
+    /// live, and send its SYN.
+    pub fn dial(
+        &mut self,
+        now: Instant,
+        peer: PublicKey,
+        port: u16,
+        owner: Owner,
+        timeout: Duration,
+        io: &mut impl NodeIo,
+    ) -> Result<StreamId, StreamError> {
+        if !self.ends.has_peer(&peer) {
+            return Err(StreamError::NoRoute);
+        }
+        let id = self.stack.dial(now, peer, port, owner, timeout)?;
+        self.flush_stack(now, io);
+        Ok(id)
+    }
+
+    /// Whether a route end to `peer` is live.
+    pub fn has_route_to(&self, peer: &PublicKey) -> bool {
+        self.ends.has_peer(peer)
+    }
+
+    /// Seal what the stack queued onto the newest route end to each packet's peer (staged
+    /// while that end has no keys yet), and let streams that found the queue full go on,
+    /// until the stack has nothing more to send now or the transport is congested.
+    pub fn flush_stack(&mut self, now: Instant, io: &mut impl NodeIo) {
+        for _ in 0..64 {
+            while let Some((peer, buf, len)) = self.stack.pop_egress() {
+                let Some(end) = self.ends.to_peer(&peer) else {
+                    self.drops.add(NodeDrop::NoRoute);
+                    continue;
+                };
+                if !end.staged.is_empty() {
+                    Self::stage(end, &mut self.drops, buf, len);
+                    continue;
+                }
+                match end.session.encapsulate(now, buf, len) {
+                    Ok(n) => io.send_udp(end.setup.first_hop, buf.get(..n).unwrap_or_default()),
+                    Err(SendError::NoSession) => {
+                        Self::stage(end, &mut self.drops, buf, len);
+                        Self::poll_end(end, &mut self.peers, now, &mut self.scratch, io);
+                    }
+                    Err(SendError::Seal(_)) => self.drops.add(NodeDrop::TooBig),
+                }
+            }
+            if io.congested() || !self.stack.has_blocked() {
+                return;
+            }
+            self.stack.poll(now);
+            if !self.stack.has_egress() {
+                return;
+            }
+        }
     }
 
     /// When [`poll_timers`](Self::poll_timers) next has work (`None`: only after input).
@@ -494,6 +596,7 @@ impl NodeCore {
             .iter()
             .filter_map(|e| e.session.poll_timeout())
             .chain(self.expiry.next_sample())
+            .chain(self.stack.next_deadline())
             .min()
     }
 

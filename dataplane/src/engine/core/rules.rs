@@ -13,6 +13,7 @@
 //! and falls back to the most recent remaining claimant when that one goes. Batches are rare
 //! (configuration, the node manager); they may allocate, the packet path never does.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +39,8 @@ pub(super) struct Ends {
     next_seq: u64,
     /// Destination prefixes to the route end that carries them.
     pub(super) prefixes: PrefixTable<EndpointId>,
+    /// Each peer key's newest route end: where the stack's packets to that key go.
+    by_peer: HashMap<PublicKey, EndpointId>,
 }
 
 impl Ends {
@@ -50,6 +53,17 @@ impl Ends {
     pub(super) fn route_to(&mut self, dst: IpAddr) -> Option<&mut RouteEnd> {
         let &endpoint = self.prefixes.lookup(dst)?;
         self.get_mut(endpoint)
+    }
+
+    /// The newest route end to `peer`.
+    pub(super) fn to_peer(&mut self, peer: &PublicKey) -> Option<&mut RouteEnd> {
+        let &endpoint = self.by_peer.get(peer)?;
+        self.get_mut(endpoint)
+    }
+
+    /// Whether a route end to `peer` is live.
+    pub(super) fn has_peer(&self, peer: &PublicKey) -> bool {
+        self.by_peer.contains_key(peer)
     }
 
     /// The live route ends, by slot.
@@ -91,7 +105,8 @@ impl Ends {
         Some(end)
     }
 
-    /// The prefix table from the live ends, in install order: the last claimant wins.
+    /// The prefix table (and each peer's newest end) from the live ends, in install order:
+    /// the last claimant wins.
     fn rebuild_prefixes(&mut self) {
         let mut order: Vec<(u64, usize)> = self
             .slots
@@ -101,15 +116,18 @@ impl Ends {
             .collect();
         order.sort_unstable();
         let mut prefixes = PrefixTable::default();
+        let mut by_peer = HashMap::new();
         for (_, i) in order {
             let endpoint = EndpointId(u32::try_from(i).unwrap_or(u32::MAX));
             if let Some(Some(end)) = self.slots.get(i) {
                 for p in &end.setup.prefixes {
                     prefixes.insert(*p, endpoint);
                 }
+                by_peer.insert(end.setup.peer, endpoint);
             }
         }
         self.prefixes = prefixes;
+        self.by_peer = by_peer;
     }
 }
 
@@ -212,6 +230,7 @@ impl NodeCore {
         })?;
         // Published; now the rest of the node follows, in batch order. Nothing fails here.
         self.ends.free = free;
+        let mut removed_peers = Vec::new();
         for (change, done) in planned.into_iter().zip(done) {
             match (change, done) {
                 (Planned::Relay { relay, origin }, Done::Added(stats)) => {
@@ -234,6 +253,7 @@ impl NodeCore {
                     if let Some(end) = self.ends.forget(&entry) {
                         // The peer's memory stays for the next route end with that key.
                         self.peers.detach(end.peer, now);
+                        removed_peers.push(end.setup.peer);
                     }
                 }
                 // Each change produced its own kind of result above.
@@ -242,6 +262,13 @@ impl NodeCore {
         }
         self.expiry.rearm(now);
         self.ends.rebuild_prefixes();
+        // Streams with a key no route end leads to any more end now; those with a key that
+        // still has one (a repaired route) carry on over it.
+        for peer in removed_peers {
+            if !self.ends.has_peer(&peer) {
+                self.stack.peer_gone(&peer);
+            }
+        }
         Ok(())
     }
 

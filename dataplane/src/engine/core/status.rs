@@ -84,6 +84,7 @@ impl NodeCore {
             drops,
             expired: self.expiry.expired(),
             events_dropped: self.events.dropped,
+            stack: self.stack.status(),
         }
     }
 }
