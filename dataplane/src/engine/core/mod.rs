@@ -563,7 +563,7 @@ impl NodeCore {
     pub fn flush_stack(&mut self, now: Instant, io: &mut impl NodeIo) {
         for _ in 0..64 {
             while let Some((peer, buf, len)) = self.stack.pop_egress() {
-                let Some(end) = self.ends.to_peer(&peer) else {
+                let Some(end) = self.ends.newest_to(&peer) else {
                     self.drops.add(NodeDrop::NoRoute);
                     continue;
                 };

@@ -56,7 +56,7 @@ impl Ends {
     }
 
     /// The newest route end to `peer`.
-    pub(super) fn to_peer(&mut self, peer: &PublicKey) -> Option<&mut RouteEnd> {
+    pub(super) fn newest_to(&mut self, peer: &PublicKey) -> Option<&mut RouteEnd> {
         let &endpoint = self.by_peer.get(peer)?;
         self.get_mut(endpoint)
     }
