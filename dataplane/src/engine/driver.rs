@@ -12,12 +12,14 @@ use mio::net::UdpSocket;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::apps::Apps;
 use super::core::{NodeCore, NodeDrop, NodeIo, SetupError, buffer_len};
 use super::event::EngineEvent;
 use super::handle::{Command, EngineHandle};
 use super::setup::NodeSetup;
 use crate::route::{ForwardDrop, Prefix};
 use crate::session::HEADROOM;
+use crate::stack::StreamError;
 use crate::sys::batch::{self, RecvBatch, SendBatch};
 use crate::sys::netlink;
 use crate::sys::tun::{self, COALESCE_CAPACITY, TunDevice};
@@ -260,6 +262,8 @@ struct EventLoop {
     tun_in: TunIn,
     /// Packets for the TUN device, coalesced on flush.
     tun_out: TunOut,
+    /// Apps' stream connections, dials and listeners.
+    apps: Apps,
 }
 
 /// Buffers for reading the TUN device: the raw read and the packets cut from it.
@@ -407,6 +411,7 @@ impl EventLoop {
                 sizes: vec![0; slots],
             },
             tun_out: TunOut::new(),
+            apps: Apps::default(),
         })
     }
 
@@ -425,7 +430,7 @@ impl EventLoop {
     }
 
     fn run(mut self) -> Result<(), EngineError> {
-        let mut events = Events::with_capacity(16);
+        let mut events = Events::with_capacity(256);
         // Edge-triggered readiness: a source stays "ready" until a read says WouldBlock.
         let (mut udp_ready, mut tun_ready) = (true, self.tun.is_some());
         loop {
@@ -445,10 +450,12 @@ impl EventLoop {
                 match event.token() {
                     UDP => udp_ready = true,
                     TUN => tun_ready = true,
-                    _ => {}
+                    WAKER => {}
+                    other => self.apps.wake(other),
                 }
             }
             if !self.serve_commands() {
+                self.apps.close_all(self.poll.registry());
                 let (core, mut io) = self.io();
                 core.close_all(Instant::now(), &mut io);
                 io.flush();
@@ -465,8 +472,35 @@ impl EventLoop {
             io.flush();
             let dropped = io.dropped;
             self.count_dropped(dropped);
+            self.serve_apps();
             self.deliver_events();
         }
+    }
+
+    /// Move bytes between apps' connections and their streams, and pass the stack's news
+    /// to dials and listeners.
+    fn serve_apps(&mut self) {
+        let EventLoop {
+            socket,
+            send,
+            tun,
+            tun_out,
+            core,
+            apps,
+            poll,
+            ..
+        } = self;
+        let mut io = Io {
+            socket,
+            send,
+            tun: tun.as_ref(),
+            tun_out,
+            dropped: 0,
+        };
+        apps.serve(poll.registry(), core, Instant::now(), &mut io);
+        io.flush();
+        let dropped = io.dropped;
+        self.count_dropped(dropped);
     }
 
     /// Answer queued commands; false when asked to shut down.
@@ -502,6 +536,72 @@ impl EventLoop {
                     let dropped = io.dropped;
                     self.count_dropped(dropped);
                     let _ = reply.send(result);
+                }
+                Command::Dial {
+                    peer,
+                    port,
+                    owner,
+                    timeout,
+                    reply,
+                } => {
+                    let (core, mut io) = self.io();
+                    let result = core.dial(Instant::now(), peer, port, owner, timeout, &mut io);
+                    io.flush();
+                    match result {
+                        Ok(id) => self.apps.wait_dial(id, reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Command::Listen { options, reply } => {
+                    let (tx, rx) = crossbeam_channel::bounded(options.backlog.max(1));
+                    let id = self.apps.new_listener(tx);
+                    match self.core.stack().listen(id, options) {
+                        Ok(()) => {
+                            let _ = reply.send(Ok((id, rx)));
+                        }
+                        Err(e) => {
+                            self.apps.forget_listener(id);
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Command::Unlisten(id) => {
+                    self.apps.forget_listener(id);
+                    let (core, mut io) = self.io();
+                    core.stack().unlisten(Instant::now(), id);
+                    core.flush_stack(Instant::now(), &mut io);
+                    io.flush();
+                }
+                Command::Attach {
+                    stream,
+                    owner,
+                    socket,
+                    reply,
+                } => {
+                    let result = self
+                        .core
+                        .stack()
+                        .attach(Instant::now(), stream, owner)
+                        .and_then(|_| {
+                            self.apps
+                                .add(self.poll.registry(), stream, socket)
+                                .map_err(|_| StreamError::AppGone)
+                        });
+                    if result.is_err() {
+                        self.core
+                            .stack()
+                            .abort(Instant::now(), stream, StreamError::AppGone);
+                    }
+                    let _ = reply.send(result);
+                }
+                Command::Abort(stream) => {
+                    let (core, mut io) = self.io();
+                    core.stack()
+                        .abort(Instant::now(), stream, StreamError::AppGone);
+                    core.flush_stack(Instant::now(), &mut io);
+                    io.flush();
                 }
                 Command::Shutdown => return false,
             }

@@ -13,7 +13,12 @@ use super::event::{EVENT_QUEUE, EngineEvent};
 use super::setup::{ApplyError, RuleChange};
 use super::status::NodeStatus;
 use crate::crypto::PublicKey;
+use crate::stack::{ListenOptions, ListenerId, Owner, StreamError, StreamId, StreamInfo};
 use crate::wire::RouteId;
+use std::os::unix::net::UnixStream;
+
+/// How long a stream command waits for room in the command queue.
+const STREAM_COMMAND_WAIT: Duration = Duration::from_secs(2);
 
 /// How long [`EngineHandle::ping`] waits for the event loop to take the ping.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,6 +36,30 @@ pub(crate) enum Command {
     Neighbours(Vec<(SocketAddr, PublicKey)>),
     /// Ping over a route end and send back whether the route end exists.
     Ping(RouteId, u64, Sender<Result<(), PingError>>),
+    /// Open a stream and send back its outcome once established or failed.
+    Dial {
+        peer: PublicKey,
+        port: u16,
+        owner: Owner,
+        timeout: Duration,
+        reply: Sender<Result<StreamInfo, StreamError>>,
+    },
+    /// Listen on a port; arrived streams go to the listener's channel.
+    Listen {
+        options: ListenOptions,
+        reply: Sender<Result<(ListenerId, Receiver<StreamInfo>), StreamError>>,
+    },
+    /// Stop listening.
+    Unlisten(ListenerId),
+    /// Hand a stream's app connection to the engine.
+    Attach {
+        stream: StreamId,
+        owner: Owner,
+        socket: UnixStream,
+        reply: Sender<Result<(), StreamError>>,
+    },
+    /// Reset a stream.
+    Abort(StreamId),
     /// Close every route, remove the TUN device and return from the event loop.
     Shutdown,
 }
@@ -148,6 +177,83 @@ impl EngineHandle {
     /// dropped and counted in [`NodeStatus::events_dropped`].
     pub fn events(&self) -> Receiver<EngineEvent> {
         self.events.clone()
+    }
+
+    /// Send a command, waiting up to [`STREAM_COMMAND_WAIT`] for room (many apps may dial
+    /// at once).
+    fn send_stream(&self, command: Command) -> Result<(), StreamError> {
+        self.commands
+            .send_timeout(command, STREAM_COMMAND_WAIT)
+            .map_err(|_| StreamError::EngineGone)?;
+        self.waker.wake().map_err(|_| StreamError::EngineGone)
+    }
+
+    /// Open a stream to `port` on `peer` for `owner`, waiting until it is established,
+    /// refused, or `timeout` passed. The stream then waits for [`attach`](Self::attach)
+    /// (for the node's `take_timeout`).
+    pub fn dial(
+        &self,
+        peer: PublicKey,
+        port: u16,
+        owner: Owner,
+        timeout: Duration,
+    ) -> Result<StreamInfo, StreamError> {
+        let (reply, answer) = bounded(1);
+        self.send_stream(Command::Dial {
+            peer,
+            port,
+            owner,
+            timeout,
+            reply,
+        })?;
+        // The stack times the dial out itself; the margin covers a busy loop.
+        answer
+            .recv_timeout(timeout + STREAM_COMMAND_WAIT)
+            .map_err(|_| StreamError::EngineGone)?
+    }
+
+    /// Listen on `options.port`. Established streams to it come on the receiver (it holds
+    /// `options.backlog` of them); each must be [attached](Self::attach) within the node's
+    /// `take_timeout` or it is reset.
+    pub fn listen(
+        &self,
+        options: ListenOptions,
+    ) -> Result<(ListenerId, Receiver<StreamInfo>), StreamError> {
+        let (reply, answer) = bounded(1);
+        self.send_stream(Command::Listen { options, reply })?;
+        answer
+            .recv_timeout(STREAM_COMMAND_WAIT)
+            .map_err(|_| StreamError::EngineGone)?
+    }
+
+    /// Stop listening; streams that arrived and were not attached are reset.
+    pub fn unlisten(&self, listener: ListenerId) {
+        let _ = self.send_stream(Command::Unlisten(listener));
+    }
+
+    /// Hand the app's connection for `stream` to the engine, which then moves the stream's
+    /// bytes over it in frames (`stack::appframe`).
+    pub fn attach(
+        &self,
+        stream: StreamId,
+        owner: Owner,
+        socket: UnixStream,
+    ) -> Result<(), StreamError> {
+        let (reply, answer) = bounded(1);
+        self.send_stream(Command::Attach {
+            stream,
+            owner,
+            socket,
+            reply,
+        })?;
+        answer
+            .recv_timeout(STREAM_COMMAND_WAIT)
+            .map_err(|_| StreamError::EngineGone)?
+    }
+
+    /// Reset a stream (one dialed or arrived that the app side could not take).
+    pub fn abort(&self, stream: StreamId) {
+        let _ = self.send_stream(Command::Abort(stream));
     }
 
     /// Ask the event loop to close routes, remove the TUN device and return.

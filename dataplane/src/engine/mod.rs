@@ -86,6 +86,7 @@
 //! [`crate::sim`], which joins real cores with an in-memory transport and TUN devices in
 //! simulated time: everything in the picture but the driver's batches and system calls.
 
+mod apps;
 pub mod core;
 mod driver;
 mod event;

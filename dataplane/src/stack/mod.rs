@@ -633,6 +633,15 @@ impl Stack {
         self.links.remove(peer);
     }
 
+    /// Reset every stream (the node stops).
+    pub fn abort_all(&mut self, now: Instant, reason: StreamError) {
+        let mut ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.abort(now, id, reason);
+        }
+    }
+
     // ---- the app side of attached streams ----
 
     /// What the app side of a stream has to do (`None`: no such attached stream).
@@ -668,7 +677,7 @@ impl Stack {
         let n = s.socket().send_slice(data).unwrap_or(0);
         if n > 0 {
             s.last_active = now;
-            self.drive(now, id, None);
+            self.drive_for_app(now, id);
         }
         n
     }
@@ -683,7 +692,7 @@ impl Stack {
         }
         s.app_fin = true;
         s.socket().close();
-        self.drive(now, id, None);
+        self.drive_for_app(now, id);
     }
 
     /// Give bytes for the app to `deliver`, which returns how many it took (fewer means
@@ -718,7 +727,7 @@ impl Stack {
         if total > 0 {
             s.last_active = now;
             // A wider window may be worth announcing.
-            self.drive(now, id, None);
+            self.drive_for_app(now, id);
         }
         total
     }
@@ -954,6 +963,16 @@ impl Stack {
     /// Feed `packet` (if any) to the stream's socket and send what it has to send; then see
     /// what changed.
     fn drive(&mut self, now: Instant, id: StreamId, packet: Option<&[u8]>) {
+        self.drive_as(now, id, packet, false);
+    }
+
+    /// [`drive`](Self::drive) after the app's own action: the stream is not listed as ready
+    /// for it (the caller is serving its app side already).
+    fn drive_for_app(&mut self, now: Instant, id: StreamId) {
+        self.drive_as(now, id, None, true);
+    }
+
+    fn drive_as(&mut self, now: Instant, id: StreamId, packet: Option<&[u8]>, for_app: bool) {
         let now_smol = self.smol(now);
         let Self {
             streams,
@@ -984,11 +1003,11 @@ impl Stack {
             s.blocked = true;
             blocked.push_back(id);
         }
-        self.observe(now, id);
+        self.observe(now, id, !for_app);
     }
 
     /// Act on the socket's state: events, ends, readiness, the timer.
-    fn observe(&mut self, now: Instant, id: StreamId) {
+    fn observe(&mut self, now: Instant, id: StreamId, mark: bool) {
         let take_timeout = self.setup.take_timeout;
         let Some(s) = self.streams.get_mut(&id) else {
             return;
@@ -1055,7 +1074,7 @@ impl Stack {
                     if !self.streams.contains_key(&id) {
                         return;
                     }
-                } else if attached {
+                } else if attached && mark {
                     self.mark_ready(id);
                 }
             }

@@ -610,8 +610,11 @@ impl NodeCore {
         self.events.dropped += n;
     }
 
-    /// Close every route: an authenticated close packet to each peer that has keys.
+    /// Reset every stream, then close every route: an authenticated close packet to each
+    /// peer that has keys.
     pub fn close_all(&mut self, now: Instant, io: &mut impl NodeIo) {
+        self.stack.abort_all(now, StreamError::Shutdown);
+        self.flush_stack(now, io);
         for end in self.ends.iter_mut() {
             if let Some(n) = end.session.close(now, &mut self.scratch) {
                 io.send_udp(
