@@ -422,12 +422,11 @@ fn from_app(
                 .decode(input)
                 .map_err(|_| StreamError::AppProtocol)?;
             match frame {
-                Some(Frame::Data(piece)) => {
-                    if core.stack().app_send(now, id, piece) < piece.len() {
-                        // Cannot happen: at most `writable` bytes were read.
-                        return Err(StreamError::AppProtocol);
-                    }
+                // Cannot fall short: at most `writable` bytes were read.
+                Some(Frame::Data(piece)) if core.stack().app_send(now, id, piece) < piece.len() => {
+                    return Err(StreamError::AppProtocol);
                 }
+                Some(Frame::Data(_)) => {}
                 Some(Frame::Fin) => core.stack().app_fin(now, id),
                 Some(Frame::Reset(_)) => return Err(StreamError::AppGone),
                 None => {}
