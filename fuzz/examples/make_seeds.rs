@@ -21,6 +21,7 @@ use skywire_control::signal::frame::{Frame as SignalFrame, op};
 use skywire_dataplane::crypto::PrivateKey;
 use skywire_dataplane::crypto::cipher::{Limits, SendKey};
 use skywire_dataplane::crypto::noise;
+use skywire_dataplane::session::HEADROOM;
 use skywire_dataplane::wire::{
     HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, PacketType, TRANSPORT_HEADER_LEN,
     TRANSPORT_OVERHEAD,
@@ -33,6 +34,7 @@ use skywire_fuzz::fixtures::{
 use skywire_fuzz::replay::{self, Op as R};
 use skywire_fuzz::route::{DELIVER_ID, FORWARD_ID};
 use skywire_fuzz::session::{self, Op as S, Side::A, Side::B};
+use skywire_fuzz::stack::Pair as StackPair;
 
 type Seeds = Vec<(&'static str, Vec<u8>)>;
 
@@ -388,6 +390,27 @@ fn control_seeds() -> Vec<(&'static str, Seeds)> {
     ]
 }
 
+/// Scripts for `stack_ingress` (format in `src/stack.rs`), with real segments A's stack
+/// sends.
+fn stack_seeds() -> Vec<(&'static str, Seeds)> {
+    let mut pair = StackPair::new();
+    pair.a.app_send(pair.now, pair.at_a, b"hello from a");
+    let (_, buf, len) = pair.a.pop_egress().expect("a data segment");
+    let segment = buf[HEADROOM..HEADROOM + len].to_vec();
+    let segment_len = u8::try_from(segment.len()).expect("a short segment");
+    let inject = |op: u8| [&[op, segment_len][..], &segment[..]].concat();
+    vec![(
+        "stack_ingress",
+        vec![
+            ("settle-send-wait", vec![3, 4, 100, 3, 2, 50, 3, 4, 255, 3]),
+            ("segment-then-settle", [inject(0), vec![3]].concat()),
+            ("segment-twice", [inject(0), inject(0), vec![3]].concat()),
+            ("segment-from-a-stranger", [inject(1), vec![3]].concat()),
+            ("timers", vec![2, 255, 2, 255, 2, 255, 3]),
+        ],
+    )]
+}
+
 fn main() {
     let (init, response) = handshake();
     let transport = transport_packets();
@@ -480,7 +503,11 @@ fn main() {
     ];
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    for (target, seeds) in targets.into_iter().chain(control_seeds()) {
+    for (target, seeds) in targets
+        .into_iter()
+        .chain(control_seeds())
+        .chain(stack_seeds())
+    {
         let dir = root.join(target);
         fs::create_dir_all(&dir).expect("create corpus dir");
         for entry in fs::read_dir(&dir).expect("read corpus dir") {

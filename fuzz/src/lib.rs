@@ -19,6 +19,7 @@ pub mod prefix;
 pub mod replay;
 pub mod route;
 pub mod session;
+pub mod stack;
 pub mod text;
 pub mod wire;
 
@@ -45,4 +46,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("signal_frame", control::signal_frame),
     ("signal_auth", control::signal_auth),
     ("ctl_request", control::ctl_request),
+    ("stack_ingress", stack::ingress),
 ];
