@@ -180,15 +180,35 @@ pub struct StackSetup {
     pub idle_timeout: core::time::Duration,
     /// A dialed or arrived stream the app does not take (attach) within this is reset.
     pub take_timeout: core::time::Duration,
-    /// Bytes of buffer per stream and direction, while memory allows.
+    /// Bytes of buffer per stream and direction, while memory allows (rounded down to
+    /// [`window_sized`]).
     pub buffer: usize,
     /// Bytes all streams' buffers may take together; past half of it, new streams get
     /// [`MIN_BUFFER`] per direction, and past all of it no new stream starts.
     pub memory: usize,
 }
 
-/// The smallest buffer a stream gets per direction.
-pub const MIN_BUFFER: usize = 64 * 1024;
+/// The smallest buffer a stream gets per direction (64 KiB less one byte: see
+/// [`window_sized`]).
+pub const MIN_BUFFER: usize = 65_535;
+
+/// The buffer size the stack uses for `bytes`: the largest `(64 KiB << k) - 1` not above
+/// it (at least [`MIN_BUFFER`]).
+///
+/// smoltcp 0.14 reads the window of its SYN-ACK (65535 at most, never scaled) as if it were
+/// scaled, so until it sends its next segment it accepts data up to `65535 << k` bytes
+/// ahead, where `k` is the buffer's bit length less 16. A buffer of `(64 KiB << k) - 1`
+/// bytes (bit length `16 + k`) holds all of that; a buffer of 256 KiB (bit length 19, so
+/// 512 KiB "accepted") does not, and a peer could send past its end, which trips a debug
+/// assertion in smoltcp and, in a release build, hands the app bytes that never arrived.
+/// Found by the `stack_ingress` fuzz target.
+pub const fn window_sized(bytes: usize) -> usize {
+    let mut size = MIN_BUFFER;
+    while size <= bytes.saturating_sub(1) / 2 && size < (1 << 29) {
+        size = size * 2 + 1;
+    }
+    size
+}
 
 impl Default for StackSetup {
     fn default() -> Self {

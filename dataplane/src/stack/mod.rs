@@ -80,7 +80,7 @@ use smoltcp::wire::{
 
 pub use api::{
     Limit, ListenOptions, ListenerId, MIN_BUFFER, Owner, StackSetup, StreamError, StreamId,
-    StreamInfo,
+    StreamInfo, window_sized,
 };
 pub use egress::EGRESS_SLOTS;
 
@@ -850,7 +850,7 @@ impl Stack {
         if self.half_open >= setup.max_half_open {
             return Err(StreamError::Limit(Limit::HalfOpen));
         }
-        let full = setup.buffer.max(MIN_BUFFER);
+        let full = window_sized(setup.buffer.max(MIN_BUFFER));
         let buffer = if self.memory + 2 * full <= setup.memory / 2 {
             full
         } else {

@@ -482,8 +482,11 @@ fn buffers_shrink_past_half_the_memory() {
         p.a.dial(p.now, key(10 + n), 7, owner(), Duration::from_secs(5))
             .unwrap();
     }
-    // Two full streams fit in half; the next two get the minimum.
-    assert_eq!(p.a.status().memory, 4 * 256 * 1024 + 4 * MIN_BUFFER);
+    // Two full streams fit in half; the next two get the minimum. Full is 256 KiB less a
+    // byte, the size smoltcp's first window agrees with (see `window_sized`).
+    let full = window_sized(256 * 1024);
+    assert_eq!(full, 256 * 1024 - 1);
+    assert_eq!(p.a.status().memory, 4 * full + 4 * MIN_BUFFER);
 }
 
 #[test]
@@ -607,4 +610,27 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn buffers_are_sized_where_smoltcps_first_window_fits() {
+    // smoltcp derives its window shift from the buffer's bit length; the largest window it
+    // may accept before its first scaled segment, 65535 << shift, must fit the buffer.
+    for bytes in [
+        0,
+        1000,
+        65_535,
+        65_536,
+        100_000,
+        256 * 1024,
+        1 << 20,
+        usize::MAX,
+    ] {
+        let size = window_sized(bytes);
+        let shift = (usize::BITS - size.leading_zeros()).saturating_sub(16);
+        assert!(65_535usize << shift <= size, "{bytes} -> {size}");
+        assert!(size >= MIN_BUFFER);
+        assert!(size <= bytes.max(MIN_BUFFER), "{bytes} -> {size}");
+    }
+    assert_eq!(window_sized(256 * 1024), 256 * 1024 - 1);
 }
