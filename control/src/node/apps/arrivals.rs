@@ -233,7 +233,10 @@ mod tests {
             table.take(StreamId(1), 1000, t0 + timeout),
             Err(TakeError::Unknown)
         );
-        assert_eq!(table.take(StreamId(2), 1000, t0 + timeout).unwrap().0, info(2));
+        assert_eq!(
+            table.take(StreamId(2), 1000, t0 + timeout).unwrap().0,
+            info(2)
+        );
     }
 
     #[test]

@@ -26,8 +26,8 @@ use skywire_dataplane::stack::appframe::{self, Decoder, Frame, FrameError, Kind}
 use skywire_dataplane::stack::{ListenerId, StreamId};
 
 use super::protocol::{
-    AppRequest, ErrorKind, Incoming, ListenerLine, Listening, Reply, ResetReason, StreamOpened,
-    DEFAULT_BACKLOG,
+    AppRequest, DEFAULT_BACKLOG, ErrorKind, Incoming, ListenerLine, Listening, Reply, ResetReason,
+    StreamOpened,
 };
 use crate::local::{LineRead, read_line};
 
@@ -288,7 +288,10 @@ impl AppClient {
     }
 
     fn io_error(&self, source: io::Error, timeout: Duration) -> AppError {
-        if matches!(source.kind(), IoErrorKind::WouldBlock | IoErrorKind::TimedOut) {
+        if matches!(
+            source.kind(),
+            IoErrorKind::WouldBlock | IoErrorKind::TimedOut
+        ) {
             AppError::Timeout {
                 path: self.path.clone(),
                 timeout,
@@ -478,10 +481,9 @@ impl AppReadHalf {
     fn ended_error(end: &ReadEnd) -> io::Result<usize> {
         match end {
             ReadEnd::Fin => Ok(0),
-            ReadEnd::Reset(reset) => Err(io::Error::new(
-                IoErrorKind::ConnectionReset,
-                reset.clone(),
-            )),
+            ReadEnd::Reset(reset) => {
+                Err(io::Error::new(IoErrorKind::ConnectionReset, reset.clone()))
+            }
             ReadEnd::Broken(error) => Err(io::Error::new(
                 IoErrorKind::InvalidData,
                 format!("the node broke the stream's frames: {error}"),
@@ -587,7 +589,8 @@ impl Write for AppWriteHalf {
         self.frame.clear();
         self.frame
             .extend_from_slice(&appframe::header(Kind::Data, n));
-        self.frame.extend_from_slice(data.get(..n).unwrap_or_default());
+        self.frame
+            .extend_from_slice(data.get(..n).unwrap_or_default());
         (&self.socket).write_all(&self.frame)?;
         Ok(n)
     }
@@ -735,8 +738,10 @@ mod tests {
     fn a_reset_is_an_error_with_its_reason() {
         let (mut stream, mut node) = pair();
         node.write_all(&frame(Kind::Data, b"x")).unwrap();
-        node.write_all(&appframe::reset("route_gone: the route to the peer is gone"))
-            .unwrap();
+        node.write_all(&appframe::reset(
+            "route_gone: the route to the peer is gone",
+        ))
+        .unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(stream.read(&mut buf).unwrap(), 1);
         for _ in 0..2 {

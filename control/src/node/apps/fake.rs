@@ -140,7 +140,11 @@ impl FakeEngine {
     /// goes or a stream idles: both ends get a RESET `reset_reason(error)`. `false` if no
     /// such stream.
     pub fn reset(&self, stream: StreamId, error: StreamError) -> bool {
-        let link = self.lock().ends.get(&stream).map(|end| Arc::clone(&end.link));
+        let link = self
+            .lock()
+            .ends
+            .get(&stream)
+            .map(|end| Arc::clone(&end.link));
         let Some(link) = link else {
             return false;
         };
@@ -156,7 +160,11 @@ impl FakeEngine {
             let mut state = self.lock();
             state.stopped = true;
             state.listeners.clear();
-            state.ends.values().map(|end| Arc::clone(&end.link)).collect()
+            state
+                .ends
+                .values()
+                .map(|end| Arc::clone(&end.link))
+                .collect()
         };
         let reason = reset_reason(StreamError::Shutdown);
         for link in links {
@@ -227,7 +235,10 @@ impl Streams for FakeEngine {
         let (dialed, arrived) = (StreamId(state.next_id), StreamId(state.next_id + 1));
         state.next_id += 2;
         let local_port = state.next_port;
-        state.next_port = state.next_port.checked_add(1).unwrap_or(FIRST_EPHEMERAL_PORT);
+        state.next_port = state
+            .next_port
+            .checked_add(1)
+            .unwrap_or(FIRST_EPHEMERAL_PORT);
         let link = Arc::new(Link::new([dialed, arrived], Arc::downgrade(&self.state)));
         let now = Instant::now();
         let dialed_info = StreamInfo {
@@ -531,16 +542,17 @@ impl Link {
                 };
                 input = input.get(used..).unwrap_or_default();
                 match frame {
-                    Some(Frame::Data(piece)) => {
-                        if !self.send(to, &[&appframe::header(Kind::Data, piece.len()), piece]) {
-                            let mut reasons = [None, None];
-                            if let Some(r) = reasons.get_mut(from) {
-                                *r = peer_reset();
-                            }
-                            self.end(reasons);
-                            return;
+                    Some(Frame::Data(piece))
+                        if !self.send(to, &[&appframe::header(Kind::Data, piece.len()), piece]) =>
+                    {
+                        let mut reasons = [None, None];
+                        if let Some(r) = reasons.get_mut(from) {
+                            *r = peer_reset();
                         }
+                        self.end(reasons);
+                        return;
                     }
+                    Some(Frame::Data(_)) => {}
                     Some(Frame::Fin) => self.deliver_fin(from, to),
                     Some(Frame::Reset(_)) => {
                         let mut reasons = [None, None];
@@ -605,7 +617,10 @@ impl Link {
             };
             // A side whose app is not reading holds its writer in a pump: no RESET then,
             // only the close below.
-            eprintln!("end side {side}: {:?}", writer.try_lock().map(|g| g.is_some()));
+            eprintln!(
+                "end side {side}: {:?}",
+                writer.try_lock().map(|g| g.is_some())
+            );
             let attached = match writer.try_lock() {
                 Ok(guard) => guard.as_ref().map(|socket| {
                     if let Some(reason) = &reason {

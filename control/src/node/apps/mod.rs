@@ -47,7 +47,9 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::stack::{ListenOptions, ListenerId, Owner, StreamError, StreamId, StreamInfo};
+use skywire_dataplane::stack::{
+    ListenOptions, ListenerId, Owner, StreamError, StreamId, StreamInfo,
+};
 
 pub use client::{AppClient, AppError, AppListener, AppStream};
 pub use server::AppServer;

@@ -170,7 +170,9 @@ pub enum RequestError {
     #[error("`allow[{0}]` is not a public key (64 hex digits)")]
     BadAllow(usize),
     /// `allow` is an empty list.
-    #[error("an empty `allow` would accept no stream; leave it out to accept streams from any node")]
+    #[error(
+        "an empty `allow` would accept no stream; leave it out to accept streams from any node"
+    )]
     EmptyAllow,
 }
 
@@ -828,10 +830,7 @@ mod tests {
         for request in requests {
             let line = request.to_line();
             assert_eq!(line.last(), Some(&b'\n'));
-            assert_eq!(
-                parse_request(&line[..line.len() - 1]),
-                Ok(request.clone())
-            );
+            assert_eq!(parse_request(&line[..line.len() - 1]), Ok(request.clone()));
         }
         // Timeouts are whole milliseconds within the bounds.
         let odd = AppRequest::Dial {
@@ -873,8 +872,7 @@ mod tests {
         };
         assert_eq!(
             String::from_utf8(Reply::Ok(opened).to_line()).unwrap(),
-            format!(r#"{{"ok":{{"stream":5,"peer":"{KEY}","local_port":49152,"port":7}}}}"#)
-                + "\n"
+            format!(r#"{{"ok":{{"stream":5,"peer":"{KEY}","local_port":49152,"port":7}}}}"#) + "\n"
         );
         let listening = Listening {
             listener: ListenerId(2),
@@ -894,7 +892,10 @@ mod tests {
             String::from_utf8(line.clone()).unwrap(),
             format!(r#"{{"incoming":{{"stream":9,"peer":"{KEY}","port":50000}}}}"#) + "\n"
         );
-        assert_eq!(serde_json::from_slice::<ListenerLine>(&line).unwrap(), incoming);
+        assert_eq!(
+            serde_json::from_slice::<ListenerLine>(&line).unwrap(),
+            incoming
+        );
         assert_eq!(
             error_line(ErrorKind::Permission, "no"),
             b"{\"error\":{\"kind\":\"permission\",\"message\":\"no\"}}\n"

@@ -51,9 +51,8 @@ use skywire_dataplane::stack::{
 use super::access::Access;
 use super::arrivals::{Arrivals, TakeError};
 use super::protocol::{
-    AppRequest, ErrorBody, ErrorKind, ListenerLine, Listening, MAX_REQUEST, OPENING_TIMEOUT,
-    Reply, RequestError, Scan, StreamOpened, error_line, parse_request, reset_reason,
-    scan_opening,
+    AppRequest, ErrorBody, ErrorKind, ListenerLine, Listening, MAX_REQUEST, OPENING_TIMEOUT, Reply,
+    RequestError, Scan, StreamOpened, error_line, parse_request, reset_reason, scan_opening,
 };
 use super::{Routes, Streams};
 use crate::config::AppsConfig;
@@ -207,7 +206,12 @@ fn serve_connection(shared: &Shared, stream: UnixStream, slot: ConnectionSlot) {
         Opening::Closed => return,
         Opening::Bad(error) => return refuse(&stream, ErrorKind::BadRequest, error.to_string()),
     };
-    if !allowed(&shared.access, uid, cred.gid.as_raw(), cred.pid.as_raw_pid()) {
+    if !allowed(
+        &shared.access,
+        uid,
+        cred.gid.as_raw(),
+        cred.pid.as_raw_pid(),
+    ) {
         return refuse(&stream, ErrorKind::Permission, shared.access.refusal(uid));
     }
     match parse_request(&line) {

@@ -291,7 +291,10 @@ fn resets_reach_the_apps_with_their_reason() {
         }
         thread::sleep(Duration::from_millis(5));
     }
-    assert!(failed, "writing to a stream whose peer app went away kept working");
+    assert!(
+        failed,
+        "writing to a stream whose peer app went away kept working"
+    );
 }
 
 #[test]
@@ -398,7 +401,9 @@ fn listeners_end_with_their_connection() {
     // A listening connection that sends anything is told so and closed.
     let (stream, mut reader, line) = h.raw(b"{\"op\":\"listen\",\"port\":7}\n");
     assert!(line.starts_with("{\"ok\":{\"listener\":"), "{line}");
-    (&stream).write_all(b"{\"op\":\"accept\",\"stream\":1}\n").unwrap();
+    (&stream)
+        .write_all(b"{\"op\":\"accept\",\"stream\":1}\n")
+        .unwrap();
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     assert_eq!(Harness::error_kind(&line), ErrorKind::BadRequest);
@@ -464,7 +469,10 @@ fn bad_openings_close_only_their_connection() {
         assert!(line.contains(words), "{line}");
         let mut more = String::new();
         // Closed after the error (a reset when the server left bytes unread).
-        assert!(matches!(reader.read_line(&mut more), Ok(0) | Err(_)), "{more}");
+        assert!(
+            matches!(reader.read_line(&mut more), Ok(0) | Err(_)),
+            "{more}"
+        );
     }
     // Cut off before the newline.
     let stream = UnixStream::connect(&h.path).unwrap();
@@ -472,7 +480,10 @@ fn bad_openings_close_only_their_connection() {
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line).unwrap();
-    assert!(line.contains("ended before the request line's newline"), "{line}");
+    assert!(
+        line.contains("ended before the request line's newline"),
+        "{line}"
+    );
     // Too slow (the harness waits 300 ms).
     let stream = UnixStream::connect(&h.path).unwrap();
     (&stream).write_all(b"{\"op\":").unwrap();
