@@ -7,7 +7,8 @@
 //!   owned by another user.
 //! - [`output_file`]: files written where the user said (`bench --out`), never through a
 //!   symlink or a hard link.
-//! - [`procfs`]: a process's resource figures from `/proc`.
+//! - [`procfs`]: a process's resource figures (and groups) from `/proc`.
+//! - [`accounts`]: user and group names to ids, from `/etc/passwd` and `/etc/group`.
 //! - [`terminal`]: text from other programs with its control characters escaped, safe to
 //!   show on a terminal.
 //! - [`local`]: private Unix sockets (0600 in a 0700 folder, `SO_PEERCRED`), bounded line
@@ -44,6 +45,7 @@
     )
 )]
 
+pub mod accounts;
 pub mod keyfile;
 pub mod output_file;
 pub mod procfs;

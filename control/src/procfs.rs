@@ -1,6 +1,7 @@
 //! A process's resource figures from `/proc/<pid>`: CPU time, resident memory, threads, open
 //! files and I/O bytes. Used by viscript's `res_usage` and GUI (about its apps) and by the
-//! signal client (about itself).
+//! signal client (about itself). Also a process's supplementary groups ([`groups`]), which
+//! the node's app socket checks against `node.apps.group`.
 //!
 //! The parsers are pure functions over the files' text, tested with fixed samples; [`read`]
 //! does the I/O. A figure the kernel does not show (no `/proc/<pid>/io` for another user's
@@ -102,6 +103,22 @@ pub fn field(text: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// The supplementary group ids of process `pid` (the `Groups:` line of its `status`);
+/// `None` when the process is gone or the line is missing.
+pub fn groups(pid: u32) -> Option<Vec<u32>> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_groups(&status)
+}
+
+/// The ids on the `Groups:` line of a `/proc/<pid>/status` text (possibly none); `None`
+/// without such a line or with a value that is not a group id.
+pub fn parse_groups(status: &str) -> Option<Vec<u32>> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))?;
+    line.split_whitespace().map(|id| id.parse().ok()).collect()
+}
+
 /// CPU use between two samples of one process, in percent of one core (above 100 for a
 /// process busy on several cores). `None` without both CPU times or with no time between.
 pub fn cpu_percent(earlier: &Sample, later: &Sample) -> Option<f64> {
@@ -139,6 +156,17 @@ pub fn zombie_children_of(parent: u32) -> Vec<u32> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn supplementary_groups() {
+        let status =
+            "Name:\tbash\nUid:\t1000\t1000\t1000\t1000\nGroups:\t4 24 27 1000 \nNgid:\t0\n";
+        assert_eq!(parse_groups(status), Some(vec![4, 24, 27, 1000]));
+        assert_eq!(parse_groups("Groups:\n"), Some(vec![]));
+        assert_eq!(parse_groups("Groups:\t4 x\n"), None);
+        assert_eq!(parse_groups("Name:\tbash\n"), None);
+        assert!(groups(std::process::id()).is_some());
+    }
 
     const STAT: &str = "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 1043 0 0 0 \
                         250 37 0 0 20 0 3 0 123456 12345678 2048 18446744073709551615";

@@ -363,11 +363,51 @@ pub enum Problem {
     /// An address is pinned twice.
     #[error("an address is pinned to one node, once")]
     DuplicatePinnedAddress,
+    /// A count (`node.apps.streams`) is not a whole number from 1 to 1048576.
+    #[error("a count is a whole number from 1 to 1048576")]
+    CountOutOfRange,
+    /// A size in bytes (`node.apps.buffer`) is not a whole number from 1 to 2^40.
+    #[error("a size is a whole number of bytes from 1 to 1099511627776, without a unit")]
+    ByteCountOutOfRange,
+    /// A user or group is neither a numeric id nor a name.
+    #[error(
+        "a user or group is a numeric id or a name without whitespace, control characters, ':' or '/'"
+    )]
+    NotAnAccount,
+    /// A user name that `/etc/passwd` does not have.
+    #[error(
+        "no user of that name in /etc/passwd; for a user only a directory service knows, write its uid"
+    )]
+    UnknownUser,
+    /// A group name that `/etc/group` does not have.
+    #[error(
+        "no group of that name in /etc/group; for a group only a directory service knows, write its gid"
+    )]
+    UnknownGroup,
+    /// `node.apps.buffer` is below the smallest buffer a stream gets.
+    #[error("buffer must be at least 65536 bytes (the smallest buffer a stream gets)")]
+    BufferTooSmall,
+    /// `node.apps.memory` is less than two buffers.
+    #[error("memory must be at least twice buffer (a stream has a buffer each way)")]
+    MemoryBelowTwoBuffers,
+    /// The app socket is the control socket.
+    #[error("the app socket must not be the control socket")]
+    AppSocketIsControlSocket,
+    /// The app socket is in the control socket's folder, which it would open to its group.
+    #[error(
+        "the app socket must not be in the control socket's folder, which is private to the node's user"
+    )]
+    AppSocketBesideControlSocket,
+    /// The app socket's default path, derived from `node.control_socket`, is too long.
+    #[error(
+        "the app socket derived from this path (FOLDER-apps/NAME) would be longer than 107 bytes; set node.apps.socket"
+    )]
+    DerivedAppSocketTooLong,
 }
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 46] = [
+    const ALL: [Self; 56] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,
@@ -414,6 +454,16 @@ impl Problem {
         Self::PinnedAddressNotHost,
         Self::PinnedAddressOutsideRanges,
         Self::DuplicatePinnedAddress,
+        Self::CountOutOfRange,
+        Self::ByteCountOutOfRange,
+        Self::NotAnAccount,
+        Self::UnknownUser,
+        Self::UnknownGroup,
+        Self::BufferTooSmall,
+        Self::MemoryBelowTwoBuffers,
+        Self::AppSocketIsControlSocket,
+        Self::AppSocketBesideControlSocket,
+        Self::DerivedAppSocketTooLong,
     ];
 
     /// The problem whose message is exactly `message`.

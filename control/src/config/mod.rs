@@ -14,7 +14,9 @@
 //!   device, routes and relay rules; [`Config::node_setup`] turns it into the engine's
 //!   [`NodeSetup`].
 //!   A node with `node.manager` ([`ManagerLink`]) registers with a manager and gets its
-//!   routes from it.
+//!   routes from it. `node.apps` ([`NodeApps`]) places the app socket, says who may use it
+//!   and sets the limits of apps' streams; [`Config::apps_config`] looks its user and
+//!   group names up for the app socket's server ([`AppsConfig`]).
 //! - `manager:` ([`ManagerConfig`]): the node manager's key, TCP address, admission list,
 //!   links, timers and route defaults; [`Config::manager_key`] loads its private key.
 //! - `apps:` ([`Apps`]): the viscript launcher's apps, in the original schema.
@@ -39,7 +41,8 @@
 //!   (the private key, for "a route's peer is this node") waits for [`Config::node_setup`].
 //! - Private key files are read only on request ([`Config::node_setup`],
 //!   [`Config::manager_key`]), through one function with one set of checks
-//!   ([`crate::keyfile::load_private_key`]).
+//!   ([`crate::keyfile::load_private_key`]); so are `/etc/passwd` and `/etc/group`
+//!   ([`Config::apps_config`]).
 //!
 //! Adding a section: a module with a `Raw*` struct (`#[serde(deny_unknown_fields)]`) and
 //! its typed value, a field in `RawConfig` and in [`Config`], and a line in `Config::parse`.
@@ -72,10 +75,10 @@ pub use manager::{
     DEFAULT_SETUP_TIMEOUT, HEARTBEATS_BEFORE_DEAD, ManagerConfig,
 };
 pub use node::{
-    AcceptRule, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN, DEFAULT_MTU, DEFAULT_NODE_KEY, ManagerLink,
-    NodeConfig,
+    AcceptRule, AppsConfig, DEFAULT_APP_SOCKET, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
+    DEFAULT_MTU, DEFAULT_NODE_KEY, ManagerLink, NodeApps, NodeConfig, derive_app_socket,
 };
-pub use values::MAX_HOPS;
+pub use values::{Account, MAX_HOPS};
 pub use write::{ConfigFile, ManagerSection, NodeSection, WriteError};
 use yaml::{KeyPath, Layout, Locator};
 
@@ -194,6 +197,17 @@ impl Config {
     /// own public key. Either way nothing is returned to apply.
     pub fn node_setup(&self) -> Result<NodeSetup, ConfigError> {
         self.node.setup(&self.locator())
+    }
+
+    /// What the node's app socket server needs (`node.apps`): its path, the uids of
+    /// `node.apps.users` and the gid of `node.apps.group`, looked up in `/etc/passwd` and
+    /// `/etc/group` ([`crate::accounts`]), and the stack's limits.
+    ///
+    /// Fails with [`Problem::UnknownUser`] or [`Problem::UnknownGroup`], naming the key and
+    /// its line, for a name those files do not have.
+    pub fn apps_config(&self) -> Result<AppsConfig, ConfigError> {
+        self.node
+            .apps_config(&node::SystemAccounts, &self.locator())
     }
 
     /// Errors about this file's values, located in it.

@@ -12,6 +12,7 @@
 //! | `relays` | list of `{in_id, prev_hop, out_id, next_hop}` | `[]` |
 //! | `offload` | bool: TUN TSO/GRO and UDP GSO/GRO (each falls back by itself when the kernel refuses) | `true` |
 //! | `manager` | `{address, key, endpoint, accept}`, the node's manager ([`ManagerLink`]) | none: a statically configured node |
+//! | `apps` | the app socket and the limits of apps' streams ([`NodeApps`], see `app_socket.rs`) | the defaults there |
 //!
 //! In `tun`, `name` and `addresses` are required and `mtu` defaults to [`DEFAULT_MTU`]. A
 //! route is `{name, peer, prefixes, first_hop, out_id, in_id, peer_in_id, prev_hop,
@@ -52,6 +53,9 @@ use skywire_dataplane::engine::{NodeSetup, RelaySetup, RouteSetup, TunSetup};
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::wire::RouteId;
 
+pub(super) use app_socket::SystemAccounts;
+pub use app_socket::{AppsConfig, DEFAULT_APP_SOCKET, NodeApps, derive_app_socket};
+
 use super::error::{ConfigError, Problem};
 use super::paths::PathText;
 use super::values::{
@@ -79,6 +83,8 @@ pub const DEFAULT_MTU: u16 = 1420;
 /// The longest Unix socket path: `sun_path` is 108 bytes with the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
+mod app_socket;
+
 /// The `node:` section.
 ///
 /// `key` is a plain field; the rest is read through methods, because it was checked as a
@@ -96,6 +102,7 @@ pub struct NodeConfig {
     relays: Vec<RelaySetup>,
     offload: bool,
     manager: Option<ManagerLink>,
+    apps: NodeApps,
 }
 
 /// `node.manager.accept[i]`: a node (or any node) that may set up a route to this one
@@ -154,6 +161,7 @@ impl Default for NodeConfig {
             relays: Vec::new(),
             offload: true,
             manager: None,
+            apps: NodeApps::default(),
         }
     }
 }
@@ -199,6 +207,28 @@ impl NodeConfig {
         self.manager.as_ref()
     }
 
+    /// `node.apps`: the app socket and the limits of apps' streams, names not looked up
+    /// (see [`crate::config::Config::apps_config`]).
+    pub fn apps(&self) -> &NodeApps {
+        &self.apps
+    }
+
+    /// The app socket's path: `node.apps.socket`, or the one derived from
+    /// [`Self::control_socket`] ([`derive_app_socket`]).
+    pub fn app_socket(&self) -> PathBuf {
+        self.apps.socket_path(&self.control_socket)
+    }
+
+    /// What the app socket's server needs, names in `node.apps.users` and `node.apps.group`
+    /// looked up in `book`.
+    pub(super) fn apps_config(
+        &self,
+        book: &dyn app_socket::AccountBook,
+        at: &Locator<'_>,
+    ) -> Result<AppsConfig, ConfigError> {
+        self.apps.resolve_accounts(&self.control_socket, book, at)
+    }
+
     /// The engine's setup: this section with the private key loaded from [`Self::key`].
     ///
     /// Fails, naming `node.key`, when the key file cannot be used (its error is the
@@ -218,7 +248,7 @@ impl NodeConfig {
             routes: self.routes.clone(),
             relays: self.relays.clone(),
             offload: self.offload,
-            stack: skywire_dataplane::stack::StackSetup::default(),
+            stack: self.apps.stack,
         })
     }
 }
@@ -235,6 +265,7 @@ pub(super) struct RawNode {
     relays: Option<Vec<RawRelay>>,
     offload: Option<bool>,
     manager: Option<RawManagerLink>,
+    apps: Option<app_socket::RawNodeApps>,
 }
 
 /// `node.manager` as written.
@@ -385,6 +416,10 @@ impl RawNode {
             return Err(at.invalid(&node.key("routes"), Problem::RoutesWithoutTun));
         }
         check_unique(&node, &routes, &relays, at)?;
+        let apps = self
+            .apps
+            .unwrap_or_default()
+            .resolve(base, &control_socket, at)?;
 
         Ok(NodeConfig {
             key: self.key.map_or(defaults.key, |key| key.resolve(base)),
@@ -395,6 +430,7 @@ impl RawNode {
             relays,
             offload: self.offload.unwrap_or(defaults.offload),
             manager,
+            apps,
         })
     }
 }

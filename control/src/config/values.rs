@@ -6,6 +6,7 @@
 //! them as their text. They check one value each; checks that involve several values run
 //! after parsing, in the section's module (`node`, `manager`).
 
+use core::fmt;
 use core::time::Duration;
 use std::net::SocketAddr;
 
@@ -265,6 +266,99 @@ fn duration_within(
         return Err(out_of_range);
     }
     Ok(duration)
+}
+
+/// The largest count a `node.apps` limit takes (streams, listeners).
+pub(super) const MAX_COUNT: usize = 1 << 20;
+/// The largest size in bytes a `node.apps` size takes (1 TiB).
+pub(super) const MAX_BYTES: u64 = 1 << 40;
+
+/// A count of things (`node.apps.streams`): a whole number from 1 to [`MAX_COUNT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct CountValue(pub(super) usize);
+
+impl TryFrom<String> for CountValue {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        if !is_digits(&text) {
+            return Err(Problem::CountOutOfRange);
+        }
+        text.parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_COUNT).contains(n))
+            .map(Self)
+            .ok_or(Problem::CountOutOfRange)
+    }
+}
+
+/// A size in bytes (`node.apps.buffer`): a whole number from 1 to [`MAX_BYTES`], without a
+/// unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct ByteCount(pub(super) usize);
+
+impl TryFrom<String> for ByteCount {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        if !is_digits(&text) {
+            return Err(Problem::ByteCountOutOfRange);
+        }
+        text.parse::<u64>()
+            .ok()
+            .filter(|n| (1..=MAX_BYTES).contains(n))
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Self)
+            .ok_or(Problem::ByteCountOutOfRange)
+    }
+}
+
+/// A user or a group as the config names one: a numeric id (all digits, as `chown`
+/// reads it) or a name to look up in `/etc/passwd` or `/etc/group`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Account {
+    /// A uid or gid.
+    Id(u32),
+    /// A user or group name.
+    Name(String),
+}
+
+impl fmt::Display for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// The longest user or group name accepted (Linux's `LOGIN_NAME_MAX` is 256 with the NUL).
+const MAX_ACCOUNT_NAME: usize = 255;
+
+/// [`Account`] as written: digits are an id (a 32-bit one), anything else a name of 1 to
+/// 255 bytes without whitespace, control characters, `:` or `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct AccountValue(pub(super) Account);
+
+impl TryFrom<String> for AccountValue {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        if is_digits(&text) {
+            return text
+                .parse()
+                .map(|id| Self(Account::Id(id)))
+                .map_err(|_| Problem::NotAnAccount);
+        }
+        let bad = |c: char| c.is_whitespace() || c.is_control() || c == ':' || c == '/';
+        if text.is_empty() || text.len() > MAX_ACCOUNT_NAME || text.chars().any(bad) {
+            return Err(Problem::NotAnAccount);
+        }
+        Ok(Self(Account::Name(text)))
+    }
 }
 
 /// The most hops a route may have (`min_hops`, `max_hops`), and the default `max_hops`: the
@@ -596,6 +690,60 @@ mod tests {
         assert_eq!(parse::<Mtu>("9000"), Ok(Mtu(9000)));
         for bad in ["575", "9001", "70000", "0", "", "1420.0", "-1"] {
             assert_eq!(parse::<Mtu>(bad), Err(Problem::MtuOutOfRange), "{bad}");
+        }
+    }
+
+    #[test]
+    fn counts_and_sizes() {
+        assert_eq!(parse::<CountValue>("1"), Ok(CountValue(1)));
+        assert_eq!(parse::<CountValue>("1048576"), Ok(CountValue(MAX_COUNT)));
+        for bad in [
+            "0",
+            "1048577",
+            "-1",
+            "1.5",
+            "",
+            "1k",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                parse::<CountValue>(bad),
+                Err(Problem::CountOutOfRange),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse::<ByteCount>("65536"), Ok(ByteCount(65536)));
+        assert_eq!(parse::<ByteCount>("1099511627776"), Ok(ByteCount(1 << 40)));
+        for bad in ["0", "1099511627777", "64KiB", "1 MiB", "", "-5"] {
+            assert_eq!(
+                parse::<ByteCount>(bad),
+                Err(Problem::ByteCountOutOfRange),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn accounts() {
+        assert_eq!(parse::<AccountValue>("0").unwrap().0, Account::Id(0));
+        assert_eq!(parse::<AccountValue>("1001").unwrap().0, Account::Id(1001));
+        assert_eq!(
+            parse::<AccountValue>("skywire-apps").unwrap().0,
+            Account::Name("skywire-apps".into())
+        );
+        assert_eq!(
+            parse::<AccountValue>("machine$").unwrap().0,
+            Account::Name("machine$".into())
+        );
+        assert_eq!(Account::Name("a".into()).to_string(), "a");
+        assert_eq!(Account::Id(7).to_string(), "7");
+        let long = "a".repeat(256);
+        for bad in ["", "a b", "a:b", "a/b", "a\tb", "4294967296", long.as_str()] {
+            assert_eq!(
+                parse::<AccountValue>(bad),
+                Err(Problem::NotAnAccount),
+                "{bad}"
+            );
         }
     }
 

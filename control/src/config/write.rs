@@ -41,7 +41,7 @@ use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{RelaySetup, RouteSetup, TunSetup};
 use skywire_dataplane::route::Prefix;
 
-use super::{Config, ConfigError, ManagerConfig, ManagerLink, NodeConfig};
+use super::{Config, ConfigError, ManagerConfig, ManagerLink, NodeApps, NodeConfig};
 use crate::manager::topology::RouteWeight;
 
 /// The `node:` section of a config to write; every field is written.
@@ -63,6 +63,11 @@ pub struct NodeSection {
     pub relays: Vec<RelaySetup>,
     /// `node.manager`: the manager to register with (its `endpoint` is always written).
     pub manager: Option<ManagerLink>,
+    /// `node.apps`: the app socket and the stack's limits. Every limit is written; the
+    /// socket only when set (`None` keeps it derived from `control_socket`, so a tool that
+    /// changes the control socket moves the app socket with it), `group` only when set,
+    /// `users` only when not empty.
+    pub apps: NodeApps,
 }
 
 impl NodeSection {
@@ -88,6 +93,7 @@ impl From<&NodeConfig> for NodeSection {
             routes: node.routes().to_vec(),
             relays: node.relays().to_vec(),
             manager: node.manager().cloned(),
+            apps: node.apps().clone(),
         }
     }
 }
@@ -355,6 +361,26 @@ struct NodeOut<'a> {
     relays: Vec<RelayOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     manager: Option<LinkOut>,
+    apps: AppsOut<'a>,
+}
+
+#[derive(Serialize)]
+struct AppsOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socket: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    users: Option<FlowSeq<Vec<String>>>,
+    streams: usize,
+    streams_per_peer: usize,
+    streams_per_app: usize,
+    half_open: usize,
+    listeners: usize,
+    idle_timeout: String,
+    take_timeout: String,
+    buffer: usize,
+    memory: usize,
 }
 
 #[derive(Serialize)]
@@ -475,6 +501,7 @@ impl<'a> NodeOut<'a> {
                     next_hop: relay.next_hop.to_string(),
                 })
                 .collect(),
+            apps: AppsOut::of(&node.apps)?,
             manager: node.manager.as_ref().map(|link| LinkOut {
                 address: link.address.to_string(),
                 key: link.key.to_string(),
@@ -490,6 +517,30 @@ impl<'a> NodeOut<'a> {
                     })
                     .collect(),
             }),
+        })
+    }
+}
+
+impl<'a> AppsOut<'a> {
+    fn of(apps: &'a NodeApps) -> Result<Self, WriteError> {
+        let stack = &apps.stack;
+        Ok(Self {
+            socket: apps
+                .socket
+                .as_deref()
+                .map(|p| path_text("node.apps.socket", p))
+                .transpose()?,
+            group: apps.group.as_ref().map(ToString::to_string),
+            users: (!apps.users.is_empty()).then(|| FlowSeq(strings(&apps.users))),
+            streams: stack.max_streams,
+            streams_per_peer: stack.max_streams_per_peer,
+            streams_per_app: stack.max_streams_per_app,
+            half_open: stack.max_half_open,
+            listeners: stack.max_listeners,
+            idle_timeout: duration_text("node.apps.idle_timeout", stack.idle_timeout)?,
+            take_timeout: duration_text("node.apps.take_timeout", stack.take_timeout)?,
+            buffer: stack.buffer,
+            memory: stack.memory,
         })
     }
 }

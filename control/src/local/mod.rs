@@ -3,8 +3,8 @@
 //! them depends on another.
 //!
 //! - [`socket`]: bind a Unix socket 0600 inside a 0700 folder (a stale socket replaced, a
-//!   live one never taken over), and let in only root and the socket's owner
-//!   (`SO_PEERCRED`).
+//!   live one never taken over), or shared with a group (0660 in 0750), and let in only
+//!   root and the socket's owner (`SO_PEERCRED`).
 //! - [`lines`]: read one newline-terminated request of at most a given size.
 //! - [`slots`]: serve at most a given number of connections at once.
 
@@ -14,4 +14,4 @@ pub mod socket;
 
 pub use lines::{LineRead, read_line};
 pub use slots::ConnectionSlot;
-pub use socket::{BoundSocket, bind_private, is_allowed, peer_uid};
+pub use socket::{BoundSocket, Sharing, bind_private, bind_shared, is_allowed, peer_uid};

@@ -17,6 +17,9 @@
 //!   manager).
 //! - [`ctl`]: the local control socket (JSON lines) and its client, served from a
 //!   [`NodeHandle`] (or a fake [`ctl::NodeApi`] in tests).
+//! - [`apps`]: the app socket: streams to `(public key, port)` on other nodes for the
+//!   programs on this machine, carried by the engine's stack ([`apps::Streams`],
+//!   [`apps::Routes`]), and its client library.
 //!
 //! Starting order, so a failure leaves nothing behind: the control socket is bound first
 //! (a second node on the same socket fails before touching the network), then the engine
@@ -25,6 +28,7 @@
 //! or a fatal error) and stops the rest; the TUN device and the socket file go with them.
 
 pub mod agent;
+pub mod apps;
 pub mod ctl;
 pub mod uplink;
 

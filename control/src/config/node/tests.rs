@@ -708,7 +708,15 @@ fn bad_values_are_located_problems() {
 
     let long = format!("node:\n  control_socket: /{}\n", "s".repeat(107));
     assert_invalid(&long, 2, "node.control_socket", Problem::SocketPathTooLong);
-    parse(&format!("node:\n  control_socket: /{}\n", "s".repeat(106))).unwrap();
+    // 107 bytes is fine, given an app socket: the one derived from it would be too long.
+    let longest = format!("node:\n  control_socket: /{}\n", "s".repeat(106));
+    assert_invalid(
+        &longest,
+        2,
+        "node.control_socket",
+        Problem::DerivedAppSocketTooLong,
+    );
+    parse(&format!("{longest}  apps:\n    socket: /run/apps/a.sock\n")).unwrap();
 }
 
 #[test]

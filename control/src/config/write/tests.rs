@@ -1,8 +1,9 @@
 use super::*;
 use crate::config::tests::Scratch;
-use crate::config::{AcceptRule, DEFAULT_MANAGER_KEY, DEFAULT_NODE_KEY, Problem};
+use crate::config::{AcceptRule, Account, DEFAULT_MANAGER_KEY, DEFAULT_NODE_KEY, Problem};
 use proptest::prelude::*;
 use skywire_dataplane::route::Prefix;
+use skywire_dataplane::stack::StackSetup;
 use skywire_dataplane::wire::RouteId;
 
 fn key(byte: u8) -> PublicKey {
@@ -87,6 +88,22 @@ fn full_node() -> NodeSection {
                 },
             ],
         }),
+        apps: NodeApps {
+            socket: Some(PathBuf::from("/run/sky-apps/a.sock")),
+            group: Some(Account::Name("skywire".to_owned())),
+            users: vec![Account::Name("alice".to_owned()), Account::Id(1001)],
+            stack: StackSetup {
+                max_streams: 100,
+                max_streams_per_peer: 10,
+                max_streams_per_app: 20,
+                max_half_open: 5,
+                max_listeners: 3,
+                idle_timeout: Duration::from_secs(90),
+                take_timeout: Duration::from_millis(2500),
+                buffer: 65536,
+                memory: 1 << 20,
+            },
+        },
     }
 }
 
@@ -136,6 +153,8 @@ fn every_node_field_comes_back() {
     assert_eq!(loaded.routes(), node.routes);
     assert_eq!(loaded.relays(), node.relays);
     assert_eq!(loaded.manager(), node.manager.as_ref());
+    assert_eq!(loaded.apps(), &node.apps);
+    assert_eq!(loaded.app_socket(), Path::new("/run/sky-apps/a.sock"));
 }
 
 #[test]
@@ -245,6 +264,16 @@ node:
     peer_in_id: 101
     prev_hop: 198.18.1.2:6000
     persistent_keepalive: 1500ms
+  apps:
+    streams: 8192
+    streams_per_peer: 2048
+    streams_per_app: 4096
+    half_open: 512
+    listeners: 256
+    idle_timeout: 1h
+    take_timeout: 10s
+    buffer: 262144
+    memory: 536870912
 "
         )
     );
@@ -554,6 +583,8 @@ proptest! {
     ) {
         let mut node = NodeSection::new(key);
         node.control_socket = PathBuf::from(format!("/{socket}"));
+        // A long control socket derives an app socket longer than a socket path may be.
+        node.apps.socket = Some(PathBuf::from("/run/skywire-proptest-apps/a.sock"));
         node.offload = offload;
         node.listen = hops[0];
         node.tun = Some(TunSetup {
