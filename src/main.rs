@@ -13,6 +13,7 @@
 //! content).
 
 mod mesh;
+mod nc;
 mod node;
 mod viscript;
 
@@ -30,6 +31,7 @@ use skywire_control::config::{Config, ConfigError};
 use skywire_control::demo;
 use skywire_control::keyfile::{self, KeyFileError};
 use skywire_control::launcher::headless::HeadlessError;
+use skywire_control::node::apps::AppError;
 use skywire_control::node::NodeError;
 use skywire_control::node::ctl::{self, CtlError};
 use skywire_control::output_file;
@@ -75,6 +77,7 @@ enum Command {
     Nodes(mesh::NodesArgs),
     Link(mesh::LinkArgs),
     Ping(mesh::PingArgs),
+    Nc(nc::NcArgs),
 }
 
 /// Packets in the in-memory demo's throughput phase unless `--packets` says otherwise.
@@ -192,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nodes(args) => mesh::nodes(&args),
         Command::Link(args) => mesh::link(&args),
         Command::Ping(args) => mesh::ping(&args),
+        Command::Nc(args) => nc::nc(&args),
     }
 }
 
@@ -401,6 +405,14 @@ fn exit_code_for(err: &anyhow::Error) -> ExitCode {
                 return ExitCode::from(EXIT_UNAVAILABLE);
             }
             if ctl_error.is_permission() {
+                return ExitCode::from(EXIT_PERMISSION);
+            }
+        }
+        if let Some(app_error) = cause.downcast_ref::<AppError>() {
+            if app_error.is_unavailable() {
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+            if app_error.is_permission() {
                 return ExitCode::from(EXIT_PERMISSION);
             }
         }

@@ -290,8 +290,8 @@ pub enum Problem {
     /// The TUN device has an IPv6 address and an MTU below IPv6's minimum.
     #[error("a TUN device with an IPv6 address needs an MTU of at least 1280")]
     MtuTooSmallForIpv6,
-    /// Routes are configured but no TUN device to deliver their packets to.
-    #[error("a route ends in a TUN device, so routes need node.tun")]
+    /// A route has prefixes but there is no TUN device to deliver their packets to.
+    #[error("a route with prefixes ends in a TUN device, so it needs node.tun (a route without prefixes carries app streams only)")]
     RoutesWithoutTun,
     /// Two routes have the same name.
     #[error("route names must be unique")]
@@ -351,9 +351,6 @@ pub enum Problem {
     /// A rule's peer is neither a public key nor `any`.
     #[error("a peer is a public key (64 hex digits) or any")]
     NotAPeer,
-    /// An accept rule lists no prefixes.
-    #[error("an accept rule lists the prefixes its peer may use")]
-    AcceptWithoutPrefixes,
     /// A pinned address is not a host address.
     #[error("a pinned address is a host address (/32 or /128)")]
     PinnedAddressNotHost,
@@ -407,7 +404,7 @@ pub enum Problem {
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 56] = [
+    const ALL: [Self; 55] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,
@@ -450,7 +447,6 @@ impl Problem {
         Self::LinkToItself,
         Self::DuplicateLink,
         Self::NotAPeer,
-        Self::AcceptWithoutPrefixes,
         Self::PinnedAddressNotHost,
         Self::PinnedAddressOutsideRanges,
         Self::DuplicatePinnedAddress,

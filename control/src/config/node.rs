@@ -26,7 +26,8 @@
 //! `manager`, `address` and `key` are required; `endpoint` defaults to `listen`; `accept`
 //! ([`AcceptRule`]s: `{peer, prefixes}`, `peer` a key or `any`) lists who may set up a
 //! route to this node through the manager, and defaults to nobody: a node accepts the
-//! route ends it asked for, and only those, unless its operator says more.
+//! route ends it asked for, and only those, unless its operator says more. A rule without
+//! `prefixes` lets its peer have route ends that carry app streams only (no TUN traffic).
 //!
 //! Checks across values, after parsing (each error names the key and its line; a clash
 //! names both values):
@@ -283,6 +284,7 @@ struct RawManagerLink {
 #[serde(deny_unknown_fields)]
 struct RawAccept {
     peer: PeerValue,
+    #[serde(default)]
     prefixes: Vec<PrefixValue>,
 }
 
@@ -301,6 +303,7 @@ struct RawTun {
 struct RawRoute {
     name: RouteName,
     peer: PublicKeyValue,
+    #[serde(default)]
     prefixes: Vec<PrefixValue>,
     first_hop: HopAddr,
     out_id: RouteIdValue,
@@ -394,11 +397,7 @@ impl RawNode {
                     }
                 };
                 let mut accept = Vec::new();
-                for (i, rule) in raw.accept.unwrap_or_default().into_iter().enumerate() {
-                    if rule.prefixes.is_empty() {
-                        let prefixes = path.key("accept").index(i).key("prefixes");
-                        return Err(at.invalid(&prefixes, Problem::AcceptWithoutPrefixes));
-                    }
+                for rule in raw.accept.unwrap_or_default() {
                     accept.push(AcceptRule {
                         peer: rule.peer.0,
                         prefixes: rule.prefixes.into_iter().map(|p| p.0).collect(),
@@ -412,8 +411,11 @@ impl RawNode {
                 })
             }
         };
-        if !routes.is_empty() && tun.is_none() {
-            return Err(at.invalid(&node.key("routes"), Problem::RoutesWithoutTun));
+        if tun.is_none()
+            && let Some(i) = routes.iter().position(|r| !r.prefixes.is_empty())
+        {
+            let prefixes = node.key("routes").index(i).key("prefixes");
+            return Err(at.invalid(&prefixes, Problem::RoutesWithoutTun));
         }
         check_unique(&node, &routes, &relays, at)?;
         let apps = self

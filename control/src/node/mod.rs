@@ -46,9 +46,10 @@ use skywire_dataplane::engine::{
 };
 use skywire_dataplane::route::Prefix;
 
-use crate::config::{AcceptRule, Config, ConfigError};
+use crate::config::{AcceptRule, AppsConfig, Config, ConfigError};
 use crate::manager::proto::{ErrorKind, ProtoError};
 use agent::{AgentParams, UserReply, UserRequest};
+use apps::{AppServer, ManagerRoutes};
 use ctl::{ControlServer, NodeApi};
 use uplink::{ManagerAddress, PingError, PingReply, UplinkHandle};
 
@@ -64,6 +65,15 @@ pub enum NodeError {
     /// The control socket could not be created.
     #[error("cannot create the control socket {}", path.display())]
     ControlSocket {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The app socket could not be created.
+    #[error("cannot create the app socket {}", path.display())]
+    AppSocket {
         /// The socket's path.
         path: PathBuf,
         /// Why.
@@ -97,8 +107,11 @@ pub struct Node {
     engine: RunningEngine,
     uplink: JoinHandle<()>,
     control: JoinHandle<()>,
+    apps: JoinHandle<()>,
+    /// Stops the control socket's and the app socket's threads.
     control_stop: Arc<AtomicBool>,
     socket: PathBuf,
+    app_socket: PathBuf,
     /// The bound transport address.
     pub listen: SocketAddr,
     /// The TUN device's name, if the node has one.
@@ -118,10 +131,12 @@ pub struct NodeHandle {
 
 impl Node {
     /// Start the node a config describes: the engine (TUN device, UDP transport, configured
-    /// routes and relays), the uplink to `node.manager` if set, and the control socket at
-    /// `node.control_socket`. Needs CAP_NET_ADMIN when the config has a TUN device.
+    /// routes and relays), the uplink to `node.manager` if set, the control socket at
+    /// `node.control_socket` and the app socket (`node.apps`). Needs CAP_NET_ADMIN when the
+    /// config has a TUN device, and nothing else.
     pub fn start(config: &Config) -> Result<Self, NodeError> {
         let setup = config.node_setup()?;
+        let apps = config.apps_config()?;
         let socket = config.node.control_socket().to_owned();
         let manager = config.node.manager().map(|m| ManagerAddress {
             address: m.address,
@@ -133,15 +148,16 @@ impl Node {
             .manager()
             .map(|m| m.accept.clone())
             .unwrap_or_default();
-        Self::start_with(&setup, &socket, manager, endpoint, accept)
+        Self::start_with(&setup, &socket, &apps, manager, endpoint, accept)
     }
 
     /// [`Self::start`] from its parts: the engine's setup, the control socket's path, the
-    /// manager to register with, the endpoint to register (the bound address when
+    /// app socket's config, the manager to register with, the endpoint to register (the bound address when
     /// `None`), and who may set up routes to this node ([`AcceptRule`]s).
     pub fn start_with(
         setup: &NodeSetup,
         socket: &Path,
+        apps: &AppsConfig,
         manager: Option<ManagerAddress>,
         endpoint: Option<SocketAddr>,
         accept: Vec<AcceptRule>,
@@ -150,6 +166,11 @@ impl Node {
             path: socket.to_owned(),
             source,
         })?;
+        let app_server = AppServer::bind(apps).map_err(|source| NodeError::AppSocket {
+            path: apps.socket.clone(),
+            source,
+        })?;
+        let app_socket = app_server.path().to_owned();
         let engine = engine::start(setup)?;
         let params = AgentParams {
             key: setup.public_key(),
@@ -184,17 +205,33 @@ impl Node {
             uplink: uplink_handle,
         };
         let control_stop = Arc::new(AtomicBool::new(false));
+        let stop_all = |what: &'static str, source: io::Error, engine: RunningEngine| {
+            control_stop.store(true, Ordering::Relaxed);
+            handle.uplink.stop();
+            let _ = handle.engine.shutdown();
+            let _ = engine.wait();
+            NodeError::Thread { what, source }
+        };
         let control = match server.spawn(handle.clone(), Arc::clone(&control_stop)) {
             Ok(thread) => thread,
             Err(source) => {
-                handle.uplink.stop();
+                let error = stop_all("control socket", source, engine);
                 let _ = uplink.join();
-                let _ = handle.engine.shutdown();
-                let _ = engine.wait();
-                return Err(NodeError::Thread {
-                    what: "control socket",
-                    source,
-                });
+                return Err(error);
+            }
+        };
+        let routes = ManagerRoutes::new(handle.clone());
+        let apps = match app_server.spawn(
+            handle.engine.clone(),
+            routes,
+            Arc::clone(&control_stop),
+        ) {
+            Ok(thread) => thread,
+            Err(source) => {
+                let error = stop_all("app socket", source, engine);
+                let _ = uplink.join();
+                let _ = control.join();
+                return Err(error);
             }
         };
         Ok(Self {
@@ -205,8 +242,10 @@ impl Node {
             engine,
             uplink,
             control,
+            apps,
             control_stop,
             socket: socket.to_owned(),
+            app_socket,
         })
     }
 
@@ -220,6 +259,11 @@ impl Node {
         &self.socket
     }
 
+    /// The node's app socket.
+    pub fn app_socket(&self) -> &Path {
+        &self.app_socket
+    }
+
     /// Run until the engine stops ([`NodeHandle::shutdown`], or a fatal error), then stop
     /// the uplink and the control socket (whose file is removed) and return how the
     /// engine ended.
@@ -229,8 +273,10 @@ impl Node {
         let _ = self.uplink.join();
         self.control_stop.store(true, Ordering::Relaxed);
         let _ = self.control.join();
-        // The server removes its socket when it stops; make sure of it on every path.
+        let _ = self.apps.join();
+        // The servers remove their sockets when they stop; make sure of it on every path.
         let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.app_socket);
         result.map_err(NodeError::from)
     }
 }

@@ -426,12 +426,17 @@ fn the_same_prefix_on_two_routes_is_refused() {
 }
 
 #[test]
-fn routes_need_a_tun_device() {
+fn routes_with_prefixes_need_a_tun_device() {
     let text = format!(
-        "node:\n  key: k\n  routes:\n{}",
-        route("a", 1, "10.0.0.0/8")
+        "node:\n  key: k\n  routes:\n{}{}",
+        route("a", 1, ""),
+        route("b", 2, "10.0.0.0/8")
     );
-    assert_invalid(&text, 3, "node.routes", Problem::RoutesWithoutTun);
+    assert_invalid(&text, 5, "node.routes[1].prefixes", Problem::RoutesWithoutTun);
+    // Routes without prefixes carry app streams only, and need no TUN device.
+    let streams_only = format!("node:\n  key: k\n  routes:\n{}", route("a", 1, ""));
+    let config = parse(&streams_only).unwrap();
+    assert!(config.node.routes()[0].prefixes.is_empty());
 }
 
 #[test]
@@ -818,14 +823,12 @@ fn accept_rules_are_typed_and_checked() {
         "node.manager.accept[0].peer",
         Problem::NotAPeer,
     );
-    let no_prefixes = format!(
-        "{}    accept:\n      - peer: any\n        prefixes: []\n",
-        managed("198.18.0.1:6000")
-    );
-    assert_invalid(
-        &no_prefixes,
-        8,
-        "node.manager.accept[0].prefixes",
-        Problem::AcceptWithoutPrefixes,
-    );
+    // Without prefixes (or with none): route ends for app streams only.
+    for rule in ["      - peer: any\n        prefixes: []\n", "      - peer: any\n"] {
+        let streams_only = format!("{}    accept:\n{rule}", managed("198.18.0.1:6000"));
+        let config = parse(&streams_only).unwrap();
+        let accept = &config.node.manager().unwrap().accept;
+        assert!(accept[0].allows(&c, &[]));
+        assert!(!accept[0].allows(&c, &[prefix("10.77.0.5/32")]));
+    }
 }

@@ -618,13 +618,14 @@ pub enum JoinError {
 }
 
 /// Join `stream` to `input` and `output`: `input`'s bytes are sent, and FIN at its end; the
-/// peer's bytes are written to `output` (flushed as they come) until the peer's FIN. Returns
-/// once both directions finished; on a reset, as soon as it arrives (the thread reading
-/// `input` is then left to end by itself).
+/// peer's bytes are written to `output` (flushed as they come) until the peer's FIN, when
+/// `output` is dropped (so a child process reading it sees its end of input before this
+/// waits for its output). Returns once both directions finished; on a reset, as soon as it
+/// arrives (the thread reading `input` is then left to end by itself).
 pub fn join(
     stream: AppStream,
     input: impl Read + Send + 'static,
-    output: &mut impl Write,
+    mut output: impl Write,
 ) -> Result<(), JoinError> {
     let (mut reader, mut writer) = stream.split();
     let sender = thread::Builder::new()
@@ -648,6 +649,7 @@ pub fn join(
         }
     }
     // The peer is done; ours may still be on its way.
+    drop(output);
     match sender.join() {
         Ok(Ok(())) => Ok(()),
         Ok(Err(SendError::Input(e))) => Err(JoinError::Input(e)),

@@ -36,7 +36,7 @@ use skywire_dataplane::stack::{
 };
 
 use super::protocol::reset_reason;
-use super::{Routes, Streams};
+use super::{RouteFailure, Routes, Streams};
 
 /// The first port a dialed stream gets on this side.
 const FIRST_EPHEMERAL_PORT: u16 = 49152;
@@ -380,14 +380,14 @@ impl Streams for FakeEngine {
 }
 
 impl Routes for FakeEngine {
-    fn ensure_route(&self, peer: PublicKey, _deadline: Instant) -> Result<(), StreamError> {
+    fn ensure_route(&self, peer: PublicKey, _deadline: Instant) -> Result<(), RouteFailure> {
         let mut state = self.lock();
         state.ensure_calls.push(peer);
         if state.on_demand.contains(&peer) {
             state.routes.insert(peer);
             Ok(())
         } else {
-            Err(StreamError::NoRoute)
+            Err(RouteFailure::plain(StreamError::NoRoute))
         }
     }
 }

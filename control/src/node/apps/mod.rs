@@ -24,6 +24,8 @@
 //! - [`client`]: [`AppClient`], [`AppStream`] (`Read`/`Write` over the frames),
 //!   [`AppListener`], and [`client::join`] (a stream joined to a reader and a writer, as
 //!   `skywire nc` does).
+//! - [`engine`]: what a real node serves apps with: the engine's handle as [`Streams`],
+//!   and [`ManagerRoutes`] (routes on demand from the node manager).
 //! - [`fake`]: [`fake::FakeEngine`], an in-memory [`Streams`] and [`Routes`] that pumps
 //!   frames between the app connections it is given, for tests of the server, the client
 //!   and the tools built on them, without an engine.
@@ -39,6 +41,7 @@
 pub mod access;
 pub mod arrivals;
 pub mod client;
+pub mod engine;
 pub mod fake;
 pub mod protocol;
 pub mod server;
@@ -52,6 +55,7 @@ use skywire_dataplane::stack::{
 };
 
 pub use client::{AppClient, AppError, AppListener, AppStream};
+pub use engine::ManagerRoutes;
 pub use server::AppServer;
 
 /// What the app socket needs from the node's engine.
@@ -108,7 +112,33 @@ pub trait Streams: Send + Sync + 'static {
 pub trait Routes: Send + Sync + 'static {
     /// Make sure this node has a route to `peer` (asking the node manager), waiting at
     /// most until `deadline`.
-    fn ensure_route(&self, peer: PublicKey, deadline: Instant) -> Result<(), StreamError>;
+    fn ensure_route(&self, peer: PublicKey, deadline: Instant) -> Result<(), RouteFailure>;
+}
+
+/// Why no route to a key could be had: the error the app sees, and what the manager (or
+/// the node) said, for its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFailure {
+    /// The app's error ([`StreamError::NoRoute`] or [`StreamError::TimedOut`], mostly).
+    pub error: StreamError,
+    /// Why, in words, when there is more to say than the error's own text.
+    pub why: Option<String>,
+}
+
+impl RouteFailure {
+    /// A failure with nothing more to say.
+    pub const fn plain(error: StreamError) -> Self {
+        Self { error, why: None }
+    }
+}
+
+impl core::fmt::Display for RouteFailure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.why {
+            Some(why) => write!(f, "{}: {why}", self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
 }
 
 /// A node that gets no routes on demand (no manager): a dial without a route fails with
@@ -117,8 +147,11 @@ pub trait Routes: Send + Sync + 'static {
 pub struct NoRoutes;
 
 impl Routes for NoRoutes {
-    fn ensure_route(&self, _peer: PublicKey, _deadline: Instant) -> Result<(), StreamError> {
-        Err(StreamError::NoRoute)
+    fn ensure_route(&self, _peer: PublicKey, _deadline: Instant) -> Result<(), RouteFailure> {
+        Err(RouteFailure {
+            error: StreamError::NoRoute,
+            why: Some("this node has no manager to ask for one (node.manager)".to_owned()),
+        })
     }
 }
 

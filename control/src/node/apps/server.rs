@@ -41,6 +41,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
+use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
 use skywire_dataplane::crypto::PublicKey;
@@ -54,7 +55,7 @@ use super::protocol::{
     AppRequest, ErrorBody, ErrorKind, ListenerLine, Listening, MAX_REQUEST, OPENING_TIMEOUT, Reply,
     RequestError, Scan, StreamOpened, error_line, parse_request, reset_reason, scan_opening,
 };
-use super::{Routes, Streams};
+use super::{RouteFailure, Routes, Streams};
 use crate::config::AppsConfig;
 use crate::local::{BoundSocket, ConnectionSlot, Sharing, bind_shared};
 use crate::procfs;
@@ -66,8 +67,9 @@ pub const MAX_OPENING: usize = 1024;
 /// connection is closed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long the accept loop sleeps when nobody is connecting.
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
+/// How long the accept loop waits for a connection before it looks at its stop flag
+/// again, and how long it sleeps after a failed accept.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
 /// How often a listening connection's thread looks at the stop flag.
 const LISTENER_TICK: Duration = Duration::from_millis(500);
@@ -152,8 +154,14 @@ impl AppServer {
         while !stop.load(Ordering::Relaxed) {
             match self.listener.accept() {
                 Ok((stream, _)) => start_connection(&shared, stream, &opening),
-                // Nothing to accept (or a transient failure such as EMFILE or a peer that
-                // went away): one bad moment never ends the loop.
+                // Nothing to accept: wait for a connection (or the next look at `stop`).
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut fds = [PollFd::new(&self.listener, PollFlags::IN)];
+                    let timeout = Timespec::try_from(ACCEPT_POLL).unwrap_or_default();
+                    let _ = rustix::event::poll(&mut fds, Some(&timeout));
+                }
+                // A transient failure such as EMFILE or a peer that went away: one bad
+                // moment never ends the loop.
                 Err(_) => thread::sleep(ACCEPT_POLL),
             }
         }
@@ -328,16 +336,19 @@ fn dial(
         Err(StreamError::NoRoute) => shared.routes.ensure_route(peer, deadline).and_then(|()| {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                Err(StreamError::TimedOut)
+                Err(RouteFailure::plain(StreamError::TimedOut))
             } else {
-                shared.streams.dial(peer, port, owner, left)
+                shared
+                    .streams
+                    .dial(peer, port, owner, left)
+                    .map_err(RouteFailure::plain)
             }
         }),
-        other => other,
+        other => other.map_err(RouteFailure::plain),
     };
     match result {
         Ok(info) => hand_over(shared, stream, info, owner),
-        Err(error) => refuse(&stream, error.into(), error.to_string()),
+        Err(failure) => refuse(&stream, failure.error.into(), failure.to_string()),
     }
 }
 

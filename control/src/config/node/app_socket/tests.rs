@@ -119,7 +119,7 @@ fn bad_values_are_located_problems() {
             Problem::ByteCountOutOfRange,
         ),
         (
-            "    buffer: 65535\n",
+            "    buffer: 65534\n",
             3,
             "node.apps.buffer",
             Problem::BufferTooSmall,
