@@ -46,14 +46,15 @@ pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     let node = Node::start(&config)?;
     let handle = node.handle();
     eprintln!(
-        "skywire: node {} listening on {}{}; control socket {}",
+        "skywire: node {} listening on {}{}; control socket {}, app socket {}",
         handle.public_key(),
         node.listen,
         node.tun_name
             .as_deref()
             .map(|t| format!(", TUN {t}"))
             .unwrap_or_default(),
-        node.socket().display()
+        node.socket().display(),
+        node.app_socket().display()
     );
     if let Some(manager) = node.manager {
         eprintln!("skywire: node registers with the manager at {manager}");

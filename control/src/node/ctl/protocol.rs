@@ -88,7 +88,12 @@
 //!   }],
 //!   "drops": {"no route": 0, "not ip": 0},
 //!   "expired": 0,
-//!   "events_dropped": 0
+//!   "events_dropped": 0,
+//!   "streams": {
+//!     "open": 2, "half_open": 0, "listeners": 1, "peers": 1, "memory_bytes": 1048572,
+//!     "dialed": 1, "arrived": 1, "reset": 0, "refused": 0, "limited": 0,
+//!     "bad_packets": 0, "unknown": 0, "egress_dropped": 0
+//!   }
 //! }
 //! ```
 //!
@@ -99,7 +104,9 @@
 //! route number `N`; removed after `S` seconds without a packet); `idle_secs` is how long
 //! no packet matched a manager rule (sampled about once a second), `null` for config rules.
 //! `expired` counts manager rules the node removed as idle; `events_dropped` counts engine
-//! events (expiries, probe replies, pongs) lost because nobody read them in time. A reply
+//! events (expiries, probe replies, pongs) lost because nobody read them in time. `streams`
+//! are apps' streams over the node's stack: those open now, and counters since the node
+//! started (`docs/APPS.md`). A reply
 //! without these fields (from an older node) reads as config rules and zero counts. `drops` objects map
 //! every drop reason the node knows, zeros included, to its count, in the node's order.
 //! Byte counts are payload bytes. Clients ignore fields they do not know, so fields can be
@@ -117,6 +124,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{NodeStatus, Origin, RelayStatus, RouteStatus};
 use skywire_dataplane::route::Prefix;
+use skywire_dataplane::stack::StackStatus;
 
 use crate::manager::proto::{LinkAdded, Mesh, MeshRouteId, RouteInfo, RouteList};
 use crate::manager::topology::RouteWeight;
@@ -349,6 +357,69 @@ pub struct StatusReply {
     /// Engine events lost because the queue was full.
     #[serde(default)]
     pub events_dropped: u64,
+    /// Apps' streams.
+    #[serde(default)]
+    pub streams: StreamsReply,
+}
+
+/// Apps' streams on the node, in a [`StatusReply`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamsReply {
+    /// Streams open (half-open and closing ones included).
+    pub open: usize,
+    /// Of which still completing their handshake.
+    pub half_open: usize,
+    /// Listening ports.
+    pub listeners: usize,
+    /// Peer keys with streams.
+    pub peers: usize,
+    /// Bytes of stream buffers allocated.
+    pub memory_bytes: usize,
+    /// Streams dialed from this node, since it started.
+    pub dialed: u64,
+    /// Streams that arrived at a listener, since it started.
+    pub arrived: u64,
+    /// Streams that ended with an error.
+    pub reset: u64,
+    /// Streams refused: nothing listening, or a listener that does not take the key.
+    pub refused: u64,
+    /// Streams refused over a limit.
+    pub limited: u64,
+    /// Packets to the stack that were not TCP between a route's link addresses.
+    pub bad_packets: u64,
+    /// Segments of no stream (answered with a reset).
+    pub unknown: u64,
+    /// Packets the stack could not queue (replies, dropped; TCP sends them again).
+    pub egress_dropped: u64,
+}
+
+impl StreamsReply {
+    /// Whether anything happened: no streams, no listeners, all counters zero.
+    pub fn is_idle(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl From<&StackStatus> for StreamsReply {
+    fn from(stack: &StackStatus) -> Self {
+        let c = &stack.counters;
+        Self {
+            open: stack.streams,
+            half_open: stack.half_open,
+            listeners: stack.listeners,
+            peers: stack.peers,
+            memory_bytes: stack.memory,
+            dialed: c.dialed,
+            arrived: c.arrived,
+            reset: c.reset,
+            refused: c.refused,
+            limited: c.limited,
+            bad_packets: c.bad_packets,
+            unknown: c.unknown,
+            egress_dropped: c.egress_dropped,
+        }
+    }
 }
 
 /// Where a route end or relay rule came from, in a [`StatusReply`].
@@ -509,6 +580,7 @@ impl From<&NodeStatus> for StatusReply {
             drops: Drops::from(status.drops.as_slice()),
             expired: status.expired,
             events_dropped: status.events_dropped,
+            streams: StreamsReply::from(&status.stack),
         }
     }
 }

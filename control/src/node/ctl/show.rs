@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::protocol::{Drops, OriginReply, RelayReply, RouteReply, StatusReply};
+use super::protocol::{Drops, OriginReply, RelayReply, RouteReply, StatusReply, StreamsReply};
 
 impl fmt::Display for StatusReply {
     /// The `wg show`-style text, each section followed by a blank line except the last;
@@ -21,6 +21,9 @@ impl fmt::Display for StatusReply {
         if self.events_dropped > 0 {
             writeln!(f, "  events dropped: {}", self.events_dropped)?;
         }
+        if !self.streams.is_idle() {
+            write_streams(f, &self.streams)?;
+        }
         for route in &self.routes {
             writeln!(f)?;
             write_route(f, route)?;
@@ -31,6 +34,44 @@ impl fmt::Display for StatusReply {
         }
         Ok(())
     }
+}
+
+fn write_streams(f: &mut fmt::Formatter<'_>, s: &StreamsReply) -> fmt::Result {
+    write!(f, "  streams: {} open", s.open)?;
+    if s.half_open > 0 {
+        write!(f, " ({} half-open)", s.half_open)?;
+    }
+    writeln!(
+        f,
+        " with {} {}, {} {}, {} of buffers",
+        s.peers,
+        if s.peers == 1 { "node" } else { "nodes" },
+        s.listeners,
+        if s.listeners == 1 { "listener" } else { "listeners" },
+        Bytes(s.memory_bytes as u64),
+    )?;
+    writeln!(
+        f,
+        "  streams since start: {} dialed, {} arrived, {} reset",
+        s.dialed, s.arrived, s.reset
+    )?;
+    let refusals = [
+        ("refused", s.refused),
+        ("over a limit", s.limited),
+        ("bad packets", s.bad_packets),
+        ("segments of no stream", s.unknown),
+        ("replies dropped", s.egress_dropped),
+    ];
+    if refusals.iter().any(|(_, n)| *n > 0) {
+        f.write_str("  stream drops:")?;
+        let mut first = true;
+        for (name, n) in refusals.iter().filter(|(_, n)| *n > 0) {
+            write!(f, "{} {n} {name}", if first { "" } else { "," })?;
+            first = false;
+        }
+        writeln!(f)?;
+    }
+    Ok(())
 }
 
 fn write_route(f: &mut fmt::Formatter<'_>, route: &RouteReply) -> fmt::Result {
@@ -239,6 +280,31 @@ mod tests {
         );
         assert_eq!(Span(0.5).to_string(), "0 seconds");
         assert_eq!(Span(3723.0).to_string(), "1 hour, 2 minutes, 3 seconds");
+    }
+
+    #[test]
+    fn streams_are_shown_once_there_were_any() {
+        let mut status = sample_status();
+        status.stack.streams = 3;
+        status.stack.half_open = 1;
+        status.stack.listeners = 1;
+        status.stack.peers = 2;
+        status.stack.memory = 3 * 2 * 262_143;
+        status.stack.counters.dialed = 2;
+        status.stack.counters.arrived = 5;
+        status.stack.counters.refused = 4;
+        status.stack.counters.unknown = 1;
+        let text = StatusReply::from(&status).to_string();
+        assert!(
+            text.contains(
+                "  tun: sky0\n  streams: 3 open (1 half-open) with 2 nodes, 1 listener, 1.50 MiB of buffers\n\
+                 \x20 streams since start: 2 dialed, 5 arrived, 0 reset\n\
+                 \x20 stream drops: 4 refused, 1 segments of no stream\n\nroute:"
+            ),
+            "{text}"
+        );
+        let plain = StatusReply::from(&sample_status()).to_string();
+        assert!(!plain.contains("streams"), "{plain}");
     }
 
     #[test]
