@@ -37,240 +37,56 @@
 mod common;
 mod netns;
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{keygen, skywire_binary};
-use netns::{Node, Proc, Topology, addr, ip, key_values, tun, wait_until};
-use skywire_control::config::{AcceptRule, ConfigFile, ManagerLink, ManagerSection};
+use netns::managed::ManagedMesh;
+use netns::{Proc, ip, key_values, tun, wait_until};
+use skywire_control::config::AcceptRule;
 use skywire_control::node::ctl::protocol::OriginReply;
 
 const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
 /// (host, host, subnet third byte) of each mesh link.
 const LINKS: [(usize, usize, u8); 5] = [(0, 1, 1), (1, 4, 2), (0, 2, 3), (2, 3, 4), (3, 4, 5)];
-const MANAGER_ADDR: &str = "198.18.100.100:5999";
 const A_TUN: &str = "10.77.0.1";
 const E_TUN: &str = "10.77.0.5";
 
-/// Nodes and the manager before the topology: fields drop in order.
-struct Mesh {
-    nodes: Vec<Node>,
-    manager: Option<Proc>,
-    manager_dir: PathBuf,
-    manager_key: String,
-    topo: Topology,
+/// The five-node mesh, with E accepting routes from A.
+struct Mesh(ManagedMesh);
+
+impl Deref for Mesh {
+    type Target = ManagedMesh;
+    fn deref(&self) -> &ManagedMesh {
+        &self.0
+    }
 }
 
-fn endpoint(i: usize) -> String {
-    format!("198.19.0.{}", i + 1)
+impl DerefMut for Mesh {
+    fn deref_mut(&mut self) -> &mut ManagedMesh {
+        &mut self.0
+    }
 }
 
 impl Mesh {
     fn start() -> Self {
-        let mut topo = Topology::new();
-        for name in NAMES {
-            topo.host(name);
-        }
-        topo.host("m");
-        let m = topo.ns("m");
-        ip(&["-n", &m, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &m, "addr", "add", "198.18.100.100/24", "dev", "br0"]);
-        ip(&["-n", &m, "link", "set", "br0", "up"]);
-        for (i, name) in NAMES.iter().enumerate() {
-            let ns = topo.ns(name);
-            let peer = format!("mg-{name}");
-            ip(&[
-                "link", "add", "mg", "netns", &ns, "type", "veth", "peer", "name", &peer, "netns",
-                &m,
-            ]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("198.18.100.{}/24", i + 1),
-                "dev",
-                "mg",
-            ]);
-            ip(&["-n", &ns, "link", "set", "mg", "up"]);
-            ip(&["-n", &m, "link", "set", &peer, "master", "br0"]);
-            ip(&["-n", &m, "link", "set", &peer, "up"]);
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/32", endpoint(i)),
-                "dev",
-                "lo",
-            ]);
-        }
-        for (x, y, net) in LINKS {
-            let (ix, iy) = (format!("eth-{}", NAMES[y]), format!("eth-{}", NAMES[x]));
-            topo.link(
-                (NAMES[x], &ix, &format!("198.18.{net}.1/24")),
-                (NAMES[y], &iy, &format!("198.18.{net}.2/24")),
-            );
-            ip(&[
-                "-n",
-                &topo.ns(NAMES[x]),
-                "route",
-                "add",
-                &format!("{}/32", endpoint(y)),
-                "via",
-                &format!("198.18.{net}.2"),
-            ]);
-            ip(&[
-                "-n",
-                &topo.ns(NAMES[y]),
-                "route",
-                "add",
-                &format!("{}/32", endpoint(x)),
-                "via",
-                &format!("198.18.{net}.1"),
-            ]);
-        }
-        // The manager: its own key, the five links in its config.
-        let manager_dir = topo.dir().join("manager");
-        fs::create_dir(&manager_dir).unwrap();
-        let manager_key = keygen(&manager_dir.join("manager.key")).0.trim().to_owned();
-        let nodes: Vec<Node> = NAMES
-            .iter()
-            .map(|name| Node::new(&topo, name, &format!("node-{name}")))
-            .collect();
-        let mut manager = ManagerSection::new("manager.key");
-        manager.listen = addr(MANAGER_ADDR);
-        manager.rule_expiry = Duration::from_secs(10);
-        manager.heartbeat = Duration::from_millis(500);
-        manager.links = LINKS
-            .iter()
-            .map(|(x, y, _)| [nodes[*x].key(), nodes[*y].key()])
-            .collect();
-        ConfigFile::manager(manager)
-            .write(manager_dir.join("manager.yaml"))
-            .unwrap();
-        let mut mesh = Self {
-            nodes,
-            manager: None,
-            manager_dir,
-            manager_key,
-            topo,
-        };
-        mesh.start_manager();
-        let a_key = mesh.nodes[0].key();
-        for (i, node) in mesh.nodes.iter_mut().enumerate() {
-            let manager_key = mesh.manager_key.parse().unwrap();
-            node.configure(|node| {
-                node.listen = addr(&format!("{}:6000", endpoint(i)));
-                node.manager = Some(ManagerLink {
-                    address: addr(MANAGER_ADDR),
-                    key: manager_key,
-                    // What `endpoint` defaults to when left out: `listen`.
-                    endpoint: node.listen,
-                    // E lets A set up routes to it with A's address; nobody else accepts
-                    // routes it did not ask for.
-                    accept: if i == 4 {
-                        vec![AcceptRule {
-                            peer: Some(a_key),
-                            prefixes: vec!["10.77.0.1/32".parse().unwrap()],
-                        }]
-                    } else {
-                        Vec::new()
-                    },
-                });
-                if i == 0 || i == 4 {
-                    // Host addresses: the kernel reaches the other end only through the
-                    // route the engine adds for a route end's prefix (and removes with it).
-                    node.tun = Some(tun("sky0", &[&format!("10.77.0.{}/32", i + 1)]));
-                }
-            });
-            node.start();
-        }
-        // Every node registered, and the links were probed.
-        let online = wait_until(Duration::from_secs(10), || {
-            mesh.nodes_json().is_some_and(|v| {
-                v["nodes"]
-                    .as_array()
-                    .is_some_and(|n| n.len() == 5 && n.iter().all(|n| n["online"] == true))
-            })
-        });
-        assert!(
-            online.is_some(),
-            "nodes did not register:\n{}",
-            mesh.manager_log()
-        );
-        mesh
-    }
-
-    fn start_manager(&mut self) {
-        let proc = self.topo.spawn(
-            "m",
-            "manager",
-            &skywire_binary(),
-            &[
-                "manager",
-                "--config",
-                self.manager_dir.join("manager.yaml").to_str().unwrap(),
-            ],
-        );
-        self.manager = Some(proc);
-    }
-
-    fn manager_log(&self) -> String {
-        self.manager.as_ref().map(Proc::stderr).unwrap_or_default()
-    }
-
-    fn stop_manager(&mut self) {
-        if let Some(mut proc) = self.manager.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &proc.pid().to_string()])
-                .status();
-            let status = proc.wait(Duration::from_secs(5));
-            assert!(status.success(), "manager exit: {status}");
-        }
-    }
-
-    /// `skywire ARGS --socket <node i's socket>`: (exit code, stdout, stderr).
-    fn sky(&self, i: usize, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(skywire_binary())
-            .args(args)
-            .arg("--socket")
-            .arg(self.nodes[i].socket())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn nodes_json(&self) -> Option<serde_json::Value> {
-        let (code, out, _) = self.sky(0, &["nodes", "--json"]);
-        (code == 0)
-            .then(|| serde_json::from_str(&out).ok())
-            .flatten()
-    }
-
-    fn key(&self, i: usize) -> &str {
-        &self.nodes[i].public_key
-    }
-
-    fn index(&self, key: &str) -> usize {
-        self.nodes.iter().position(|n| n.public_key == key).unwrap()
-    }
-
-    /// The route's path as node indices.
-    fn path(&self, route: &serde_json::Value) -> Vec<usize> {
-        route["path"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| self.index(k.as_str().unwrap()))
-            .collect()
+        Self(ManagedMesh::start(&NAMES, &LINKS, |i, node, nodes| {
+            // E lets A set up routes to it with A's address; nobody else accepts routes it
+            // did not ask for.
+            if i == 4
+                && let Some(manager) = &mut node.manager
+            {
+                manager.accept = vec![AcceptRule {
+                    peer: Some(nodes[0].key()),
+                    prefixes: vec!["10.77.0.1/32".parse().unwrap()],
+                }];
+            }
+            if i == 0 || i == 4 {
+                // Host addresses: the kernel reaches the other end only through the route
+                // the engine adds for a route end's prefix (and removes with it).
+                node.tun = Some(tun("sky0", &[&format!("10.77.0.{}/32", i + 1)]));
+            }
+        }))
     }
 
     /// Relay rules (from the manager) node `i` holds.

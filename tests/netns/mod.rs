@@ -28,6 +28,8 @@
 //! Each test binary uses only part of this module; the rest is not dead code.
 #![allow(dead_code)]
 
+pub(crate) mod managed;
+
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

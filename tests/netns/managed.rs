@@ -1,0 +1,228 @@
+//! A mesh of `skywire node`s in namespaces with a node manager, for the tests that need
+//! routes set up (and repaired) by the manager.
+//!
+//! ```text
+//!   nodes N0..Nk, each in its namespace      mesh links (UDP, the data plane): veth pairs
+//!   M: skywire manager                          198.18.<net>.1 and .2 per link
+//!                                            management: a bridge in namespace M,
+//!                                              198.18.100.0/24, the manager at .100,
+//!                                              nodes at .1, .2, ...
+//! ```
+//!
+//! Each node's transport endpoint is 198.19.0.N on its loopback, reachable only from its
+//! neighbours (a host route per link, no IP forwarding), so traffic between nodes that are
+//! not neighbours can only cross the mesh through relays.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use skywire_control::config::{ConfigFile, ManagerLink, ManagerSection, NodeSection};
+
+use super::{Node, Proc, Topology, addr, ip, wait_until};
+use crate::common::{keygen, skywire_binary};
+
+/// The manager's address on the management bridge.
+pub(crate) const MANAGER_ADDR: &str = "198.18.100.100:5999";
+
+/// Nodes and the manager before the topology: fields drop in order.
+pub(crate) struct ManagedMesh {
+    pub(crate) nodes: Vec<Node>,
+    manager: Option<Proc>,
+    manager_dir: PathBuf,
+    manager_key: String,
+    pub(crate) topo: Topology,
+}
+
+/// Node `i`'s transport address (port 6000).
+pub(crate) fn endpoint(i: usize) -> String {
+    format!("198.19.0.{}", i + 1)
+}
+
+impl ManagedMesh {
+    /// Hosts `names`, joined by `links` (host, host, third byte of the link's subnet), the
+    /// manager knowing those links, and a node in each host registered with it; `setup`
+    /// adds to node `i`'s config (`tun`, `manager.accept`, ...) before it starts. Returns
+    /// once every node is online at the manager.
+    pub(crate) fn start(
+        names: &[&str],
+        links: &[(usize, usize, u8)],
+        mut setup: impl FnMut(usize, &mut NodeSection, &[Node]),
+    ) -> Self {
+        let mut topo = Topology::new();
+        for name in names {
+            topo.host(name);
+        }
+        topo.host("m");
+        let m = topo.ns("m");
+        ip(&["-n", &m, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &m, "addr", "add", "198.18.100.100/24", "dev", "br0"]);
+        ip(&["-n", &m, "link", "set", "br0", "up"]);
+        for (i, name) in names.iter().enumerate() {
+            let ns = topo.ns(name);
+            let peer = format!("mg-{name}");
+            ip(&[
+                "link", "add", "mg", "netns", &ns, "type", "veth", "peer", "name", &peer, "netns",
+                &m,
+            ]);
+            let management = format!("198.18.100.{}/24", i + 1);
+            ip(&["-n", &ns, "addr", "add", &management, "dev", "mg"]);
+            ip(&["-n", &ns, "link", "set", "mg", "up"]);
+            ip(&["-n", &m, "link", "set", &peer, "master", "br0"]);
+            ip(&["-n", &m, "link", "set", &peer, "up"]);
+            let own = format!("{}/32", endpoint(i));
+            ip(&["-n", &ns, "addr", "add", &own, "dev", "lo"]);
+        }
+        for &(x, y, net) in links {
+            let (ix, iy) = (format!("eth-{}", names[y]), format!("eth-{}", names[x]));
+            topo.link(
+                (names[x], &ix, &format!("198.18.{net}.1/24")),
+                (names[y], &iy, &format!("198.18.{net}.2/24")),
+            );
+            for (from, to, via) in [(x, y, 2), (y, x, 1)] {
+                ip(&[
+                    "-n",
+                    &topo.ns(names[from]),
+                    "route",
+                    "add",
+                    &format!("{}/32", endpoint(to)),
+                    "via",
+                    &format!("198.18.{net}.{via}"),
+                ]);
+            }
+        }
+        // The manager: its own key, the links in its config.
+        let manager_dir = topo.dir().join("manager");
+        fs::create_dir(&manager_dir).unwrap();
+        let manager_key = keygen(&manager_dir.join("manager.key")).0.trim().to_owned();
+        let nodes: Vec<Node> = names
+            .iter()
+            .map(|name| Node::new(&topo, name, &format!("node-{name}")))
+            .collect();
+        let mut manager = ManagerSection::new("manager.key");
+        manager.listen = addr(MANAGER_ADDR);
+        manager.rule_expiry = Duration::from_secs(10);
+        manager.heartbeat = Duration::from_millis(500);
+        manager.links = links
+            .iter()
+            .map(|(x, y, _)| [nodes[*x].key(), nodes[*y].key()])
+            .collect();
+        ConfigFile::manager(manager)
+            .write(manager_dir.join("manager.yaml"))
+            .unwrap();
+        let mut mesh = Self {
+            nodes,
+            manager: None,
+            manager_dir,
+            manager_key,
+            topo,
+        };
+        mesh.start_manager();
+        let manager_key = mesh.manager_key.parse().unwrap();
+        for i in 0..mesh.nodes.len() {
+            mesh.nodes[i].configure(|section| {
+                section.listen = addr(&format!("{}:6000", endpoint(i)));
+                section.manager = Some(ManagerLink {
+                    address: addr(MANAGER_ADDR),
+                    key: manager_key,
+                    // What `endpoint` defaults to when left out: `listen`.
+                    endpoint: section.listen,
+                    accept: Vec::new(),
+                });
+                setup(i, section, &mesh.nodes);
+            });
+            mesh.nodes[i].start();
+        }
+        // Every node registered.
+        let count = names.len();
+        let online = wait_until(Duration::from_secs(10), || {
+            mesh.nodes_json().is_some_and(|v| {
+                v["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.len() == count && n.iter().all(|n| n["online"] == true))
+            })
+        });
+        assert!(
+            online.is_some(),
+            "nodes did not register:\n{}",
+            mesh.manager_log()
+        );
+        mesh
+    }
+
+    /// Start `skywire manager` in namespace `m`.
+    pub(crate) fn start_manager(&mut self) {
+        let proc = self.topo.spawn(
+            "m",
+            "manager",
+            &skywire_binary(),
+            &[
+                "manager",
+                "--config",
+                self.manager_dir.join("manager.yaml").to_str().unwrap(),
+            ],
+        );
+        self.manager = Some(proc);
+    }
+
+    /// What the manager wrote to its standard error so far.
+    pub(crate) fn manager_log(&self) -> String {
+        self.manager.as_ref().map(Proc::stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM the manager and wait for it to exit cleanly.
+    pub(crate) fn stop_manager(&mut self) {
+        if let Some(mut proc) = self.manager.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &proc.pid().to_string()])
+                .status();
+            let status = proc.wait(Duration::from_secs(5));
+            assert!(status.success(), "manager exit: {status}");
+        }
+    }
+
+    /// `skywire ARGS --socket <node i's socket>`: (exit code, stdout, stderr).
+    pub(crate) fn sky(&self, i: usize, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(skywire_binary())
+            .args(args)
+            .arg("--socket")
+            .arg(self.nodes[i].socket())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `skywire nodes --json` on node 0, if it answers.
+    pub(crate) fn nodes_json(&self) -> Option<serde_json::Value> {
+        let (code, out, _) = self.sky(0, &["nodes", "--json"]);
+        (code == 0)
+            .then(|| serde_json::from_str(&out).ok())
+            .flatten()
+    }
+
+    /// Node `i`'s public key.
+    pub(crate) fn key(&self, i: usize) -> &str {
+        &self.nodes[i].public_key
+    }
+
+    /// The index of the node with `key`.
+    pub(crate) fn index(&self, key: &str) -> usize {
+        self.nodes.iter().position(|n| n.public_key == key).unwrap()
+    }
+
+    /// A route's path (from `route add --json`) as node indices.
+    pub(crate) fn path(&self, route: &serde_json::Value) -> Vec<usize> {
+        route["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| self.index(k.as_str().unwrap()))
+            .collect()
+    }
+}
