@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod python;
+
 /// The key dials go to (the fake answers every key it has a route to).
 fn peer() -> PublicKey {
     PublicKey::from_bytes([0xb0; 32])
