@@ -261,7 +261,6 @@ fn resets_reach_the_apps_with_their_reason() {
     assert!(h.engine.reset(dialed.id(), StreamError::RouteGone));
     for stream in [&mut dialed, &mut accepted] {
         let err = stream.read(&mut one).unwrap_err();
-        eprintln!("got {err:?}");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
         assert_eq!(
             reset_of(&err).unwrap().reason.to_string(),
