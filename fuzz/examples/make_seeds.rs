@@ -12,16 +12,23 @@
 use std::fs;
 use std::net::Ipv6Addr;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 use skywire_control::frame as codec;
 use skywire_control::manager::proto::{self, Bytes32, Frame, Hello, Key, NodeRequest, Register};
+use skywire_control::node::apps::protocol::{
+    AppRequest, ErrorKind, Incoming, ListenerLine, Listening, Reply, StreamOpened, error_line,
+    reset_reason,
+};
 use skywire_control::signal::auth::{self, ClientAuth, Secret as SignalSecret, Step};
 use skywire_control::signal::frame::{Frame as SignalFrame, op};
 use skywire_dataplane::crypto::PrivateKey;
 use skywire_dataplane::crypto::cipher::{Limits, SendKey};
 use skywire_dataplane::crypto::noise;
 use skywire_dataplane::session::HEADROOM;
+use skywire_dataplane::stack::appframe::{self, Kind};
+use skywire_dataplane::stack::{ListenerId, StreamError, StreamId};
 use skywire_dataplane::wire::{
     HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, PacketType, TRANSPORT_HEADER_LEN,
     TRANSPORT_OVERHEAD,
@@ -411,6 +418,144 @@ fn stack_seeds() -> Vec<(&'static str, Seeds)> {
     )]
 }
 
+/// Seeds for `app_request` (a chunk-size byte, then what a program or the node writes on
+/// the app socket) and `app_frames` (chunk sizes, then a stream's frames), made with the
+/// protocol's own writers.
+fn app_seeds() -> Vec<(&'static str, Seeds)> {
+    let key = PrivateKey::from_bytes([1; 32]).public_key();
+    let other = PrivateKey::from_bytes([2; 32]).public_key();
+    let line = |chunk: u8, bytes: &[u8]| [&[chunk][..], bytes].concat();
+    let data =
+        |payload: &[u8]| [&appframe::header(Kind::Data, payload.len())[..], payload].concat();
+    let fin = appframe::header(Kind::Fin, 0).to_vec();
+    let dial = AppRequest::Dial {
+        peer: key,
+        port: 7,
+        timeout: Duration::from_millis(5000),
+    }
+    .to_line();
+    // A listen as long as the request limit allows: 60 keys.
+    let many = AppRequest::Listen {
+        port: 7,
+        backlog: 1024,
+        allow: Some(
+            (0..60u8)
+                .map(|i| PrivateKey::from_bytes([i; 32]).public_key())
+                .collect(),
+        ),
+    }
+    .to_line();
+    assert!(many.len() <= 4097, "the long listen fits the limit");
+    let opened = StreamOpened {
+        stream: StreamId(1),
+        peer: key,
+        local_port: 49152,
+        port: 7,
+    };
+    let incoming = ListenerLine::Incoming(Incoming {
+        stream: StreamId(1),
+        peer: other,
+        port: 49152,
+    });
+    let route_gone = reset_reason(StreamError::RouteGone);
+    let hello_world = [
+        data(b"hello "),
+        data(b""),
+        data(b"world"),
+        fin.clone(),
+        appframe::reset(&route_gone),
+    ]
+    .concat();
+    let big: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    vec![
+        (
+            "app_request",
+            vec![
+                (
+                    "dial-then-frames",
+                    line(4, &[&dial[..], &data(b"hello"), &fin].concat()),
+                ),
+                (
+                    "listen-allow",
+                    line(
+                        0,
+                        &AppRequest::Listen {
+                            port: 7,
+                            backlog: 4,
+                            allow: Some(vec![key, other]),
+                        }
+                        .to_line(),
+                    ),
+                ),
+                ("listen-60-keys", line(200, &many)),
+                (
+                    "listen-minimal",
+                    line(63, b"{\"op\":\"listen\",\"port\":7}\r\n"),
+                ),
+                (
+                    "accept",
+                    line(
+                        1,
+                        &AppRequest::Accept {
+                            stream: StreamId(42),
+                        }
+                        .to_line(),
+                    ),
+                ),
+                ("unknown-op", line(7, b"{\"op\":\"teleport\",\"port\":7}\n")),
+                ("ok-stream", line(9, &Reply::Ok(opened).to_line())),
+                (
+                    "ok-listening",
+                    line(
+                        9,
+                        &Reply::Ok(Listening {
+                            listener: ListenerId(3),
+                            port: 7,
+                        })
+                        .to_line(),
+                    ),
+                ),
+                ("incoming", line(127, &incoming.to_line())),
+                (
+                    "error-refused",
+                    line(
+                        128,
+                        &error_line(ErrorKind::Refused, StreamError::Refused.to_string()),
+                    ),
+                ),
+                (
+                    "reset-reason",
+                    line(255, format!("{route_gone}\n").as_bytes()),
+                ),
+            ],
+        ),
+        (
+            "app_frames",
+            vec![
+                ("data-fin-reset", [&[3, 0, 4, 6][..], &hello_world].concat()),
+                ("one-chunk", [&[0][..], &data(&big), &fin].concat()),
+                (
+                    "reset-utf8",
+                    [&[1, 2][..], &appframe::reset("app_protocol: é ü ∞")].concat(),
+                ),
+                (
+                    "cut-in-data",
+                    [
+                        &[2, 0, 1][..],
+                        &appframe::header(Kind::Data, 70_000),
+                        &big[..100],
+                    ]
+                    .concat(),
+                ),
+                (
+                    "data-after-fin",
+                    [&[1, 3][..], &data(b"x"), &fin, &data(b"y")].concat(),
+                ),
+            ],
+        ),
+    ]
+}
+
 fn main() {
     let (init, response) = handshake();
     let transport = transport_packets();
@@ -507,6 +652,7 @@ fn main() {
         .into_iter()
         .chain(control_seeds())
         .chain(stack_seeds())
+        .chain(app_seeds())
     {
         let dir = root.join(target);
         fs::create_dir_all(&dir).expect("create corpus dir");

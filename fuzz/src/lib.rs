@@ -11,6 +11,7 @@
 //! that lost bytes, a replay window that disagrees with its naive model, plaintext
 //! delivered that the peer never sealed).
 
+pub mod apps;
 pub mod cipher;
 pub mod control;
 pub mod fixtures;
@@ -47,4 +48,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("signal_auth", control::signal_auth),
     ("ctl_request", control::ctl_request),
     ("stack_ingress", stack::ingress),
+    ("app_request", apps::app_request),
+    ("app_frames", apps::app_frames),
 ];

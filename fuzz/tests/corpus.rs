@@ -134,3 +134,38 @@ fn session_seeds_reach_established_sessions() {
     let reinstall = run("seed-reinstall");
     assert_eq!((reinstall.delivered, reinstall.handshakes), (1, 2));
 }
+
+#[test]
+fn app_seeds_are_requests_and_frames() {
+    use skywire_control::node::apps::protocol::parse_request;
+    use skywire_dataplane::stack::appframe::FrameError;
+    let read = |target: &str, name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("corpus")
+            .join(target)
+            .join(name);
+        fs::read(path).expect("read seed")
+    };
+    for name in [
+        "seed-dial-then-frames",
+        "seed-listen-allow",
+        "seed-listen-60-keys",
+        "seed-listen-minimal",
+        "seed-accept",
+    ] {
+        let seed = read("app_request", name);
+        let line = seed[1..].split(|&b| b == b'\n').next().expect("a line");
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        assert!(line.len() <= 4096, "{name}: {} bytes", line.len());
+        parse_request(line).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    for name in ["seed-data-fin-reset", "seed-one-chunk", "seed-reset-utf8"] {
+        let decoded = skywire_fuzz::apps::frames_decoded(&read("app_frames", name));
+        assert_eq!(decoded.error, None, "{name}");
+        assert!(decoded.at_boundary, "{name}");
+    }
+    let cut = skywire_fuzz::apps::frames_decoded(&read("app_frames", "seed-cut-in-data"));
+    assert_eq!(cut.partial.map(|p| p.len()), Some(100));
+    let after_fin = skywire_fuzz::apps::frames_decoded(&read("app_frames", "seed-data-after-fin"));
+    assert_eq!(after_fin.error, Some(FrameError::AfterFin));
+}

@@ -17,8 +17,8 @@
 //! attached late). Idle timeouts and buffer sizes are not modelled.
 //!
 //! It is a test double, like the data plane's `sim`: it spawns threads per stream and
-//! allocates freely, and a RESET it cannot write at once (the app is not reading) is left
-//! out, the connection just closed.
+//! allocates freely, and a RESET it cannot write within a second (the app is not reading)
+//! is left out, the connection just closed.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -615,20 +615,17 @@ impl Link {
             let Some(writer) = self.writers.get(side) else {
                 continue;
             };
-            // A side whose app is not reading holds its writer in a pump: no RESET then,
+            // A pump holds the writer while it writes to the app, which takes a moment when
+            // the app reads; a side whose app is not reading keeps it held: no RESET then,
             // only the close below.
-            eprintln!(
-                "end side {side}: {:?}",
-                writer.try_lock().map(|g| g.is_some())
-            );
-            let attached = match writer.try_lock() {
-                Ok(guard) => guard.as_ref().map(|socket| {
+            let attached = match lock_within(writer, RESET_WRITE_TIMEOUT) {
+                Some(guard) => guard.as_ref().map(|socket| {
                     if let Some(reason) = &reason {
                         let _ = socket.set_write_timeout(Some(RESET_WRITE_TIMEOUT));
                         let _ = (&*socket).write_all(&appframe::reset(reason));
                     }
                 }),
-                Err(_) => Some(()),
+                None => Some(()),
             }
             .is_some();
             if !attached && let Some(slot) = late.get_mut(side) {
@@ -675,5 +672,20 @@ impl Link {
             .unwrap_or_else(PoisonError::into_inner)
             .ends
             .remove(id);
+    }
+}
+
+/// `mutex` locked, if it comes free within `wait` (polled: std has no timed lock).
+fn lock_within<T>(mutex: &Mutex<T>, wait: Duration) -> Option<MutexGuard<'_, T>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match mutex.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
     }
 }

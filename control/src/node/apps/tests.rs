@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod python;
+
 /// The key dials go to (the fake answers every key it has a route to).
 fn peer() -> PublicKey {
     PublicKey::from_bytes([0xb0; 32])
@@ -259,7 +261,6 @@ fn resets_reach_the_apps_with_their_reason() {
     assert!(h.engine.reset(dialed.id(), StreamError::RouteGone));
     for stream in [&mut dialed, &mut accepted] {
         let err = stream.read(&mut one).unwrap_err();
-        eprintln!("got {err:?}");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
         assert_eq!(
             reset_of(&err).unwrap().reason.to_string(),
