@@ -226,7 +226,8 @@ impl EngineHandle {
             .map_err(|_| StreamError::EngineGone)?
     }
 
-    /// Stop listening; streams that arrived and were not attached are reset.
+    /// Stop listening: streams still in their handshake are reset; those already on the
+    /// receiver are the caller's to attach or abort (or the take timeout resets them).
     pub fn unlisten(&self, listener: ListenerId) {
         let _ = self.send_stream(Command::Unlisten(listener));
     }

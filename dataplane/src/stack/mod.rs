@@ -506,12 +506,13 @@ impl Stack {
             return;
         };
         self.listeners.remove(&port);
+        // Streams still in their handshake go; established ones were handed to the app
+        // side already, which attaches or aborts each (or the take timeout resets it).
         let mut orphans: Vec<StreamId> = self
             .streams
             .values()
             .filter(|s| {
-                s.origin == Origin::Arrived(id)
-                    && matches!(s.phase, Phase::Connecting { .. } | Phase::Waiting { .. })
+                s.origin == Origin::Arrived(id) && matches!(s.phase, Phase::Connecting { .. })
             })
             .map(|s| s.info.id)
             .collect();

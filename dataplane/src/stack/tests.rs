@@ -364,7 +364,8 @@ fn streams_nobody_takes_are_reset_and_so_are_a_listeners_on_unlisten() {
             error: Some(StreamError::PeerReset)
         }]
     );
-    // Unlisten resets what waits.
+    // After unlisten, a stream that arrived (and was handed out) is still the app side's
+    // to take or abort; nobody takes it, so the take timeout resets it.
     let a2 =
         p.a.dial(p.now, p.kb, 7, owner(), Duration::from_secs(5))
             .unwrap();
@@ -374,6 +375,9 @@ fn streams_nobody_takes_are_reset_and_so_are_a_listeners_on_unlisten() {
     events(&mut p.b);
     p.b.unlisten(p.now, ListenerId(1));
     p.settle();
+    assert_eq!(events(&mut p.a), vec![]);
+    assert_eq!(p.b.status().listeners, 0);
+    p.advance(Duration::from_millis(1100));
     assert_eq!(
         events(&mut p.a),
         vec![StackEvent::Ended {
@@ -382,6 +386,28 @@ fn streams_nobody_takes_are_reset_and_so_are_a_listeners_on_unlisten() {
         }]
     );
     assert_eq!(p.b.status().streams, 0);
+    // A stream still in its handshake when its listener goes is reset at once.
+    listen(&mut p.b, 2, 7);
+    let a3 =
+        p.a.dial(p.now, p.kb, 7, owner(), Duration::from_secs(5))
+            .unwrap();
+    // The SYN reaches B, B's answer stays queued.
+    transfer(&mut p.a, &mut p.b, p.ka, p.now, false);
+    assert_eq!(p.b.status().half_open, 1);
+    p.b.unlisten(p.now, ListenerId(2));
+    assert_eq!(p.b.status().streams, 0);
+    p.settle();
+    let ended = events(&mut p.a);
+    assert!(
+        matches!(
+            ended.last(),
+            Some(
+                StackEvent::DialFailed(id, StreamError::PeerReset | StreamError::Refused)
+                    | StackEvent::Ended { id, error: Some(StreamError::PeerReset) }
+            ) if *id == a3
+        ),
+        "{ended:?}"
+    );
 }
 
 #[test]

@@ -8,8 +8,9 @@
 //! per listener (the engine counts the same streams against the same backlog, so a stream
 //! beyond it is the engine's mistake and is refused here too), and an entry older than the
 //! stack's `take_timeout` is forgotten, since the engine reset that stream already.
-//! Entries of a listener that closed are forgotten with it ([`Arrivals::forget_listener`]):
-//! the engine resets a listener's unaccepted streams when it is unlistened.
+//! Entries of a listener that closed are forgotten with it ([`Arrivals::forget_listener`]),
+//! which returns them for the server to reset; a stream accepted a moment before is no
+//! longer among them and goes on to the engine.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -119,11 +120,21 @@ impl Arrivals {
         Ok((arrival.info, arrival.owner))
     }
 
-    /// Forget the streams waiting on `listener`, which closed.
-    pub fn forget_listener(&mut self, listener: ListenerId) {
-        self.waiting.retain(|_, a| a.listener != listener);
+    /// Forget the streams waiting on `listener`, which closed; returns them (to be reset).
+    /// Streams already taken are not among them.
+    pub fn forget_listener(&mut self, listener: ListenerId) -> Vec<StreamId> {
+        let mut forgotten = Vec::new();
+        self.waiting.retain(|id, a| {
+            let keep = a.listener != listener;
+            if !keep {
+                forgotten.push(*id);
+            }
+            keep
+        });
         self.per_listener.remove(&listener);
         self.compact();
+        forgotten.sort_unstable();
+        forgotten
     }
 
     /// Forget what waited `take_timeout` or longer.
@@ -211,7 +222,7 @@ mod tests {
         assert!(!table.arrived(L2, ALICE, info(4), 2, t0));
         table.take(StreamId(1), 1000, t0).unwrap();
         assert!(table.arrived(L1, ALICE, info(5), 2, t0));
-        table.forget_listener(L1);
+        assert_eq!(table.forget_listener(L1), vec![StreamId(2), StreamId(5)]);
         assert_eq!(table.len(), 1);
         assert_eq!(table.take(StreamId(2), 1000, t0), Err(TakeError::Unknown));
         assert!(table.arrived(L1, ALICE, info(6), 1, t0));

@@ -313,21 +313,9 @@ impl Streams for FakeEngine {
     }
 
     fn unlisten(&self, listener: ListenerId) {
-        let orphans: Vec<Arc<Link>> = {
-            let mut state = self.lock();
-            state.listeners.retain(|_, l| l.id != listener);
-            state
-                .ends
-                .values()
-                .filter(|e| e.listener == Some(listener) && !e.attached)
-                .map(|e| Arc::clone(&e.link))
-                .collect()
-        };
-        let peer_reset = reset_reason(StreamError::PeerReset);
-        for link in orphans {
-            // The dialed end hears of it; the arrived one was never taken.
-            link.end([Some(peer_reset.clone()), None]);
-        }
+        // Arrivals are handed out on the receiver as they come (there is no handshake
+        // here), so they are the server's to attach or abort, as with the engine.
+        self.lock().listeners.retain(|_, l| l.id != listener);
     }
 
     fn attach(

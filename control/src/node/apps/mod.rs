@@ -92,8 +92,9 @@ pub trait Streams: Send + Sync + 'static {
         options: ListenOptions,
     ) -> Result<(ListenerId, crossbeam_channel::Receiver<StreamInfo>), StreamError>;
 
-    /// Stop listening; the streams that arrived and were not attached are reset. Unknown
-    /// ids are ignored.
+    /// Stop listening: streams still in their handshake are reset. Those already handed out
+    /// on the receiver stay the server's to attach or abort (or the take timeout resets
+    /// them). Unknown ids are ignored.
     fn unlisten(&self, listener: ListenerId);
 
     /// Hand the app's connection to the engine, which from then on moves the stream's

@@ -415,8 +415,14 @@ fn listen(shared: &Shared, stream: UnixStream, options: ListenOptions, slot: Con
         let _ = stream.shutdown(Shutdown::Both);
         let _ = watcher.join();
     }
+    // No new arrivals; those the app did not accept are reset now (a stream accepted a
+    // moment ago is no longer in the table and goes on to the engine).
     shared.streams.unlisten(id);
-    shared.arrivals().forget_listener(id);
+    let mut unaccepted = shared.arrivals().forget_listener(id);
+    unaccepted.extend(arrived.try_iter().map(|info| info.id));
+    for stream in unaccepted {
+        shared.streams.abort(stream);
+    }
 }
 
 /// A thread that blocks reading the listening connection and reports when it returns:
