@@ -417,6 +417,12 @@ impl Stack {
         !self.blocked.is_empty()
     }
 
+    /// Whether [`poll`](Self::poll) has something to do at `now`: streams that found the
+    /// egress ring full, or timers due.
+    pub fn has_work(&self, now: Instant) -> bool {
+        !self.blocked.is_empty() || self.timers.first().is_some_and(|(at, _)| *at <= now)
+    }
+
     /// Whether packets wait in the egress ring.
     pub fn has_egress(&self) -> bool {
         !self.egress.is_empty()

@@ -523,6 +523,8 @@ impl NodeCore {
             Self::poll_end(end, &mut self.peers, now, &mut self.scratch, io);
         }
         self.expire(now);
+        // The streams' timers: retransmissions, delayed ACKs, window probes, timeouts.
+        self.stack.poll(now);
         self.flush_stack(now, io);
     }
 
@@ -580,7 +582,7 @@ impl NodeCore {
                     Err(SendError::Seal(_)) => self.drops.add(NodeDrop::TooBig),
                 }
             }
-            if io.congested() || !self.stack.has_blocked() {
+            if io.congested() || !self.stack.has_work(now) {
                 return;
             }
             self.stack.poll(now);
