@@ -31,8 +31,8 @@ use skywire_control::config::{Config, ConfigError};
 use skywire_control::demo;
 use skywire_control::keyfile::{self, KeyFileError};
 use skywire_control::launcher::headless::HeadlessError;
-use skywire_control::node::apps::AppError;
 use skywire_control::node::NodeError;
+use skywire_control::node::apps::AppError;
 use skywire_control::node::ctl::{self, CtlError};
 use skywire_control::output_file;
 

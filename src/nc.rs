@@ -45,7 +45,13 @@ pub(crate) struct NcArgs {
     #[arg(long, short, requires = "listen")]
     keep: bool,
     /// Run this shell command for each stream, joined to its standard input and output
-    #[arg(long, short, value_name = "COMMAND", requires = "listen", conflicts_with = "echo")]
+    #[arg(
+        long,
+        short,
+        value_name = "COMMAND",
+        requires = "listen",
+        conflicts_with = "echo"
+    )]
     exec: Option<String>,
     /// Send every stream's bytes back to it
     #[arg(long, requires = "listen")]
@@ -112,14 +118,15 @@ fn listen(app: &AppClient, port: u16, args: &NcArgs) -> anyhow::Result<ExitCode>
         eprintln!("skywire nc: listening on port {}", listener.port());
     }
     loop {
-        let incoming = listener
-            .next_incoming()
-            .context("the listener ended")?;
+        let incoming = listener.next_incoming().context("the listener ended")?;
         let stream = match app.accept(incoming.stream) {
             Ok(stream) => stream,
             // The stream may have ended (or timed out) between its arrival and now.
             Err(e) if args.keep => {
-                eprintln!("skywire nc: cannot take the stream from {}: {e}", incoming.peer);
+                eprintln!(
+                    "skywire nc: cannot take the stream from {}: {e}",
+                    incoming.peer
+                );
                 continue;
             }
             Err(e) => return Err(e).context("cannot take the stream"),
@@ -187,7 +194,9 @@ fn exec_stream(stream: AppStream, command: &str) -> anyhow::Result<()> {
         anyhow::bail!("`{command}` started without its pipes");
     };
     let joined = client::join(stream, input, output);
-    let status = child.wait().with_context(|| format!("waiting for `{command}`"))?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{command}`"))?;
     joined.map_err(stream_failed)?;
     if !status.success() {
         anyhow::bail!("`{command}` ended with {status}");

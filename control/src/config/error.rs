@@ -291,7 +291,9 @@ pub enum Problem {
     #[error("a TUN device with an IPv6 address needs an MTU of at least 1280")]
     MtuTooSmallForIpv6,
     /// A route has prefixes but there is no TUN device to deliver their packets to.
-    #[error("a route with prefixes ends in a TUN device, so it needs node.tun (a route without prefixes carries app streams only)")]
+    #[error(
+        "a route with prefixes ends in a TUN device, so it needs node.tun (a route without prefixes carries app streams only)"
+    )]
     RoutesWithoutTun,
     /// Two routes have the same name.
     #[error("route names must be unique")]

@@ -221,11 +221,8 @@ impl Node {
             }
         };
         let routes = ManagerRoutes::new(handle.clone());
-        let apps = match app_server.spawn(
-            handle.engine.clone(),
-            routes,
-            Arc::clone(&control_stop),
-        ) {
+        let apps = match app_server.spawn(handle.engine.clone(), routes, Arc::clone(&control_stop))
+        {
             Ok(thread) => thread,
             Err(source) => {
                 let error = stop_all("app socket", source, engine);

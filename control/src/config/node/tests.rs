@@ -432,7 +432,12 @@ fn routes_with_prefixes_need_a_tun_device() {
         route("a", 1, ""),
         route("b", 2, "10.0.0.0/8")
     );
-    assert_invalid(&text, 5, "node.routes[1].prefixes", Problem::RoutesWithoutTun);
+    assert_invalid(
+        &text,
+        5,
+        "node.routes[1].prefixes",
+        Problem::RoutesWithoutTun,
+    );
     // Routes without prefixes carry app streams only, and need no TUN device.
     let streams_only = format!("node:\n  key: k\n  routes:\n{}", route("a", 1, ""));
     let config = parse(&streams_only).unwrap();
@@ -824,7 +829,10 @@ fn accept_rules_are_typed_and_checked() {
         Problem::NotAPeer,
     );
     // Without prefixes (or with none): route ends for app streams only.
-    for rule in ["      - peer: any\n        prefixes: []\n", "      - peer: any\n"] {
+    for rule in [
+        "      - peer: any\n        prefixes: []\n",
+        "      - peer: any\n",
+    ] {
         let streams_only = format!("{}    accept:\n{rule}", managed("198.18.0.1:6000"));
         let config = parse(&streams_only).unwrap();
         let accept = &config.node.manager().unwrap().accept;

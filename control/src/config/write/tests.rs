@@ -415,7 +415,10 @@ fn values_that_break_a_rule_are_refused_with_the_parsers_error() {
     node.tun = None;
     assert_eq!(
         problem(ConfigFile::node(node)),
-        (Problem::RoutesWithoutTun, Some("node.routes[0].prefixes".to_owned()))
+        (
+            Problem::RoutesWithoutTun,
+            Some("node.routes[0].prefixes".to_owned())
+        )
     );
     let mut node = full_node();
     node.routes[1].name = "to-b".to_owned();

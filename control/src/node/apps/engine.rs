@@ -122,7 +122,11 @@ impl ManagerRoutes {
                 } else {
                     StreamError::NoRoute
                 },
-                why: Some(format!("the manager says: {} ({})", e.message, e.kind.as_str())),
+                why: Some(format!(
+                    "the manager says: {} ({})",
+                    e.message,
+                    e.kind.as_str()
+                )),
             }),
         }
     }
@@ -151,20 +155,22 @@ impl Routes for ManagerRoutes {
         let asked = self.ask(peer);
         // The manager answers once the route is active on every hop; its end here is
         // installed by the uplink, which may come a moment after.
-        let installed = asked.and_then(|()| loop {
-            if self.has_route(peer)? {
-                break Ok(());
+        let installed = asked.and_then(|()| {
+            loop {
+                if self.has_route(peer)? {
+                    break Ok(());
+                }
+                if Instant::now() >= deadline {
+                    break Err(RouteFailure {
+                        error: StreamError::TimedOut,
+                        why: Some(
+                            "the manager made a route but its end was not installed in time"
+                                .to_owned(),
+                        ),
+                    });
+                }
+                thread::sleep(ROUTE_POLL);
             }
-            if Instant::now() >= deadline {
-                break Err(RouteFailure {
-                    error: StreamError::TimedOut,
-                    why: Some(
-                        "the manager made a route but its end was not installed in time"
-                            .to_owned(),
-                    ),
-                });
-            }
-            thread::sleep(ROUTE_POLL);
         });
         self.asking().remove(&peer);
         self.answered.notify_all();

@@ -47,7 +47,11 @@ fn write_streams(f: &mut fmt::Formatter<'_>, s: &StreamsReply) -> fmt::Result {
         s.peers,
         if s.peers == 1 { "node" } else { "nodes" },
         s.listeners,
-        if s.listeners == 1 { "listener" } else { "listeners" },
+        if s.listeners == 1 {
+            "listener"
+        } else {
+            "listeners"
+        },
         Bytes(s.memory_bytes as u64),
     )?;
     writeln!(
