@@ -27,6 +27,7 @@
 //! the real daemon, reached only through their control sockets).
 
 mod sniff;
+pub mod streams;
 mod topology;
 mod traffic;
 

@@ -200,7 +200,7 @@ fn lost_segments_are_sent_again_on_the_streams_timers() {
         // Every 13th datagram on the wire is lost, in both directions.
         while mesh.deliver_next().is_some() || !mesh.in_flight().is_empty() {
             n += 1;
-            if n % 13 == 0 && mesh.take_next().is_some() {
+            if n.is_multiple_of(13) && mesh.take_next().is_some() {
                 lost += 1;
             }
         }
