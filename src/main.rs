@@ -249,6 +249,11 @@ struct BenchArgs {
     /// Leave out the 64-byte packet rate phase
     #[arg(long)]
     skip_udp: bool,
+    /// Leave out the app streams' figures (one and four streams through the stack next to
+    /// the TUN path, time to first byte of 1000 dials, one stream among 1000 and 5000 idle
+    /// ones, RSS per idle stream)
+    #[arg(long)]
+    skip_streams: bool,
     /// At the end, run one TCP stream for this many seconds and watch memory
     #[arg(long, value_name = "SECONDS")]
     soak: Option<u64>,
@@ -287,6 +292,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     options.no_offload_too = args.no_offload_too;
     options.skip_boringtun = args.skip_boringtun;
     options.skip_udp = args.skip_udp;
+    options.skip_streams = args.skip_streams;
     options.soak = args.soak.map(Duration::from_secs);
     options.congestion_control = args.congestion_control.clone();
     options.command = std::env::args().collect::<Vec<_>>().join(" ");

@@ -35,6 +35,7 @@
 
 mod chain;
 mod report;
+mod streams;
 mod tools;
 
 use core::time::Duration;
@@ -163,6 +164,8 @@ pub struct BenchOptions {
     pub skip_boringtun: bool,
     /// Leave the 64-byte packet rate phase out.
     pub skip_udp: bool,
+    /// Leave the app streams' figures out.
+    pub skip_streams: bool,
     /// Run one TCP stream this long, sampling memory, at the end.
     pub soak: Option<Duration>,
     /// The command line, for the record.
@@ -186,6 +189,7 @@ impl BenchOptions {
             no_offload_too: false,
             skip_boringtun: false,
             skip_udp: false,
+            skip_streams: false,
             soak: None,
             command: String::new(),
             congestion_control: None,
@@ -202,6 +206,8 @@ struct Tunnel {
     pids: Vec<u32>,
     /// The receiving end's address inside the tunnel.
     far: String,
+    /// skywire's app sockets at the two ends (for the streams' figures).
+    apps: Option<streams::Ends>,
 }
 
 /// The transport port and inner subnet of skywire variant `v` (0: offloads on).
@@ -238,6 +244,13 @@ fn skywire_config(
     node.listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     node.control_socket = PathBuf::from(format!("v{variant}-n{i}.sock"));
     node.offload = offload;
+    // The app socket inside the chain's folder (removed with it), and room for the idle
+    // streams of the streams' figures.
+    node.apps.socket = Some(PathBuf::from(app_socket_name(variant, i)));
+    node.apps.stack.max_streams = 16_384;
+    node.apps.stack.max_streams_per_peer = 16_384;
+    node.apps.stack.max_streams_per_app = 16_384;
+    node.apps.stack.memory = 4 << 30;
     if i == 0 || i == last {
         let (me, peer, peer_key) = if i == 0 {
             (1, 2, keys.get(last))
@@ -305,9 +318,13 @@ fn start_skywire(
         keys.push(chain.write_key(&format!("v{variant}-n{i}.key"))?);
     }
     let mut pids = Vec::new();
+    let mut folder = PathBuf::new();
     for i in 0..chain.nodes() {
         let config = skywire_config(chain, i, variant, offload, &keys)?;
         let config = chain.write_config(&format!("v{variant}-n{i}.yaml"), &config)?;
+        if let Some(parent) = config.parent() {
+            folder = parent.to_owned();
+        }
         let config = config.to_string_lossy().into_owned();
         pids.push(chain.spawn(
             i,
@@ -325,7 +342,17 @@ fn start_skywire(
         },
         pids,
         far: format!("10.{net}.0.2"),
+        apps: keys.get(chain.last()).map(|far_key| streams::Ends {
+            near: folder.join(app_socket_name(variant, 0)),
+            far: folder.join(app_socket_name(variant, chain.last())),
+            far_key: *far_key,
+        }),
     })
+}
+
+/// Node `i`'s app socket of skywire variant `variant`, relative to the chain's folder.
+fn app_socket_name(variant: usize, i: usize) -> String {
+    format!("apps-v{variant}-n{i}/node.sock")
 }
 
 /// Start boringtun (best configuration: one thread, one queue) on both ends of a chain
@@ -411,6 +438,7 @@ fn start_boringtun(chain: &mut Chain, boringtun: &str) -> Result<Tunnel, BenchEr
         name: "boringtun".to_owned(),
         pids,
         far: "10.78.0.2".to_owned(),
+        apps: None,
     })
 }
 
@@ -808,6 +836,16 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
             }
         }
     }
+    if options.skip_streams {
+        run.report
+            .skipped
+            .push("app streams: left out (--skip-streams)".to_owned());
+    } else if let Some((tunnel, ends)) = tunnels
+        .first()
+        .and_then(|t| t.apps.clone().map(|ends| (t, ends)))
+    {
+        streams::measure(&mut run, &mut chain, tunnel, &ends, reps)?;
+    }
     if let Some(soak) = options.soak {
         soak_run(&mut run, &mut chain, &tunnels, soak)?;
     }
@@ -979,6 +1017,22 @@ fn check_targets(report: &mut Report, options: &BenchOptions) {
             0.8,
             false,
         );
+    }
+    if !options.skip_streams {
+        let stream = report.median_of("stream_1_gbps", streams::NAME, 1);
+        report.target("one app stream, 1 hop, >= 2 Gbit/s", stream, 2.0, false);
+        for idle in ["stream_1_idle_1000_gbps", "stream_1_idle_5000_gbps"] {
+            let kept = report
+                .median_of(idle, streams::NAME, 1)
+                .zip(stream)
+                .map(|(a, b)| a / b);
+            report.target(
+                &format!("{idle} keeps >= 85 % of one stream alone"),
+                kept,
+                0.85,
+                false,
+            );
+        }
     }
     let rss = ours(report, "rss_idle_mib", 1);
     // 16 MB = 15.26 MiB.
