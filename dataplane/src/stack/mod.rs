@@ -753,11 +753,21 @@ impl Stack {
             return;
         }
         if let Some(&id) = self.demux.get(&(peer, seg.dst_port, seg.src_port)) {
-            if let Some(s) = self.streams.get_mut(&id) {
-                s.last_active = now;
+            let lingering = self.streams.get_mut(&id).is_some_and(|s| {
+                s.phase == Phase::Ended
+                    && matches!(s.socket().state(), tcp::State::TimeWait | tcp::State::Closed)
+            });
+            if !(seg.syn && !seg.ack && lingering) {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.last_active = now;
+                }
+                self.drive(now, id, Some(packet));
+                return;
             }
-            self.drive(now, id, Some(packet));
-            return;
+            // A new stream on the ports of one that ended here and lingers in TIME-WAIT
+            // (the peer picked the same port again): the old one gives way, as Linux lets
+            // a SYN reopen a TIME-WAIT connection.
+            self.finish(id, true);
         }
         if seg.rst {
             self.counters.unknown += 1;

@@ -660,3 +660,40 @@ fn buffers_are_sized_where_smoltcps_first_window_fits() {
     }
     assert_eq!(window_sized(256 * 1024), 256 * 1024 - 1);
 }
+
+#[test]
+fn a_syn_on_the_ports_of_a_stream_in_time_wait_opens_a_new_stream() {
+    let setup = StackSetup::default();
+    let mut p = Pair::new(setup);
+    listen(&mut p.b, 1, 7);
+    let (a, b) = open(&mut p);
+    // B closes first, so B keeps the ports in TIME-WAIT; A's side is gone.
+    p.b.app_fin(p.now, b);
+    p.settle();
+    p.a.app_fin(p.now, a);
+    p.settle();
+    p.advance(Duration::from_millis(100));
+    events(&mut p.a);
+    events(&mut p.b);
+    assert_eq!(p.a.status().streams, 0);
+    assert_eq!(p.b.status().streams, 1);
+    // A restarted stack with A's key and seed picks the same local port again.
+    let mut a2 = Stack::new(setup, p.ka, MTU, HEADROOM + MTU + 16, p.now, 11);
+    let id = a2
+        .dial(p.now, p.kb, 7, owner(), Duration::from_secs(5))
+        .unwrap();
+    for _ in 0..10 {
+        transfer(&mut a2, &mut p.b, p.ka, p.now, false);
+        transfer(&mut p.b, &mut a2, p.kb, p.now, false);
+    }
+    let at_a = events(&mut a2);
+    assert!(
+        matches!(at_a.as_slice(), [StackEvent::Connected(i)] if i.id == id),
+        "{at_a:?}"
+    );
+    let at_b = events(&mut p.b);
+    assert!(
+        matches!(at_b.as_slice(), [StackEvent::Arrived { .. }]),
+        "{at_b:?}"
+    );
+}
