@@ -18,6 +18,7 @@
 
 use core::time::Duration;
 use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +30,7 @@ use skywire_dataplane::crypto::PublicKey;
 use super::{BenchError, Run, Tunnel, largest_rss, total_cpu};
 use crate::bench::chain::Chain;
 use crate::node::apps::client::ListenRequest;
+use crate::node::apps::protocol::AppRequest;
 use crate::node::apps::{AppClient, AppListener, AppStream};
 
 /// The report's name for these figures.
@@ -36,6 +38,7 @@ pub(super) const NAME: &str = "skywire-streams";
 /// The sink's port and the echo's.
 const SINK: u16 = 9;
 const FIRST_BYTE: u16 = 10;
+const IDLE_PORT: u16 = 11;
 /// Dials timed for the time to first byte.
 const DIALS: usize = 1000;
 /// Idle stream counts measured besides none.
@@ -52,10 +55,16 @@ pub(super) struct Ends {
     pub(super) far_key: PublicKey,
 }
 
-fn failed(what: &str, e: impl std::fmt::Display) -> BenchError {
+fn failed(what: &str, e: impl std::error::Error) -> BenchError {
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        why = format!("{why}: {cause}");
+        source = cause.source();
+    }
     BenchError::Io {
-        what: format!("streams: {what}: {e}"),
-        source: std::io::Error::other(e.to_string()),
+        what: format!("streams: {what}"),
+        source: std::io::Error::other(why),
     }
 }
 
@@ -69,7 +78,13 @@ fn serve_all(
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok(stream) => {
-                    thread::spawn(move || serve(stream));
+                    // Small stacks: thousands of idle streams each hold a thread here.
+                    let spawned = thread::Builder::new()
+                        .stack_size(64 * 1024)
+                        .spawn(move || serve(stream));
+                    if spawned.is_err() {
+                        return;
+                    }
                 }
                 Err(_) => return,
             }
@@ -124,6 +139,45 @@ fn blast(app: &AppClient, ends: &Ends, count: usize, time: Duration) -> Result<f
     }
     let took = started.elapsed().as_secs_f64();
     Ok(total.load(Ordering::Relaxed) as f64 * 8.0 / took / 1e9)
+}
+
+/// Open a stream with `request` on the app socket at `path`, keeping only the connection
+/// (one descriptor: thousands of idle streams fit in the bench's open-file limit).
+fn raw_open(path: &std::path::Path, request: &AppRequest) -> std::io::Result<UnixStream> {
+    let mut socket = UnixStream::connect(path)?;
+    socket.set_read_timeout(Some(Duration::from_secs(15)))?;
+    socket.write_all(&request.to_line())?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte[0] != b'\n' {
+        socket.read_exact(&mut byte)?;
+        line.push(byte[0]);
+    }
+    if !line.starts_with(b"{\"ok\"") {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&line).into_owned(),
+        ));
+    }
+    Ok(socket)
+}
+
+/// Take every stream arriving on `listener`, keeping only their connections.
+fn hold_all(mut listener: AppListener, path: PathBuf) -> thread::JoinHandle<Vec<UnixStream>> {
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok(incoming) = listener.next_incoming() {
+            match raw_open(
+                &path,
+                &AppRequest::Accept {
+                    stream: incoming.stream,
+                },
+            ) {
+                Ok(socket) => held.push(socket),
+                Err(_) => return held,
+            }
+        }
+        held
+    })
 }
 
 /// Raise this process's open-file limit to its hard limit (the idle streams need two
@@ -232,15 +286,26 @@ pub(super) fn measure(
         percentile(&ttfb, 0.99).unwrap_or(0.0)
     ));
 
-    // One stream with idle ones open.
+    // One stream with idle ones open: their far ends are held on a port of their own.
     raise_fd_limit();
+    let mut idle_request = ListenRequest::on(IDLE_PORT);
+    idle_request.backlog = 1024;
+    let idle_listener = far
+        .listen(idle_request)
+        .map_err(|e| failed("listen on the far end", e))?;
+    let holder = hold_all(idle_listener, ends.far.clone());
     let rss0 = largest_rss(tunnel);
-    let mut idle: Vec<AppStream> = Vec::new();
+    let mut idle: Vec<UnixStream> = Vec::new();
+    let dial = AppRequest::Dial {
+        peer: ends.far_key,
+        port: IDLE_PORT,
+        timeout: Duration::from_secs(10),
+    };
     for &count in &IDLE {
         while idle.len() < count {
             chain.check_interrupted()?;
             idle.push(
-                near.dial(ends.far_key, SINK, Duration::from_secs(10))
+                raw_open(&ends.near, &dial)
                     .map_err(|e| failed(&format!("open idle stream {}", idle.len() + 1), e))?,
             );
         }
@@ -264,5 +329,6 @@ pub(super) fn measure(
     drop(idle);
     stop.store(true, Ordering::Relaxed);
     drop(servers);
+    drop(holder);
     Ok(())
 }

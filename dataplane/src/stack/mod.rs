@@ -755,7 +755,10 @@ impl Stack {
         if let Some(&id) = self.demux.get(&(peer, seg.dst_port, seg.src_port)) {
             let lingering = self.streams.get_mut(&id).is_some_and(|s| {
                 s.phase == Phase::Ended
-                    && matches!(s.socket().state(), tcp::State::TimeWait | tcp::State::Closed)
+                    && matches!(
+                        s.socket().state(),
+                        tcp::State::TimeWait | tcp::State::Closed
+                    )
             });
             if !(seg.syn && !seg.ack && lingering) {
                 if let Some(s) = self.streams.get_mut(&id) {
