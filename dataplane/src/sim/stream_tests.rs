@@ -220,3 +220,67 @@ fn lost_segments_are_sent_again_on_the_streams_timers() {
         data.len()
     );
 }
+
+#[test]
+fn random_packets_into_a_stack_are_counted_and_its_streams_go_on() {
+    // A has a TUN device; C's TUN address is its own link address towards A, so that A's
+    // route to C takes any packet A's kernel writes to it: a peer that seals whatever it
+    // likes into the stack's ingress.
+    let mut mesh = Mesh::new(Instant::now());
+    let a = mesh
+        .add_host(addr(1), "10.0.0.1/32".parse().unwrap())
+        .unwrap();
+    let b = mesh.add_relay(addr(2)).unwrap();
+    let ka = mesh.public_key(a).unwrap();
+    let mut setup = bare_setup(addr(3)).unwrap();
+    let kc = setup.public_key();
+    let (c_link, a_link) = crate::stack::link_addresses(&kc, &ka);
+    setup.tun = Some(TunSetup {
+        name: "sim0".into(),
+        addresses: vec![Prefix::new(c_link.into(), 32).unwrap()],
+        mtu: TUN_MTU,
+    });
+    let c = mesh.add_node(setup).unwrap();
+    mesh.add_route(&[a, b, c]).unwrap();
+    mesh.listen(c, ListenerId(1), 7).unwrap().unwrap();
+    let (sa, sc) = open(&mut mesh, a, c);
+    let before = mesh.status(c).unwrap().stack.counters;
+
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in 0..2000u32 {
+        let len = 20 + (next() % 200) as usize;
+        let mut packet: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        packet[0] = 0x45;
+        packet[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        // Mostly TCP from A's own link address; some from elsewhere, some not TCP.
+        packet[9] = if i % 5 == 0 { next() as u8 } else { 6 };
+        if i % 7 != 0 {
+            packet[12..16].copy_from_slice(&a_link.octets());
+        }
+        packet[16..20].copy_from_slice(&c_link.octets());
+        mesh.tun_input(a, &packet).unwrap();
+        if i % 100 == 0 {
+            mesh.settle();
+        }
+    }
+    mesh.settle();
+    let after = mesh.status(c).unwrap().stack.counters;
+    let counted = (after.bad_packets - before.bad_packets)
+        + (after.unknown - before.unknown)
+        + (after.refused - before.refused);
+    assert!(counted > 1000, "{before:?} -> {after:?}");
+    // Nothing reached C's TUN device, and the stream carries on, both ways.
+    assert!(mesh.take_tun(c).unwrap().is_empty());
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 249) as u8).collect();
+    assert_eq!(transfer(&mut mesh, (a, sa), (c, sc), &data), data);
+    assert_eq!(
+        transfer(&mut mesh, (c, sc), (a, sa), b"still here"),
+        b"still here"
+    );
+}
