@@ -15,8 +15,8 @@
 //!   closing the connection, for as long as it listens (the engine's `listeners` limit
 //!   bounds those); a dialed or accepted stream holds nothing here once attached.
 //! - **Opening.** The peer's uid, gid and pid come from `SO_PEERCRED`. The line is read
-//!   with `MSG_PEEK` first and only up to its newline ([`protocol::scan_opening`]), within
-//!   [`protocol::MAX_REQUEST`] bytes and [`protocol::OPENING_TIMEOUT`]; then the user is
+//!   with `MSG_PEEK` first and only up to its newline ([`super::protocol::scan_opening`]), within
+//!   [`super::protocol::MAX_REQUEST`] bytes and [`super::protocol::OPENING_TIMEOUT`]; then the user is
 //!   checked ([`Access`]), then the request parsed. Any failure is one `error` line, and
 //!   the connection closes; the server goes on.
 //! - **Dial.** `Streams::dial`; on `no_route`, `Routes::ensure_route` within the same
