@@ -872,6 +872,11 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
                 false,
             )?;
         }
+        if !options.skip_streams
+            && let Some(ends) = tunnel.apps.clone()
+        {
+            streams::one_stream(&mut run, &mut chain, &ends, reps)?;
+        }
         report_problems(&mut run, chain.teardown());
     }
     check_targets(&mut run.report, options);

@@ -11,7 +11,8 @@
 //! - `stream_1_idle_N_gbps`: one stream while N (1000, 5000) other streams are open and
 //!   idle, next to `stream_1_gbps` (the cost per packet must not grow with N);
 //! - `rss_per_idle_stream_kib`: the larger node's RSS growth with 5000 idle streams open,
-//!   per stream.
+//!   per stream;
+//! - on the chains with relays, `stream_1_gbps` only, next to the TUN path's one stream.
 //!
 //! The bench process is the app at both ends; it raises its own open-file limit for the
 //! idle streams (two connections each).
@@ -201,6 +202,35 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted.get(rank).copied()
+}
+
+/// One stream's throughput only (the chains with relays).
+pub(super) fn one_stream(
+    run: &mut Run<'_>,
+    chain: &mut Chain,
+    ends: &Ends,
+    reps: usize,
+) -> Result<(), BenchError> {
+    let hops = chain.relays + 1;
+    let time = Duration::from_secs(run.options.seconds);
+    let near = AppClient::new(&ends.near);
+    let far = AppClient::new(&ends.far);
+    let stop = Arc::new(AtomicBool::new(false));
+    let listener = far
+        .listen(ListenRequest::on(SINK))
+        .map_err(|e| failed("listen on the far end", e))?;
+    let server = serve_all(listener, sink, Arc::clone(&stop));
+    for _ in 0..reps {
+        chain.check_interrupted()?;
+        let gbps = blast(&near, ends, 1, time)?;
+        run.report.add("stream_1_gbps", "Gbit/s", NAME, hops, gbps);
+        run.progress(&format!(
+            "  stream_1_gbps, {NAME}, {hops} hop(s): {gbps:.2} Gbit/s"
+        ));
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(server);
+    Ok(())
 }
 
 /// Every stream measurement on a chain whose skywire `tunnel` has its app sockets at

@@ -33,7 +33,8 @@
 //! names both values):
 //!
 //! - a TUN device has at least one address, and an MTU of at least 1280 if one is IPv6;
-//! - routes need a TUN device (a route end delivers to it);
+//! - a route with prefixes needs a TUN device (it delivers to it); one without carries app
+//!   streams only;
 //! - route names are unique; an incoming route id (`in_id`) is unique among all routes and
 //!   relay rules of the node (it is the key of the node's forwarding table);
 //! - no two routes send the same prefix (same network and length; overlapping prefixes of
