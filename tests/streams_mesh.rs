@@ -446,9 +446,11 @@ fn app_streams_cross_the_mesh_intact() {
         "the writer should be blocked: {blocked_at} bytes after 3 s, {still} after 4 s"
     );
     for ((buffers, rss), (buffers_then, rss_then)) in before.into_iter().zip(after) {
-        assert_eq!(
-            buffers, buffers_then,
-            "stream buffers changed while blocked"
+        // Streams of the earlier phases still lingering in TIME-WAIT may be freed
+        // meanwhile; nothing may grow.
+        assert!(
+            buffers_then <= buffers,
+            "stream buffers grew from {buffers} to {buffers_then} bytes while blocked"
         );
         assert!(
             rss_then < rss + 4096,
