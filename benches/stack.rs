@@ -248,6 +248,30 @@ fn socket(buffer: usize) -> tcp::Socket<'static> {
 }
 
 impl Naive {
+    /// A's interface takes what B sent and sends what it has.
+    fn poll_a(&mut self) {
+        self.ia.poll(
+            self.now,
+            &mut Dev {
+                rx: &mut self.b_to_a,
+                tx: &mut self.a_to_b,
+            },
+            &mut self.sa,
+        );
+    }
+
+    /// B's interface takes what A sent and sends what it has.
+    fn poll_b(&mut self) {
+        self.ib.poll(
+            self.now,
+            &mut Dev {
+                rx: &mut self.a_to_b,
+                tx: &mut self.b_to_a,
+            },
+            &mut self.sb,
+        );
+    }
+
     fn iface(addr: Ipv4Address, rx: &mut Queue, tx: &mut Queue, seed: u64) -> Interface {
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
@@ -258,22 +282,8 @@ impl Naive {
 
     fn pump(&mut self) {
         for _ in 0..10 {
-            self.ia.poll(
-                self.now,
-                &mut Dev {
-                    rx: &mut self.b_to_a,
-                    tx: &mut self.a_to_b,
-                },
-                &mut self.sa,
-            );
-            self.ib.poll(
-                self.now,
-                &mut Dev {
-                    rx: &mut self.a_to_b,
-                    tx: &mut self.b_to_a,
-                },
-                &mut self.sb,
-            );
+            self.poll_a();
+            self.poll_b();
             if self.a_to_b.0.is_empty() && self.b_to_a.0.is_empty() {
                 break;
             }
@@ -329,22 +339,8 @@ impl Naive {
         );
         let mut got = 0;
         for _ in 0..100 {
-            self.ia.poll(
-                self.now,
-                &mut Dev {
-                    rx: &mut self.b_to_a,
-                    tx: &mut self.a_to_b,
-                },
-                &mut self.sa,
-            );
-            self.ib.poll(
-                self.now,
-                &mut Dev {
-                    rx: &mut self.a_to_b,
-                    tx: &mut self.b_to_a,
-                },
-                &mut self.sb,
-            );
+            self.poll_a();
+            self.poll_b();
             let socket = self.sb.get_mut::<tcp::Socket<'_>>(hb);
             // The receive buffer is a ring: the data may come in two pieces.
             while let Ok(piece) = socket.recv(|b| (b.len(), b.len())) {
@@ -360,22 +356,8 @@ impl Naive {
         }
         assert_eq!(got, data.len());
         self.now += smoltcp::time::Duration::from_millis(1);
-        self.ib.poll(
-            self.now,
-            &mut Dev {
-                rx: &mut self.a_to_b,
-                tx: &mut self.b_to_a,
-            },
-            &mut self.sb,
-        );
-        self.ia.poll(
-            self.now,
-            &mut Dev {
-                rx: &mut self.b_to_a,
-                tx: &mut self.a_to_b,
-            },
-            &mut self.sa,
-        );
+        self.poll_b();
+        self.poll_a();
     }
 }
 

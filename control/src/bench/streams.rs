@@ -31,7 +31,7 @@ use skywire_dataplane::crypto::PublicKey;
 use super::{BenchError, Run, Tunnel, largest_rss, total_cpu};
 use crate::bench::chain::Chain;
 use crate::node::apps::client::ListenRequest;
-use crate::node::apps::protocol::AppRequest;
+use crate::node::apps::protocol::{AppRequest, MAX_REQUEST};
 use crate::node::apps::{AppClient, AppListener, AppStream};
 
 /// The report's name for these figures.
@@ -151,6 +151,9 @@ fn raw_open(path: &std::path::Path, request: &AppRequest) -> std::io::Result<Uni
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while byte[0] != b'\n' {
+        if line.len() > MAX_REQUEST {
+            return Err(std::io::Error::other("the node's answer is longer than a line"));
+        }
         socket.read_exact(&mut byte)?;
         line.push(byte[0]);
     }

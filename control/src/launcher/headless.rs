@@ -37,7 +37,8 @@ use serde_json::{Value, json};
 use super::command::{Command, parse_words};
 use super::runtime::{Launcher, shown_lines};
 use crate::local::{
-    BoundSocket, ConnectionSlot, LineRead, bind_private, is_allowed, peer_uid, read_line,
+    self, BoundSocket, ConnectFailure, ConnectionSlot, LineRead, bind_private, is_allowed,
+    peer_uid, read_line,
 };
 use crate::terminal;
 
@@ -260,14 +261,16 @@ pub struct HeadlessClient {
 impl HeadlessClient {
     /// Connect to the socket at `path`.
     pub fn connect(path: &Path) -> Result<Self, HeadlessError> {
-        let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
-            IoErrorKind::PermissionDenied => HeadlessError::Permission {
+        let stream = local::connect(path).map_err(|failure| match failure {
+            ConnectFailure::PermissionDenied(_) => HeadlessError::Permission {
                 path: path.to_owned(),
             },
-            _ => HeadlessError::NotRunning {
-                path: path.to_owned(),
-                source,
-            },
+            ConnectFailure::NotRunning(source) | ConnectFailure::Other(source) => {
+                HeadlessError::NotRunning {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         })?;
         let io = |source| HeadlessError::Io {
             path: path.to_owned(),

@@ -4,7 +4,8 @@
 //!
 //! - [`socket`]: bind a Unix socket 0600 inside a 0700 folder (a stale socket replaced, a
 //!   live one never taken over), or shared with a group (0660 in 0750), and let in only
-//!   root and the socket's owner (`SO_PEERCRED`).
+//!   root and the socket's owner (`SO_PEERCRED`); and, for clients, [`connect`] with its
+//!   failure sorted (not running, not allowed, other).
 //! - [`lines`]: read one newline-terminated request of at most a given size.
 //! - [`slots`]: serve at most a given number of connections at once.
 
@@ -14,4 +15,6 @@ pub mod socket;
 
 pub use lines::{LineRead, read_line};
 pub use slots::ConnectionSlot;
-pub use socket::{BoundSocket, Sharing, bind_private, bind_shared, is_allowed, peer_uid};
+pub use socket::{
+    BoundSocket, ConnectFailure, Sharing, bind_private, bind_shared, connect, is_allowed, peer_uid,
+};

@@ -278,6 +278,27 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Why a client could not connect to a local socket, sorted the way the CLI's exit codes
+/// need it.
+#[derive(Debug)]
+pub enum ConnectFailure {
+    /// No socket there, or nobody listening on it (exit code 69).
+    NotRunning(io::Error),
+    /// The socket or its folder is closed to this user (exit code 77).
+    PermissionDenied(io::Error),
+    /// Anything else.
+    Other(io::Error),
+}
+
+/// Connect to the local socket at `path`, sorting a failure by its cause.
+pub fn connect(path: &Path) -> Result<UnixStream, ConnectFailure> {
+    UnixStream::connect(path).map_err(|e| match e.kind() {
+        IoErrorKind::NotFound | IoErrorKind::ConnectionRefused => ConnectFailure::NotRunning(e),
+        IoErrorKind::PermissionDenied => ConnectFailure::PermissionDenied(e),
+        _ => ConnectFailure::Other(e),
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

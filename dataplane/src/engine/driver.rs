@@ -333,7 +333,23 @@ struct Io<'a> {
     dropped: u64,
 }
 
-impl Io<'_> {
+impl<'a> Io<'a> {
+    /// The output side over the loop's parts (borrowed apart from the rest of the loop).
+    fn over(
+        socket: &'a UdpSocket,
+        send: &'a mut SendBatch,
+        tun: Option<&'a TunDevice>,
+        tun_out: &'a mut TunOut,
+    ) -> Self {
+        Self {
+            socket,
+            send,
+            tun,
+            tun_out,
+            dropped: 0,
+        }
+    }
+
     /// Send and write everything queued, datagrams first.
     fn flush(&mut self) {
         let flushed = self.send.flush(self.socket.as_fd());
@@ -419,13 +435,12 @@ impl EventLoop {
     fn io(&mut self) -> (&mut NodeCore, Io<'_>) {
         (
             &mut self.core,
-            Io {
-                socket: &self.socket,
-                send: &mut self.send,
-                tun: self.tun.as_ref(),
-                tun_out: &mut self.tun_out,
-                dropped: 0,
-            },
+            Io::over(
+                &self.socket,
+                &mut self.send,
+                self.tun.as_ref(),
+                &mut self.tun_out,
+            ),
         )
     }
 
@@ -490,13 +505,7 @@ impl EventLoop {
             poll,
             ..
         } = self;
-        let mut io = Io {
-            socket,
-            send,
-            tun: tun.as_ref(),
-            tun_out,
-            dropped: 0,
-        };
+        let mut io = Io::over(socket, send, tun.as_ref(), tun_out);
         apps.serve(poll.registry(), core, Instant::now(), &mut io);
         io.flush();
         let dropped = io.dropped;
@@ -650,13 +659,7 @@ impl EventLoop {
             recv,
             ..
         } = self;
-        let mut io = Io {
-            socket,
-            send,
-            tun: tun.as_ref(),
-            tun_out,
-            dropped: 0,
-        };
+        let mut io = Io::over(socket, send, tun.as_ref(), tun_out);
         let mut more = true;
         let mut truncated = 0;
         let mut datagrams = 0;
@@ -714,13 +717,7 @@ impl EventLoop {
         let Some(device) = tun.as_ref() else {
             return false;
         };
-        let mut io = Io {
-            socket,
-            send,
-            tun: Some(device),
-            tun_out,
-            dropped: 0,
-        };
+        let mut io = Io::over(socket, send, Some(device), tun_out);
         let mut more = true;
         let mut packets = 0;
         for _ in 0..TUN_READS {

@@ -105,32 +105,8 @@ const EGRESS_ROUNDS: usize = 64;
 
 /// Whether a decrypted packet is for the stack: IPv4 to one of the two link addresses.
 pub fn is_stack_packet(packet: &[u8]) -> bool {
-    match packet {
-        [
-            first,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            a,
-            b,
-            c,
-            d,
-            ..,
-        ] => first >> 4 == 4 && [*a, *b, *c] == [169, 254, 77] && (*d == 1 || *d == 2),
-        _ => false,
-    }
+    packet.first().is_some_and(|v| v >> 4 == 4)
+        && matches!(packet.get(16..20), Some([169, 254, 77, 1 | 2]))
 }
 
 /// The link addresses of a route between `local` and `peer`: (ours, theirs).

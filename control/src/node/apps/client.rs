@@ -29,7 +29,7 @@ use super::protocol::{
     AppRequest, DEFAULT_BACKLOG, ErrorKind, Incoming, ListenerLine, Listening, Reply, ResetReason,
     StreamOpened,
 };
-use crate::local::{LineRead, read_line};
+use crate::local::{self, ConnectFailure, LineRead, read_line};
 
 /// The longest reply or `incoming` line read, without its newline.
 const MAX_REPLY: usize = 64 * 1024;
@@ -233,14 +233,14 @@ impl AppClient {
         request: &AppRequest,
         wait: Duration,
     ) -> Result<(T, BufReader<UnixStream>), AppError> {
-        let stream = UnixStream::connect(&self.path).map_err(|source| {
+        let stream = local::connect(&self.path).map_err(|failure| {
             let path = self.path.clone();
-            match source.kind() {
-                IoErrorKind::NotFound | IoErrorKind::ConnectionRefused => {
-                    AppError::NotRunning { path, source }
+            match failure {
+                ConnectFailure::NotRunning(source) => AppError::NotRunning { path, source },
+                ConnectFailure::PermissionDenied(source) => {
+                    AppError::PermissionDenied { path, source }
                 }
-                IoErrorKind::PermissionDenied => AppError::PermissionDenied { path, source },
-                _ => AppError::Connect { path, source },
+                ConnectFailure::Other(source) => AppError::Connect { path, source },
             }
         })?;
         stream

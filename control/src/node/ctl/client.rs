@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::local::{LineRead, read_line};
+use crate::local::{self, ConnectFailure, LineRead, read_line};
 
 use super::protocol::{ErrorKind, MAX_RESPONSE, Op, Outcome, Request, Response, StatusReply};
 
@@ -171,14 +171,12 @@ fn exchange<T: serde::de::DeserializeOwned>(
     timeout: Duration,
 ) -> Result<Response<T>, CtlError> {
     let deadline = Instant::now() + timeout;
-    let stream = UnixStream::connect(path).map_err(|source| {
+    let stream = local::connect(path).map_err(|failure| {
         let path = path.to_owned();
-        match source.kind() {
-            IoErrorKind::NotFound | IoErrorKind::ConnectionRefused => {
-                CtlError::NotRunning { path, source }
-            }
-            IoErrorKind::PermissionDenied => CtlError::PermissionDenied { path, source },
-            _ => CtlError::Connect { path, source },
+        match failure {
+            ConnectFailure::NotRunning(source) => CtlError::NotRunning { path, source },
+            ConnectFailure::PermissionDenied(source) => CtlError::PermissionDenied { path, source },
+            ConnectFailure::Other(source) => CtlError::Connect { path, source },
         }
     })?;
     let io_error = |source: io::Error| {

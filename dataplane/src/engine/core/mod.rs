@@ -464,18 +464,43 @@ impl NodeCore {
             self.drops.add(NodeDrop::NoRoute);
             return;
         };
-        // Keep order: while packets wait for a handshake, later ones queue behind them.
+        Self::seal_onto(
+            end,
+            &mut self.drops,
+            &mut self.peers,
+            &mut self.scratch,
+            now,
+            buf,
+            len,
+            io,
+        );
+    }
+
+    /// Seal the payload at `buf[HEADROOM..HEADROOM + len]` onto `end` and send it, or stage
+    /// it while the end has no keys (starting its handshake). Order is kept: while packets
+    /// wait for a handshake, later ones queue behind them.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_onto(
+        end: &mut RouteEnd,
+        drops: &mut NodeDrops,
+        peers: &mut Peers,
+        scratch: &mut [u8],
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        io: &mut impl NodeIo,
+    ) {
         if !end.staged.is_empty() {
-            Self::stage(end, &mut self.drops, buf, len);
+            Self::stage(end, drops, buf, len);
             return;
         }
         match end.session.encapsulate(now, buf, len) {
             Ok(n) => io.send_udp(end.setup.first_hop, buf.get(..n).unwrap_or_default()),
             Err(SendError::NoSession) => {
-                Self::stage(end, &mut self.drops, buf, len);
-                Self::poll_end(end, &mut self.peers, now, &mut self.scratch, io);
+                Self::stage(end, drops, buf, len);
+                Self::poll_end(end, peers, now, scratch, io);
             }
-            Err(SendError::Seal(_)) => self.drops.add(NodeDrop::TooBig),
+            Err(SendError::Seal(_)) => drops.add(NodeDrop::TooBig),
         }
     }
 
@@ -569,18 +594,16 @@ impl NodeCore {
                     self.drops.add(NodeDrop::NoRoute);
                     continue;
                 };
-                if !end.staged.is_empty() {
-                    Self::stage(end, &mut self.drops, buf, len);
-                    continue;
-                }
-                match end.session.encapsulate(now, buf, len) {
-                    Ok(n) => io.send_udp(end.setup.first_hop, buf.get(..n).unwrap_or_default()),
-                    Err(SendError::NoSession) => {
-                        Self::stage(end, &mut self.drops, buf, len);
-                        Self::poll_end(end, &mut self.peers, now, &mut self.scratch, io);
-                    }
-                    Err(SendError::Seal(_)) => self.drops.add(NodeDrop::TooBig),
-                }
+                Self::seal_onto(
+                    end,
+                    &mut self.drops,
+                    &mut self.peers,
+                    &mut self.scratch,
+                    now,
+                    buf,
+                    len,
+                    io,
+                );
             }
             if io.congested() || !self.stack.has_work(now) {
                 return;
