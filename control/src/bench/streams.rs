@@ -152,7 +152,9 @@ fn raw_open(path: &std::path::Path, request: &AppRequest) -> std::io::Result<Uni
     let mut byte = [0u8; 1];
     while byte[0] != b'\n' {
         if line.len() > MAX_REQUEST {
-            return Err(std::io::Error::other("the node's answer is longer than a line"));
+            return Err(std::io::Error::other(
+                "the node's answer is longer than a line",
+            ));
         }
         socket.read_exact(&mut byte)?;
         line.push(byte[0]);
