@@ -110,6 +110,7 @@ fn read_to_end(socket: &mut UnixStream) -> (Vec<u8>, Option<String>) {
                 Some(Frame::Data(p)) => data.extend_from_slice(p),
                 Some(Frame::Fin) => return (data, None),
                 Some(Frame::Reset(r)) => return (data, Some(r)),
+                Some(Frame::Handed) => panic!("HANDED without a hand-over"),
                 None => {}
             }
             input = &input[used..];

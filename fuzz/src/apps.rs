@@ -151,7 +151,7 @@ fn request(line: &[u8]) {
             assert!((1..=MAX_BACKLOG).contains(backlog), "backlog {backlog}");
             assert!(allow.as_ref().is_none_or(|keys| !keys.is_empty()));
         }
-        AppRequest::Accept { .. } => {}
+        AppRequest::Accept { .. } | AppRequest::HandOver { .. } => {}
     }
     let again = request.to_line();
     let (newline, body) = again.split_last().expect("a line");
@@ -212,6 +212,8 @@ pub enum Whole {
     Fin,
     /// RESET and its reason.
     Reset(String),
+    /// HANDED (the node's answer to a hand-over).
+    Handed,
 }
 
 /// What decoding a stream's bytes made of them.
@@ -281,6 +283,7 @@ fn decode(bytes: &[u8], sizes: &[usize]) -> Decoded {
                     assert!(reason.len() <= MAX_REASON, "a reason of {}", reason.len());
                     out.frames.push(Whole::Reset(reason));
                 }
+                Some(Frame::Handed) => out.frames.push(Whole::Handed),
                 // A DATA header with a payload to come.
                 None if decoder.data_left() > 0 && out.partial.is_none() => {
                     announced = decoder.data_left();
@@ -321,6 +324,7 @@ fn encode(frames: &[Whole]) -> Vec<u8> {
             }
             Whole::Fin => bytes.extend_from_slice(&appframe::header(Kind::Fin, 0)),
             Whole::Reset(reason) => bytes.extend(appframe::reset(reason)),
+            Whole::Handed => bytes.extend_from_slice(&appframe::header(Kind::Handed, 0)),
         }
     }
     bytes

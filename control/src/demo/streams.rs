@@ -12,29 +12,21 @@
 //! returns, also on failure.
 
 use core::time::Duration;
-use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Instant;
 
-use rustix::process::{Pid, Signal, kill_process};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{RelaySetup, RouteSetup};
-use skywire_dataplane::wire::RouteId;
 
-use crate::config::{ConfigFile, NodeSection, derive_app_socket};
-use crate::keyfile;
+use super::loopback::{LoopbackError, LoopbackMesh, LoopbackNode, route_id as id};
 use crate::node::apps::client::ListenRequest;
 use crate::node::apps::{AppClient, AppStream};
 use crate::node::ctl::{StatusReply, request_status};
 
-/// How long the nodes get to answer on their control sockets.
-const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// The port C listens on.
 const PORT: u16 = 7;
 
@@ -74,106 +66,21 @@ impl StreamsSummary {
 /// Why the demo could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamsError {
-    /// Making its folder, keys or configs failed.
-    #[error("cannot prepare the demo's nodes in {}", dir.display())]
-    Prepare {
-        /// The demo's folder.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-    /// A node did not start.
-    #[error("node {name} did not start: {why}")]
-    Start {
-        /// A, B or C.
-        name: &'static str,
-        /// What happened, with its log.
-        why: String,
-    },
+    /// Making or starting the nodes failed.
+    #[error(transparent)]
+    Nodes(#[from] LoopbackError),
     /// Writing the report failed.
     #[error("cannot write the report")]
     Output(#[source] io::Error),
 }
 
-/// A node process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct NodeProc {
-    name: &'static str,
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl NodeProc {
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        if let Some(pid) = i32::try_from(self.child.id()).ok().and_then(Pid::from_raw) {
-            let _ = kill_process(pid, Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The demo's folder, removed when dropped (after the nodes, which are declared later and
-/// so dropped first).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn id(n: u32) -> RouteId {
-    // The ids below are constants above zero.
-    RouteId::new(n).unwrap_or(RouteId::MIN)
-}
-
-/// A free UDP port on loopback (bound and released; the node binds it a moment later).
-fn free_port() -> io::Result<SocketAddr> {
-    UdpSocket::bind("127.0.0.1:0")?.local_addr()
-}
-
 /// Run the demo, reporting to `out`.
 pub fn run(out: &mut impl Write, options: &StreamsOptions) -> Result<StreamsSummary, StreamsError> {
-    let dir = std::env::temp_dir().join(format!("skywire-demo-streams-{}", std::process::id()));
-    let prepare = |source| StreamsError::Prepare {
-        dir: dir.clone(),
-        source,
-    };
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir(&dir).map_err(prepare)?;
-    let scratch = Scratch(dir.clone());
     let say =
         |out: &mut dyn Write, text: &str| writeln!(out, "{text}").map_err(StreamsError::Output);
-
-    // Keys, addresses and configs.
-    let names = ["A", "B", "C"];
-    let mut made = Vec::new();
-    for name in names {
-        let node_dir = scratch.0.join(name.to_lowercase());
-        fs::create_dir(&node_dir).map_err(prepare)?;
-        let key = keyfile::write_new_key(node_dir.join("node.key"))
-            .map_err(|e| prepare(io::Error::other(e.to_string())))?;
-        made.push((key, free_port().map_err(prepare)?, node_dir));
-    }
-    let [(ka, aa, _), (kb, ab, _), (kc, ac, _)] = made.as_slice() else {
-        return Err(prepare(io::Error::other("three nodes were not made")));
-    };
-    let (ka, kb, kc, aa, ab, ac) = (*ka, *kb, *kc, *aa, *ab, *ac);
+    let mut mesh = LoopbackMesh::new(&options.node_program, "demo-streams")?;
+    let (a, b, c) = (mesh.plan("A")?, mesh.plan("B")?, mesh.plan("C")?);
+    let (ka, kb, kc, aa, ab, ac) = (a.key, b.key, c.key, a.addr, b.addr, c.addr);
     // A -> C: A sends 100 to B, B sends 101 to C; C -> A: 200 to B, 201 to A.
     let route = |name: &str, peer: PublicKey, (out_id, in_id, peer_in_id)| RouteSetup {
         name: name.to_owned(),
@@ -193,29 +100,19 @@ pub fn run(out: &mut impl Write, options: &StreamsOptions) -> Result<StreamsSumm
         next_hop,
     };
     let sections = [
-        (aa, vec![route("to-c", kc, (100, 201, 101))], Vec::new()),
+        (&a, vec![route("to-c", kc, (100, 201, 101))], Vec::new()),
         (
-            ab,
+            &b,
             Vec::new(),
             vec![relay(100, aa, 101, ac), relay(200, ac, 201, aa)],
         ),
-        (ac, vec![route("to-a", ka, (200, 101, 201))], Vec::new()),
+        (&c, vec![route("to-a", ka, (200, 101, 201))], Vec::new()),
     ];
-    let mut nodes = Vec::new();
-    for ((listen, routes, relays), (name, (_, _, node_dir))) in
-        sections.into_iter().zip(names.into_iter().zip(&made))
-    {
-        let mut section = NodeSection::new("node.key");
-        section.listen = listen;
-        section.control_socket = node_dir.join("ctl").join("node.sock");
+    for (plan, routes, relays) in sections {
+        let mut section = LoopbackMesh::section(plan);
         section.routes = routes;
         section.relays = relays;
-        let config = node_dir.join("node.yaml");
-        ConfigFile::node(section)
-            .with_comment(format!("node {name} of `skywire demo streams`"))
-            .write(&config)
-            .map_err(|e| prepare(io::Error::other(e.to_string())))?;
-        nodes.push(start_node(name, &options.node_program, &config, node_dir)?);
+        mesh.start(plan, section)?;
     }
     say(
         out,
@@ -224,21 +121,21 @@ pub fn run(out: &mut impl Write, options: &StreamsOptions) -> Result<StreamsSumm
         ),
     )?;
     let mut summary = StreamsSummary::default();
-    let result = stream_a_to_c(out, options, &nodes, kc, &mut summary);
+    let result = stream_a_to_c(out, options, &mesh.nodes, kc, &mut summary);
     if let Err(why) = result {
         summary.failed.push(why);
     }
     say(out, "\ncounters:")?;
-    for node in &nodes {
+    for node in &mesh.nodes {
         match request_status(&node.socket, Duration::from_secs(2)) {
-            Ok(status) => say(out, &counters(node.name, &status))?,
+            Ok(status) => say(out, &counters(&node.plan.name, &status))?,
             Err(e) => summary
                 .failed
-                .push(format!("node {}: no status: {e}", node.name)),
+                .push(format!("node {}: no status: {e}", node.plan.name)),
         }
     }
     // The relay holds no stream and can read nothing: it has no route end at all.
-    if let Some(b) = nodes.get(1)
+    if let Some(b) = mesh.nodes.get(1)
         && let Ok(status) = request_status(&b.socket, Duration::from_secs(2))
         && (!status.routes.is_empty() || status.streams.open > 0)
     {
@@ -246,8 +143,7 @@ pub fn run(out: &mut impl Write, options: &StreamsOptions) -> Result<StreamsSumm
             .failed
             .push("the relay B has a route end or a stream".to_owned());
     }
-    drop(nodes);
-    drop(scratch);
+    drop(mesh);
     say(
         out,
         if summary.passed() {
@@ -285,60 +181,6 @@ fn counters(name: &str, status: &StatusReply) -> String {
     )
 }
 
-fn start_node(
-    name: &'static str,
-    program: &Path,
-    config: &Path,
-    dir: &Path,
-) -> Result<NodeProc, StreamsError> {
-    let log = dir.join("node.log");
-    let file = fs::File::create(&log).map_err(|source| StreamsError::Prepare {
-        dir: dir.to_owned(),
-        source,
-    })?;
-    let err = file.try_clone().map_err(|source| StreamsError::Prepare {
-        dir: dir.to_owned(),
-        source,
-    })?;
-    let child = Command::new(program)
-        .arg("node")
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| StreamsError::Start {
-            name,
-            why: format!("cannot run {}: {e}", program.display()),
-        })?;
-    let mut node = NodeProc {
-        name,
-        child,
-        socket: dir.join("ctl").join("node.sock"),
-        log,
-    };
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if request_status(&node.socket, Duration::from_millis(500)).is_ok() {
-            return Ok(node);
-        }
-        if let Ok(Some(status)) = node.child.try_wait() {
-            return Err(StreamsError::Start {
-                name,
-                why: format!("it exited with {status}:\n{}", node.log_text()),
-            });
-        }
-        if Instant::now() >= deadline {
-            return Err(StreamsError::Start {
-                name,
-                why: format!("no answer within {START_TIMEOUT:?}:\n{}", node.log_text()),
-            });
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Pseudo-random bytes, the same for the same seed.
 struct Pattern(u64);
 
@@ -357,15 +199,15 @@ impl Pattern {
 fn stream_a_to_c(
     out: &mut impl Write,
     options: &StreamsOptions,
-    nodes: &[NodeProc],
+    nodes: &[LoopbackNode],
     kc: PublicKey,
     summary: &mut StreamsSummary,
 ) -> Result<(), String> {
     let [a, _, c] = nodes else {
         return Err("three nodes were not started".to_owned());
     };
-    let app_a = AppClient::new(derive_app_socket(&a.socket));
-    let app_c = AppClient::new(derive_app_socket(&c.socket));
+    let app_a = AppClient::new(&a.app_socket);
+    let app_c = AppClient::new(&c.app_socket);
     let mut listener = app_c
         .listen(ListenRequest::on(PORT))
         .map_err(|e| format!("C cannot listen on port {PORT}: {e}"))?;

@@ -1,6 +1,7 @@
 //! The driver's side of apps' streams: the app connections the control plane attached
-//! (Unix sockets, one per stream), the dials and listeners waiting for the stack, and the
-//! pumping of bytes between each connection and its stream's socket.
+//! (Unix sockets, one per stream), the sockets apps handed streams over to, the dials and
+//! listeners waiting for the stack, and the pumping of bytes between each connection and
+//! its stream's socket.
 //!
 //! A connection carries the stream in [`appframe`] frames. Towards the app, a DATA frame's
 //! header announces what the socket's receive buffer holds and its payload is written
@@ -11,6 +12,18 @@
 //! both directions are paced by TCP's windows and the socket buffers: a slow reader at
 //! either end slows the writer, and nothing queues without bound.
 //!
+//! **Handing over.** An app may give the engine a stream socket of its own for an attached
+//! stream (`docs/APPS.md`, "Handing a stream to a socket"; the SOCKS apps hand over the
+//! client's TCP connection and the connection to the destination). The engine then finishes
+//! the frame it is writing, sends a HANDED frame, and stops writing frames; it goes on
+//! reading the app's frames until the app closes the connection (the app meanwhile writes
+//! the bytes it had received before HANDED to its socket, so nothing is reordered). From
+//! then on the stream's bytes move between the stack and that socket as they are, with no
+//! frames: the socket's end of input is the app's FIN, the stack's FIN is a
+//! `shutdown(SHUT_WR)`, and a reset closes the socket abortively (the program on it sees
+//! a TCP reset). The request's own connection (the watch) gets one `ended` line when the
+//! stream ends, with the bytes moved each way, and is closed.
+//!
 //! End of a connection: the app's end of input at a frame boundary is its FIN (a
 //! half-close); in the middle of a frame, or a RESET frame, or a write that fails, aborts the
 //! stream. A stream that ends cleanly gets its FIN frame and the connection is closed; one
@@ -18,15 +31,18 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use mio::net::UnixStream;
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use super::core::{NodeCore, NodeIo};
 use crate::stack::appframe::{self, Decoder, Frame, Kind};
-use crate::stack::{ListenerId, StackEvent, StreamError, StreamId, StreamInfo};
+use crate::stack::{ListenerId, Owner, StackEvent, StreamError, StreamId, StreamInfo};
+use crate::sys::socket as sock;
 
 /// Tokens of app connections are this plus the stream id.
 pub(super) const APP_TOKEN_BASE: usize = 16;
@@ -34,9 +50,47 @@ pub(super) const APP_TOKEN_BASE: usize = 16;
 /// Bytes read from an app connection at once (at most the stream's free send buffer).
 const READ_CHUNK: usize = 256 * 1024;
 
-/// One attached stream's connection.
+/// One attached stream's app side.
 #[derive(Debug)]
 struct AppConn {
+    owner: Owner,
+    side: Side,
+    /// The node sent the app its FIN (a FIN frame, or `shutdown(SHUT_WR)` on a handed
+    /// socket).
+    fin_sent: bool,
+    /// The app's end of input was seen (its FIN).
+    read_eof: bool,
+    /// The stack said the stream ended cleanly; close once the FIN is out.
+    closing: bool,
+    /// Stream bytes taken from the app, and given to it.
+    from_app: u64,
+    to_app: u64,
+    /// A handed-over stream's watch: told how the stream ended.
+    watch: Option<std::os::unix::net::UnixStream>,
+}
+
+/// How the app side moves the stream's bytes.
+#[derive(Debug)]
+enum Side {
+    /// In frames on the app's connection; `handing` once the app handed a socket over.
+    Framed {
+        conn: Framed,
+        handing: Option<Handing>,
+    },
+    /// As they are, on the socket the app handed over.
+    Plain(OwnedFd),
+}
+
+/// A hand-over in progress: the socket, and whether the HANDED frame is out.
+#[derive(Debug)]
+struct Handing {
+    socket: OwnedFd,
+    marker_sent: bool,
+}
+
+/// The framed connection and where its writing stands.
+#[derive(Debug)]
+struct Framed {
     socket: UnixStream,
     decoder: Decoder,
     /// The header of the frame being written, and how many of its bytes are still to go.
@@ -44,11 +98,18 @@ struct AppConn {
     header_left: usize,
     /// Payload bytes of the DATA frame being written still to go.
     frame_left: usize,
-    fin_sent: bool,
-    /// The app's end of input was seen.
-    read_eof: bool,
-    /// The stack said the stream ended cleanly; close once the FIN frame is out.
-    closing: bool,
+}
+
+impl Framed {
+    fn mid_frame(&self) -> bool {
+        self.header_left > 0 || self.frame_left > 0
+    }
+
+    fn start(&mut self, kind: Kind, len: usize) {
+        self.header = appframe::header(kind, len);
+        self.header_left = appframe::HEADER_LEN;
+        self.frame_left = if kind == Kind::Data { len } else { 0 };
+    }
 }
 
 /// Every app connection of the engine, and the dials and listeners in flight.
@@ -66,7 +127,32 @@ pub(super) struct Apps {
 /// What became of a connection after serving it.
 enum Fate {
     Keep,
-    Close,
+    /// Close it.
+    Close(Ending),
+    /// The app closed its framed connection after handing the stream over.
+    Switch,
+}
+
+/// How a stream's app side ends.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// Both sides closed the stream.
+    Clean,
+    /// The stream was reset for this reason: the app gets a RESET frame, or its handed
+    /// socket an abortive close.
+    Reset(StreamError),
+    /// The app broke the stream or went away (it was told already, or cannot be): no
+    /// RESET frame, but a handed socket still closes abortively.
+    Broken(StreamError),
+}
+
+impl Ending {
+    fn error(self) -> Option<StreamError> {
+        match self {
+            Self::Clean => None,
+            Self::Reset(e) | Self::Broken(e) => Some(e),
+        }
+    }
 }
 
 impl Apps {
@@ -95,6 +181,7 @@ impl Apps {
         &mut self,
         registry: &Registry,
         id: StreamId,
+        owner: Owner,
         socket: std::os::unix::net::UnixStream,
     ) -> io::Result<()> {
         socket.set_nonblocking(true)?;
@@ -107,16 +194,61 @@ impl Apps {
         self.conns.insert(
             id,
             AppConn {
-                socket,
-                decoder: Decoder::new(),
-                header: [0; appframe::HEADER_LEN],
-                header_left: 0,
-                frame_left: 0,
+                owner,
+                side: Side::Framed {
+                    conn: Framed {
+                        socket,
+                        decoder: Decoder::new(),
+                        header: [0; appframe::HEADER_LEN],
+                        header_left: 0,
+                        frame_left: 0,
+                    },
+                    handing: None,
+                },
                 fin_sent: false,
                 read_eof: false,
                 closing: false,
+                from_app: 0,
+                to_app: 0,
+                watch: None,
             },
         );
+        self.due.push(id);
+        Ok(())
+    }
+
+    /// The app hands an attached stream over to `socket` (a stream socket of its own);
+    /// `watch` is told how the stream ended. Only the stream's owner or root may.
+    pub(super) fn hand_over(
+        &mut self,
+        id: StreamId,
+        owner: Owner,
+        socket: OwnedFd,
+        watch: std::os::unix::net::UnixStream,
+    ) -> Result<(), StreamError> {
+        let conn = self
+            .conns
+            .get_mut(&id)
+            .filter(|c| c.owner == owner || owner == Owner(0))
+            .ok_or(StreamError::UnknownStream)?;
+        let Side::Framed { handing, .. } = &mut conn.side else {
+            return Err(StreamError::UnknownStream);
+        };
+        if handing.is_some() || !sock::is_stream_socket(socket.as_fd()) {
+            return Err(StreamError::UnknownStream);
+        }
+        // The `ok` goes before anything else can be written on the watch (its `ended`).
+        let ok = format!("{{\"ok\":{{\"handed\":{}}}}}\n", id.0);
+        let mut watch = watch;
+        watch
+            .set_nonblocking(true)
+            .and_then(|()| watch.write_all(ok.as_bytes()))
+            .map_err(|_| StreamError::AppGone)?;
+        *handing = Some(Handing {
+            socket,
+            marker_sent: false,
+        });
+        conn.watch = Some(watch);
         self.due.push(id);
         Ok(())
     }
@@ -153,15 +285,27 @@ impl Apps {
                 let Some(conn) = self.conns.get_mut(id) else {
                     continue;
                 };
-                if let Fate::Close = serve_one(core, now, *id, conn, &mut self.scratch) {
-                    self.close(registry, *id);
+                match serve_one(core, now, *id, conn, &mut self.scratch) {
+                    Fate::Keep => {}
+                    Fate::Close(ending) => self.close(registry, *id, ending),
+                    Fate::Switch => {
+                        if switch(registry, *id, conn).is_err() {
+                            core.stack().abort(now, *id, StreamError::AppGone);
+                            self.close(registry, *id, Ending::Broken(StreamError::AppGone));
+                        } else {
+                            // Serve it again at once: bytes may wait either way.
+                            self.due.push(*id);
+                        }
+                    }
                 }
             }
+            let mut due = due;
+            due.clear();
+            due.append(&mut self.due);
             self.due = due;
-            self.due.clear();
             core.flush_stack(now, io);
             let events: Vec<StackEvent> = core.stack().drain_events().collect();
-            if events.is_empty() {
+            if events.is_empty() && self.due.is_empty() {
                 break;
             }
             for event in events {
@@ -202,16 +346,11 @@ impl Apps {
                     return;
                 };
                 match error {
-                    Some(error) => {
-                        let frame = appframe::reset(&format!("{}: {error}", error.kind()));
-                        // Best effort: the app may be gone or full; it is closed either way.
-                        let _ = conn.socket.write(&frame);
-                        self.close(registry, id);
-                    }
+                    Some(error) => self.close(registry, id, Ending::Reset(error)),
                     None => {
                         conn.closing = true;
-                        if let Fate::Close = finish_clean(conn) {
-                            self.close(registry, id);
+                        if let Fate::Close(ending) = finish_clean(conn) {
+                            self.close(registry, id, ending);
                         }
                     }
                 }
@@ -219,9 +358,51 @@ impl Apps {
         }
     }
 
-    fn close(&mut self, registry: &Registry, id: StreamId) {
-        if let Some(mut conn) = self.conns.remove(&id) {
-            let _ = registry.deregister(&mut conn.socket);
+    /// Close a stream's app side (see [`Ending`]); the watch of a handed-over stream gets
+    /// the `ended` line.
+    fn close(&mut self, registry: &Registry, id: StreamId, ending: Ending) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        let AppConn {
+            side,
+            watch,
+            from_app,
+            to_app,
+            ..
+        } = conn;
+        let abortive = ending.error().is_some();
+        match side {
+            Side::Framed { mut conn, handing } => {
+                if let Ending::Reset(error) = ending {
+                    // Best effort: the app may be gone or full; it is closed either way.
+                    let reason = format!("{}: {error}", error.kind());
+                    let _ = conn.socket.write(&appframe::reset(&reason));
+                }
+                let _ = registry.deregister(&mut conn.socket);
+                if let Some(handing) = handing
+                    && abortive
+                {
+                    let _ = sock::reset_on_close(handing.socket.as_fd());
+                }
+            }
+            Side::Plain(socket) => {
+                if abortive {
+                    let _ = sock::reset_on_close(socket.as_fd());
+                }
+                let _ = registry.deregister(&mut SourceFd(&socket.as_raw_fd()));
+            }
+        }
+        if let Some(mut watch) = watch {
+            let error = ending
+                .error()
+                .map_or_else(|| "null".to_owned(), |e| format!("\"{}\"", e.kind()));
+            let line = format!(
+                "{{\"ended\":{{\"sent\":{from_app},\"received\":{to_app},\"error\":{error}}}}}\n"
+            );
+            // Best effort, one short line into an idle socket: it does not block.
+            let _ = watch.set_nonblocking(true);
+            let _ = watch.write(line.as_bytes());
         }
     }
 
@@ -229,12 +410,7 @@ impl Apps {
     pub(super) fn close_all(&mut self, registry: &Registry) {
         let ids: Vec<StreamId> = self.conns.keys().copied().collect();
         for id in ids {
-            if let Some(conn) = self.conns.get_mut(&id) {
-                let _ = conn
-                    .socket
-                    .write(&appframe::reset("shutdown: the node is shutting down"));
-            }
-            self.close(registry, id);
+            self.close(registry, id, Ending::Reset(StreamError::Shutdown));
         }
         for (_, reply) in self.dials.drain() {
             let _ = reply.send(Err(StreamError::Shutdown));
@@ -251,7 +427,33 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
-/// Move what can move between one connection and its stream.
+/// The app closed its framed connection after handing over: move to the handed socket.
+fn switch(registry: &Registry, id: StreamId, conn: &mut AppConn) -> io::Result<()> {
+    let Side::Framed {
+        conn: framed,
+        handing,
+    } = &mut conn.side
+    else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    let handing = handing.take().ok_or(io::ErrorKind::InvalidInput)?;
+    let _ = registry.deregister(&mut framed.socket);
+    let socket = handing.socket;
+    registry.register(
+        &mut SourceFd(&socket.as_raw_fd()),
+        token(id),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    if conn.fin_sent {
+        // The FIN frame went out before HANDED; the app passed it on to its socket.
+        let _ = sock::shutdown_write(socket.as_fd());
+    }
+    // Drops (closes) the framed connection.
+    conn.side = Side::Plain(socket);
+    Ok(())
+}
+
+/// Move what can move between one app side and its stream.
 fn serve_one(
     core: &mut NodeCore,
     now: Instant,
@@ -259,45 +461,108 @@ fn serve_one(
     conn: &mut AppConn,
     scratch: &mut [u8],
 ) -> Fate {
-    if let Fate::Close = to_app(core, now, id, conn) {
+    let to = match &mut conn.side {
+        Side::Framed {
+            conn: framed,
+            handing,
+        } => to_app_framed(
+            core,
+            now,
+            id,
+            framed,
+            handing.as_mut(),
+            &mut conn.fin_sent,
+            &mut conn.to_app,
+        ),
+        Side::Plain(socket) => {
+            to_app_plain(core, now, id, socket, &mut conn.fin_sent, &mut conn.to_app)
+        }
+    };
+    if !to {
         core.stack().abort(now, id, StreamError::AppGone);
-        return Fate::Close;
+        return Fate::Close(Ending::Broken(StreamError::AppGone));
     }
     if conn.closing {
         return finish_clean(conn);
     }
-    match from_app(core, now, id, conn, scratch) {
-        Ok(()) => Fate::Keep,
+    let from = match &mut conn.side {
+        Side::Framed {
+            conn: framed,
+            handing,
+        } => from_app_framed(
+            core,
+            now,
+            id,
+            framed,
+            handing.is_some(),
+            &mut conn.read_eof,
+            &mut conn.from_app,
+            scratch,
+        ),
+        Side::Plain(socket) => from_app_plain(
+            core,
+            now,
+            id,
+            socket,
+            &mut conn.read_eof,
+            &mut conn.from_app,
+            scratch,
+        )
+        .map(|()| false),
+    };
+    match from {
+        Ok(false) => Fate::Keep,
+        Ok(true) => Fate::Switch,
         Err(error) => {
-            if error == StreamError::AppProtocol {
+            if error == StreamError::AppProtocol
+                && let Side::Framed { conn: framed, .. } = &mut conn.side
+            {
                 let frame = appframe::reset("app_protocol: the app broke the stream protocol");
-                let _ = conn.socket.write(&frame);
+                let _ = framed.socket.write(&frame);
             }
             core.stack().abort(now, id, error);
-            Fate::Close
+            Fate::Close(Ending::Broken(error))
         }
     }
 }
 
-/// After a clean end: the FIN frame out (if the stack had not let it go yet), then close.
+/// After a clean end: the FIN out (if the stack had not let it go yet), then close.
 fn finish_clean(conn: &mut AppConn) -> Fate {
-    if conn.header_left > 0 || conn.frame_left > 0 {
-        return Fate::Keep;
-    }
-    if !conn.fin_sent {
-        conn.header = appframe::header(Kind::Fin, 0);
-        conn.header_left = appframe::HEADER_LEN;
-        conn.fin_sent = true;
-    }
-    match write_header(conn) {
-        Ok(true) => Fate::Close,
-        Ok(false) => Fate::Keep,
-        Err(_) => Fate::Close,
+    match &mut conn.side {
+        Side::Framed {
+            conn: framed,
+            handing,
+        } => {
+            if framed.mid_frame() {
+                return Fate::Keep;
+            }
+            if handing.is_some() {
+                // The app is still passing on what it got before HANDED; the FIN goes
+                // once it switched.
+                return Fate::Keep;
+            }
+            if !conn.fin_sent {
+                framed.start(Kind::Fin, 0);
+                conn.fin_sent = true;
+            }
+            match write_header(framed) {
+                Ok(true) => Fate::Close(Ending::Clean),
+                Ok(false) => Fate::Keep,
+                Err(_) => Fate::Close(Ending::Clean),
+            }
+        }
+        Side::Plain(socket) => {
+            if !conn.fin_sent {
+                let _ = sock::shutdown_write(socket.as_fd());
+                conn.fin_sent = true;
+            }
+            Fate::Close(Ending::Clean)
+        }
     }
 }
 
 /// Write what is left of the current header; whether all of it went.
-fn write_header(conn: &mut AppConn) -> io::Result<bool> {
+fn write_header(conn: &mut Framed) -> io::Result<bool> {
     while conn.header_left > 0 {
         let start = appframe::HEADER_LEN - conn.header_left;
         match conn
@@ -314,31 +579,45 @@ fn write_header(conn: &mut AppConn) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Node to app: DATA frames from the receive buffer, then FIN once the peer's arrived.
-fn to_app(core: &mut NodeCore, now: Instant, id: StreamId, conn: &mut AppConn) -> Fate {
+/// Node to app in frames: DATA frames from the receive buffer, then FIN once the peer's
+/// arrived; while handing over, the HANDED frame after the frame being written, then
+/// nothing. False when the connection failed.
+fn to_app_framed(
+    core: &mut NodeCore,
+    now: Instant,
+    id: StreamId,
+    conn: &mut Framed,
+    mut handing: Option<&mut Handing>,
+    fin_sent: &mut bool,
+    counted: &mut u64,
+) -> bool {
     loop {
-        if conn.frame_left == 0 && conn.header_left == 0 {
-            let Some(view) = core.stack().app_view(id) else {
-                return Fate::Keep;
-            };
-            if view.readable > 0 {
-                let len = view.readable.min(appframe::MAX_PAYLOAD);
-                conn.header = appframe::header(Kind::Data, len);
-                conn.header_left = appframe::HEADER_LEN;
-                conn.frame_left = len;
-            } else if view.peer_fin && !conn.fin_sent {
-                conn.header = appframe::header(Kind::Fin, 0);
-                conn.header_left = appframe::HEADER_LEN;
-                conn.fin_sent = true;
+        if !conn.mid_frame() {
+            if let Some(handing) = handing.as_deref_mut() {
+                if handing.marker_sent {
+                    return true;
+                }
+                conn.start(Kind::Handed, 0);
+                handing.marker_sent = true;
             } else {
-                return Fate::Keep;
+                let Some(view) = core.stack().app_view(id) else {
+                    return true;
+                };
+                if view.readable > 0 {
+                    conn.start(Kind::Data, view.readable.min(appframe::MAX_PAYLOAD));
+                } else if view.peer_fin && !*fin_sent {
+                    conn.start(Kind::Fin, 0);
+                    *fin_sent = true;
+                } else {
+                    return true;
+                }
             }
         }
         if conn.frame_left == 0 {
             match write_header(conn) {
                 Ok(true) => continue,
-                Ok(false) => return Fate::Keep,
-                Err(_) => return Fate::Close,
+                Ok(false) => return true,
+                Err(_) => return false,
             }
         }
         // Header remainder and payload together, straight from the receive buffer.
@@ -370,48 +649,109 @@ fn to_app(core: &mut NodeCore, now: Instant, id: StreamId, conn: &mut AppConn) -
                 }
             }
         });
+        *counted += moved as u64;
         if failed {
-            return Fate::Close;
+            return false;
         }
         if blocked || (moved == 0 && conn.frame_left > 0) {
-            return Fate::Keep;
+            return true;
         }
     }
 }
 
-/// App to node: read what the send buffer takes, decode, and pass it on.
-fn from_app(
+/// Node to app on a handed socket: the receive buffer as it is, then `shutdown(SHUT_WR)`
+/// once the peer's FIN arrived. False when the socket failed.
+fn to_app_plain(
     core: &mut NodeCore,
     now: Instant,
     id: StreamId,
-    conn: &mut AppConn,
-    scratch: &mut [u8],
-) -> Result<(), StreamError> {
-    while !conn.read_eof {
+    socket: &OwnedFd,
+    fin_sent: &mut bool,
+    counted: &mut u64,
+) -> bool {
+    loop {
         let Some(view) = core.stack().app_view(id) else {
-            return Ok(());
+            return true;
         };
-        // After the app's FIN, only a RESET may come: read a little to see it (or the end).
+        if view.readable == 0 {
+            if view.peer_fin && !*fin_sent {
+                *fin_sent = true;
+                return sock::shutdown_write(socket.as_fd()).is_ok();
+            }
+            return true;
+        }
+        let mut blocked = false;
+        let mut failed = false;
+        let moved = core.stack().app_recv(now, id, |payload| {
+            match sock::send_now(socket.as_fd(), payload) {
+                Ok(n) => n,
+                Err(e) if would_block(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                    blocked = true;
+                    0
+                }
+                Err(_) => {
+                    failed = true;
+                    0
+                }
+            }
+        });
+        *counted += moved as u64;
+        if failed {
+            return false;
+        }
+        if blocked || moved == 0 {
+            return true;
+        }
+    }
+}
+
+/// App to node in frames: read what the send buffer takes, decode, and pass it on.
+/// `Ok(true)`: the app closed the connection after handing the stream over.
+#[allow(clippy::too_many_arguments)]
+fn from_app_framed(
+    core: &mut NodeCore,
+    now: Instant,
+    id: StreamId,
+    conn: &mut Framed,
+    handing: bool,
+    read_eof: &mut bool,
+    counted: &mut u64,
+    scratch: &mut [u8],
+) -> Result<bool, StreamError> {
+    while !*read_eof || handing {
+        let Some(view) = core.stack().app_view(id) else {
+            return Ok(false);
+        };
+        // After the app's FIN, only a RESET (or the end) may come: read a little to see it.
         let room = if view.may_send { view.writable } else { 64 };
         if room == 0 {
             // Full: the stack lists the stream as ready when its ACKs make room.
-            return Ok(());
+            return Ok(false);
         }
         let want = room.min(scratch.len());
         let buf = scratch.get_mut(..want).unwrap_or_default();
         let n = match conn.socket.read(buf) {
             Ok(0) => {
-                conn.read_eof = true;
                 if !conn.decoder.at_boundary() {
                     return Err(StreamError::AppProtocol);
                 }
+                if handing {
+                    // Every frame the app sent is in; a frame of ours cut off by the
+                    // close would lose bytes.
+                    if conn.mid_frame() {
+                        return Err(StreamError::AppProtocol);
+                    }
+                    *read_eof = conn.decoder.fin();
+                    return Ok(true);
+                }
+                *read_eof = true;
                 if !conn.decoder.fin() {
                     core.stack().app_fin(now, id);
                 }
-                return Ok(());
+                return Ok(false);
             }
             Ok(n) => n,
-            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) if would_block(&e) => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return Err(StreamError::AppGone),
         };
@@ -426,15 +766,58 @@ fn from_app(
                 Some(Frame::Data(piece)) if core.stack().app_send(now, id, piece) < piece.len() => {
                     return Err(StreamError::AppProtocol);
                 }
-                Some(Frame::Data(_)) => {}
+                Some(Frame::Data(piece)) => *counted += piece.len() as u64,
                 Some(Frame::Fin) => core.stack().app_fin(now, id),
                 Some(Frame::Reset(_)) => return Err(StreamError::AppGone),
+                // Only the node sends HANDED.
+                Some(Frame::Handed) => return Err(StreamError::AppProtocol),
                 None => {}
             }
             input = input.get(used..).unwrap_or_default();
             if used == 0 {
                 break;
             }
+        }
+    }
+    Ok(false)
+}
+
+/// App to node on a handed socket: read what the send buffer takes and pass it on; the
+/// socket's end of input is the app's FIN.
+fn from_app_plain(
+    core: &mut NodeCore,
+    now: Instant,
+    id: StreamId,
+    socket: &OwnedFd,
+    read_eof: &mut bool,
+    counted: &mut u64,
+    scratch: &mut [u8],
+) -> Result<(), StreamError> {
+    while !*read_eof {
+        let Some(view) = core.stack().app_view(id) else {
+            return Ok(());
+        };
+        if !view.may_send || view.writable == 0 {
+            // Full (the stack lists the stream as ready when ACKs make room), or reset.
+            return Ok(());
+        }
+        let want = view.writable.min(scratch.len());
+        let buf = scratch.get_mut(..want).unwrap_or_default();
+        match sock::recv_now(socket.as_fd(), buf) {
+            Ok(0) => {
+                *read_eof = true;
+                core.stack().app_fin(now, id);
+            }
+            Ok(n) => {
+                let piece = buf.get(..n).unwrap_or_default();
+                if core.stack().app_send(now, id, piece) < n {
+                    return Err(StreamError::AppProtocol);
+                }
+                *counted += n as u64;
+            }
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(StreamError::AppGone),
         }
     }
     Ok(())

@@ -593,9 +593,12 @@ impl EventLoop {
                         .core
                         .stack()
                         .attach(Instant::now(), stream, owner)
-                        .and_then(|_| {
+                        .and_then(|info| {
+                            // The stream keeps its owner (a root app may attach another
+                            // user's stream; the hand-over checks against the owner).
+                            let owner = self.core.stack().owner(info.id).unwrap_or(owner);
                             self.apps
-                                .add(self.poll.registry(), stream, socket)
+                                .add(self.poll.registry(), stream, owner, socket)
                                 .map_err(|_| StreamError::AppGone)
                         });
                     if result.is_err() {
@@ -604,6 +607,15 @@ impl EventLoop {
                             .abort(Instant::now(), stream, StreamError::AppGone);
                     }
                     let _ = reply.send(result);
+                }
+                Command::HandOver {
+                    stream,
+                    owner,
+                    socket,
+                    watch,
+                    reply,
+                } => {
+                    let _ = reply.send(self.apps.hand_over(stream, owner, socket, watch));
                 }
                 Command::Abort(stream) => {
                     let (core, mut io) = self.io();

@@ -58,6 +58,14 @@ pub(crate) enum Command {
         socket: UnixStream,
         reply: Sender<Result<(), StreamError>>,
     },
+    /// Hand an attached stream over to a stream socket of the app's (`engine::apps`).
+    HandOver {
+        stream: StreamId,
+        owner: Owner,
+        socket: std::os::fd::OwnedFd,
+        watch: UnixStream,
+        reply: Sender<Result<(), StreamError>>,
+    },
     /// Reset a stream.
     Abort(StreamId),
     /// Close every route, remove the TUN device and return from the event loop.
@@ -245,6 +253,32 @@ impl EngineHandle {
             stream,
             owner,
             socket,
+            reply,
+        })?;
+        answer
+            .recv_timeout(STREAM_COMMAND_WAIT)
+            .map_err(|_| StreamError::EngineGone)?
+    }
+
+    /// Hand the attached `stream` over to `socket`, a stream socket of the app's (TCP or
+    /// Unix): the engine finishes the frame it is writing on the stream's connection,
+    /// sends HANDED, reads the app's frames until it closes that connection, and then moves
+    /// the stream's bytes over `socket` as they are. `watch` gets one `ended` line when the
+    /// stream ends. Only the stream's owner (or root) may; a stream not attached in frames,
+    /// already handed over, or a socket that is not a stream socket is `UnknownStream`.
+    pub fn hand_over(
+        &self,
+        stream: StreamId,
+        owner: Owner,
+        socket: std::os::fd::OwnedFd,
+        watch: UnixStream,
+    ) -> Result<(), StreamError> {
+        let (reply, answer) = bounded(1);
+        self.send_stream(Command::HandOver {
+            stream,
+            owner,
+            socket,
+            watch,
             reply,
         })?;
         answer

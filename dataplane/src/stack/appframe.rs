@@ -7,9 +7,12 @@
 //! | 0    | DATA  | stream bytes (any length up to 16 MiB - 1; 0 is allowed)  |
 //! | 1    | FIN   | none: the sender sends no more (a half-close)             |
 //! | 2    | RESET | up to 1024 bytes of UTF-8: why the stream was aborted     |
+//! | 3    | HANDED| none: from here the stream's bytes go over the app's own socket |
 //!
-//! Both directions use the same frames. After FIN only RESET may follow; after RESET
-//! nothing. The decoder is incremental and does not buffer DATA: a payload is handed on in
+//! Both directions use the same frames, except HANDED, which only the node sends: it
+//! answers an app that handed the stream over to a socket of its own (`docs/APPS.md`,
+//! "Handing a stream to a socket"), and is the last frame on the connection. After FIN only
+//! RESET or HANDED may follow; after RESET or HANDED nothing. The decoder is incremental and does not buffer DATA: a payload is handed on in
 //! whatever pieces the input arrives in, so a stream's bytes are copied once.
 
 /// Bytes of a frame header.
@@ -29,6 +32,9 @@ pub enum Kind {
     Fin = 1,
     /// The stream is aborted.
     Reset = 2,
+    /// The node sends no more frames: the stream's bytes now go over the socket the app
+    /// handed over.
+    Handed = 3,
 }
 
 /// The header of a frame of `kind` with a payload of `len` bytes (cut to [`MAX_PAYLOAD`];
@@ -61,28 +67,33 @@ pub enum Frame<'a> {
     Fin,
     /// A RESET frame and its reason.
     Reset(String),
+    /// A HANDED frame.
+    Handed,
 }
 
 /// A frame the protocol does not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    /// The kind byte is not 0, 1 or 2.
+    /// The kind byte is not 0, 1, 2 or 3.
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
     /// A FIN frame with a payload.
     #[error("a FIN frame carries no payload (it announced {0} bytes)")]
     FinWithPayload(usize),
+    /// A HANDED frame with a payload.
+    #[error("a HANDED frame carries no payload (it announced {0} bytes)")]
+    HandedWithPayload(usize),
     /// A RESET reason longer than [`MAX_REASON`].
     #[error("a RESET reason is at most {MAX_REASON} bytes (it announced {0})")]
     ReasonTooLong(usize),
     /// A RESET reason that is not UTF-8.
     #[error("a RESET reason must be UTF-8")]
     ReasonNotUtf8,
-    /// A frame other than RESET after FIN.
-    #[error("only RESET may follow FIN")]
+    /// A frame other than RESET or HANDED after FIN.
+    #[error("only RESET or HANDED may follow FIN")]
     AfterFin,
-    /// Anything after RESET.
-    #[error("nothing may follow RESET")]
+    /// Anything after RESET or HANDED.
+    #[error("nothing may follow RESET or HANDED")]
     AfterReset,
 }
 
@@ -222,6 +233,11 @@ impl Decoder {
                         };
                         Ok((n, None))
                     }
+                    3 if len != 0 => Err(FrameError::HandedWithPayload(len)),
+                    3 => {
+                        self.state = State::Ended;
+                        Ok((n, Some(Frame::Handed)))
+                    }
                     other => Err(FrameError::UnknownKind(other)),
                 }
             }
@@ -246,6 +262,7 @@ mod tests {
                     Some(Frame::Data(piece)) => data.extend_from_slice(piece),
                     Some(Frame::Fin) => frames.push(Frame::Fin),
                     Some(Frame::Reset(r)) => frames.push(Frame::Reset(r)),
+                    Some(Frame::Handed) => frames.push(Frame::Handed),
                     None => {}
                 }
                 rest = &rest[used..];
@@ -307,6 +324,18 @@ mod tests {
         let mut after_reset = reset("");
         after_reset.push(0);
         assert_eq!(decode_all(&after_reset, 9), Err(FrameError::AfterReset));
+        assert_eq!(
+            decode_all(&[3, 0, 0, 2], 4),
+            Err(FrameError::HandedWithPayload(2))
+        );
+        let mut after_handed = frame(Kind::Fin, b"");
+        after_handed.extend(frame(Kind::Handed, b""));
+        assert_eq!(
+            decode_all(&after_handed, 2).unwrap().1,
+            vec![Frame::Fin, Frame::Handed]
+        );
+        after_handed.push(0);
+        assert_eq!(decode_all(&after_handed, 2), Err(FrameError::AfterReset));
     }
 
     #[test]

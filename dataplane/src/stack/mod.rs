@@ -583,6 +583,11 @@ impl Stack {
         Ok(info)
     }
 
+    /// Who a stream belongs to.
+    pub fn owner(&self, id: StreamId) -> Option<Owner> {
+        self.streams.get(&id).map(|s| s.owner)
+    }
+
     /// Reset a stream (sends RST to the peer), for `reason`.
     pub fn abort(&mut self, now: Instant, id: StreamId, reason: StreamError) {
         let Some(s) = self.streams.get_mut(&id) else {

@@ -13,6 +13,8 @@
 //!   with UDP GSO ([`SendBatch`](batch::SendBatch)), each falling back when refused.
 //! - [`netlink`]: a minimal rtnetlink client (routes, addresses, link state) that waits for
 //!   the kernel's acknowledgement of every request, so no error is lost.
+//! - [`socket`]: the options the engine sets on a stream socket an app handed it (its
+//!   type, an abortive close).
 //!
 //! Demo and test helpers, fenced off from the node: no code path of `skywire node` or the
 //! engine reaches them; only `skywire demo`, the namespace lab and tests do.
@@ -41,6 +43,7 @@ pub mod batch;
 pub mod capture;
 pub mod netlink;
 pub mod netns;
+pub mod socket;
 pub mod tun;
 pub mod udp;
 

@@ -11,11 +11,16 @@
 //! - [`AppListener`] reads `incoming` lines; [`AppListener::accept`] takes the next stream.
 //! - [`join`] joins a stream to a reader (sent, then FIN) and a writer (what arrives), as
 //!   `skywire nc` does.
+//! - [`AppStream::hand_over`] gives the stream to a stream socket of the program's (a TCP
+//!   connection, say): the node then moves the stream's bytes over that socket itself, and
+//!   the program keeps only a [`HandedStream`], which says how the stream ended.
 //!
 //! The reply line is read through a buffer, and whatever came after it (the first frames,
 //! or `incoming` lines) is kept, so nothing is lost however the node's writes are cut.
 
-use std::io::{self, BufReader, ErrorKind as IoErrorKind, Read, Write};
+use std::io::{self, BufReader, ErrorKind as IoErrorKind, IoSlice, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -25,9 +30,13 @@ use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::stack::appframe::{self, Decoder, Frame, FrameError, Kind};
 use skywire_dataplane::stack::{ListenerId, StreamId};
 
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+
 use super::protocol::{
-    AppRequest, DEFAULT_BACKLOG, ErrorKind, Incoming, ListenerLine, Listening, Reply, ResetReason,
-    StreamOpened,
+    AppRequest, DEFAULT_BACKLOG, Ended, ErrorKind, Handed, Incoming, ListenerLine, Listening,
+    Reply, ResetReason, StreamOpened, WatchLine,
 };
 use crate::local::{self, ConnectFailure, LineRead, read_line};
 
@@ -226,14 +235,56 @@ impl AppClient {
         AppStream::new(opened, reader).map_err(|source| self.io_error(source, REPLY_TIMEOUT))
     }
 
-    /// Connect, send `request`, read the reply within `wait`; the connection comes back
-    /// with its read timeout cleared, in the buffer that read the reply.
-    fn open<T: serde::de::DeserializeOwned>(
+    /// Send a `hand_over` line with `socket` passed along, and read the `ok`; the
+    /// connection is the watch.
+    fn send_with_fd(
         &self,
         request: &AppRequest,
-        wait: Duration,
-    ) -> Result<(T, BufReader<UnixStream>), AppError> {
-        let stream = local::connect(&self.path).map_err(|failure| {
+        socket: &OwnedFd,
+    ) -> Result<BufReader<UnixStream>, AppError> {
+        let stream = self.connect()?;
+        let line = request.to_line();
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let fds = [socket.as_fd()];
+        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(self.bad_reply("no room to pass the socket".to_owned()));
+        }
+        stream
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
+            .map_err(|source| self.io_error(source, REPLY_TIMEOUT))?;
+        let sent = rustix::net::sendmsg(
+            &stream,
+            &[IoSlice::new(&line)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+        .map_err(|e| self.io_error(e.into(), REPLY_TIMEOUT))?;
+        // A line this short goes whole into an empty socket; the rest, should it not.
+        (&stream)
+            .write_all(line.get(sent..).unwrap_or_default())
+            .map_err(|source| self.io_error(source, REPLY_TIMEOUT))?;
+        let mut reader = BufReader::new(stream);
+        let line = self.read_reply_line(&mut reader, REPLY_TIMEOUT)?;
+        match serde_json::from_slice::<Reply<Handed>>(&line) {
+            Ok(Reply::Ok(_)) => {
+                reader
+                    .get_ref()
+                    .set_read_timeout(None)
+                    .map_err(|source| self.io_error(source, REPLY_TIMEOUT))?;
+                Ok(reader)
+            }
+            Ok(Reply::Error(body)) => Err(AppError::Refused {
+                kind: body.kind,
+                message: body.message,
+            }),
+            Err(e) => Err(self.bad_reply(e.to_string())),
+        }
+    }
+
+    fn connect(&self) -> Result<UnixStream, AppError> {
+        local::connect(&self.path).map_err(|failure| {
             let path = self.path.clone();
             match failure {
                 ConnectFailure::NotRunning(source) => AppError::NotRunning { path, source },
@@ -242,7 +293,17 @@ impl AppClient {
                 }
                 ConnectFailure::Other(source) => AppError::Connect { path, source },
             }
-        })?;
+        })
+    }
+
+    /// Connect, send `request`, read the reply within `wait`; the connection comes back
+    /// with its read timeout cleared, in the buffer that read the reply.
+    fn open<T: serde::de::DeserializeOwned>(
+        &self,
+        request: &AppRequest,
+        wait: Duration,
+    ) -> Result<(T, BufReader<UnixStream>), AppError> {
+        let stream = self.connect()?;
         stream
             .set_read_timeout(Some(wait))
             .and_then(|()| stream.set_write_timeout(Some(REPLY_TIMEOUT)))
@@ -435,6 +496,77 @@ impl AppStream {
     pub fn split(self) -> (AppReadHalf, AppWriteHalf) {
         (self.reader, self.writer)
     }
+
+    /// Hand the stream over to `socket`, a connected stream socket (TCP or Unix) of this
+    /// program's, through `client` (the node this stream is on): from then on the node
+    /// moves the stream's bytes between the stack and `socket` as they are, without frames
+    /// and without this program (`docs/APPS.md`, "Handing a stream to a socket").
+    ///
+    /// Bytes the node had sent in frames before the hand-over are written to `socket`
+    /// here, in order, and a FIN among them shuts `socket`'s writing side; bytes waiting in
+    /// `socket` (read by nobody yet) go to the peer first. On success this program's copy
+    /// of `socket` is closed and the stream's connection too; what is left is the watch.
+    /// On an error the stream is reset.
+    pub fn hand_over(self, client: &AppClient, socket: OwnedFd) -> Result<HandedStream, AppError> {
+        let id = self.id();
+        let mut writer = self.writer;
+        let mut reader = self.reader;
+        let watch = match client.send_with_fd(&AppRequest::HandOver { stream: id }, &socket) {
+            Ok(watch) => watch,
+            Err(error) => {
+                let _ = writer.reset("hand_over_failed: the node did not take the socket");
+                return Err(error);
+            }
+        };
+        // The node shares the socket's file description now: its blocking mode is left as
+        // it is, and the early bytes are written without depending on it.
+        if let Err(source) = reader.pass_on_until_handed(&socket) {
+            let _ = writer.reset("hand_over_failed: passing on the early bytes failed");
+            return Err(client.io_error(source, REPLY_TIMEOUT));
+        }
+        // Closing the stream's connection tells the node every early byte is passed on.
+        drop(writer);
+        drop(reader);
+        Ok(HandedStream {
+            id,
+            client: client.clone(),
+            reader: watch,
+        })
+    }
+}
+
+/// A stream handed over to a socket: its connection to the node, which answers one line
+/// when the stream ends. Dropping it changes nothing for the stream.
+#[derive(Debug)]
+pub struct HandedStream {
+    id: StreamId,
+    client: AppClient,
+    reader: BufReader<UnixStream>,
+}
+
+impl HandedStream {
+    /// The stream's id on this node.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// The watch connection, to wait on with `poll` or `epoll` (readable once the stream
+    /// ended, then read it with [`Self::ended`]).
+    pub fn socket(&self) -> &UnixStream {
+        self.reader.get_ref()
+    }
+
+    /// Wait for the stream's end and say how it went (bytes each way, and the error kind
+    /// if it was reset).
+    pub fn ended(mut self) -> Result<Ended, AppError> {
+        let line = self
+            .client
+            .read_reply_line(&mut self.reader, Duration::MAX)?;
+        match serde_json::from_slice::<WatchLine>(&line) {
+            Ok(WatchLine::Ended(ended)) => Ok(ended),
+            Err(e) => Err(self.client.bad_reply(e.to_string())),
+        }
+    }
 }
 
 impl Read for AppStream {
@@ -496,6 +628,73 @@ impl AppReadHalf {
     }
 }
 
+/// Write all of `data` to `out` whatever its blocking mode (`MSG_DONTWAIT`, waiting for
+/// room with `poll`), within [`REPLY_TIMEOUT`] for each wait.
+fn send_all_now(out: &OwnedFd, mut data: &[u8]) -> io::Result<()> {
+    let wait = Timespec::try_from(REPLY_TIMEOUT).unwrap_or_default();
+    while !data.is_empty() {
+        match rustix::net::send(out, data, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(n) => data = data.get(n..).unwrap_or_default(),
+            Err(Errno::AGAIN) => {
+                let mut fds = [PollFd::new(out, PollFlags::OUT)];
+                if rustix::event::poll(&mut fds, Some(&wait))? == 0 {
+                    return Err(IoErrorKind::TimedOut.into());
+                }
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl AppReadHalf {
+    /// After a hand-over: write the DATA the node sent before HANDED to `out`, shut
+    /// `out`'s writing side at a FIN, and stop at HANDED.
+    fn pass_on_until_handed(&mut self, out: &OwnedFd) -> io::Result<()> {
+        let shut =
+            || rustix::net::shutdown(out, rustix::net::Shutdown::Write).map_err(io::Error::from);
+        match &self.ended {
+            None => {}
+            Some(ReadEnd::Fin) => shut()?,
+            Some(end) => return Self::ended_error(end).map(drop),
+        }
+        loop {
+            if self.start >= self.end {
+                let n = (&self.socket).read(&mut self.buf)?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        IoErrorKind::UnexpectedEof,
+                        "the node closed the stream before HANDED",
+                    ));
+                }
+                self.start = 0;
+                self.end = n;
+            }
+            let input = self.buf.get(self.start..self.end).unwrap_or_default();
+            let (used, frame) = self
+                .decoder
+                .decode(input)
+                .map_err(|e| io::Error::new(IoErrorKind::InvalidData, e))?;
+            self.start += used;
+            match frame {
+                Some(Frame::Data(piece)) => send_all_now(out, piece)?,
+                Some(Frame::Fin) => shut()?,
+                Some(Frame::Reset(text)) => {
+                    return Err(io::Error::new(
+                        IoErrorKind::ConnectionReset,
+                        StreamReset {
+                            reason: ResetReason::parse(&text),
+                        },
+                    ));
+                }
+                Some(Frame::Handed) => return Ok(()),
+                None => {}
+            }
+        }
+    }
+}
+
 impl Read for AppReadHalf {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
@@ -538,6 +737,11 @@ impl Read for AppReadHalf {
                             self.ended = Some(ReadEnd::Reset(StreamReset {
                                 reason: ResetReason::parse(&text),
                             }));
+                        }
+                        // Only an answer to a hand-over, which this reader never asked for.
+                        Some(Frame::Handed) => {
+                            self.ended =
+                                Some(ReadEnd::Broken(FrameError::UnknownKind(Kind::Handed as u8)));
                         }
                         None => {}
                     }

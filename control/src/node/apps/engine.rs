@@ -8,6 +8,7 @@
 //! removes it), so that later dials to that key find it.
 
 use std::collections::HashSet;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -59,6 +60,16 @@ impl Streams for EngineHandle {
         socket: UnixStream,
     ) -> Result<(), StreamError> {
         EngineHandle::attach(self, stream, owner, socket)
+    }
+
+    fn hand_over(
+        &self,
+        stream: StreamId,
+        owner: Owner,
+        socket: OwnedFd,
+        watch: UnixStream,
+    ) -> Result<(), StreamError> {
+        EngineHandle::hand_over(self, stream, owner, socket, watch)
     }
 
     fn abort(&self, stream: StreamId) {

@@ -14,7 +14,9 @@
 //!
 //! Limits: `max_streams` and `max_streams_per_app` (counting ends), `max_listeners`, the
 //! listeners' backlogs (ends not yet attached), and `take_timeout` (checked when an end is
-//! attached late). Idle timeouts and buffer sizes are not modelled.
+//! attached late). Idle timeouts, buffer sizes and hand-overs to an app's own socket are
+//! not modelled: a `hand_over` is refused as `unknown_stream`, and the tests of hand-overs
+//! run against the real engine (`node::apps::tests`, the SOCKS tests).
 //!
 //! It is a test double, like the data plane's `sim`: it spawns threads per stream and
 //! allocates freely, and a RESET it cannot write within a second (the app is not reading)
@@ -23,6 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::Shutdown;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
@@ -351,6 +354,16 @@ impl Streams for FakeEngine {
         Ok(())
     }
 
+    fn hand_over(
+        &self,
+        _stream: StreamId,
+        _owner: Owner,
+        _socket: OwnedFd,
+        _watch: UnixStream,
+    ) -> Result<(), StreamError> {
+        Err(StreamError::UnknownStream)
+    }
+
     fn abort(&self, stream: StreamId) {
         let end = self
             .lock()
@@ -542,6 +555,18 @@ impl Link {
                     }
                     Some(Frame::Data(_)) => {}
                     Some(Frame::Fin) => self.deliver_fin(from, to),
+                    // Apps never send HANDED; the fake treats it as the engine does.
+                    Some(Frame::Handed) => {
+                        let mut reasons = [None, None];
+                        if let Some(r) = reasons.get_mut(from) {
+                            *r = Some(reset_reason(StreamError::AppProtocol));
+                        }
+                        if let Some(r) = reasons.get_mut(to) {
+                            *r = peer_reset();
+                        }
+                        self.end(reasons);
+                        return;
+                    }
                     Some(Frame::Reset(_)) => {
                         let mut reasons = [None, None];
                         if let Some(r) = reasons.get_mut(to) {

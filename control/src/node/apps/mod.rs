@@ -46,6 +46,7 @@ pub mod fake;
 pub mod protocol;
 pub mod server;
 
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,18 @@ pub trait Streams: Send + Sync + 'static {
     /// a RESET of its own.
     fn attach(&self, stream: StreamId, owner: Owner, socket: UnixStream)
     -> Result<(), StreamError>;
+
+    /// Hand an attached stream of `owner`'s (or any, for root) over to `socket`, a stream
+    /// socket the app passed with its `hand_over` line; `watch` is that line's connection.
+    /// On success the engine writes the `ok` line on `watch`, and the `ended` line when
+    /// the stream ends; on an error the server answers with an error line.
+    fn hand_over(
+        &self,
+        stream: StreamId,
+        owner: Owner,
+        socket: OwnedFd,
+        watch: UnixStream,
+    ) -> Result<(), StreamError>;
 
     /// Reset a dialed or arrived stream the server could not hand over. Unknown ids are
     /// ignored.

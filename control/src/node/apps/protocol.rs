@@ -69,6 +69,12 @@ pub enum AppRequest {
         /// The stream's id, from an `incoming` line.
         stream: StreamId,
     },
+    /// Hand one of this user's attached streams over to the stream socket that comes with
+    /// the line (`SCM_RIGHTS`).
+    HandOver {
+        /// The stream's id, from the `ok` of its dial or accept.
+        stream: StreamId,
+    },
 }
 
 impl AppRequest {
@@ -112,6 +118,11 @@ impl AppRequest {
                 stream: Some(stream.0),
                 ..WireRequest::default()
             },
+            Self::HandOver { stream } => WireRequest {
+                op: "hand_over".to_owned(),
+                stream: Some(stream.0),
+                ..WireRequest::default()
+            },
         };
         json_line(&wire)
     }
@@ -135,8 +146,9 @@ pub enum RequestError {
     /// The line is not a JSON object of the protocol's fields (the parser's words).
     #[error("a request is a JSON object with an `op` and its fields: {0}")]
     NotJson(String),
-    /// The op is none of `dial`, `listen`, `accept` (shown cut to 64 characters).
-    #[error("unknown op {0:?}: the ops are dial, listen and accept")]
+    /// The op is none of `dial`, `listen`, `accept`, `hand_over` (shown cut to 64
+    /// characters).
+    #[error("unknown op {0:?}: the ops are dial, listen, accept and hand_over")]
     UnknownOp(String),
     /// A field the op needs is missing.
     #[error("{op} needs `{field}`")]
@@ -228,6 +240,7 @@ pub fn parse_request(line: &[u8]) -> Result<AppRequest, RequestError> {
         "dial" => ("dial", &["peer", "port", "timeout_ms"]),
         "listen" => ("listen", &["port", "backlog", "allow"]),
         "accept" => ("accept", &["stream"]),
+        "hand_over" => ("hand_over", &["stream"]),
         other => {
             return Err(RequestError::UnknownOp(other.chars().take(64).collect()));
         }
@@ -281,7 +294,10 @@ pub fn parse_request(line: &[u8]) -> Result<AppRequest, RequestError> {
                 allow,
             })
         }
-        _ => Ok(AppRequest::Accept {
+        "accept" => Ok(AppRequest::Accept {
+            stream: StreamId(wire.stream.ok_or(missing("stream"))?),
+        }),
+        _ => Ok(AppRequest::HandOver {
             stream: StreamId(wire.stream.ok_or(missing("stream"))?),
         }),
     }
@@ -572,6 +588,35 @@ impl From<StreamInfo> for StreamOpened {
             port: info.remote_port,
         }
     }
+}
+
+/// The `ok` body of `hand_over`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handed {
+    /// The stream handed over.
+    #[serde(with = "stream_id")]
+    pub handed: StreamId,
+}
+
+/// The line the node writes on a `hand_over` connection when the stream ends, after which
+/// it closes the connection (`{"ended":{"sent":N,"received":M,"error":null}}`; the engine
+/// writes it, `dataplane::engine`'s `apps` module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchLine {
+    /// How the stream ended.
+    Ended(Ended),
+}
+
+/// A handed-over stream's end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    /// Stream bytes the node took from the app (both before and after the hand-over).
+    pub sent: u64,
+    /// Stream bytes the node gave to the app.
+    pub received: u64,
+    /// `None`: both sides closed it; else the error kind it was reset with.
+    pub error: Option<String>,
 }
 
 /// The `ok` body of `listen`.

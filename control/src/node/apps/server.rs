@@ -30,9 +30,15 @@
 //!   line.
 //! - **Accept.** The stream is taken from the table by its listener's user or root, and
 //!   handed over as a dialed one.
+//! - **Hand-over.** The line comes with a stream socket (`SCM_RIGHTS`, received with the
+//!   line's last read; descriptors passed with any other op are closed). The engine checks
+//!   the stream is the user's and attached, answers `ok` on the connection itself and keeps
+//!   it as the stream's watch, which gets the `ended` line.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,7 +49,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, select};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
-use rustix::net::RecvFlags;
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::stack::{
     ListenOptions, ListenerId, Owner, StreamError, StreamId, StreamInfo, appframe,
@@ -59,6 +65,9 @@ use super::{RouteFailure, Routes, Streams};
 use crate::config::AppsConfig;
 use crate::local::{BoundSocket, ConnectionSlot, Sharing, bind_shared};
 use crate::procfs;
+
+/// Descriptors a request line may bring (`hand_over` takes one; more are refused).
+const MAX_PASSED: usize = 2;
 
 /// At most this many connections are in their opening at once.
 pub const MAX_OPENING: usize = 1024;
@@ -209,8 +218,8 @@ fn serve_connection(shared: &Shared, stream: UnixStream, slot: ConnectionSlot) {
         return;
     };
     let uid = cred.uid.as_raw();
-    let line = match read_opening(&stream, Instant::now() + shared.opening_timeout) {
-        Opening::Line(line) => line,
+    let (line, passed) = match read_opening(&stream, Instant::now() + shared.opening_timeout) {
+        Opening::Line(line, passed) => (line, passed),
         Opening::Closed => return,
         Opening::Bad(error) => return refuse(&stream, ErrorKind::BadRequest, error.to_string()),
     };
@@ -243,13 +252,59 @@ fn serve_connection(shared: &Shared, stream: UnixStream, slot: ConnectionSlot) {
             listen(shared, stream, options, slot);
         }
         Ok(AppRequest::Accept { stream: id }) => accept(shared, stream, uid, id),
+        Ok(AppRequest::HandOver { stream: id }) => {
+            hand_over_socket(shared, stream, Owner(uid), id, passed);
+        }
+    }
+}
+
+/// A `hand_over`: the engine takes the passed socket and the connection as the watch.
+fn hand_over_socket(
+    shared: &Shared,
+    stream: UnixStream,
+    owner: Owner,
+    id: StreamId,
+    mut passed: Vec<OwnedFd>,
+) {
+    if passed.len() != 1 {
+        return refuse(
+            &stream,
+            ErrorKind::BadRequest,
+            format!(
+                "hand_over takes exactly one stream socket, passed with the line (SCM_RIGHTS); \
+                 {} came",
+                passed.len()
+            ),
+        );
+    }
+    let Some(socket) = passed.pop() else {
+        return;
+    };
+    let Ok(spare) = stream.try_clone() else {
+        return refuse(
+            &stream,
+            ErrorKind::Limit,
+            "no descriptor for the watch".to_owned(),
+        );
+    };
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(None);
+    if let Err(error) = shared.streams.hand_over(id, owner, socket, stream) {
+        let message = match error {
+            StreamError::UnknownStream => format!(
+                "stream {id} is not one of this user's streams attached in frames, or the \
+                 socket passed is not a stream socket"
+            ),
+            other => other.to_string(),
+        };
+        refuse(&spare, error.into(), message);
     }
 }
 
 /// How reading the opening line ended.
 enum Opening {
-    /// The line, without its newline.
-    Line(Vec<u8>),
+    /// The line, without its newline, and the descriptors passed with it.
+    Line(Vec<u8>, Vec<OwnedFd>),
     /// Closed before a byte came, or a socket error: nobody to answer.
     Closed,
     /// Too long, cut off, or too slow.
@@ -257,8 +312,11 @@ enum Opening {
 }
 
 /// Read the opening line by peeking first, so that not a byte after its newline is read.
+/// The bytes are taken with `recvmsg`, so descriptors passed with them are received (and
+/// closed if the op does not take them) rather than left to the kernel.
 fn read_opening(stream: &UnixStream, deadline: Instant) -> Opening {
     let mut line = Vec::new();
+    let mut passed = Vec::new();
     let mut waiting = vec![0u8; MAX_REQUEST + 1];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -292,15 +350,48 @@ fn read_opening(stream: &UnixStream, deadline: Instant) -> Opening {
         // The bytes are waiting already (we just peeked them): this does not block.
         let read = line
             .get_mut(start..)
-            .map_or(Ok(()), |part| (&*stream).read_exact(part));
+            .map_or(Ok(()), |part| read_with_fds(stream, part, &mut passed));
         if read.is_err() {
             return Opening::Closed;
         }
         if done {
             line.pop();
-            return Opening::Line(line);
+            return Opening::Line(line, passed);
         }
     }
+}
+
+/// Fill `buf` from `stream`, keeping the descriptors that come with the bytes (at most
+/// [`MAX_PASSED`] per read; the kernel closes any beyond).
+fn read_with_fds(stream: &UnixStream, buf: &mut [u8], passed: &mut Vec<OwnedFd>) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_PASSED))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let Some(rest) = buf.get_mut(filled..) else {
+            break;
+        };
+        let got = match rustix::net::recvmsg(
+            stream,
+            &mut [IoSliceMut::new(rest)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(got) => got.bytes,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                passed.extend(fds);
+            }
+        }
+        if got == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += got;
+    }
+    Ok(())
 }
 
 /// Whether the process at the other end may use the socket: by its uid or primary group,

@@ -324,6 +324,15 @@ fn a_stream_the_engine_will_not_take_is_reset_with_the_reason() {
         fn attach(&self, _: StreamId, _: Owner, _: UnixStream) -> Result<(), StreamError> {
             Err(StreamError::RouteGone)
         }
+        fn hand_over(
+            &self,
+            stream: StreamId,
+            owner: Owner,
+            socket: std::os::fd::OwnedFd,
+            watch: UnixStream,
+        ) -> Result<(), StreamError> {
+            self.0.hand_over(stream, owner, socket, watch)
+        }
         fn abort(&self, stream: StreamId) {
             self.0.abort(stream);
         }
