@@ -11,9 +11,10 @@
 //!
 //! A stream message's parser returns `Ok(None)` while the bytes are a strict prefix of a
 //! message, `Ok(Some((message, len)))` once the first `len` bytes are a whole one (bytes
-//! after it are not looked at), and an error as soon as a byte makes it invalid. More bytes
-//! never turn an error into a message or change a message, so a caller may parse again
-//! after every read. Every parsed message encodes back to exactly the `len` bytes it came
+//! after it are not looked at), and an error as soon as a byte makes it invalid (a domain
+//! name is checked once all of it is there). More bytes never turn an error into a message
+//! or change a message, so a caller may parse again after every read, and stop reading at
+//! the protocol's maximum ([`MAX_GREETING_LEN`], [`MAX_AUTH_LEN`], [`MAX_REQUEST_LEN`]). Every parsed message encodes back to exactly the `len` bytes it came
 //! from: the client app forwards a request's bytes to the exit as they came, and the exit
 //! parses the same message out of them. A UDP datagram is whole or malformed.
 //!
