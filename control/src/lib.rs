@@ -26,6 +26,8 @@
 //! - [`node`]: the node as a library: [`node::Node::start`] runs the engine, the uplink to
 //!   the manager and the control socket ([`node::ctl`], what `skywire status`, `route` and
 //!   `ping` talk to), and a [`node::NodeHandle`] talks to it.
+//! - [`apps`]: apps that run on the mesh: [`apps::socks`], the SOCKS5 proxy's protocol and
+//!   the exit's destination policy.
 //! - [`launcher`]: viscript, the app launcher: apps from `config.yaml`, sequence ids,
 //!   daemons restarted with backoff, the console commands, headless socket and GUI.
 //! - Tools: [`lab`] (the namespace lab the demo, the bench and the root-only tests build
@@ -60,6 +62,8 @@ pub mod signal;
 pub mod config;
 pub mod launcher;
 pub mod node;
+
+pub mod apps;
 
 pub mod bench;
 pub mod demo;

@@ -15,6 +15,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
+use skywire_control::apps::socks::wire::{
+    self as socks, Command as SocksCommand, Credentials, Dest, Greeting, Name, Rep,
+    Reply as SocksReply, Request as SocksRequest, UdpHeader,
+};
 use skywire_control::frame as codec;
 use skywire_control::manager::proto::{self, Bytes32, Frame, Hello, Key, NodeRequest, Register};
 use skywire_control::node::apps::protocol::{
@@ -556,6 +560,109 @@ fn app_seeds() -> Vec<(&'static str, Seeds)> {
     ]
 }
 
+/// Seeds for `socks_wire`: a chunk-size byte, then SOCKS5 messages made with the codec's
+/// own encoders, and the text and foreign protocols the parsers must refuse.
+fn socks_seeds() -> Vec<(&'static str, Seeds)> {
+    let with = |chunk: u8, bytes: &[u8]| [&[chunk][..], bytes].concat();
+    let name = |s: &str| Dest::Name(Name::new(s).expect("a SOCKS name"));
+    let request = |command: SocksCommand, dest: Dest, port: u16| {
+        let mut out = Vec::new();
+        socks::encode_request(
+            &SocksRequest {
+                command,
+                dest,
+                port,
+            },
+            &mut out,
+        );
+        out
+    };
+    let connect = |dest: Dest, port: u16| request(SocksCommand::Connect, dest, port);
+    let ip = |s: &str| Dest::Ip(s.parse().expect("an address"));
+    let mut greeting = Vec::new();
+    socks::encode_greeting(&Greeting { methods: &[0, 2] }, &mut greeting);
+    let mut auth = Vec::new();
+    socks::encode_auth(
+        &Credentials {
+            username: b"alice",
+            password: b"secret",
+        },
+        &mut auth,
+    );
+    let mut reply_named = Vec::new();
+    socks::encode_reply(
+        &SocksReply {
+            rep: Rep::Succeeded,
+            bound: name("exit.example"),
+            port: 1080,
+        },
+        &mut reply_named,
+    );
+    let mut datagram = Vec::new();
+    socks::encode_udp_header(
+        &UdpHeader {
+            dest: ip("2001:db8::53"),
+            port: 53,
+        },
+        &mut datagram,
+    );
+    datagram.extend_from_slice(b"\x12\x34\x01\x00");
+    let mut fragment = datagram.clone();
+    fragment[2] = 1;
+    vec![(
+        "socks_wire",
+        vec![
+            ("greeting", with(0, &greeting)),
+            (
+                "greeting-then-connect",
+                with(
+                    3,
+                    &[greeting.clone(), connect(ip("192.0.2.7"), 443)].concat(),
+                ),
+            ),
+            ("auth", with(1, &auth)),
+            ("connect-ipv4", with(255, &connect(ip("192.0.2.7"), 443))),
+            ("connect-ipv6", with(4, &connect(ip("2001:db8::1"), 443))),
+            (
+                "connect-mapped-loopback",
+                with(7, &connect(ip("::ffff:127.0.0.1"), 80)),
+            ),
+            ("connect-nat64", with(0, &connect(ip("64:ff9b::a00:1"), 25))),
+            ("connect-name", with(5, &connect(name("example.com"), 80))),
+            (
+                "connect-name-255",
+                with(31, &connect(name(&"a".repeat(255)), 8080)),
+            ),
+            (
+                "connect-numeric-name",
+                with(2, &connect(name("0x7f000001"), 80)),
+            ),
+            (
+                "connect-localhost",
+                with(9, &connect(name("db.localhost"), 5432)),
+            ),
+            (
+                "udp-associate",
+                with(255, &request(SocksCommand::UdpAssociate, ip("0.0.0.0"), 0)),
+            ),
+            (
+                "reply-refused",
+                with(0, &socks::reply(Rep::ConnectionRefused)),
+            ),
+            ("reply-named", with(6, &reply_named)),
+            ("udp-datagram", with(255, &datagram)),
+            ("udp-fragment", with(255, &fragment)),
+            (
+                "http-get",
+                with(3, b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+            ),
+            ("socks4", with(0, &[4, 1, 0, 80, 127, 0, 0, 1, 0])),
+            ("numeric-host", with(0, b"0177.0.0.1")),
+            ("ipv6-literal", with(0, b"[::ffff:10.0.0.1]")),
+        ],
+    )]
+}
+
 fn main() {
     let (init, response) = handshake();
     let transport = transport_packets();
@@ -653,6 +760,7 @@ fn main() {
         .chain(control_seeds())
         .chain(stack_seeds())
         .chain(app_seeds())
+        .chain(socks_seeds())
     {
         let dir = root.join(target);
         fs::create_dir_all(&dir).expect("create corpus dir");

@@ -20,6 +20,7 @@ pub mod prefix;
 pub mod replay;
 pub mod route;
 pub mod session;
+pub mod socks;
 pub mod stack;
 pub mod text;
 pub mod wire;
@@ -50,4 +51,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("stack_ingress", stack::ingress),
     ("app_request", apps::app_request),
     ("app_frames", apps::app_frames),
+    ("socks_wire", socks::socks_wire),
 ];

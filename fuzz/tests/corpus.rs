@@ -169,3 +169,49 @@ fn app_seeds_are_requests_and_frames() {
     let after_fin = skywire_fuzz::apps::frames_decoded(&read("app_frames", "seed-data-after-fin"));
     assert_eq!(after_fin.error, Some(FrameError::AfterFin));
 }
+
+#[test]
+fn socks_seeds_are_what_their_names_say() {
+    use skywire_control::apps::socks::wire::{self, WireError};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/socks_wire");
+    let read = |name: &str| {
+        let seed = fs::read(dir.join(format!("seed-{name}"))).expect("read seed");
+        seed[1..].to_vec()
+    };
+    for name in ["greeting", "greeting-then-connect"] {
+        let (_, len) = wire::parse_greeting(&read(name)).unwrap().unwrap();
+        if name == "greeting-then-connect" {
+            wire::parse_request(&read(name)[len..]).unwrap().unwrap();
+        }
+    }
+    wire::parse_auth(&read("auth")).unwrap().unwrap();
+    for name in [
+        "connect-ipv4",
+        "connect-ipv6",
+        "connect-mapped-loopback",
+        "connect-nat64",
+        "connect-name",
+        "connect-name-255",
+        "connect-numeric-name",
+        "connect-localhost",
+        "udp-associate",
+    ] {
+        let bytes = read(name);
+        let (_, len) = wire::parse_request(&bytes).unwrap().unwrap();
+        assert_eq!(len, bytes.len(), "{name}");
+    }
+    for name in ["reply-refused", "reply-named"] {
+        wire::parse_reply(&read(name)).unwrap().unwrap();
+    }
+    wire::parse_udp(&read("udp-datagram")).unwrap();
+    assert_eq!(
+        wire::parse_udp(&read("udp-fragment")),
+        Err(WireError::Fragment(1))
+    );
+    for name in ["http-get", "socks4"] {
+        assert!(matches!(
+            wire::parse_request(&read(name)),
+            Err(WireError::NotSocks5(_))
+        ));
+    }
+}

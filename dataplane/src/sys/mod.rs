@@ -12,9 +12,11 @@
 //! - [`batch`]: `recvmmsg` with UDP GRO ([`RecvBatch`](batch::RecvBatch)) and `sendmmsg`
 //!   with UDP GSO ([`SendBatch`](batch::SendBatch)), each falling back when refused.
 //! - [`netlink`]: a minimal rtnetlink client (routes, addresses, link state) that waits for
-//!   the kernel's acknowledgement of every request, so no error is lost.
-//! - [`socket`]: the options the engine sets on a stream socket an app handed it (its
-//!   type, an abortive close).
+//!   the kernel's acknowledgement of every request, so no error is lost, and lists the
+//!   host's addresses ([`list_addresses`](netlink::list_addresses), for the SOCKS exit's
+//!   policy).
+//! - [`socket`]: what the engine does with a stream socket an app handed it (its type,
+//!   non-blocking calls, an abortive close).
 //!
 //! Demo and test helpers, fenced off from the node: no code path of `skywire node` or the
 //! engine reaches them; only `skywire demo`, the namespace lab and tests do.

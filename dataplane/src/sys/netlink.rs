@@ -1,7 +1,7 @@
 //! A minimal rtnetlink client: add and delete routes through an interface, add addresses,
-//! set a link's MTU and state. One socket per call, one request per socket, and every
-//! request waits for the kernel's acknowledgement, so a refusal is an `Err` here and never
-//! passes silently.
+//! set a link's MTU and state, list the host's addresses. One socket per call, one request
+//! per socket, and every change waits for the kernel's acknowledgement, so a refusal is an
+//! `Err` here and never passes silently.
 //!
 //! Messages are built field by field into a byte buffer in native byte order, as the
 //! kernel lays them out (`include/uapi/linux/{netlink,rtnetlink,if_addr}.h`); the layout
@@ -13,7 +13,11 @@
 //! (`EEXIST`), and [`delete_route`] of a route that does not exist with
 //! [`io::ErrorKind::NotFound`] (the kernel's `ESRCH`).
 //!
-//! Not here: dumps (listing routes or addresses), multicast notifications, extended acks.
+//! One dump: [`list_addresses`] (`RTM_GETADDR`, both families), read datagram by datagram
+//! until `NLMSG_DONE`; a dump the kernel marks interrupted (an address changed during it)
+//! is started again.
+//!
+//! Not here: other dumps (routes, links), multicast notifications, extended acks.
 
 use std::io;
 use std::net::IpAddr;
@@ -66,6 +70,18 @@ const F_ACK: u16 = libc::NLM_F_ACK as u16;
 const F_CREATE: u16 = libc::NLM_F_CREATE as u16;
 const F_EXCL: u16 = libc::NLM_F_EXCL as u16;
 const NLMSG_ERROR: u16 = libc::NLMSG_ERROR as u16;
+const F_DUMP: u16 = libc::NLM_F_DUMP as u16;
+const F_DUMP_INTR: u16 = libc::NLM_F_DUMP_INTR as u16;
+const NLMSG_DONE: u16 = libc::NLMSG_DONE as u16;
+/// Attribute types carry two flag bits (nested, network byte order) above the type.
+const NLA_TYPE_MASK: u16 = libc::NLA_TYPE_MASK as u16;
+
+/// The receive buffer of a dump. The kernel fills each datagram of a dump up to the
+/// largest buffer the reader has used, at most 32 KiB; a datagram larger than this buffer
+/// would be cut, which [`recv`] reports rather than misreads.
+const DUMP_BUFFER: usize = 32 * 1024;
+/// How many times a dump the kernel marks interrupted is started again before giving up.
+const DUMP_ATTEMPTS: usize = 5;
 
 /// How long to wait for an acknowledgement. The kernel handles a request inside `send`, so
 /// the ack is queued before `send` returns; the timeout only guards against a lost one.
@@ -108,6 +124,136 @@ pub fn add_address(if_index: u32, address: &Prefix) -> io::Result<()> {
 /// leaves that property as it is.
 pub fn set_link(if_index: u32, mtu: Option<u32>, up: Option<bool>) -> io::Result<()> {
     request(link_message(if_index, mtu, up)?)
+}
+
+/// Every address of every interface, IPv4 and IPv6: the interface's index and the address
+/// with its prefix length (`192.0.2.2/24`, `::1/128`), in the kernel's order. For a
+/// point-to-point address this is the local end (`IFA_LOCAL`, which the kernel sends
+/// whenever the local address differs from `IFA_ADDRESS`, the peer's), for every other
+/// address `IFA_ADDRESS`. Needs no privilege.
+pub fn list_addresses() -> io::Result<Vec<(u32, Prefix)>> {
+    for _ in 0..DUMP_ATTEMPTS {
+        let dump = dump_addresses()?;
+        if !dump.interrupted {
+            return Ok(dump.addresses);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Interrupted,
+        "the address dump was interrupted by changes, again and again",
+    ))
+}
+
+/// One `RTM_GETADDR` dump on a fresh socket.
+fn dump_addresses() -> io::Result<AddressDump> {
+    let socket = open()?;
+    // One request per socket: any sequence number works.
+    let seq = 1;
+    send(&socket, &address_dump_message().finish(seq))?;
+    let mut buf = vec![0u8; DUMP_BUFFER];
+    let mut dump = AddressDump::default();
+    while !dump.done {
+        let n = recv(&socket, &mut buf)?;
+        dump.read(buf.get(..n).unwrap_or_default(), seq)?;
+    }
+    Ok(dump)
+}
+
+/// `RTM_GETADDR` for every address: an `ifaddrmsg` of family `AF_UNSPEC` (every family)
+/// and nothing else set, what `ip address show` sends.
+fn address_dump_message() -> Message {
+    let mut msg = Message::new(libc::RTM_GETADDR, F_REQUEST | F_DUMP);
+    msg.push(&[libc::AF_UNSPEC as u8, 0, 0, 0, 0, 0, 0, 0]);
+    msg
+}
+
+/// An address dump as its datagrams arrive.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct AddressDump {
+    /// The addresses so far.
+    addresses: Vec<(u32, Prefix)>,
+    /// `NLMSG_DONE` arrived.
+    done: bool,
+    /// A message carried `NLM_F_DUMP_INTR`: the list may be inconsistent.
+    interrupted: bool,
+}
+
+impl AddressDump {
+    /// Read one datagram of the dump of request `seq`. A datagram that is not a sequence of
+    /// well-formed messages is `InvalidData`; an error from the kernel is its errno.
+    fn read(&mut self, mut datagram: &[u8], seq: u32) -> io::Result<()> {
+        let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed address dump");
+        while !datagram.is_empty() && !self.done {
+            let len = read_u32(datagram, 0).ok_or_else(malformed)? as usize;
+            if len < NLMSG_HDRLEN || len > datagram.len() {
+                return Err(malformed());
+            }
+            let message = datagram.get(..len).ok_or_else(malformed)?;
+            let kind = read_u16(message, 4).ok_or_else(malformed)?;
+            let flags = read_u16(message, 6).ok_or_else(malformed)?;
+            let this_seq = read_u32(message, 8).ok_or_else(malformed)?;
+            datagram = datagram.get(align4(len)..).unwrap_or_default();
+            if this_seq != seq {
+                continue;
+            }
+            self.interrupted |= flags & F_DUMP_INTR != 0;
+            match kind {
+                // Both carry an `int` error after the header: 0, or a negative errno.
+                NLMSG_DONE | NLMSG_ERROR => {
+                    let error = read_u32(message, NLMSG_HDRLEN).unwrap_or(0) as i32;
+                    if error != 0 {
+                        return Err(io::Error::from_raw_os_error(error.saturating_neg()));
+                    }
+                    self.done |= kind == NLMSG_DONE;
+                }
+                libc::RTM_NEWADDR => {
+                    if let Some(address) = parse_address(message).ok_or_else(malformed)? {
+                        self.addresses.push(address);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `RTM_NEWADDR` message: the interface index and the address, `Ok(None)` for a
+/// family other than IPv4 and IPv6 or a message without an address; `None` if malformed.
+fn parse_address(message: &[u8]) -> Option<Option<(u32, Prefix)>> {
+    let header = message.get(NLMSG_HDRLEN..NLMSG_HDRLEN + IFADDRMSG_LEN)?;
+    let (&family, rest) = header.split_first()?;
+    let (&prefix_len, _) = rest.split_first()?;
+    let if_index = read_u32(header, 4)?;
+    let width = match i32::from(family) {
+        libc::AF_INET => 4,
+        libc::AF_INET6 => 16,
+        _ => return Some(None),
+    };
+    let (mut local, mut address) = (None, None);
+    let mut attrs = message.get(NLMSG_HDRLEN + IFADDRMSG_LEN..)?;
+    while !attrs.is_empty() {
+        let len = usize::from(read_u16(attrs, 0)?);
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        let kind = read_u16(attrs, 2)? & NLA_TYPE_MASK;
+        let payload = attrs.get(4..len)?;
+        match kind {
+            libc::IFA_LOCAL => local = Some(payload),
+            libc::IFA_ADDRESS => address = Some(payload),
+            _ => {}
+        }
+        attrs = attrs.get(align4(len)..).unwrap_or_default();
+    }
+    let Some(bytes) = local.or(address) else {
+        return Some(None);
+    };
+    let ip = match width {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        _ => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+    };
+    Some(Some((if_index, Prefix::new(ip, prefix_len)?)))
 }
 
 fn family(ip: IpAddr) -> u8 {
@@ -279,7 +425,19 @@ fn request(msg: Message) -> io::Result<()> {
     let socket = open()?;
     // One request per socket: any sequence number works; a fixed one keeps tests exact.
     let seq = 1;
-    let bytes = msg.finish(seq);
+    send(&socket, &msg.finish(seq))?;
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = recv(&socket, &mut buf)?;
+        let reply = buf.get(..n).unwrap_or_default();
+        if let Some(result) = parse_ack(reply, seq)? {
+            return result;
+        }
+    }
+}
+
+/// Send one message to the kernel.
+fn send(socket: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
     // SAFETY: the pointer and length describe `bytes`, which outlives the call; the socket
     // is connected to the kernel, so no address is needed.
     let sent = unsafe {
@@ -293,24 +451,30 @@ fn request(msg: Message) -> io::Result<()> {
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut buf = [0u8; 8192];
-    loop {
-        // SAFETY: the pointer and length describe `buf`, a writable local array; the kernel
-        // writes at most `buf.len()` bytes.
-        let n = unsafe {
-            libc::recv(
-                socket.as_raw_fd(),
-                buf.as_mut_ptr().cast::<libc::c_void>(),
-                buf.len(),
-                0,
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
-        let reply = buf.get(..n).unwrap_or_default();
-        if let Some(result) = parse_ack(reply, seq)? {
-            return result;
-        }
+    Ok(())
+}
+
+/// Receive one datagram into `buf`; its length. A datagram longer than `buf` is
+/// `InvalidData` (netlink would cut it and drop the rest).
+fn recv(socket: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `buf`, a writable buffer; the kernel writes
+    // at most `buf.len()` bytes. With MSG_TRUNC it returns the datagram's full length.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            libc::MSG_TRUNC,
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    if n > buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a netlink datagram of {n} bytes, longer than the buffer"),
+        ));
     }
+    Ok(n)
 }
 
 /// A `NETLINK_ROUTE` socket bound to a kernel-chosen port and connected to the kernel
@@ -513,6 +677,191 @@ mod tests {
         let mut short_len = reply.clone();
         short_len[..4].copy_from_slice(&ne32(8));
         assert!(parse_ack(&short_len, 1).is_err());
+    }
+
+    #[test]
+    fn address_dump_bytes() {
+        let bytes = address_dump_message().finish(1);
+        let mut want = Vec::new();
+        want.extend(ne32(24));
+        want.extend(ne16(22)); // RTM_GETADDR
+        want.extend(ne16(0x1 | 0x100 | 0x200)); // REQUEST|ROOT|MATCH
+        want.extend(ne32(1));
+        want.extend(ne32(0));
+        want.extend([0u8; 8]); // AF_UNSPEC, the rest zero
+        assert_eq!(bytes, want);
+    }
+
+    /// A netlink message: header (flags, seq) and body.
+    fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend(ne32(u32::try_from(16 + body.len()).unwrap()));
+        m.extend(ne16(kind));
+        m.extend(ne16(flags));
+        m.extend(ne32(seq));
+        m.extend(ne32(4242));
+        m.extend(body);
+        m.resize(align4(m.len()), 0);
+        m
+    }
+
+    /// An `RTM_NEWADDR` body: ifaddrmsg and attributes.
+    fn new_addr(family: u8, len: u8, index: u32, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = vec![family, len, 0x80, 0];
+        body.extend(ne32(index));
+        for (kind, payload) in attrs {
+            body.extend(ne16(u16::try_from(4 + payload.len()).unwrap()));
+            body.extend(ne16(*kind));
+            body.extend(*payload);
+            body.resize(align4(body.len()), 0);
+        }
+        body
+    }
+
+    const MULTI: u16 = libc::NLM_F_MULTI as u16;
+    const INET: u8 = libc::AF_INET as u8;
+    const INET6: u8 = libc::AF_INET6 as u8;
+
+    #[test]
+    fn address_dump_replies() {
+        let fd00_2 = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let label = [(libc::IFA_LABEL, &b"eth0\0"[..])];
+        // A point-to-point IPv4 address: local 10.9.0.1, peer 10.9.0.2.
+        let ptp = new_addr(
+            INET,
+            32,
+            5,
+            &[
+                (libc::IFA_ADDRESS, &[10, 9, 0, 2]),
+                (libc::IFA_LOCAL, &[10, 9, 0, 1]),
+            ],
+        );
+        let mut first = message(libc::RTM_NEWADDR, MULTI, 1, &ptp);
+        first.extend(message(
+            libc::RTM_NEWADDR,
+            MULTI,
+            1,
+            &new_addr(INET, 24, 4, &[label[0], (libc::IFA_LOCAL, &[192, 0, 2, 2])]),
+        ));
+        // Another family, another request, a message without an address: skipped.
+        first.extend(message(
+            libc::RTM_NEWADDR,
+            MULTI,
+            1,
+            &new_addr(45, 0, 4, &[]),
+        ));
+        first.extend(message(
+            libc::RTM_NEWADDR,
+            MULTI,
+            7,
+            &new_addr(INET, 8, 1, &[(libc::IFA_LOCAL, &[127, 0, 0, 1])]),
+        ));
+        first.extend(message(
+            libc::RTM_NEWADDR,
+            MULTI,
+            1,
+            &new_addr(INET, 8, 1, &label),
+        ));
+        let second = [
+            message(
+                libc::RTM_NEWADDR,
+                MULTI,
+                1,
+                &new_addr(INET6, 64, 4, &[(libc::IFA_ADDRESS, &fd00_2)]),
+            ),
+            message(NLMSG_DONE, MULTI, 1, &ne32(0)),
+        ]
+        .concat();
+
+        let mut dump = AddressDump::default();
+        dump.read(&first, 1).unwrap();
+        assert!(!dump.done);
+        dump.read(&second, 1).unwrap();
+        assert!(dump.done && !dump.interrupted);
+        assert_eq!(
+            dump.addresses,
+            [
+                (5, p("10.9.0.1/32")),
+                (4, p("192.0.2.2/24")),
+                (4, p("fd00::2/64"))
+            ]
+        );
+
+        let mut dump = AddressDump::default();
+        let interrupted = message(libc::RTM_NEWADDR, MULTI | F_DUMP_INTR, 1, &ptp);
+        dump.read(&[interrupted, second.clone()].concat(), 1)
+            .unwrap();
+        assert!(dump.done && dump.interrupted);
+
+        // The kernel refused the dump.
+        let refused = message(NLMSG_DONE, MULTI, 1, &(-libc::EINVAL).to_ne_bytes());
+        let err = AddressDump::default().read(&refused, 1).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        let err = AddressDump::default()
+            .read(&error_reply(1, -libc::EPERM), 1)
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    }
+
+    #[test]
+    fn malformed_address_dumps_are_errors() {
+        let good = new_addr(INET, 24, 4, &[(libc::IFA_LOCAL, &[192, 0, 2, 2])]);
+        let mut bad_attr_len = good.clone();
+        bad_attr_len[8..10].copy_from_slice(&ne16(3));
+        let mut long_attr = good.clone();
+        long_attr[8..10].copy_from_slice(&ne16(64));
+        let cases = [
+            message(libc::RTM_NEWADDR, MULTI, 1, &good[..7]),
+            message(libc::RTM_NEWADDR, MULTI, 1, &bad_attr_len),
+            message(libc::RTM_NEWADDR, MULTI, 1, &long_attr),
+            // An IPv4 address of 16 bytes, a prefix longer than the family allows.
+            message(
+                libc::RTM_NEWADDR,
+                MULTI,
+                1,
+                &new_addr(INET, 24, 4, &[(libc::IFA_LOCAL, &[0; 16])]),
+            ),
+            message(
+                libc::RTM_NEWADDR,
+                MULTI,
+                1,
+                &new_addr(INET, 33, 4, &[(libc::IFA_LOCAL, &[192, 0, 2, 2])]),
+            ),
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let err = AddressDump::default().read(case, 1).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "case {i}");
+        }
+        let whole = message(libc::RTM_NEWADDR, MULTI, 1, &good);
+        for cut in [1, 15, 16, whole.len() - 1] {
+            let err = AddressDump::default().read(&whole[..cut], 1).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn lists_loopback_addresses() {
+        // The host's (or the CI container's) loopback, index 1: no privilege needed.
+        let addresses = list_addresses().unwrap();
+        assert!(addresses.contains(&(1, p("127.0.0.1/8"))), "{addresses:?}");
+        assert!(addresses.contains(&(1, p("::1/128"))), "{addresses:?}");
+    }
+
+    #[test]
+    fn addresses_in_a_namespace() {
+        testns::run("netlink::addresses_in_a_namespace", || {
+            // A new namespace's loopback is down and has no address.
+            assert_eq!(list_addresses().unwrap(), []);
+            let lo = 1;
+            set_link(lo, None, Some(true)).unwrap();
+            add_address(lo, &p("10.96.0.1/24")).unwrap();
+            add_address(lo, &p("fd96::1/64")).unwrap();
+            let addresses = list_addresses().unwrap();
+            for want in ["127.0.0.1/8", "10.96.0.1/24", "::1/128", "fd96::1/64"] {
+                assert!(addresses.contains(&(lo, p(want))), "{want}: {addresses:?}");
+            }
+            assert_eq!(addresses.len(), 4, "{addresses:?}");
+        });
     }
 
     fn ip(args: &[&str]) -> String {

@@ -1,0 +1,3 @@
+//! Apps that run on the mesh.
+
+pub mod socks;
