@@ -14,7 +14,9 @@
 
 mod mesh;
 mod nc;
+
 mod node;
+mod socks;
 mod viscript;
 
 use std::fmt::Display;
@@ -78,6 +80,7 @@ enum Command {
     Link(mesh::LinkArgs),
     Ping(mesh::PingArgs),
     Nc(nc::NcArgs),
+    Socks(socks::SocksArgs),
 }
 
 /// Packets in the in-memory demo's throughput phase unless `--packets` says otherwise.
@@ -127,6 +130,8 @@ struct DemoArgs {
 enum DemoScenario {
     /// App streams between nodes without root or TUN devices
     Streams,
+    /// A SOCKS5 proxy over the mesh, on loopback without root
+    Socks,
 }
 
 /// Generate a node's private key into a new file and print its public key
@@ -211,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Link(args) => mesh::link(&args),
         Command::Ping(args) => mesh::ping(&args),
         Command::Nc(args) => nc::nc(&args),
+        Command::Socks(args) => socks::socks(&args),
     }
 }
 
@@ -342,6 +348,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if args.scenario == Some(DemoScenario::Streams) {
         return demo_streams(args);
     }
+    if args.scenario == Some(DemoScenario::Socks) {
+        return demo_socks(args);
+    }
     if !demo::running_as_root() {
         eprintln!("skywire: demo: {}", demo::DemoError::NotRoot);
         return Ok(ExitCode::from(EXIT_PERMISSION));
@@ -387,6 +396,26 @@ fn demo_streams(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             "skywire: demo streams: failed: {}",
             summary.failed.join("; ")
         );
+        Ok(ExitCode::from(EXIT_FAILURE))
+    }
+}
+
+fn demo_socks(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let options = demo::socks::SocksDemoOptions {
+        program: std::env::current_exe()
+            .context("cannot find this program's path to start the nodes")?,
+        bytes: args.mib << 20,
+        interrupted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, Arc::clone(&options.interrupted))
+            .context("cannot install signal handlers")?;
+    }
+    let summary = demo::socks::run(&mut io::stdout().lock(), &options)?;
+    if summary.passed() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("skywire: demo socks: failed: {}", summary.failed.join("; "));
         Ok(ExitCode::from(EXIT_FAILURE))
     }
 }

@@ -138,8 +138,12 @@ fn open(a: &Node, b: &Node, port: u16) -> (UnixStream, UnixStream) {
     assert_eq!((arrived.peer, arrived.local_port), (a.key, port));
     let (a_app, a_engine) = UnixStream::pair().unwrap();
     let (b_app, b_engine) = UnixStream::pair().unwrap();
-    a.handle().attach(info.id, OWNER, a_engine).unwrap();
-    b.handle().attach(arrived.id, OWNER, b_engine).unwrap();
+    a.handle()
+        .attach(info.id, OWNER, a_engine, Vec::new())
+        .unwrap();
+    b.handle()
+        .attach(arrived.id, OWNER, b_engine, Vec::new())
+        .unwrap();
     (a_app, b_app)
 }
 

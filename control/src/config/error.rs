@@ -389,6 +389,30 @@ pub enum Problem {
     /// `node.apps.memory` is less than two buffers.
     #[error("memory must be at least twice buffer (a stream has a buffer each way)")]
     MemoryBelowTwoBuffers,
+    /// A port is not a whole number from 1 to 65535.
+    #[error("a port is a whole number from 1 to 65535")]
+    NotAPort,
+    /// An exit's `allow` entry is not `PREFIX:PORT` or `PREFIX:*`.
+    #[error(
+        "expected PREFIX:PORT or PREFIX:* with the prefix's length, an IPv6 prefix in brackets \
+         (198.18.0.0/15:8080, 203.0.113.7/32:*, [2001:db8::/32]:443)"
+    )]
+    NotAnException,
+    /// A SOCKS username is empty, longer than 255 bytes or has a control character.
+    #[error("a username is 1 to 255 bytes without control characters (RFC 1929)")]
+    NotAUsername,
+    /// Only one of `username` and `password_file` is written.
+    #[error("`username` and `password_file` go together: write both, or neither")]
+    UsernameWithoutPassword,
+    /// A SOCKS listener on an address other than loopback without credentials.
+    #[error(
+        "a SOCKS server on an address other than loopback needs `username` and \
+         `password_file`: without them anyone who reaches the address uses your exit"
+    )]
+    SocksListenNeedsAuth,
+    /// A public exit with a list of clients.
+    #[error("`public: true` serves every node; leave `clients` out, or set `public: false`")]
+    PublicWithClients,
     /// The app socket is the control socket.
     #[error("the app socket must not be the control socket")]
     AppSocketIsControlSocket,
@@ -406,7 +430,7 @@ pub enum Problem {
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 55] = [
+    const ALL: [Self; 61] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,
@@ -462,6 +486,12 @@ impl Problem {
         Self::AppSocketIsControlSocket,
         Self::AppSocketBesideControlSocket,
         Self::DerivedAppSocketTooLong,
+        Self::NotAPort,
+        Self::NotAnException,
+        Self::NotAUsername,
+        Self::UsernameWithoutPassword,
+        Self::SocksListenNeedsAuth,
+        Self::PublicWithClients,
     ];
 
     /// The problem whose message is exactly `message`.

@@ -20,6 +20,7 @@
 //! - `manager:` ([`ManagerConfig`]): the node manager's key, TCP address, admission list,
 //!   links, timers and route defaults; [`Config::manager_key`] loads its private key.
 //! - `apps:` ([`Apps`]): the viscript launcher's apps, in the original schema.
+//! - `socks:` ([`SocksConfig`]): the SOCKS client app and the SOCKS exit app.
 //!
 //! The other direction, `write`: [`ConfigFile`] writes `node:` ([`NodeSection`]) and
 //! `manager:` ([`ManagerSection`]) from typed values as YAML that [`Config::load`] reads back
@@ -56,6 +57,7 @@ mod error;
 mod manager;
 mod node;
 mod paths;
+mod socks;
 mod values;
 mod write;
 mod yaml;
@@ -78,6 +80,9 @@ pub use node::{
     AcceptRule, AppsConfig, DEFAULT_APP_SOCKET, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
     DEFAULT_MTU, DEFAULT_NODE_KEY, ManagerLink, NodeApps, NodeConfig, derive_app_socket,
 };
+pub use socks::{
+    DEFAULT_SOCKS_LISTEN, DEFAULT_SOCKS_PORT, SocksClientConfig, SocksConfig, SocksExitConfig,
+};
 pub use values::{Account, MAX_HOPS};
 pub use write::{ConfigFile, ManagerSection, NodeSection, WriteError};
 use yaml::{KeyPath, Layout, Locator};
@@ -98,6 +103,8 @@ pub struct Config {
     pub manager: ManagerConfig,
     /// `apps:`; none when the section is absent.
     pub apps: Apps,
+    /// `socks:`; defaults when the section is absent.
+    pub socks: SocksConfig,
     /// Whether `node:` is written, with a value or without.
     has_node: bool,
     /// Whether `manager:` is written, with a value or without.
@@ -116,6 +123,7 @@ struct RawConfig {
     #[serde(default, deserialize_with = "yaml::written")]
     manager: Option<Option<manager::RawManager>>,
     apps: Option<apps::RawApps>,
+    socks: Option<socks::RawSocks>,
 }
 
 impl Config {
@@ -156,11 +164,13 @@ impl Config {
             .unwrap_or_default()
             .resolve(base, &at)?;
         let apps = raw.apps.unwrap_or_default().resolve(base);
+        let socks = raw.socks.unwrap_or_default().resolve(base, &at)?;
         Ok(Self {
             file: file.to_owned(),
             node,
             manager,
             apps,
+            socks,
             has_node,
             has_manager,
             layout,

@@ -28,6 +28,7 @@
 
 pub mod loopback;
 mod sniff;
+pub mod socks;
 pub mod streams;
 mod topology;
 mod traffic;

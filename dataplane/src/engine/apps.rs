@@ -176,15 +176,20 @@ impl Apps {
         self.dials.insert(id, reply);
     }
 
-    /// Take over an attached stream's connection.
+    /// Take over an attached stream's connection, after writing `greeting` on it.
     pub(super) fn add(
         &mut self,
         registry: &Registry,
         id: StreamId,
         owner: Owner,
         socket: std::os::unix::net::UnixStream,
+        greeting: &[u8],
     ) -> io::Result<()> {
         socket.set_nonblocking(true)?;
+        // A line into a connection that carried only the app's request: it fits whole.
+        if (&socket).write(greeting)? < greeting.len() {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
         let mut socket = UnixStream::from_std(socket);
         registry.register(
             &mut socket,

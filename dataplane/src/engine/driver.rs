@@ -587,6 +587,7 @@ impl EventLoop {
                     stream,
                     owner,
                     socket,
+                    greeting,
                     reply,
                 } => {
                     let result = self
@@ -598,7 +599,7 @@ impl EventLoop {
                             // user's stream; the hand-over checks against the owner).
                             let owner = self.core.stack().owner(info.id).unwrap_or(owner);
                             self.apps
-                                .add(self.poll.registry(), stream, owner, socket)
+                                .add(self.poll.registry(), stream, owner, socket, &greeting)
                                 .map_err(|_| StreamError::AppGone)
                         });
                     if result.is_err() {

@@ -56,6 +56,7 @@ pub(crate) enum Command {
         stream: StreamId,
         owner: Owner,
         socket: UnixStream,
+        greeting: Vec<u8>,
         reply: Sender<Result<(), StreamError>>,
     },
     /// Hand an attached stream over to a stream socket of the app's (`engine::apps`).
@@ -240,19 +241,26 @@ impl EngineHandle {
         let _ = self.send_stream(Command::Unlisten(listener));
     }
 
-    /// Hand the app's connection for `stream` to the engine, which then moves the stream's
-    /// bytes over it in frames (`stack::appframe`).
+    /// Hand the app's connection for `stream` to the engine, which writes `greeting` on it
+    /// (the app socket's `ok` line) before anything else, and then moves the stream's bytes
+    /// over it in frames (`stack::appframe`). Since the engine holds the connection before
+    /// the app can read its `ok`, whatever the app asks next about the stream (a hand-over)
+    /// finds it attached. [`StreamError::AppGone`] means the greeting could not be written
+    /// (or was, and the connection could not be watched); any other error, that nothing
+    /// was written.
     pub fn attach(
         &self,
         stream: StreamId,
         owner: Owner,
         socket: UnixStream,
+        greeting: Vec<u8>,
     ) -> Result<(), StreamError> {
         let (reply, answer) = bounded(1);
         self.send_stream(Command::Attach {
             stream,
             owner,
             socket,
+            greeting,
             reply,
         })?;
         answer

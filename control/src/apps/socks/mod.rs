@@ -10,8 +10,22 @@
 //! - [`policy`]: the exit's destination policy, pure: numeric host names, `localhost`, and
 //!   the check of every address before it is dialled.
 //!
+//! - [`tally`]: what the apps count per node key (connections, bytes, refusals), the
+//!   per-key token bucket, and the watcher that hears when a handed-over connection ends.
+//! - [`client`]: `skywire socks client`, the SOCKS5 server on this machine; [`exit`]:
+//!   `skywire socks exit`, which resolves, checks and dials; [`udp`]: UDP ASSOCIATE on
+//!   both sides.
+//!
+//! Neither app copies a connection's bytes: once the SOCKS exchange is done, each hands
+//! its TCP connection over to its node (`AppStream::hand_over`, `docs/APPS.md`), which
+//! moves the bytes between that connection and the mesh stream itself.
+//!
 //! The exit learns its host's own addresses for the policy from
 //! `skywire_dataplane::sys::netlink::list_addresses`.
 
+pub mod client;
+pub mod exit;
 pub mod policy;
+pub mod tally;
+pub mod udp;
 pub mod wire;

@@ -492,6 +492,12 @@ impl AppStream {
         self.writer.reset(reason)
     }
 
+    /// Give up a read after `timeout` (`None`: wait for ever, the default) with an error of
+    /// kind `WouldBlock` or `TimedOut`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.reader.socket.set_read_timeout(timeout)
+    }
+
     /// A read half and a write half, for two threads.
     pub fn split(self) -> (AppReadHalf, AppWriteHalf) {
         (self.reader, self.writer)

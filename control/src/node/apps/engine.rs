@@ -58,8 +58,9 @@ impl Streams for EngineHandle {
         stream: StreamId,
         owner: Owner,
         socket: UnixStream,
+        greeting: Vec<u8>,
     ) -> Result<(), StreamError> {
-        EngineHandle::attach(self, stream, owner, socket)
+        EngineHandle::attach(self, stream, owner, socket, greeting)
     }
 
     fn hand_over(

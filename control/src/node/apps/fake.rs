@@ -326,6 +326,7 @@ impl Streams for FakeEngine {
         stream: StreamId,
         owner: Owner,
         socket: UnixStream,
+        greeting: Vec<u8>,
     ) -> Result<(), StreamError> {
         let (link, side) = {
             let mut state = self.lock();
@@ -350,6 +351,16 @@ impl Streams for FakeEngine {
             end.attached = true;
             (Arc::clone(&end.link), end.side)
         };
+        // The greeting goes before the pumps can write a frame.
+        if (&socket).write_all(&greeting).is_err() {
+            drop(socket);
+            let mut reasons = [None, None];
+            if let Some(other) = reasons.get_mut(1 - side) {
+                *other = Some(reset_reason(StreamError::PeerReset));
+            }
+            link.end(reasons);
+            return Err(StreamError::AppGone);
+        }
         link.attach(side, socket);
         Ok(())
     }

@@ -98,12 +98,19 @@ pub trait Streams: Send + Sync + 'static {
     /// them). Unknown ids are ignored.
     fn unlisten(&self, listener: ListenerId);
 
-    /// Hand the app's connection to the engine, which from then on moves the stream's
-    /// frames over it. `owner` is the stream's owner (the dialing app's user, or the
-    /// listener's). On an error the engine drops `socket`; the server tells the app with
-    /// a RESET of its own.
-    fn attach(&self, stream: StreamId, owner: Owner, socket: UnixStream)
-    -> Result<(), StreamError>;
+    /// Hand the app's connection to the engine, which writes `greeting` (the `ok` line)
+    /// on it first and from then on moves the stream's frames over it. `owner` is the
+    /// stream's owner (the dialing app's user, or the listener's). On an error the engine
+    /// drops `socket`: [`StreamError::AppGone`] when the greeting could not be written (the
+    /// app is gone), any other error before anything was written (the server then answers
+    /// with an error line).
+    fn attach(
+        &self,
+        stream: StreamId,
+        owner: Owner,
+        socket: UnixStream,
+        greeting: Vec<u8>,
+    ) -> Result<(), StreamError>;
 
     /// Hand an attached stream of `owner`'s (or any, for root) over to `socket`, a stream
     /// socket the app passed with its `hand_over` line; `watch` is that line's connection.

@@ -52,14 +52,14 @@ use rustix::io::Errno;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::stack::{
-    ListenOptions, ListenerId, Owner, StreamError, StreamId, StreamInfo, appframe,
+    ListenOptions, ListenerId, Owner, StreamError, StreamId, StreamInfo,
 };
 
 use super::access::Access;
 use super::arrivals::{Arrivals, TakeError};
 use super::protocol::{
     AppRequest, ErrorBody, ErrorKind, ListenerLine, Listening, MAX_REQUEST, OPENING_TIMEOUT, Reply,
-    RequestError, Scan, StreamOpened, error_line, parse_request, reset_reason, scan_opening,
+    RequestError, Scan, StreamOpened, error_line, parse_request, scan_opening,
 };
 use super::{RouteFailure, Routes, Streams};
 use crate::config::AppsConfig;
@@ -443,22 +443,24 @@ fn dial(
     }
 }
 
-/// Tell the app its stream (`ok`), then give the connection to the engine.
+/// Give the connection to the engine, which tells the app its stream (`ok`) before
+/// anything else; if it cannot, the app gets an error line instead.
 fn hand_over(shared: &Shared, stream: UnixStream, info: StreamInfo, owner: Owner) {
     let ok = Reply::Ok(StreamOpened::from(info)).to_line();
-    if (&stream).write_all(&ok).is_err() {
-        shared.streams.abort(info.id);
-        return;
-    }
     // The engine decides its own timeouts and blocking mode.
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_write_timeout(None);
     let spare = stream.try_clone().ok();
-    if let Err(error) = shared.streams.attach(info.id, owner, stream) {
-        shared.streams.abort(info.id);
-        if let Some(spare) = spare {
-            let _ = spare.set_write_timeout(Some(WRITE_TIMEOUT));
-            let _ = (&spare).write_all(&appframe::reset(&reset_reason(error)));
+    match shared.streams.attach(info.id, owner, stream, ok) {
+        Ok(()) => {}
+        // The `ok` could not be written: nobody to tell.
+        Err(StreamError::AppGone) => shared.streams.abort(info.id),
+        Err(error) => {
+            shared.streams.abort(info.id);
+            if let Some(spare) = spare {
+                let _ = spare.set_write_timeout(Some(WRITE_TIMEOUT));
+                refuse(&spare, error.into(), error.to_string());
+            }
         }
     }
 }
