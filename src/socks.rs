@@ -19,6 +19,7 @@ use skywire_control::apps::socks::exit::{ExitOptions, SocksExit, exit_policy};
 use skywire_control::apps::socks::policy::Exception;
 use skywire_control::apps::socks::tally::Tally;
 use skywire_control::config::{Config, DEFAULT_APP_SOCKET, SocksClientConfig, SocksExitConfig};
+use skywire_control::node::apps::AppClient;
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
 
@@ -208,6 +209,8 @@ fn client(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     };
     let socket = options.app_socket.clone();
     let exit_port = options.exit_port;
+    // No node, no proxy: say so now rather than at the first connection.
+    AppClient::new(&socket).check()?;
     let server =
         SocksClient::bind(options).with_context(|| format!("cannot listen on {listen}"))?;
     let stop = stop_flag()?;

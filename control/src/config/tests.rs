@@ -556,3 +556,64 @@ fn an_unreadable_file_is_io_and_not_a_bad_config() {
         assert!(!err.is_bad_config());
     }
 }
+
+#[test]
+fn the_socks_section_parses_with_defaults_and_located_errors() {
+    let config = Config::parse(
+        "socks:\n  client:\n    exit: ee7b140895b3c79d67ef2057511b6a260265b868cae37419bce3b3c676ef6382\n  exit:\n    clients: [ee7b140895b3c79d67ef2057511b6a260265b868cae37419bce3b3c676ef6382]\n    allow: [\"198.18.0.0/15:8080\", \"[2001:db8::/32]:*\"]\n    deny_ports: [25, 465]\n",
+        "conf/test.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        config.socks.client.listen,
+        crate::config::DEFAULT_SOCKS_LISTEN
+    );
+    assert_eq!(config.socks.client.exit_port, 1080);
+    assert!(config.socks.client.exit.is_some());
+    assert_eq!(config.socks.exit.clients.len(), 1);
+    assert_eq!(config.socks.exit.allow.len(), 2);
+    assert_eq!(config.socks.exit.deny_ports, [25, 465]);
+    assert_eq!(config.socks.exit.rate_per_client, 50);
+
+    let cases: [(&str, u64, &str, Problem); 6] = [
+        (
+            "socks:\n  client:\n    listen: 0.0.0.0:1080\n",
+            3,
+            "socks.client.listen",
+            Problem::SocksListenNeedsAuth,
+        ),
+        (
+            "socks:\n  client:\n    username: alice\n",
+            3,
+            "socks.client.username",
+            Problem::UsernameWithoutPassword,
+        ),
+        (
+            "socks:\n  exit:\n    public: true\n    clients: [ee7b140895b3c79d67ef2057511b6a260265b868cae37419bce3b3c676ef6382]\n",
+            4,
+            "socks.exit.clients",
+            Problem::PublicWithClients,
+        ),
+        (
+            "socks:\n  exit:\n    allow: [\"10.0.0.0/8\"]\n",
+            3,
+            "socks.exit.allow[0]",
+            Problem::NotAnException,
+        ),
+        (
+            "socks:\n  exit:\n    port: 0\n",
+            3,
+            "socks.exit.port",
+            Problem::NotAPort,
+        ),
+        (
+            "socks:\n  client:\n    username: \"\"\n    password_file: p\n",
+            3,
+            "socks.client.username",
+            Problem::NotAUsername,
+        ),
+    ];
+    for (text, line, key, problem) in cases {
+        assert_invalid(text, line, key, problem);
+    }
+}

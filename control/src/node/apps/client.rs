@@ -195,6 +195,12 @@ impl AppClient {
         &self.path
     }
 
+    /// Whether a node answers on the socket and lets this user in at the file level
+    /// (connects and closes; the node logs nothing for a connection that sent nothing).
+    pub fn check(&self) -> Result<(), AppError> {
+        self.connect().map(drop)
+    }
+
     /// Open a stream to `port` on `peer`, trying for at most `timeout` (at most 120 s; a
     /// route is asked for on the way when this node has none).
     pub fn dial(
