@@ -478,13 +478,27 @@ pub fn run(
     if !counted {
         summary.failed.push("the exit printed no count".to_owned());
     }
+    say("   and each node's, in `skywire status` (stream bytes per peer key):".into())?;
     for node in &mesh.nodes {
         if let Ok(status) = request_status(&node.socket, Duration::from_secs(2)) {
             let s = &status.streams;
-            say(format!(
-                "   node {}: streams {} dialed, {} arrived, {} open",
-                node.plan.name, s.dialed, s.arrived, s.open
-            ))?;
+            for p in &s.per_peer {
+                say(format!(
+                    "   node {}: streams with {}: {} open, {} bytes sent, {} received",
+                    node.plan.name, p.peer, p.open, p.sent, p.received
+                ))?;
+            }
+            // The exit's node sent the download to the client's node, and said so.
+            if node.plan.name == "B"
+                && !s
+                    .per_peer
+                    .iter()
+                    .any(|p| p.peer == a.plan.key && p.sent >= options.bytes)
+            {
+                summary
+                    .failed
+                    .push("node B's status does not count the download to A".to_owned());
+            }
         }
     }
     if options.interrupted.load(Ordering::Relaxed) {

@@ -180,6 +180,21 @@ pub struct StackStatus {
     pub memory: usize,
     /// What was refused or dropped.
     pub counters: StackCounters,
+    /// Stream bytes each peer key's streams carried since the node started, by key.
+    pub traffic: Vec<(PublicKey, PeerTraffic)>,
+}
+
+/// The stream bytes of one peer key's streams, since the node started: what apps here
+/// sent to it and what they received from it (payload, counted where the app side takes
+/// or gives it; a key seen once keeps its line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// Streams with this key now.
+    pub open: usize,
+    /// Bytes apps here sent on them.
+    pub sent: u64,
+    /// Bytes apps here received on them.
+    pub received: u64,
 }
 
 /// What the app side of an attached stream has to do.
@@ -293,6 +308,8 @@ pub struct Stack {
     events: Vec<StackEvent>,
     egress: Egress,
     counters: StackCounters,
+    /// Bytes per peer key (see [`PeerTraffic`]); `open` is filled in by `status`.
+    traffic: HashMap<PublicKey, PeerTraffic>,
 }
 
 impl Stack {
@@ -328,6 +345,7 @@ impl Stack {
             events: Vec::new(),
             egress: Egress::new(buf_len),
             counters: StackCounters::default(),
+            traffic: HashMap::new(),
         }
     }
 
@@ -362,6 +380,18 @@ impl Stack {
             counters: StackCounters {
                 egress_dropped: self.egress.spilled,
                 ..self.counters
+            },
+            traffic: {
+                let mut traffic: Vec<(PublicKey, PeerTraffic)> = self
+                    .traffic
+                    .iter()
+                    .map(|(key, t)| {
+                        let open = self.links.get(key).map_or(0, |l| l.streams);
+                        (*key, PeerTraffic { open, ..*t })
+                    })
+                    .collect();
+                traffic.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                traffic
             },
         }
     }
@@ -664,6 +694,7 @@ impl Stack {
         }
         let n = s.socket().send_slice(data).unwrap_or(0);
         if n > 0 {
+            self.traffic.entry(s.info.peer).or_default().sent += n as u64;
             s.last_active = now;
             self.drive_for_app(now, id);
         }
@@ -713,6 +744,7 @@ impl Stack {
             }
         }
         if total > 0 {
+            self.traffic.entry(s.info.peer).or_default().received += total as u64;
             s.last_active = now;
             // A wider window may be worth announcing.
             self.drive_for_app(now, id);

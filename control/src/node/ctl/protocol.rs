@@ -363,7 +363,7 @@ pub struct StatusReply {
 }
 
 /// Apps' streams on the node, in a [`StatusReply`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StreamsReply {
     /// Streams open (half-open and closing ones included).
@@ -392,6 +392,23 @@ pub struct StreamsReply {
     pub unknown: u64,
     /// Packets the stack could not queue (replies, dropped; TCP sends them again).
     pub egress_dropped: u64,
+    /// Per peer key: its streams now and the stream bytes apps here sent to it and
+    /// received from it since the node started (handed-over connections included).
+    pub per_peer: Vec<PeerStreamsReply>,
+}
+
+/// One peer key's streams, in a [`StreamsReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStreamsReply {
+    /// The key.
+    #[serde(with = "as_text")]
+    pub peer: PublicKey,
+    /// Streams with it now.
+    pub open: usize,
+    /// Stream bytes apps here sent to it.
+    pub sent: u64,
+    /// Stream bytes apps here received from it.
+    pub received: u64,
 }
 
 impl StreamsReply {
@@ -418,6 +435,16 @@ impl From<&StackStatus> for StreamsReply {
             bad_packets: c.bad_packets,
             unknown: c.unknown,
             egress_dropped: c.egress_dropped,
+            per_peer: stack
+                .traffic
+                .iter()
+                .map(|(peer, t)| PeerStreamsReply {
+                    peer: *peer,
+                    open: t.open,
+                    sent: t.sent,
+                    received: t.received,
+                })
+                .collect(),
         }
     }
 }

@@ -75,6 +75,16 @@ fn write_streams(f: &mut fmt::Formatter<'_>, s: &StreamsReply) -> fmt::Result {
         }
         writeln!(f)?;
     }
+    for p in &s.per_peer {
+        writeln!(
+            f,
+            "  streams with {}: {} open, {} sent, {} received",
+            p.peer,
+            p.open,
+            Bytes(p.sent),
+            Bytes(p.received)
+        )?;
+    }
     Ok(())
 }
 
