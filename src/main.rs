@@ -102,9 +102,15 @@ const IN_MEMORY_DEMO_PACKETS: u64 = 100_000;
 /// loopback with no TUN device, a stream from an app on A to one on C through the relay B,
 /// addressed by C's public key; its throughput and a BLAKE3 checksum at both ends (--mib
 /// and --seconds bound it).
+///
+/// `skywire demo socks` shows the SOCKS5 proxy over the mesh, without root: two nodes on
+/// loopback, `skywire socks client` on one and `skywire socks exit` on the other, a page
+/// and a download (--mib) through the proxy, refused destinations with their reply codes,
+/// connection setup times, and the counts per key.
 #[derive(Debug, Args)]
 struct DemoArgs {
-    /// What to show: the VPN data plane (default) or `streams` (app streams, no root)
+    /// What to show: the VPN data plane (default), `streams` (app streams, no root) or
+    /// `socks` (the SOCKS5 proxy, no root)
     #[arg(value_enum, value_name = "SCENARIO")]
     scenario: Option<DemoScenario>,
     /// Run the in-memory demo instead: no root, no namespaces, no kernel I/O
