@@ -43,6 +43,8 @@ pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     }
     // Signals first, so a SIGTERM during start-up is not lost.
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    // App streams hold descriptors in the node: one or two each.
+    skywire_control::local::raise_fd_limit();
     let node = Node::start(&config)?;
     let handle = node.handle();
     eprintln!(

@@ -8,6 +8,8 @@
 //!   failure sorted (not running, not allowed, other).
 //! - [`lines`]: read one newline-terminated request of at most a given size.
 //! - [`slots`]: serve at most a given number of connections at once.
+//! - [`raise_fd_limit`]: the soft limit of open files raised to the hard one, for the
+//!   daemons that hold a descriptor or two per stream (the node, the SOCKS apps).
 
 pub mod lines;
 pub mod slots;
@@ -18,3 +20,17 @@ pub use slots::ConnectionSlot;
 pub use socket::{
     BoundSocket, ConnectFailure, Sharing, bind_private, bind_shared, connect, is_allowed, peer_uid,
 };
+
+/// Raise this process's soft limit of open files (`RLIMIT_NOFILE`) to its hard limit, and
+/// return the limit now in force (`None`: unlimited). A node holds one or two descriptors
+/// per app stream (its connection, or a handed-over socket and its watch), and the
+/// distributions' usual soft limit of 1024 would cap it far below its stream limits.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current
+}

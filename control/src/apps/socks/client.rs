@@ -98,7 +98,8 @@ struct Shared {
 impl SocksClient {
     /// Bind the listener (after raising the descriptor limit).
     pub fn bind(options: ClientOptions) -> io::Result<Self> {
-        raise_fd_limit();
+        // Every connection holds two descriptors while it negotiates, one (the watch) after.
+        crate::local::raise_fd_limit();
         let listener = TcpListener::bind(options.listen)?;
         listener.set_nonblocking(true)?;
         Ok(Self {
@@ -182,17 +183,6 @@ impl SocksClient {
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
-/// Raise the soft limit of open files to the hard one (every connection holds one or two
-/// descriptors while it negotiates, and the watch after).
-pub fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current != limit.maximum {
-        limit.current = limit.maximum;
-        let _ = setrlimit(Resource::Nofile, limit);
-    }
 }
 
 /// How a negotiation ended early.

@@ -102,7 +102,7 @@ pub fn own_addresses() -> io::Result<Vec<Prefix>> {
 impl SocksExit {
     /// Listen on the node.
     pub fn listen(options: ExitOptions) -> Result<Self, AppError> {
-        super::client::raise_fd_limit();
+        crate::local::raise_fd_limit();
         let app = AppClient::new(&options.app_socket);
         let listener = app.listen(ListenRequest {
             port: options.port,
