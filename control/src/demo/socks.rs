@@ -26,9 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Instant;
 
-use rustix::process::{Pid, Signal, kill_process};
-
-use super::loopback::{LoopbackError, LoopbackMesh};
+use super::loopback::{LoopbackError, LoopbackMesh, stop_child};
 use crate::apps::socks::wire::{self, Command as SocksCommand, Dest, Name, Rep, Request};
 use crate::node::ctl::request_status;
 
@@ -123,18 +121,7 @@ impl AppProc {
 
     /// SIGTERM, and its log once it exited.
     fn stop(&mut self) -> String {
-        if let Some(pid) = i32::try_from(self.child.id()).ok().and_then(Pid::from_raw) {
-            let _ = kill_process(pid, Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child);
         self.log_text()
     }
 }
@@ -145,29 +132,35 @@ impl Drop for AppProc {
     }
 }
 
-/// Pseudo-random bytes, the same for the same length: what the HTTP server sends.
-fn pattern_digest(len: u64) -> blake3::Hash {
-    let mut hasher = blake3::Hasher::new();
+/// The HTTP server's `len` pseudo-random bytes (the same for the same length), handed to
+/// `each` in blocks of 64 KiB; stops at the first error.
+fn pattern(len: u64, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
     let mut block = vec![0u8; 64 * 1024];
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut left = len;
     while left > 0 {
-        fill(&mut state, &mut block);
+        for word in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let bytes = state.to_le_bytes();
+            word.copy_from_slice(bytes.get(..word.len()).unwrap_or_default());
+        }
         let n = usize::try_from(left.min(block.len() as u64)).unwrap_or(block.len());
-        hasher.update(block.get(..n).unwrap_or_default());
+        each(block.get(..n).unwrap_or_default())?;
         left -= n as u64;
     }
-    hasher.finalize()
+    Ok(())
 }
 
-fn fill(state: &mut u64, buf: &mut [u8]) {
-    for word in buf.chunks_mut(8) {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        let bytes = state.to_le_bytes();
-        word.copy_from_slice(bytes.get(..word.len()).unwrap_or_default());
-    }
+/// The BLAKE3 digest of [`pattern`]'s `len` bytes.
+fn pattern_digest(len: u64) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    let _ = pattern(len, |block| {
+        hasher.update(block);
+        Ok(())
+    });
+    hasher.finalize()
 }
 
 /// A tiny HTTP/1.0 server on loopback: `GET /bytes/N` answers N pattern bytes.
@@ -207,16 +200,7 @@ fn serve_http(conn: TcpStream) -> io::Result<()> {
         out,
         "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
     )?;
-    let mut block = vec![0u8; 64 * 1024];
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut left = len;
-    while left > 0 {
-        fill(&mut state, &mut block);
-        let n = usize::try_from(left.min(block.len() as u64)).unwrap_or(block.len());
-        out.write_all(block.get(..n).unwrap_or_default())?;
-        left -= n as u64;
-    }
-    Ok(())
+    pattern(len, |block| out.write_all(block))
 }
 
 /// A SOCKS5 CONNECT through `proxy` (no authentication): the connection after a
