@@ -3,10 +3,11 @@
 //!
 //! - bytes waiting in the socket when it is handed over go first, and bytes the node had
 //!   framed before HANDED are passed on by the app in order (nothing lost or reordered);
-//! - 8 MiB one way, a half-close, 1 MiB back, every byte checked, both `ended` lines
-//!   count exactly what moved;
+//! - 8 MiB one way, a half-close, 1 MiB back, every byte checked, both watches' `ended`
+//!   lines count exactly what moved;
 //! - a program that resets its socket resets the stream: the far program sees a TCP reset
-//!   and both watches say how the stream ended;
+//!   and both watches say how the stream ended; a stream handed over without a watch
+//!   works the same, unreported;
 //! - a hand-over of a stream that is not the caller's, without a socket, or of a datagram
 //!   socket is refused with a clear error and the stream is reset.
 #![allow(
@@ -20,14 +21,17 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use skywire_control::demo::loopback::LoopbackMesh;
 use skywire_control::node::apps::client::ListenRequest;
 use skywire_control::node::apps::{AppClient, AppStream};
+use skywire_dataplane::engine::WatchId;
 
-const PORT: u16 = 9;
+/// The next port to listen on.
+static NEXT_PORT: AtomicU16 = AtomicU16::new(9);
 
 /// A connected TCP pair on loopback: (the program's end, the end handed to the node).
 fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -55,10 +59,12 @@ fn open(
     b: &AppClient,
     b_key: skywire_dataplane::crypto::PublicKey,
 ) -> (AppStream, AppStream) {
-    let mut listener = b.listen(ListenRequest::on(PORT)).unwrap();
+    // A port of its own: the last listener's port is freed a moment after it closes.
+    let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+    let mut listener = b.listen(ListenRequest::on(port)).unwrap();
     let dialer = {
         let a = a.clone();
-        thread::spawn(move || a.dial(b_key, PORT, Duration::from_secs(10)).unwrap())
+        thread::spawn(move || a.dial(b_key, port, Duration::from_secs(10)).unwrap())
     };
     let at_b = listener.accept().unwrap();
     (dialer.join().unwrap(), at_b)
@@ -76,12 +82,15 @@ fn handed_streams_keep_every_byte_in_order_and_half_close() {
         AppClient::new(&na.app_socket),
         AppClient::new(&nb.app_socket),
     );
+    let (mut watch_a, mut watch_b) = (a.watch().unwrap(), b.watch().unwrap());
     let (at_a, mut at_b) = open(&a, &b, nb.plan.key);
 
     // A's program wrote before the hand-over: those bytes wait in the socket and go first.
     let (mut user_a, node_a) = tcp_pair();
     user_a.write_all(b"waiting-in-the-socket;").unwrap();
-    let handed_a = at_a.hand_over(&a, OwnedFd::from(node_a)).unwrap();
+    let handed_a = at_a
+        .hand_over(&a, OwnedFd::from(node_a), Some(watch_a.id()))
+        .unwrap();
     assert_eq!(read_exactly(&mut at_b, 22), b"waiting-in-the-socket;");
 
     // More from A while B still reads frames: B's hand-over passes them on first.
@@ -90,7 +99,9 @@ fn handed_streams_keep_every_byte_in_order_and_half_close() {
     assert_eq!(read_exactly(&mut user_a, 22), b"B-said-this-in-frames;");
     thread::sleep(Duration::from_millis(200));
     let (mut user_b, node_b) = tcp_pair();
-    let handed_b = at_b.hand_over(&b, OwnedFd::from(node_b)).unwrap();
+    let handed_b = at_b
+        .hand_over(&b, OwnedFd::from(node_b), Some(watch_b.id()))
+        .unwrap();
     assert_eq!(read_exactly(&mut user_b, 21), b"framed-before-handed;");
 
     // 8 MiB up, half-close, 1 MiB down.
@@ -116,8 +127,9 @@ fn handed_streams_keep_every_byte_in_order_and_half_close() {
     drop(user_a);
     drop(user_b);
 
-    let ended_a = handed_a.ended().unwrap();
-    let ended_b = handed_b.ended().unwrap();
+    let ended_a = watch_a.next_ended().unwrap();
+    let ended_b = watch_b.next_ended().unwrap();
+    assert_eq!((ended_a.stream, ended_b.stream), (handed_a, handed_b));
     assert_eq!(ended_a.error, None);
     assert_eq!(ended_b.error, None);
     let up_total = 22 + 21 + (8u64 << 20);
@@ -135,11 +147,14 @@ fn a_reset_socket_resets_the_stream_and_bad_hand_overs_are_refused() {
         AppClient::new(&nb.app_socket),
     );
 
+    let (mut watch_a, mut watch_b) = (a.watch().unwrap(), b.watch().unwrap());
     let (at_a, at_b) = open(&a, &b, nb.plan.key);
     let (mut user_a, node_a) = tcp_pair();
     let (user_b, node_b) = tcp_pair();
-    let handed_a = at_a.hand_over(&a, OwnedFd::from(node_a)).unwrap();
-    let handed_b = at_b.hand_over(&b, OwnedFd::from(node_b)).unwrap();
+    at_a.hand_over(&a, OwnedFd::from(node_a), Some(watch_a.id()))
+        .unwrap();
+    at_b.hand_over(&b, OwnedFd::from(node_b), Some(watch_b.id()))
+        .unwrap();
     user_a.write_all(b"ping").unwrap();
     let mut user_b = user_b;
     assert_eq!(read_exactly(&mut user_b, 4), b"ping");
@@ -152,13 +167,37 @@ fn a_reset_socket_resets_the_stream_and_bad_hand_overs_are_refused() {
     let mut buf = [0u8; 16];
     let outcome = user_a.read(&mut buf).map_err(|e| e.kind());
     assert_eq!(outcome, Err(ErrorKind::ConnectionReset));
-    assert_eq!(handed_b.ended().unwrap().error.as_deref(), Some("app_gone"));
-    assert_eq!(handed_a.ended().unwrap().error.as_deref(), Some("reset"));
+    assert_eq!(
+        watch_b.next_ended().unwrap().error.as_deref(),
+        Some("app_gone")
+    );
+    assert_eq!(
+        watch_a.next_ended().unwrap().error.as_deref(),
+        Some("reset")
+    );
 
-    // A datagram socket is not a stream socket: refused, and the stream is reset.
+    // Without a watch: the same bytes, nobody told of the end.
+    let (at_a, at_b) = open(&a, &b, nb.plan.key);
+    let (mut user_a, node_a) = tcp_pair();
+    let (mut user_b, node_b) = tcp_pair();
+    at_a.hand_over(&a, OwnedFd::from(node_a), None).unwrap();
+    at_b.hand_over(&b, OwnedFd::from(node_b), None).unwrap();
+    user_a.write_all(b"unwatched").unwrap();
+    user_a.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    user_b.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"unwatched");
+
+    // Another user's watch, or none that exists, is refused; so is a datagram socket.
+    let (at_a, _at_b) = open(&a, &b, nb.plan.key);
+    let (_user_a, node_a) = tcp_pair();
+    let refused = at_a
+        .hand_over(&a, OwnedFd::from(node_a), Some(WatchId(999)))
+        .unwrap_err();
+    assert!(refused.to_string().contains("watch"), "{refused}");
     let (at_a, mut at_b) = open(&a, &b, nb.plan.key);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let refused = at_a.hand_over(&a, OwnedFd::from(udp)).unwrap_err();
+    let refused = at_a.hand_over(&a, OwnedFd::from(udp), None).unwrap_err();
     assert!(
         refused.to_string().contains("not a stream socket"),
         "{refused}"

@@ -21,8 +21,14 @@
 //! then on the stream's bytes move between the stack and that socket as they are, with no
 //! frames: the socket's end of input is the app's FIN, the stack's FIN is a
 //! `shutdown(SHUT_WR)`, and a reset closes the socket abortively (the program on it sees
-//! a TCP reset). The request's own connection (the watch) gets one `ended` line when the
-//! stream ends, with the bytes moved each way, and is closed.
+//! a TCP reset).
+//!
+//! **Watches.** An app may keep one connection as a watch (`{"op":"watch"}`) and name it
+//! when it hands streams over: the engine writes one `ended` line on it per such stream
+//! when it ends (its id, the bytes moved each way, the error if it was reset). One watch
+//! serves any number of streams, so a handed-over stream costs the node one descriptor (its
+//! socket) and the app none. Lines the app does not read wait in the watch's buffer, up to
+//! [`WATCH_BACKLOG`] bytes; past that the watch is closed (its app is not reading).
 //!
 //! End of a connection: the app's end of input at a frame boundary is its FIN (a
 //! half-close); in the middle of a frame, or a RESET frame, or a write that fails, aborts the
@@ -47,6 +53,24 @@ use crate::sys::socket as sock;
 /// Tokens of app connections are this plus the stream id.
 pub(super) const APP_TOKEN_BASE: usize = 16;
 
+/// Tokens of watches are this plus the watch id (far above any stream's).
+const WATCH_TOKEN_BASE: usize = 1 << 48;
+
+/// Bytes of `ended` lines a watch holds for an app that does not read them.
+pub const WATCH_BACKLOG: usize = 4 << 20;
+
+/// A watch's id on its node, never reused while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WatchId(pub u64);
+
+/// A watch: its connection, its owner, and the lines not written yet.
+#[derive(Debug)]
+struct Watch {
+    socket: UnixStream,
+    owner: Owner,
+    pending: Vec<u8>,
+}
+
 /// Bytes read from an app connection at once (at most the stream's free send buffer).
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -65,8 +89,8 @@ struct AppConn {
     /// Stream bytes taken from the app, and given to it.
     from_app: u64,
     to_app: u64,
-    /// A handed-over stream's watch: told how the stream ended.
-    watch: Option<std::os::unix::net::UnixStream>,
+    /// The watch told how a handed-over stream ended.
+    watch: Option<WatchId>,
 }
 
 /// How the app side moves the stream's bytes.
@@ -119,6 +143,8 @@ pub(super) struct Apps {
     dials: HashMap<StreamId, Sender<Result<StreamInfo, StreamError>>>,
     listeners: HashMap<ListenerId, Sender<StreamInfo>>,
     next_listener: u64,
+    watches: HashMap<WatchId, Watch>,
+    next_watch: u64,
     /// Streams to serve this turn (readiness from mio and from the stack).
     due: Vec<StreamId>,
     scratch: Vec<u8>,
@@ -223,18 +249,25 @@ impl Apps {
     }
 
     /// The app hands an attached stream over to `socket` (a stream socket of its own);
-    /// `watch` is told how the stream ended. Only the stream's owner or root may.
+    /// `watch`, if given, is told how the stream ended. Only the stream's owner (and the
+    /// watch's) or root may.
     pub(super) fn hand_over(
         &mut self,
         id: StreamId,
         owner: Owner,
         socket: OwnedFd,
-        watch: std::os::unix::net::UnixStream,
+        watch: Option<WatchId>,
     ) -> Result<(), StreamError> {
+        let mine = |o: Owner| o == owner || owner == Owner(0);
+        if let Some(w) = watch
+            && !self.watches.get(&w).is_some_and(|w| mine(w.owner))
+        {
+            return Err(StreamError::UnknownStream);
+        }
         let conn = self
             .conns
             .get_mut(&id)
-            .filter(|c| c.owner == owner || owner == Owner(0))
+            .filter(|c| mine(c.owner))
             .ok_or(StreamError::UnknownStream)?;
         let Side::Framed { handing, .. } = &mut conn.side else {
             return Err(StreamError::UnknownStream);
@@ -242,25 +275,94 @@ impl Apps {
         if handing.is_some() || !sock::is_stream_socket(socket.as_fd()) {
             return Err(StreamError::UnknownStream);
         }
-        // The `ok` goes before anything else can be written on the watch (its `ended`).
-        let ok = format!("{{\"ok\":{{\"handed\":{}}}}}\n", id.0);
-        let mut watch = watch;
-        watch
-            .set_nonblocking(true)
-            .and_then(|()| watch.write_all(ok.as_bytes()))
-            .map_err(|_| StreamError::AppGone)?;
         *handing = Some(Handing {
             socket,
             marker_sent: false,
         });
-        conn.watch = Some(watch);
+        conn.watch = watch;
         self.due.push(id);
         Ok(())
     }
 
+    /// A new watch on `socket` for `owner`, after writing the `ok` line with its id (so no
+    /// `ended` line can come first).
+    pub(super) fn watch(
+        &mut self,
+        registry: &Registry,
+        owner: Owner,
+        socket: std::os::unix::net::UnixStream,
+    ) -> io::Result<WatchId> {
+        self.next_watch += 1;
+        let id = WatchId(self.next_watch);
+        socket.set_nonblocking(true)?;
+        let ok = format!("{{\"ok\":{{\"watch\":{}}}}}\n", id.0);
+        if (&socket).write(ok.as_bytes())? < ok.len() {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut socket = UnixStream::from_std(socket);
+        registry.register(
+            &mut socket,
+            watch_token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.watches.insert(
+            id,
+            Watch {
+                socket,
+                owner,
+                pending: Vec::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// A watch's connection is ready: write what waits; an app that closed it (or sent
+    /// anything: it must not) ends it.
+    fn serve_watch(&mut self, registry: &Registry, id: WatchId) {
+        let Some(watch) = self.watches.get_mut(&id) else {
+            return;
+        };
+        let mut byte = [0u8; 1];
+        let gone = match watch.socket.read(&mut byte) {
+            Ok(_) => true,
+            Err(e) => !would_block(&e),
+        };
+        if gone || flush_watch(watch).is_err() {
+            self.drop_watch(registry, id);
+        }
+    }
+
+    fn drop_watch(&mut self, registry: &Registry, id: WatchId) {
+        if let Some(mut watch) = self.watches.remove(&id) {
+            let _ = registry.deregister(&mut watch.socket);
+        }
+    }
+
+    /// Queue `line` on watch `id` and write what it can.
+    fn tell_watch(&mut self, registry: &Registry, id: WatchId, line: &str) {
+        let Some(watch) = self.watches.get_mut(&id) else {
+            return;
+        };
+        if watch.pending.len() + line.len() > WATCH_BACKLOG {
+            // Its app does not read: it would hold memory without bound.
+            self.drop_watch(registry, id);
+            return;
+        }
+        watch.pending.extend_from_slice(line.as_bytes());
+        if flush_watch(watch).is_err() {
+            self.drop_watch(registry, id);
+        }
+    }
+
     /// mio said the connection of this token is ready.
-    pub(super) fn wake(&mut self, token: Token) {
+    pub(super) fn wake(&mut self, registry: &Registry, token: Token) {
         if let Some(id) = token
+            .0
+            .checked_sub(WATCH_TOKEN_BASE)
+            .and_then(|n| u64::try_from(n).ok())
+        {
+            self.serve_watch(registry, WatchId(id));
+        } else if let Some(id) = token
             .0
             .checked_sub(APP_TOKEN_BASE)
             .and_then(|n| u64::try_from(n).ok())
@@ -398,16 +500,15 @@ impl Apps {
                 let _ = registry.deregister(&mut SourceFd(&socket.as_raw_fd()));
             }
         }
-        if let Some(mut watch) = watch {
+        if let Some(watch) = watch {
             let error = ending
                 .error()
                 .map_or_else(|| "null".to_owned(), |e| format!("\"{}\"", e.kind()));
             let line = format!(
-                "{{\"ended\":{{\"sent\":{from_app},\"received\":{to_app},\"error\":{error}}}}}\n"
+                "{{\"ended\":{{\"stream\":{},\"sent\":{from_app},\"received\":{to_app},\"error\":{error}}}}}\n",
+                id.0
             );
-            // Best effort, one short line into an idle socket: it does not block.
-            let _ = watch.set_nonblocking(true);
-            let _ = watch.write(line.as_bytes());
+            self.tell_watch(registry, watch, &line);
         }
     }
 
@@ -421,7 +522,34 @@ impl Apps {
             let _ = reply.send(Err(StreamError::Shutdown));
         }
         self.listeners.clear();
+        let watches: Vec<WatchId> = self.watches.keys().copied().collect();
+        for id in watches {
+            if let Some(watch) = self.watches.get_mut(&id) {
+                let _ = flush_watch(watch);
+            }
+            self.drop_watch(registry, id);
+        }
     }
+}
+
+fn watch_token(id: WatchId) -> Token {
+    Token(WATCH_TOKEN_BASE + usize::try_from(id.0).unwrap_or(usize::MAX - WATCH_TOKEN_BASE))
+}
+
+/// Write what a watch holds, as far as its socket takes it; an error when it is broken.
+fn flush_watch(watch: &mut Watch) -> io::Result<()> {
+    while !watch.pending.is_empty() {
+        match watch.socket.write(&watch.pending) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                watch.pending.drain(..n.min(watch.pending.len()));
+            }
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn token(id: StreamId) -> Token {

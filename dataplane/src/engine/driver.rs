@@ -466,7 +466,7 @@ impl EventLoop {
                     UDP => udp_ready = true,
                     TUN => tun_ready = true,
                     WAKER => {}
-                    other => self.apps.wake(other),
+                    other => self.apps.wake(self.poll.registry(), other),
                 }
             }
             if !self.serve_commands() {
@@ -617,6 +617,17 @@ impl EventLoop {
                     reply,
                 } => {
                     let _ = reply.send(self.apps.hand_over(stream, owner, socket, watch));
+                }
+                Command::Watch {
+                    owner,
+                    socket,
+                    reply,
+                } => {
+                    let watch = self
+                        .apps
+                        .watch(self.poll.registry(), owner, socket)
+                        .map_err(|_| StreamError::AppGone);
+                    let _ = reply.send(watch);
                 }
                 Command::Abort(stream) => {
                     let (core, mut io) = self.io();

@@ -17,6 +17,8 @@ use crate::stack::{ListenOptions, ListenerId, Owner, StreamError, StreamId, Stre
 use crate::wire::RouteId;
 use std::os::unix::net::UnixStream;
 
+use super::apps::WatchId;
+
 /// How long a stream command waits for room in the command queue.
 const STREAM_COMMAND_WAIT: Duration = Duration::from_secs(2);
 
@@ -64,8 +66,14 @@ pub(crate) enum Command {
         stream: StreamId,
         owner: Owner,
         socket: std::os::fd::OwnedFd,
-        watch: UnixStream,
+        watch: Option<WatchId>,
         reply: Sender<Result<(), StreamError>>,
+    },
+    /// A watch on an app's connection (`engine::apps`).
+    Watch {
+        owner: Owner,
+        socket: UnixStream,
+        reply: Sender<Result<WatchId, StreamError>>,
     },
     /// Reset a stream.
     Abort(StreamId),
@@ -271,15 +279,16 @@ impl EngineHandle {
     /// Hand the attached `stream` over to `socket`, a stream socket of the app's (TCP or
     /// Unix): the engine finishes the frame it is writing on the stream's connection,
     /// sends HANDED, reads the app's frames until it closes that connection, and then moves
-    /// the stream's bytes over `socket` as they are. `watch` gets one `ended` line when the
-    /// stream ends. Only the stream's owner (or root) may; a stream not attached in frames,
-    /// already handed over, or a socket that is not a stream socket is `UnknownStream`.
+    /// the stream's bytes over `socket` as they are. `watch`, if given, gets one `ended`
+    /// line when the stream ends. Only the stream's owner (and the watch's, or root) may;
+    /// a stream not attached in frames, already handed over, an unknown watch, or a socket
+    /// that is not a stream socket is `UnknownStream`.
     pub fn hand_over(
         &self,
         stream: StreamId,
         owner: Owner,
         socket: std::os::fd::OwnedFd,
-        watch: UnixStream,
+        watch: Option<WatchId>,
     ) -> Result<(), StreamError> {
         let (reply, answer) = bounded(1);
         self.send_stream(Command::HandOver {
@@ -287,6 +296,20 @@ impl EngineHandle {
             owner,
             socket,
             watch,
+            reply,
+        })?;
+        answer
+            .recv_timeout(STREAM_COMMAND_WAIT)
+            .map_err(|_| StreamError::EngineGone)?
+    }
+
+    /// Make `socket` a watch of `owner`'s: the engine writes `{"ok":{"watch":ID}}` on it,
+    /// then one `ended` line for every stream handed over with that watch, as it ends.
+    pub fn watch(&self, owner: Owner, socket: UnixStream) -> Result<WatchId, StreamError> {
+        let (reply, answer) = bounded(1);
+        self.send_stream(Command::Watch {
+            owner,
+            socket,
             reply,
         })?;
         answer

@@ -94,6 +94,7 @@ mod handle;
 mod setup;
 mod status;
 
+pub use apps::{WATCH_BACKLOG, WatchId};
 pub use core::{NodeCore, NodeDrop, NodeIo, PingError, SOURCE_NOT_ALLOWED, SetupError};
 pub use driver::{EngineError, RunningEngine, SOCKET_BUFFER, start};
 pub use event::{EVENT_QUEUE, EngineEvent};

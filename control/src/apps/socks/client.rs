@@ -121,10 +121,11 @@ impl SocksClient {
 
     /// Serve until `stop` is set. Connections already handed over go on (the node carries
     /// them); those negotiating finish on their own threads.
-    pub fn serve(self, stop: &AtomicBool) -> io::Result<()> {
+    pub fn serve(self, stop: &AtomicBool) -> Result<(), AppError> {
+        let app = AppClient::new(&self.options.app_socket);
         let shared = Arc::new(Shared {
-            app: AppClient::new(&self.options.app_socket),
-            watcher: Watcher::start(Arc::clone(&self.tally))?,
+            watcher: Watcher::start(&app, Arc::clone(&self.tally), "client")?,
+            app,
             options: self.options,
             tally: self.tally,
             half_open: AtomicUsize::new(0),
@@ -376,14 +377,12 @@ fn connect(shared: &Shared, conn: TcpStream, len: usize) {
     };
     let _ = conn.set_read_timeout(None);
     let spare = conn.try_clone().ok();
-    match stream.hand_over(&shared.app, OwnedFd::from(conn)) {
-        Ok(handed) => {
-            if shared.watcher.add(exit, handed).is_err() {
-                // Not watched: its end will not be counted, but it goes on.
-                shared.tally.ended(exit, 0, 0, false);
-            }
-        }
+    let id = stream.id();
+    let watch = shared.watcher.expect(id, exit);
+    match stream.hand_over(&shared.app, OwnedFd::from(conn), Some(watch)) {
+        Ok(_) => {}
         Err(error) => {
+            shared.watcher.forget(id);
             shared.tally.ended(exit, 0, 0, true);
             eprintln!("skywire socks client: the node did not take the connection: {error}");
             if let Some(conn) = spare {

@@ -126,10 +126,7 @@ impl SocksExit {
     /// the caller closes the listener's connection to stop at once, by exiting).
     pub fn serve(mut self, stop: &AtomicBool) -> Result<(), AppError> {
         let shared = Arc::new(Shared {
-            watcher: Watcher::start(Arc::clone(&self.tally)).map_err(|source| AppError::Io {
-                path: self.options.app_socket.clone(),
-                source,
-            })?,
+            watcher: Watcher::start(&self.app, Arc::clone(&self.tally), "exit")?,
             options: self.options,
             app: self.app,
             tally: self.tally,
@@ -229,13 +226,12 @@ fn serve_stream(shared: &Shared, mut stream: AppStream, key: PublicKey) {
                 shared.tally.ended(key, 0, 0, true);
                 return;
             }
-            match stream.hand_over(&shared.app, OwnedFd::from(target)) {
-                Ok(handed) => {
-                    if shared.watcher.add(key, handed).is_err() {
-                        shared.tally.ended(key, 0, 0, false);
-                    }
-                }
+            let id = stream.id();
+            let watch = shared.watcher.expect(id, key);
+            match stream.hand_over(&shared.app, OwnedFd::from(target), Some(watch)) {
+                Ok(_) => {}
                 Err(error) => {
+                    shared.watcher.forget(id);
                     eprintln!(
                         "skywire socks exit: {key}: the node did not take the connection: {error}"
                     );

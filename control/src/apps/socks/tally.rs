@@ -3,24 +3,21 @@
 //! when a handed-over connection ends.
 //!
 //! A connection handed over to the node (`AppStream::hand_over`) is moved by the node, not
-//! by the app; the app keeps only the stream's watch, which the node answers with one
-//! `ended` line (bytes each way, and the error if it was reset). [`Watcher`] waits on all of
-//! them with one `epoll` thread, so ten thousand open connections cost the app ten thousand
-//! idle descriptors and no threads.
+//! by the app, which keeps nothing of it: the node reports its end on the app's one watch
+//! (`AppClient::watch`) with an `ended` line (bytes each way, and the error if it was
+//! reset). [`Watcher`] reads that watch on one thread, so ten thousand open connections
+//! cost the app no descriptor and no thread.
 
 use std::collections::HashMap;
-use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rustix::event::Timespec;
-use rustix::event::epoll;
 use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::WatchId;
+use skywire_dataplane::stack::StreamId;
 
-use crate::node::apps::client::HandedStream;
+use crate::node::apps::{AppClient, AppError};
 
 /// One key's figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -168,112 +165,77 @@ impl Tally {
 }
 
 /// Hears the end of handed-over connections (see the module doc) and books them in a
-/// [`Tally`]. Dropping it stops its thread; connections still open are not affected.
+/// [`Tally`]: one watch on the node ([`AppWatch`]) and a thread reading it.
 #[derive(Debug)]
 pub struct Watcher {
-    epoll: Arc<OwnedFd>,
-    watched: Arc<Mutex<HashMap<u64, (PublicKey, HandedStream)>>>,
-    next: Mutex<u64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
+    id: WatchId,
+    /// The key of every stream handed over and not ended yet.
+    keys: Arc<Mutex<HashMap<StreamId, PublicKey>>>,
 }
-
-/// How often the watcher's thread looks at its stop flag.
-const TICK: Duration = Duration::from_millis(200);
 
 impl Watcher {
-    /// A watcher booking into `tally`, with its thread.
-    pub fn start(tally: Arc<Tally>) -> io::Result<Self> {
-        let epoll = Arc::new(epoll::create(epoll::CreateFlags::CLOEXEC)?);
-        let watched: Arc<Mutex<HashMap<u64, (PublicKey, HandedStream)>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (epoll, watched, stop) =
-                (Arc::clone(&epoll), Arc::clone(&watched), Arc::clone(&stop));
-            thread::Builder::new()
-                .name("socks-watch".to_owned())
-                .spawn(move || watch(&epoll, &watched, &tally, &stop))?
-        };
-        Ok(Self {
-            epoll,
-            watched,
-            next: Mutex::new(0),
-            stop,
-            thread: Some(thread),
-        })
+    /// A watch on `app`'s node booking into `tally`, with its thread. If the node closes
+    /// the watch (it stops), the thread says so and ends.
+    pub fn start(app: &AppClient, tally: Arc<Tally>, name: &'static str) -> Result<Self, AppError> {
+        let mut watch = app.watch()?;
+        let id = watch.id();
+        let keys: Arc<Mutex<HashMap<StreamId, PublicKey>>> = Arc::default();
+        let for_thread = Arc::clone(&keys);
+        thread::Builder::new()
+            .name("socks-watch".to_owned())
+            .spawn(move || {
+                loop {
+                    match watch.next_ended() {
+                        Ok(ended) => {
+                            let key = for_thread
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .remove(&ended.stream);
+                            if let Some(key) = key {
+                                tally.ended(key, ended.sent, ended.received, ended.error.is_some());
+                            }
+                        }
+                        Err(error) => {
+                            eprintln!(
+                                "skywire socks {name}: the node's watch ended ({error}); \
+                                 connections are no longer counted as they end"
+                            );
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|source| AppError::Io {
+                path: app.path().to_owned(),
+                source,
+            })?;
+        Ok(Self { id, keys })
     }
 
-    /// Watch `handed`, a connection of `key` that [`Tally::admit`] let in.
-    pub fn add(&self, key: PublicKey, handed: HandedStream) -> io::Result<()> {
-        let token = {
-            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-            *next += 1;
-            *next
-        };
-        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
-        epoll::add(
-            &*self.epoll,
-            handed.socket().as_fd(),
-            epoll::EventData::new_u64(token),
-            epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
-        )?;
-        watched.insert(token, (key, handed));
-        Ok(())
+    /// The watch to hand `stream` over with; its end is booked for `key` (who must have been
+    /// let in by [`Tally::admit`]). Call before the hand-over, and [`Self::forget`] if it
+    /// fails.
+    pub fn expect(&self, stream: StreamId, key: PublicKey) -> WatchId {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(stream, key);
+        self.id
     }
-}
 
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn watch(
-    epoll: &OwnedFd,
-    watched: &Mutex<HashMap<u64, (PublicKey, HandedStream)>>,
-    tally: &Tally,
-    stop: &AtomicBool,
-) {
-    let mut events = Vec::with_capacity(256);
-    let tick = Timespec::try_from(TICK).unwrap_or_default();
-    while !stop.load(Ordering::Relaxed) {
-        events.clear();
-        if epoll::wait(
-            epoll,
-            rustix::buffer::spare_capacity(&mut events),
-            Some(&tick),
-        )
-        .is_err()
-        {
-            thread::sleep(TICK);
-            continue;
-        }
-        for event in &events {
-            let token = event.data.u64();
-            let Some((key, handed)) = watched
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&token)
-            else {
-                continue;
-            };
-            let _ = epoll::delete(epoll, handed.socket().as_fd());
-            // The node wrote the whole line at once: this read does not wait.
-            match handed.ended() {
-                Ok(ended) => tally.ended(key, ended.sent, ended.received, ended.error.is_some()),
-                // The node went away without a word: the connection is gone with it.
-                Err(_) => tally.ended(key, 0, 0, true),
-            }
-        }
+    /// A hand-over that [`Self::expect`] prepared did not happen.
+    pub fn forget(&self, stream: StreamId) {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&stream);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn limits_and_the_bucket() {

@@ -13,7 +13,7 @@
 //!   `skywire nc` does.
 //! - [`AppStream::hand_over`] gives the stream to a stream socket of the program's (a TCP
 //!   connection, say): the node then moves the stream's bytes over that socket itself, and
-//!   the program keeps only a [`HandedStream`], which says how the stream ended.
+//!   the program keeps nothing of it; an [`AppWatch`] hears when such streams end.
 //!
 //! The reply line is read through a buffer, and whatever came after it (the first frames,
 //! or `incoming` lines) is kept, so nothing is lost however the node's writes are cut.
@@ -27,6 +27,7 @@ use std::thread;
 use std::time::Duration;
 
 use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::WatchId;
 use skywire_dataplane::stack::appframe::{self, Decoder, Frame, FrameError, Kind};
 use skywire_dataplane::stack::{ListenerId, StreamId};
 
@@ -36,7 +37,7 @@ use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 
 use super::protocol::{
     AppRequest, DEFAULT_BACKLOG, Ended, ErrorKind, Handed, Incoming, ListenerLine, Listening,
-    Reply, ResetReason, StreamOpened, WatchLine,
+    Reply, ResetReason, StreamOpened, WatchLine, WatchOpened,
 };
 use crate::local::{self, ConnectFailure, LineRead, read_line};
 
@@ -241,13 +242,19 @@ impl AppClient {
         AppStream::new(opened, reader).map_err(|source| self.io_error(source, REPLY_TIMEOUT))
     }
 
-    /// Send a `hand_over` line with `socket` passed along, and read the `ok`; the
-    /// connection is the watch.
-    fn send_with_fd(
-        &self,
-        request: &AppRequest,
-        socket: &OwnedFd,
-    ) -> Result<BufReader<UnixStream>, AppError> {
+    /// A watch ([`AppWatch`]): a connection of its own on which the node reports the end
+    /// of every stream handed over with it.
+    pub fn watch(&self) -> Result<AppWatch, AppError> {
+        let (opened, reader) = self.open::<WatchOpened>(&AppRequest::Watch, REPLY_TIMEOUT)?;
+        Ok(AppWatch {
+            id: WatchId(opened.watch),
+            client: self.clone(),
+            reader,
+        })
+    }
+
+    /// Send a `hand_over` line with `socket` passed along, and read the `ok`.
+    fn send_with_fd(&self, request: &AppRequest, socket: &OwnedFd) -> Result<(), AppError> {
         let stream = self.connect()?;
         let line = request.to_line();
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -274,13 +281,7 @@ impl AppClient {
         let mut reader = BufReader::new(stream);
         let line = self.read_reply_line(&mut reader, REPLY_TIMEOUT)?;
         match serde_json::from_slice::<Reply<Handed>>(&line) {
-            Ok(Reply::Ok(_)) => {
-                reader
-                    .get_ref()
-                    .set_read_timeout(None)
-                    .map_err(|source| self.io_error(source, REPLY_TIMEOUT))?;
-                Ok(reader)
-            }
+            Ok(Reply::Ok(_)) => Ok(()),
             Ok(Reply::Error(body)) => Err(AppError::Refused {
                 kind: body.kind,
                 message: body.message,
@@ -512,24 +513,28 @@ impl AppStream {
     /// Hand the stream over to `socket`, a connected stream socket (TCP or Unix) of this
     /// program's, through `client` (the node this stream is on): from then on the node
     /// moves the stream's bytes between the stack and `socket` as they are, without frames
-    /// and without this program (`docs/APPS.md`, "Handing a stream to a socket").
+    /// and without this program (`docs/APPS.md`, "Handing a stream to a socket"). `watch`
+    /// (one of [`AppClient::watch`]'s, of the same user) hears when the stream ends.
     ///
     /// Bytes the node had sent in frames before the hand-over are written to `socket`
     /// here, in order, and a FIN among them shuts `socket`'s writing side; bytes waiting in
     /// `socket` (read by nobody yet) go to the peer first. On success this program's copy
-    /// of `socket` is closed and the stream's connection too; what is left is the watch.
-    /// On an error the stream is reset.
-    pub fn hand_over(self, client: &AppClient, socket: OwnedFd) -> Result<HandedStream, AppError> {
+    /// of `socket` is closed and the stream's connection too: the stream holds nothing of
+    /// this program's any more. On an error the stream is reset.
+    pub fn hand_over(
+        self,
+        client: &AppClient,
+        socket: OwnedFd,
+        watch: Option<WatchId>,
+    ) -> Result<StreamId, AppError> {
         let id = self.id();
         let mut writer = self.writer;
         let mut reader = self.reader;
-        let watch = match client.send_with_fd(&AppRequest::HandOver { stream: id }, &socket) {
-            Ok(watch) => watch,
-            Err(error) => {
-                let _ = writer.reset("hand_over_failed: the node did not take the socket");
-                return Err(error);
-            }
-        };
+        let request = AppRequest::HandOver { stream: id, watch };
+        if let Err(error) = client.send_with_fd(&request, &socket) {
+            let _ = writer.reset("hand_over_failed: the node did not take the socket");
+            return Err(error);
+        }
         // The node shares the socket's file description now: its blocking mode is left as
         // it is, and the early bytes are written without depending on it.
         if let Err(source) = reader.pass_on_until_handed(&socket) {
@@ -539,38 +544,28 @@ impl AppStream {
         // Closing the stream's connection tells the node every early byte is passed on.
         drop(writer);
         drop(reader);
-        Ok(HandedStream {
-            id,
-            client: client.clone(),
-            reader: watch,
-        })
+        Ok(id)
     }
 }
 
-/// A stream handed over to a socket: its connection to the node, which answers one line
-/// when the stream ends. Dropping it changes nothing for the stream.
+/// A watch: one `ended` line per stream handed over with it, as each ends
+/// ([`AppClient::watch`]). Dropping it ends the watch; the streams go on.
 #[derive(Debug)]
-pub struct HandedStream {
-    id: StreamId,
+pub struct AppWatch {
+    id: WatchId,
     client: AppClient,
     reader: BufReader<UnixStream>,
 }
 
-impl HandedStream {
-    /// The stream's id on this node.
-    pub fn id(&self) -> StreamId {
+impl AppWatch {
+    /// Its id, for [`AppStream::hand_over`].
+    pub fn id(&self) -> WatchId {
         self.id
     }
 
-    /// The watch connection, to wait on with `poll` or `epoll` (readable once the stream
-    /// ended, then read it with [`Self::ended`]).
-    pub fn socket(&self) -> &UnixStream {
-        self.reader.get_ref()
-    }
-
-    /// Wait for the stream's end and say how it went (bytes each way, and the error kind
-    /// if it was reset).
-    pub fn ended(mut self) -> Result<Ended, AppError> {
+    /// Wait for the next stream to end: its id, the bytes each way, and the error kind if
+    /// it was reset. The node closing the watch (it stops) is [`AppError::BadReply`].
+    pub fn next_ended(&mut self) -> Result<Ended, AppError> {
         let line = self
             .client
             .read_reply_line(&mut self.reader, Duration::MAX)?;

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::engine::EngineHandle;
+use skywire_dataplane::engine::{EngineHandle, WatchId};
 use skywire_dataplane::stack::{
     ListenOptions, ListenerId, Owner, StreamError, StreamId, StreamInfo,
 };
@@ -68,9 +68,13 @@ impl Streams for EngineHandle {
         stream: StreamId,
         owner: Owner,
         socket: OwnedFd,
-        watch: UnixStream,
+        watch: Option<WatchId>,
     ) -> Result<(), StreamError> {
         EngineHandle::hand_over(self, stream, owner, socket, watch)
+    }
+
+    fn watch(&self, owner: Owner, socket: UnixStream) -> Result<WatchId, StreamError> {
+        EngineHandle::watch(self, owner, socket)
     }
 
     fn abort(&self, stream: StreamId) {

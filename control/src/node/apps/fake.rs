@@ -15,8 +15,8 @@
 //! Limits: `max_streams` and `max_streams_per_app` (counting ends), `max_listeners`, the
 //! listeners' backlogs (ends not yet attached), and `take_timeout` (checked when an end is
 //! attached late). Idle timeouts, buffer sizes and hand-overs to an app's own socket are
-//! not modelled: a `hand_over` is refused as `unknown_stream`, and the tests of hand-overs
-//! run against the real engine (`node::apps::tests`, the SOCKS tests).
+//! not modelled: `hand_over` and `watch` are refused as `unknown_stream`, and the tests of
+//! hand-overs run against the real engine (`tests/apps_handover.rs`, the SOCKS tests).
 //!
 //! It is a test double, like the data plane's `sim`: it spawns threads per stream and
 //! allocates freely, and a RESET it cannot write within a second (the app is not reading)
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::WatchId;
 use skywire_dataplane::stack::appframe::{self, Decoder, Frame, Kind};
 use skywire_dataplane::stack::{
     Limit, ListenOptions, ListenerId, Owner, StackSetup, StreamError, StreamId, StreamInfo,
@@ -370,8 +371,12 @@ impl Streams for FakeEngine {
         _stream: StreamId,
         _owner: Owner,
         _socket: OwnedFd,
-        _watch: UnixStream,
+        _watch: Option<WatchId>,
     ) -> Result<(), StreamError> {
+        Err(StreamError::UnknownStream)
+    }
+
+    fn watch(&self, _owner: Owner, _socket: UnixStream) -> Result<WatchId, StreamError> {
         Err(StreamError::UnknownStream)
     }
 

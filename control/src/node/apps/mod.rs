@@ -51,6 +51,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::WatchId;
 use skywire_dataplane::stack::{
     ListenOptions, ListenerId, Owner, StreamError, StreamId, StreamInfo,
 };
@@ -113,16 +114,18 @@ pub trait Streams: Send + Sync + 'static {
     ) -> Result<(), StreamError>;
 
     /// Hand an attached stream of `owner`'s (or any, for root) over to `socket`, a stream
-    /// socket the app passed with its `hand_over` line; `watch` is that line's connection.
-    /// On success the engine writes the `ok` line on `watch`, and the `ended` line when
-    /// the stream ends; on an error the server answers with an error line.
+    /// socket the app passed with its `hand_over` line; `watch`, one of the owner's
+    /// watches, hears when it ends.
     fn hand_over(
         &self,
         stream: StreamId,
         owner: Owner,
         socket: OwnedFd,
-        watch: UnixStream,
+        watch: Option<WatchId>,
     ) -> Result<(), StreamError>;
+
+    /// Make `socket` a watch of `owner`'s; the engine writes its `ok` line on it.
+    fn watch(&self, owner: Owner, socket: UnixStream) -> Result<WatchId, StreamError>;
 
     /// Reset a dialed or arrived stream the server could not hand over. Unknown ids are
     /// ignored.

@@ -28,6 +28,7 @@ use core::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::WatchId;
 use skywire_dataplane::stack::{ListenerId, StreamError, StreamId, StreamInfo};
 
 /// The longest opening line, in bytes, without its newline.
@@ -74,7 +75,11 @@ pub enum AppRequest {
     HandOver {
         /// The stream's id, from the `ok` of its dial or accept.
         stream: StreamId,
+        /// The watch (one of this user's) to tell when the stream ends.
+        watch: Option<WatchId>,
     },
+    /// Make this connection a watch: one `ended` line for every stream handed over with it.
+    Watch,
 }
 
 impl AppRequest {
@@ -118,9 +123,14 @@ impl AppRequest {
                 stream: Some(stream.0),
                 ..WireRequest::default()
             },
-            Self::HandOver { stream } => WireRequest {
+            Self::HandOver { stream, watch } => WireRequest {
                 op: "hand_over".to_owned(),
                 stream: Some(stream.0),
+                watch: watch.map(|w| w.0),
+                ..WireRequest::default()
+            },
+            Self::Watch => WireRequest {
+                op: "watch".to_owned(),
                 ..WireRequest::default()
             },
         };
@@ -146,9 +156,9 @@ pub enum RequestError {
     /// The line is not a JSON object of the protocol's fields (the parser's words).
     #[error("a request is a JSON object with an `op` and its fields: {0}")]
     NotJson(String),
-    /// The op is none of `dial`, `listen`, `accept`, `hand_over` (shown cut to 64
+    /// The op is none of `dial`, `listen`, `accept`, `hand_over`, `watch` (shown cut to 64
     /// characters).
-    #[error("unknown op {0:?}: the ops are dial, listen, accept and hand_over")]
+    #[error("unknown op {0:?}: the ops are dial, listen, accept, hand_over and watch")]
     UnknownOp(String),
     /// A field the op needs is missing.
     #[error("{op} needs `{field}`")]
@@ -206,6 +216,8 @@ struct WireRequest {
     allow: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stream: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    watch: Option<u64>,
 }
 
 impl WireRequest {
@@ -218,6 +230,7 @@ impl WireRequest {
             ("backlog", self.backlog.is_some()),
             ("allow", self.allow.is_some()),
             ("stream", self.stream.is_some()),
+            ("watch", self.watch.is_some()),
         ];
         present
             .into_iter()
@@ -240,7 +253,8 @@ pub fn parse_request(line: &[u8]) -> Result<AppRequest, RequestError> {
         "dial" => ("dial", &["peer", "port", "timeout_ms"]),
         "listen" => ("listen", &["port", "backlog", "allow"]),
         "accept" => ("accept", &["stream"]),
-        "hand_over" => ("hand_over", &["stream"]),
+        "hand_over" => ("hand_over", &["stream", "watch"]),
+        "watch" => ("watch", &[]),
         other => {
             return Err(RequestError::UnknownOp(other.chars().take(64).collect()));
         }
@@ -297,9 +311,11 @@ pub fn parse_request(line: &[u8]) -> Result<AppRequest, RequestError> {
         "accept" => Ok(AppRequest::Accept {
             stream: StreamId(wire.stream.ok_or(missing("stream"))?),
         }),
-        _ => Ok(AppRequest::HandOver {
+        "hand_over" => Ok(AppRequest::HandOver {
             stream: StreamId(wire.stream.ok_or(missing("stream"))?),
+            watch: wire.watch.map(WatchId),
         }),
+        _ => Ok(AppRequest::Watch),
     }
 }
 
@@ -598,19 +614,28 @@ pub struct Handed {
     pub handed: StreamId,
 }
 
-/// The line the node writes on a `hand_over` connection when the stream ends, after which
-/// it closes the connection (`{"ended":{"sent":N,"received":M,"error":null}}`; the engine
-/// writes it, `dataplane::engine`'s `apps` module).
+/// The `ok` body of `watch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchOpened {
+    /// The watch's id, for `hand_over`.
+    pub watch: u64,
+}
+
+/// A line the node writes on a watch (`{"ended":{"stream":ID,"sent":N,"received":M,
+/// "error":null}}`; the engine writes it, `dataplane::engine`'s `apps` module).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WatchLine {
-    /// How the stream ended.
+    /// How a stream handed over with this watch ended.
     Ended(Ended),
 }
 
 /// A handed-over stream's end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ended {
+    /// The stream.
+    #[serde(with = "stream_id")]
+    pub stream: StreamId,
     /// Stream bytes the node took from the app (both before and after the hand-over).
     pub sent: u64,
     /// Stream bytes the node gave to the app.

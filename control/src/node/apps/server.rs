@@ -51,6 +51,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::WatchId;
 use skywire_dataplane::stack::{
     ListenOptions, ListenerId, Owner, StreamError, StreamId, StreamInfo,
 };
@@ -58,8 +59,9 @@ use skywire_dataplane::stack::{
 use super::access::Access;
 use super::arrivals::{Arrivals, TakeError};
 use super::protocol::{
-    AppRequest, ErrorBody, ErrorKind, ListenerLine, Listening, MAX_REQUEST, OPENING_TIMEOUT, Reply,
-    RequestError, Scan, StreamOpened, error_line, parse_request, scan_opening,
+    AppRequest, ErrorBody, ErrorKind, Handed, ListenerLine, Listening, MAX_REQUEST,
+    OPENING_TIMEOUT, Reply, RequestError, Scan, StreamOpened, error_line, parse_request,
+    scan_opening,
 };
 use super::{RouteFailure, Routes, Streams};
 use crate::config::AppsConfig;
@@ -252,23 +254,42 @@ fn serve_connection(shared: &Shared, stream: UnixStream, slot: ConnectionSlot) {
             listen(shared, stream, options, slot);
         }
         Ok(AppRequest::Accept { stream: id }) => accept(shared, stream, uid, id),
-        Ok(AppRequest::HandOver { stream: id }) => {
-            hand_over_socket(shared, stream, Owner(uid), id, passed);
+        Ok(AppRequest::HandOver { stream: id, watch }) => {
+            hand_over_socket(shared, &stream, Owner(uid), id, watch, passed);
         }
+        Ok(AppRequest::Watch) => watch(shared, stream, Owner(uid)),
     }
 }
 
-/// A `hand_over`: the engine takes the passed socket and the connection as the watch.
+/// A `watch`: the engine takes the connection and answers on it.
+fn watch(shared: &Shared, stream: UnixStream, owner: Owner) {
+    let Ok(spare) = stream.try_clone() else {
+        return refuse(
+            &stream,
+            ErrorKind::Limit,
+            "no descriptor to spare".to_owned(),
+        );
+    };
+    let _ = stream.set_read_timeout(None);
+    let _ = stream.set_write_timeout(None);
+    if let Err(error) = shared.streams.watch(owner, stream) {
+        refuse(&spare, error.into(), error.to_string());
+    }
+}
+
+/// A `hand_over`: the engine takes the passed socket; the answer goes on this connection,
+/// which then closes.
 fn hand_over_socket(
     shared: &Shared,
-    stream: UnixStream,
+    stream: &UnixStream,
     owner: Owner,
     id: StreamId,
+    watch: Option<WatchId>,
     mut passed: Vec<OwnedFd>,
 ) {
     if passed.len() != 1 {
         return refuse(
-            &stream,
+            stream,
             ErrorKind::BadRequest,
             format!(
                 "hand_over takes exactly one stream socket, passed with the line (SCM_RIGHTS); \
@@ -280,24 +301,20 @@ fn hand_over_socket(
     let Some(socket) = passed.pop() else {
         return;
     };
-    let Ok(spare) = stream.try_clone() else {
-        return refuse(
-            &stream,
-            ErrorKind::Limit,
-            "no descriptor for the watch".to_owned(),
-        );
-    };
-    let _ = stream.set_read_timeout(None);
-    let _ = stream.set_write_timeout(None);
-    if let Err(error) = shared.streams.hand_over(id, owner, socket, stream) {
-        let message = match error {
-            StreamError::UnknownStream => format!(
-                "stream {id} is not one of this user's streams attached in frames, or the \
-                 socket passed is not a stream socket"
-            ),
-            other => other.to_string(),
-        };
-        refuse(&spare, error.into(), message);
+    match shared.streams.hand_over(id, owner, socket, watch) {
+        Ok(()) => {
+            let _ = (&*stream).write_all(&Reply::Ok(Handed { handed: id }).to_line());
+        }
+        Err(error) => {
+            let message = match error {
+                StreamError::UnknownStream => format!(
+                    "stream {id} is not one of this user's streams attached in frames, the \
+                     socket passed is not a stream socket, or the watch is not this user's"
+                ),
+                other => other.to_string(),
+            };
+            refuse(stream, error.into(), message);
+        }
     }
 }
 

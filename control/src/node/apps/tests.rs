@@ -335,9 +335,16 @@ fn a_stream_the_engine_will_not_take_is_refused_with_the_reason() {
             stream: StreamId,
             owner: Owner,
             socket: std::os::fd::OwnedFd,
-            watch: UnixStream,
+            watch: Option<skywire_dataplane::engine::WatchId>,
         ) -> Result<(), StreamError> {
             self.0.hand_over(stream, owner, socket, watch)
+        }
+        fn watch(
+            &self,
+            owner: Owner,
+            socket: UnixStream,
+        ) -> Result<skywire_dataplane::engine::WatchId, StreamError> {
+            self.0.watch(owner, socket)
         }
         fn abort(&self, stream: StreamId) {
             self.0.abort(stream);
