@@ -506,6 +506,25 @@ fn app_seeds() -> Vec<(&'static str, Seeds)> {
                         .to_line(),
                     ),
                 ),
+                (
+                    "hand-over",
+                    line(
+                        5,
+                        &AppRequest::HandOver {
+                            stream: StreamId(42),
+                            watch: Some(skywire_dataplane::engine::WatchId(1)),
+                        }
+                        .to_line(),
+                    ),
+                ),
+                ("watch", line(2, &AppRequest::Watch.to_line())),
+                (
+                    "ended",
+                    line(
+                        33,
+                        b"{\"ended\":{\"stream\":42,\"sent\":10,\"received\":20,\"error\":\"reset\"}}\n",
+                    ),
+                ),
                 ("unknown-op", line(7, b"{\"op\":\"teleport\",\"port\":7}\n")),
                 ("ok-stream", line(9, &Reply::Ok(opened).to_line())),
                 (

@@ -17,8 +17,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use skywire_control::node::apps::protocol::{
-    self, AppRequest, ErrorKind, ListenerLine, Listening, MAX_BACKLOG, MAX_DIAL_TIMEOUT,
-    MAX_REQUEST, Reply, RequestError, ResetReason, Scan, StreamOpened,
+    self, AppRequest, ErrorKind, Handed, ListenerLine, Listening, MAX_BACKLOG, MAX_DIAL_TIMEOUT,
+    MAX_REQUEST, Reply, RequestError, ResetReason, Scan, StreamOpened, WatchLine, WatchOpened,
 };
 use skywire_dataplane::stack::appframe::{
     self, Decoder, Frame, FrameError, Kind, MAX_PAYLOAD, MAX_REASON,
@@ -111,6 +111,9 @@ pub fn app_request(data: &[u8]) {
     answer::<Reply<StreamOpened>>(line);
     answer::<Reply<Listening>>(line);
     answer::<ListenerLine>(line);
+    answer::<Reply<Handed>>(line);
+    answer::<Reply<WatchOpened>>(line);
+    answer::<WatchLine>(line);
     if let Ok(text) = core::str::from_utf8(line) {
         reset_reason(text);
     }
@@ -151,7 +154,7 @@ fn request(line: &[u8]) {
             assert!((1..=MAX_BACKLOG).contains(backlog), "backlog {backlog}");
             assert!(allow.as_ref().is_none_or(|keys| !keys.is_empty()));
         }
-        AppRequest::Accept { .. } | AppRequest::HandOver { .. } => {}
+        AppRequest::Accept { .. } | AppRequest::HandOver { .. } | AppRequest::Watch => {}
     }
     let again = request.to_line();
     let (newline, body) = again.split_last().expect("a line");
@@ -189,6 +192,16 @@ impl<T: Serialize> Answer for Reply<T> {
 impl Answer for ListenerLine {
     fn line(&self) -> Vec<u8> {
         self.to_line()
+    }
+}
+
+/// The node's engine writes these by hand (`dataplane::engine`'s `apps` module); serde's
+/// form is what they must read back as.
+impl Answer for WatchLine {
+    fn line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
     }
 }
 

@@ -152,6 +152,8 @@ fn app_seeds_are_requests_and_frames() {
         "seed-listen-60-keys",
         "seed-listen-minimal",
         "seed-accept",
+        "seed-hand-over",
+        "seed-watch",
     ] {
         let seed = read("app_request", name);
         let line = seed[1..].split(|&b| b == b'\n').next().expect("a line");
