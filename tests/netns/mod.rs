@@ -20,6 +20,9 @@
 //!   is printed when the test panics.
 //! - [`Topology::spawn`] runs a helper (the Python tools in `tests/tools/`) in a namespace,
 //!   with its output lines readable with a timeout.
+//! - [`Topology::etc_file`] gives a namespace a file of its own under `/etc` (`hosts`:
+//!   names only that namespace resolves), which `ip netns exec` mounts for the programs it
+//!   starts there; removed with the topology.
 //!
 //! Addresses: 198.18.0.0/15 on the veth links, the TUN subnets 10.77.0.0/24 and fd77::/64
 //! come from the nodes' configs. Nothing here adds a default route, so no packet can leave
@@ -200,7 +203,12 @@ pub(crate) fn relay_rule(in_id: u32, prev_hop: &str, out_id: u32, next_hop: &str
 /// The lab of one test: its namespaces, processes and scratch folder; see the module docs.
 pub(crate) struct Topology {
     lab: Lab,
+    /// `/etc/netns/<namespace>` folders made by [`Topology::etc_file`].
+    etc: Vec<PathBuf>,
 }
+
+/// Where `ip netns exec` finds the files it mounts over `/etc` for a namespace.
+const ETC_NETNS: &str = "/etc/netns";
 
 impl Topology {
     /// An empty topology with its scratch folder (0755, so the nodes' 0700 socket folders
@@ -210,6 +218,7 @@ impl Topology {
         options.dir_mode = 0o755;
         Self {
             lab: Lab::new(options).unwrap_or_else(|e| panic!("cannot make a lab: {e}")),
+            etc: Vec::new(),
         }
     }
 
@@ -300,6 +309,30 @@ impl Topology {
         Proc::spawn(&self.lab, host, script, spawn)
     }
 
+    /// `/etc/netns/<host's namespace>/NAME` holding `text`: `ip netns exec` mounts it over
+    /// `/etc/NAME` for every program it starts in that namespace afterwards (the nodes, the
+    /// apps and the tools this module spawns), so `hosts` there gives the host names no
+    /// other namespace resolves. Removed with the topology; such folders left by a test
+    /// process killed before it could remove them (their namespace is gone) are removed
+    /// first.
+    pub(crate) fn etc_file(&mut self, host: &str, name: &str, text: &str) {
+        if let Ok(entries) = fs::read_dir(ETC_NETNS) {
+            for entry in entries.flatten() {
+                let namespace = entry.file_name();
+                let ours = namespace.to_string_lossy().starts_with(&format!("{TAG}-"));
+                if ours && !Path::new("/run/netns").join(&namespace).exists() {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = Path::new(ETC_NETNS).join(self.ns(host));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(name), text).unwrap();
+        if !self.etc.contains(&dir) {
+            self.etc.push(dir);
+        }
+    }
+
     /// Whether interface `iface` exists in host `host`.
     pub(crate) fn has_link(&self, host: &str, iface: &str) -> bool {
         self.lab
@@ -321,6 +354,18 @@ impl Topology {
                 .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
                 .collect(),
             _ => HashMap::new(),
+        }
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for dir in &self.etc {
+            let _ = fs::remove_dir_all(dir);
+        }
+        if !self.etc.is_empty() {
+            // Only when nothing else is in it.
+            let _ = fs::remove_dir(ETC_NETNS);
         }
     }
 }

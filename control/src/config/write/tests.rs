@@ -1,6 +1,9 @@
 use super::*;
 use crate::config::tests::Scratch;
-use crate::config::{AcceptRule, Account, DEFAULT_MANAGER_KEY, DEFAULT_NODE_KEY, Problem};
+use crate::config::{
+    AcceptRule, Account, DEFAULT_MANAGER_KEY, DEFAULT_NODE_KEY, Problem, SocksClientConfig,
+    SocksConfig, SocksExitConfig,
+};
 use proptest::prelude::*;
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::stack::StackSetup;
@@ -176,12 +179,68 @@ fn every_manager_field_comes_back() {
     assert_eq!(loaded.max_hops(), manager.max_hops);
 }
 
+/// Both SOCKS apps with every field away from its default.
+fn full_socks() -> SocksConfig {
+    SocksConfig {
+        client: SocksClientConfig {
+            exit: Some(key(0xe1)),
+            exit_port: 1081,
+            listen: addr("198.18.0.1:1090"),
+            auth: Some((
+                "user 1".to_owned(),
+                PathBuf::from("/etc/sky/socks password"),
+            )),
+            connections: 100,
+            half_open: 10,
+            negotiation_timeout: Duration::from_millis(2500),
+            dial_timeout: Duration::from_secs(3),
+            app_socket: Some(PathBuf::from("/run/sky-apps/a.sock")),
+        },
+        exit: SocksExitConfig {
+            port: 1082,
+            public: false,
+            clients: vec![key(0xc1), key(0xc2)],
+            allow: vec![
+                "198.18.200.2/32:8080".parse().unwrap(),
+                "[fd00::/8]:*".parse().unwrap(),
+            ],
+            deny_ports: vec![25, 465],
+            mesh_ranges: Some(vec![prefix("10.77.0.0/24"), prefix("fd77::/64")]),
+            streams: 20_000,
+            streams_per_client: 10_000,
+            rate_per_client: 5_000,
+            half_open: 64,
+            dial_timeout: Duration::from_secs(7),
+            app_socket: Some(PathBuf::from("/run/sky-apps/c.sock")),
+        },
+    }
+}
+
+#[test]
+fn every_socks_field_comes_back() {
+    let socks = full_socks();
+    let config = round_trip(&ConfigFile::socks(socks.clone()));
+    assert_eq!(config.socks, socks);
+    assert!(!config.has_node_section() && !config.has_manager_section());
+    // The defaults, and an exit serving every node with no port denied.
+    let defaults = SocksConfig::default();
+    assert_eq!(
+        round_trip(&ConfigFile::socks(defaults.clone())).socks,
+        defaults
+    );
+    let mut open = SocksConfig::default();
+    open.exit.public = true;
+    open.exit.deny_ports = Vec::new();
+    assert_eq!(round_trip(&ConfigFile::socks(open.clone())).socks, open);
+}
+
 #[test]
 fn defaults_and_both_sections_come_back() {
     let file = ConfigFile {
         comment: String::new(),
         node: Some(NodeSection::new("/k/node.key")),
         manager: Some(ManagerSection::new("/k/manager.key")),
+        socks: None,
     };
     let config = round_trip(&file);
     assert_eq!(Some(NodeSection::from(&config.node)), file.node);
@@ -379,6 +438,7 @@ fn keys_that_look_like_numbers_stay_keys() {
             comment: String::new(),
             node: Some(node.clone()),
             manager: Some(manager.clone()),
+            socks: None,
         };
         let config = round_trip(&file);
         assert_eq!(NodeSection::from(&config.node), node, "{byte:02x}");
