@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, select};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
-use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::WatchId;
 use skywire_dataplane::stack::{
@@ -277,6 +277,15 @@ fn watch(shared: &Shared, stream: UnixStream, owner: Owner) {
     }
 }
 
+/// The descriptors that came with a request line.
+#[derive(Debug, Default)]
+struct Passed {
+    fds: Vec<OwnedFd>,
+    /// Some could not be received (`MSG_CTRUNC`): more than the line may bring, or this
+    /// process had no descriptor left for them.
+    cut: bool,
+}
+
 /// A `hand_over`: the engine takes the passed socket; the answer goes on this connection,
 /// which then closes.
 fn hand_over_socket(
@@ -285,8 +294,21 @@ fn hand_over_socket(
     owner: Owner,
     id: StreamId,
     watch: Option<WatchId>,
-    mut passed: Vec<OwnedFd>,
+    passed: Passed,
 ) {
+    let Passed {
+        fds: mut passed,
+        cut,
+    } = passed;
+    if cut && passed.len() < MAX_PASSED {
+        return refuse(
+            stream,
+            ErrorKind::Limit,
+            "the node could not receive the socket: it has no file descriptor left (raise \
+             its open files limit, or lower node.apps.streams)"
+                .to_owned(),
+        );
+    }
     if passed.len() != 1 {
         return refuse(
             stream,
@@ -321,7 +343,7 @@ fn hand_over_socket(
 /// How reading the opening line ended.
 enum Opening {
     /// The line, without its newline, and the descriptors passed with it.
-    Line(Vec<u8>, Vec<OwnedFd>),
+    Line(Vec<u8>, Passed),
     /// Closed before a byte came, or a socket error: nobody to answer.
     Closed,
     /// Too long, cut off, or too slow.
@@ -333,7 +355,7 @@ enum Opening {
 /// closed if the op does not take them) rather than left to the kernel.
 fn read_opening(stream: &UnixStream, deadline: Instant) -> Opening {
     let mut line = Vec::new();
-    let mut passed = Vec::new();
+    let mut passed = Passed::default();
     let mut waiting = vec![0u8; MAX_REQUEST + 1];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -380,7 +402,7 @@ fn read_opening(stream: &UnixStream, deadline: Instant) -> Opening {
 
 /// Fill `buf` from `stream`, keeping the descriptors that come with the bytes (at most
 /// [`MAX_PASSED`] per read; the kernel closes any beyond).
-fn read_with_fds(stream: &UnixStream, buf: &mut [u8], passed: &mut Vec<OwnedFd>) -> io::Result<()> {
+fn read_with_fds(stream: &UnixStream, buf: &mut [u8], passed: &mut Passed) -> io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_PASSED))];
@@ -394,13 +416,17 @@ fn read_with_fds(stream: &UnixStream, buf: &mut [u8], passed: &mut Vec<OwnedFd>)
             &mut control,
             RecvFlags::CMSG_CLOEXEC,
         ) {
-            Ok(got) => got.bytes,
+            Ok(got) => {
+                // Descriptors the kernel could not give us (this process is at its limit).
+                passed.cut |= got.flags.contains(ReturnFlags::CTRUNC);
+                got.bytes
+            }
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         };
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = message {
-                passed.extend(fds);
+                passed.fds.extend(fds);
             }
         }
         if got == 0 {
