@@ -1,6 +1,6 @@
-//! The typed config writer: a node's `node:` section and a manager's `manager:` section
-//! built from typed values and written as YAML text that [`Config::load`] reads back to the
-//! same values. For tools and tests that start real nodes (the namespace lab, `skywire
+//! The typed config writer: a node's `node:` section, a manager's `manager:` section and
+//! the SOCKS apps' `socks:` section built from typed values and written as YAML text that
+//! [`Config::load`] reads back to the same values. For tools and tests that start real nodes (the namespace lab, `skywire
 //! demo`, `skywire bench`, the integration tests): nothing writes a config by hand.
 //!
 //! ```text
@@ -41,7 +41,10 @@ use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{RelaySetup, RouteSetup, TunSetup};
 use skywire_dataplane::route::Prefix;
 
-use super::{Config, ConfigError, ManagerConfig, ManagerLink, NodeApps, NodeConfig};
+use super::{
+    Config, ConfigError, ManagerConfig, ManagerLink, NodeApps, NodeConfig, SocksClientConfig,
+    SocksConfig, SocksExitConfig,
+};
 use crate::manager::topology::RouteWeight;
 
 /// The `node:` section of a config to write; every field is written.
@@ -167,6 +170,9 @@ pub struct ConfigFile {
     pub node: Option<NodeSection>,
     /// `manager:`, when written.
     pub manager: Option<ManagerSection>,
+    /// `socks:`, when written (both apps' sections, every value; `socks.client.exit`,
+    /// the credentials, `mesh_ranges` and the app sockets only when set).
+    pub socks: Option<SocksConfig>,
 }
 
 /// Why a [`ConfigFile`] was not written.
@@ -223,6 +229,15 @@ impl ConfigFile {
         }
     }
 
+    /// A file holding the SOCKS apps' section `socks` (for `skywire socks client` and
+    /// `skywire socks exit --config`).
+    pub fn socks(socks: SocksConfig) -> Self {
+        Self {
+            socks: Some(socks),
+            ..Self::default()
+        }
+    }
+
     /// The same file with `comment` at its top.
     pub fn with_comment(mut self, comment: impl Into<String>) -> Self {
         self.comment = comment.into();
@@ -257,9 +272,10 @@ impl ConfigFile {
         let file = FileOut {
             node: self.node.as_ref().map(NodeOut::of).transpose()?,
             manager: self.manager.as_ref().map(ManagerOut::of).transpose()?,
+            socks: self.socks.as_ref().map(SocksOut::of).transpose()?,
         };
         let mut text = comment_lines(&self.comment);
-        if file.node.is_none() && file.manager.is_none() {
+        if file.node.is_none() && file.manager.is_none() && file.socks.is_none() {
             // An empty mapping would be written `{}`; a file with only comments says the
             // same (the default config) without it.
             return Ok(text);
@@ -345,6 +361,8 @@ struct FileOut<'a> {
     node: Option<NodeOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     manager: Option<ManagerOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socks: Option<SocksOut<'a>>,
 }
 
 #[derive(Serialize)]
@@ -453,6 +471,49 @@ struct ManagerOut<'a> {
     weight: &'static str,
     min_hops: u8,
     max_hops: u8,
+}
+
+#[derive(Serialize)]
+struct SocksOut<'a> {
+    client: SocksClientOut<'a>,
+    exit: SocksExitOut<'a>,
+}
+
+#[derive(Serialize)]
+struct SocksClientOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<String>,
+    exit_port: u16,
+    listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_file: Option<&'a str>,
+    connections: usize,
+    half_open: usize,
+    negotiation_timeout: String,
+    dial_timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_socket: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SocksExitOut<'a> {
+    port: u16,
+    public: bool,
+    clients: Vec<String>,
+    allow: Vec<String>,
+    deny_ports: FlowSeq<Vec<u16>>,
+    /// Written only when set: without it the exit takes the node section's ranges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh_ranges: Option<FlowSeq<Vec<String>>>,
+    streams: usize,
+    streams_per_client: usize,
+    rate_per_client: usize,
+    half_open: usize,
+    dial_timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_socket: Option<&'a str>,
 }
 
 impl<'a> NodeOut<'a> {
@@ -574,6 +635,69 @@ impl<'a> ManagerOut<'a> {
             weight: manager.weight.as_str(),
             min_hops: manager.min_hops,
             max_hops: manager.max_hops,
+        })
+    }
+}
+
+impl<'a> SocksOut<'a> {
+    fn of(socks: &'a SocksConfig) -> Result<Self, WriteError> {
+        Ok(Self {
+            client: SocksClientOut::of(&socks.client)?,
+            exit: SocksExitOut::of(&socks.exit)?,
+        })
+    }
+}
+
+impl<'a> SocksClientOut<'a> {
+    fn of(client: &'a SocksClientConfig) -> Result<Self, WriteError> {
+        let (username, password_file) = match &client.auth {
+            Some((user, file)) => (
+                Some(user.as_str()),
+                Some(path_text("socks.client.password_file", file)?),
+            ),
+            None => (None, None),
+        };
+        Ok(Self {
+            exit: client.exit.map(|k| k.to_string()),
+            exit_port: client.exit_port,
+            listen: client.listen.to_string(),
+            username,
+            password_file,
+            connections: client.connections,
+            half_open: client.half_open,
+            negotiation_timeout: duration_text(
+                "socks.client.negotiation_timeout",
+                client.negotiation_timeout,
+            )?,
+            dial_timeout: duration_text("socks.client.dial_timeout", client.dial_timeout)?,
+            app_socket: client
+                .app_socket
+                .as_deref()
+                .map(|p| path_text("socks.client.app_socket", p))
+                .transpose()?,
+        })
+    }
+}
+
+impl<'a> SocksExitOut<'a> {
+    fn of(exit: &'a SocksExitConfig) -> Result<Self, WriteError> {
+        Ok(Self {
+            port: exit.port,
+            public: exit.public,
+            clients: strings(&exit.clients),
+            allow: strings(&exit.allow),
+            deny_ports: FlowSeq(exit.deny_ports.clone()),
+            mesh_ranges: exit.mesh_ranges.as_deref().map(|r| FlowSeq(strings(r))),
+            streams: exit.streams,
+            streams_per_client: exit.streams_per_client,
+            rate_per_client: exit.rate_per_client,
+            half_open: exit.half_open,
+            dial_timeout: duration_text("socks.exit.dial_timeout", exit.dial_timeout)?,
+            app_socket: exit
+                .app_socket
+                .as_deref()
+                .map(|p| path_text("socks.exit.app_socket", p))
+                .transpose()?,
         })
     }
 }

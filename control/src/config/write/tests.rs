@@ -177,11 +177,60 @@ fn every_manager_field_comes_back() {
 }
 
 #[test]
+fn every_socks_field_comes_back() {
+    use crate::apps::socks::policy::Exception;
+    let exception = |text: &str| text.parse::<Exception>().unwrap();
+    // Every value away from its default.
+    let socks = SocksConfig {
+        client: SocksClientConfig {
+            exit: Some(key(0x1e)),
+            exit_port: 1081,
+            listen: addr("[::1]:1082"),
+            auth: Some(("bench user".to_owned(), PathBuf::from("/k/password"))),
+            connections: 100,
+            half_open: 7,
+            negotiation_timeout: Duration::from_millis(1500),
+            dial_timeout: Duration::from_secs(3),
+            app_socket: Some(PathBuf::from("/run/a/node.sock")),
+        },
+        exit: SocksExitConfig {
+            port: 1090,
+            public: false,
+            clients: vec![key(0x11), key(0xaa)],
+            allow: vec![exception("127.0.0.1/32:5301"), exception("[fd00::/8]:*")],
+            deny_ports: vec![25, 465],
+            mesh_ranges: Some(vec![prefix("10.77.0.0/24")]),
+            streams: 9,
+            streams_per_client: 8,
+            rate_per_client: 100_000,
+            half_open: 6,
+            dial_timeout: Duration::from_secs(2),
+            app_socket: Some(PathBuf::from("/run/b/node.sock")),
+        },
+    };
+    let config = round_trip(&ConfigFile::socks(socks.clone()));
+    assert_eq!(config.socks, socks);
+    assert!(!config.has_node_section() && !config.has_manager_section());
+    // The defaults, and a public exit.
+    let mut defaults = SocksConfig::default();
+    assert_eq!(
+        round_trip(&ConfigFile::socks(defaults.clone())).socks,
+        defaults
+    );
+    defaults.exit.public = true;
+    assert_eq!(
+        round_trip(&ConfigFile::socks(defaults.clone())).socks,
+        defaults
+    );
+}
+
+#[test]
 fn defaults_and_both_sections_come_back() {
     let file = ConfigFile {
         comment: String::new(),
         node: Some(NodeSection::new("/k/node.key")),
         manager: Some(ManagerSection::new("/k/manager.key")),
+        socks: None,
     };
     let config = round_trip(&file);
     assert_eq!(Some(NodeSection::from(&config.node)), file.node);
@@ -379,6 +428,7 @@ fn keys_that_look_like_numbers_stay_keys() {
             comment: String::new(),
             node: Some(node.clone()),
             manager: Some(manager.clone()),
+            socks: None,
         };
         let config = round_trip(&file);
         assert_eq!(NodeSection::from(&config.node), node, "{byte:02x}");
