@@ -232,14 +232,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// when installed, boringtun (`boringtun-cli` configured with `wg`) on the same chain, and
 /// measures both with iperf3 and ping in alternating runs: TCP throughput (one stream each
 /// way, four streams) with retransmits, 64-byte packet rate, added latency at idle and ping
-/// under load, CPU seconds per Gbit, memory, and the cost of relay hops. Prints progress and
-/// a table (median [min - max]), checks the targets, and writes bench.json and bench.svg
-/// (replacing earlier ones, but never through a symlink or a hard link: those are refused
-/// before the run starts).
+/// under load, CPU seconds per Gbit, memory, and the cost of relay hops; on the same two
+/// skywire ends, the app streams and the SOCKS5 proxy (`skywire socks client` and `exit`,
+/// driven by proxychains4, next to microsocks on loopback). Prints progress and a table
+/// (median [min - max]), checks the targets, and writes bench.json and bench.svg (replacing
+/// earlier ones, but never through a symlink or a hard link: those are refused before the
+/// run starts).
 /// Removes everything it created and restores the socket-buffer sysctls it changes.
 ///
 /// Needs iperf3 (`apt-get install iperf3`); boringtun is optional (see BENCHMARKS.md for
-/// the install command) and is reported as skipped when missing.
+/// the install command), and so are proxychains4 and microsocks (Debian packages; all are
+/// installed by scripts/bench-setup): each is reported as skipped when missing.
 #[derive(Debug, Args)]
 struct BenchArgs {
     /// Seconds per throughput run
@@ -266,6 +269,11 @@ struct BenchArgs {
     /// ones, RSS per idle stream)
     #[arg(long)]
     skip_streams: bool,
+    /// Leave out the SOCKS5 proxies' figures (one and four iperf3 streams through
+    /// proxychains4, CPU per Gbit, setup time of 500 CONNECTs; skywire's SOCKS client and
+    /// exit on the chain without relays, microsocks on loopback)
+    #[arg(long)]
+    skip_socks: bool,
     /// At the end, run one TCP stream for this many seconds and watch memory
     #[arg(long, value_name = "SECONDS")]
     soak: Option<u64>,
@@ -305,6 +313,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     options.skip_boringtun = args.skip_boringtun;
     options.skip_udp = args.skip_udp;
     options.skip_streams = args.skip_streams;
+    options.skip_socks = args.skip_socks;
     options.soak = args.soak.map(Duration::from_secs);
     options.congestion_control = args.congestion_control.clone();
     options.command = std::env::args().collect::<Vec<_>>().join(" ");

@@ -11,7 +11,9 @@
 //!
 //! No namespace has a default route or IP forwarding, so the ends reach each other only
 //! through a tunnel: skywire's route through every relay, or boringtun's direct tunnel
-//! (WireGuard has no relays; it runs on the chain without relays only).
+//! (WireGuard has no relays; it runs on the chain without relays only). Hosts added beside
+//! the chain ([`Chain::add_host`]) have no link at all: they hold comparisons on plain
+//! loopback.
 
 use core::time::Duration;
 use std::net::Ipv4Addr;
@@ -136,12 +138,31 @@ impl Chain {
         args: &[&str],
         log: &str,
     ) -> Result<u32, BenchError> {
+        self.spawn_on(&i.to_string(), what, program, args, log)
+    }
+
+    /// [`spawn`](Self::spawn) on any host of the lab: a node of the chain (`"0"`, `"1"`,
+    /// ...) or one added with [`add_host`](Self::add_host).
+    pub(super) fn spawn_on(
+        &mut self,
+        host: &str,
+        what: &str,
+        program: &Path,
+        args: &[&str],
+        log: &str,
+    ) -> Result<u32, BenchError> {
         let spawn = Spawn::new(what, program)
             .args(args)
             .log(self.lab.file(log))
             .grace(STOP_GRACE);
-        let id = self.lab.start(&i.to_string(), spawn)?;
+        let id = self.lab.start(host, spawn)?;
         Ok(self.lab.process(id).map_or(0, |p| p.pid()))
+    }
+
+    /// Add a host beside the chain: a namespace with `lo` up and no link, for what the
+    /// bench compares on plain loopback (removed with the chain). Returns its namespace.
+    pub(super) fn add_host(&mut self, host: &str) -> Result<String, BenchError> {
+        Ok(self.lab.add_host(host)?)
     }
 
     /// Start `iperf3 -s` on the receiving end (it serves one test at a time, which is how

@@ -20,6 +20,18 @@
 //! | `udp64_received_pps` | `iperf3 -u -l 64 -b 0`: datagrams received per second |
 //! | `udp64_lossless_pps` | the highest offered rate (searched downwards) with under 0.1 % loss |
 //!
+//! On the same two skywire ends, unless left out, the apps' paths next to the TUN path:
+//!
+//! | metric | how |
+//! |---|---|
+//! | `stream_*`, `rss_per_idle_stream_kib` | the app streams through the stack (`streams.rs`; `--skip-streams`) |
+//! | `socks_1_gbps`, `socks_4_gbps` | `proxychains4 iperf3 -c 127.0.0.1` (`-P 4`) through `skywire socks client` and `exit` (`socks.rs`; `--skip-socks`) |
+//! | `socks_cpu_seconds_per_gbit` | CPU of both nodes and both SOCKS apps during the one-stream run, per Gbit received |
+//! | `socks_setup_p50_ms`, `_p99_ms` | 500 SOCKS5 CONNECTs, each from the TCP connect to the proxy to its success reply |
+//!
+//! The SOCKS figures are measured for microsocks on plain loopback too
+//! (`microsocks-loopback`, 0 hops), the baseline skywire's SOCKS proxy is held to.
+//!
 //! On the chains with relays (skywire only: WireGuard has no relays) the one-stream TCP
 //! run and the idle latency give the relay hop cost. An optional soak (`--soak`) runs one
 //! TCP stream for that long and samples the tunnel processes' memory every 10 s.
@@ -35,6 +47,7 @@
 
 mod chain;
 mod report;
+mod socks;
 mod streams;
 mod tools;
 
@@ -101,6 +114,17 @@ pub enum BenchError {
         /// Which tunnel.
         tunnel: String,
     },
+    /// A process the bench started did not get ready (listening, or its start line in its
+    /// log) in time.
+    #[error("{what} was not ready within {} s; the end of its log:\n{log}", waited.as_secs())]
+    NotReady {
+        /// Which process.
+        what: String,
+        /// How long it was given.
+        waited: Duration,
+        /// The end of its log, indented.
+        log: String,
+    },
     /// A system call or file failed.
     #[error("{what}")]
     Io {
@@ -166,6 +190,8 @@ pub struct BenchOptions {
     pub skip_udp: bool,
     /// Leave the app streams' figures out.
     pub skip_streams: bool,
+    /// Leave the SOCKS proxies' figures out.
+    pub skip_socks: bool,
     /// Run one TCP stream this long, sampling memory, at the end.
     pub soak: Option<Duration>,
     /// The command line, for the record.
@@ -190,6 +216,7 @@ impl BenchOptions {
             skip_boringtun: false,
             skip_udp: false,
             skip_streams: false,
+            skip_socks: false,
             soak: None,
             command: String::new(),
             congestion_control: None,
@@ -342,11 +369,15 @@ fn start_skywire(
         },
         pids,
         far: format!("10.{net}.0.2"),
-        apps: keys.get(chain.last()).map(|far_key| streams::Ends {
-            near: folder.join(app_socket_name(variant, 0)),
-            far: folder.join(app_socket_name(variant, chain.last())),
-            far_key: *far_key,
-        }),
+        apps: keys
+            .first()
+            .zip(keys.get(chain.last()))
+            .map(|(near_key, far_key)| streams::Ends {
+                near: folder.join(app_socket_name(variant, 0)),
+                far: folder.join(app_socket_name(variant, chain.last())),
+                far_key: *far_key,
+                near_key: *near_key,
+            }),
     })
 }
 
@@ -846,6 +877,16 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
     {
         streams::measure(&mut run, &mut chain, tunnel, &ends, reps)?;
     }
+    if options.skip_socks {
+        run.report
+            .skipped
+            .push("SOCKS proxies: left out (--skip-socks)".to_owned());
+    } else if let Some((tunnel, ends)) = tunnels
+        .first()
+        .and_then(|t| t.apps.clone().map(|ends| (t, ends)))
+    {
+        socks::measure(&mut run, &mut chain, tunnel, &ends, reps)?;
+    }
     if let Some(soak) = options.soak {
         soak_run(&mut run, &mut chain, &tunnels, soak)?;
     }
@@ -1038,6 +1079,21 @@ fn check_targets(report: &mut Report, options: &BenchOptions) {
                 false,
             );
         }
+    }
+    if !options.skip_socks {
+        let socks = report.median_of("socks_1_gbps", socks::NAME, 1);
+        report.target("SOCKS one stream, 1 hop, >= 2 Gbit/s", socks, 2.0, false);
+        let ratio = socks
+            .zip(report.median_of("socks_1_gbps", socks::MICROSOCKS, 0))
+            .map(|(a, b)| a / b);
+        report.target(
+            "SOCKS one stream, 1 hop, >= microsocks on loopback (ratio)",
+            ratio,
+            1.0,
+            false,
+        );
+        let setup = report.median_of("socks_setup_p50_ms", socks::NAME, 1);
+        report.target("SOCKS connection setup p50 <= 2 ms", setup, 2.0, true);
     }
     let rss = ours(report, "rss_idle_mib", 1);
     // 16 MB = 15.26 MiB.

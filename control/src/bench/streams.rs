@@ -54,6 +54,8 @@ pub(super) struct Ends {
     pub(super) far: PathBuf,
     /// The far end's key.
     pub(super) far_key: PublicKey,
+    /// The near end's key (whom the far end's apps serve).
+    pub(super) near_key: PublicKey,
 }
 
 fn failed(what: &str, e: impl std::error::Error) -> BenchError {

@@ -25,6 +25,18 @@ pub(super) fn version_of(program: &str) -> Option<String> {
     (out.status.success() || !first.is_empty()).then_some(first)
 }
 
+/// Whether `program` is an executable file in a folder of `PATH` (for tools that have no
+/// `--version`: `proxychains4` runs its argument, `microsocks` takes no such option).
+pub(super) fn installed(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
 /// Run `cmd` to its end and collect its output, unless `interrupted` is raised first: then
 /// kill it and return `None` (so a Ctrl-C ends a 30-second iperf3 run at once).
 fn output_unless_interrupted(
@@ -267,5 +279,11 @@ mod tests {
         let rss = rss_mib(me).unwrap();
         assert!(rss > 0.1 && rss < 4096.0, "{rss}");
         assert!(cpu_seconds(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn programs_on_the_path() {
+        assert!(installed("sh"));
+        assert!(!installed("no-such-program-here"));
     }
 }
