@@ -188,20 +188,6 @@ fn hold_all(mut listener: AppListener, path: PathBuf) -> thread::JoinHandle<Vec<
     })
 }
 
-/// Raise this process's open-file limit to its hard limit (the idle streams need two
-/// connections each).
-fn raise_fd_limit() {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    if let Some(max) = limit.maximum {
-        let _ = rustix::process::setrlimit(
-            rustix::process::Resource::Nofile,
-            rustix::process::Rlimit {
-                current: Some(max),
-                maximum: Some(max),
-            },
-        );
-    }
-}
 
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -324,7 +310,8 @@ pub(super) fn measure(
     ));
 
     // One stream with idle ones open: their far ends are held on a port of their own.
-    raise_fd_limit();
+    // The idle streams need two connections each.
+    crate::local::raise_fd_limit();
     let mut idle_request = ListenRequest::on(IDLE_PORT);
     idle_request.backlog = 1024;
     let idle_listener = far
