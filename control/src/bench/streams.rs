@@ -188,7 +188,6 @@ fn hold_all(mut listener: AppListener, path: PathBuf) -> thread::JoinHandle<Vec<
     })
 }
 
-
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
