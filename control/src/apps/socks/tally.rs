@@ -165,7 +165,8 @@ impl Tally {
 }
 
 /// Hears the end of handed-over connections (see the module doc) and books them in a
-/// [`Tally`]: one watch on the node ([`AppWatch`]) and a thread reading it.
+/// [`Tally`]: one watch on the node ([`crate::node::apps::client::AppWatch`]) and a thread
+/// reading it.
 #[derive(Debug)]
 pub struct Watcher {
     id: WatchId,
