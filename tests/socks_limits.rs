@@ -7,7 +7,10 @@
 //!   on `EMFILE`, stays alive, and uses little CPU meanwhile;
 //! - once those connections time out, a normal CONNECT through it works again.
 //!
-//! Skipped (with a message) when `prlimit` is missing.
+//! And the apps outlive their nodes: the exit's node, then the client's, restarted; the
+//! apps wait for them and serve again.
+//!
+//! The first test is skipped (with a message) when `prlimit` is missing.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -172,4 +175,68 @@ fn out_of_descriptors_the_client_refuses_and_recovers() {
             Err(_) => thread::sleep(Duration::from_millis(100)),
         }
     }
+}
+
+/// Poll a CONNECT through `proxy` to the echo on `port` until it echoes, within `within`.
+fn serves_within(proxy: std::net::SocketAddr, port: u16, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let attempt = socks_connect(proxy, Dest::Ip(Ipv4Addr::LOCALHOST.into()), port)
+            .map_err(|rep| rep.to_string())
+            .and_then(|mut conn| {
+                conn.set_read_timeout(Some(Duration::from_secs(2)))
+                    .map_err(|e| e.to_string())?;
+                conn.write_all(b"ping").map_err(|e| e.to_string())?;
+                let mut back = [0u8; 4];
+                conn.read_exact(&mut back).map_err(|e| e.to_string())?;
+                Ok(())
+            });
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(why) if Instant::now() > deadline => return Err(why),
+            Err(_) => thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+#[test]
+fn the_apps_wait_for_their_nodes_and_serve_again() {
+    let mut mesh = LoopbackMesh::pair(program(), "test-socks-restart").unwrap();
+    let (a_key, b_key) = (mesh.nodes[0].plan.key, mesh.nodes[1].plan.key);
+    let (a_app, b_app) = (
+        mesh.nodes[0].app_socket.clone(),
+        mesh.nodes[1].app_socket.clone(),
+    );
+    let port = echo();
+    let mut exit = App(Command::new(program())
+        .args(["socks", "exit", "--client", &a_key.to_string()])
+        .args(["--allow", &format!("127.0.0.1/32:{port}")])
+        .args(["--socket", b_app.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    let proxy = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut client = App(Command::new(program())
+        .args(["socks", "client", "--exit", &b_key.to_string()])
+        .args(["--listen", &proxy.to_string()])
+        .args(["--socket", a_app.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap());
+    serves_within(proxy, port, Duration::from_secs(10)).unwrap();
+
+    mesh.restart(1).unwrap();
+    serves_within(proxy, port, Duration::from_secs(15))
+        .unwrap_or_else(|why| panic!("not served after the exit's node restarted: {why}"));
+    mesh.restart(0).unwrap();
+    serves_within(proxy, port, Duration::from_secs(15))
+        .unwrap_or_else(|why| panic!("not served after the client's node restarted: {why}"));
+    assert!(matches!(exit.0.try_wait(), Ok(None)), "the exit app exited");
+    assert!(
+        matches!(client.0.try_wait(), Ok(None)),
+        "the client app exited"
+    );
 }

@@ -91,7 +91,11 @@ impl Drop for LoopbackNode {
 }
 
 /// Stop a child process: SIGTERM, then SIGKILL if it is still there after 5 s; reaped.
+/// One already reaped is left alone (its pid may belong to another process by now).
 pub fn stop_child(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
     if let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
         let _ = kill_process(pid, Signal::TERM);
     }
@@ -189,8 +193,47 @@ impl LoopbackMesh {
             .with_comment(format!("node {} on loopback", plan.name))
             .write(&config)
             .map_err(|e| self.prepare(io::Error::other(e.to_string())))?;
+        let node = self.spawn(plan, socket, app_socket)?;
+        self.nodes.push(node);
+        self.nodes.last().ok_or_else(|| LoopbackError::Start {
+            name: plan.name.clone(),
+            why: "lost".to_owned(),
+        })
+    }
+
+    /// Stop node `index` (SIGTERM) and start it again from the same config: the same key,
+    /// address and sockets. Returns once its control socket answers.
+    pub fn restart(&mut self, index: usize) -> Result<(), LoopbackError> {
+        let Some(old) = self.nodes.get_mut(index) else {
+            return Err(LoopbackError::Start {
+                name: format!("#{index}"),
+                why: "no such node".to_owned(),
+            });
+        };
+        stop_child(&mut old.child);
+        let (plan, socket, app_socket) =
+            (old.plan.clone(), old.socket.clone(), old.app_socket.clone());
+        let node = self.spawn(&plan, socket, app_socket)?;
+        if let Some(slot) = self.nodes.get_mut(index) {
+            *slot = node;
+        }
+        Ok(())
+    }
+
+    /// Run `skywire node --config <plan's folder>/node.yaml` and wait for its control socket.
+    fn spawn(
+        &self,
+        plan: &Planned,
+        socket: PathBuf,
+        app_socket: PathBuf,
+    ) -> Result<LoopbackNode, LoopbackError> {
+        let config = plan.dir.join("node.yaml");
         let log = plan.dir.join("node.log");
-        let file = fs::File::create(&log).map_err(|e| self.prepare(e))?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| self.prepare(e))?;
         let err = file.try_clone().map_err(|e| self.prepare(e))?;
         let child = Command::new(&self.program)
             .arg("node")
@@ -214,11 +257,7 @@ impl LoopbackMesh {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if request_status(&node.socket, Duration::from_millis(500)).is_ok() {
-                self.nodes.push(node);
-                return self.nodes.last().ok_or_else(|| LoopbackError::Start {
-                    name: plan.name.clone(),
-                    why: "lost".to_owned(),
-                });
+                return Ok(node);
             }
             if let Ok(Some(status)) = node.child.try_wait() {
                 return Err(LoopbackError::Start {

@@ -48,6 +48,8 @@ use crate::node::apps::{AppClient, AppError, AppStream};
 const THREAD_STACK: usize = 128 * 1024;
 /// Streams the node holds for the exit while it is busy.
 const BACKLOG: usize = 1024;
+/// How often an exit whose node went away tries to listen again.
+const RELISTEN: Duration = Duration::from_secs(1);
 /// How long the exit waits for a stream's request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -104,11 +106,7 @@ impl SocksExit {
     pub fn listen(options: ExitOptions) -> Result<Self, AppError> {
         crate::local::raise_fd_limit();
         let app = AppClient::new(&options.app_socket);
-        let listener = app.listen(ListenRequest {
-            port: options.port,
-            backlog: BACKLOG,
-            allow: options.clients.clone(),
-        })?;
+        let listener = app.listen(listen_request(&options))?;
         Ok(Self {
             listener,
             app,
@@ -122,8 +120,8 @@ impl SocksExit {
         Arc::clone(&self.tally)
     }
 
-    /// Serve until the node ends the listener or `stop` is set (checked between streams;
-    /// the caller closes the listener's connection to stop at once, by exiting).
+    /// Serve until `stop` is set (checked between streams; the caller stops at once by
+    /// exiting). When the node stops, the exit waits for it and listens again.
     pub fn serve(mut self, stop: &AtomicBool) -> Result<(), AppError> {
         let shared = Arc::new(Shared {
             watcher: Watcher::start(&self.app, Arc::clone(&self.tally), "exit")?,
@@ -133,7 +131,27 @@ impl SocksExit {
             half_open: AtomicUsize::new(0),
         });
         while !stop.load(Ordering::Relaxed) {
-            let incoming = self.listener.next_incoming()?;
+            let incoming = match self.listener.next_incoming() {
+                Ok(incoming) => incoming,
+                // The node stopped: listen again as soon as it is back.
+                Err(error) => {
+                    eprintln!(
+                        "skywire socks exit: the node ended the listener ({error}); waiting \
+                         for the node"
+                    );
+                    self.listener = loop {
+                        thread::sleep(RELISTEN);
+                        if stop.load(Ordering::Relaxed) {
+                            return Ok(());
+                        }
+                        if let Ok(listener) = shared.app.listen(listen_request(&shared.options)) {
+                            break listener;
+                        }
+                    };
+                    eprintln!("skywire socks exit: the node is back; listening again");
+                    continue;
+                }
+            };
             while shared.half_open.load(Ordering::Acquire) >= shared.options.half_open.max(1) {
                 thread::sleep(Duration::from_millis(2));
             }
@@ -153,6 +171,15 @@ impl SocksExit {
             }
         }
         Ok(())
+    }
+}
+
+/// What the exit listens for on its node.
+fn listen_request(options: &ExitOptions) -> ListenRequest {
+    ListenRequest {
+        port: options.port,
+        backlog: BACKLOG,
+        allow: options.clients.clone(),
     }
 }
 

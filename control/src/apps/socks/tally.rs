@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::WatchId;
@@ -169,47 +169,66 @@ impl Tally {
 /// reading it.
 #[derive(Debug)]
 pub struct Watcher {
-    id: WatchId,
+    /// The watch now open (a new one after the node came back).
+    id: Arc<Mutex<WatchId>>,
     /// The key of every stream handed over and not ended yet.
     keys: Arc<Mutex<HashMap<StreamId, PublicKey>>>,
 }
 
+/// How often a watcher whose node went away tries to open a watch again.
+const REOPEN: Duration = Duration::from_secs(1);
+
 impl Watcher {
     /// A watch on `app`'s node booking into `tally`, with its thread. If the node closes
-    /// the watch (it stops), the thread says so and ends.
+    /// the watch (it stopped), the connections it carried are booked as ended (reset: they
+    /// went with it), and the thread opens a new watch as soon as the node is back.
     pub fn start(app: &AppClient, tally: Arc<Tally>, name: &'static str) -> Result<Self, AppError> {
         let mut watch = app.watch()?;
-        let id = watch.id();
+        let id = Arc::new(Mutex::new(watch.id()));
         let keys: Arc<Mutex<HashMap<StreamId, PublicKey>>> = Arc::default();
-        let for_thread = Arc::clone(&keys);
+        let (for_thread, id_for_thread) = (Arc::clone(&keys), Arc::clone(&id));
+        let path = app.path().to_owned();
+        let app = app.clone();
         thread::Builder::new()
             .name("socks-watch".to_owned())
             .spawn(move || {
                 loop {
                     match watch.next_ended() {
                         Ok(ended) => {
-                            let key = for_thread
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .remove(&ended.stream);
+                            let key = lock(&for_thread).remove(&ended.stream);
                             if let Some(key) = key {
                                 tally.ended(key, ended.sent, ended.received, ended.error.is_some());
                             }
                         }
                         Err(error) => {
+                            let gone: Vec<PublicKey> =
+                                lock(&for_thread).drain().map(|(_, key)| key).collect();
+                            for key in &gone {
+                                tally.ended(*key, 0, 0, true);
+                            }
+                            let why = match error {
+                                // The usual case: the node stopped and closed it.
+                                AppError::BadReply { .. } => "the node closed its watch".to_owned(),
+                                other => format!("the node's watch failed: {other}"),
+                            };
                             eprintln!(
-                                "skywire socks {name}: the node's watch ended ({error}); \
-                                 connections are no longer counted as they end"
+                                "skywire socks {name}: {why}; the {} connections it carried \
+                                 ended with it; waiting for the node",
+                                gone.len()
                             );
-                            return;
+                            watch = loop {
+                                thread::sleep(REOPEN);
+                                if let Ok(watch) = app.watch() {
+                                    break watch;
+                                }
+                            };
+                            *lock(&id_for_thread) = watch.id();
+                            eprintln!("skywire socks {name}: the node is back; watching again");
                         }
                     }
                 }
             })
-            .map_err(|source| AppError::Io {
-                path: app.path().to_owned(),
-                source,
-            })?;
+            .map_err(|source| AppError::Io { path, source })?;
         Ok(Self { id, keys })
     }
 
@@ -217,26 +236,24 @@ impl Watcher {
     /// let in by [`Tally::admit`]). Call before the hand-over, and [`Self::forget`] if it
     /// fails.
     pub fn expect(&self, stream: StreamId, key: PublicKey) -> WatchId {
-        self.keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(stream, key);
-        self.id
+        lock(&self.keys).insert(stream, key);
+        *lock(&self.id)
     }
 
     /// A hand-over that [`Self::expect`] prepared did not happen.
     pub fn forget(&self, stream: StreamId) {
-        self.keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&stream);
+        lock(&self.keys).remove(&stream);
     }
+}
+
+/// A lock that survives a panic elsewhere (the maps are consistent after every step).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn limits_and_the_bucket() {
