@@ -20,6 +20,10 @@ mod common;
 #[path = "viscript/attacks.rs"]
 mod attacks;
 
+/// The SOCKS exit as the original's `meshnet-socks-server` app.
+#[path = "viscript/socks.rs"]
+mod socks;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -154,12 +158,24 @@ impl Viscript {
     /// where).
     fn start_at(scratch: &Scratch, signal: &str, extra: &[&str]) -> Self {
         let config = write_config(scratch);
+        Self::start_with(scratch, &config, signal, extra, &[])
+    }
+
+    /// A viscript on `config`, with `env` added to its environment (and so its apps').
+    fn start_with(
+        scratch: &Scratch,
+        config: &Path,
+        signal: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Self {
         let socket = scratch.path("run/viscript.sock");
         let child = Command::new(skywire_binary())
-            .args(["viscript", "--headless", "--config", path_arg(&config)])
+            .args(["viscript", "--headless", "--config", path_arg(config)])
             .args(["--socket", path_arg(&socket), "--signal-address", signal])
             .args(["--grace", "1s"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
