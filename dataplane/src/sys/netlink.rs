@@ -17,7 +17,12 @@
 //! until `NLMSG_DONE`; a dump the kernel marks interrupted (an address changed during it)
 //! is started again.
 //!
-//! Not here: other dumps (routes, links), multicast notifications, extended acks.
+//! Also routes in any table and of any type ([`RouteSpec`]: through a device, blackhole,
+//! unreachable, throw; with a metric) and policy routing rules ([`RuleSpec`]: fwmark and
+//! mask, invert, table, priority), and [`delete_address`], for the VPN client's routing
+//! (`docs/design/vpn-plan.md`).
+//!
+//! Not here: other dumps (routes, rules, links), multicast notifications, extended acks.
 
 use std::io;
 use std::net::IpAddr;
@@ -124,6 +129,106 @@ pub fn add_address(if_index: u32, address: &Prefix) -> io::Result<()> {
 /// leaves that property as it is.
 pub fn set_link(if_index: u32, mtu: Option<u32>, up: Option<bool>) -> io::Result<()> {
     request(link_message(if_index, mtu, up)?)
+}
+
+/// Remove `address` (with its prefix length) from the interface `if_index`. A missing
+/// address fails with [`io::ErrorKind::NotFound`] (the kernel's `EADDRNOTAVAIL`).
+pub fn delete_address(if_index: u32, address: &Prefix) -> io::Result<()> {
+    let mut msg = address_message(if_index, address);
+    msg.set_kind(libc::RTM_DELADDR, F_REQUEST | F_ACK);
+    request(msg).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no address {address} to delete"),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// What a route in a [`RouteSpec`] does with the packets it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Out through the interface of this index (no gateway).
+    Device(u32),
+    /// Dropped silently (`blackhole`).
+    Blackhole,
+    /// Refused: the sender gets "network unreachable" (`unreachable`).
+    Unreachable,
+    /// Not in this table: the lookup goes on with the next rule (`throw`).
+    Throw,
+}
+
+/// A route in any table, as policy routing needs them (`ip route add [TYPE] PREFIX [dev
+/// DEV] table T [metric M] proto static`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The destination; host bits are ignored.
+    pub prefix: Prefix,
+    /// Where its packets go.
+    pub kind: RouteKind,
+    /// The routing table (254 is `main`).
+    pub table: u32,
+    /// The metric (`RTA_PRIORITY`); lower wins. `None`: the kernel's default.
+    pub metric: Option<u32>,
+}
+
+/// Add `route`. One with the same prefix, table and metric already present fails with
+/// [`io::ErrorKind::AlreadyExists`].
+pub fn add_route_spec(route: &RouteSpec) -> io::Result<()> {
+    request(route_spec_message(
+        libc::RTM_NEWROUTE,
+        F_CREATE | F_EXCL,
+        route,
+    ))
+}
+
+/// Delete `route` (the same prefix, table, metric and type). A missing one fails with
+/// [`io::ErrorKind::NotFound`].
+pub fn delete_route_spec(route: &RouteSpec) -> io::Result<()> {
+    request(route_spec_message(libc::RTM_DELROUTE, 0, route)).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "no route to {} in table {} to delete",
+                    route.prefix, route.table
+                ),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+/// A policy routing rule (`ip rule add [not] fwmark MARK/MASK lookup TABLE pref PRIO`),
+/// for one address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleSpec {
+    /// IPv6 rather than IPv4.
+    pub ipv6: bool,
+    /// Its priority (`pref`): rules are tried from the lowest.
+    pub priority: u32,
+    /// Packets whose mark, under the mask, equals this (`(mark, mask)`); `None`: all.
+    pub fwmark: Option<(u32, u32)>,
+    /// Match the packets the selector does *not* match (`not`).
+    pub invert: bool,
+    /// The table to look up.
+    pub table: u32,
+}
+
+/// Add `rule`. The kernel accepts a duplicate rule; callers that must not stack them
+/// delete first.
+pub fn add_rule(rule: &RuleSpec) -> io::Result<()> {
+    request(rule_message(libc::RTM_NEWRULE, F_CREATE, rule))
+}
+
+/// Delete one rule equal to `rule`. A missing one fails with [`io::ErrorKind::NotFound`]
+/// (the kernel's `ENOENT`).
+pub fn delete_rule(rule: &RuleSpec) -> io::Result<()> {
+    request(rule_message(libc::RTM_DELRULE, 0, rule))
 }
 
 /// Every address of every interface, IPv4 and IPv6: the interface's index and the address
@@ -304,6 +409,99 @@ fn route_message(kind: u16, extra_flags: u16, if_index: u32, prefix: &Prefix) ->
     msg
 }
 
+/// `RTM_NEWROUTE` / `RTM_DELROUTE` for a [`RouteSpec`]. A table above 255 goes in
+/// `RTA_TABLE` with `RT_TABLE_UNSPEC` in the header, as iproute2 sends it.
+fn route_spec_message(kind: u16, extra_flags: u16, route: &RouteSpec) -> Message {
+    let dst = route.prefix.network();
+    let (rtn, oif) = match route.kind {
+        RouteKind::Device(index) => (libc::RTN_UNICAST, Some(index)),
+        RouteKind::Blackhole => (libc::RTN_BLACKHOLE, None),
+        RouteKind::Unreachable => (libc::RTN_UNREACHABLE, None),
+        RouteKind::Throw => (libc::RTN_THROW, None),
+    };
+    let scope = match (kind, rtn, dst) {
+        (libc::RTM_DELROUTE, _, _) => libc::RT_SCOPE_NOWHERE,
+        (_, libc::RTN_UNICAST, IpAddr::V4(_)) => libc::RT_SCOPE_LINK,
+        _ => libc::RT_SCOPE_UNIVERSE,
+    };
+    let header_table = u8::try_from(route.table).unwrap_or(libc::RT_TABLE_UNSPEC);
+    let mut msg = Message::new(kind, F_REQUEST | F_ACK | extra_flags);
+    let rtmsg: [u8; RTMSG_LEN] = [
+        family(dst),
+        route.prefix.len(),
+        0,
+        0,
+        header_table,
+        libc::RTPROT_STATIC,
+        scope,
+        rtn,
+        0,
+        0,
+        0,
+        0,
+    ];
+    msg.push(&rtmsg);
+    if route.prefix.len() > 0 {
+        msg.attr(libc::RTA_DST, &ip_bytes(&dst));
+    }
+    if let Some(index) = oif {
+        msg.attr(libc::RTA_OIF, &index.to_ne_bytes());
+    }
+    if let Some(metric) = route.metric {
+        msg.attr(libc::RTA_PRIORITY, &metric.to_ne_bytes());
+    }
+    msg.attr(libc::RTA_TABLE, &route.table.to_ne_bytes());
+    msg
+}
+
+/// `struct fib_rule_hdr` (`linux/fib_rules.h`): family, dst_len, src_len, tos, table,
+/// res1, res2, action (one byte each), then `u32 flags`. libc does not define it.
+const FIB_RULE_HDR_LEN: usize = 12;
+/// `FRA_*` attributes and values of `linux/fib_rules.h` (libc has only the message types).
+const FRA_PRIORITY: u16 = 6;
+const FRA_FWMARK: u16 = 10;
+const FRA_TABLE: u16 = 15;
+const FRA_FWMASK: u16 = 16;
+/// `FR_ACT_TO_TBL`: look the packet up in the rule's table.
+const FR_ACT_TO_TBL: u8 = 1;
+/// `FIB_RULE_INVERT`: the rule matches what its selectors do not.
+const FIB_RULE_INVERT: u32 = 2;
+
+/// `RTM_NEWRULE` / `RTM_DELRULE` for a [`RuleSpec`].
+fn rule_message(kind: u16, extra_flags: u16, rule: &RuleSpec) -> Message {
+    let family = if rule.ipv6 {
+        libc::AF_INET6 as u8
+    } else {
+        libc::AF_INET as u8
+    };
+    let header_table = u8::try_from(rule.table).unwrap_or(libc::RT_TABLE_UNSPEC);
+    let flags = if rule.invert { FIB_RULE_INVERT } else { 0 };
+    let [f0, f1, f2, f3] = flags.to_ne_bytes();
+    let mut msg = Message::new(kind, F_REQUEST | F_ACK | extra_flags);
+    let hdr: [u8; FIB_RULE_HDR_LEN] = [
+        family,
+        0, // dst_len
+        0, // src_len
+        0, // tos
+        header_table,
+        0,
+        0,
+        FR_ACT_TO_TBL,
+        f0,
+        f1,
+        f2,
+        f3,
+    ];
+    msg.push(&hdr);
+    msg.attr(FRA_PRIORITY, &rule.priority.to_ne_bytes());
+    if let Some((mark, mask)) = rule.fwmark {
+        msg.attr(FRA_FWMARK, &mark.to_ne_bytes());
+        msg.attr(FRA_FWMASK, &mask.to_ne_bytes());
+    }
+    msg.attr(FRA_TABLE, &rule.table.to_ne_bytes());
+    msg
+}
+
 /// `RTM_NEWADDR` adding `address` to `if_index`.
 fn address_message(if_index: u32, address: &Prefix) -> Message {
     let ip = address.addr();
@@ -391,6 +589,15 @@ impl Message {
         buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_seq
         buf.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel fills it in
         Self { buf }
+    }
+
+    /// Change the message's type and flags (a delete built from an add's fields).
+    fn set_kind(&mut self, kind: u16, flags: u16) {
+        if let Some(field) = self.buf.get_mut(4..8) {
+            let [k0, k1] = kind.to_ne_bytes();
+            let [g0, g1] = flags.to_ne_bytes();
+            field.copy_from_slice(&[k0, k1, g0, g1]);
+        }
     }
 
     /// The family header (`rtmsg`, `ifinfomsg`, `ifaddrmsg`), whose size is a multiple of 4.
@@ -867,6 +1074,143 @@ mod tests {
     fn ip(args: &[&str]) -> String {
         let out = Command::new("ip").args(args).output().expect("run ip");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn rule_bytes() {
+        // What `ip rule add not fwmark 0x736b0000/0xffff0000 lookup 29547 pref 5190` sends.
+        let rule = RuleSpec {
+            ipv6: false,
+            priority: 5190,
+            fwmark: Some((0x736b_0000, 0xffff_0000)),
+            invert: true,
+            table: 29547,
+        };
+        let bytes = rule_message(libc::RTM_NEWRULE, F_CREATE, &rule).finish(1);
+        let mut want = Vec::new();
+        want.extend(ne32(60));
+        want.extend(ne16(32)); // RTM_NEWRULE
+        want.extend(ne16(0x1 | 0x4 | 0x400)); // REQUEST|ACK|CREATE
+        want.extend(ne32(1));
+        want.extend(ne32(0));
+        // inet, no lengths, no tos, table in the attribute, action to-table, flags invert
+        want.extend([2, 0, 0, 0, 0, 0, 0, 1]);
+        want.extend(ne32(2));
+        for (kind, value) in [
+            (6u16, 5190u32),
+            (10, 0x736b_0000),
+            (16, 0xffff_0000),
+            (15, 29547),
+        ] {
+            want.extend(ne16(8));
+            want.extend(ne16(kind));
+            want.extend(ne32(value));
+        }
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn tables_rules_and_address_removal_in_a_namespace() {
+        testns::run("netlink::tables_rules_and_address_removal", || {
+            let lo = 1;
+            set_link(lo, None, Some(true)).unwrap();
+            add_address(lo, &p("10.96.0.1/24")).unwrap();
+            let table = 29547;
+            let routes = [
+                RouteSpec {
+                    prefix: p("0.0.0.0/0"),
+                    kind: RouteKind::Device(lo),
+                    table,
+                    metric: None,
+                },
+                RouteSpec {
+                    prefix: p("0.0.0.0/0"),
+                    kind: RouteKind::Blackhole,
+                    table,
+                    metric: Some(4_000_000_000),
+                },
+                RouteSpec {
+                    prefix: p("192.168.0.0/16"),
+                    kind: RouteKind::Throw,
+                    table,
+                    metric: None,
+                },
+                RouteSpec {
+                    prefix: p("::/0"),
+                    kind: RouteKind::Unreachable,
+                    table,
+                    metric: None,
+                },
+            ];
+            for route in &routes {
+                add_route_spec(route).unwrap();
+            }
+            let shown = ip(&["route", "show", "table", "29547"]);
+            assert!(
+                shown.contains("default dev lo proto static scope link"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("blackhole default proto static metric 4000000000"),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("throw 192.168.0.0/16 proto static"),
+                "{shown}"
+            );
+            let shown6 = ip(&["-6", "route", "show", "table", "29547"]);
+            assert!(shown6.contains("unreachable default"), "{shown6}");
+            assert_eq!(
+                add_route_spec(&routes[2]).unwrap_err().kind(),
+                io::ErrorKind::AlreadyExists
+            );
+
+            let rules = [false, true].map(|ipv6| RuleSpec {
+                ipv6,
+                priority: 5190,
+                fwmark: Some((0x736b_0000, 0xffff_0000)),
+                invert: true,
+                table,
+            });
+            for rule in &rules {
+                add_rule(rule).unwrap();
+            }
+            let shown = ip(&["rule", "show"]);
+            assert!(
+                shown.contains("5190:\tnot from all fwmark 0x736b0000/0xffff0000 lookup 29547"),
+                "{shown}"
+            );
+            assert!(ip(&["-6", "rule", "show"]).contains("lookup 29547"));
+            // A packet without the mark takes the table; one with it, main.
+            let unmarked = ip(&["route", "get", "198.18.9.9"]);
+            assert!(unmarked.contains("table 29547"), "{unmarked}");
+            let marked = ip(&["route", "get", "10.96.0.2", "mark", "0x736b0000"]);
+            assert!(!marked.contains("table 29547"), "{marked}");
+
+            for rule in &rules {
+                delete_rule(rule).unwrap();
+            }
+            assert!(!ip(&["rule", "show"]).contains("29547"));
+            assert_eq!(
+                delete_rule(&rules[0]).unwrap_err().raw_os_error(),
+                Some(libc::ENOENT)
+            );
+            for route in &routes {
+                delete_route_spec(route).unwrap();
+            }
+            assert_eq!(ip(&["route", "show", "table", "29547"]).trim(), "");
+            assert_eq!(
+                delete_route_spec(&routes[0]).unwrap_err().kind(),
+                io::ErrorKind::NotFound
+            );
+
+            delete_address(lo, &p("10.96.0.1/24")).unwrap();
+            assert!(!ip(&["address", "show", "dev", "lo"]).contains("10.96.0.1"));
+            assert_eq!(
+                delete_address(lo, &p("10.96.0.1/24")).unwrap_err().kind(),
+                io::ErrorKind::NotFound
+            );
+        });
     }
 
     #[test]
