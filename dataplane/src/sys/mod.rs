@@ -16,7 +16,8 @@
 //!   host's addresses ([`list_addresses`](netlink::list_addresses), for the SOCKS exit's
 //!   policy).
 //! - [`socket`]: what the engine does with a stream socket an app handed it (its type,
-//!   non-blocking calls, an abortive close).
+//!   non-blocking calls, an abortive close), and the firewall mark of the node's own
+//!   sockets (`SO_MARK`, a TCP connection marked from its SYN).
 //!
 //! Demo and test helpers, fenced off from the node: no code path of `skywire node` or the
 //! engine reaches them; only `skywire demo`, the namespace lab and tests do.
