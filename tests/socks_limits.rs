@@ -43,6 +43,26 @@ fn program() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_skywire"))
 }
 
+/// `skywire socks exit` on the pair's node B, serving A, allowed to reach 127.0.0.1:`port`.
+fn start_exit(mesh: &LoopbackMesh, port: u16) -> App {
+    let (a, b) = (&mesh.nodes[0], &mesh.nodes[1]);
+    App(Command::new(program())
+        .args(["socks", "exit", "--client", &a.plan.key.to_string()])
+        .args(["--allow", &format!("127.0.0.1/32:{port}")])
+        .args(["--socket", b.app_socket.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap())
+}
+
+/// A loopback address with a port free a moment ago.
+fn free_addr() -> std::net::SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// A TCP echo on loopback.
 fn echo() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -81,17 +101,8 @@ fn out_of_descriptors_the_client_refuses_and_recovers() {
     let mesh = LoopbackMesh::pair(program(), "test-socks-limits").unwrap();
     let (a, b) = (&mesh.nodes[0], &mesh.nodes[1]);
     let port = echo();
-    let _exit = App(Command::new(program())
-        .args(["socks", "exit", "--client", &a.plan.key.to_string()])
-        .args(["--allow", &format!("127.0.0.1/32:{port}")])
-        .args(["--socket", b.app_socket.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap());
-    let proxy = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let _exit = start_exit(&mesh, port);
+    let proxy = free_addr();
     let mut socks = SocksConfig::default();
     socks.client.negotiation_timeout = Duration::from_secs(2);
     let config = mesh.dir().join("socks.yaml");
@@ -202,23 +213,11 @@ fn serves_within(proxy: std::net::SocketAddr, port: u16, within: Duration) -> Re
 #[test]
 fn the_apps_wait_for_their_nodes_and_serve_again() {
     let mut mesh = LoopbackMesh::pair(program(), "test-socks-restart").unwrap();
-    let (a_key, b_key) = (mesh.nodes[0].plan.key, mesh.nodes[1].plan.key);
-    let (a_app, b_app) = (
-        mesh.nodes[0].app_socket.clone(),
-        mesh.nodes[1].app_socket.clone(),
-    );
+    let b_key = mesh.nodes[1].plan.key;
+    let a_app = mesh.nodes[0].app_socket.clone();
     let port = echo();
-    let mut exit = App(Command::new(program())
-        .args(["socks", "exit", "--client", &a_key.to_string()])
-        .args(["--allow", &format!("127.0.0.1/32:{port}")])
-        .args(["--socket", b_app.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap());
-    let proxy = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let mut exit = start_exit(&mesh, port);
+    let proxy = free_addr();
     let mut client = App(Command::new(program())
         .args(["socks", "client", "--exit", &b_key.to_string()])
         .args(["--listen", &proxy.to_string()])

@@ -457,11 +457,7 @@ impl Lab {
     /// `program ARGS` in `host` to its end: (exit code, stdout, stderr).
     fn run(&self, host: &str, program: &str, args: &[&str]) -> (i32, String, String) {
         let out = self.mesh.topo.output(host, program, args);
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        netns::outcome(&out)
     }
 
     /// curl ARGS in A, printing `%{http_code} %{size_download} %{speed_download}`.
@@ -505,21 +501,12 @@ impl Lab {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        netns::outcome(&out)
     }
 
     /// The path of A's only route, as node indices.
     fn route_path(&self) -> Vec<usize> {
-        let (code, out, err) = self.mesh.sky(A, &["route", "ls", "--json"]);
-        assert_eq!(code, 0, "route ls: {err}");
-        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let routes = list["routes"].as_array().unwrap();
-        assert_eq!(routes.len(), 1, "{list}");
-        self.mesh.path(&routes[0])
+        self.mesh.only_route_path(A)
     }
 
     /// What the app or service `procs[proc]` printed on stderr so far.

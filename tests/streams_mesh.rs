@@ -229,21 +229,12 @@ impl Streams {
         });
         let out = child.wait_with_output().unwrap();
         feeder.join().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        netns::outcome(&out)
     }
 
     /// The path of A's only route, as node indices.
     fn route_path(&self) -> Vec<usize> {
-        let (code, out, err) = self.mesh.sky(A, &["route", "ls", "--json"]);
-        assert_eq!(code, 0, "route ls: {err}");
-        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let routes = list["routes"].as_array().unwrap();
-        assert_eq!(routes.len(), 1, "{list}");
-        self.mesh.path(&routes[0])
+        self.mesh.only_route_path(A)
     }
 
     /// Every veth end's largest GSO batch: 1 makes the kernel split the nodes' batched

@@ -191,11 +191,7 @@ impl ManagedMesh {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        super::outcome(&out)
     }
 
     /// `skywire nodes --json` on node 0, if it answers.
@@ -214,6 +210,16 @@ impl ManagedMesh {
     /// The index of the node with `key`.
     pub(crate) fn index(&self, key: &str) -> usize {
         self.nodes.iter().position(|n| n.public_key == key).unwrap()
+    }
+
+    /// The path of node `i`'s only route (from `route ls --json`), as node indices.
+    pub(crate) fn only_route_path(&self, i: usize) -> Vec<usize> {
+        let (code, out, err) = self.sky(i, &["route", "ls", "--json"]);
+        assert_eq!(code, 0, "route ls: {err}");
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let routes = list["routes"].as_array().unwrap();
+        assert_eq!(routes.len(), 1, "{list}");
+        self.path(&routes[0])
     }
 
     /// A route's path (from `route add --json`) as node indices.

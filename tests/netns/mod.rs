@@ -115,6 +115,15 @@ pub(crate) fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// `ip ARGS`, which must succeed.
+/// A finished program's (exit code, stdout, stderr), -1 for a signal.
+pub(crate) fn outcome(out: &std::process::Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub(crate) fn ip(args: &[&str]) -> String {
     skywire_control::lab::ip_output(args).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -81,7 +81,8 @@ pub use node::{
     DEFAULT_MTU, DEFAULT_NODE_KEY, ManagerLink, NodeApps, NodeConfig, derive_app_socket,
 };
 pub use socks::{
-    DEFAULT_SOCKS_LISTEN, DEFAULT_SOCKS_PORT, SocksClientConfig, SocksConfig, SocksExitConfig,
+    DEFAULT_DENY_PORTS, DEFAULT_SOCKS_LISTEN, DEFAULT_SOCKS_PORT, Exception, ExceptionError, Ports,
+    SocksClientConfig, SocksConfig, SocksExitConfig,
 };
 pub use values::{Account, MAX_HOPS};
 pub use write::{ConfigFile, ManagerSection, NodeSection, WriteError};

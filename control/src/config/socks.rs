@@ -33,25 +33,114 @@
 //! | `dial_timeout` | for the name's resolution and the connection | 10s |
 //! | `app_socket` | the node's app socket | as for the client |
 //!
+//! An `allow` entry ([`Exception`]) is `PREFIX:PORT` or `PREFIX:*`, an IPv6 prefix in
+//! brackets (`198.18.0.0/15:8080`, `[2001:db8::/32]:443`); the prefix needs its length.
+//! The exit's policy (`apps::socks::policy`) uses these types as they are.
+//!
 //! Checks: a client `listen` address other than loopback needs `username` and
 //! `password_file` (an open SOCKS server on a LAN address is an open proxy into the mesh);
 //! `username` and `password_file` go together; `public: true` with `clients` is an error
 //! (one of them is a mistake). How long an idle connection lives is the node's
 //! `node.apps.idle_timeout`: the node carries the bytes.
 
+use core::fmt;
+use core::str::FromStr;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::route::Prefix;
+use skywire_dataplane::route::{Prefix, PrefixError};
 
 use super::error::{ConfigError, Problem};
 use super::paths::PathText;
 use super::values::{CountValue, DurationValue, ListenAddr, PrefixValue, PublicKeyValue};
 use super::yaml::{KeyPath, Locator};
-use crate::apps::socks::policy::{DEFAULT_DENY_PORTS, Exception};
+
+/// Destination ports the exit refuses unless an exception names them: SMTP.
+pub const DEFAULT_DENY_PORTS: [u16; 1] = [25];
+
+/// Which ports an exception allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ports {
+    /// `*`: every port but the denied ones (`Policy::deny_ports`).
+    All,
+    /// One port, even a denied one.
+    One(u16),
+}
+
+/// Destinations allowed although the special ranges, the mesh or the exit's own addresses
+/// would refuse them: `PREFIX:PORT` or `PREFIX:*`, IPv6 in brackets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Exception {
+    /// The addresses.
+    pub prefix: Prefix,
+    /// The ports.
+    pub ports: Ports,
+}
+
+/// An exception could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExceptionError {
+    /// No `:PORT` or `:*` after the prefix.
+    #[error("expected PREFIX:PORT or PREFIX:*, for example 198.18.0.0/15:8080")]
+    MissingPort,
+    /// An IPv6 prefix without brackets, or a `[` without its `]`.
+    #[error("an IPv6 prefix goes in brackets, for example [2001:db8::/32]:443")]
+    Brackets,
+    /// The prefix does not parse.
+    #[error("{0}")]
+    Prefix(#[from] PrefixError),
+    /// The port is not `*` or a number from 1 to 65535.
+    #[error("the port must be * or 1-65535")]
+    BadPort,
+}
+
+impl FromStr for Exception {
+    type Err = ExceptionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (prefix, port) = match s.strip_prefix('[') {
+            Some(rest) => {
+                let (prefix, after) = rest.split_once(']').ok_or(ExceptionError::Brackets)?;
+                let port = after.strip_prefix(':').ok_or(ExceptionError::MissingPort)?;
+                (prefix, port)
+            }
+            None => {
+                let (prefix, port) = s.rsplit_once(':').ok_or(ExceptionError::MissingPort)?;
+                if prefix.contains(':') {
+                    return Err(ExceptionError::Brackets);
+                }
+                (prefix, port)
+            }
+        };
+        let prefix: Prefix = prefix.parse()?;
+        let ports = match port {
+            "*" => Ports::All,
+            // u16's FromStr takes a leading `+`; a port is digits only.
+            text => match text.parse::<u16>() {
+                Ok(port) if port != 0 && !text.starts_with('+') => Ports::One(port),
+                _ => return Err(ExceptionError::BadPort),
+            },
+        };
+        Ok(Self { prefix, ports })
+    }
+}
+
+impl fmt::Display for Exception {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.prefix.addr() {
+            IpAddr::V4(_) => write!(f, "{}:", self.prefix)?,
+            IpAddr::V6(_) => write!(f, "[{}]:", self.prefix)?,
+        }
+        match self.ports {
+            Ports::All => f.write_str("*"),
+            Ports::One(port) => write!(f, "{port}"),
+        }
+    }
+}
 
 /// The SOCKS port: the exit app's on its node, and the client's local listener.
 pub const DEFAULT_SOCKS_PORT: u16 = 1080;

@@ -180,7 +180,8 @@ pub fn http_server() -> io::Result<SocketAddr> {
 }
 
 fn serve_http(conn: TcpStream) -> io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
+    // A request head of at most 64 KiB: whoever connects cannot make it grow further.
+    let mut reader = BufReader::new(conn.try_clone()?.take(64 * 1024));
     let mut first = String::new();
     reader.read_line(&mut first)?;
     loop {

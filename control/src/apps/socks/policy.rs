@@ -40,13 +40,13 @@
 //! `FromStr`). The prefix needs its length (`/32` for one address); ports are 1 to 65535.
 
 use core::fmt;
-use core::str::FromStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use skywire_dataplane::route::{Prefix, PrefixError};
+use skywire_dataplane::route::Prefix;
 
-/// Ports denied unless an exception names them: SMTP.
-pub const DEFAULT_DENY_PORTS: [u16; 1] = [25];
+// The exceptions' syntax is the config's (a typed value read from text, below the apps
+// in the crate's layers); the policy uses it as it is.
+pub use crate::config::{DEFAULT_DENY_PORTS, Exception, ExceptionError, Ports};
 
 /// Why the exit refuses a destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,87 +95,6 @@ impl fmt::Display for Refusal {
             Self::PortDenied(port) => return write!(f, "port {port} is denied"),
         };
         f.write_str(text)
-    }
-}
-
-/// Which ports an exception allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Ports {
-    /// `*`: every port but [`Policy::deny_ports`].
-    All,
-    /// One port, even a denied one.
-    One(u16),
-}
-
-/// Destinations allowed although the special ranges, the mesh or the exit's own addresses
-/// would refuse them: `PREFIX:PORT` or `PREFIX:*`, IPv6 in brackets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Exception {
-    /// The addresses.
-    pub prefix: Prefix,
-    /// The ports.
-    pub ports: Ports,
-}
-
-/// An exception could not be parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ExceptionError {
-    /// No `:PORT` or `:*` after the prefix.
-    #[error("expected PREFIX:PORT or PREFIX:*, for example 198.18.0.0/15:8080")]
-    MissingPort,
-    /// An IPv6 prefix without brackets, or a `[` without its `]`.
-    #[error("an IPv6 prefix goes in brackets, for example [2001:db8::/32]:443")]
-    Brackets,
-    /// The prefix does not parse.
-    #[error("{0}")]
-    Prefix(#[from] PrefixError),
-    /// The port is not `*` or a number from 1 to 65535.
-    #[error("the port must be * or 1-65535")]
-    BadPort,
-}
-
-impl FromStr for Exception {
-    type Err = ExceptionError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        let (prefix, port) = match s.strip_prefix('[') {
-            Some(rest) => {
-                let (prefix, after) = rest.split_once(']').ok_or(ExceptionError::Brackets)?;
-                let port = after.strip_prefix(':').ok_or(ExceptionError::MissingPort)?;
-                (prefix, port)
-            }
-            None => {
-                let (prefix, port) = s.rsplit_once(':').ok_or(ExceptionError::MissingPort)?;
-                if prefix.contains(':') {
-                    return Err(ExceptionError::Brackets);
-                }
-                (prefix, port)
-            }
-        };
-        let prefix: Prefix = prefix.parse()?;
-        let ports = match port {
-            "*" => Ports::All,
-            // u16's FromStr takes a leading `+`; a port is digits only.
-            text => match text.parse::<u16>() {
-                Ok(port) if port != 0 && !text.starts_with('+') => Ports::One(port),
-                _ => return Err(ExceptionError::BadPort),
-            },
-        };
-        Ok(Self { prefix, ports })
-    }
-}
-
-impl fmt::Display for Exception {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.prefix.addr() {
-            IpAddr::V4(_) => write!(f, "{}:", self.prefix)?,
-            IpAddr::V6(_) => write!(f, "[{}]:", self.prefix)?,
-        }
-        match self.ports {
-            Ports::All => f.write_str("*"),
-            Ports::One(port) => write!(f, "{port}"),
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use skywire_dataplane::route::PrefixError;
 
 fn at(s: &str) -> SocketAddr {
     s.parse().unwrap()
