@@ -115,6 +115,8 @@ fn sample_status() -> NodeStatus {
         expired: 0,
         events_dropped: 0,
         stack: Default::default(),
+        fwmark: None,
+        grants: Vec::new(),
     }
 }
 

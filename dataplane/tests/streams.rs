@@ -38,6 +38,7 @@ impl Node {
             relays: vec![],
             offload: true,
             stack: StackSetup::default(),
+            fwmark: None,
         };
         Node {
             engine: engine::start(&setup).unwrap(),

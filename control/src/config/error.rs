@@ -413,6 +413,12 @@ pub enum Problem {
     /// A public exit with a list of clients.
     #[error("`public: true` serves every node; leave `clients` out, or set `public: false`")]
     PublicWithClients,
+    /// A firewall mark is not `off`, `MARK` or `MARK/MASK` (whole numbers, hex with `0x`),
+    /// or its mark is 0 or has bits outside its mask.
+    #[error(
+        "expected off, MARK or MARK/MASK, such as 0x736b0000/0xffff0000 (the mark not 0 and inside the mask)"
+    )]
+    NotAFwmark,
     /// The app socket is the control socket.
     #[error("the app socket must not be the control socket")]
     AppSocketIsControlSocket,
@@ -430,7 +436,7 @@ pub enum Problem {
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 61] = [
+    const ALL: [Self; 62] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,
@@ -492,6 +498,7 @@ impl Problem {
         Self::UsernameWithoutPassword,
         Self::SocksListenNeedsAuth,
         Self::PublicWithClients,
+        Self::NotAFwmark,
     ];
 
     /// The problem whose message is exactly `message`.

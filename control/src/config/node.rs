@@ -11,6 +11,7 @@
 //! | `routes` | list of routes (below) | `[]` |
 //! | `relays` | list of `{in_id, prev_hop, out_id, next_hop}` | `[]` |
 //! | `offload` | bool: TUN TSO/GRO and UDP GSO/GRO (each falls back by itself when the kernel refuses) | `true` |
+//! | `fwmark` | `off`, `MARK` or `MARK/MASK`: the firewall mark on the node's transport packets, so a VPN client's policy routing lets them bypass the tunnel (needs root or `CAP_NET_ADMIN`) | `0x736b0000/0xffff0000` with a `tun`, else `off` |
 //! | `manager` | `{address, key, endpoint, accept}`, the node's manager ([`ManagerLink`]) | none: a statically configured node |
 //! | `apps` | the app socket and the limits of apps' streams ([`NodeApps`], see `app_socket.rs`) | the defaults there |
 //!
@@ -51,7 +52,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::engine::{NodeSetup, RelaySetup, RouteSetup, TunSetup};
+use skywire_dataplane::engine::{Fwmark, NodeSetup, RelaySetup, RouteSetup, TunSetup};
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::wire::RouteId;
 
@@ -103,6 +104,7 @@ pub struct NodeConfig {
     routes: Vec<RouteSetup>,
     relays: Vec<RelaySetup>,
     offload: bool,
+    fwmark: Option<Fwmark>,
     manager: Option<ManagerLink>,
     apps: NodeApps,
 }
@@ -162,6 +164,7 @@ impl Default for NodeConfig {
             routes: Vec::new(),
             relays: Vec::new(),
             offload: true,
+            fwmark: None,
             manager: None,
             apps: NodeApps::default(),
         }
@@ -201,6 +204,13 @@ impl NodeConfig {
     /// for a kernel whose offloads misbehave.
     pub fn offload(&self) -> bool {
         self.offload
+    }
+
+    /// `node.fwmark`: the firewall mark on the node's transport socket. Default
+    /// [`Fwmark::DEFAULT`] for a node with a TUN device (whose host may run a VPN client),
+    /// none for a relay-only node; `off` is none.
+    pub fn fwmark(&self) -> Option<Fwmark> {
+        self.fwmark
     }
 
     /// `node.manager`: the manager this node registers with and takes its routes from;
@@ -251,7 +261,55 @@ impl NodeConfig {
             relays: self.relays.clone(),
             offload: self.offload,
             stack: self.apps.stack,
+            fwmark: self.fwmark,
         })
+    }
+}
+
+/// `node.fwmark` as written: `off`, `MARK` or `MARK/MASK` (decimal, or hex with `0x`); a
+/// mark without a mask is compared whole. The mark is not 0 (unmarked) and lies inside its
+/// mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct FwmarkValue(pub(super) Option<Fwmark>);
+
+impl TryFrom<String> for FwmarkValue {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        fn number(text: &str) -> Option<u32> {
+            match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+                Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    u32::from_str_radix(hex, 16).ok()
+                }
+                Some(_) => None,
+                None if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+                    text.parse().ok()
+                }
+                None => None,
+            }
+        }
+        let text = text.trim();
+        if text == "off" {
+            return Ok(Self(None));
+        }
+        let (mark, mask) = match text.split_once('/') {
+            Some((mark, mask)) => (number(mark), number(mask)),
+            None => (number(text), Some(u32::MAX)),
+        };
+        match (mark, mask) {
+            (Some(mark), Some(mask)) if mark != 0 && mark & !mask == 0 => {
+                Ok(Self(Some(Fwmark { mark, mask })))
+            }
+            _ => Err(Problem::NotAFwmark),
+        }
+    }
+}
+
+impl FwmarkValue {
+    /// How the writer spells `fwmark` (`off` for none).
+    pub(super) fn text(fwmark: Option<Fwmark>) -> String {
+        fwmark.map_or_else(|| "off".to_owned(), |f| f.to_string())
     }
 }
 
@@ -266,6 +324,7 @@ pub(super) struct RawNode {
     routes: Option<Vec<RawRoute>>,
     relays: Option<Vec<RawRelay>>,
     offload: Option<bool>,
+    fwmark: Option<FwmarkValue>,
     manager: Option<RawManagerLink>,
     apps: Option<app_socket::RawNodeApps>,
 }
@@ -419,6 +478,10 @@ impl RawNode {
             return Err(at.invalid(&prefixes, Problem::RoutesWithoutTun));
         }
         check_unique(&node, &routes, &relays, at)?;
+        let fwmark = match self.fwmark {
+            Some(value) => value.0,
+            None => tun.as_ref().map(|_| Fwmark::DEFAULT),
+        };
         let apps = self
             .apps
             .unwrap_or_default()
@@ -432,6 +495,7 @@ impl RawNode {
             routes,
             relays,
             offload: self.offload.unwrap_or(defaults.offload),
+            fwmark,
             manager,
             apps,
         })

@@ -617,3 +617,43 @@ fn the_socks_section_parses_with_defaults_and_located_errors() {
         assert_invalid(text, line, key, problem);
     }
 }
+
+#[test]
+fn fwmark_defaults_with_a_tun_and_is_checked() {
+    let tun = "node:\n  tun:\n    name: sky0\n    addresses: [10.77.0.1/24]\n";
+    let with_tun = parse(tun).unwrap();
+    assert_eq!(
+        with_tun.node.fwmark(),
+        Some(skywire_dataplane::engine::Fwmark::DEFAULT)
+    );
+    assert_eq!(
+        parse("node:\n  listen: 0.0.0.0:6000\n")
+            .unwrap()
+            .node
+            .fwmark(),
+        None
+    );
+    let off = parse(&format!("{tun}  fwmark: off\n")).unwrap();
+    assert_eq!(off.node.fwmark(), None);
+    let hex = parse(&format!("{tun}  fwmark: 0x5000/0xf000\n")).unwrap();
+    assert_eq!(
+        hex.node.fwmark(),
+        Some(skywire_dataplane::engine::Fwmark {
+            mark: 0x5000,
+            mask: 0xf000
+        })
+    );
+    let whole = parse(&format!("{tun}  fwmark: 42\n")).unwrap();
+    assert_eq!(
+        whole.node.fwmark().map(|f| (f.mark, f.mask)),
+        Some((42, u32::MAX))
+    );
+    for bad in ["0", "0x5000/0x0f00", "on", "0x", "12/", "-1", "0x1ffffffff"] {
+        assert_invalid(
+            &format!("{tun}  fwmark: \"{bad}\"\n"),
+            5,
+            "node.fwmark",
+            Problem::NotAFwmark,
+        );
+    }
+}

@@ -40,9 +40,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_saphyr::{FlowSeq, SerializerOptions};
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::engine::{RelaySetup, RouteSetup, TunSetup};
+use skywire_dataplane::engine::{Fwmark, RelaySetup, RouteSetup, TunSetup};
 use skywire_dataplane::route::Prefix;
 
+use super::node::FwmarkValue;
 use super::{
     Config, ConfigError, ManagerConfig, ManagerLink, NodeApps, NodeConfig, SocksClientConfig,
     SocksConfig, SocksExitConfig,
@@ -60,6 +61,9 @@ pub struct NodeSection {
     pub control_socket: PathBuf,
     /// `node.offload`: the kernel's batching offloads.
     pub offload: bool,
+    /// `node.fwmark`: `None` leaves the key out (the default, which depends on `tun`),
+    /// `Some(None)` writes `off`, `Some(Some(mark))` the mark.
+    pub fwmark: Option<Option<Fwmark>>,
     /// `node.tun`: the TUN device; `None` for a relay-only node.
     pub tun: Option<TunSetup>,
     /// `node.routes`: the routes this node is an end of.
@@ -94,6 +98,10 @@ impl From<&NodeConfig> for NodeSection {
             listen: node.listen(),
             control_socket: node.control_socket().to_owned(),
             offload: node.offload(),
+            fwmark: {
+                let default = node.tun().map(|_| Fwmark::DEFAULT);
+                (node.fwmark() != default).then_some(node.fwmark())
+            },
             tun: node.tun().cloned(),
             routes: node.routes().to_vec(),
             relays: node.relays().to_vec(),
@@ -374,6 +382,8 @@ struct NodeOut<'a> {
     control_socket: &'a str,
     offload: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    fwmark: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tun: Option<TunOut<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     routes: Vec<RouteOut<'a>>,
@@ -610,6 +620,7 @@ impl<'a> NodeOut<'a> {
             listen: node.listen.to_string(),
             control_socket: path_text("node.control_socket", &node.control_socket)?,
             offload: node.offload,
+            fwmark: node.fwmark.map(FwmarkValue::text),
             tun: node.tun.as_ref().map(|tun| TunOut {
                 name: &tun.name,
                 addresses: FlowSeq(strings(&tun.addresses)),

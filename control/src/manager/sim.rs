@@ -139,6 +139,7 @@ impl Sim {
                 relays: Vec::new(),
                 offload: false,
                 stack: skywire_dataplane::stack::StackSetup::default(),
+                fwmark: None,
             };
             let id = mesh
                 .add_node(setup)

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{
-    self, EngineError, EngineGone, EngineHandle, NodeSetup, NodeStatus, RunningEngine,
+    self, EngineError, EngineGone, EngineHandle, GrantError, NodeSetup, NodeStatus, RunningEngine,
 };
 use skywire_dataplane::route::Prefix;
 
@@ -141,6 +141,7 @@ impl Node {
         let manager = config.node.manager().map(|m| ManagerAddress {
             address: m.address,
             key: m.key,
+            mark: setup.fwmark.map(|f| f.mark),
         });
         let endpoint = config.node.manager().map(|m| m.endpoint);
         let accept = config
@@ -323,5 +324,14 @@ impl NodeApi for NodeHandle {
 
     fn ping(&self, peer: PublicKey) -> Result<PingReply, PingError> {
         NodeHandle::ping(self, peer, PING_TIMEOUT)
+    }
+
+    fn grant(
+        &self,
+        peer: PublicKey,
+        prefixes: Vec<Prefix>,
+        timeout: Duration,
+    ) -> Result<Result<(), GrantError>, EngineGone> {
+        self.engine.grant(peer, prefixes, timeout)
     }
 }

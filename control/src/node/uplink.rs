@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 use skywire_dataplane::engine::{self, EngineEvent, EngineGone, EngineHandle, Origin, RuleChange};
+use skywire_dataplane::sys::socket;
 
 use super::agent::{Agent, AgentParams, ApplyFailure, Dataplane, Stale, UserReply, UserRequest};
 use crate::manager::core::Rng;
@@ -40,6 +41,9 @@ pub struct ManagerAddress {
     pub address: SocketAddr,
     /// Its static public key.
     pub key: PublicKey,
+    /// The firewall mark of the connection (the node's `node.fwmark`), set before its SYN
+    /// so that a VPN client's policy routing lets it bypass the tunnel.
+    pub mark: Option<u32>,
 }
 
 /// A round trip over a route.
@@ -503,7 +507,10 @@ fn start_ping(
 
 /// Connect, check the manager's proof, prove the node's key, and start a reader thread.
 fn connect(manager: ManagerAddress, key: &PrivateKey) -> Result<Connection, ConnectError> {
-    let mut stream = TcpStream::connect_timeout(&manager.address, CONNECT_TIMEOUT)?;
+    let mut stream = match manager.mark {
+        Some(mark) => socket::connect_tcp_marked(manager.address, mark, CONNECT_TIMEOUT)?,
+        None => TcpStream::connect_timeout(&manager.address, CONNECT_TIMEOUT)?,
+    };
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
     stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;

@@ -16,14 +16,14 @@ use super::apps::Apps;
 use super::core::{NodeCore, NodeDrop, NodeIo, SetupError, buffer_len};
 use super::event::EngineEvent;
 use super::handle::{Command, EngineHandle};
-use super::setup::NodeSetup;
+use super::setup::{Fwmark, NodeSetup};
 use crate::route::{ForwardDrop, Prefix};
 use crate::session::HEADROOM;
 use crate::stack::StreamError;
 use crate::sys::batch::{self, RecvBatch, SendBatch};
 use crate::sys::netlink;
 use crate::sys::tun::{self, COALESCE_CAPACITY, TunDevice};
-use crate::sys::udp;
+use crate::sys::{socket, udp};
 use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 
 const UDP: Token = Token(0);
@@ -52,6 +52,16 @@ pub enum EngineError {
         /// Why.
         source: io::Error,
     },
+    /// The transport socket could not be marked (`SO_MARK` needs `CAP_NET_ADMIN`).
+    #[error(
+        "cannot mark the transport socket with {fwmark} (setting a firewall mark needs root or CAP_NET_ADMIN; node.fwmark: off runs without one): {source}"
+    )]
+    Mark {
+        /// The mark asked for.
+        fwmark: Fwmark,
+        /// Why.
+        source: io::Error,
+    },
     /// A route for a prefix could not be added to the kernel's routing table.
     #[error("cannot route {prefix} through the TUN device: {source}")]
     Route {
@@ -75,6 +85,7 @@ impl EngineError {
             EngineError::Bind { source, .. }
             | EngineError::Tun { source, .. }
             | EngineError::Route { source, .. }
+            | EngineError::Mark { source, .. }
             | EngineError::Poll(source) => Some(source),
             EngineError::Setup(_) => None,
         }
@@ -116,6 +127,10 @@ pub fn start(setup: &NodeSetup) -> Result<RunningEngine, EngineError> {
         addr: setup.listen,
         source,
     })?;
+    if let Some(fwmark) = setup.fwmark {
+        socket::set_mark(socket.as_fd(), fwmark.mark)
+            .map_err(|source| EngineError::Mark { fwmark, source })?;
+    }
     let tun = match &setup.tun {
         None => None,
         Some(t) => {
@@ -518,6 +533,9 @@ impl EventLoop {
             match command {
                 Command::Status(reply) => {
                     let _ = reply.send(self.core.status(Instant::now()));
+                }
+                Command::Grant(peer, prefixes, reply) => {
+                    let _ = reply.send(self.core.grant(peer, prefixes));
                 }
                 Command::Apply(changes, reply) => {
                     let result = self.core.apply(Instant::now(), changes);

@@ -10,9 +10,10 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::core::PingError;
 use super::event::{EVENT_QUEUE, EngineEvent};
-use super::setup::{ApplyError, RuleChange};
+use super::setup::{ApplyError, GrantError, RuleChange};
 use super::status::NodeStatus;
 use crate::crypto::PublicKey;
+use crate::route::Prefix;
 use crate::stack::{ListenOptions, ListenerId, Owner, StreamError, StreamId, StreamInfo};
 use crate::wire::RouteId;
 use std::os::unix::net::UnixStream;
@@ -32,6 +33,8 @@ pub(crate) enum Command {
     Status(Sender<NodeStatus>),
     /// Apply a batch of rule changes and send back the result.
     Apply(Vec<RuleChange>, Sender<Result<(), ApplyError>>),
+    /// Replace a peer key's granted prefixes and send back the result.
+    Grant(PublicKey, Vec<Prefix>, Sender<Result<(), GrantError>>),
     /// Send a link probe.
     Probe(SocketAddr, u64),
     /// Replace the list of neighbours (address and key).
@@ -157,6 +160,19 @@ impl EngineHandle {
     ) -> Result<Result<(), ApplyError>, EngineGone> {
         let (reply, answer) = bounded(1);
         self.send(Command::Apply(changes, reply))?;
+        Self::answer(&answer, timeout)
+    }
+
+    /// Give `peer` the `prefixes` beyond its route ends' own, replacing its grant (empty
+    /// takes it back); see [`NodeCore::grant`](super::NodeCore::grant).
+    pub fn grant(
+        &self,
+        peer: PublicKey,
+        prefixes: Vec<Prefix>,
+        timeout: Duration,
+    ) -> Result<Result<(), GrantError>, EngineGone> {
+        let (reply, answer) = bounded(1);
+        self.send(Command::Grant(peer, prefixes, reply))?;
         Self::answer(&answer, timeout)
     }
 

@@ -99,5 +99,7 @@ pub use core::{NodeCore, NodeDrop, NodeIo, PingError, SOURCE_NOT_ALLOWED, SetupE
 pub use driver::{EngineError, RunningEngine, SOCKET_BUFFER, start};
 pub use event::{EVENT_QUEUE, EngineEvent};
 pub use handle::{EngineGone, EngineHandle, PING_TIMEOUT};
-pub use setup::{ApplyError, NodeSetup, Origin, RelaySetup, RouteSetup, RuleChange, TunSetup};
+pub use setup::{
+    ApplyError, Fwmark, GrantError, NodeSetup, Origin, RelaySetup, RouteSetup, RuleChange, TunSetup,
+};
 pub use status::{NodeStatus, RelayStatus, RouteStatus};

@@ -95,6 +95,14 @@ pub enum ApplyError {
     },
 }
 
+/// A grant was refused; the peer's grant is as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// Another peer's route end or grant has this very prefix.
+    #[error("{0} belongs to another peer already")]
+    Claimed(Prefix),
+}
+
 /// Everything the engine needs to run a node.
 #[derive(Debug, Clone)]
 pub struct NodeSetup {
@@ -114,6 +122,35 @@ pub struct NodeSetup {
     pub offload: bool,
     /// The userspace stack's limits and buffer sizes (apps' streams over routes).
     pub stack: StackSetup,
+    /// The firewall mark on the node's transport socket, so that policy routing (a VPN
+    /// client's table) can let the node's own packets bypass the tunnel; `None` leaves the
+    /// socket unmarked.
+    pub fwmark: Option<Fwmark>,
+}
+
+/// A firewall mark (`SO_MARK`) and the bits of it that are ours: the node marks its own
+/// transport packets with `mark`, and rules match `mark` under `mask`, leaving the other
+/// bits to other software.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fwmark {
+    /// The mark the node's packets carry.
+    pub mark: u32,
+    /// The bits that rules compare.
+    pub mask: u32,
+}
+
+impl Fwmark {
+    /// `0x736b0000/0xffff0000` ("sk" in the upper half; the lower half is left to others).
+    pub const DEFAULT: Fwmark = Fwmark {
+        mark: 0x736b_0000,
+        mask: 0xffff_0000,
+    };
+}
+
+impl core::fmt::Display for Fwmark {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:#010x}/{:#010x}", self.mark, self.mask)
+    }
 }
 
 /// A route this node is an end of, set up statically (like a WireGuard peer).

@@ -3,7 +3,7 @@
 use core::time::Duration;
 use std::net::SocketAddr;
 
-use super::setup::Origin;
+use super::setup::{Fwmark, Origin};
 use crate::crypto::PublicKey;
 use crate::route::Prefix;
 use crate::wire::RouteId;
@@ -29,6 +29,10 @@ pub struct NodeStatus {
     pub events_dropped: u64,
     /// Apps' streams: how many, and what the stack refused or dropped.
     pub stack: crate::stack::StackStatus,
+    /// The firewall mark on the node's transport packets, if any.
+    pub fwmark: Option<Fwmark>,
+    /// Prefixes granted to peer keys beyond their route ends' own, by key.
+    pub grants: Vec<(PublicKey, Vec<Prefix>)>,
 }
 
 /// One route end.

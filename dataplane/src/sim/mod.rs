@@ -668,6 +668,7 @@ fn bare_setup(addr: SocketAddr) -> Result<NodeSetup, SimError> {
         relays: Vec::new(),
         offload: false,
         stack: crate::stack::StackSetup::default(),
+        fwmark: None,
     })
 }
 

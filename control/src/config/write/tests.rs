@@ -33,6 +33,10 @@ fn full_node() -> NodeSection {
         listen: addr("198.18.0.1:7000"),
         control_socket: PathBuf::from("/run/sky/a.sock"),
         offload: false,
+        fwmark: Some(Some(Fwmark {
+            mark: 0x5000,
+            mask: 0xff00,
+        })),
         tun: Some(TunSetup {
             name: "sky0".to_owned(),
             addresses: vec![prefix("10.77.0.1/24"), prefix("fd77::1/64")],
@@ -152,6 +156,8 @@ fn every_node_field_comes_back() {
     assert_eq!(loaded.listen(), node.listen);
     assert_eq!(loaded.control_socket(), node.control_socket);
     assert_eq!(loaded.offload(), node.offload);
+    let default_mark = node.tun.as_ref().map(|_| Fwmark::DEFAULT);
+    assert_eq!(loaded.fwmark(), node.fwmark.unwrap_or(default_mark));
     assert_eq!(loaded.tun(), node.tun.as_ref());
     assert_eq!(loaded.routes(), node.routes);
     assert_eq!(loaded.relays(), node.relays);
@@ -643,12 +649,17 @@ proptest! {
         peer in any::<[u8; 32]>(),
         offload in any::<bool>(),
         mtu in 1280u16..=9000,
+        fwmark in proptest::option::of(proptest::option::of((1u32..=0xffff, 0u32..16))),
     ) {
         let mut node = NodeSection::new(key);
         node.control_socket = PathBuf::from(format!("/{socket}"));
         // A long control socket derives an app socket longer than a socket path may be.
         node.apps.socket = Some(PathBuf::from("/run/skywire-proptest-apps/a.sock"));
         node.offload = offload;
+        node.fwmark = fwmark.map(|m| m.map(|(mark, shift)| Fwmark {
+            mark: mark << shift,
+            mask: 0xffff << shift,
+        }));
         node.listen = hops[0];
         node.tun = Some(TunSetup {
             name: "sky0".to_owned(),

@@ -30,6 +30,7 @@
 //! | `link_add` | `peer` | `{"usable": bool}` ([`LinkAdded`]) |
 //! | `link_rm` | `peer` | `null` |
 //! | `ping` | `peer` | `{"route", "in_id", "rtt_us", "manager_route"}` ([`PongReply`]) |
+//! | `grant` | `peer`, `prefixes` | `null`: `peer` may send from `prefixes` and this node's traffic to them goes to it, beyond its route ends' own (replacing its grant; `[]` takes it back); the VPN apps' op |
 //!
 //! # Responses
 //!
@@ -209,6 +210,17 @@ pub enum Op {
         #[serde(with = "as_text")]
         peer: PublicKey,
     },
+    /// Give `peer` `prefixes` beyond its route ends' own, replacing what it had (an empty
+    /// list takes the grant back). Answered with `null`; `failed` when another peer owns
+    /// one of the prefixes.
+    Grant {
+        /// The peer's public key.
+        #[serde(with = "as_text")]
+        peer: PublicKey,
+        /// The granted prefixes.
+        #[serde(with = "vec_as_text")]
+        prefixes: Vec<Prefix>,
+    },
 }
 
 /// A response: the request's id (`None` when there was no usable request) and the outcome.
@@ -360,6 +372,23 @@ pub struct StatusReply {
     /// Apps' streams.
     #[serde(default)]
     pub streams: StreamsReply,
+    /// The firewall mark on the node's transport packets (`MARK/MASK` in hex), if any.
+    #[serde(default)]
+    pub fwmark: Option<String>,
+    /// Prefixes granted to peers beyond their route ends' own.
+    #[serde(default)]
+    pub grants: Vec<GrantReply>,
+}
+
+/// A peer's grant, in a [`StatusReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantReply {
+    /// The peer.
+    #[serde(with = "as_text")]
+    pub peer: PublicKey,
+    /// What it was granted.
+    #[serde(with = "vec_as_text")]
+    pub prefixes: Vec<Prefix>,
 }
 
 /// Apps' streams on the node, in a [`StatusReply`].
@@ -608,6 +637,15 @@ impl From<&NodeStatus> for StatusReply {
             expired: status.expired,
             events_dropped: status.events_dropped,
             streams: StreamsReply::from(&status.stack),
+            fwmark: status.fwmark.map(|f| f.to_string()),
+            grants: status
+                .grants
+                .iter()
+                .map(|(peer, prefixes)| GrantReply {
+                    peer: *peer,
+                    prefixes: prefixes.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -843,6 +881,8 @@ pub(crate) mod tests {
             expired: 0,
             events_dropped: 0,
             stack: Default::default(),
+            fwmark: None,
+            grants: Vec::new(),
         }
     }
 

@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::engine::{EngineGone, EngineHandle, NodeStatus};
+use skywire_dataplane::engine::{EngineGone, EngineHandle, GrantError, NodeStatus};
+use skywire_dataplane::route::Prefix;
 
 use crate::local::{
     BoundSocket, ConnectionSlot, LineRead, bind_private, is_allowed, peer_uid, read_line,
@@ -78,11 +79,32 @@ pub trait NodeApi {
         let _ = peer;
         Err(PingError::Unsupported)
     }
+
+    /// Replace `peer`'s granted prefixes (see `NodeCore::grant`), waiting at most
+    /// `timeout`. Without an engine to ask, the engine is gone.
+    fn grant(
+        &self,
+        peer: PublicKey,
+        prefixes: Vec<Prefix>,
+        timeout: Duration,
+    ) -> Result<Result<(), GrantError>, EngineGone> {
+        let _ = (peer, prefixes, timeout);
+        Err(EngineGone::Stopped)
+    }
 }
 
 impl NodeApi for EngineHandle {
     fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone> {
         EngineHandle::status(self, timeout)
+    }
+
+    fn grant(
+        &self,
+        peer: PublicKey,
+        prefixes: Vec<Prefix>,
+        timeout: Duration,
+    ) -> Result<Result<(), GrantError>, EngineGone> {
+        EngineHandle::grant(self, peer, prefixes, timeout)
     }
 }
 
@@ -153,6 +175,11 @@ fn answer(op: Op, node: &dyn NodeApi) -> Result<Reply, (ErrorKind, String)> {
                 PingError::NoReply { .. } => (ErrorKind::NoReply, e.to_string()),
                 _ => (ErrorKind::Failed, e.to_string()),
             }),
+        Op::Grant { peer, prefixes } => match node.grant(peer, prefixes, ENGINE_TIMEOUT) {
+            Ok(Ok(())) => Ok(Reply::Done),
+            Ok(Err(refused)) => Err((ErrorKind::Failed, refused.to_string())),
+            Err(gone) => Err((ErrorKind::Unavailable, gone.to_string())),
+        },
     }
 }
 

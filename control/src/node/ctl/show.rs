@@ -14,6 +14,17 @@ impl fmt::Display for StatusReply {
         if let Some(tun) = &self.tun {
             writeln!(f, "  tun: {tun}")?;
         }
+        if let Some(fwmark) = &self.fwmark {
+            writeln!(f, "  fwmark: {fwmark}")?;
+        }
+        for grant in &self.grants {
+            writeln!(
+                f,
+                "  granted to {}: {}",
+                grant.peer,
+                Joined(&grant.prefixes)
+            )?;
+        }
         write_drops(f, &self.drops)?;
         if self.expired > 0 {
             writeln!(f, "  expired: {} idle manager rules", self.expired)?;
@@ -31,6 +42,24 @@ impl fmt::Display for StatusReply {
         for relay in &self.relays {
             writeln!(f)?;
             write_relay(f, relay)?;
+        }
+        Ok(())
+    }
+}
+
+/// Prefixes separated by commas, `(none)` for none.
+struct Joined<'a>(&'a [skywire_dataplane::route::Prefix]);
+
+impl fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("(none)");
+        }
+        for (i, prefix) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{prefix}")?;
         }
         Ok(())
     }
@@ -97,17 +126,7 @@ fn write_route(f: &mut fmt::Formatter<'_>, route: &RouteReply) -> fmt::Result {
         route.first_hop, route.out_id, route.in_id
     )?;
     write_origin(f, route.origin, route.idle_secs)?;
-    f.write_str("  prefixes: ")?;
-    if route.prefixes.is_empty() {
-        f.write_str("(none)")?;
-    }
-    for (i, prefix) in route.prefixes.iter().enumerate() {
-        if i > 0 {
-            f.write_str(", ")?;
-        }
-        write!(f, "{prefix}")?;
-    }
-    writeln!(f)?;
+    writeln!(f, "  prefixes: {}", Joined(&route.prefixes))?;
     match route.last_handshake_secs {
         Some(secs) => writeln!(f, "  latest handshake: {}", Ago(secs))?,
         None => writeln!(f, "  latest handshake: never")?,
@@ -246,13 +265,22 @@ mod tests {
 
     #[test]
     fn status_text_matches_wg_show_style() {
-        let reply = StatusReply::from(&sample_status());
+        let mut status = sample_status();
+        status.fwmark = Some(skywire_dataplane::engine::Fwmark::DEFAULT);
+        status.grants = vec![(
+            "cd".repeat(32).parse().unwrap(),
+            vec!["0.0.0.0/0".parse().unwrap()],
+        )];
+        let reply = StatusReply::from(&status);
         let key_a = "11".repeat(32);
         let key_c = "cc".repeat(32);
+        let key_g = "cd".repeat(32);
         assert_eq!(
             reply.to_string(),
             format!(
-                "node: {key_a}\n  listening: 0.0.0.0:6000\n  tun: sky0\n\n\
+                "node: {key_a}\n  listening: 0.0.0.0:6000\n  tun: sky0\n\
+                 \x20 fwmark: 0x736b0000/0xffff0000\n\
+                 \x20 granted to {key_g}: 0.0.0.0/0\n\n\
                  route: to-c\n  peer: {key_c}\n\
                  \x20 first hop: 198.18.0.2:6000 (out id 100, in id 201)\n\
                  \x20 prefixes: 10.77.0.3/32\n\

@@ -63,9 +63,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::event::{EVENT_QUEUE, EngineEvent};
-use super::setup::{ApplyError, NodeSetup, Origin, RouteSetup, RuleChange};
+use super::setup::{ApplyError, Fwmark, NodeSetup, Origin, RouteSetup, RuleChange};
 use crate::crypto::{PrivateKey, PublicKey};
-use crate::route::{Decision, ForwardDrop, ForwardStats, RouteReader, RouteTable, forward, prefix};
+use crate::route::{
+    Decision, EndpointId, ForwardDrop, ForwardStats, PrefixTable, RouteReader, RouteTable, forward,
+    prefix,
+};
 use crate::session::{HEADROOM, Outcome, PeerMemory, SendError, Session};
 use crate::stack::{self, Owner, Stack, StreamError, StreamId};
 use crate::wire::{HANDSHAKE_INIT_LEN, RouteId, TAG_LEN, is_link_probe};
@@ -207,12 +210,18 @@ struct RouteEnd {
     peer: PeerIdx,
 }
 
-impl RouteEnd {
-    /// Whether an IP packet the peer sealed comes from an address in its prefixes.
-    fn source_allowed(&self, packet: &[u8]) -> bool {
-        prefix::source(packet)
-            .is_some_and(|src| self.setup.prefixes.iter().any(|p| p.contains(src)))
-    }
+/// Whether an IP packet a peer sealed comes from an address that peer owns: the longest
+/// prefix holding its source (route ends' own and granted, as in the TUN direction) leads to
+/// that peer. So a peer granted `0.0.0.0/0` (a VPN exit) still cannot speak for another
+/// mesh node's address, which a longer prefix gives to that node (WireGuard's allowed IPs).
+fn source_allowed(
+    owners: &PrefixTable<(EndpointId, PeerIdx)>,
+    peer: PeerIdx,
+    packet: &[u8],
+) -> bool {
+    prefix::source(packet)
+        .and_then(|src| owners.lookup(src))
+        .is_some_and(|&(_, owner)| owner == peer)
 }
 
 /// The name of the per-route drop counted when an authenticated packet's inner source is
@@ -243,6 +252,7 @@ pub struct NodeCore {
     public_key: PublicKey,
     listen: SocketAddr,
     tun_name: Option<String>,
+    fwmark: Option<Fwmark>,
     /// Wall-clock time at an instant, for the handshake timestamps of new sessions.
     clock: (Instant, Duration),
     table: RouteTable,
@@ -300,6 +310,7 @@ impl NodeCore {
             public_key: setup.public_key(),
             listen,
             tun_name: setup.tun.as_ref().map(|t| t.name.clone()),
+            fwmark: setup.fwmark,
             clock: (now, unix_time),
             reader: table.reader(),
             table,
@@ -397,7 +408,10 @@ impl NodeCore {
             Decision::Forward { next_hop } => io.send_udp(next_hop, buf),
             Decision::Drop(reason) => self.forward_stats.record(reason),
             Decision::Deliver { endpoint } => {
-                let Some(end) = self.ends.get_mut(endpoint) else {
+                // The slot and the prefix table are borrowed apart: the source check of a
+                // delivered packet reads the table while the end is in use.
+                let owners = &self.ends.prefixes;
+                let Some(Some(end)) = self.ends.slots.get_mut(endpoint.0 as usize) else {
                     self.forward_stats.record(ForwardDrop::UnknownRoute);
                     return;
                 };
@@ -417,7 +431,9 @@ impl NodeCore {
                     }
                     // The peer may only speak for its own prefixes: a packet it sealed
                     // with another inner source is dropped (and counted), not delivered.
-                    Outcome::Deliver(plain) if end.source_allowed(plain) => io.write_tun(plain),
+                    Outcome::Deliver(plain) if source_allowed(owners, end.peer, plain) => {
+                        io.write_tun(plain);
+                    }
                     Outcome::Deliver(_) => end.spoofed += 1,
                     Outcome::Reply(reply) => io.send_udp(first_hop, reply),
                     Outcome::Pong(nonce) => match end.pings.answer(nonce) {

@@ -18,13 +18,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::peers::PeerIdx;
 use super::probe::Pings;
 use super::staging::Staged;
 use super::{NodeCore, RouteEnd, buffer_len};
 use crate::crypto::PublicKey;
 use crate::crypto::cipher::Limits;
 use crate::crypto::noise::StaticKeys;
-use crate::engine::setup::{ApplyError, Origin, RelaySetup, RouteSetup, RuleChange};
+use crate::engine::setup::{ApplyError, GrantError, Origin, RelaySetup, RouteSetup, RuleChange};
 use crate::route::{EndpointId, Entry, Prefix, PrefixTable, RouteStats, Rule};
 use crate::session::{RouteIds, Session};
 use crate::wire::RouteId;
@@ -37,10 +38,14 @@ pub(super) struct Ends {
     pub(super) slots: Vec<Option<RouteEnd>>,
     pub(super) free: Vec<u32>,
     next_seq: u64,
-    /// Destination prefixes to the route end that carries them.
-    pub(super) prefixes: PrefixTable<EndpointId>,
+    /// Destination prefixes to the route end that carries them, and that end's peer entry
+    /// (the owner of the prefix, for the source check of packets the peer sealed).
+    pub(super) prefixes: PrefixTable<(EndpointId, PeerIdx)>,
     /// Each peer key's newest route end: where the stack's packets to that key go.
     by_peer: HashMap<PublicKey, EndpointId>,
+    /// Prefixes granted to peer keys beyond their route ends' own ([`NodeCore::grant`]),
+    /// kept while the peer has no route end, so that they outlive a route's repair.
+    pub(super) grants: HashMap<PublicKey, Vec<Prefix>>,
 }
 
 impl Ends {
@@ -51,7 +56,7 @@ impl Ends {
 
     /// The route end whose prefixes hold `dst` (longest match).
     pub(super) fn route_to(&mut self, dst: IpAddr) -> Option<&mut RouteEnd> {
-        let &endpoint = self.prefixes.lookup(dst)?;
+        let &(endpoint, _) = self.prefixes.lookup(dst)?;
         self.get_mut(endpoint)
     }
 
@@ -105,9 +110,9 @@ impl Ends {
         Some(end)
     }
 
-    /// The prefix table (and each peer's newest end) from the live ends, in install order:
-    /// the last claimant wins.
-    fn rebuild_prefixes(&mut self) {
+    /// The prefix table (and each peer's newest end) from the live ends, in install order
+    /// (the last claimant wins), then each granted prefix to its peer's newest end.
+    pub(super) fn rebuild_prefixes(&mut self) {
         let mut order: Vec<(u64, usize)> = self
             .slots
             .iter()
@@ -121,9 +126,20 @@ impl Ends {
             let endpoint = EndpointId(u32::try_from(i).unwrap_or(u32::MAX));
             if let Some(Some(end)) = self.slots.get(i) {
                 for p in &end.setup.prefixes {
-                    prefixes.insert(*p, endpoint);
+                    prefixes.insert(*p, (endpoint, end.peer));
                 }
                 by_peer.insert(end.setup.peer, endpoint);
+            }
+        }
+        for (peer, granted) in &self.grants {
+            let Some(&endpoint) = by_peer.get(peer) else {
+                continue;
+            };
+            let Some(Some(end)) = self.slots.get(endpoint.0 as usize) else {
+                continue;
+            };
+            for p in granted {
+                prefixes.insert(*p, (endpoint, end.peer));
             }
         }
         self.prefixes = prefixes;
@@ -296,10 +312,16 @@ impl NodeCore {
                 continue;
             };
             if matches!(origin, Origin::Manager { .. }) {
+                // Another peer's grant is taken only by a prefix that covers all of it: one
+                // inside it (a mesh node's address inside a VPN exit's default route) is
+                // the longer match for that node alone, which `accept` bounds.
                 let taken = route.prefixes.iter().find(|p| {
                     claims
                         .iter()
                         .any(|(q, peer)| *peer != route.peer && overlaps(p, q))
+                        || self.ends.grants.iter().any(|(peer, granted)| {
+                            *peer != route.peer && granted.iter().any(|q| covers(p, q))
+                        })
                 });
                 if let Some(prefix) = taken {
                     return Err(ApplyError::PrefixClaimed {
@@ -346,6 +368,56 @@ impl NodeCore {
         };
         self.ends.install(endpoint, end);
     }
+}
+
+impl NodeCore {
+    /// Give `peer` the `prefixes` beyond its route ends' own (replacing what it had; an
+    /// empty list takes the grant back): packets to them from the TUN go to the peer's
+    /// newest route end, and the peer may send from them. A VPN client grants its exit
+    /// `0.0.0.0/0` and `::/0`; an exit grants each client its leased addresses. A grant
+    /// lasts while the node runs, whether or not the peer has a route end (it applies
+    /// again when one comes back), and adds no kernel routes.
+    ///
+    /// Refused ([`GrantError::Claimed`]) when another peer's route end or grant has the
+    /// same prefix: longest match decides between different lengths, but nothing could
+    /// decide between two owners of one prefix.
+    pub fn grant(&mut self, peer: PublicKey, prefixes: Vec<Prefix>) -> Result<(), GrantError> {
+        let others_end = self
+            .ends
+            .iter()
+            .filter(|e| e.setup.peer != peer)
+            .flat_map(|e| e.setup.prefixes.iter());
+        let others_grant = self
+            .ends
+            .grants
+            .iter()
+            .filter(|(k, _)| **k != peer)
+            .flat_map(|(_, g)| g.iter());
+        let others: Vec<&Prefix> = others_end.chain(others_grant).collect();
+        if let Some(prefix) = prefixes.iter().find(|p| others.contains(p)) {
+            return Err(GrantError::Claimed(*prefix));
+        }
+        if prefixes.is_empty() {
+            self.ends.grants.remove(&peer);
+        } else {
+            let mut prefixes = prefixes;
+            prefixes.sort_unstable_by_key(|p| (p.addr(), p.len()));
+            prefixes.dedup();
+            self.ends.grants.insert(peer, prefixes);
+        }
+        self.ends.rebuild_prefixes();
+        Ok(())
+    }
+
+    /// The prefixes granted to each peer key ([`Self::grant`]).
+    pub fn grants(&self) -> impl Iterator<Item = (&PublicKey, &[Prefix])> {
+        self.ends.grants.iter().map(|(k, v)| (k, v.as_slice()))
+    }
+}
+
+/// Whether `outer` holds every address of `inner`.
+fn covers(outer: &Prefix, inner: &Prefix) -> bool {
+    outer.len() <= inner.len() && outer.contains(inner.network())
 }
 
 /// Whether two prefixes share an address (one contains the other's network).

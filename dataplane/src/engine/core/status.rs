@@ -85,6 +85,12 @@ impl NodeCore {
             expired: self.expiry.expired(),
             events_dropped: self.events.dropped,
             stack: self.stack.status(),
+            fwmark: self.fwmark,
+            grants: {
+                let mut grants: Vec<_> = self.grants().map(|(k, p)| (*k, p.to_vec())).collect();
+                grants.sort_by_key(|(k, _)| *k);
+                grants
+            },
         }
     }
 }

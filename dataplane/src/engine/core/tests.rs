@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::crypto::PrivateKey;
-use crate::engine::setup::{RelaySetup, TunSetup};
+use crate::engine::setup::{GrantError, RelaySetup, TunSetup};
 use crate::engine::status::NodeStatus;
 use crate::route::{EndpointId, Prefix};
 use crate::sim::{Datagram, Mesh, NodeId, SimError};
@@ -80,6 +80,7 @@ fn three() -> Mesh {
         relays: vec![],
         offload: false,
         stack: crate::stack::StackSetup::default(),
+        fwmark: None,
     };
     let b = NodeSetup {
         private_key: kb,
@@ -102,6 +103,7 @@ fn three() -> Mesh {
         ],
         offload: false,
         stack: crate::stack::StackSetup::default(),
+        fwmark: None,
     };
     let c = NodeSetup {
         private_key: kc,
@@ -121,6 +123,7 @@ fn three() -> Mesh {
         relays: vec![],
         offload: false,
         stack: crate::stack::StackSetup::default(),
+        fwmark: None,
     };
     let mut mesh = Mesh::new(Instant::now());
     for setup in [a, b, c] {
@@ -260,6 +263,7 @@ fn duplicate_incoming_ids_are_refused() {
         ],
         offload: false,
         stack: crate::stack::StackSetup::default(),
+        fwmark: None,
     };
     let err = NodeCore::new(&setup, addr(2), Instant::now(), Duration::ZERO).unwrap_err();
     assert_eq!(err, SetupError::Rules(ApplyError::InUse(id(1))));
@@ -493,8 +497,9 @@ fn dynamic_route_takes_over_a_prefix_and_gives_it_back() {
             .unwrap()
             .ends
             .prefixes
-            .lookup("10.77.0.3".parse().unwrap()),
-        Some(&EndpointId(1))
+            .lookup("10.77.0.3".parse().unwrap())
+            .map(|(endpoint, _)| *endpoint),
+        Some(EndpointId(1))
     );
 }
 
@@ -952,4 +957,97 @@ fn a_manager_end_cannot_take_another_peers_prefix() {
         ],
     )
     .unwrap();
+}
+
+#[test]
+fn a_grant_lets_an_exit_carry_any_address_but_not_another_nodes() {
+    let mut mesh = three();
+    let kb = key(&mesh, B);
+    let kc = key(&mesh, C);
+    // A is a VPN client of C: everything without a longer match goes to C, and C may send
+    // from anywhere. B's address stays B's (a manager end inside the grant is fine).
+    mesh.core_mut(A)
+        .unwrap()
+        .grant(kc, vec![prefix("0.0.0.0/0")])
+        .unwrap();
+    mesh.apply(
+        A,
+        vec![RuleChange::AddEnd {
+            route: end("to-b", kb, "10.77.0.2/32", (11, 12, 12)),
+            origin: MANAGER,
+        }],
+    )
+    .unwrap();
+    let out = ipv4_from([10, 77, 0, 1], [192, 0, 2, 9], b"to the internet");
+    tun_in(&mut mesh, A, &out);
+    mesh.settle();
+    assert_eq!(tun_out(&mesh, C), vec![out], "A's default route leads to C");
+    let back = ipv4_from([192, 0, 2, 9], [10, 77, 0, 1], b"from the internet");
+    let as_b = ipv4_from([10, 77, 0, 2], [10, 77, 0, 1], b"as B");
+    tun_in(&mut mesh, C, &back);
+    tun_in(&mut mesh, C, &as_b);
+    mesh.settle();
+    assert_eq!(
+        tun_out(&mesh, A),
+        vec![back.clone()],
+        "B's address is not C's"
+    );
+    let status = node_status(&mesh, A);
+    let to_c = status.routes.iter().find(|r| r.peer == kc).unwrap();
+    assert_eq!(
+        to_c.drops.iter().find(|(n, _)| *n == SOURCE_NOT_ALLOWED),
+        Some(&(SOURCE_NOT_ALLOWED, 1))
+    );
+    assert_eq!(status.grants, vec![(kc, vec![prefix("0.0.0.0/0")])]);
+
+    // A prefix another peer owns cannot be granted, nor can a manager end take the grant.
+    let core = mesh.core_mut(A).unwrap();
+    assert_eq!(
+        core.grant(kb, vec![prefix("10.77.0.3/32")]),
+        Err(GrantError::Claimed(prefix("10.77.0.3/32")))
+    );
+    assert_eq!(
+        core.grant(kb, vec![prefix("0.0.0.0/0")]),
+        Err(GrantError::Claimed(prefix("0.0.0.0/0")))
+    );
+    let err = mesh
+        .apply(
+            A,
+            vec![RuleChange::AddEnd {
+                route: end("take-it", kb, "0.0.0.0/0", (13, 14, 14)),
+                origin: MANAGER,
+            }],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, SimError::Apply(ApplyError::PrefixClaimed { .. })),
+        "{err:?}"
+    );
+
+    // The grant outlives C's route end and applies again to the next one.
+    mesh.apply(A, vec![RuleChange::Remove { in_id: id(201) }])
+        .unwrap();
+    let lookup = |mesh: &Mesh| {
+        let ends = &mesh.core(A).unwrap().ends;
+        ends.prefixes
+            .lookup("192.0.2.10".parse().unwrap())
+            .and_then(|(endpoint, _)| ends.slots.get(endpoint.0 as usize)?.as_ref())
+            .map(|end| end.setup.name.clone())
+    };
+    assert_eq!(lookup(&mesh), None);
+    assert_eq!(node_status(&mesh, A).grants.len(), 1);
+    mesh.apply(
+        A,
+        vec![RuleChange::AddEnd {
+            route: end("to-c-again", kc, "10.77.0.3/32", (15, 16, 16)),
+            origin: MANAGER,
+        }],
+    )
+    .unwrap();
+    assert_eq!(lookup(&mesh).as_deref(), Some("to-c-again"));
+
+    // Taken back: the internet is nobody's again.
+    mesh.core_mut(A).unwrap().grant(kc, Vec::new()).unwrap();
+    assert!(node_status(&mesh, A).grants.is_empty());
+    assert_eq!(lookup(&mesh), None);
 }

@@ -15,6 +15,20 @@ impl NodeApi for FakeSource {
     fn status(&self, _timeout: Duration) -> Result<NodeStatus, EngineGone> {
         self.0.clone().ok_or(EngineGone::Stopped)
     }
+
+    /// Refuses the default route (as if another peer owned it), grants anything else.
+    fn grant(
+        &self,
+        _peer: PublicKey,
+        prefixes: Vec<Prefix>,
+        _timeout: Duration,
+    ) -> Result<Result<(), GrantError>, EngineGone> {
+        self.0.as_ref().ok_or(EngineGone::Stopped)?;
+        match prefixes.iter().find(|p| p.len() == 0) {
+            Some(p) => Ok(Err(GrantError::Claimed(*p))),
+            None => Ok(Ok(())),
+        }
+    }
 }
 
 /// A server with the sample status on `path`, and the flag that stops it.
@@ -399,4 +413,25 @@ fn stop_ends_serving_and_removes_the_socket() {
     assert!(!path.exists());
     let err = UnixStream::connect(&path).unwrap_err();
     assert_eq!(err.kind(), IoErrorKind::NotFound);
+}
+
+#[test]
+fn grant_answers_done_failed_or_unavailable() {
+    let peer = "ab".repeat(32);
+    let ask = |source: &FakeSource, prefixes: &str| {
+        let line = format!(r#"{{"id":7,"op":"grant","peer":"{peer}","prefixes":{prefixes}}}"#);
+        respond(line.as_bytes(), source)
+    };
+    let up = FakeSource(Some(sample_status()));
+    let done = ask(&up, r#"["198.19.128.2/32","fd00:5b::2/128"]"#);
+    assert!(!done.close);
+    let done: serde_json::Value = serde_json::from_slice(&done.line).unwrap();
+    assert_eq!(done, serde_json::json!({"id": 7, "ok": null}));
+    let refused = ask(&up, r#"["0.0.0.0/0"]"#);
+    assert_eq!(error_kind(&refused.line), ErrorKind::Failed);
+    assert!(String::from_utf8_lossy(&refused.line).contains("0.0.0.0/0 belongs to another peer"));
+    let bad = ask(&up, r#"["10.0.0.0/33"]"#);
+    assert_eq!(error_kind(&bad.line), ErrorKind::BadRequest);
+    let gone = ask(&FakeSource(None), "[]");
+    assert_eq!(error_kind(&gone.line), ErrorKind::Unavailable);
 }
