@@ -173,6 +173,9 @@ pub struct RouteSpec {
     pub table: u32,
     /// The metric (`RTA_PRIORITY`); lower wins. `None`: the kernel's default.
     pub metric: Option<u32>,
+    /// The source address for packets that have none yet (`src`, `RTA_PREFSRC`): a local
+    /// address of the family. `None`: the kernel picks one of the device's.
+    pub source: Option<IpAddr>,
 }
 
 /// Add `route`. One with the same prefix, table and metric already present fails with
@@ -449,6 +452,9 @@ fn route_spec_message(kind: u16, extra_flags: u16, route: &RouteSpec) -> Message
     }
     if let Some(metric) = route.metric {
         msg.attr(libc::RTA_PRIORITY, &metric.to_ne_bytes());
+    }
+    if let Some(source) = route.source {
+        msg.attr(libc::RTA_PREFSRC, &ip_bytes(&source));
     }
     msg.attr(libc::RTA_TABLE, &route.table.to_ne_bytes());
     msg
@@ -1122,24 +1128,28 @@ mod tests {
                     kind: RouteKind::Device(lo),
                     table,
                     metric: None,
+                    source: Some("10.96.0.1".parse().unwrap()),
                 },
                 RouteSpec {
                     prefix: p("0.0.0.0/0"),
                     kind: RouteKind::Blackhole,
                     table,
                     metric: Some(4_000_000_000),
+                    source: None,
                 },
                 RouteSpec {
                     prefix: p("192.168.0.0/16"),
                     kind: RouteKind::Throw,
                     table,
                     metric: None,
+                    source: None,
                 },
                 RouteSpec {
                     prefix: p("::/0"),
                     kind: RouteKind::Unreachable,
                     table,
                     metric: None,
+                    source: None,
                 },
             ];
             for route in &routes {
@@ -1147,7 +1157,7 @@ mod tests {
             }
             let shown = ip(&["route", "show", "table", "29547"]);
             assert!(
-                shown.contains("default dev lo proto static scope link"),
+                shown.contains("default dev lo proto static scope link src 10.96.0.1"),
                 "{shown}"
             );
             assert!(
