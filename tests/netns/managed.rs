@@ -35,6 +35,30 @@ pub(crate) struct ManagedMesh {
     pub(crate) topo: Topology,
 }
 
+/// Host `m` with the management bridge `br0` (198.18.100.0/24, the manager's
+/// [`MANAGER_ADDR`] at .100), and host `names[i]` on it as 198.18.100.`i + 1` through its
+/// interface `mg`. The manager's TCP to the nodes crosses only this network, never the
+/// links the tests look at.
+pub(crate) fn management_network(topo: &mut Topology, names: &[&str]) {
+    topo.host("m");
+    let m = topo.ns("m");
+    ip(&["-n", &m, "link", "add", "br0", "type", "bridge"]);
+    ip(&["-n", &m, "addr", "add", "198.18.100.100/24", "dev", "br0"]);
+    ip(&["-n", &m, "link", "set", "br0", "up"]);
+    for (i, name) in names.iter().enumerate() {
+        let ns = topo.ns(name);
+        let peer = format!("mg-{name}");
+        ip(&[
+            "link", "add", "mg", "netns", &ns, "type", "veth", "peer", "name", &peer, "netns", &m,
+        ]);
+        let management = format!("198.18.100.{}/24", i + 1);
+        ip(&["-n", &ns, "addr", "add", &management, "dev", "mg"]);
+        ip(&["-n", &ns, "link", "set", "mg", "up"]);
+        ip(&["-n", &m, "link", "set", &peer, "master", "br0"]);
+        ip(&["-n", &m, "link", "set", &peer, "up"]);
+    }
+}
+
 /// Node `i`'s transport address (port 6000).
 pub(crate) fn endpoint(i: usize) -> String {
     format!("198.19.0.{}", i + 1)
@@ -54,25 +78,10 @@ impl ManagedMesh {
         for name in names {
             topo.host(name);
         }
-        topo.host("m");
-        let m = topo.ns("m");
-        ip(&["-n", &m, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &m, "addr", "add", "198.18.100.100/24", "dev", "br0"]);
-        ip(&["-n", &m, "link", "set", "br0", "up"]);
+        management_network(&mut topo, names);
         for (i, name) in names.iter().enumerate() {
-            let ns = topo.ns(name);
-            let peer = format!("mg-{name}");
-            ip(&[
-                "link", "add", "mg", "netns", &ns, "type", "veth", "peer", "name", &peer, "netns",
-                &m,
-            ]);
-            let management = format!("198.18.100.{}/24", i + 1);
-            ip(&["-n", &ns, "addr", "add", &management, "dev", "mg"]);
-            ip(&["-n", &ns, "link", "set", "mg", "up"]);
-            ip(&["-n", &m, "link", "set", &peer, "master", "br0"]);
-            ip(&["-n", &m, "link", "set", &peer, "up"]);
             let own = format!("{}/32", endpoint(i));
-            ip(&["-n", &ns, "addr", "add", &own, "dev", "lo"]);
+            ip(&["-n", &topo.ns(name), "addr", "add", &own, "dev", "lo"]);
         }
         for &(x, y, net) in links {
             let (ix, iy) = (format!("eth-{}", names[y]), format!("eth-{}", names[x]));

@@ -32,6 +32,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod managed;
+pub(crate) mod vpn;
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -251,12 +252,32 @@ impl Topology {
     /// Join two hosts with a veth pair: `(host, interface, address/len)` at each end. Both
     /// ends are created directly in their namespaces, so names never clash in the host's.
     pub(crate) fn link(&self, a: (&str, &str, &str), b: (&str, &str, &str)) {
-        let end = |(host, iface, address): (&str, &str, &str)| {
-            LinkEnd::new(host, iface).prefix(prefix(address))
+        self.link_addresses((a.0, a.1, &[a.2]), (b.0, b.1, &[b.2]));
+    }
+
+    /// [`Self::link`] with any number of addresses at each end (both families, or none);
+    /// IPv6 ones are usable at once (no duplicate address detection).
+    pub(crate) fn link_addresses(&self, a: (&str, &str, &[&str]), b: (&str, &str, &[&str])) {
+        let end = |(host, iface, addresses): (&str, &str, &[&str])| {
+            addresses
+                .iter()
+                .fold(LinkEnd::new(host, iface), |end, address| {
+                    end.prefix(prefix(address))
+                })
         };
         self.lab
             .link(&end(a), &end(b))
             .unwrap_or_else(|e| panic!("cannot link {a:?} and {b:?}: {e}"));
+    }
+
+    /// `sysctl -w NAME=VALUE` inside host `host`'s namespace (`net.ipv4.ip_forward`,
+    /// `net.ipv4.conf.all.rp_filter`): per-namespace values, gone with the namespace.
+    pub(crate) fn sysctl(&self, host: &str, name: &str, value: &str) {
+        run_ok(
+            self.command(host, "sysctl")
+                .arg("-qw")
+                .arg(format!("{name}={value}")),
+        );
     }
 
     /// A command run inside host `host`'s namespace.

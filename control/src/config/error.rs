@@ -432,11 +432,40 @@ pub enum Problem {
         "the app socket derived from this path (FOLDER-apps/NAME) would be longer than 107 bytes; set node.apps.socket"
     )]
     DerivedAppSocketTooLong,
+    /// A value is not an IP address.
+    #[error("expected an IP address, such as 198.18.9.53 or fd00:9::53")]
+    NotAnIpAddress,
+    /// `vpn.exit.pool.ipv4` is not an IPv4 prefix, or too long to lease from.
+    #[error(
+        "the IPv4 pool is an IPv4 prefix of length 30 at most (a /30 leases one address), \
+         such as 10.213.0.0/16"
+    )]
+    BadIpv4Pool,
+    /// `vpn.exit.pool.ipv6` is not `auto`, `none` or a short enough IPv6 prefix.
+    #[error(
+        "the IPv6 pool is auto, none, or an IPv6 prefix of length 126 at most, such as fd00:5b::/64"
+    )]
+    BadIpv6Pool,
+    /// A `vpn.exit.allow_lan` prefix shares addresses with a pool.
+    #[error("an allow_lan prefix must not overlap the pool: the pool's addresses are the clients'")]
+    AllowLanOverlapsPool,
+    /// `vpn.client.table` is 0 or a table the kernel reserves.
+    #[error(
+        "a routing table is a whole number from 1 to 4294967295 other than 253, 254 and 255 \
+         (default, main and local)"
+    )]
+    NotARoutingTable,
+    /// `vpn.client.priority` is outside the range between `local`'s rule and `main`'s.
+    #[error(
+        "a rule priority is a whole number from 1 to 32765 (0 is the local table's rule, \
+         32766 main's)"
+    )]
+    NotARulePriority,
 }
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 62] = [
+    const ALL: [Self; 68] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,
@@ -499,6 +528,12 @@ impl Problem {
         Self::SocksListenNeedsAuth,
         Self::PublicWithClients,
         Self::NotAFwmark,
+        Self::NotAnIpAddress,
+        Self::BadIpv4Pool,
+        Self::BadIpv6Pool,
+        Self::AllowLanOverlapsPool,
+        Self::NotARoutingTable,
+        Self::NotARulePriority,
     ];
 
     /// The problem whose message is exactly `message`.

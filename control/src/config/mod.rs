@@ -21,11 +21,12 @@
 //!   links, timers and route defaults; [`Config::manager_key`] loads its private key.
 //! - `apps:` ([`Apps`]): the viscript launcher's apps, in the original schema.
 //! - `socks:` ([`SocksConfig`]): the SOCKS client app and the SOCKS exit app.
+//! - `vpn:` ([`VpnConfig`]): the VPN exit app and the VPN client app.
 //!
-//! The other direction, `write`: [`ConfigFile`] writes `node:` ([`NodeSection`]) and
-//! `manager:` ([`ManagerSection`]) from typed values as YAML that [`Config::load`] reads back
-//! to the same values, for the tools and tests that start real nodes (nothing writes a
-//! config by hand).
+//! The other direction, `write`: [`ConfigFile`] writes `node:` ([`NodeSection`]),
+//! `manager:` ([`ManagerSection`]), `socks:` and `vpn:` from typed values as YAML that
+//! [`Config::load`] reads back to the same values, for the tools and tests that start real
+//! nodes (nothing writes a config by hand).
 //!
 //! Invariants:
 //!
@@ -59,6 +60,7 @@ mod node;
 mod paths;
 mod socks;
 mod values;
+mod vpn;
 mod write;
 mod yaml;
 
@@ -85,6 +87,12 @@ pub use socks::{
     SocksClientConfig, SocksConfig, SocksExitConfig,
 };
 pub use values::{Account, MAX_HOPS};
+pub use vpn::{
+    DEFAULT_LEASE_GRACE, DEFAULT_VPN_CLIENT_STATE, DEFAULT_VPN_EXIT_STATE, DEFAULT_VPN_PORT,
+    DEFAULT_VPN_PRIORITY, DEFAULT_VPN_TABLE, Ipv6Pool, MAX_POOL_IPV4_LEN, MAX_POOL_IPV6_LEN,
+    MAX_VPN_PRIORITY, RESERVED_TABLES, VpnClientConfig, VpnConfig, VpnExitConfig,
+    default_lan_ranges, default_pool_ipv4,
+};
 pub use write::{ConfigFile, ManagerSection, NodeSection, WriteError};
 use yaml::{KeyPath, Layout, Locator};
 
@@ -106,6 +114,8 @@ pub struct Config {
     pub apps: Apps,
     /// `socks:`; defaults when the section is absent.
     pub socks: SocksConfig,
+    /// `vpn:`; defaults when the section is absent.
+    pub vpn: VpnConfig,
     /// Whether `node:` is written, with a value or without.
     has_node: bool,
     /// Whether `manager:` is written, with a value or without.
@@ -125,6 +135,7 @@ struct RawConfig {
     manager: Option<Option<manager::RawManager>>,
     apps: Option<apps::RawApps>,
     socks: Option<socks::RawSocks>,
+    vpn: Option<vpn::RawVpn>,
 }
 
 impl Config {
@@ -166,12 +177,14 @@ impl Config {
             .resolve(base, &at)?;
         let apps = raw.apps.unwrap_or_default().resolve(base);
         let socks = raw.socks.unwrap_or_default().resolve(base, &at)?;
+        let vpn = raw.vpn.unwrap_or_default().resolve(base, &at)?;
         Ok(Self {
             file: file.to_owned(),
             node,
             manager,
             apps,
             socks,
+            vpn,
             has_node,
             has_manager,
             layout,

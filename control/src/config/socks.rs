@@ -55,7 +55,9 @@ use skywire_dataplane::route::{Prefix, PrefixError};
 
 use super::error::{ConfigError, Problem};
 use super::paths::PathText;
-use super::values::{CountValue, DurationValue, ListenAddr, PrefixValue, PublicKeyValue};
+use super::values::{
+    CountValue, DurationValue, ListenAddr, PortValue, PrefixValue, PublicKeyValue,
+};
 use super::yaml::{KeyPath, Locator};
 
 /// Destination ports the exit refuses unless an exception names them: SMTP.
@@ -243,23 +245,6 @@ pub struct SocksConfig {
     pub client: SocksClientConfig,
     /// `socks.exit`.
     pub exit: SocksExitConfig,
-}
-
-/// A port: 1 to 65535.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-struct PortValue(u16);
-
-impl TryFrom<String> for PortValue {
-    type Error = Problem;
-
-    fn try_from(text: String) -> Result<Self, Problem> {
-        text.parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0 && text.bytes().all(|b| b.is_ascii_digit()))
-            .map(Self)
-            .ok_or(Problem::NotAPort)
-    }
 }
 
 /// An `allow` entry.

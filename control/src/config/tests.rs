@@ -174,6 +174,22 @@ fn the_repo_config_loads_and_contains_the_reference_block() {
     assert_eq!(node_app.default_args, ["node", "--config", "config.yaml"]);
     let text = fs::read_to_string(REPO_CONFIG).unwrap();
     assert!(text.contains(REFERENCE_BLOCK.trim_start_matches("apps:\n")));
+    // The original's VPN apps, through their scripts; the example's VPN section names B.
+    for (app, script) in [
+        ("meshnet-vpn-server", "meshnet-run-vpn-server"),
+        ("meshnet-vpn-client", "meshnet-run-vpn-client"),
+    ] {
+        let app = config.apps.get(app).unwrap();
+        assert!(app.daemon);
+        assert_eq!(app.path.resolved(), base.join("bin/meshnet").join(script));
+        assert!(app.path.resolved().is_file(), "{script}");
+    }
+    assert_eq!(config.vpn.exit.clients.len(), 1);
+    assert_eq!(
+        config.vpn.client.exit,
+        config.vpn.exit.clients.first().copied()
+    );
+    assert_eq!(config.vpn.exit.pool_ipv4, default_pool_ipv4());
 
     // The node section is a complete node: a TUN device and one direct route.
     let node = &config.node;
@@ -656,4 +672,95 @@ fn fwmark_defaults_with_a_tun_and_is_checked() {
             Problem::NotAFwmark,
         );
     }
+}
+
+#[test]
+fn the_vpn_section_parses_with_defaults_and_located_errors() {
+    let key = "ee7b140895b3c79d67ef2057511b6a260265b868cae37419bce3b3c676ef6382";
+    let config = parse(&format!(
+        "vpn:\n  exit:\n    clients: [{key}]\n    pool:\n      ipv4: 198.19.128.0/24\n      ipv6: none\n    allow_lan: [fd00:9::/64]\n    dns: [198.18.9.53, \"fd00:9::53\"]\n    uplinks: [x-wan]\n    state: exit.json\n  client:\n    exit: {key}\n    lockdown: true\n    table: 100\n"
+    ))
+    .unwrap();
+    let exit = &config.vpn.exit;
+    assert_eq!(exit.port, 44);
+    assert_eq!(exit.clients.len(), 1);
+    assert_eq!(exit.pool_ipv4.to_string(), "198.19.128.0/24");
+    assert_eq!(exit.pool_ipv6, Ipv6Pool::None);
+    assert_eq!(exit.dns.len(), 2);
+    assert_eq!(exit.uplinks, ["x-wan"]);
+    assert_eq!(exit.state, Path::new("conf/exit.json"));
+    assert_eq!(exit.lease_grace, DEFAULT_LEASE_GRACE);
+    let client = &config.vpn.client;
+    assert!(client.lockdown && client.dns);
+    assert_eq!((client.table, client.priority), (100, DEFAULT_VPN_PRIORITY));
+    assert_eq!(client.lan_ranges, default_lan_ranges());
+    assert_eq!(client.state, Path::new(DEFAULT_VPN_CLIENT_STATE));
+    // No section: every default.
+    assert_eq!(parse("node: {}\n").unwrap().vpn, VpnConfig::default());
+
+    let cases: [(String, u64, &str, Problem); 9] = [
+        (
+            "vpn:\n  exit:\n    pool:\n      ipv4: 10.0.0.0/31\n".to_owned(),
+            4,
+            "vpn.exit.pool.ipv4",
+            Problem::BadIpv4Pool,
+        ),
+        (
+            "vpn:\n  exit:\n    pool:\n      ipv4: \"fd00::/64\"\n".to_owned(),
+            4,
+            "vpn.exit.pool.ipv4",
+            Problem::BadIpv4Pool,
+        ),
+        (
+            "vpn:\n  exit:\n    pool:\n      ipv6: fd00::/127\n".to_owned(),
+            4,
+            "vpn.exit.pool.ipv6",
+            Problem::BadIpv6Pool,
+        ),
+        (
+            format!("vpn:\n  exit:\n    public: true\n    clients: [{key}]\n"),
+            4,
+            "vpn.exit.clients",
+            Problem::PublicWithClients,
+        ),
+        (
+            "vpn:\n  exit:\n    allow_lan:\n      - 198.19.50.0/24\n      - 10.0.0.0/8\n"
+                .to_owned(),
+            5,
+            "vpn.exit.allow_lan[1]",
+            Problem::AllowLanOverlapsPool,
+        ),
+        (
+            "vpn:\n  exit:\n    pool:\n      ipv6: fd00:5b::/64\n    allow_lan: [\"fd00::/8\"]\n"
+                .to_owned(),
+            5,
+            "vpn.exit.allow_lan[0]",
+            Problem::AllowLanOverlapsPool,
+        ),
+        (
+            "vpn:\n  exit:\n    uplinks: [eth0, \"eth 1\"]\n".to_owned(),
+            3,
+            "vpn.exit.uplinks[1]",
+            Problem::InterfaceNameCharacters,
+        ),
+        (
+            "vpn:\n  client:\n    table: 255\n".to_owned(),
+            3,
+            "vpn.client.table",
+            Problem::NotARoutingTable,
+        ),
+        (
+            "vpn:\n  exit:\n    dns: [198.18.9.53:53]\n".to_owned(),
+            3,
+            "vpn.exit.dns[0]",
+            Problem::NotAnIpAddress,
+        ),
+    ];
+    for (text, line, key, problem) in cases {
+        assert_invalid(&text, line, key, problem);
+    }
+    // An unknown key in the section is a located parse error, too.
+    let err = parse("vpn:\n  client:\n    kill_switch: true\n").unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    assert_eq!(err.position().map(|p| p.line), Some(3), "{err}");
 }

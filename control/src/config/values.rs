@@ -48,8 +48,25 @@ pub(super) const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 pub(super) const MAX_HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// Whether `text` is a whole number as written in a config: ASCII digits only, no sign.
-fn is_digits(text: &str) -> bool {
+pub(super) fn is_digits(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A port: 1 to 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct PortValue(pub(super) u16);
+
+impl TryFrom<String> for PortValue {
+    type Error = Problem;
+
+    fn try_from(text: String) -> Result<Self, Problem> {
+        text.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0 && is_digits(&text))
+            .map(Self)
+            .ok_or(Problem::NotAPort)
+    }
 }
 
 /// A transport address to bind: any `IP:PORT`, port 0 letting the system pick one.

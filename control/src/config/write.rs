@@ -1,17 +1,17 @@
-//! The typed config writer: a node's `node:` section, a manager's `manager:` section and
-//! the SOCKS apps' `socks:` section built from typed values and written as YAML text that
+//! The typed config writer: a node's `node:` section, a manager's `manager:` section, the
+//! SOCKS apps' `socks:` section and the VPN apps' `vpn:` section built from typed values and written as YAML text that
 //! [`Config::load`] reads back to the same values. For tools and tests that start real
 //! nodes (the namespace lab, `skywire demo`, `skywire bench`, the integration tests):
 //! nothing writes a config by hand.
 //!
 //! ```text
-//! NodeSection / ManagerSection / SocksConfig
+//! NodeSection / ManagerSection / SocksConfig / VpnConfig
 //!     --ConfigFile::to_yaml--> text --Config::parse--> the same values
 //! ```
 //!
 //! Why serde: the YAML is emitted by `serde-saphyr`, the crate that reads it, through
-//! `#[derive(Serialize)]` structs that mirror the `Raw*` shapes of `node.rs`, `manager.rs`
-//! and `socks.rs`. Its quoting rules (strings that would read as a number, a boolean, a
+//! `#[derive(Serialize)]` structs that mirror the `Raw*` shapes of `node.rs`, `manager.rs`,
+//! `socks.rs` and `vpn.rs`. Its quoting rules (strings that would read as a number, a boolean, a
 //! null, a flow or block indicator, a comment, or that hold control characters) are made
 //! for its own parser, so an awkward route name or path comes back as written, which a
 //! hand-made emitter would have to get right case by case. The `serialize` feature costs
@@ -46,7 +46,7 @@ use skywire_dataplane::route::Prefix;
 use super::node::FwmarkValue;
 use super::{
     Config, ConfigError, ManagerConfig, ManagerLink, NodeApps, NodeConfig, SocksClientConfig,
-    SocksConfig, SocksExitConfig,
+    SocksConfig, SocksExitConfig, VpnClientConfig, VpnConfig, VpnExitConfig,
 };
 use crate::manager::topology::RouteWeight;
 
@@ -183,6 +183,8 @@ pub struct ConfigFile {
     /// `socks:`, when written: both apps' sections, every field (a loaded config's
     /// [`Config::socks`] is already the typed section, so it is written as it is).
     pub socks: Option<SocksConfig>,
+    /// `vpn:`, when written: both apps' sections, every field, like `socks`.
+    pub vpn: Option<VpnConfig>,
 }
 
 /// Why a [`ConfigFile`] was not written.
@@ -248,6 +250,15 @@ impl ConfigFile {
         }
     }
 
+    /// A file holding the VPN apps' section `vpn` (what `skywire vpn exit --config` and
+    /// `skywire vpn client --config` read).
+    pub fn vpn(vpn: VpnConfig) -> Self {
+        Self {
+            vpn: Some(vpn),
+            ..Self::default()
+        }
+    }
+
     /// The same file with `comment` at its top.
     pub fn with_comment(mut self, comment: impl Into<String>) -> Self {
         self.comment = comment.into();
@@ -283,9 +294,14 @@ impl ConfigFile {
             node: self.node.as_ref().map(NodeOut::of).transpose()?,
             manager: self.manager.as_ref().map(ManagerOut::of).transpose()?,
             socks: self.socks.as_ref().map(SocksOut::of).transpose()?,
+            vpn: self.vpn.as_ref().map(VpnOut::of).transpose()?,
         };
         let mut text = comment_lines(&self.comment);
-        if file.node.is_none() && file.manager.is_none() && file.socks.is_none() {
+        if file.node.is_none()
+            && file.manager.is_none()
+            && file.socks.is_none()
+            && file.vpn.is_none()
+        {
             // An empty mapping would be written `{}`; a file with only comments says the
             // same (the default config) without it.
             return Ok(text);
@@ -373,6 +389,8 @@ struct FileOut<'a> {
     manager: Option<ManagerOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     socks: Option<SocksOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vpn: Option<VpnOut<'a>>,
 }
 
 #[derive(Serialize)]
@@ -585,6 +603,105 @@ impl<'a> SocksExitOut<'a> {
                 .app_socket
                 .as_deref()
                 .map(|p| path_text("socks.exit.app_socket", p))
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct VpnOut<'a> {
+    exit: VpnExitOut<'a>,
+    client: VpnClientOut<'a>,
+}
+
+#[derive(Serialize)]
+struct PoolOut {
+    ipv4: String,
+    ipv6: String,
+}
+
+#[derive(Serialize)]
+struct VpnExitOut<'a> {
+    port: u16,
+    public: bool,
+    clients: Vec<String>,
+    pool: PoolOut,
+    allow_lan: FlowSeq<Vec<String>>,
+    allow_clients: bool,
+    dns: FlowSeq<Vec<String>>,
+    uplinks: FlowSeq<Vec<&'a str>>,
+    lease_grace: String,
+    state: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_socket: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct VpnClientOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<String>,
+    exit_port: u16,
+    lockdown: bool,
+    allow_lan: bool,
+    lan_ranges: FlowSeq<Vec<String>>,
+    dns: bool,
+    table: u32,
+    priority: u32,
+    state: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_socket: Option<&'a str>,
+}
+
+impl<'a> VpnOut<'a> {
+    fn of(vpn: &'a VpnConfig) -> Result<Self, WriteError> {
+        Ok(Self {
+            exit: VpnExitOut::of(&vpn.exit)?,
+            client: VpnClientOut::of(&vpn.client)?,
+        })
+    }
+}
+
+impl<'a> VpnExitOut<'a> {
+    fn of(exit: &'a VpnExitConfig) -> Result<Self, WriteError> {
+        Ok(Self {
+            port: exit.port,
+            public: exit.public,
+            clients: strings(&exit.clients),
+            pool: PoolOut {
+                ipv4: exit.pool_ipv4.to_string(),
+                ipv6: exit.pool_ipv6.to_string(),
+            },
+            allow_lan: FlowSeq(strings(&exit.allow_lan)),
+            allow_clients: exit.allow_clients,
+            dns: FlowSeq(strings(&exit.dns)),
+            uplinks: FlowSeq(exit.uplinks.iter().map(String::as_str).collect()),
+            lease_grace: duration_text("vpn.exit.lease_grace", exit.lease_grace)?,
+            state: path_text("vpn.exit.state", &exit.state)?,
+            app_socket: exit
+                .app_socket
+                .as_deref()
+                .map(|p| path_text("vpn.exit.app_socket", p))
+                .transpose()?,
+        })
+    }
+}
+
+impl<'a> VpnClientOut<'a> {
+    fn of(client: &'a VpnClientConfig) -> Result<Self, WriteError> {
+        Ok(Self {
+            exit: client.exit.as_ref().map(ToString::to_string),
+            exit_port: client.exit_port,
+            lockdown: client.lockdown,
+            allow_lan: client.allow_lan,
+            lan_ranges: FlowSeq(strings(&client.lan_ranges)),
+            dns: client.dns,
+            table: client.table,
+            priority: client.priority,
+            state: path_text("vpn.client.state", &client.state)?,
+            app_socket: client
+                .app_socket
+                .as_deref()
+                .map(|p| path_text("vpn.client.app_socket", p))
                 .transpose()?,
         })
     }

@@ -1,8 +1,8 @@
 use super::*;
 use crate::config::tests::Scratch;
 use crate::config::{
-    AcceptRule, Account, DEFAULT_MANAGER_KEY, DEFAULT_NODE_KEY, Problem, SocksClientConfig,
-    SocksConfig, SocksExitConfig,
+    AcceptRule, Account, DEFAULT_MANAGER_KEY, DEFAULT_NODE_KEY, Ipv6Pool, Problem,
+    SocksClientConfig, SocksConfig, SocksExitConfig, VpnClientConfig, VpnConfig, VpnExitConfig,
 };
 use proptest::prelude::*;
 use skywire_dataplane::route::Prefix;
@@ -240,6 +240,175 @@ fn every_socks_field_comes_back() {
     assert_eq!(round_trip(&ConfigFile::socks(open.clone())).socks, open);
 }
 
+/// Both VPN apps with every field away from its default.
+fn full_vpn() -> VpnConfig {
+    VpnConfig {
+        exit: VpnExitConfig {
+            port: 4444,
+            public: false,
+            clients: vec![key(0xc1), key(0x22)],
+            pool_ipv4: prefix("198.19.128.0/24"),
+            pool_ipv6: Ipv6Pool::Prefix(prefix("fd00:5b::/64")),
+            allow_lan: vec![prefix("198.19.50.0/24"), prefix("fd00:9::/64")],
+            allow_clients: true,
+            dns: vec![
+                "198.18.9.53".parse().unwrap(),
+                "fd00:9::53".parse().unwrap(),
+            ],
+            uplinks: vec!["x-wan".to_owned(), "eth0.100".to_owned()],
+            lease_grace: Duration::from_millis(1500),
+            state: PathBuf::from("/var/lib/sky/exit state.json"),
+            app_socket: Some(PathBuf::from("/run/sky-apps/x.sock")),
+        },
+        client: VpnClientConfig {
+            exit: Some(key(0xe1)),
+            exit_port: 4445,
+            lockdown: true,
+            allow_lan: true,
+            lan_ranges: vec![prefix("198.18.60.0/24"), prefix("fe80::/10")],
+            dns: false,
+            table: 256,
+            priority: 32765,
+            state: PathBuf::from("/run/sky/client.json"),
+            app_socket: Some(PathBuf::from("/run/sky-apps/c.sock")),
+        },
+    }
+}
+
+#[test]
+fn every_vpn_field_comes_back() {
+    let vpn = full_vpn();
+    let config = round_trip(&ConfigFile::vpn(vpn.clone()));
+    assert_eq!(config.vpn, vpn);
+    assert!(!config.has_node_section() && !config.has_manager_section());
+    let defaults = VpnConfig::default();
+    assert_eq!(round_trip(&ConfigFile::vpn(defaults.clone())).vpn, defaults);
+    // The other pool forms, a public exit, empty lists and no app socket.
+    for pool_ipv6 in [
+        Ipv6Pool::Auto,
+        Ipv6Pool::None,
+        Ipv6Pool::Prefix(prefix("fd00::/126")),
+    ] {
+        let mut vpn = full_vpn();
+        vpn.exit.pool_ipv6 = pool_ipv6;
+        vpn.exit.public = true;
+        vpn.exit.clients = Vec::new();
+        vpn.exit.dns = Vec::new();
+        vpn.exit.uplinks = Vec::new();
+        vpn.exit.allow_lan = Vec::new();
+        vpn.exit.app_socket = None;
+        vpn.client.exit = None;
+        vpn.client.lan_ranges = Vec::new();
+        vpn.client.table = u32::MAX;
+        assert_eq!(round_trip(&ConfigFile::vpn(vpn.clone())).vpn, vpn);
+    }
+    // With the other sections in one file.
+    let file = ConfigFile {
+        comment: "all of it".to_owned(),
+        node: Some(full_node()),
+        manager: Some(full_manager()),
+        socks: Some(full_socks()),
+        vpn: Some(full_vpn()),
+    };
+    let config = round_trip(&file);
+    assert_eq!(config.vpn, full_vpn());
+    assert_eq!(config.socks, full_socks());
+    assert_eq!(NodeSection::from(&config.node), full_node());
+}
+
+#[test]
+fn the_vpn_text_reads_like_a_config_written_by_hand() {
+    let mut vpn = VpnConfig::default();
+    vpn.exit.clients = vec![key(0xcc)];
+    vpn.client.exit = Some(key(0xee));
+    let text = ConfigFile::vpn(vpn).to_yaml().unwrap();
+    let (cc, ee) = ("cc".repeat(32), "ee".repeat(32));
+    assert_eq!(
+        text,
+        format!(
+            "vpn:
+  exit:
+    port: 44
+    public: false
+    clients:
+    - {cc}
+    pool:
+      ipv4: 10.213.0.0/16
+      ipv6: auto
+    allow_lan: []
+    allow_clients: false
+    dns: []
+    uplinks: []
+    lease_grace: 2m
+    state: /var/lib/skywire/vpn-exit.json
+  client:
+    exit: {ee}
+    exit_port: 44
+    lockdown: false
+    allow_lan: false
+    lan_ranges: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 169.254.0.0/16, fe80::/10]
+    dns: true
+    table: 29547
+    priority: 5190
+    state: /run/skywire/vpn-client.json
+"
+        )
+    );
+}
+
+#[test]
+fn vpn_values_that_break_a_rule_are_refused_with_the_parsers_error() {
+    let problem = |vpn: VpnConfig| match ConfigFile::vpn(vpn).to_yaml() {
+        Err(WriteError::Rejected(err)) => match &*err {
+            ConfigError::Invalid { problem, .. } => (*problem, err.key().map(str::to_owned)),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    let mut vpn = full_vpn();
+    vpn.exit.public = true;
+    assert_eq!(
+        problem(vpn),
+        (
+            Problem::PublicWithClients,
+            Some("vpn.exit.clients".to_owned())
+        )
+    );
+    let mut vpn = full_vpn();
+    vpn.exit.allow_lan.push(prefix("198.19.0.0/16"));
+    assert_eq!(
+        problem(vpn),
+        (
+            Problem::AllowLanOverlapsPool,
+            Some("vpn.exit.allow_lan[2]".to_owned())
+        )
+    );
+    let mut vpn = full_vpn();
+    vpn.exit.pool_ipv4 = prefix("198.19.128.0/31");
+    assert_eq!(
+        problem(vpn),
+        (Problem::BadIpv4Pool, Some("vpn.exit.pool.ipv4".to_owned()))
+    );
+    let mut vpn = full_vpn();
+    vpn.exit.pool_ipv6 = Ipv6Pool::Prefix(prefix("10.0.0.0/8"));
+    assert_eq!(problem(vpn).0, Problem::BadIpv6Pool);
+    let mut vpn = full_vpn();
+    vpn.exit.uplinks.push("sixteen-letters!".to_owned());
+    assert_eq!(problem(vpn).0, Problem::InterfaceNameLength);
+    let mut vpn = full_vpn();
+    vpn.client.table = 254;
+    assert_eq!(
+        problem(vpn),
+        (
+            Problem::NotARoutingTable,
+            Some("vpn.client.table".to_owned())
+        )
+    );
+    let mut vpn = full_vpn();
+    vpn.client.priority = 0;
+    assert_eq!(problem(vpn).0, Problem::NotARulePriority);
+}
+
 #[test]
 fn defaults_and_both_sections_come_back() {
     let file = ConfigFile {
@@ -247,6 +416,7 @@ fn defaults_and_both_sections_come_back() {
         node: Some(NodeSection::new("/k/node.key")),
         manager: Some(ManagerSection::new("/k/manager.key")),
         socks: None,
+        vpn: None,
     };
     let config = round_trip(&file);
     assert_eq!(Some(NodeSection::from(&config.node)), file.node);
@@ -445,6 +615,7 @@ fn keys_that_look_like_numbers_stay_keys() {
             node: Some(node.clone()),
             manager: Some(manager.clone()),
             socks: None,
+            vpn: None,
         };
         let config = round_trip(&file);
         assert_eq!(NodeSection::from(&config.node), node, "{byte:02x}");
