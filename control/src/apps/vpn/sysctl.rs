@@ -102,19 +102,28 @@ impl Sysctls {
         key.path(root).exists()
     }
 
-    /// Set `key` to `value`, recording its original first unless it was recorded already
-    /// (by this run or one before a crash). A setting that already has the value is left
-    /// alone and not recorded.
-    pub fn set(&mut self, root: &Path, key: &Key, value: &str) -> Result<(), SysctlError> {
+    /// Record `key`'s original before it is set to `value`, unless it was recorded already
+    /// (by this run or one before a crash) or already has the value. Returns whether it
+    /// needs [`Self::set`]. The caller saves the record before setting, so that a crash in
+    /// between never loses an original.
+    pub fn record(&mut self, root: &Path, key: &Key, value: &str) -> Result<bool, SysctlError> {
         let current = Self::read(root, key)?;
         if current == value {
-            return Ok(());
+            return Ok(false);
         }
         if !self.recorded.iter().any(|r| &r.key == key) {
             self.recorded.push(Recorded {
                 key: key.clone(),
                 original: current,
             });
+        }
+        Ok(true)
+    }
+
+    /// Set `key` to `value`, recording its original first ([`Self::record`]).
+    pub fn set(&mut self, root: &Path, key: &Key, value: &str) -> Result<(), SysctlError> {
+        if !self.record(root, key, value)? {
+            return Ok(());
         }
         fs::write(key.path(root), value).map_err(|source| SysctlError {
             action: "write",
