@@ -1,0 +1,1 @@
+//! nftables rulesets (in progress).
