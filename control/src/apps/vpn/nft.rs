@@ -124,7 +124,8 @@ pub struct ExitRules {
     /// Destinations refused, either family: [`default_deny`], the subnets of the exit's
     /// own addresses, and the mesh's ranges.
     pub deny: Vec<Prefix>,
-    /// Whether clients may reach each other through the exit.
+    /// Whether clients may reach each other through the exit (their addresses are let
+    /// through ahead of `deny`); otherwise such packets are counted and dropped.
     pub allow_clients: bool,
 }
 
@@ -197,7 +198,13 @@ pub fn exit_table(rules: &ExitRules) -> String {
         ],
     );
     let mut from_client = vec![MSS_CLAMP.to_owned()];
-    if !rules.allow_clients {
+    if rules.allow_clients {
+        // Before the deny list, which holds the pool whenever it is private (10.213/16).
+        from_client.extend([
+            format!("oifname \"{tun}\" ip daddr @pool4 accept"),
+            format!("oifname \"{tun}\" ip6 daddr @pool6 accept"),
+        ]);
+    } else {
         from_client.push(format!(
             "oifname \"{tun}\" counter name client_to_client drop"
         ));

@@ -19,9 +19,9 @@
 //! address left), `bad_request` (a line this module refused), `unavailable` (the exit
 //! cannot serve now, for example its node is down).
 //!
-//! Decoding is strict: another version, an unknown field or `op`, a reply with other than
-//! exactly one of `ok`, `error` and `op`, more than [`MAX_DNS`] servers, an MTU under 576
-//! or a line over [`MAX_LINE`] bytes are errors. [`LineReader`] cuts a stream into lines
+//! Decoding is strict: anything but a JSON object, another version, an unknown field or
+//! `op`, a reply with other than exactly one of `ok`, `error` and `op`, more than
+//! [`MAX_DNS`] servers, an MTU under 576 or a line over [`MAX_LINE`] bytes are errors. [`LineReader`] cuts a stream into lines
 //! without ever holding more than [`MAX_LINE`] bytes.
 
 use std::io::{self, Read};
@@ -103,6 +103,9 @@ pub enum ProtoError {
     /// A newline before the end: two messages given as one.
     #[error("a newline inside a lease protocol line")]
     Newline,
+    /// Not a JSON object.
+    #[error("a lease protocol message is a JSON object")]
+    NotObject,
     /// Not JSON, or not the shape of any message.
     #[error("not a lease protocol message: {0}")]
     Json(#[source] serde_json::Error),
@@ -260,6 +263,10 @@ fn versioned(line: &[u8]) -> Result<&[u8], ProtoError> {
     let json = line.strip_suffix(b"\n").unwrap_or(line);
     if json.contains(&b'\n') {
         return Err(ProtoError::Newline);
+    }
+    // serde's derive would also read a struct written as an array (`[1,"lease"]`).
+    if json.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r')) != Some(&b'{') {
+        return Err(ProtoError::NotObject);
     }
     let Versioned { v } = serde_json::from_slice(json).map_err(ProtoError::Json)?;
     if v != VERSION {

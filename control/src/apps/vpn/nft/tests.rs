@@ -204,6 +204,10 @@ fn empty_sets_have_no_elements_line() {
         );
     }
     assert!(!text.contains("client_to_client drop"));
+    let l = lines(&text);
+    let at = |s: &str| l.iter().position(|x| *x == s).unwrap();
+    assert!(at("oifname \"sw0\" ip daddr @pool4 accept") < at("ip daddr @allow4 accept"));
+    assert!(l.contains(&"oifname \"sw0\" ip6 daddr @pool6 accept"));
     assert!(text.contains("counter client_to_client {}"));
 }
 

@@ -137,8 +137,14 @@ fn refusals_say_what_is_wrong() {
         err(br#"{"v":1,"op":"lease"} {}"#),
         ProtoError::Json(_)
     ));
-    assert!(matches!(err(b"\xff\xfe"), ProtoError::Json(_)));
-    assert!(matches!(err(b""), ProtoError::Json(_)));
+    assert!(matches!(err(b"\xff\xfe"), ProtoError::NotObject));
+    assert!(matches!(err(b"{\xff}"), ProtoError::Json(_)));
+    assert!(matches!(err(b""), ProtoError::NotObject));
+    assert!(matches!(err(br#"[1,"lease"]"#), ProtoError::NotObject));
+    assert_eq!(
+        decode_request(b" \t{\"v\":1,\"op\":\"lease\"}\n").unwrap(),
+        Request::Lease
+    );
     assert!(matches!(
         err(b"{\"v\":1,\"op\":\"lease\"}\n{\"v\":1,\"op\":\"lease\"}\n"),
         ProtoError::Newline
