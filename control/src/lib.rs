@@ -7,6 +7,8 @@
 //!   owned by another user.
 //! - [`output_file`]: files written where the user said (`bench --out`), never through a
 //!   symlink or a hard link.
+//! - [`atomic_file`]: state files replaced atomically and durably (temp file, fsync,
+//!   rename, fsync of the folder), and corrupt ones set aside.
 //! - [`procfs`]: a process's resource figures (and groups) from `/proc`.
 //! - [`accounts`]: user and group names to ids, from `/etc/passwd` and `/etc/group`.
 //! - [`terminal`]: text from other programs with its control characters escaped, safe to
@@ -27,7 +29,8 @@
 //!   the manager and the control socket ([`node::ctl`], what `skywire status`, `route` and
 //!   `ping` talk to), and a [`node::NodeHandle`] talks to it.
 //! - [`apps`]: apps that run on the mesh: [`apps::socks`], the SOCKS5 proxy's protocol and
-//!   the exit's destination policy.
+//!   the exit's destination policy; [`apps::vpn`], the VPN exit's address pool, lease
+//!   protocol and nftables rulesets.
 //! - [`launcher`]: viscript, the app launcher: apps from `config.yaml`, sequence ids,
 //!   daemons restarted with backoff, the console commands, headless socket and GUI.
 //! - Tools: [`lab`] (the namespace lab the demo, the bench and the root-only tests build
@@ -48,6 +51,7 @@
 )]
 
 pub mod accounts;
+pub mod atomic_file;
 pub mod keyfile;
 pub mod output_file;
 pub mod procfs;

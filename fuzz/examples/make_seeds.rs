@@ -19,6 +19,9 @@ use skywire_control::apps::socks::wire::{
     self as socks, Command as SocksCommand, Credentials, Dest, Greeting, Name, Rep,
     Reply as SocksReply, Request as SocksRequest, UdpHeader,
 };
+use skywire_control::apps::vpn::proto::{
+    self as vpn, ErrorKind as VpnErrorKind, LeaseReply, Reply as VpnReply, Request as VpnRequest,
+};
 use skywire_control::frame as codec;
 use skywire_control::manager::proto::{self, Bytes32, Frame, Hello, Key, NodeRequest, Register};
 use skywire_control::node::apps::protocol::{
@@ -682,6 +685,78 @@ fn socks_seeds() -> Vec<(&'static str, Seeds)> {
     )]
 }
 
+/// Seeds for `vpn_lease`: a chunk-size byte, then lease protocol lines made with the
+/// module's own encoders, and the lines it must refuse.
+fn vpn_seeds() -> Vec<(&'static str, Seeds)> {
+    let with = |chunk: u8, bytes: &[u8]| [&[chunk][..], bytes].concat();
+    let request = vpn::encode_request;
+    let granted = vpn::encode_reply(&VpnReply::Granted(LeaseReply {
+        ipv4: "198.19.128.2".parse().expect("an address"),
+        ipv6: Some("fd00:5b::2".parse().expect("an address")),
+        dns: vec!["198.18.9.53".parse().expect("an address")],
+        mtu: 1420,
+    }));
+    let v4_only = vpn::encode_reply(&VpnReply::Granted(LeaseReply {
+        ipv4: "10.213.0.7".parse().expect("an address"),
+        ipv6: None,
+        dns: vec![],
+        mtu: 1280,
+    }));
+    let error = |kind, message: &str| {
+        vpn::encode_reply(&VpnReply::Error {
+            kind,
+            message: message.to_owned(),
+        })
+    };
+    let errors = [
+        error(VpnErrorKind::Forbidden, "key not among the exit's clients"),
+        error(
+            VpnErrorKind::Exhausted,
+            "all 5 addresses of 10.0.0.0/29 are leased",
+        ),
+        error(
+            VpnErrorKind::BadRequest,
+            "lease protocol version 2 is not supported",
+        ),
+        error(VpnErrorKind::Unavailable, "the node is down"),
+    ]
+    .concat();
+    let long_message = error(VpnErrorKind::Unavailable, &"\u{e9}\u{1}".repeat(600));
+    let mut too_long = vec![b'{'; vpn::MAX_LINE + 10];
+    too_long.push(b'\n');
+    vec![(
+        "vpn_lease",
+        vec![
+            ("lease", with(255, &request(VpnRequest::Lease))),
+            (
+                "session",
+                with(
+                    6,
+                    &[
+                        request(VpnRequest::Lease),
+                        request(VpnRequest::Keepalive),
+                        request(VpnRequest::Keepalive),
+                        request(VpnRequest::Release),
+                    ]
+                    .concat(),
+                ),
+            ),
+            ("granted", with(255, &granted)),
+            ("granted-ipv4-only", with(3, &v4_only)),
+            ("errors", with(17, &errors)),
+            ("long-message", with(255, &long_message)),
+            (
+                "keepalive-reply",
+                with(0, &vpn::encode_reply(&VpnReply::Keepalive)),
+            ),
+            ("version-2", with(255, b"{\"v\":2,\"op\":\"lease\"}\n")),
+            ("unknown-op", with(255, b"{\"v\":1,\"op\":\"steal\"}\n")),
+            ("too-long", with(100, &too_long)),
+            ("truncated", with(1, b"{\"v\":1,\"op\":\"lea")),
+        ],
+    )]
+}
+
 fn main() {
     let (init, response) = handshake();
     let transport = transport_packets();
@@ -780,6 +855,7 @@ fn main() {
         .chain(stack_seeds())
         .chain(app_seeds())
         .chain(socks_seeds())
+        .chain(vpn_seeds())
     {
         let dir = root.join(target);
         fs::create_dir_all(&dir).expect("create corpus dir");

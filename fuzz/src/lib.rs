@@ -23,6 +23,7 @@ pub mod session;
 pub mod socks;
 pub mod stack;
 pub mod text;
+pub mod vpn;
 pub mod wire;
 
 /// A target's body: any bytes in, a panic on a finding.
@@ -52,4 +53,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("app_request", apps::app_request),
     ("app_frames", apps::app_frames),
     ("socks_wire", socks::socks_wire),
+    ("vpn_lease", vpn::vpn_lease),
 ];

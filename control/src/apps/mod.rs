@@ -1,3 +1,4 @@
 //! Apps that run on the mesh.
 
 pub mod socks;
+pub mod vpn;

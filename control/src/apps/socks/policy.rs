@@ -199,6 +199,19 @@ const SPECIAL_V6: [(u128, u8, Refusal); 7] = [
     (0x2001_0000 << 96, 32, Refusal::Teredo),
 ];
 
+/// The ranges refused whatever the configuration, with why; the VPN exit's nftables deny
+/// set starts from the same list (`apps::vpn::nft::default_deny`).
+pub fn special_ranges() -> impl Iterator<Item = (Prefix, Refusal)> {
+    let v4 = SPECIAL_V4
+        .iter()
+        .map(|&(net, len, why)| (IpAddr::V4(Ipv4Addr::from(net)), len, why));
+    let v6 = SPECIAL_V6
+        .iter()
+        .map(|&(net, len, why)| (IpAddr::V6(Ipv6Addr::from(net)), len, why));
+    v4.chain(v6)
+        .filter_map(|(net, len, why)| Some((Prefix::new(net, len)?, why)))
+}
+
 fn special(ip: IpAddr) -> Result<(), Refusal> {
     let found = match ip {
         IpAddr::V4(ip) => {
