@@ -18,6 +18,7 @@ mod nc;
 mod node;
 mod socks;
 mod viscript;
+mod vpn;
 
 use std::fmt::Display;
 use std::io::{self, Write};
@@ -81,6 +82,7 @@ enum Command {
     Ping(mesh::PingArgs),
     Nc(nc::NcArgs),
     Socks(socks::SocksArgs),
+    Vpn(vpn::VpnArgs),
 }
 
 /// Packets in the in-memory demo's throughput phase unless `--packets` says otherwise.
@@ -223,6 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ping(args) => mesh::ping(&args),
         Command::Nc(args) => nc::nc(&args),
         Command::Socks(args) => socks::socks(&args),
+        Command::Vpn(args) => vpn::vpn(&args),
     }
 }
 

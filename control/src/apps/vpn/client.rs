@@ -28,7 +28,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -94,6 +94,11 @@ pub struct ClientOptions {
     pub state: PathBuf,
     /// The TUN device's own (mesh) addresses, from `node.tun`.
     pub mesh: Vec<Prefix>,
+    /// The TUN device's name, from `node.tun` (for the kill switch before the node
+    /// answers).
+    pub tun: String,
+    /// The node's UDP port, from `node.listen` (likewise).
+    pub node_port: u16,
 }
 
 /// Why the client stopped.
@@ -257,7 +262,7 @@ fn serve(
 ) -> Result<(), ClientError> {
     if options.lockdown {
         // Closed before anything else: no lease yet, so only the kill switch.
-        apply_table(options, state, None, 0, None)?;
+        apply_table(options, state, None, options.node_port, None)?;
         state.save(&options.state)?;
     }
     let mut backoff = BACKOFF;
@@ -425,7 +430,10 @@ fn apply(
 ) -> Result<(), ClientError> {
     let save = |state: &ClientState| state.save(&options.state);
     // Another address than last time: the old one's routes and addresses go first.
-    if state.lease.as_ref().is_some_and(|old| old.ipv4 != lease.ipv4 || old.ipv6 != lease.ipv6)
+    if state
+        .lease
+        .as_ref()
+        .is_some_and(|old| old.ipv4 != lease.ipv4 || old.ipv6 != lease.ipv6)
         || state.tun.as_deref().is_some_and(|old| old != tun)
     {
         undo_routing(state);
@@ -442,7 +450,13 @@ fn apply(
         Vec::new()
     };
     state.lan = lan.iter().map(Prefix::to_string).collect();
-    apply_table(options, state, Some(lease), status.listen.port(), Some((tun, fwmark)))?;
+    apply_table(
+        options,
+        state,
+        Some(lease),
+        status.listen.port(),
+        Some((tun, fwmark)),
+    )?;
     save(state)?;
 
     let (any4, any6) = routing::defaults();
@@ -519,7 +533,7 @@ fn apply(
         resolver.apply(tun, &lease.dns)?;
         state.dns_servers = lease.dns.clone();
     }
-    save(state)
+    Ok(save(state)?)
 }
 
 /// Write the client's nftables table: the kill switch alone before a lease (`lease`
@@ -531,10 +545,7 @@ fn apply_table(
     node_port: u16,
     node: Option<(&str, Fwmark)>,
 ) -> Result<(), ClientError> {
-    let tun_name = node.map_or_else(
-        || state.tun.clone().unwrap_or_else(|| "sw0".to_owned()),
-        |(t, _)| t.to_owned(),
-    );
+    let tun_name = node.map_or_else(|| options.tun.clone(), |(t, _)| t.to_owned());
     let fwmark = node.map_or(Fwmark::DEFAULT, |(_, f)| f);
     let tun = IfName::new(&tun_name).map_err(|e| ClientError::Node(e.to_string()))?;
     let rules = ClientRules {
@@ -545,11 +556,7 @@ fn apply_table(
         lease4: lease.map(|l| l.ipv4),
         lease6: lease.and_then(|l| l.ipv6),
         lockdown: options.lockdown,
-        lan: state
-            .lan
-            .iter()
-            .filter_map(|p| p.parse().ok())
-            .collect(),
+        lan: state.lan.iter().filter_map(|p| p.parse().ok()).collect(),
     };
     state.table = true;
     state.save(&options.state)?;
@@ -713,15 +720,18 @@ fn sleep(pause: Duration, stop: &AtomicBool) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn the_mark_reads_back_from_the_status() {
-        assert_eq!(
-            parse_fwmark("0x736b0000/0xffff0000"),
-            Some(Fwmark::DEFAULT)
-        );
+        assert_eq!(parse_fwmark("0x736b0000/0xffff0000"), Some(Fwmark::DEFAULT));
         assert_eq!(parse_fwmark("0x736b0000"), None);
         assert_eq!(parse_fwmark("x/y"), None);
         assert_eq!(host(IpAddr::V4(Ipv4Addr::LOCALHOST)).len(), 32);

@@ -165,20 +165,26 @@ fn resolvectl(args: &[String]) -> Result<(), DnsError> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_owned()))
+        Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ))
     }
 }
 
 /// Whether `program` is on the `PATH`.
 fn which(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
     use super::*;
 
     #[test]
@@ -190,7 +196,10 @@ mod tests {
         fs::write(&path, original).unwrap();
         let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
         let before = inode(&path);
-        let servers: Vec<IpAddr> = vec!["198.18.9.53".parse().unwrap(), "fd00:9::53".parse().unwrap()];
+        let servers: Vec<IpAddr> = vec![
+            "198.18.9.53".parse().unwrap(),
+            "fd00:9::53".parse().unwrap(),
+        ];
         let resolver = Resolver::File(path.clone());
         let backup = resolver.backup("sw0").unwrap();
         resolver.apply("sw0", &servers).unwrap();

@@ -48,7 +48,8 @@ use super::routing::{self, Kind, Route};
 use super::state::{create_private_dir, unix_now};
 use super::sysctl::{self, PROC_SYS, SysctlError, Sysctls};
 use crate::atomic_file::{self, StateError};
-use crate::node::apps::{AppClient, AppListener, AppStream, ListenRequest};
+use crate::node::apps::client::ListenRequest;
+use crate::node::apps::{AppClient, AppListener, AppStream};
 use crate::node::ctl::client::{CtlError, request, request_status};
 use crate::node::ctl::protocol::Op;
 
@@ -333,7 +334,10 @@ fn serve(shared: &Arc<Shared>) -> Result<(), ExitError> {
         eprintln!(
             "skywire vpn exit: serving leases of {}{} on port {}",
             options.pool4,
-            options.pool6.map(|p| format!(" and {p}")).unwrap_or_default(),
+            options
+                .pool6
+                .map(|p| format!(" and {p}"))
+                .unwrap_or_default(),
             options.port
         );
         accept_loop(shared, &app, listener);
@@ -401,7 +405,12 @@ fn converge(shared: &Shared) -> Result<(), Converge> {
     };
     let root = Path::new(PROC_SYS);
     for (key, value) in sysctl::exit_plan(root, &tun, &uplinks, options.pool6.is_some()) {
-        if shared.kernel().sysctls.record(root, &key, &value).map_err(ExitError::from)? {
+        if shared
+            .kernel()
+            .sysctls
+            .record(root, &key, &value)
+            .map_err(ExitError::from)?
+        {
             shared.save()?;
             shared
                 .kernel()
@@ -493,17 +502,29 @@ fn serve_client(shared: &Shared, stream: AppStream) {
         let _ = reply(reader, &Reply::Error { kind, message });
     };
     if options.clients.as_ref().is_some_and(|c| !c.contains(&key)) {
-        refuse(&mut reader, ErrorKind::Forbidden, "not one of this exit's clients".into());
+        refuse(
+            &mut reader,
+            ErrorKind::Forbidden,
+            "not one of this exit's clients".into(),
+        );
         return;
     }
-    if reader.get_mut().set_read_timeout(Some(ASK_TIMEOUT)).is_err() {
+    if reader
+        .get_mut()
+        .set_read_timeout(Some(ASK_TIMEOUT))
+        .is_err()
+    {
         return;
     }
     match reader.read_line() {
         Ok(Some(line)) => match proto::decode_request(line) {
             Ok(Request::Lease) => {}
             Ok(other) => {
-                refuse(&mut reader, ErrorKind::BadRequest, format!("{other:?} before a lease"));
+                refuse(
+                    &mut reader,
+                    ErrorKind::BadRequest,
+                    format!("{other:?} before a lease"),
+                );
                 return;
             }
             Err(e) => {
@@ -525,7 +546,11 @@ fn serve_client(shared: &Shared, stream: AppStream) {
     }
     if let Err(e) = shared.grant(key, granted(&lease)) {
         shared.pool().drop_holder(&key, unix_now());
-        refuse(&mut reader, ErrorKind::Unavailable, format!("the node refused the grant: {e}"));
+        refuse(
+            &mut reader,
+            ErrorKind::Unavailable,
+            format!("the node refused the grant: {e}"),
+        );
         return;
     }
     eprintln!(
@@ -546,26 +571,23 @@ fn serve_client(shared: &Shared, stream: AppStream) {
     }
     let _ = reader.get_mut().set_read_timeout(Some(SILENCE));
     let mut released = false;
-    loop {
-        match reader.read_line() {
-            Ok(Some(line)) => match proto::decode_request(line) {
-                Ok(Request::Keepalive) => {
-                    if reply(&mut reader, &Reply::Keepalive).is_err() {
-                        break;
-                    }
-                }
-                Ok(Request::Release) => {
-                    released = true;
+    while let Ok(Some(line)) = reader.read_line() {
+        match proto::decode_request(line) {
+            Ok(Request::Keepalive) => {
+                if reply(&mut reader, &Reply::Keepalive).is_err() {
                     break;
                 }
-                Ok(Request::Lease) => {
-                    if reply(&mut reader, &granted_reply).is_err() {
-                        break;
-                    }
+            }
+            Ok(Request::Release) => {
+                released = true;
+                break;
+            }
+            Ok(Request::Lease) => {
+                if reply(&mut reader, &granted_reply).is_err() {
+                    break;
                 }
-                Err(_) => break,
-            },
-            _ => break,
+            }
+            Err(_) => break,
         }
     }
     if released {
@@ -597,7 +619,10 @@ fn expire_loop(shared: &Shared) {
             {
                 eprintln!("skywire vpn exit: taking back {}'s grant: {e}", lease.key);
             }
-            eprintln!("skywire vpn exit: {} expired, {} is free", lease.key, lease.ipv4);
+            eprintln!(
+                "skywire vpn exit: {} expired, {} is free",
+                lease.key, lease.ipv4
+            );
         }
         if let Err(e) = shared.save() {
             eprintln!("skywire vpn exit: {e}");

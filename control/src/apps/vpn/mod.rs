@@ -16,7 +16,20 @@
 //!   1 KiB, and a bounded line reader.
 //! - [`nft`]: the exit's and the client's nftables rulesets as text (pure), and a thin
 //!   runner that pipes them to `nft -f -` and reads tables and counters back.
+//! - [`sysctl`]: the kernel settings each end changes, recorded with their originals.
+//! - [`routing`]: the client's table and rules (wg-quick and Tailscale style, no
+//!   per-destination exemptions) and the netlink calls that add and remove them.
+//! - [`dns`]: the exit's resolvers through the tunnel (systemd-resolved, or
+//!   `/etc/resolv.conf` rewritten in place with a backup).
+//! - [`state`]: the client's state file.
+//! - [`exit`] and [`client`]: the two apps.
 
+pub mod client;
+pub mod dns;
+pub mod exit;
 pub mod nft;
 pub mod pool;
 pub mod proto;
+pub mod routing;
+pub mod state;
+pub mod sysctl;

@@ -140,8 +140,8 @@ pub struct ClientRules {
     pub mask: u32,
     /// The node's UDP port (mesh traffic in and out).
     pub node_port: u16,
-    /// The leased IPv4 address.
-    pub lease4: Ipv4Addr,
+    /// The leased IPv4 address; `None` before the lease (the kill switch alone).
+    pub lease4: Option<Ipv4Addr>,
     /// The leased IPv6 address, if any.
     pub lease6: Option<Ipv6Addr>,
     /// Add the kill switch: output, input and forward drop what does not go through the
@@ -277,10 +277,12 @@ pub fn client_table(rules: &ClientRules) -> String {
     }
     // Packets to the leased address arriving on another interface: someone on the LAN
     // probing for the tunnel's connections (CVE-2019-14899), as wg-quick drops them.
-    let mut preraw = vec![format!(
-        "iifname != \"{tun}\" ip daddr {} fib saddr type != local drop",
-        rules.lease4
-    )];
+    let mut preraw = Vec::new();
+    if let Some(lease4) = rules.lease4 {
+        preraw.push(format!(
+            "iifname != \"{tun}\" ip daddr {lease4} fib saddr type != local drop"
+        ));
+    }
     if let Some(lease6) = rules.lease6 {
         preraw.push(format!(
             "iifname != \"{tun}\" ip6 daddr {lease6} fib saddr type != local drop"

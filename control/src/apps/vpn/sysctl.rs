@@ -34,12 +34,20 @@ pub struct Key(pub Vec<String>);
 impl Key {
     /// `net.ipv4.conf.<interface>.<name>`.
     pub fn ipv4_conf(interface: &str, name: &str) -> Self {
-        Self(["net", "ipv4", "conf", interface, name].map(str::to_owned).to_vec())
+        Self(
+            ["net", "ipv4", "conf", interface, name]
+                .map(str::to_owned)
+                .to_vec(),
+        )
     }
 
     /// `net.ipv6.conf.<interface>.<name>`.
     pub fn ipv6_conf(interface: &str, name: &str) -> Self {
-        Self(["net", "ipv6", "conf", interface, name].map(str::to_owned).to_vec())
+        Self(
+            ["net", "ipv6", "conf", interface, name]
+                .map(str::to_owned)
+                .to_vec(),
+        )
     }
 
     /// Its file under `root` (normally [`PROC_SYS`]).
@@ -194,7 +202,12 @@ pub fn client_plan() -> Vec<(Key, String)> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
     use super::*;
 
     /// A fake `/proc/sys` with the given settings.

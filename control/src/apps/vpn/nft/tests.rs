@@ -35,7 +35,7 @@ fn client_rules(lockdown: bool) -> ClientRules {
         mark: 0x736b_0000,
         mask: 0xffff_0000,
         node_port: 6000,
-        lease4: "198.19.128.2".parse().unwrap(),
+        lease4: Some("198.19.128.2".parse().unwrap()),
         lease6: Some("fd00:5b::2".parse().unwrap()),
         lockdown,
         lan: vec![p("192.168.1.0/24"), p("fe80::/10")],
