@@ -1,6 +1,6 @@
-//! The VPN over the mesh in namespaces (root only; docs/design/vpn-plan.md §3): for now the
-//! topology of `tests/netns/vpn.rs` itself, checked without any node, so that it is known
-//! to work before a VPN test relies on it.
+//! The VPN over the mesh in namespaces (root only; docs/design/vpn-plan.md §3): the
+//! topology of `tests/netns/vpn.rs` itself, checked without any node, and the VPN's
+//! scenarios on it, each under a leak watch on the client's physical link.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,6 +17,7 @@ use std::process::Stdio;
 use netns::vpn::*;
 use netns::{ip, python3, skip_unless_root};
 use sha2::{Digest, Sha256};
+use skywire_control::demo::leak::{LeakReport, LeakRules, LeakWatch};
 
 /// Send `payload` to the UDP echo at `address` port 7 from host `host`: its answer.
 fn udp_echo(lab: &VpnLab, host: &str, address: &str, payload: &str) -> String {
@@ -161,4 +162,245 @@ fn vpn_topology_carries_plain_traffic() {
     }
     let out = lab.topo.output(C, "getent", &["hosts", "nowhere.example"]);
     assert!(!out.status.success());
+}
+
+/// What the VPN may change in a host, as text: rules, routes of every table, nftables,
+/// the sysctls it touches, and resolv.conf.
+fn snapshot(lab: &VpnLab, host: &str) -> String {
+    let ns = lab.topo.ns(host);
+    let mut text = String::new();
+    for family in ["-4", "-6"] {
+        text.push_str(&ip(&["-n", &ns, family, "rule", "show"]));
+        let routes = ip(&["-n", &ns, family, "route", "show", "table", "all"]);
+        // The kernel's own entries for the TUN device's link-local and multicast come and
+        // go with traffic; compare what a program adds.
+        for line in routes
+            .lines()
+            .filter(|l| !l.contains("fe80::") && !l.starts_with("multicast"))
+        {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    let nft = lab.topo.output(host, "nft", &["list", "ruleset"]);
+    text.push_str(&String::from_utf8_lossy(&nft.stdout));
+    for key in [
+        "net.ipv4.conf.all.src_valid_mark",
+        "net.ipv4.conf.all.forwarding",
+        "net.ipv4.conf.x-wan.forwarding",
+        "net.ipv6.conf.all.forwarding",
+    ] {
+        let out = lab.topo.output(host, "sysctl", &["-n", key]);
+        text.push_str(&format!("{key}={}", String::from_utf8_lossy(&out.stdout)));
+    }
+    let out = lab.topo.output(host, "cat", &["/etc/resolv.conf"]);
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    text
+}
+
+/// The exit's nftables counters, by name (packets).
+fn exit_counters(lab: &VpnLab, mesh: &VpnMesh) -> std::collections::BTreeMap<String, u64> {
+    let (code, out, err) = VpnMesh::vpn(lab, &mesh.x, &["exit", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    status["counters"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v[0].as_u64().unwrap()))
+        .collect()
+}
+
+/// The client's `vpn status --json`.
+fn client_status(lab: &VpnLab, node: &netns::Node) -> serde_json::Value {
+    let (_, out, _) = VpnMesh::vpn(lab, node, &["status", "--json"]);
+    serde_json::from_str(&out).unwrap()
+}
+
+fn marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("SKYWIRE-LEAK-{nanos:08x}")
+}
+
+/// A leak watch on c's physical link: only the mesh's UDP between c and x may cross it.
+fn watch(lab: &VpnLab, marker: &str) -> LeakWatch {
+    LeakWatch::start(
+        &lab.topo.ns(C),
+        C_WAN_IF,
+        LeakRules {
+            udp: vec![(C_LISTEN.parse().unwrap(), X_LISTEN.parse().unwrap())],
+            marker: marker.as_bytes().to_vec(),
+        },
+    )
+    .unwrap()
+}
+
+fn assert_clean(report: &LeakReport, scenario: &str) {
+    eprintln!("{scenario}: c-wan: {report}");
+    assert!(report.clean(), "{scenario}: the physical link saw {report}");
+    assert!(
+        report.allowed > 0,
+        "{scenario}: no mesh traffic at all: {report}"
+    );
+}
+
+#[test]
+fn vpn_egress_dns_protections_and_teardown() {
+    if !skip_unless_root("vpn_egress_dns_protections_and_teardown") {
+        return;
+    }
+    let mut lab = VpnLab::build();
+    lab.start_services();
+    // c's own resolver before the VPN: the ISP's (there is none: a query that leaked
+    // would show on the link).
+    lab.topo
+        .etc_file(C, "resolv.conf", &format!("nameserver {ISP_C4}\n"));
+    let mut mesh = VpnMesh::start(&lab, "", "");
+    let before_x = snapshot(&lab, X);
+    mesh.start_exit(&lab);
+    let before_c = snapshot(&lab, C);
+    let marker = marker();
+    let leaks = watch(&lab, &marker);
+
+    // Up.
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["up"]);
+    assert_eq!(code, 0, "vpn up: {out}{err}");
+    assert!(out.contains("connected through"), "{out}");
+    let status = client_status(&lab, &mesh.c);
+    assert_eq!(status["running"], true, "{status}");
+    assert_eq!(status["state"]["phase"], "connected", "{status}");
+    let lease4 = status["state"]["lease"]["ipv4"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(lease4.starts_with("198.19.128."), "{status}");
+
+    // 1. Egress: the internet sees the exit, in both families; the marker crosses only
+    // inside the tunnel.
+    let web4 = VpnLab::url(WEB4, 80, "/ip");
+    let web6 = VpnLab::url(WEB6, 80, "/ip");
+    assert_eq!(lab.curl(C, &[&web4]), (0, X_WAN4.to_owned(), String::new()));
+    assert_eq!(lab.curl(C, &[&web6]), (0, X_WAN6.to_owned(), String::new()));
+    let body = format!("{marker} ").repeat(100);
+    let (code, digest, err) = lab.curl(
+        C,
+        &["--data-binary", &body, &VpnLab::url(WEB4, 80, "/sha256")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(digest, hex(&Sha256::digest(body.as_bytes())));
+    assert_eq!(
+        udp_echo(&lab, C, WEB4, &marker),
+        format!("{X_WAN4} {marker}")
+    );
+    assert_eq!(
+        udp_echo(&lab, C, WEB6, &marker),
+        format!("{X_WAN6} {marker}")
+    );
+
+    // 2. DNS: the exit's resolvers, reached through the tunnel.
+    let resolv = lab.topo.output(C, "cat", &["/etc/resolv.conf"]);
+    let resolv = String::from_utf8_lossy(&resolv.stdout).into_owned();
+    assert!(
+        resolv.contains(&format!("nameserver {DNS4}"))
+            && resolv.contains(&format!("nameserver {DNS6}")),
+        "{resolv}"
+    );
+    let out = lab.topo.output(C, "getent", &["ahosts", "echo.test"]);
+    assert!(out.status.success(), "getent: {out:?}");
+    let queries = lab.dns_queries();
+    assert!(!queries.is_empty());
+    for (source, name, _) in &queries {
+        assert!(
+            source == X_WAN4 || source == X_WAN6,
+            "{source} asked for {name}"
+        );
+    }
+
+    // 6. TunnelVision: a more specific route through the ISP (a DHCP option 121) does not
+    // take the traffic out of the tunnel.
+    let c_ns = lab.topo.ns(C);
+    ip(&["-n", &c_ns, "route", "add", "198.18.9.0/25", "via", ISP_C4]);
+    ip(&[
+        "-n",
+        &c_ns,
+        "-6",
+        "route",
+        "add",
+        "fd00:9::/80",
+        "via",
+        ISP_C6,
+    ]);
+    assert_eq!(lab.curl(C, &[&web4]), (0, X_WAN4.to_owned(), String::new()));
+    assert_eq!(lab.curl(C, &[&web6]), (0, X_WAN6.to_owned(), String::new()));
+    ip(&["-n", &c_ns, "route", "del", "198.18.9.0/25", "via", ISP_C4]);
+    ip(&[
+        "-n",
+        &c_ns,
+        "-6",
+        "route",
+        "del",
+        "fd00:9::/80",
+        "via",
+        ISP_C6,
+    ]);
+
+    // 8. ServerIP: the first hop's own address goes through the tunnel, where the exit
+    // refuses its own services to clients.
+    let counters = exit_counters(&lab, &mesh);
+    let own = VpnLab::url(X_WAN4, EXIT_OWN_PORT, "/");
+    let (code, body, _) = lab.curl(C, &["--max-time", "2", &own]);
+    assert_ne!(code, 0, "a client reached the exit's own service: {body}");
+    // 9. The exit's LAN, its metadata address and its own addresses are not the clients'.
+    for url in [
+        VpnLab::url(XLAN4, 80, "/"),
+        VpnLab::url(XLAN6, 80, "/"),
+        VpnLab::url(METADATA4, 80, "/"),
+    ] {
+        let (code, body, _) = lab.curl(C, &["--max-time", "2", &url]);
+        assert_ne!(code, 0, "a client reached {url}: {body}");
+    }
+    let after = exit_counters(&lab, &mesh);
+    assert!(
+        after["exit_services"] > counters["exit_services"],
+        "{after:?}"
+    );
+    assert!(
+        after["local_denied"] > counters["local_denied"],
+        "{after:?}"
+    );
+
+    // Clients cannot reach each other.
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c2, &["up"]);
+    assert_eq!(code, 0, "c2: vpn up: {out}{err}");
+    let lease_c2 = client_status(&lab, &mesh.c2)["state"]["lease"]["ipv4"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(lease_c2, lease4, "two clients got one address");
+    assert_eq!(lab.topo.ping(C, &lease4, &lease_c2, 2), 0);
+    let after2 = exit_counters(&lab, &mesh);
+    eprintln!("exit counters: {after2:?}");
+    assert!(
+        after2["client_to_client"] > after["client_to_client"],
+        "{after2:?}"
+    );
+    let (code, _, err) = VpnMesh::vpn(&lab, &mesh.c2, &["down"]);
+    assert_eq!(code, 0, "c2: vpn down: {err}");
+
+    // 12. Down: c is as it was (routes, rules, nftables, sysctls, resolv.conf).
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["down"]);
+    assert_eq!(code, 0, "vpn down: {out}{err}");
+    let status = client_status(&lab, &mesh.c);
+    assert_eq!(status["running"], false, "{status}");
+    assert_eq!(snapshot(&lab, C), before_c, "c after vpn down");
+    let report = leaks.finish().unwrap();
+    assert_clean(&report, "egress, DNS, TunnelVision, ServerIP, protections");
+
+    // The exit's stop restores x.
+    mesh.stop_exit();
+    assert_eq!(snapshot(&lab, X), before_x, "x after the exit stopped");
+    drop(mesh);
 }

@@ -32,7 +32,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::managed::management_network;
-use super::{Proc, Topology, ip, outcome};
+use super::{Node, Proc, Topology, addr, ip, outcome, route, tun, wait_until};
+use crate::common::skywire_binary;
 
 // Each test binary uses only part of this module.
 #[allow(unused_imports)]
@@ -326,5 +327,154 @@ impl VpnLab {
         } else {
             format!("http://{address}:{port}{path}")
         }
+    }
+}
+
+/// The mesh addresses of the plan: c .1, c2 .2, x .3 (IPv4 /24 and IPv6 /64 on `sw0`).
+pub(crate) fn mesh_addresses(n: u8) -> [String; 2] {
+    [format!("198.19.77.{n}/24"), format!("fd00:77::{n}/64")]
+}
+
+/// Nodes c, c2 and x with static routes c - x and c2 - x (no relays), and the exit's and
+/// the clients' `vpn:` sections appended to their configs; the exit app is started by
+/// [`VpnMesh::start_exit`], the client by `skywire vpn up` in the tests.
+pub(crate) struct VpnMesh {
+    /// The exit app.
+    pub(crate) exit_app: Option<Proc>,
+    pub(crate) c: Node,
+    pub(crate) c2: Node,
+    pub(crate) x: Node,
+}
+
+impl VpnMesh {
+    /// Configure and start the three nodes; `exit_extra` is added to `vpn.exit` (YAML
+    /// lines indented by four spaces), `client_extra` to each `vpn.client`.
+    pub(crate) fn start(lab: &VpnLab, exit_extra: &str, client_extra: &str) -> Self {
+        let mut c = Node::new(&lab.topo, C, "node-c");
+        let mut c2 = Node::new(&lab.topo, C2, "node-c2");
+        let mut x = Node::new(&lab.topo, X, "node-x");
+        let host = |n: u8| [format!("198.19.77.{n}/32"), format!("fd00:77::{n}/128")];
+        let prefixes = |n: u8| host(n);
+        // c - x: x takes 100 from c, c takes 200 from x; c2 - x: 101 and 201.
+        for (client, n, listen, (to_x, from_x)) in [
+            (&c, 1u8, C_LISTEN, (100, 200)),
+            (&c2, 2, C2_LISTEN, (101, 201)),
+        ] {
+            let xk = x.key();
+            client.configure(|s| {
+                s.listen = addr(listen);
+                let a = mesh_addresses(n);
+                s.tun = Some(tun("sw0", &[&a[0], &a[1]]));
+                let p = prefixes(3);
+                s.routes = vec![route(
+                    "to-x",
+                    xk,
+                    &[&p[0], &p[1]],
+                    X_LISTEN,
+                    (to_x, from_x, to_x),
+                    X_LISTEN,
+                )];
+            });
+        }
+        let (ck, c2k) = (c.key(), c2.key());
+        x.configure(|s| {
+            s.listen = addr(X_LISTEN);
+            let a = mesh_addresses(3);
+            s.tun = Some(tun("sw0", &[&a[0], &a[1]]));
+            let (p1, p2) = (prefixes(1), prefixes(2));
+            s.routes = vec![
+                route(
+                    "to-c",
+                    ck,
+                    &[&p1[0], &p1[1]],
+                    C_LISTEN,
+                    (200, 100, 200),
+                    C_LISTEN,
+                ),
+                route(
+                    "to-c2",
+                    c2k,
+                    &[&p2[0], &p2[1]],
+                    C2_LISTEN,
+                    (201, 101, 201),
+                    C2_LISTEN,
+                ),
+            ];
+        });
+        let append = |node: &Node, text: String| {
+            let mut config = fs::read_to_string(node.config_path()).unwrap();
+            config.push_str(&text);
+            fs::write(node.config_path(), config).unwrap();
+        };
+        let dir = |node: &Node| node.config_path().parent().unwrap().to_owned();
+        append(
+            &x,
+            format!(
+                "vpn:\n  exit:\n    clients: [{ck}, {c2k}]\n    pool:\n      ipv4: {POOL4}\n      ipv6: {POOL6}\n    allow_lan: [{SERVICES_NET6}]\n    dns: [{DNS4}, \"{DNS6}\"]\n    uplinks: [{X_WAN_IF}]\n    state: {}\n{exit_extra}",
+                dir(&x).join("vpn-exit.json").display()
+            ),
+        );
+        let xk = x.key();
+        for client in [&c, &c2] {
+            append(
+                client,
+                format!(
+                    "vpn:\n  client:\n    exit: {xk}\n    state: {}\n{client_extra}",
+                    dir(client).join("vpn-client.json").display()
+                ),
+            );
+        }
+        for node in [&mut x, &mut c, &mut c2] {
+            node.start();
+        }
+        Self {
+            exit_app: None,
+            c,
+            c2,
+            x,
+        }
+    }
+
+    /// Start `skywire vpn exit` in x and wait until it serves.
+    pub(crate) fn start_exit(&mut self, lab: &VpnLab) {
+        let config = self.x.config_path().to_str().unwrap().to_owned();
+        let proc = lab.topo.spawn(
+            X,
+            "vpn-exit",
+            &skywire_binary(),
+            &["vpn", "exit", "--config", &config],
+        );
+        let serving = wait_until(Duration::from_secs(10), || {
+            proc.stderr().contains("serving leases")
+        });
+        assert!(serving.is_some(), "vpn exit:\n{}", proc.stderr());
+        self.exit_app = Some(proc);
+    }
+
+    /// SIGTERM the exit app and wait for it (its teardown) to finish.
+    pub(crate) fn stop_exit(&mut self) -> String {
+        let mut proc = self.exit_app.take().expect("the exit runs");
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &proc.pid().to_string()])
+            .status();
+        let status = proc.wait(Duration::from_secs(10));
+        assert!(status.success(), "vpn exit: {status}\n{}", proc.stderr());
+        proc.stderr()
+    }
+
+    /// `skywire vpn ARGS --config <node's config>` in the node's host: (code, stdout,
+    /// stderr).
+    pub(crate) fn vpn(lab: &VpnLab, node: &Node, args: &[&str]) -> (i32, String, String) {
+        let out = lab
+            .topo
+            .command(node.host(), skywire_binary())
+            .arg("vpn")
+            .args(args)
+            .arg("--config")
+            .arg(node.config_path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        outcome(&out)
     }
 }

@@ -26,6 +26,7 @@
 //! signals; it sets [`DemoOptions::interrupted`]) or run the nodes in-process (they are
 //! the real daemon, reached only through their control sockets).
 
+pub mod leak;
 pub mod loopback;
 mod sniff;
 pub mod socks;
