@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::process::Stdio;
 
 use netns::vpn::*;
-use netns::{ip, python3, skip_unless_root};
+use netns::{ip, python3, skip_unless_root, wait_until};
 use sha2::{Digest, Sha256};
 use skywire_control::demo::leak::{LeakReport, LeakRules, LeakWatch};
 
@@ -217,6 +217,12 @@ fn client_status(lab: &VpnLab, node: &netns::Node) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// The client's log (beside its state file).
+fn client_log(node: &netns::Node) -> String {
+    std::fs::read_to_string(node.config_path().parent().unwrap().join("vpn-client.log"))
+        .unwrap_or_default()
+}
+
 fn marker() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -258,7 +264,7 @@ fn vpn_egress_dns_protections_and_teardown() {
     // would show on the link).
     lab.topo
         .etc_file(C, "resolv.conf", &format!("nameserver {ISP_C4}\n"));
-    let mut mesh = VpnMesh::start(&lab, "", "");
+    let mut mesh = VpnMesh::start(&lab, POOL6, "", "");
     let before_x = snapshot(&lab, X);
     mesh.start_exit(&lab);
     let before_c = snapshot(&lab, C);
@@ -403,4 +409,154 @@ fn vpn_egress_dns_protections_and_teardown() {
     mesh.stop_exit();
     assert_eq!(snapshot(&lab, X), before_x, "x after the exit stopped");
     drop(mesh);
+}
+
+/// The lines of `ip [-6] rule` / `ip [-6] route show table 29547` in c that hold `needle`.
+fn count_lines(lab: &VpnLab, args: &[&str], needle: &str) -> usize {
+    let mut full = vec!["-n".to_owned(), lab.topo.ns(C)];
+    full.extend(args.iter().map(|a| (*a).to_owned()));
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    ip(&full).lines().filter(|l| l.contains(needle)).count()
+}
+
+/// c's kernel holds exactly one VPN set-up: one table, one rule per family, one default
+/// and one blackhole per family.
+fn assert_one_setup(lab: &VpnLab) {
+    let tables = lab.topo.output(C, "nft", &["list", "tables"]);
+    let tables = String::from_utf8_lossy(&tables.stdout).into_owned();
+    assert_eq!(tables.matches("skywire-client").count(), 1, "{tables}");
+    for family in ["-4", "-6"] {
+        assert_eq!(
+            count_lines(lab, &[family, "rule", "show"], "lookup 29547"),
+            1,
+            "{family} rules"
+        );
+        let table = ["route", "show", "table", "29547"];
+        let args: Vec<&str> = std::iter::once(family).chain(table).collect();
+        assert_eq!(
+            count_lines(lab, &args, "blackhole default"),
+            1,
+            "{family} blackhole"
+        );
+        assert_eq!(
+            count_lines(lab, &args, "default dev sw0"),
+            1,
+            "{family} default"
+        );
+    }
+}
+
+/// Wait until c's client says connected (its phase, from `vpn status --json`).
+fn wait_connected(
+    lab: &VpnLab,
+    mesh: &VpnMesh,
+    within: std::time::Duration,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let status = client_status(lab, &mesh.c);
+        if status["running"] == true && status["state"]["phase"] == "connected" {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "not connected after {within:?}: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn vpn_kill_switch_holds_when_the_exit_the_path_or_the_node_dies() {
+    if !skip_unless_root("vpn_kill_switch_holds_when_the_exit_the_path_or_the_node_dies") {
+        return;
+    }
+    use std::time::Duration;
+    let mut lab = VpnLab::build();
+    lab.start_services();
+    lab.topo
+        .etc_file(C, "resolv.conf", &format!("nameserver {ISP_C4}\n"));
+    let mut mesh = VpnMesh::start(&lab, POOL6, "", "");
+    mesh.start_exit(&lab);
+    let before_c = snapshot(&lab, C);
+    let marker = marker();
+    let web4 = VpnLab::url(WEB4, 80, "/ip");
+    let echo = VpnLab::url(WEB4, 80, "/sha256");
+    // A request that carries the marker; its outcome.
+    let request = |lab: &VpnLab| {
+        let (code, _, err) = lab.curl(C, &["--max-time", "2", "--data-binary", &marker, &echo]);
+        if code != 0 {
+            eprintln!("request: {code} {err}");
+        }
+        code
+    };
+
+    let leaks = watch(&lab, &marker);
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["up", "--lockdown"]);
+    assert_eq!(code, 0, "vpn up --lockdown: {out}{err}");
+    assert_eq!(lab.curl(C, &[&web4]), (0, X_WAN4.to_owned(), String::new()));
+    assert_one_setup(&lab);
+
+    // (a) The exit's app and node die: requests fail, nothing leaks. Back, the client
+    // reconnects (to the same address: the exit kept its leases).
+    let lease = client_status(&lab, &mesh.c)["state"]["lease"]["ipv4"].clone();
+    drop(mesh.exit_app.take());
+    mesh.x.kill9();
+    assert_ne!(request(&lab), 0, "a request went out with the exit dead");
+    mesh.x.restart();
+    mesh.start_exit(&lab);
+    let took = wait_until(Duration::from_secs(40), || request(&lab) == 0);
+    assert!(
+        took.is_some(),
+        "no traffic after the exit came back: {}\nclient log:\n{}\nexit:\n{}\nx status:\n{}\nc status:\n{}",
+        client_status(&lab, &mesh.c),
+        client_log(&mesh.c),
+        mesh.exit_app.as_ref().unwrap().stderr(),
+        mesh.x.status_text(),
+        mesh.c.status_text(),
+    );
+    wait_connected(&lab, &mesh, Duration::from_secs(40));
+    assert_eq!(
+        client_status(&lab, &mesh.c)["state"]["lease"]["ipv4"],
+        lease
+    );
+    eprintln!("(a) back through the restarted exit after {took:?}");
+
+    // (b) The ISP drops the mesh's UDP: requests fail, nothing leaks.
+    for command in [
+        "add table inet cut",
+        "add chain inet cut f { type filter hook forward priority 0; }",
+        "add rule inet cut f udp dport 6000 drop",
+        "add rule inet cut f udp sport 6000 drop",
+    ] {
+        let out = lab.topo.output(ISP, "nft", &[command]);
+        assert!(out.status.success(), "nft {command}: {out:?}");
+    }
+    assert_ne!(request(&lab), 0, "a request went out with the path cut");
+    let out = lab.topo.output(ISP, "nft", &["delete table inet cut"]);
+    assert!(out.status.success(), "{out:?}");
+    let took = wait_until(Duration::from_secs(40), || request(&lab) == 0);
+    assert!(took.is_some(), "no traffic after the path came back");
+
+    // (c) kill -9 of c's own node: the TUN device goes, the kernel keeps the table, the
+    // rules and the kill switch: requests fail. Restarted, the client reconnects by itself.
+    mesh.c.kill9();
+    assert_ne!(request(&lab), 0, "a request went out with the node dead");
+    let (code, _, _) = lab.curl(C, &["--max-time", "2", &VpnLab::url(WEB6, 80, "/ip")]);
+    assert_ne!(code, 0, "IPv6 went out with the node dead");
+    mesh.c.restart();
+    let took = wait_connected(&lab, &mesh, Duration::from_secs(10));
+    eprintln!("(c) connected {took:?} after the node's restart");
+    let took = wait_until(Duration::from_secs(10), || request(&lab) == 0);
+    assert!(took.is_some(), "no traffic after the node came back");
+    assert_eq!(lab.curl(C, &[&web4]), (0, X_WAN4.to_owned(), String::new()));
+    assert_one_setup(&lab);
+
+    let report = leaks.finish().unwrap();
+    assert_clean(&report, "kill switch");
+
+    // Down removes the kill switch (it was asked for with --lockdown, not configured).
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["down"]);
+    assert_eq!(code, 0, "vpn down: {out}{err}");
+    assert_eq!(snapshot(&lab, C), before_c, "c after vpn down");
 }

@@ -33,6 +33,50 @@ pub struct LeakRules {
     pub marker: Vec<u8>,
 }
 
+impl LeakRules {
+    /// Whether the UDP flow `from` -> `to` is allowed, either direction.
+    fn allows_udp(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        self.udp
+            .iter()
+            .any(|&(a, b)| (from, to) == (a, b) || (from, to) == (b, a))
+    }
+
+    /// Whether an ICMP error's quoted packet (its IP header and the first bytes of its
+    /// UDP header) is of an allowed UDP flow.
+    fn quotes_mesh_udp(&self, quoted: &[u8]) -> bool {
+        let Ok(packet) = LaxSlicedPacket::from_ip(quoted) else {
+            return false;
+        };
+        let (src, dst) = match &packet.net {
+            Some(LaxNetSlice::Ipv4(ip)) => (
+                IpAddr::V4(ip.header().source_addr()),
+                IpAddr::V4(ip.header().destination_addr()),
+            ),
+            Some(LaxNetSlice::Ipv6(ip)) => (
+                IpAddr::V6(ip.header().source_addr()),
+                IpAddr::V6(ip.header().destination_addr()),
+            ),
+            _ => return false,
+        };
+        // The quote holds at least the UDP ports (RFC 792: 8 bytes of the datagram).
+        let Some(ports) = packet
+            .ip_payload()
+            .filter(|p| p.ip_number == etherparse::IpNumber::UDP)
+            .map(|p| p.payload)
+            .filter(|p| p.len() >= 4)
+        else {
+            return false;
+        };
+        let port = |at: usize| {
+            u16::from_be_bytes([
+                ports.get(at).copied().unwrap_or(0),
+                ports.get(at + 1).copied().unwrap_or(0),
+            ])
+        };
+        self.allows_udp(SocketAddr::new(src, port(0)), SocketAddr::new(dst, port(2)))
+    }
+}
+
 /// Where a frame belongs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -115,11 +159,7 @@ pub fn classify(frame: &[u8], rules: &LeakRules) -> Verdict {
         Some(TransportSlice::Udp(udp)) => {
             let from = SocketAddr::new(src, udp.source_port());
             let to = SocketAddr::new(dst, udp.destination_port());
-            let allowed = rules
-                .udp
-                .iter()
-                .any(|&(a, b)| (from, to) == (a, b) || (from, to) == (b, a));
-            if allowed {
+            if rules.allows_udp(from, to) {
                 Verdict::Allowed("mesh udp")
             } else {
                 Verdict::Leak(format!("UDP {from} -> {to}"))
@@ -129,6 +169,8 @@ pub fn classify(frame: &[u8], rules: &LeakRules) -> Verdict {
             let kind = icmp.type_u8();
             if matches!(kind, 133..=136 | 143) {
                 Verdict::Allowed("neighbour discovery")
+            } else if matches!(kind, 1..=4) && rules.quotes_mesh_udp(icmp.payload()) {
+                Verdict::Allowed("an error about mesh udp")
             } else {
                 Verdict::Leak(format!("ICMPv6 type {kind} {src} -> {dst}"))
             }
@@ -139,7 +181,14 @@ pub fn classify(frame: &[u8], rules: &LeakRules) -> Verdict {
             SocketAddr::new(dst, tcp.destination_port())
         )),
         Some(TransportSlice::Icmpv4(icmp)) => {
-            Verdict::Leak(format!("ICMP type {} {src} -> {dst}", icmp.type_u8()))
+            let kind = icmp.type_u8();
+            // Destination unreachable, time exceeded, parameter problem: the network's
+            // answer to a packet that crossed the link, allowed when that packet was.
+            if matches!(kind, 3 | 11 | 12) && rules.quotes_mesh_udp(icmp.payload()) {
+                Verdict::Allowed("an error about mesh udp")
+            } else {
+                Verdict::Leak(format!("ICMP type {kind} {src} -> {dst}"))
+            }
         }
         _ => Verdict::Leak(format!("IP {src} -> {dst}")),
     }
@@ -274,5 +323,26 @@ mod tests {
         ));
         assert!(!holds(&mesh_out, &rules.marker));
         assert!(matches!(classify(&[0u8; 5], &rules), Verdict::Leak(_)));
+        // Port unreachable about the mesh's own datagram (the exit's node was down):
+        // allowed; about another datagram: a leak.
+        let unreachable = |quoted: &[u8]| {
+            let ip_only = &quoted[14..14 + 28];
+            let builder = PacketBuilder::ethernet2([2; 6], [1; 6])
+                .ipv4([198, 18, 4, 2], [198, 18, 1, 2], 64)
+                .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                    etherparse::icmpv4::DestUnreachableHeader::Port,
+                ));
+            let mut out = Vec::new();
+            builder.write(&mut out, ip_only).unwrap();
+            out
+        };
+        assert_eq!(
+            classify(&unreachable(&mesh_out), &rules),
+            Verdict::Allowed("an error about mesh udp")
+        );
+        assert!(matches!(
+            classify(&unreachable(&dns), &rules),
+            Verdict::Leak(_)
+        ));
     }
 }

@@ -18,9 +18,10 @@
 //! 6. The nftables table (marks for the reverse path filter, the kill switch with the
 //!    leased addresses), `src_valid_mark`, the leased addresses on the TUN device, the
 //!    table and rules of [`super::routing`], then DNS ([`super::dns`]).
-//! 7. **Connected**: keepalives every 25 s. When the stream, the node or the exit goes, the
-//!    client is `reconnecting`: the kernel state stays as it is (the blackholes close the
-//!    table when the TUN device goes) and it starts again at 3.
+//! 7. **Connected**: keepalives every 10 s (a dead exit is noticed within 35 s, a
+//!    restarted one at the next keepalive, which its stack resets). When the stream, the
+//!    node or the exit goes, the client is `reconnecting`: the kernel state stays as it is
+//!    (the blackholes close the table when the TUN device goes) and it starts again at 3.
 //!
 //! SIGINT or SIGTERM (`skywire vpn down`) releases the lease and undoes everything in the
 //! reverse order ([`teardown`]). The kill switch stays when it was configured
@@ -52,9 +53,9 @@ use crate::node::ctl::client::{CtlError, request, request_status};
 use crate::node::ctl::protocol::{Op, StatusReply};
 
 /// Between keepalives on the lease stream.
-pub const KEEPALIVE: Duration = Duration::from_secs(25);
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
 /// No answer for this long ends the stream.
-const SILENCE: Duration = Duration::from_secs(80);
+const SILENCE: Duration = Duration::from_secs(35);
 /// How long to wait for the stream to the exit.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the node's control socket.

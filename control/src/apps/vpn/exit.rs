@@ -55,8 +55,8 @@ use crate::node::ctl::protocol::Op;
 
 /// How long a client may take to ask for its lease.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
-/// A lease stream silent this long (three keepalives missed) is over.
-const SILENCE: Duration = Duration::from_secs(80);
+/// A lease stream silent this long (three of the client's keepalives missed) is over.
+const SILENCE: Duration = Duration::from_secs(35);
 /// How long to wait for the node's control socket.
 const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Between looks at the node while it is away, and at expired leases.

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! client -> exit   {"v":1,"op":"lease"}       take (or take back) this key's lease
-//!                  {"v":1,"op":"keepalive"}   every 25 s; answered with the same line
+//!                  {"v":1,"op":"keepalive"}   every 10 s; answered with the same line
 //!                  {"v":1,"op":"release"}     free the lease now (on `vpn down`)
 //! exit -> client   {"v":1,"ok":{"ipv4":"198.19.128.2","ipv6":"fd00:5b::2","dns":["198.18.9.53"],"mtu":1420}}
 //!                  {"v":1,"ok":{"ipv4":"198.19.128.2","ipv6":null,"dns":[],"mtu":1420}}
