@@ -264,7 +264,7 @@ fn vpn_egress_dns_protections_and_teardown() {
     // would show on the link).
     lab.topo
         .etc_file(C, "resolv.conf", &format!("nameserver {ISP_C4}\n"));
-    let mut mesh = VpnMesh::start(&lab, POOL6, "", "");
+    let mut mesh = VpnMesh::start(&lab, (POOL4, POOL6), "", "");
     let before_x = snapshot(&lab, X);
     mesh.start_exit(&lab);
     let before_c = snapshot(&lab, C);
@@ -476,7 +476,7 @@ fn vpn_kill_switch_holds_when_the_exit_the_path_or_the_node_dies() {
     lab.start_services();
     lab.topo
         .etc_file(C, "resolv.conf", &format!("nameserver {ISP_C4}\n"));
-    let mut mesh = VpnMesh::start(&lab, POOL6, "", "");
+    let mut mesh = VpnMesh::start(&lab, (POOL4, POOL6), "", "");
     mesh.start_exit(&lab);
     let before_c = snapshot(&lab, C);
     let marker = marker();
@@ -559,4 +559,179 @@ fn vpn_kill_switch_holds_when_the_exit_the_path_or_the_node_dies() {
     let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["down"]);
     assert_eq!(code, 0, "vpn down: {out}{err}");
     assert_eq!(snapshot(&lab, C), before_c, "c after vpn down");
+}
+
+#[test]
+fn vpn_ipv4_only_exit_blocks_ipv6_and_allow_lan_opens_only_the_lan() {
+    if !skip_unless_root("vpn_ipv4_only_exit_blocks_ipv6_and_allow_lan_opens_only_the_lan") {
+        return;
+    }
+    let mut lab = VpnLab::build();
+    lab.start_services();
+    let mut mesh = VpnMesh::start(
+        &lab,
+        (POOL4, "none"),
+        "",
+        &format!("    lan_ranges: [{C_LAN_NET}]\n"),
+    );
+    mesh.start_exit(&lab);
+    // LocalNet: a "local" network that is really the internet's (a hostile network hands
+    // out 198.18.9.77/24, the echo server's network).
+    let c_ns = lab.topo.ns(C);
+    ip(&[
+        "-n",
+        &c_ns,
+        "addr",
+        "add",
+        "198.18.9.77/24",
+        "dev",
+        C_WAN_IF,
+    ]);
+    let marker = marker();
+    let leaks = watch(&lab, &marker);
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["up", "--allow-lan"]);
+    assert_eq!(code, 0, "vpn up --allow-lan: {out}{err}");
+    let status = client_status(&lab, &mesh.c);
+    assert!(status["state"]["lease"]["ipv6"].is_null(), "{status}");
+    assert_eq!(
+        status["state"]["lan"],
+        serde_json::json!([C_LAN_NET]),
+        "{status}"
+    );
+
+    // 3. IPv6 through an IPv4-only exit: refused at once, nothing on the link.
+    let started = std::time::Instant::now();
+    let (code, _, err) = lab.curl(C, &["--max-time", "3", &VpnLab::url(WEB6, 80, "/ip")]);
+    assert_eq!(code, 7, "IPv6 with an IPv4-only exit: {err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(lab.topo.ping(C, C_WAN6, WEB6, 1), 0);
+
+    // 7. The internet's "local" network still goes through the exit; the real LAN
+    // (inside lan_ranges, on-link) does not.
+    let (code, body, err) = lab.curl(C, &[&VpnLab::url(WEB4, 80, "/ip")]);
+    assert_eq!((code, body.as_str()), (0, X_WAN4), "{err}");
+    assert_eq!(
+        lab.topo.ping(C, C_LAN4, CLAN4, 2),
+        2,
+        "the LAN with --allow-lan"
+    );
+    let (code, _, err) = lab.curl(
+        C,
+        &["--data-binary", &marker, &VpnLab::url(WEB4, 80, "/sha256")],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    // 9. A client that sends from an address it was not leased: dropped at the exit and
+    // counted, never forwarded.
+    let before = source_not_allowed(&mesh);
+    let spoof = "import socket,struct,sys\n\
+        src=socket.inet_aton('198.19.128.99'); dst=socket.inet_aton(sys.argv[1])\n\
+        data=sys.argv[2].encode(); udp=struct.pack('!HHHH',40000,7,8+len(data),0)+data\n\
+        ip=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(udp),1,0,64,17,0,src,dst)\n\
+        s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n\
+        [s.sendto(ip+udp,(sys.argv[1],0)) for _ in range(5)]";
+    let out = lab
+        .topo
+        .command(C, python3())
+        .args(["-c", spoof, WEB4, &marker])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let counted = netns::wait_until(std::time::Duration::from_secs(3), || {
+        source_not_allowed(&mesh) >= before + 5
+    });
+    assert!(
+        counted.is_some(),
+        "spoofed packets not counted: {}",
+        source_not_allowed(&mesh)
+    );
+
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["down"]);
+    assert_eq!(code, 0, "vpn down: {out}{err}");
+    let report = leaks.finish().unwrap();
+    assert_clean(&report, "IPv4-only exit, allow-lan, spoofing");
+}
+
+/// `source not allowed` at x's route end to c.
+fn source_not_allowed(mesh: &VpnMesh) -> u64 {
+    let status = mesh.x.status_json();
+    let end = status
+        .routes
+        .iter()
+        .find(|r| r.peer == mesh.c.key())
+        .expect("x has a route end to c");
+    end.drops
+        .0
+        .iter()
+        .find(|(name, _)| name == "source not allowed")
+        .map_or(0, |(_, n)| *n)
+}
+
+#[test]
+fn vpn_pool_is_never_exhausted_by_cycles() {
+    if !skip_unless_root("vpn_pool_is_never_exhausted_by_cycles") {
+        return;
+    }
+    use skywire_control::apps::vpn::proto::{self, Reply, Request};
+    use skywire_control::node::apps::AppClient;
+    use std::io::{BufRead, BufReader, Write};
+    let lab = VpnLab::build();
+    // A /29: five addresses to lease (.2 to .6).
+    let mut mesh = VpnMesh::start(&lab, ("198.19.128.0/29", "none"), "", "");
+    mesh.start_exit(&lab);
+    let x = mesh.x.key();
+    let clients = [&mesh.c, &mesh.c2].map(|node| {
+        let config = skywire_control::config::Config::load(node.config_path()).unwrap();
+        (node.key(), AppClient::new(config.node.app_socket()))
+    });
+    let mut held: [Option<std::net::Ipv4Addr>; 2] = [None, None];
+    for i in 0..1000 {
+        let k = i % 2;
+        let (_, app) = &clients[k];
+        let mut stream = app.dial(x, 44, std::time::Duration::from_secs(5)).unwrap();
+        stream
+            .write_all(&proto::encode_request(Request::Lease))
+            .unwrap();
+        let mut line = Vec::new();
+        let mut reader = BufReader::new(stream);
+        reader.read_until(b'\n', &mut line).unwrap();
+        let Reply::Granted(lease) = proto::decode_reply(&line).unwrap() else {
+            panic!("cycle {i}: {}", String::from_utf8_lossy(&line));
+        };
+        let other = held[1 - k];
+        assert_ne!(
+            Some(lease.ipv4),
+            other,
+            "cycle {i}: one address for two keys"
+        );
+        let mut stream = reader.into_inner();
+        // Every other cycle of each key releases; the rest just go (a crash), keeping the
+        // address for the key in its grace.
+        if (i / 2) % 2 == 0 {
+            stream
+                .write_all(&proto::encode_request(Request::Release))
+                .unwrap();
+            held[k] = None;
+        } else {
+            held[k] = Some(lease.ipv4);
+        }
+        drop(stream);
+    }
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.x, &["exit", "status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(status["leases"].as_array().unwrap().len() <= 2, "{status}");
+    // Full up/down cycles leave nothing behind.
+    let before = snapshot(&lab, C);
+    for cycle in 0..5 {
+        let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["up"]);
+        assert_eq!(code, 0, "cycle {cycle}: vpn up: {out}{err}");
+        let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["down"]);
+        assert_eq!(code, 0, "cycle {cycle}: vpn down: {out}{err}");
+    }
+    assert_eq!(snapshot(&lab, C), before);
 }

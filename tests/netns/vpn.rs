@@ -347,10 +347,15 @@ pub(crate) struct VpnMesh {
 }
 
 impl VpnMesh {
-    /// Configure and start the three nodes; the exit's IPv6 pool is `pool6` (`none` for
-    /// an IPv4-only exit), `exit_extra` is added to `vpn.exit` (YAML lines indented by four
-    /// spaces), `client_extra` to each `vpn.client`.
-    pub(crate) fn start(lab: &VpnLab, pool6: &str, exit_extra: &str, client_extra: &str) -> Self {
+    /// Configure and start the three nodes; the exit's pools are `pool4` and `pool6`
+    /// (`none` for an IPv4-only exit), `exit_extra` is added to `vpn.exit` (YAML lines
+    /// indented by four spaces), `client_extra` to each `vpn.client`.
+    pub(crate) fn start(
+        lab: &VpnLab,
+        (pool4, pool6): (&str, &str),
+        exit_extra: &str,
+        client_extra: &str,
+    ) -> Self {
         let mut c = Node::new(&lab.topo, C, "node-c");
         let mut c2 = Node::new(&lab.topo, C2, "node-c2");
         let mut x = Node::new(&lab.topo, X, "node-x");
@@ -411,7 +416,7 @@ impl VpnMesh {
         append(
             &x,
             format!(
-                "vpn:\n  exit:\n    clients: [{ck}, {c2k}]\n    pool:\n      ipv4: {POOL4}\n      ipv6: {pool6}\n    allow_lan: [{SERVICES_NET6}]\n    dns: [{DNS4}, \"{DNS6}\"]\n    uplinks: [{X_WAN_IF}]\n    state: {}\n{exit_extra}",
+                "vpn:\n  exit:\n    clients: [{ck}, {c2k}]\n    pool:\n      ipv4: {pool4}\n      ipv6: {pool6}\n    allow_lan: [{SERVICES_NET6}]\n    dns: [{DNS4}, \"{DNS6}\"]\n    uplinks: [{X_WAN_IF}]\n    state: {}\n{exit_extra}",
                 dir(&x).join("vpn-exit.json").display()
             ),
         );
