@@ -270,6 +270,16 @@ fn vpn_egress_dns_protections_and_teardown() {
     let before_c = snapshot(&lab, C);
     let marker = marker();
     let leaks = watch(&lab, &marker);
+    // The control: on the exit's uplink the marker is in clear (the watch can see it).
+    let uplink = LeakWatch::start(
+        &lab.topo.ns(X),
+        X_WAN_IF,
+        LeakRules {
+            udp: Vec::new(),
+            marker: marker.as_bytes().to_vec(),
+        },
+    )
+    .unwrap();
 
     // Up.
     let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["up"]);
@@ -324,6 +334,56 @@ fn vpn_egress_dns_protections_and_teardown() {
             "{source} asked for {name}"
         );
     }
+
+    // 10. MTU: a 100 MB download and a 4 KB upload, checksummed; `ping -M do` fits the
+    // TUN device's MTU (1420) exactly.
+    let blob = lab
+        .topo
+        .command(C, "sh")
+        .args([
+            "-c",
+            &format!(
+                "curl -s --max-time 60 '{}' | sha256sum",
+                VpnLab::url(WEB4, 80, "/blob?size=100M&seed=14")
+            ),
+        ])
+        .output()
+        .unwrap();
+    let (_, expected, _) = lab.curl(
+        C,
+        &[
+            "--max-time",
+            "30",
+            &VpnLab::url(WEB4, 80, "/blob-sha256?size=100M&seed=14"),
+        ],
+    );
+    assert_eq!(expected.len(), 64, "{expected}");
+    assert!(
+        String::from_utf8_lossy(&blob.stdout).starts_with(&expected),
+        "100 MB through the exit: {blob:?}"
+    );
+    let upload = format!("{marker}.").repeat(4096 / (marker.len() + 1) + 1);
+    let (code, digest, err) = lab.curl(
+        C,
+        &["--data-binary", &upload, &VpnLab::url(WEB6, 80, "/sha256")],
+    );
+    assert_eq!(
+        (code, digest),
+        (0, hex(&Sha256::digest(upload.as_bytes()))),
+        "{err}"
+    );
+    let ping = |size: &str| {
+        lab.topo
+            .output(
+                C,
+                "ping",
+                &["-M", "do", "-s", size, "-c", "1", "-W", "3", WEB4],
+            )
+            .status
+            .success()
+    };
+    assert!(ping("1392"), "a 1420-byte packet with DF set");
+    assert!(!ping("1393"), "a 1421-byte packet with DF set left");
 
     // 6. TunnelVision: a more specific route through the ISP (a DHCP option 121) does not
     // take the traffic out of the tunnel.
@@ -403,7 +463,19 @@ fn vpn_egress_dns_protections_and_teardown() {
     assert_eq!(status["running"], false, "{status}");
     assert_eq!(snapshot(&lab, C), before_c, "c after vpn down");
     let report = leaks.finish().unwrap();
-    assert_clean(&report, "egress, DNS, TunnelVision, ServerIP, protections");
+    assert_clean(
+        &report,
+        "egress, DNS, MTU, TunnelVision, ServerIP, protections",
+    );
+    let control = uplink.finish().unwrap();
+    eprintln!(
+        "x-wan (the control): {} frames, marker found {} times",
+        control.frames, control.marker_hits
+    );
+    assert!(
+        control.marker_hits > 0,
+        "the marker never crossed the exit's uplink: {control}"
+    );
 
     // The exit's stop restores x.
     mesh.stop_exit();
