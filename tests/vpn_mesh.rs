@@ -244,6 +244,58 @@ fn watch(lab: &VpnLab, marker: &str) -> LeakWatch {
     .unwrap()
 }
 
+/// tcpdump on c's physical link (a second opinion, with a real tool), writing to a file.
+struct Tcpdump {
+    proc: netns::Proc,
+    file: std::path::PathBuf,
+}
+
+impl Tcpdump {
+    fn start(lab: &VpnLab) -> Self {
+        let file = lab.topo.dir().join("c-wan.pcap");
+        let proc = lab.topo.spawn(
+            C,
+            "tcpdump",
+            std::path::Path::new("tcpdump"),
+            &["-i", C_WAN_IF, "-U", "-n", "-w", file.to_str().unwrap()],
+        );
+        let listening = wait_until(std::time::Duration::from_secs(5), || {
+            proc.stderr().contains("listening on")
+        });
+        assert!(listening.is_some(), "tcpdump: {}", proc.stderr());
+        Self { proc, file }
+    }
+
+    /// Stop it; the packets it saw that are not the mesh's UDP between c and x, ARP,
+    /// neighbour discovery or MLD, one line each.
+    fn others(mut self, lab: &VpnLab) -> Vec<String> {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.proc.pid().to_string()])
+            .status();
+        self.proc.wait(std::time::Duration::from_secs(5));
+        let filter = format!(
+            "not arp and not (udp and host {X_WAN4} and port 6000) \
+             and not (icmp6 and ip6[40] >= 133 and ip6[40] <= 136) and not (ip6 and ip6[6] == 0) \
+             and not (icmp and icmp[0] == 3 and icmp[28:2] == 6000)"
+        );
+        let all = lab
+            .topo
+            .output(C, "tcpdump", &["-r", self.file.to_str().unwrap(), "-n"]);
+        let seen = String::from_utf8_lossy(&all.stdout).lines().count();
+        assert!(seen > 0, "tcpdump saw nothing at all: {all:?}");
+        let out = lab.topo.output(
+            C,
+            "tcpdump",
+            &["-r", self.file.to_str().unwrap(), "-n", &filter],
+        );
+        assert!(out.status.success(), "tcpdump -r: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 fn assert_clean(report: &LeakReport, scenario: &str) {
     eprintln!("{scenario}: c-wan: {report}");
     assert!(report.clean(), "{scenario}: the physical link saw {report}");
@@ -270,6 +322,7 @@ fn vpn_egress_dns_protections_and_teardown() {
     let before_c = snapshot(&lab, C);
     let marker = marker();
     let leaks = watch(&lab, &marker);
+    let tcpdump = Tcpdump::start(&lab);
     // The control: on the exit's uplink the marker is in clear (the watch can see it).
     let uplink = LeakWatch::start(
         &lab.topo.ns(X),
@@ -466,6 +519,12 @@ fn vpn_egress_dns_protections_and_teardown() {
     assert_clean(
         &report,
         "egress, DNS, MTU, TunnelVision, ServerIP, protections",
+    );
+    let others = tcpdump.others(&lab);
+    assert!(
+        others.is_empty(),
+        "tcpdump saw on c-wan:\n{}",
+        others.join("\n")
     );
     let control = uplink.finish().unwrap();
     eprintln!(
