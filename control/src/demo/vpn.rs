@@ -53,9 +53,7 @@ use super::leak::{LeakReport, LeakRules, LeakWatch};
 use super::topology::route_id;
 use crate::apps::vpn::nft::CLIENT_TABLE;
 use crate::apps::vpn::state::{ClientState, Phase};
-use crate::config::{
-    ConfigFile, DEFAULT_MTU, DEFAULT_VPN_TABLE, Ipv6Pool, NodeSection, VpnConfig,
-};
+use crate::config::{ConfigFile, DEFAULT_MTU, DEFAULT_VPN_TABLE, Ipv6Pool, NodeSection, VpnConfig};
 use crate::lab::{Lab, LabOptions, LinkEnd, ProcessId, Signal, Spawn, Stopped, in_namespace};
 
 /// The client's host.
@@ -170,11 +168,7 @@ pub fn run(out: &mut dyn Write, options: &VpnDemoOptions) -> Result<VpnDemoSumma
         writeln!(out, "\nall checks passed")?;
     } else {
         let n = summary.failed.len();
-        writeln!(
-            out,
-            "\n{n} check{} failed:",
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(out, "\n{n} check{} failed:", if n == 1 { "" } else { "s" })?;
         for failure in &summary.failed {
             writeln!(out, "  - {failure}")?;
         }
@@ -311,7 +305,9 @@ impl Demo {
             "   GET /ip from c, {FETCHES} times with the marker in a header: answers {answers:?}; \
              {} of {FETCHES} in a median {}",
             times.len(),
-            times.get(times.len() / 2).map_or("-".into(), |t| millis(*t))
+            times
+                .get(times.len() / 2)
+                .map_or("-".into(), |t| millis(*t))
         )?;
         summary.check(
             times.len() == FETCHES && answers == [X_WAN4.to_string()],
@@ -431,7 +427,12 @@ impl Demo {
             )
         });
         let report = watch.finish().map_err(io_error("the capture on c-wan"))?;
-        self.judge(out, summary, report, "while c's node was dead and came back")?;
+        self.judge(
+            out,
+            summary,
+            report,
+            "while c's node was dead and came back",
+        )?;
 
         // 5. Down.
         writeln!(out, "\n5. `vpn down --unlock` in c, the exit stopped in x")?;
@@ -447,9 +448,10 @@ impl Demo {
         });
         let stopped = self.stop_exit();
         writeln!(out, "   vpn exit: {stopped}")?;
-        summary.check(stopped.starts_with("stopped on SIGTERM (exit status: 0)"), || {
-            format!("the exit app: {stopped}")
-        });
+        summary.check(
+            stopped.starts_with("stopped on SIGTERM (exit status: 0)"),
+            || format!("the exit app: {stopped}"),
+        );
         for (host, before) in [(C, before_c), (X, before_x)] {
             let after = self.snapshot(host)?;
             if after == before {
@@ -489,16 +491,25 @@ impl Demo {
             &LinkEnd::new(X, X_WAN).address(X_WAN4, 24)?,
             &LinkEnd::new(R, "r-x").address(R_X4, 24)?,
         )?;
-        self.lab
-            .ip_in(R, &["addr", "add", &format!("{}/32", WEB.ip()), "dev", "lo"])?;
+        self.lab.ip_in(
+            R,
+            &["addr", "add", &format!("{}/32", WEB.ip()), "dev", "lo"],
+        )?;
         for (host, via) in [(C, R_C4), (X, R_X4)] {
-            self.lab
-                .ip_in(host, &["route", "add", "198.18.0.0/15", "via", &via.to_string()])?;
+            self.lab.ip_in(
+                host,
+                &["route", "add", "198.18.0.0/15", "via", &via.to_string()],
+            )?;
         }
         sysctl(&self.lab, R, "net/ipv4/ip_forward", "1")?;
         // The plan's R1: the client checks the source of what it receives.
         sysctl(&self.lab, C, "net/ipv4/conf/all/rp_filter", "1")?;
-        sysctl(&self.lab, C, &format!("net/ipv4/conf/{C_WAN}/rp_filter"), "1")?;
+        sysctl(
+            &self.lab,
+            C,
+            &format!("net/ipv4/conf/{C_WAN}/rp_filter"),
+            "1",
+        )?;
         let listener = in_namespace(&self.lab.namespace(R), || TcpListener::bind(WEB))
             .and_then(|bound| bound)
             .map_err(io_error("cannot start the web server in r"))?;
