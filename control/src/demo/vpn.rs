@@ -549,6 +549,9 @@ impl Demo {
             let mut node = NodeSection::new(format!("{host}.key"));
             node.listen = SocketAddr::from((wan, PORT));
             node.control_socket = PathBuf::from(format!("{host}.sock"));
+            // In the lab's folder too (derived, it would be a folder beside it), so it goes
+            // with the folder.
+            node.apps.socket = Some(self.lab.file(format!("{host}-apps/node.sock")));
             node.tun = Some(TunSetup {
                 name: TUN.to_owned(),
                 addresses: vec![prefix(mesh, 24)],
@@ -628,6 +631,11 @@ impl Demo {
     /// `skywire vpn ARGS --config <host's config>` in `host`.
     fn vpn(&self, host: &str, args: &[&str]) -> Result<Output, DemoError> {
         self.lab.check_interrupted()?;
+        self.vpn_even_interrupted(host, args)
+    }
+
+    /// [`Self::vpn`], also after Ctrl-C (for the cleanup).
+    fn vpn_even_interrupted(&self, host: &str, args: &[&str]) -> Result<Output, DemoError> {
         self.lab
             .command(host, &self.program)
             .arg("vpn")
@@ -818,10 +826,23 @@ impl Demo {
         out: &mut dyn Write,
         summary: &mut VpnDemoSummary,
     ) -> Result<(), DemoError> {
+        writeln!(out, "\ncleanup:")?;
+        // A client the scenario did not take down (it failed or was interrupted before
+        // step 5) is stopped the way a user would, rather than killed with the namespace.
+        if self.lab.file("vpn-client.json").exists() {
+            match self.vpn_even_interrupted(C, &["down", "--unlock"]) {
+                Ok(down) => writeln!(
+                    out,
+                    "  vpn down --unlock: {}{}",
+                    String::from_utf8_lossy(&down.stdout).trim(),
+                    String::from_utf8_lossy(&down.stderr).trim()
+                )?,
+                Err(e) => writeln!(out, "  vpn down --unlock: {e}")?,
+            }
+        }
         // Its socket holds r's namespace until it is closed.
         drop(self.web.take());
         let teardown = self.lab.teardown();
-        writeln!(out, "\ncleanup:")?;
         let stopped: Vec<String> = teardown
             .processes
             .iter()
