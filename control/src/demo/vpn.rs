@@ -36,7 +36,7 @@ use core::time::Duration;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -446,12 +446,18 @@ impl Demo {
                 String::from_utf8_lossy(&down.stderr)
             )
         });
-        let stopped = self.stop_exit();
-        writeln!(out, "   vpn exit: {stopped}")?;
-        summary.check(
-            stopped.starts_with("stopped on SIGTERM (exit status: 0)"),
-            || format!("the exit app: {stopped}"),
-        );
+        match self.stop_exit() {
+            Ok(status) => {
+                writeln!(out, "   vpn exit: stopped on SIGTERM ({status})")?;
+                summary.check(status.success(), || {
+                    format!("the exit app ended with {status} on SIGTERM")
+                });
+            }
+            Err(problem) => {
+                writeln!(out, "   vpn exit: {problem}")?;
+                summary.failed.push(format!("the exit app: {problem}"));
+            }
+        }
         for (host, before) in [(C, before_c), (X, before_x)] {
             let after = self.snapshot(host)?;
             if after == before {
@@ -614,18 +620,15 @@ impl Demo {
         }
     }
 
-    /// SIGTERM the exit app and wait for its teardown: how it ended, in words.
-    fn stop_exit(&mut self) -> String {
+    /// SIGTERM the exit app and wait for its teardown: how it ended, or what went wrong.
+    fn stop_exit(&mut self) -> Result<ExitStatus, String> {
         let Some(process) = self.exit.take().and_then(|id| self.lab.process_mut(id)) else {
-            return "was not running".into();
+            return Err("was not running".into());
         };
-        if let Err(e) = process.signal(Signal::TERM) {
-            return format!("{e}");
-        }
-        match process.wait_timeout(Duration::from_secs(10)) {
-            Some(status) => format!("stopped on SIGTERM ({status})"),
-            None => "still running 10 s after SIGTERM".into(),
-        }
+        process.signal(Signal::TERM).map_err(|e| e.to_string())?;
+        process
+            .wait_timeout(Duration::from_secs(10))
+            .ok_or_else(|| "still running 10 s after SIGTERM".into())
     }
 
     /// `skywire vpn ARGS --config <host's config>` in `host`.
