@@ -109,10 +109,17 @@ const IN_MEMORY_DEMO_PACKETS: u64 = 100_000;
 /// loopback, `skywire socks client` on one and `skywire socks exit` on the other, a page
 /// and a download (--mib) through the proxy, refused destinations with their reply codes,
 /// connection setup times, and the counts per key.
+///
+/// `skywire demo vpn` shows the VPN, as root: a client, a router holding a web server and
+/// an exit in network namespaces; the web server's view of the client before and after
+/// `skywire vpn up --lockdown`, a leak capture on the client's physical link, the kill
+/// switch holding after `kill -9` of the client's node and the client reconnecting after
+/// its restart, and `vpn down --unlock` with the exit stopped leaving rules, routes and
+/// nftables as they were.
 #[derive(Debug, Args)]
 struct DemoArgs {
-    /// What to show: the VPN data plane (default), `streams` (app streams, no root) or
-    /// `socks` (the SOCKS5 proxy, no root)
+    /// What to show: the VPN data plane (default), `streams` (app streams, no root),
+    /// `socks` (the SOCKS5 proxy, no root) or `vpn` (the VPN client and exit, root)
     #[arg(value_enum, value_name = "SCENARIO")]
     scenario: Option<DemoScenario>,
     /// Run the in-memory demo instead: no root, no namespaces, no kernel I/O
@@ -140,6 +147,8 @@ enum DemoScenario {
     Streams,
     /// A SOCKS5 proxy over the mesh, on loopback without root
     Socks,
+    /// The VPN: a client through an exit, its leak capture and kill switch (root)
+    Vpn,
 }
 
 /// Generate a node's private key into a new file and print its public key
@@ -369,6 +378,9 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     if args.scenario == Some(DemoScenario::Socks) {
         return demo_socks(args);
     }
+    if args.scenario == Some(DemoScenario::Vpn) {
+        return demo_vpn();
+    }
     if !demo::running_as_root() {
         eprintln!("skywire: demo: {}", demo::DemoError::NotRoot);
         return Ok(ExitCode::from(EXIT_PERMISSION));
@@ -434,6 +446,33 @@ fn demo_socks(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("skywire: demo socks: failed: {}", summary.failed.join("; "));
+        Ok(ExitCode::from(EXIT_FAILURE))
+    }
+}
+
+fn demo_vpn() -> anyhow::Result<ExitCode> {
+    if !demo::running_as_root() {
+        eprintln!(
+            "skywire: demo vpn: the VPN demo builds network namespaces and changes routes, \
+             rules and nftables inside them, which needs root; run it as root"
+        );
+        return Ok(ExitCode::from(EXIT_PERMISSION));
+    }
+    let options = demo::vpn::VpnDemoOptions {
+        program: std::env::current_exe()
+            .context("cannot find this program's path to start the nodes")?,
+        interrupted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    // Ctrl-C only raises the flag: the demo then removes what it started before it exits.
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, Arc::clone(&options.interrupted))
+            .context("cannot install signal handlers")?;
+    }
+    let summary = demo::vpn::run(&mut io::stdout().lock(), &options)?;
+    if summary.passed() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("skywire: demo vpn: failed: {}", summary.failed.join("; "));
         Ok(ExitCode::from(EXIT_FAILURE))
     }
 }

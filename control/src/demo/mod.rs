@@ -33,6 +33,7 @@ pub mod socks;
 pub mod streams;
 mod topology;
 mod traffic;
+pub mod vpn;
 
 use core::fmt::Write as _;
 use core::time::Duration;

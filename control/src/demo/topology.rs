@@ -72,7 +72,7 @@ const LINK_PREFIX: u8 = 24;
 
 /// `n` as a route id, evaluated at compile time only (a zero would fail the build).
 #[allow(clippy::panic)]
-const fn route_id(n: u32) -> RouteId {
+pub(super) const fn route_id(n: u32) -> RouteId {
     match RouteId::new(n) {
         Some(id) => id,
         None => panic!("a route id is never 0"),
