@@ -724,38 +724,69 @@ fn vpn_seeds() -> Vec<(&'static str, Seeds)> {
     let long_message = error(VpnErrorKind::Unavailable, &"\u{e9}\u{1}".repeat(600));
     let mut too_long = vec![b'{'; vpn::MAX_LINE + 10];
     too_long.push(b'\n');
-    vec![(
-        "vpn_lease",
-        vec![
-            ("lease", with(255, &request(VpnRequest::Lease))),
-            (
-                "session",
-                with(
-                    6,
-                    &[
-                        request(VpnRequest::Lease),
-                        request(VpnRequest::Keepalive),
-                        request(VpnRequest::Keepalive),
-                        request(VpnRequest::Release),
-                    ]
-                    .concat(),
+    vec![
+        (
+            "vpn_lease",
+            vec![
+                ("lease", with(255, &request(VpnRequest::Lease))),
+                (
+                    "session",
+                    with(
+                        6,
+                        &[
+                            request(VpnRequest::Lease),
+                            request(VpnRequest::Keepalive),
+                            request(VpnRequest::Keepalive),
+                            request(VpnRequest::Release),
+                        ]
+                        .concat(),
+                    ),
                 ),
-            ),
-            ("granted", with(255, &granted)),
-            ("granted-ipv4-only", with(3, &v4_only)),
-            ("errors", with(17, &errors)),
-            ("long-message", with(255, &long_message)),
-            (
-                "keepalive-reply",
-                with(0, &vpn::encode_reply(&VpnReply::Keepalive)),
-            ),
-            ("version-2", with(255, b"{\"v\":2,\"op\":\"lease\"}\n")),
-            ("unknown-op", with(255, b"{\"v\":1,\"op\":\"steal\"}\n")),
-            ("too-long", with(100, &too_long)),
-            ("truncated", with(1, b"{\"v\":1,\"op\":\"lea")),
-        ],
-    )]
+                ("granted", with(255, &granted)),
+                ("granted-ipv4-only", with(3, &v4_only)),
+                ("errors", with(17, &errors)),
+                ("long-message", with(255, &long_message)),
+                (
+                    "keepalive-reply",
+                    with(0, &vpn::encode_reply(&VpnReply::Keepalive)),
+                ),
+                ("version-2", with(255, b"{\"v\":2,\"op\":\"lease\"}\n")),
+                ("unknown-op", with(255, b"{\"v\":1,\"op\":\"steal\"}\n")),
+                ("too-long", with(100, &too_long)),
+                ("truncated", with(1, b"{\"v\":1,\"op\":\"lea")),
+            ],
+        ),
+        (
+            "vpn_state",
+            vec![
+                ("client", VPN_CLIENT_STATE.as_bytes().to_vec()),
+                ("exit", VPN_EXIT_STATE.as_bytes().to_vec()),
+                ("empty-object", b"{}".to_vec()),
+            ],
+        ),
+    ]
 }
+
+/// A client's state file as `skywire vpn client` writes it while connected.
+const VPN_CLIENT_STATE: &str = r#"{"pid":4242,"phase":"connected","since":1765000000,
+"exit":"ee7b140895b3c79d67ef2057511b6a260265b868cae37419bce3b3c676ef6382","exit_port":44,
+"control_socket":"/run/skywire/node.sock","tun":"sw0",
+"lease":{"ipv4":"198.19.128.2","ipv6":"fd00:5b::2","dns":["198.18.9.53"],"mtu":1420},
+"routes":[{"prefix":"0.0.0.0/0","kind":{"device":"sw0"},"table":29547,"source":"198.19.128.2"},
+{"prefix":"::/0","kind":"blackhole","table":29547,"metric":4294967295}],
+"rules":[{"ipv6":false,"priority":5190,"mark":1936392192,"mask":4294901760,"table":29547}],
+"addresses":[{"dev":"sw0","prefix":"198.19.128.2/32"}],
+"sysctls":{"recorded":[{"key":["net","ipv4","conf","all","src_valid_mark"],"original":"0"}]},
+"dns":{"file":{"path":"/etc/resolv.conf","contents":"nameserver 198.18.1.1
+"}},
+"dns_servers":["198.18.9.53"],"lockdown":true,"lockdown_configured":false,"lan":[],
+"table":true,"problem":null}"#;
+
+/// An exit's state file with one lease.
+const VPN_EXIT_STATE: &str = r#"{"pool":{"leases":[{"key":"ee7b140895b3c79d67ef2057511b6a260265b868cae37419bce3b3c676ef6382",
+"ipv4":"198.19.128.2","ipv6":"fd00:5b::2"}],"free":["198.19.128.3"]},
+"sysctls":{"recorded":[{"key":["net","ipv4","conf","x-wan","forwarding"],"original":"0"}]},
+"routes":[{"prefix":"198.19.128.0/24","kind":{"device":"sw0"},"table":254}],"table":true,"tun":"sw0"}"#;
 
 fn main() {
     let (init, response) = handshake();

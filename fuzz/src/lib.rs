@@ -54,4 +54,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("app_frames", apps::app_frames),
     ("socks_wire", socks::socks_wire),
     ("vpn_lease", vpn::vpn_lease),
+    ("vpn_state", vpn::vpn_state),
 ];

@@ -106,3 +106,21 @@ impl Read for Chunked<'_> {
         Ok(n)
     }
 }
+
+/// `vpn_state`: the VPN apps' state files (`ClientState`, `ExitState`), which an app reads
+/// at start after a crash or from another version. Checks: whatever parses as either
+/// writes back as JSON that parses to the same value; nothing panics.
+pub fn vpn_state(data: &[u8]) {
+    use skywire_control::apps::vpn::exit::ExitState;
+    use skywire_control::apps::vpn::state::ClientState;
+    if let Ok(state) = serde_json::from_slice::<ClientState>(data) {
+        let again = serde_json::to_vec(&state).expect("a state writes");
+        let back: ClientState = serde_json::from_slice(&again).expect("and reads back");
+        assert_eq!(back, state);
+    }
+    if let Ok(state) = serde_json::from_slice::<ExitState>(data) {
+        let again = serde_json::to_vec(&state).expect("a state writes");
+        let back: ExitState = serde_json::from_slice(&again).expect("and reads back");
+        assert_eq!(back, state);
+    }
+}
