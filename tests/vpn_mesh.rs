@@ -868,4 +868,28 @@ fn vpn_pool_is_never_exhausted_by_cycles() {
         assert_eq!(code, 0, "cycle {cycle}: vpn down: {out}{err}");
     }
     assert_eq!(snapshot(&lab, C), before);
+
+    // 12. A configured kill switch stays after `down`, closed, until `down --unlock`.
+    let mut config = std::fs::read_to_string(mesh.c.config_path()).unwrap();
+    config.push_str("    lockdown: true\n");
+    std::fs::write(mesh.c.config_path(), config).unwrap();
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["up"]);
+    assert_eq!(code, 0, "vpn up (lockdown configured): {out}{err}");
+    assert!(out.contains("kill switch on"), "{out}");
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["down"]);
+    assert_eq!(code, 0, "vpn down: {out}{err}");
+    assert!(out.contains("the kill switch stays"), "{out}");
+    let ruleset = lab
+        .topo
+        .output(C, "nft", &["list", "table", "inet", "skywire-client"]);
+    let ruleset = String::from_utf8_lossy(&ruleset.stdout).into_owned();
+    assert!(ruleset.contains("policy drop"), "{ruleset}");
+    assert_eq!(count_lines(&lab, &["rule", "show"], "lookup 29547"), 0);
+    let (code, _, _) = lab.curl(C, &["--max-time", "2", &VpnLab::url(WEB4, 80, "/ip")]);
+    assert_ne!(code, 0, "traffic left with the kill switch kept");
+    let status = client_status(&lab, &mesh.c);
+    assert_eq!(status["running"], false, "{status}");
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["down", "--unlock"]);
+    assert_eq!(code, 0, "vpn down --unlock: {out}{err}");
+    assert_eq!(snapshot(&lab, C), before, "after down --unlock");
 }
