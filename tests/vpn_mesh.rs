@@ -893,3 +893,85 @@ fn vpn_pool_is_never_exhausted_by_cycles() {
     assert_eq!(code, 0, "vpn down --unlock: {out}{err}");
     assert_eq!(snapshot(&lab, C), before, "after down --unlock");
 }
+
+/// `skywire ARGS --socket <node's control socket>`: (code, stdout, stderr).
+fn sky(node: &netns::Node, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skywire"))
+        .args(args)
+        .arg("--socket")
+        .arg(node.socket())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    netns::outcome(&out)
+}
+
+#[test]
+fn vpn_over_manager_routes_holds_under_load() {
+    if !skip_unless_root("vpn_over_manager_routes_holds_under_load") {
+        return;
+    }
+    use std::time::Duration;
+    let mut lab = VpnLab::build();
+    lab.start_services();
+    lab.topo
+        .etc_file(C, "resolv.conf", &format!("nameserver {ISP_C4}\n"));
+    let mut mesh = VpnMesh::start_managed(&lab, "");
+    let online = wait_until(Duration::from_secs(10), || {
+        let (code, out, _) = sky(&mesh.c, &["nodes", "--json"]);
+        code == 0
+            && serde_json::from_str::<serde_json::Value>(&out).is_ok_and(|v| {
+                v["nodes"]
+                    .as_array()
+                    .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["online"] == true))
+            })
+    });
+    assert!(online.is_some(), "the nodes did not register with the manager");
+    mesh.start_exit(&lab);
+    let marker = marker();
+    let leaks = watch(&lab, &marker);
+
+    // The client's stream asks the manager for its route on the way.
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["up"]);
+    assert_eq!(code, 0, "vpn up: {out}{err}\n{}", client_log(&mesh.c));
+    let routes = |node: &netns::Node| {
+        let (code, out, err) = sky(node, &["route", "ls", "--json"]);
+        assert_eq!(code, 0, "route ls: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["routes"].clone()
+    };
+    let before = routes(&mesh.c);
+    assert_eq!(before.as_array().map(Vec::len), Some(1), "{before}");
+    assert_eq!(lab.curl(C, &[&VpnLab::url(WEB4, 80, "/ip")]).1, X_WAN4);
+
+    // 5. 20 s of one TCP stream to the internet: the tunnel never carries its own
+    // transport, the manager connection (marked, on the management network, under
+    // rp_filter) stays up, and the route is the same one.
+    let server = lab.topo.spawn(
+        INET,
+        "iperf3",
+        std::path::Path::new("iperf3"),
+        &["-s", "-1", "-B", WEB4],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let out = lab
+        .topo
+        .output(C, "iperf3", &["-c", WEB4, "-t", "20", "-J"]);
+    assert!(out.status.success(), "iperf3: {out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bits = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    eprintln!("20 s through the exit: {:.2} Gbit/s", bits / 1e9);
+    assert!(bits > 1e6, "{report}");
+    drop(server);
+    assert_eq!(routes(&mesh.c), before, "the route changed under load");
+    let (code, _, err) = sky(&mesh.c, &["nodes", "--json"]);
+    assert_eq!(code, 0, "the manager connection broke under the VPN: {err}");
+    let status = client_status(&lab, &mesh.c);
+    assert_eq!(status["state"]["phase"], "connected", "{status}");
+
+    let (code, out, err) = VpnMesh::vpn(&lab, &mesh.c, &["down"]);
+    assert_eq!(code, 0, "vpn down: {out}{err}");
+    let report = leaks.finish().unwrap();
+    assert_clean(&report, "manager routes under load");
+}

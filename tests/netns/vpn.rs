@@ -31,9 +31,11 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use skywire_control::config::{AcceptRule, ConfigFile, ManagerLink, ManagerSection};
+
 use super::managed::management_network;
-use super::{Node, Proc, Topology, addr, ip, outcome, route, tun, wait_until};
-use crate::common::skywire_binary;
+use super::{Node, Proc, Topology, addr, ip, outcome, prefix, route, tun, wait_until};
+use crate::common::{keygen, skywire_binary};
 
 // Each test binary uses only part of this module.
 #[allow(unused_imports)]
@@ -341,6 +343,8 @@ pub(crate) fn mesh_addresses(n: u8) -> [String; 2] {
 pub(crate) struct VpnMesh {
     /// The exit app.
     pub(crate) exit_app: Option<Proc>,
+    /// The node manager, when the routes are the manager's ([`VpnMesh::start_managed`]).
+    pub(crate) manager: Option<Proc>,
     pub(crate) c: Node,
     pub(crate) c2: Node,
     pub(crate) x: Node,
@@ -407,21 +411,109 @@ impl VpnMesh {
                 ),
             ];
         });
+        Self::append_vpn(&x, &[&c, &c2], (pool4, pool6), exit_extra, client_extra);
+        for node in [&mut x, &mut c, &mut c2] {
+            node.start();
+        }
+        Self {
+            exit_app: None,
+            manager: None,
+            c,
+            c2,
+            x,
+        }
+    }
+
+    /// The same three nodes with no static routes: a node manager in host [`M`] (on the
+    /// management network) knows the links c - x and c2 - x, and x accepts route ends from
+    /// c and c2 with their mesh addresses. The client's stream to the exit asks the manager
+    /// for its route; the nodes' manager connections cross the management network, marked
+    /// like their UDP.
+    pub(crate) fn start_managed(lab: &VpnLab, client_extra: &str) -> Self {
+        let dir = lab.topo.dir().join("manager");
+        fs::create_dir(&dir).unwrap();
+        let manager_key: skywire_dataplane::crypto::PublicKey =
+            keygen(&dir.join("manager.key")).0.trim().parse().unwrap();
+        let mut c = Node::new(&lab.topo, C, "node-c");
+        let mut c2 = Node::new(&lab.topo, C2, "node-c2");
+        let mut x = Node::new(&lab.topo, X, "node-x");
+        let mut manager = ManagerSection::new("manager.key");
+        manager.listen = addr(MANAGER_ADDR);
+        manager.heartbeat = Duration::from_millis(500);
+        manager.links = vec![[c.key(), x.key()], [c2.key(), x.key()]];
+        ConfigFile::manager(manager)
+            .write(dir.join("manager.yaml"))
+            .unwrap();
+        let mesh_prefixes = vec![prefix(MESH4), prefix(MESH6)];
+        let (ck, c2k) = (c.key(), c2.key());
+        for (node, n, listen) in [(&c, 1u8, C_LISTEN), (&c2, 2, C2_LISTEN), (&x, 3, X_LISTEN)] {
+            let accept = if n == 3 {
+                [ck, c2k]
+                    .into_iter()
+                    .map(|peer| AcceptRule {
+                        peer: Some(peer),
+                        prefixes: mesh_prefixes.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            node.configure(|s| {
+                s.listen = addr(listen);
+                let a = mesh_addresses(n);
+                s.tun = Some(tun("sw0", &[&a[0], &a[1]]));
+                s.manager = Some(ManagerLink {
+                    address: addr(MANAGER_ADDR),
+                    key: manager_key,
+                    endpoint: addr(listen),
+                    accept,
+                });
+            });
+        }
+        Self::append_vpn(&x, &[&c, &c2], (POOL4, POOL6), "", client_extra);
+        let manager = lab.topo.spawn(
+            M,
+            "manager",
+            &skywire_binary(),
+            &["manager", "--config", dir.join("manager.yaml").to_str().unwrap()],
+        );
+        for node in [&mut x, &mut c, &mut c2] {
+            node.start();
+        }
+        Self {
+            exit_app: None,
+            manager: Some(manager),
+            c,
+            c2,
+            x,
+        }
+    }
+
+    /// Append the exit's `vpn:` section to x's config and the clients' to theirs.
+    fn append_vpn(
+        x: &Node,
+        clients: &[&Node],
+        (pool4, pool6): (&str, &str),
+        exit_extra: &str,
+        client_extra: &str,
+    ) {
         let append = |node: &Node, text: String| {
             let mut config = fs::read_to_string(node.config_path()).unwrap();
             config.push_str(&text);
             fs::write(node.config_path(), config).unwrap();
         };
         let dir = |node: &Node| node.config_path().parent().unwrap().to_owned();
+        let keys: Vec<String> = clients.iter().map(|c| c.key().to_string()).collect();
         append(
-            &x,
+            x,
             format!(
-                "vpn:\n  exit:\n    clients: [{ck}, {c2k}]\n    pool:\n      ipv4: {pool4}\n      ipv6: {pool6}\n    allow_lan: [{SERVICES_NET6}]\n    dns: [{DNS4}, \"{DNS6}\"]\n    uplinks: [{X_WAN_IF}]\n    state: {}\n{exit_extra}",
-                dir(&x).join("vpn-exit.json").display()
+                "vpn:\n  exit:\n    clients: [{}]\n    pool:\n      ipv4: {pool4}\n      ipv6: {pool6}\n    allow_lan: [{SERVICES_NET6}]\n    dns: [{DNS4}, \"{DNS6}\"]\n    uplinks: [{X_WAN_IF}]\n    state: {}\n{exit_extra}",
+                keys.join(", "),
+                dir(x).join("vpn-exit.json").display()
             ),
         );
         let xk = x.key();
-        for client in [&c, &c2] {
+        for client in clients {
             append(
                 client,
                 format!(
@@ -429,15 +521,6 @@ impl VpnMesh {
                     dir(client).join("vpn-client.json").display()
                 ),
             );
-        }
-        for node in [&mut x, &mut c, &mut c2] {
-            node.start();
-        }
-        Self {
-            exit_app: None,
-            c,
-            c2,
-            x,
         }
     }
 
