@@ -40,7 +40,7 @@
 //! |---|---|
 //! | `vpn_tcp_1_stream_forward`, `_reverse` | `iperf3 -c DEST -O 1 -J` (`-R`) from c to a server in i through `skywire vpn client` and `skywire vpn exit`, Gbit/s |
 //! | `vpn_cpu_seconds_per_gbit_forward`, `_reverse` | CPU of both nodes and both VPN apps during the run, per Gbit received |
-//! | `vpn_machine_cpu_seconds_per_gbit_forward`, `_reverse` | busy time of all CPUs (`/proc/stat`) during the run, per Gbit, for both paths (an idle machine's figure) |
+//! | `vpn_host_cpu_s_per_gbit_forward`, `_reverse` | busy time of all CPUs (`/proc/stat`) during the run, per Gbit, for both paths (an idle machine's figure) |
 //! | `vpn_ping_under_load_p50_ms_*`, `_p99_ms_*` | ping c to i every 20 ms during the run |
 //!
 //! On the chains with relays (skywire only: WireGuard has no relays) the one-stream TCP

@@ -18,8 +18,8 @@
 //!   an address of the "internet", not of a subnet of the exit's own (which the exit
 //!   refuses).
 //! - **`no-tunnel-nat`**: the same namespaces, veths and iperf3 server, to [`PLAIN_DEST`]:
-//!   c routes it via x (a route in `main` and a rule before the VPN client's, so the
-//!   tunnel does not take it), x forwards (`forwarding` on `left1` and `right2`) and
+//!   c routes it via x (a route in `main` through `right1`, and a rule before the VPN
+//!   client's, so the tunnel does not take it), x forwards (`forwarding` on `left1` and `right2`) and
 //!   masquerades c's link out of `right2` (table `ip skybench-nat`).
 //!
 //! Both take turns, `reps` times each, per direction: `iperf3 -c DEST -t S -O 1 -J` (`-R`
@@ -29,7 +29,7 @@
 //! |---|---|
 //! | `vpn_tcp_1_stream_forward`, `_reverse` | receiver goodput, Gbit/s (forward: c sends) |
 //! | `vpn_cpu_seconds_per_gbit_forward`, `_reverse` | user+system CPU of both nodes and both VPN apps during the run, per Gbit received (VPN only: the baseline has no process, its cost is the kernel's) |
-//! | `vpn_machine_cpu_seconds_per_gbit_forward`, `_reverse` | busy time of every CPU (`/proc/stat`) during the run, per Gbit: iperf3 and the kernel included, for both paths; meaningful on an otherwise idle machine only |
+//! | `vpn_host_cpu_s_per_gbit_forward`, `_reverse` | busy time of every CPU (`/proc/stat`) during the run, per Gbit: iperf3 and the kernel included, for both paths; meaningful on an otherwise idle machine only |
 //! | `vpn_ping_under_load_p50_ms_forward`, ... `_p99_ms_reverse` | ping c to the destination every 20 ms during the run |
 //!
 //! The target of the issue: one stream through one hop and NAT at least 4 Gbit/s, each
@@ -74,6 +74,8 @@ const I: usize = 2;
 const UPLINK: &str = "right2";
 /// c's link on x.
 const X_DOWNLINK: &str = "left1";
+/// x's link on c.
+const C_LINK: &str = "right1";
 /// The nodes' transport port.
 const PORT: u16 = 6100;
 /// How long a VPN app gets to be ready.
@@ -192,13 +194,13 @@ fn once(
         }
         if let Some(machine) = machine {
             report.add(
-                &format!("vpn_machine_cpu_seconds_per_gbit_{direction}"),
+                &format!("vpn_host_cpu_s_per_gbit_{direction}"),
                 "s/Gbit",
                 name,
                 1,
                 machine / gbit,
             );
-            line.push_str(&format!(", {:.2} CPU s/Gbit (machine)", machine / gbit));
+            line.push_str(&format!(", {:.2} CPU s/Gbit (all CPUs)", machine / gbit));
         }
     }
     if let Some(pings) = pings.filter(|p| !p.is_empty()) {
@@ -272,6 +274,13 @@ fn node_section(client: bool, peer: PublicKey) -> Result<NodeSection, BenchError
     let mut node = NodeSection::new(key);
     node.listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT));
     node.control_socket = PathBuf::from(if client { "vpn-c.sock" } else { "vpn-x.sock" });
+    // Inside the chain's folder (removed with it), not the sibling folder derived from the
+    // control socket.
+    node.apps.socket = Some(PathBuf::from(if client {
+        "apps-vpn-c/node.sock"
+    } else {
+        "apps-vpn-x/node.sock"
+    }));
     node.tun = Some(TunSetup {
         name: "sw0".to_owned(),
         addresses: mesh(me, 24).into_iter().collect(),
@@ -303,6 +312,8 @@ fn start_vpn(chain: &mut Chain, program: &Path) -> Result<Tunnel, BenchError> {
             &format!("{VPN_DEST}/32"),
             "via",
             &Chain::link_address(2, false).to_string(),
+            "dev",
+            UPLINK,
         ],
     )?;
     let c_key = chain.write_key("vpn-c.key")?;
@@ -385,7 +396,9 @@ fn start_plain(chain: &mut Chain) -> Result<Tunnel, BenchError> {
     chain.ip_in(I, &["addr", "add", &dest, "dev", "lo"])?;
     let via_x = Chain::link_address(1, false).to_string();
     let via_i = Chain::link_address(2, false).to_string();
-    chain.ip_in(C, &["route", "add", &dest, "via", &via_x])?;
+    // With the device named: the gateway's own lookup would otherwise follow the VPN
+    // client's rule into the tunnel.
+    chain.ip_in(C, &["route", "add", &dest, "via", &via_x, "dev", C_LINK])?;
     // Before the VPN client's rule (5190), which would take it into the tunnel.
     chain.ip_in(
         C,
@@ -393,7 +406,7 @@ fn start_plain(chain: &mut Chain) -> Result<Tunnel, BenchError> {
             "rule", "add", "to", &dest, "lookup", "main", "priority", "100",
         ],
     )?;
-    chain.ip_in(X, &["route", "add", &dest, "via", &via_i])?;
+    chain.ip_in(X, &["route", "add", &dest, "via", &via_i, "dev", UPLINK])?;
     let x_ns = chain.namespace(X);
     for interface in [X_DOWNLINK, UPLINK] {
         run_in(
