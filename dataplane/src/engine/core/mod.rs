@@ -20,7 +20,7 @@
 //! - `rules`: [`NodeCore::apply`], all-or-nothing batches of [`RuleChange`]s checked whole
 //!   and published in one [`RouteTable::update`](crate::route::RouteTable::update), so the
 //!   forwarding path sees the whole batch or none of it; and the route-end slots indexed by
-//!   [`EndpointId`](crate::route::EndpointId) (a slot is reused only after its Deliver rule is gone) with the prefix
+//!   [`EndpointId`] (a slot is reused only after its Deliver rule is gone) with the prefix
 //!   table rebuilt from the live ends after each batch (a prefix several ends claim goes to
 //!   the one added last, and falls back to the most recent remaining claimant).
 //! - `expiry`: manager rules expire when their packet counter stands still for their
