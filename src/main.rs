@@ -246,7 +246,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// way, four streams) with retransmits, 64-byte packet rate, added latency at idle and ping
 /// under load, CPU seconds per Gbit, memory, and the cost of relay hops; on the same two
 /// skywire ends, the app streams and the SOCKS5 proxy (`skywire socks client` and `exit`,
-/// driven by proxychains4, next to microsocks on loopback). Prints progress and a table
+/// driven by proxychains4, next to microsocks on loopback); and on a chain of its own, the
+/// VPN (`skywire vpn client` and `exit`, client to an "internet" namespace through one hop
+/// and NAT) next to the same path without a tunnel. Prints progress and a table
 /// (median [min - max]), checks the targets, and writes bench.json and bench.svg (replacing
 /// earlier ones, but never through a symlink or a hard link: those are refused before the
 /// run starts).
@@ -286,6 +288,11 @@ struct BenchArgs {
     /// exit on the chain without relays, microsocks on loopback)
     #[arg(long)]
     skip_socks: bool,
+    /// Leave out the VPN's figures (one TCP stream each way from a client namespace through
+    /// `skywire vpn client` and `skywire vpn exit` to an "internet" namespace, CPU per
+    /// Gbit, ping under load; next to the same path with no tunnel, plain NAT)
+    #[arg(long)]
+    skip_vpn: bool,
     /// At the end, run one TCP stream for this many seconds and watch memory
     #[arg(long, value_name = "SECONDS")]
     soak: Option<u64>,
@@ -326,6 +333,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     options.skip_udp = args.skip_udp;
     options.skip_streams = args.skip_streams;
     options.skip_socks = args.skip_socks;
+    options.skip_vpn = args.skip_vpn;
     options.soak = args.soak.map(Duration::from_secs);
     options.congestion_control = args.congestion_control.clone();
     options.command = std::env::args().collect::<Vec<_>>().join(" ");

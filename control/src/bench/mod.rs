@@ -32,6 +32,17 @@
 //! The SOCKS figures are measured for microsocks on plain loopback too
 //! (`microsocks-loopback`, 0 hops), the baseline skywire's SOCKS proxy is held to.
 //!
+//! On a chain of its own, client c - exit x - internet i (`vpn.rs`; `--skip-vpn`), the
+//! VPN next to the same path without a tunnel (`no-tunnel-nat`: x forwards and
+//! masquerades), the two taking turns, one TCP stream each way:
+//!
+//! | metric | how |
+//! |---|---|
+//! | `vpn_tcp_1_stream_forward`, `_reverse` | `iperf3 -c DEST -O 1 -J` (`-R`) from c to a server in i through `skywire vpn client` and `skywire vpn exit`, Gbit/s |
+//! | `vpn_cpu_seconds_per_gbit_forward`, `_reverse` | CPU of both nodes and both VPN apps during the run, per Gbit received |
+//! | `vpn_host_cpu_s_per_gbit_forward`, `_reverse` | busy time of all CPUs (`/proc/stat`) during the run, per Gbit, for both paths (an idle machine's figure) |
+//! | `vpn_ping_under_load_p50_ms_*`, `_p99_ms_*` | ping c to i every 20 ms during the run |
+//!
 //! On the chains with relays (skywire only: WireGuard has no relays) the one-stream TCP
 //! run and the idle latency give the relay hop cost. An optional soak (`--soak`) runs one
 //! TCP stream for that long and samples the tunnel processes' memory every 10 s.
@@ -50,6 +61,7 @@ mod report;
 mod socks;
 mod streams;
 mod tools;
+mod vpn;
 
 use core::time::Duration;
 use std::io::{self, Write};
@@ -192,6 +204,8 @@ pub struct BenchOptions {
     pub skip_streams: bool,
     /// Leave the SOCKS proxies' figures out.
     pub skip_socks: bool,
+    /// Leave the VPN's figures (client, exit and the path without a tunnel) out.
+    pub skip_vpn: bool,
     /// Run one TCP stream this long, sampling memory, at the end.
     pub soak: Option<Duration>,
     /// The command line, for the record.
@@ -217,6 +231,7 @@ impl BenchOptions {
             skip_udp: false,
             skip_streams: false,
             skip_socks: false,
+            skip_vpn: false,
             soak: None,
             command: String::new(),
             congestion_control: None,
@@ -893,6 +908,15 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
     report_problems(&mut run, chain.teardown());
     drop(chain);
 
+    // The VPN on a chain of its own: client, exit, internet.
+    if options.skip_vpn {
+        run.report
+            .skipped
+            .push("VPN: left out (--skip-vpn)".to_owned());
+    } else {
+        vpn::measure(&mut run, reps)?;
+    }
+
     // Chains with relays: skywire's relay hop cost.
     for &relays in &options.relays {
         run.progress(&format!(
@@ -1094,6 +1118,20 @@ fn check_targets(report: &mut Report, options: &BenchOptions) {
         );
         let setup = report.median_of("socks_setup_p50_ms", socks::NAME, 1);
         report.target("SOCKS connection setup p50 <= 2 ms", setup, 2.0, true);
+    }
+    if !options.skip_vpn {
+        for direction in ["forward", "reverse"] {
+            let gbps = report.median_of(&format!("vpn_tcp_1_stream_{direction}"), vpn::NAME, 1);
+            report.target(
+                &format!(
+                    "VPN one TCP stream {direction}, 1 hop and NAT, >= {} Gbit/s",
+                    vpn::TARGET_GBPS
+                ),
+                gbps,
+                vpn::TARGET_GBPS,
+                false,
+            );
+        }
     }
     let rss = ours(report, "rss_idle_mib", 1);
     // 16 MB = 15.26 MiB.
