@@ -475,7 +475,11 @@ impl VpnMesh {
             M,
             "manager",
             &skywire_binary(),
-            &["manager", "--config", dir.join("manager.yaml").to_str().unwrap()],
+            &[
+                "manager",
+                "--config",
+                dir.join("manager.yaml").to_str().unwrap(),
+            ],
         );
         for node in [&mut x, &mut c, &mut c2] {
             node.start();
