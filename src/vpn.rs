@@ -72,8 +72,8 @@ struct ClientFlags {
 ///
 /// Runs `skywire vpn client` detached (its log in the state file's folder,
 /// vpn-client.log) and returns once its state says connected: exit 0. If it is not
-/// connected within 15 seconds, prints the log's end and exits 1 (the client keeps trying;
-/// `skywire vpn down` stops it).
+/// connected within 15 seconds, stops the client (which undoes what it did), prints the
+/// log's end and exits 1. Exits 69 at once when the node does not answer.
 #[derive(Debug, Args)]
 struct UpArgs {
     /// The exit node's public key [default: vpn.client.exit in --config]
@@ -260,6 +260,11 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(75));
     }
+    // No node, no VPN: say so now rather than after the wait.
+    if let Err(e) = request_status(&options.control_socket, Duration::from_secs(2)) {
+        eprintln!("skywire vpn up: {e}");
+        return Ok(ExitCode::from(if e.is_permission() { 77 } else { 69 }));
+    }
     let log = log_path(&options.state);
     if let Some(dir) = log.parent() {
         create_private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -320,9 +325,11 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         if Instant::now() >= deadline {
+            // Not half up: the client undoes what it did (a configured kill switch stays).
+            terminate(child.id());
+            let _ = child.wait();
             eprintln!(
-                "skywire vpn up: not connected after {} s; the client keeps trying (`skywire \
-                 vpn status`, `skywire vpn down`). Its log, {}:",
+                "skywire vpn up: not connected after {} s; stopped the client. Its log, {}:",
                 UP_TIMEOUT.as_secs(),
                 log.display()
             );
@@ -536,6 +543,11 @@ fn run_exit(args: &ExitArgs) -> anyhow::Result<ExitCode> {
              (or set vpn.exit.public: true)"
         );
         return Ok(ExitCode::from(2));
+    }
+    // No node, no exit: say so now (once serving, the exit waits for a node that stops).
+    if let Err(e) = request_status(config.node.control_socket(), Duration::from_secs(2)) {
+        eprintln!("skywire vpn exit: {e}");
+        return Ok(ExitCode::from(if e.is_permission() { 77 } else { 69 }));
     }
     let key = skywire_control::keyfile::load_private_key(&config.node.key)
         .map(|k| k.public_key())

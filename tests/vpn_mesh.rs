@@ -164,6 +164,19 @@ fn vpn_topology_carries_plain_traffic() {
     assert!(!out.status.success());
 }
 
+/// The lab with its services, and resolv.conf files of their own for the clients (the
+/// ISP's resolver, which does not exist: a query that leaked would show on the link), so
+/// that the client apps rewrite those and never the host's.
+fn lab() -> VpnLab {
+    let mut lab = VpnLab::build();
+    lab.start_services();
+    for host in [C, C2] {
+        lab.topo
+            .etc_file(host, "resolv.conf", &format!("nameserver {ISP_C4}\n"));
+    }
+    lab
+}
+
 /// What the VPN may change in a host, as text: rules, routes of every table, nftables,
 /// the sysctls it touches, and resolv.conf.
 fn snapshot(lab: &VpnLab, host: &str) -> String {
@@ -310,12 +323,7 @@ fn vpn_egress_dns_protections_and_teardown() {
     if !skip_unless_root("vpn_egress_dns_protections_and_teardown") {
         return;
     }
-    let mut lab = VpnLab::build();
-    lab.start_services();
-    // c's own resolver before the VPN: the ISP's (there is none: a query that leaked
-    // would show on the link).
-    lab.topo
-        .etc_file(C, "resolv.conf", &format!("nameserver {ISP_C4}\n"));
+    let lab = lab();
     let mut mesh = VpnMesh::start(&lab, (POOL4, POOL6), "", "");
     let before_x = snapshot(&lab, X);
     mesh.start_exit(&lab);
@@ -603,10 +611,7 @@ fn vpn_kill_switch_holds_when_the_exit_the_path_or_the_node_dies() {
         return;
     }
     use std::time::Duration;
-    let mut lab = VpnLab::build();
-    lab.start_services();
-    lab.topo
-        .etc_file(C, "resolv.conf", &format!("nameserver {ISP_C4}\n"));
+    let lab = lab();
     let mut mesh = VpnMesh::start(&lab, (POOL4, POOL6), "", "");
     mesh.start_exit(&lab);
     let before_c = snapshot(&lab, C);
@@ -700,8 +705,7 @@ fn vpn_ipv4_only_exit_blocks_ipv6_and_allow_lan_opens_only_the_lan() {
     if !skip_unless_root("vpn_ipv4_only_exit_blocks_ipv6_and_allow_lan_opens_only_the_lan") {
         return;
     }
-    let mut lab = VpnLab::build();
-    lab.start_services();
+    let lab = lab();
     let mut mesh = VpnMesh::start(
         &lab,
         (POOL4, "none"),
@@ -813,7 +817,7 @@ fn vpn_pool_is_never_exhausted_by_cycles() {
     use skywire_control::apps::vpn::proto::{self, Reply, Request};
     use skywire_control::node::apps::AppClient;
     use std::io::{BufRead, BufReader, Write};
-    let lab = VpnLab::build();
+    let lab = lab();
     // A /29: five addresses to lease (.2 to .6).
     let mut mesh = VpnMesh::start(&lab, ("198.19.128.0/29", "none"), "", "");
     mesh.start_exit(&lab);
@@ -912,10 +916,7 @@ fn vpn_over_manager_routes_holds_under_load() {
         return;
     }
     use std::time::Duration;
-    let mut lab = VpnLab::build();
-    lab.start_services();
-    lab.topo
-        .etc_file(C, "resolv.conf", &format!("nameserver {ISP_C4}\n"));
+    let lab = lab();
     let started = std::time::Instant::now();
     let mut mesh = VpnMesh::start_managed(&lab, "");
     let online = wait_until(Duration::from_secs(10), || {

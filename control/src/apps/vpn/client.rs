@@ -27,7 +27,6 @@
 //! reverse order ([`teardown`]). The kill switch stays when it was configured
 //! (`vpn.client.lockdown: true`) until `vpn down --unlock`.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -47,7 +46,7 @@ use super::proto::{self, ErrorKind, LeaseReply, LineReader, Reply, Request};
 use super::routing::{self, Route};
 use super::state::{Address, ClientState, Phase, unix_now};
 use super::sysctl::{self, PROC_SYS, SysctlError};
-use crate::atomic_file::{self, StateError};
+use crate::atomic_file::StateError;
 use crate::node::apps::{AppClient, AppError, AppStream};
 use crate::node::ctl::client::{CtlError, request, request_status};
 use crate::node::ctl::protocol::{Op, StatusReply};
@@ -160,7 +159,9 @@ fn kernel(what: impl Into<String>) -> impl FnOnce(io::Error) -> ClientError {
 
 /// Run the client until `stop` is set (or a fatal error), then tear down.
 pub fn run(options: &ClientOptions, stop: &AtomicBool) -> Result<(), ClientError> {
-    let _lock = lock(&options.state)?;
+    let Some(_lock) = super::state::lock(&options.state)? else {
+        return Err(ClientError::Running(options.state.clone()));
+    };
     let mut state = take_over(options)?;
     state.save(&options.state)?;
     let result = serve(options, &mut state, stop);
@@ -175,51 +176,11 @@ pub fn run(options: &ClientOptions, stop: &AtomicBool) -> Result<(), ClientError
     result
 }
 
-/// Hold the lock on `<state>.lock` for as long as the client runs.
-fn lock(state: &Path) -> Result<File, ClientError> {
-    let path = state.with_extension("lock");
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        super::state::create_private_dir(dir).map_err(|source| StateError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| StateError::Io {
-            path: path.clone(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(ClientError::Running(state.to_owned())),
-        Err(std::fs::TryLockError::Error(source)) => Err(StateError::Io { path, source }.into()),
-    }
-}
-
 /// A fresh state, keeping what a previous client (crashed, or another exit) recorded: the
 /// originals of sysctls and DNS, and what it added, which is removed now unless it is the
 /// same again.
 fn take_over(options: &ClientOptions) -> Result<ClientState, ClientError> {
-    let previous = match ClientState::load(&options.state) {
-        Ok(previous) => previous,
-        Err(StateError::Parse { path, .. }) => {
-            let aside = atomic_file::set_aside(&path).map_err(|source| StateError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            eprintln!(
-                "skywire vpn client: {} was not a state file of this program; kept as {}",
-                path.display(),
-                aside.display()
-            );
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let previous: Option<ClientState> = super::state::load(&options.state, "client")?;
     let mut state = ClientState {
         pid: std::process::id(),
         phase: Phase::Connecting,

@@ -45,7 +45,7 @@ use super::nft::{self, ExitRules, IfName, NftError, Table};
 use super::pool::{Lease, LeaseState, Pool, PoolError, PoolState};
 use super::proto::{self, ErrorKind, LeaseReply, LineReader, Reply, Request};
 use super::routing::{self, Kind, Route};
-use super::state::{create_private_dir, unix_now};
+use super::state::{self, unix_now};
 use super::sysctl::{self, PROC_SYS, SysctlError, Sysctls};
 use crate::atomic_file::{self, StateError};
 use crate::node::apps::client::ListenRequest;
@@ -179,7 +179,7 @@ impl Shared {
     fn save(&self) -> Result<(), StateError> {
         let mut state = self.kernel().clone();
         state.pool = self.pool().to_state();
-        save(&self.options.state, &state)
+        state::save(&self.options.state, &state)
     }
 
     fn grant(&self, key: PublicKey, prefixes: Vec<Prefix>) -> Result<(), CtlError> {
@@ -194,16 +194,6 @@ impl Shared {
     }
 }
 
-fn save(path: &Path, state: &ExitState) -> Result<(), StateError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir).map_err(|source| StateError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    atomic_file::write_json(path, state)
-}
-
 /// The lease's addresses as prefixes to grant.
 fn granted(lease: &Lease) -> Vec<Prefix> {
     let mut prefixes = vec![host(IpAddr::V4(lease.ipv4))];
@@ -213,8 +203,10 @@ fn granted(lease: &Lease) -> Vec<Prefix> {
 
 /// Run the exit until `stop` is set (or a fatal error), then tear down.
 pub fn run(options: ExitOptions, stop: &AtomicBool) -> Result<(), ExitError> {
-    let _lock = lock(&options.state)?;
-    let state = load(&options.state)?;
+    let Some(_lock) = state::lock(&options.state)? else {
+        return Err(ExitError::Running(options.state.clone()));
+    };
+    let state: ExitState = state::load(&options.state, "exit")?.unwrap_or_default();
     let pool = Pool::from_state(options.pool4, options.pool6, state.pool.clone(), unix_now())?;
     let shared = Arc::new(Shared {
         options,
@@ -258,51 +250,6 @@ pub fn run(options: ExitOptions, stop: &AtomicBool) -> Result<(), ExitError> {
         eprintln!("skywire vpn exit: teardown: {problem}");
     }
     result
-}
-
-fn lock(state: &Path) -> Result<fs::File, ExitError> {
-    let path = state.with_extension("lock");
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_private_dir(dir).map_err(|source| StateError::Io {
-            path: dir.to_owned(),
-            source,
-        })?;
-    }
-    let file = fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| StateError::Io {
-            path: path.clone(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(ExitError::Running(state.to_owned())),
-        Err(fs::TryLockError::Error(source)) => Err(StateError::Io { path, source }.into()),
-    }
-}
-
-/// The state file, a corrupt one set aside (with a log line) as if there were none.
-fn load(path: &Path) -> Result<ExitState, ExitError> {
-    match atomic_file::read_json::<ExitState>(path) {
-        Ok(state) => Ok(state.unwrap_or_default()),
-        Err(StateError::Parse { path, .. }) => {
-            let aside = atomic_file::set_aside(&path).map_err(|source| StateError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            eprintln!(
-                "skywire vpn exit: {} was not a state file of this program; kept as {}, \
-                 starting with no leases",
-                path.display(),
-                aside.display()
-            );
-            Ok(ExitState::default())
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Converge and serve lease streams; again whenever the node comes back.

@@ -4,10 +4,12 @@
 //! every change, before the change is reported done; read with a clear error when it is not
 //! ours, and set aside rather than trusted when it cannot be read.
 
+use std::fs::{File, TryLockError};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
@@ -124,13 +126,7 @@ impl ClientState {
 
     /// Write the file (creating its folder, 0700).
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            create_private_dir(dir).map_err(|source| StateError::Io {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        atomic_file::write_json(path, self)
+        save(path, self)
     }
 
     /// Move to `phase` now.
@@ -153,6 +149,63 @@ pub fn pid_alive(pid: u32) -> bool {
             .lines()
             .any(|l| l.starts_with("State:") && l.contains("Z (zombie)")),
         Err(_) => false,
+    }
+}
+
+/// Write a state file atomically ([`atomic_file::write_json`]), creating its folder
+/// (0700) first.
+pub fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(|source| StateError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    atomic_file::write_json(path, value)
+}
+
+/// Read a state file: `None` when there is none, and when it is not a state file of this
+/// program, which is then set aside (`<name>.corrupt-<secs>`) with a line on stderr naming
+/// both files: a damaged file costs the app its memory, never its start.
+pub fn load<T: DeserializeOwned>(path: &Path, app: &str) -> Result<Option<T>, StateError> {
+    match atomic_file::read_json(path) {
+        Err(StateError::Parse { path, .. }) => {
+            let aside = atomic_file::set_aside(&path).map_err(|source| StateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            eprintln!(
+                "skywire vpn {app}: {} was not a state file of this program; kept as {}",
+                path.display(),
+                aside.display()
+            );
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+/// Take the lock beside a state file (`<state>.lock`, `flock`), which a running app holds
+/// until it exits (or dies): `None` when another process holds it.
+pub fn lock(state: &Path) -> Result<Option<File>, StateError> {
+    let path = state.with_extension("lock");
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StateError::Io { path, source }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(io(dir))?;
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(source)) => Err(io(&path)(source)),
     }
 }
 
