@@ -14,14 +14,13 @@ use std::fs;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use common::{
     Scratch, as_nobody, chmod, is_root, mode_of, path_arg, skywire, skywire_binary, text,
 };
+use skywire_control::local::StopSignal;
 use skywire_control::node::ctl::{ControlServer, NodeApi, StatusReply};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{EngineGone, NodeStatus, Origin, RelayStatus, RouteStatus};
@@ -44,17 +43,17 @@ impl NodeApi for FakeSource {
 /// A control server on `<dir>/ctl/node.sock`, stopped on drop.
 struct Node {
     socket: PathBuf,
-    stop: Arc<AtomicBool>,
+    stop: StopSignal,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Node {
     fn start(dir: &Path, source: FakeSource) -> Self {
         let socket = dir.join("ctl").join("node.sock");
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopSignal::new().unwrap();
         let thread = ControlServer::bind(&socket)
             .unwrap()
-            .spawn(source, Arc::clone(&stop))
+            .spawn(source, stop.clone())
             .unwrap();
         Self {
             socket,
@@ -66,7 +65,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

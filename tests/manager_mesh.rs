@@ -241,8 +241,13 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
         kernel_route(&mesh)
     );
     // Removed on every hop.
-    let id = route["id"].as_u64().unwrap();
-    let (code, _, err) = mesh.sky(0, &["route", "rm", &format!("{id:016x}")]);
+    // The id as every command shows it, text and JSON: 16 hex digits.
+    let id = route["id"].as_str().unwrap();
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{route}"
+    );
+    let (code, _, err) = mesh.sky(0, &["route", "rm", id]);
     assert_eq!(code, 0, "route rm: {err}");
     let cleared = wait_until(Duration::from_secs(3), || {
         mesh.manager_relays(2) == 0 && mesh.manager_relays(3) == 0

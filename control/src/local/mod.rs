@@ -8,18 +8,22 @@
 //!   failure sorted (not running, not allowed, other).
 //! - [`lines`]: read one newline-terminated request of at most a given size.
 //! - [`slots`]: serve at most a given number of connections at once.
+//! - [`stop`]: [`StopSignal`], a stop flag with an eventfd, so that an accept loop waits in
+//!   `poll(2)` for a connection or the stop, whichever comes first, and never polls.
 //! - [`raise_fd_limit`]: the soft limit of open files raised to the hard one, for the
 //!   daemons that hold a descriptor or two per stream (the node, the SOCKS apps).
 
 pub mod lines;
 pub mod slots;
 pub mod socket;
+pub mod stop;
 
 pub use lines::{LineRead, read_line};
 pub use slots::ConnectionSlot;
 pub use socket::{
     BoundSocket, ConnectFailure, Sharing, bind_private, bind_shared, connect, is_allowed, peer_uid,
 };
+pub use stop::{StopSignal, Wakeup};
 
 /// Raise this process's soft limit of open files (`RLIMIT_NOFILE`) to its hard limit, and
 /// return the limit now in force (`None`: unlimited). A node holds one or two descriptors

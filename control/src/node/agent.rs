@@ -594,7 +594,8 @@ impl Agent {
                     prev_hop,
                 } => RuleChange::AddEnd {
                     route: RouteSetup {
-                        name: format!("mgr-{:08x}", install.route.0 >> 32),
+                        // The whole id, as `route ls` shows it: one form everywhere.
+                        name: format!("mgr-{}", install.route),
                         peer: peer.0,
                         prefixes: prefixes.iter().map(|p| p.0).collect(),
                         first_hop: *first_hop,

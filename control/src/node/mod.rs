@@ -35,8 +35,6 @@ pub mod uplink;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -47,6 +45,7 @@ use skywire_dataplane::engine::{
 use skywire_dataplane::route::Prefix;
 
 use crate::config::{AcceptRule, AppsConfig, Config, ConfigError};
+use crate::local::StopSignal;
 use crate::manager::proto::{ErrorKind, ProtoError};
 use agent::{AgentParams, UserReply, UserRequest};
 use apps::{AppServer, ManagerRoutes};
@@ -109,7 +108,7 @@ pub struct Node {
     control: JoinHandle<()>,
     apps: JoinHandle<()>,
     /// Stops the control socket's and the app socket's threads.
-    control_stop: Arc<AtomicBool>,
+    control_stop: StopSignal,
     socket: PathBuf,
     app_socket: PathBuf,
     /// The bound transport address.
@@ -163,10 +162,13 @@ impl Node {
         endpoint: Option<SocketAddr>,
         accept: Vec<AcceptRule>,
     ) -> Result<Self, NodeError> {
-        let server = ControlServer::bind(socket).map_err(|source| NodeError::ControlSocket {
+        let control_socket = |source| NodeError::ControlSocket {
             path: socket.to_owned(),
             source,
-        })?;
+        };
+        // Wakes the control and app sockets' accept threads when the node stops.
+        let control_stop = StopSignal::new().map_err(control_socket)?;
+        let server = ControlServer::bind(socket).map_err(control_socket)?;
         let app_server = AppServer::bind(apps).map_err(|source| NodeError::AppSocket {
             path: apps.socket.clone(),
             source,
@@ -205,15 +207,14 @@ impl Node {
             engine: engine.handle.clone(),
             uplink: uplink_handle,
         };
-        let control_stop = Arc::new(AtomicBool::new(false));
         let stop_all = |what: &'static str, source: io::Error, engine: RunningEngine| {
-            control_stop.store(true, Ordering::Relaxed);
+            control_stop.stop();
             handle.uplink.stop();
             let _ = handle.engine.shutdown();
             let _ = engine.wait();
             NodeError::Thread { what, source }
         };
-        let control = match server.spawn(handle.clone(), Arc::clone(&control_stop)) {
+        let control = match server.spawn(handle.clone(), control_stop.clone()) {
             Ok(thread) => thread,
             Err(source) => {
                 let error = stop_all("control socket", source, engine);
@@ -222,8 +223,7 @@ impl Node {
             }
         };
         let routes = ManagerRoutes::new(handle.clone());
-        let apps = match app_server.spawn(handle.engine.clone(), routes, Arc::clone(&control_stop))
-        {
+        let apps = match app_server.spawn(handle.engine.clone(), routes, control_stop.clone()) {
             Ok(thread) => thread,
             Err(source) => {
                 let error = stop_all("app socket", source, engine);
@@ -267,9 +267,12 @@ impl Node {
     /// engine ended.
     pub fn wait(self) -> Result<(), NodeError> {
         let result = self.engine.wait();
+        // Every thread joined here is woken by its stop: the uplink's manager connection is
+        // shut down, the sockets' accept threads wake from poll(2). Nothing waits out a
+        // timeout, whatever the manager is doing.
         self.handle.uplink.stop();
+        self.control_stop.stop();
         let _ = self.uplink.join();
-        self.control_stop.store(true, Ordering::Relaxed);
         let _ = self.control.join();
         let _ = self.apps.join();
         // The servers remove their sockets when they stop; make sure of it on every path.

@@ -6,10 +6,16 @@
 //! user's requests (`skywire route`, `nodes`, `link`, `ping`) that the control socket
 //! passes on. Pings go over the route's session and need no manager: a node without
 //! `node.manager` runs this thread too, only never connects.
+//!
+//! Stopping ([`UplinkHandle::stop`]) never waits for the manager: the thread is woken
+//! through its request channel, and the manager connection is shut down from the
+//! stopping thread, so a write blocked on a manager that stopped reading fails at once.
+//! Connection attempts run on threads of their own that nobody joins.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -107,6 +113,43 @@ enum Request {
 pub struct UplinkHandle {
     requests: Sender<Request>,
     manager: Option<SocketAddr>,
+    /// A clone of the manager connection while there is one, to shut it down on stop.
+    closer: Closer,
+}
+
+/// The manager connection's clone, shared by the uplink thread and its handles. Once shut
+/// down it stays so: a connection made after the stop is shut down as it is set.
+#[derive(Debug, Clone, Default)]
+struct Closer(Arc<Mutex<Closing>>);
+
+#[derive(Debug, Default)]
+struct Closing {
+    stream: Option<TcpStream>,
+    stopped: bool,
+}
+
+impl Closer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Closing> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, stream: Option<TcpStream>) {
+        let mut closing = self.lock();
+        if closing.stopped
+            && let Some(stream) = &stream
+        {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        closing.stream = stream;
+    }
+
+    fn shut_down(&self) {
+        let mut closing = self.lock();
+        closing.stopped = true;
+        if let Some(stream) = closing.stream.take() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 impl std::fmt::Debug for Request {
@@ -147,9 +190,11 @@ impl UplinkHandle {
             .map_err(|_| PingError::NoReply { timeout })?
     }
 
-    /// Stop the uplink thread.
+    /// Stop the uplink thread: it sees the request at once, or, if it is blocked writing
+    /// to the manager, its write fails at once because the connection is shut down here.
     pub fn stop(&self) {
         let _ = self.requests.send(Request::Stop);
+        self.closer.shut_down();
     }
 }
 
@@ -231,13 +276,15 @@ pub fn start(
     params: AgentParams,
 ) -> io::Result<(UplinkHandle, JoinHandle<()>)> {
     let (requests, inbox) = unbounded();
+    let closer = Closer::default();
     let handle = UplinkHandle {
         requests,
         manager: manager.map(|m| m.address),
+        closer: closer.clone(),
     };
     let thread = std::thread::Builder::new()
         .name("skywire-uplink".into())
-        .spawn(move || run(&engine, &key, manager, params, &inbox))?;
+        .spawn(move || run(&engine, &key, manager, params, &inbox, &closer))?;
     Ok((handle, thread))
 }
 
@@ -267,6 +314,7 @@ fn run(
     manager: Option<ManagerAddress>,
     params: AgentParams,
     inbox: &Receiver<Request>,
+    closer: &Closer,
 ) {
     let mut agent = Agent::new(params, Rng::system());
     let events = engine.events();
@@ -357,6 +405,7 @@ fn run(
                         if refusal.is_none() {
                             log(&format!("connected to the manager at {}", c.writer.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string())));
                         }
+                        closer.set(c.writer.try_clone().ok());
                         conn = Some(c);
                         backoff = Duration::from_millis(100);
                         last_error.clear();
@@ -428,6 +477,7 @@ fn run(
         }
         if let Some(reason) = lost {
             if let Some(c) = conn.take() {
+                closer.set(None);
                 let _ = c.writer.shutdown(Shutdown::Both);
                 if !refused {
                     log(&format!(
@@ -444,6 +494,7 @@ fn run(
             }
         }
     }
+    closer.set(None);
     if let Some(c) = conn {
         let _ = c.writer.shutdown(Shutdown::Both);
     }

@@ -10,12 +10,13 @@
 //!   ([`super::auth`]). A registration without a proof, with a wrong one or for an id
 //!   nobody expects is answered `{"Error": ...}`, the connection is closed, and the
 //!   refusal is queued for the launcher to log ([`SignalHandle::take_refusals`]).
-//! - **Threads.** One accept thread (non-blocking listener polled every 50 ms, so `stop`
-//!   is seen quickly), and one reader thread per connection that decodes frames and hands
-//!   each reply to the request waiting for it. Requests are written from the caller's
-//!   thread under the connection's write lock, so any number of requests, to one client
-//!   or many, may be outstanding at once; each waits on its own channel, with its own
-//!   timeout.
+//! - **Threads.** One accept thread, waiting in `poll(2)` for a connection or the stop
+//!   ([`StopSignal::accept_until_stopped`]: a client is accepted at once, `stop` ends the
+//!   thread at once, and an idle server never wakes), and one reader thread per
+//!   connection that decodes frames and hands each reply to the request waiting for it.
+//!   Requests are written from the caller's thread under the connection's write lock, so
+//!   any number of requests, to one client or many, may be outstanding at once; each
+//!   waits on its own channel, with its own timeout.
 //! - **Registration.** A connection must register within [`REGISTER_TIMEOUT`] or is
 //!   closed. A client that proves the secret of an id already held by another connection
 //!   takes it over (it is the same app, reconnected); the old connection is closed. A
@@ -31,7 +32,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -41,7 +43,7 @@ use serde_json::{Value, json};
 
 use super::auth::{self, Nonce, Refusal, Secret};
 use super::frame::{Decoder, Frame};
-use crate::local::ConnectionSlot;
+use crate::local::{ConnectionSlot, StopSignal};
 use crate::terminal;
 
 /// A connection that has not registered within this time is closed.
@@ -52,9 +54,6 @@ pub const MAX_CLIENTS: usize = 256;
 
 /// A write that blocks this long (a client that stopped reading) closes the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long the accept loop sleeps when nobody is connecting.
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// Refusals kept until the launcher takes them; more are only counted.
 const MAX_QUEUED_REFUSALS: usize = 64;
@@ -118,7 +117,7 @@ struct Shared {
     clients: Mutex<HashMap<u64, Arc<Conn>>>,
     refusals: Mutex<Refusals>,
     next_request: AtomicU64,
-    stop: AtomicBool,
+    stop: StopSignal,
     active: Arc<AtomicUsize>,
     local: SocketAddr,
 }
@@ -162,7 +161,7 @@ impl SignalServer {
                 clients: Mutex::new(HashMap::new()),
                 refusals: Mutex::new(Refusals::default()),
                 next_request: AtomicU64::new(1),
-                stop: AtomicBool::new(false),
+                stop: StopSignal::new()?,
                 active: Arc::new(AtomicUsize::new(0)),
                 local,
             }),
@@ -186,25 +185,23 @@ impl SignalServer {
     }
 
     fn serve(self) {
-        while !self.shared.stop.load(Ordering::Relaxed) {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    let Some(slot) = ConnectionSlot::take_of(&self.shared.active, MAX_CLIENTS)
-                    else {
-                        continue; // dropped: closed
-                    };
-                    let shared = Arc::clone(&self.shared);
-                    let _ =
-                        thread::Builder::new()
-                            .name("signal-conn".to_owned())
-                            .spawn(move || {
-                                let _slot = slot;
-                                serve_connection(stream, &shared);
-                            });
-                }
-                Err(_) => thread::sleep(ACCEPT_POLL),
-            }
-        }
+        let shared = &self.shared;
+        shared.stop.accept_until_stopped(
+            self.listener.as_fd(),
+            || self.listener.accept(),
+            |(stream, _)| {
+                let Some(slot) = ConnectionSlot::take_of(&shared.active, MAX_CLIENTS) else {
+                    return; // dropped: closed
+                };
+                let shared = Arc::clone(shared);
+                let _ = thread::Builder::new()
+                    .name("signal-conn".to_owned())
+                    .spawn(move || {
+                        let _slot = slot;
+                        serve_connection(stream, &shared);
+                    });
+            },
+        );
     }
 }
 
@@ -290,7 +287,7 @@ impl SignalHandle {
 
     /// Stop accepting and close every connection.
     pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.stop();
         for conn in lock(&self.shared.clients).drain().map(|(_, c)| c) {
             let _ = conn.closer.shutdown(Shutdown::Both);
         }

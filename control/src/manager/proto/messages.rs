@@ -151,12 +151,42 @@ impl<'de> Deserialize<'de> for WirePrefix {
     }
 }
 
-/// The manager's id of a whole route, the same at every hop: 64 bits, shown as 16 hex
-/// digits (`route ls`, `route rm`), a number on the wire. Not to be confused with the
-/// per-hop [`skywire_dataplane::wire::RouteId`] in every packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+/// The manager's id of a whole route, the same at every hop: 64 bits, written as 16
+/// lower-case hex digits everywhere, in text and in JSON (a string: `"00000000000004d2"`),
+/// on the wire, in the control socket's replies and in every command's output. Read from
+/// up to 16 hex digits in either case, with or without `0x`, and, in JSON, also from a
+/// number, as ids were written before they became strings. Not to be
+/// confused with the per-hop [`skywire_dataplane::wire::RouteId`] in every packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MeshRouteId(pub u64);
+
+impl Serialize for MeshRouteId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MeshRouteId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = MeshRouteId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a route id: a string of up to 16 hex digits")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<MeshRouteId, E> {
+                text.parse().map_err(E::custom)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<MeshRouteId, E> {
+                Ok(MeshRouteId(n))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
 
 impl MeshRouteId {
     /// The id of a route owned by `owner`, from the nonce it picked: the first 8 bytes of
@@ -183,10 +213,15 @@ pub struct BadRouteId(pub String);
 impl FromStr for MeshRouteId {
     type Err = BadRouteId;
 
-    /// Hex digits as [`fmt::Display`] writes them, with or without `0x`.
+    /// Up to 16 hex digits in either case (as [`fmt::Display`] writes them), with or
+    /// without `0x`.
     fn from_str(text: &str) -> Result<Self, BadRouteId> {
-        let digits = text.strip_prefix("0x").unwrap_or(text);
-        if digits.is_empty() || digits.len() > 16 {
+        let digits = text
+            .strip_prefix("0x")
+            .or_else(|| text.strip_prefix("0X"))
+            .unwrap_or(text);
+        if digits.is_empty() || digits.len() > 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Err(BadRouteId(text.to_owned()));
         }
         u64::from_str_radix(digits, 16)

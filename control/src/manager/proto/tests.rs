@@ -217,3 +217,47 @@ proptest::proptest! {
         let _ = d.next_frame(Some(&mut m.node_to_manager.clone()));
     }
 }
+
+#[test]
+fn a_route_id_is_16_hex_digits_in_json_and_text_and_reads_its_older_forms() {
+    let id = MeshRouteId(0x04d2);
+    assert_eq!(id.to_string(), "00000000000004d2");
+    assert_eq!(serde_json::to_value(id).unwrap(), json!("00000000000004d2"));
+    for form in [
+        json!("00000000000004d2"),
+        json!("4d2"),
+        json!("0x4D2"),
+        json!("0X4d2"),
+        json!(1234),
+    ] {
+        assert_eq!(
+            serde_json::from_value::<MeshRouteId>(form.clone()).unwrap(),
+            id,
+            "{form}"
+        );
+    }
+    for bad in [
+        json!(""),
+        json!("0x"),
+        json!("+4d2"),
+        json!("00000000000004d2a"),
+        json!("xyz"),
+        json!(-1),
+        json!(1.5),
+        json!(null),
+    ] {
+        assert!(
+            serde_json::from_value::<MeshRouteId>(bad.clone()).is_err(),
+            "{bad}"
+        );
+    }
+    // The largest id round-trips, in a message as alone.
+    let max = MeshRouteId(u64::MAX);
+    let remove = Remove {
+        route: max,
+        in_ids: vec![7],
+    };
+    let text = serde_json::to_string(&remove).unwrap();
+    assert_eq!(text, r#"{"route":"ffffffffffffffff","in_ids":[7]}"#);
+    assert_eq!(serde_json::from_str::<Remove>(&text).unwrap(), remove);
+}

@@ -6,10 +6,11 @@
 //!   `node.apps.users` listed, 0666 in a 0751 folder, since file modes cannot name single
 //!   users and the check below decides anyway. A stale socket is replaced, a live one
 //!   never taken over; the file is removed when the server stops.
-//! - **Threads.** [`AppServer::serve`] accepts on a non-blocking listener and sleeps 50 ms
-//!   when nobody connects (as the control socket does, std-only). Each connection gets a
-//!   thread for its opening: at most [`MAX_OPENING`] at once, counted with
-//!   [`crate::local::ConnectionSlot`]s, and one beyond that gets a `limit` error. A dial
+//! - **Threads.** [`AppServer::serve`] waits in `poll(2)` for a connection or the node's
+//!   stop ([`StopSignal::accept_until_stopped`], as the control socket does), so it never
+//!   polls while idle and stops at once. Each connection gets a thread for its opening:
+//!   at most [`MAX_OPENING`] at once, counted with [`crate::local::ConnectionSlot`]s, and
+//!   one beyond that gets a `limit` error. A dial
 //!   holds its slot while it waits for the peer (up to its timeout); a `listen` gives its
 //!   slot back once answered and keeps its thread, plus one that watches for the app
 //!   closing the connection, for as long as it listens (the engine's `listeners` limit
@@ -38,16 +39,16 @@
 use std::io::{self, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, select};
-use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 use skywire_dataplane::crypto::PublicKey;
@@ -65,7 +66,7 @@ use super::protocol::{
 };
 use super::{RouteFailure, Routes, Streams};
 use crate::config::AppsConfig;
-use crate::local::{BoundSocket, ConnectionSlot, Sharing, bind_shared};
+use crate::local::{BoundSocket, ConnectionSlot, Sharing, StopSignal, bind_shared};
 use crate::procfs;
 
 /// Descriptors a request line may bring (`hand_over` takes one; more are refused).
@@ -77,10 +78,6 @@ pub const MAX_OPENING: usize = 1024;
 /// A reply or `incoming` line the app does not read within this is not written, and that
 /// connection is closed.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long the accept loop waits for a connection before it looks at its stop flag
-/// again, and how long it sleeps after a failed accept.
-const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
 /// How often a listening connection's thread looks at the stop flag.
 const LISTENER_TICK: Duration = Duration::from_millis(500);
@@ -102,7 +99,7 @@ struct Shared {
     access: Access,
     opening_timeout: Duration,
     arrivals: Mutex<Arrivals>,
-    stop: Arc<AtomicBool>,
+    stop: StopSignal,
 }
 
 impl Shared {
@@ -149,33 +146,24 @@ impl AppServer {
         self.socket.path()
     }
 
-    /// Serve apps with `streams` and `routes` on this thread until `stop` is set, then
+    /// Serve apps with `streams` and `routes` on this thread until `stop` is stopped, then
     /// remove the socket file. Connections in their opening finish on their own threads;
     /// listening ones end within half a second of `stop`.
-    pub fn serve(self, streams: impl Streams, routes: impl Routes, stop: Arc<AtomicBool>) {
+    pub fn serve(self, streams: impl Streams, routes: impl Routes, stop: StopSignal) {
         let shared = Arc::new(Shared {
             streams: Box::new(streams),
             routes: Box::new(routes),
             access: self.access.clone(),
             opening_timeout: self.opening_timeout,
             arrivals: Mutex::new(Arrivals::new(self.take_timeout)),
-            stop: Arc::clone(&stop),
+            stop: stop.clone(),
         });
         let opening = Arc::new(AtomicUsize::new(0));
-        while !stop.load(Ordering::Relaxed) {
-            match self.listener.accept() {
-                Ok((stream, _)) => start_connection(&shared, stream, &opening),
-                // Nothing to accept: wait for a connection (or the next look at `stop`).
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut fds = [PollFd::new(&self.listener, PollFlags::IN)];
-                    let timeout = Timespec::try_from(ACCEPT_POLL).unwrap_or_default();
-                    let _ = rustix::event::poll(&mut fds, Some(&timeout));
-                }
-                // A transient failure such as EMFILE or a peer that went away: one bad
-                // moment never ends the loop.
-                Err(_) => thread::sleep(ACCEPT_POLL),
-            }
-        }
+        stop.accept_until_stopped(
+            self.listener.as_fd(),
+            || self.listener.accept(),
+            |(stream, _)| start_connection(&shared, stream, &opening),
+        );
     }
 
     /// [`Self::serve`] on a new thread named `skywire-apps`.
@@ -183,7 +171,7 @@ impl AppServer {
         self,
         streams: impl Streams,
         routes: impl Routes,
-        stop: Arc<AtomicBool>,
+        stop: StopSignal,
     ) -> io::Result<thread::JoinHandle<()>> {
         thread::Builder::new()
             .name("skywire-apps".to_owned())
@@ -626,7 +614,7 @@ fn serve_listener(
                 return;
             }
             default(LISTENER_TICK) => {
-                if shared.stop.load(Ordering::Relaxed) {
+                if shared.stop.is_stopped() {
                     let _ = stream.write_all(&ended(
                         StreamError::Shutdown.into(),
                         "the node is shutting down",

@@ -6,6 +6,7 @@ use super::fake::FakeEngine;
 use super::protocol::{AppRequest, ErrorKind, MAX_REQUEST, Reply, StreamOpened};
 use super::*;
 use crate::config::AppsConfig;
+use crate::local::StopSignal;
 use crate::local::socket::tests::TempDir;
 use skywire_dataplane::stack::StackSetup;
 use skywire_dataplane::stack::appframe::{self, Kind};
@@ -15,8 +16,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,7 @@ struct Harness {
     _dir: TempDir,
     path: PathBuf,
     engine: FakeEngine,
-    stop: Arc<AtomicBool>,
+    stop: StopSignal,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -66,10 +65,8 @@ impl Harness {
             .unwrap()
             .with_opening_timeout(Duration::from_millis(300));
         let (server, streams) = streams(server, &engine);
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = server
-            .spawn(streams, engine.clone(), Arc::clone(&stop))
-            .unwrap();
+        let stop = StopSignal::new().unwrap();
+        let thread = server.spawn(streams, engine.clone(), stop.clone()).unwrap();
         Self {
             _dir: dir,
             path,
@@ -118,7 +115,7 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -32,6 +32,11 @@
 //! | `ping` | `peer` | `{"route", "in_id", "rtt_us", "manager_route"}` ([`PongReply`]) |
 //! | `grant` | `peer`, `prefixes` | `null`: `peer` may send from `prefixes` and this node's traffic to them goes to it, beyond its route ends' own (replacing its grant; `[]` takes it back); the VPN apps' op |
 //!
+//! A manager route's id ([`MeshRouteId`]) has one form in every request and reply: a string
+//! of 16 lower-case hex digits (`"route": "00000000000004d2"`), as `skywire route ls`,
+//! `status` and `ping` print it. As input (`route_rm`) up to 16 hex digits in either case,
+//! with or without `0x`, are read, and so is a JSON number (the form older nodes wrote).
+//!
 //! # Responses
 //!
 //! ```json
@@ -84,7 +89,7 @@
 //!     "in_id": 100, "prev_hop": "198.18.0.1:6000",
 //!     "out_id": 101, "next_hop": "198.18.0.3:6000",
 //!     "packets": 2330, "bytes": 3649044,
-//!     "origin": {"kind": "manager", "route": 9, "expire_after_secs": 30.0},
+//!     "origin": {"kind": "manager", "route": "0000000000000009", "expire_after_secs": 30.0},
 //!     "idle_secs": 2.0
 //!   }],
 //!   "drops": {"no route": 0, "not ip": 0},
@@ -101,8 +106,8 @@
 //! `tun` is `null` for a node without a TUN device; `last_handshake_secs` (seconds since the
 //! last completed handshake, fractional) is `null` before the first one. `origin` says where
 //! a route end or relay rule came from: `{"kind": "config"}` (the config file; never
-//! expires) or `{"kind": "manager", "route": N, "expire_after_secs": S}` (the node manager's
-//! route number `N`; removed after `S` seconds without a packet); `idle_secs` is how long
+//! expires) or `{"kind": "manager", "route": ID, "expire_after_secs": S}` (the node
+//! manager's route `ID`; removed after `S` seconds without a packet); `idle_secs` is how long
 //! no packet matched a manager rule (sampled about once a second), `null` for config rules.
 //! `expired` counts manager rules the node removed as idle; `events_dropped` counts engine
 //! events (expiries, probe replies, pongs) lost because nobody read them in time. `streams`
@@ -186,7 +191,6 @@ pub enum Op {
     /// Answered with `null`.
     RouteRm {
         /// The route's id.
-        #[serde(with = "as_text")]
         route: MeshRouteId,
     },
     /// The manager's view of the mesh: a [`Mesh`].
@@ -277,7 +281,7 @@ pub struct PongReply {
     /// The round trip, in microseconds.
     pub rtt_us: u64,
     /// The manager's id of the route (16 hex digits), `null` for a configured route.
-    #[serde(default, with = "opt_as_text")]
+    #[serde(default)]
     pub manager_route: Option<MeshRouteId>,
 }
 
@@ -487,8 +491,8 @@ pub enum OriginReply {
     Config,
     /// The node manager.
     Manager {
-        /// The manager's number for the route.
-        route: u64,
+        /// The manager's id of the route (16 hex digits, as `route ls` shows it).
+        route: MeshRouteId,
         /// Idle seconds after which the node removes the rule.
         expire_after_secs: f64,
     },
@@ -502,7 +506,7 @@ impl From<Origin> for OriginReply {
                 route,
                 expire_after,
             } => Self::Manager {
-                route,
+                route: MeshRouteId(route),
                 expire_after_secs: expire_after.as_secs_f64(),
             },
         }
@@ -782,32 +786,6 @@ mod as_text {
     }
 }
 
-/// [`as_text`] for an optional value (`null` for `None`).
-mod opt_as_text {
-    use super::{Deserialize, Deserializer, FromStr, Serializer, de, fmt};
-
-    pub(super) fn serialize<T: fmt::Display, S: Serializer>(
-        value: &Option<T>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(value) => serializer.collect_str(value),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
-    where
-        T: FromStr,
-        T::Err: fmt::Display,
-        D: Deserializer<'de>,
-    {
-        Option::<std::borrow::Cow<'de, str>>::deserialize(deserializer)?
-            .map(|text| text.parse().map_err(de::Error::custom))
-            .transpose()
-    }
-}
-
 /// [`as_text`] for a list.
 mod vec_as_text {
     use super::{Deserialize, Deserializer, FromStr, Serializer, de, fmt};
@@ -1015,7 +993,9 @@ pub(crate) mod tests {
 
         let reply = StatusReply::from(&sample_managed_status());
         let value = serde_json::to_value(&reply).unwrap();
-        let manager = serde_json::json!({"kind": "manager", "route": 9, "expire_after_secs": 30.0});
+        let manager = serde_json::json!(
+            {"kind": "manager", "route": "0000000000000009", "expire_after_secs": 30.0}
+        );
         assert_eq!(value["routes"][0]["origin"], manager);
         assert_eq!(value["routes"][0]["idle_secs"], 1.5);
         assert_eq!(value["relays"][0]["origin"], manager);
@@ -1046,6 +1026,35 @@ pub(crate) mod tests {
         assert_eq!(back.relays[0].origin, OriginReply::Config);
         assert_eq!(back.relays[0].idle_secs, None);
         assert_eq!((back.expired, back.events_dropped), (0, 0));
+
+        // An older node wrote the route as a number: it still reads, as the same id.
+        let mut old = serde_json::to_value(&reply).unwrap();
+        old["routes"][0]["origin"]["route"] = 9.into();
+        let back = StatusReply::from_json(&old.to_string()).unwrap();
+        assert_eq!(back.routes[0].origin, reply.routes[0].origin);
+    }
+
+    #[test]
+    fn a_pong_names_its_manager_route_in_16_hex_digits() {
+        let pong = PongReply {
+            route: "mgr-00000000000004d2".to_owned(),
+            in_id: 7,
+            rtt_us: 250,
+            manager_route: Some(MeshRouteId(0x4d2)),
+        };
+        let value = serde_json::to_value(&pong).unwrap();
+        assert_eq!(value["manager_route"], "00000000000004d2");
+        assert_eq!(serde_json::from_value::<PongReply>(value).unwrap(), pong);
+        let configured = PongReply {
+            manager_route: None,
+            ..pong
+        };
+        let value = serde_json::to_value(&configured).unwrap();
+        assert!(value["manager_route"].is_null());
+        assert_eq!(
+            serde_json::from_value::<PongReply>(value).unwrap(),
+            configured
+        );
     }
 
     #[test]

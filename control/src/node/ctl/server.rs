@@ -5,13 +5,13 @@
 //! - **Who may ask.** Each connection's peer uid comes from `SO_PEERCRED` (the kernel's
 //!   word, not the client's). Root and the socket file's owner are served; anyone else gets
 //!   a `permission` error and the connection is closed.
-//! - **Threads.** [`ControlServer::serve`] accepts on a non-blocking listener and sleeps
-//!   50 ms when there is nothing to accept. std has no accept with a timeout, and this
-//!   keeps the loop std-only: `stop` is seen within 50 ms, an idle node wakes 20 times a
-//!   second (negligible), and a `skywire status` waits at most 50 ms more. Each connection
-//!   gets a short-lived thread with 5 s read and write timeouts, so a slow or idle client
-//!   holds only its own thread; at most [`MAX_CONNECTIONS`] are served at once, and a
-//!   connection beyond that gets `unavailable` and is closed.
+//! - **Threads.** [`ControlServer::serve`] waits in `poll(2)` on the listener and on a
+//!   [`StopSignal`] together ([`StopSignal::accept_until_stopped`]): a connection is
+//!   accepted the moment it arrives, `stop` ends the loop at once, and an idle node never
+//!   wakes for it. Each connection gets a short-lived thread with 5 s read and write
+//!   timeouts, so a slow or idle client holds only its own thread; at most
+//!   [`MAX_CONNECTIONS`] are served at once, and a connection beyond that gets
+//!   `unavailable` and is closed.
 //! - **Bad input.** A line longer than [`MAX_REQUEST`], not UTF-8 or not JSON gets a
 //!   `bad_request` answer and closes that connection only; lines are read with a bounded
 //!   reader, so a long line is never buffered whole.
@@ -23,10 +23,11 @@
 
 use core::time::Duration;
 use std::io::{self, BufReader, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::thread;
 
 use skywire_dataplane::crypto::PublicKey;
@@ -34,7 +35,8 @@ use skywire_dataplane::engine::{EngineGone, EngineHandle, GrantError, NodeStatus
 use skywire_dataplane::route::Prefix;
 
 use crate::local::{
-    BoundSocket, ConnectionSlot, LineRead, bind_private, is_allowed, peer_uid, read_line,
+    BoundSocket, ConnectionSlot, LineRead, StopSignal, bind_private, is_allowed, peer_uid,
+    read_line,
 };
 use crate::manager::proto::{ErrorKind as ManagerErrorKind, Key, ProtoError, RouteRequest};
 use crate::node::agent::{UserReply, UserRequest};
@@ -54,9 +56,6 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a `status` request waits for the engine.
 pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long the accept loop sleeps when nobody is connecting.
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
 
 /// What the control socket serves: the running node ([`crate::node::NodeHandle`]), or a
 /// fake in tests. Only `status` is required; a node without a manager answers the manager
@@ -242,33 +241,30 @@ impl ControlServer {
         self.socket.path()
     }
 
-    /// Serve requests for `node` on this thread until `stop` is set, then remove the
+    /// Serve requests for `node` on this thread until `stop` is stopped, then remove the
     /// socket file. Connections already open finish on their own threads (within
     /// [`CONNECTION_TIMEOUT`] of their last request).
     ///
     /// `node` is shared by the connection threads, hence `Sync`.
-    pub fn serve(self, node: impl NodeApi + Send + Sync + 'static, stop: Arc<AtomicBool>) {
+    pub fn serve(self, node: impl NodeApi + Send + Sync + 'static, stop: &StopSignal) {
         let node: Arc<dyn NodeApi + Send + Sync> = Arc::new(node);
         let active = Arc::new(AtomicUsize::new(0));
-        while !stop.load(Ordering::Relaxed) {
-            match self.listener.accept() {
-                Ok((stream, _)) => self.start_connection(stream, &node, &active),
-                // Nothing to accept (or a transient failure such as EMFILE or a peer that
-                // went away): one bad moment never ends the loop.
-                Err(_) => thread::sleep(ACCEPT_POLL),
-            }
-        }
+        stop.accept_until_stopped(
+            self.listener.as_fd(),
+            || self.listener.accept(),
+            |(stream, _)| self.start_connection(stream, &node, &active),
+        );
     }
 
     /// [`Self::serve`] on a new thread named `skywire-ctl`.
     pub fn spawn(
         self,
         node: impl NodeApi + Send + Sync + 'static,
-        stop: Arc<AtomicBool>,
+        stop: StopSignal,
     ) -> io::Result<thread::JoinHandle<()>> {
         thread::Builder::new()
             .name("skywire-ctl".to_owned())
-            .spawn(move || self.serve(node, stop))
+            .spawn(move || self.serve(node, &stop))
     }
 
     fn start_connection(

@@ -167,7 +167,7 @@ fn write_origin(f: &mut fmt::Formatter<'_>, origin: OriginReply, idle: Option<f6
     else {
         return Ok(());
     };
-    write!(f, "  origin: manager route {route:016x}")?;
+    write!(f, "  origin: manager route {route}")?;
     if let Some(idle) = idle {
         write!(f, ", idle {}", Span(idle))?;
     }

@@ -31,18 +31,18 @@ impl NodeApi for FakeSource {
     }
 }
 
-/// A server with the sample status on `path`, and the flag that stops it.
+/// A server with the sample status on `path`, and the signal that stops it.
 pub(crate) struct Running {
-    stop: Arc<AtomicBool>,
+    stop: StopSignal,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Running {
     pub(crate) fn start(path: &Path, source: FakeSource) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopSignal::new().unwrap();
         let thread = ControlServer::bind(path)
             .unwrap()
-            .spawn(source, Arc::clone(&stop))
+            .spawn(source, stop.clone())
             .unwrap();
         Self {
             stop,
@@ -53,7 +53,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -172,7 +172,12 @@ fn manager_ops_are_checked_then_passed_on_and_their_errors_mapped() {
         r#"{{"id":1,"op":"route_add","dst":"{key}","min_hops":3,"avoid":["{key}"],"weight":"latency"}}"#
     );
     let answer = respond(line.as_bytes(), &fake);
-    assert!(String::from_utf8_lossy(&answer.line).contains(r#""ok":{"id":1,"#));
+    // The route's id in the form every command shows: 16 hex digits.
+    assert!(
+        String::from_utf8_lossy(&answer.line).contains(r#""ok":{"id":"0000000000000001","#),
+        "{}",
+        String::from_utf8_lossy(&answer.line)
+    );
     let seen = fake.seen.lock().unwrap().clone();
     assert_eq!(
         seen,
@@ -197,12 +202,18 @@ fn manager_ops_are_checked_then_passed_on_and_their_errors_mapped() {
         assert_eq!(error_kind(&answer.line), ErrorKind::BadRequest, "{bad}");
     }
     assert_eq!(fake.seen.lock().unwrap().len(), 1);
-    let answer = respond(br#"{"id":3,"op":"route_rm","route":"00ff"}"#, &fake);
-    assert!(!answer.close);
-    assert_eq!(
-        fake.seen.lock().unwrap().last(),
-        Some(&UserRequest::RouteRemove(MeshRouteId(255)))
-    );
+    // Every form of the id a client may send: what `route ls` shows, shorter, `0x`, either
+    // case, and the number older nodes' `route ls --json` printed.
+    for form in [r#""00000000000000ff""#, r#""00ff""#, r#""0xFF""#, "255"] {
+        let line = format!(r#"{{"id":3,"op":"route_rm","route":{form}}}"#);
+        let answer = respond(line.as_bytes(), &fake);
+        assert!(!answer.close);
+        assert_eq!(
+            fake.seen.lock().unwrap().last(),
+            Some(&UserRequest::RouteRemove(MeshRouteId(255))),
+            "{form}"
+        );
+    }
     // The manager's refusals are `failed`, its absence `unavailable`.
     let refused = FakeManager {
         seen: std::sync::Mutex::new(Vec::new()),
@@ -409,7 +420,12 @@ fn stop_ends_serving_and_removes_the_socket() {
     let path = tmp.0.join("node.sock");
     let running = Running::start(&path, FakeSource(None));
     assert!(path.exists());
+    // The accept thread is blocked in poll(2) by now; the stop wakes it at once.
+    thread::sleep(Duration::from_millis(20));
+    let stopping = std::time::Instant::now();
     drop(running);
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(1), "stopping took {took:?}");
     assert!(!path.exists());
     let err = UnixStream::connect(&path).unwrap_err();
     assert_eq!(err.kind(), IoErrorKind::NotFound);
