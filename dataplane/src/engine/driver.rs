@@ -485,6 +485,7 @@ impl EventLoop {
                 }
             }
             if !self.serve_commands() {
+                self.refuse_commands();
                 self.apps.close_all(self.poll.registry());
                 let (core, mut io) = self.io();
                 core.close_all(Instant::now(), &mut io);
@@ -525,6 +526,20 @@ impl EventLoop {
         io.flush();
         let dropped = io.dropped;
         self.count_dropped(dropped);
+    }
+
+    /// On shutdown: drop the commands queued behind it and disconnect the channel, so that
+    /// whoever waits for an answer (the uplink applying a manager's rules, a `status`)
+    /// learns at once that the engine stopped, as its reply channel closes, instead of
+    /// waiting out its timeout; later sends fail at once. Dropping the receiver alone would
+    /// not do: a bounded channel keeps its queued messages, and their reply senders, for
+    /// as long as any handle lives. A command sent between the drain and the drop (a few
+    /// instructions) is the one left to its timeout.
+    fn refuse_commands(&mut self) {
+        let commands = std::mem::replace(&mut self.control.commands, crossbeam_channel::never());
+        for command in commands.try_iter() {
+            drop(command);
+        }
     }
 
     /// Answer queued commands; false when asked to shut down.
