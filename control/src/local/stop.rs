@@ -7,9 +7,9 @@
 //! any number of threads, waiting now or later, see the stop (the node's control socket
 //! and app socket share one).
 //!
-//! The flag is the truth ([`StopSignal::is_stopped`]); the eventfd only wakes. If writing
-//! it ever failed, a waiter would still see the flag at its next wake-up, which is why
-//! waits on the signal alone ([`StopSignal::sleep`]) are bounded by their caller.
+//! The flag decides ([`StopSignal::is_stopped`], looked at before and after every wait);
+//! the eventfd only wakes. Adding 1 to its counter cannot fail short of 2^64 stops, so a
+//! waiter with no timeout is never left asleep.
 
 use core::time::Duration;
 use std::io;
@@ -58,8 +58,8 @@ impl StopSignal {
     /// Stop: every wait on this signal returns now, and every later one at once.
     pub fn stop(&self) {
         self.0.stopped.store(true, Ordering::Release);
-        // Non-blocking; fails only if the counter is full, which a single write per stop
-        // never makes it. Either way the eventfd is readable from now on.
+        // Non-blocking; fails only if the counter would overflow, which 1 per stop never
+        // makes it. The eventfd is readable from now on.
         let _ = rustix::io::write(&self.0.wake, &1u64.to_ne_bytes());
     }
 
