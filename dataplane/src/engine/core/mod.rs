@@ -96,6 +96,13 @@ pub trait NodeIo {
     fn congested(&self) -> bool {
         false
     }
+
+    /// The datagram being handled, from `from`, proved authentic (an authenticated link
+    /// probe, a route packet its session opened): the transport may send to `from` from
+    /// the local address that datagram reached.
+    fn authentic(&mut self, from: SocketAddr) {
+        let _ = from;
+    }
 }
 
 /// Node-wide drops that happen before a packet reaches a route's session.
@@ -422,7 +429,11 @@ impl NodeCore {
                 };
                 let first_hop = end.setup.first_hop;
                 let mut stacked = false;
-                match end.session.decapsulate(now, buf, peer) {
+                let outcome = end.session.decapsulate(now, buf, peer);
+                if !matches!(outcome, Outcome::Dropped(_)) {
+                    io.authentic(from);
+                }
+                match outcome {
                     // Packets between the two ends' stacks (their link addresses belong to
                     // the route; the key they came under is the stream's key).
                     Outcome::Deliver(plain) if stack::is_stack_packet(plain) => {

@@ -260,6 +260,7 @@ impl NodeCore {
             self.drops.add(NodeDrop::UnauthenticatedProbe);
             return;
         };
+        io.authentic(from);
         if !probe.reply {
             let reply = LinkProbeRepr {
                 reply: true,
