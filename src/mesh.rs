@@ -42,6 +42,15 @@ pub(crate) struct ManagerArgs {
 
 pub(crate) fn manager(args: &ManagerArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    if !config.has_manager_section() {
+        // A node's config given by mistake: say that, not that a default key is missing.
+        eprintln!(
+            "skywire manager: {} has no manager: section (is it a node's config? A manager's \
+             needs at least `manager: {{key: PATH, listen: IP:PORT}}`; config.yaml has an example)",
+            args.config.display()
+        );
+        return Ok(ExitCode::from(78));
+    }
     let key = config.manager_key()?;
     let params = config.manager.params();
     let listen = config.manager.listen();

@@ -45,7 +45,7 @@ pub enum EngineError {
         source: io::Error,
     },
     /// The TUN device could not be created or configured.
-    #[error("cannot create TUN device {name}: {source}")]
+    #[error("cannot create TUN device {name}: {source}{}", needs_admin(.source))]
     Tun {
         /// Its name.
         name: String,
@@ -63,7 +63,7 @@ pub enum EngineError {
         source: io::Error,
     },
     /// A route for a prefix could not be added to the kernel's routing table.
-    #[error("cannot route {prefix} through the TUN device: {source}")]
+    #[error("cannot route {prefix} through the TUN device: {source}{}", needs_admin(.source))]
     Route {
         /// The prefix.
         prefix: Prefix,
@@ -76,6 +76,16 @@ pub enum EngineError {
     /// The event loop failed.
     #[error("event loop: {0}")]
     Poll(io::Error),
+}
+
+/// What to do about a refused privileged operation.
+fn needs_admin(source: &io::Error) -> &'static str {
+    if source.kind() == io::ErrorKind::PermissionDenied {
+        " (a TUN device and its routes need root or CAP_NET_ADMIN: run the node as root, or \
+         give the binary the capability with `setcap cap_net_admin+ep`)"
+    } else {
+        ""
+    }
 }
 
 impl EngineError {
