@@ -271,7 +271,8 @@ pub(crate) fn link(args: &LinkArgs) -> anyhow::Result<ExitCode> {
 pub(crate) struct PingArgs {
     /// The far end's public key
     peer: PublicKey,
-    /// Stop after this many pongs
+    /// Send this many pings (each waits up to 5 s for its pong; a ping without one is counted
+    /// as lost)
     #[arg(long, short, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     count: u32,
     /// Time between pings, in seconds

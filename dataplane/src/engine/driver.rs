@@ -400,6 +400,8 @@ struct Io<'a> {
     /// The datagram being handled: who sent it and the local address it reached.
     current: Option<(SocketAddr, Option<IpAddr>)>,
     dropped: u64,
+    /// Of `dropped`, datagrams the kernel had no way to send.
+    unreachable: u64,
 }
 
 impl<'a> Io<'a> {
@@ -419,14 +421,25 @@ impl<'a> Io<'a> {
             sticky,
             current: None,
             dropped: 0,
+            unreachable: 0,
         }
     }
 
     /// Send and write everything queued, datagrams first.
     fn flush(&mut self) {
         let flushed = self.send.flush(self.socket.as_fd());
-        self.dropped += flushed.dropped;
+        self.count(flushed);
         self.dropped += self.tun_out.flush(self.tun);
+    }
+
+    fn count(&mut self, flushed: batch::Flushed) {
+        self.dropped += flushed.dropped;
+        self.unreachable += flushed.unreachable;
+    }
+
+    /// (dropped for other reasons, unreachable).
+    fn drops(&self) -> (u64, u64) {
+        (self.dropped - self.unreachable, self.unreachable)
     }
 }
 
@@ -437,7 +450,7 @@ impl NodeIo for Io<'_> {
             return;
         }
         let flushed = self.send.flush(self.socket.as_fd());
-        self.dropped += flushed.dropped;
+        self.count(flushed);
         if !self.send.push_from(to, from, packet) {
             self.dropped += 1;
         }
@@ -575,7 +588,7 @@ impl EventLoop {
             let (core, mut io) = self.io();
             core.poll_timers(Instant::now(), &mut io);
             io.flush();
-            let dropped = io.dropped;
+            let dropped = io.drops();
             self.count_dropped(dropped);
             self.serve_apps();
             self.deliver_events();
@@ -599,7 +612,7 @@ impl EventLoop {
         let mut io = Io::over(socket, send, tun.as_ref(), tun_out, sticky);
         apps.serve(poll.registry(), core, Instant::now(), &mut io);
         io.flush();
-        let dropped = io.dropped;
+        let dropped = io.drops();
         self.count_dropped(dropped);
     }
 
@@ -626,7 +639,7 @@ impl EventLoop {
                     let (core, mut io) = self.io();
                     core.probe(Instant::now(), to, nonce, &mut io);
                     io.flush();
-                    let dropped = io.dropped;
+                    let dropped = io.drops();
                     self.count_dropped(dropped);
                 }
                 Command::Neighbours(neighbours) => {
@@ -636,7 +649,7 @@ impl EventLoop {
                     let (core, mut io) = self.io();
                     let result = core.ping(Instant::now(), in_id, nonce, &mut io);
                     io.flush();
-                    let dropped = io.dropped;
+                    let dropped = io.drops();
                     self.count_dropped(dropped);
                     let _ = reply.send(result);
                 }
@@ -759,9 +772,13 @@ impl EventLoop {
         }
     }
 
-    fn count_dropped(&mut self, n: u64) {
+    /// Count what an [`Io`] dropped: (full queues and the like, unreachable).
+    fn count_dropped(&mut self, (n, unreachable): (u64, u64)) {
         if n > 0 {
             self.core.count_drops(NodeDrop::QueueFull, n);
+        }
+        if unreachable > 0 {
+            self.core.count_drops(NodeDrop::Unreachable, unreachable);
         }
     }
 
@@ -815,7 +832,7 @@ impl EventLoop {
             }
         }
         io.flush();
-        let dropped = io.dropped;
+        let dropped = io.drops();
         if truncated > 0 {
             core.count_forward_drops(ForwardDrop::Malformed, truncated);
         }
@@ -878,7 +895,7 @@ impl EventLoop {
             }
         }
         io.flush();
-        let dropped = io.dropped;
+        let dropped = io.drops();
         self.count_dropped(dropped);
         more
     }

@@ -296,6 +296,9 @@ pub struct Flushed {
     pub sent: u64,
     /// Datagrams the kernel did not take (socket buffer full, unreachable): dropped.
     pub dropped: u64,
+    /// Of `dropped`, those refused for want of a way to their destination (no route,
+    /// unreachable network or host, a firewall), not for a full buffer.
+    pub unreachable: u64,
     /// GSO was refused and is now off for this batch's socket.
     pub gso_refused: bool,
 }
@@ -425,11 +428,15 @@ impl SendBatch {
                     if group.count > 1 && refused {
                         self.gso = false;
                         flushed.gso_refused = true;
-                        let (sent, dropped) = self.send_one_by_one(fd, group);
+                        let (sent, dropped, unreachable) = self.send_one_by_one(fd, group);
                         flushed.sent += sent;
                         flushed.dropped += dropped;
+                        flushed.unreachable += unreachable;
                     } else {
                         flushed.dropped += group.count as u64;
+                        if unreachable(&e) {
+                            flushed.unreachable += group.count as u64;
+                        }
                     }
                     next += 1;
                 }
@@ -492,9 +499,9 @@ impl SendBatch {
     }
 
     /// Send a group's datagrams one `sendmsg` each (from the group's source); (sent,
-    /// dropped).
-    fn send_one_by_one(&self, fd: BorrowedFd<'_>, g: Group) -> (u64, u64) {
-        let (mut sent, mut dropped) = (0, 0);
+    /// dropped, of which unreachable).
+    fn send_one_by_one(&self, fd: BorrowedFd<'_>, g: Group) -> (u64, u64, u64) {
+        let (mut sent, mut dropped, mut unreachable_count) = (0, 0, 0);
         let bytes = self.data.get(g.start..g.start + g.len).unwrap_or_default();
         // SAFETY: all-zero C structs are valid values (null pointers, zero lengths).
         let mut addr: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
@@ -517,12 +524,32 @@ impl SendBatch {
             let ret = unsafe { libc::sendmsg(fd.as_raw_fd(), &raw const hdr, libc::MSG_DONTWAIT) };
             if ret < 0 {
                 dropped += 1;
+                if unreachable(&io::Error::last_os_error()) {
+                    unreachable_count += 1;
+                }
             } else {
                 sent += 1;
             }
         }
-        (sent, dropped)
+        (sent, dropped, unreachable_count)
     }
+}
+
+/// Whether a send failed for want of a way to the destination rather than for a full
+/// buffer.
+fn unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENETUNREACH
+                | libc::EHOSTUNREACH
+                | libc::EHOSTDOWN
+                | libc::ENETDOWN
+                | libc::EADDRNOTAVAIL
+                | libc::EACCES
+                | libc::EPERM
+        )
+    )
 }
 
 /// Fill `hdr`'s control data, in `control`: a `UDP_SEGMENT` message for `segment` bytes

@@ -116,6 +116,10 @@ pub enum NodeDrop {
     NoSession,
     /// A packet the driver could not send or write (socket buffer or TUN queue full).
     QueueFull,
+    /// A datagram the kernel would not send for want of a way to its destination: the next
+    /// hop's address is unreachable from this host (no route, an unreachable network or
+    /// host, a firewall refusing it).
+    Unreachable,
     /// A TUN packet larger than the buffers (above the configured MTU).
     TooBig,
     /// A malformed link probe or probe reply (type 8 or 9).
@@ -132,11 +136,12 @@ pub enum NodeDrop {
 
 impl NodeDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NodeDrop; 9] = [
+    pub const ALL: [NodeDrop; 10] = [
         NodeDrop::NotIp,
         NodeDrop::NoRoute,
         NodeDrop::NoSession,
         NodeDrop::QueueFull,
+        NodeDrop::Unreachable,
         NodeDrop::TooBig,
         NodeDrop::BadProbe,
         NodeDrop::UnexpectedProbeReply,
@@ -151,6 +156,7 @@ impl NodeDrop {
             NodeDrop::NoRoute => "no route",
             NodeDrop::NoSession => "no session",
             NodeDrop::QueueFull => "queue full",
+            NodeDrop::Unreachable => "unreachable",
             NodeDrop::TooBig => "too big",
             NodeDrop::BadProbe => "bad probe",
             NodeDrop::UnexpectedProbeReply => "unexpected probe reply",

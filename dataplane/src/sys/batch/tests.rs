@@ -279,3 +279,27 @@ fn pktinfo_says_the_local_address_and_picks_the_source() {
         },
     );
 }
+
+/// A destination the host has no route to is dropped and counted as unreachable, not as a
+/// full buffer.
+#[test]
+fn no_route_is_unreachable() {
+    testns::run("no_route_is_unreachable", || {
+        let ok = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let tx = bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let mut out = SendBatch::new(tx.local_addr().unwrap(), true);
+        for i in 0..3 {
+            assert!(out.push("198.18.200.1:6000".parse().unwrap(), &datagram(i, 100)));
+        }
+        let flushed = out.flush(tx.as_fd());
+        assert_eq!(
+            (flushed.sent, flushed.dropped, flushed.unreachable),
+            (0, 3, 3)
+        );
+    });
+}
