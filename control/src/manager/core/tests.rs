@@ -567,18 +567,19 @@ fn core_with(n: u8) -> (ManagerCore, Vec<PublicKey>, Instant) {
         };
         core.frame(conn, Frame::request(kind::REGISTER, 1, &register), now);
     }
-    // Each node reports its links to the next one up, as its probes would: a link is
-    // routed over only once it is proven.
+    // Each node reports its link to the one before it, as its probes would: a link is
+    // routed over only once it is proven. (The earlier node's reports about a later one
+    // wait until it answers the NEIGHBOURS sent after the later one registered.)
     for (i, pair) in keys.windows(2).enumerate() {
         let report = LinkReport {
             links: vec![LinkMeasure {
-                peer: Key(pair[1]),
+                peer: Key(pair[0]),
                 rtt_us: Some(300),
                 loss: 0.0,
                 up: true,
             }],
         };
-        let conn = ConnId(i as u64 + 1);
+        let conn = ConnId(i as u64 + 2);
         core.frame(conn, Frame::request(kind::LINK_REPORT, 2, &report), now);
     }
     core.drain();
