@@ -208,10 +208,7 @@ mod tests {
             text.contains("(up, rtt 0.42 ms, loss 0%, from config)"),
             "{text}"
         );
-        assert!(
-            text.contains("(unproven, rtt none, from config)"),
-            "{text}"
-        );
+        assert!(text.contains("(unproven, rtt none, from config)"), "{text}");
         let json = serde_json::to_value(&m.links[1]).unwrap();
         assert_eq!(json["state"], "unproven");
         assert!(json["rtt_us"].is_null());

@@ -360,8 +360,7 @@ impl ManagerCore {
     /// Tell `key` and its neighbours whom to probe (online ends of usable links); the
     /// neighbours sent a list, with the id of the request each was sent.
     pub(super) fn push_neighbours_around(&mut self, key: &PublicKey) -> Vec<(PublicKey, u64)> {
-        let neighbours: Vec<PublicKey> =
-            self.topology.neighbours(*key).map(|(k, _)| k).collect();
+        let neighbours: Vec<PublicKey> = self.topology.neighbours(*key).map(|(k, _)| k).collect();
         self.push_neighbours(key, None);
         neighbours
             .into_iter()

@@ -1143,8 +1143,14 @@ fn route_add_refusal(
     };
     core.frame(ConnId(conn), Frame::request(kind::ROUTE_ADD, 52, &add), now);
     let out = core.drain();
-    let reply = sent(&out, ConnId(conn), kind::ROUTE_ADD | super::super::proto::REPLY);
-    reply.first().and_then(|r| r.reply::<Value>().err().map(|e| e.kind))
+    let reply = sent(
+        &out,
+        ConnId(conn),
+        kind::ROUTE_ADD | super::super::proto::REPLY,
+    );
+    reply
+        .first()
+        .and_then(|r| r.reply::<Value>().err().map(|e| e.kind))
 }
 
 #[test]
@@ -1174,7 +1180,10 @@ fn a_link_is_unproven_until_a_probe_is_answered_and_nodes_says_so() {
     // An end's probe is answered: up, measured, routed over.
     report_link(&mut core, 2, keys[0], 700, now);
     let link = link_view(&mut core, 1, keys[0], keys[1], now);
-    assert_eq!((link.state, link.up, link.rtt_us), (LinkState::Up, true, Some(700)));
+    assert_eq!(
+        (link.state, link.up, link.rtt_us),
+        (LinkState::Up, true, Some(700))
+    );
     assert_eq!(route_add_refusal(&mut core, 1, keys[1], now), None);
     // An end goes offline: what was measured goes with it.
     core.disconnected(ConnId(2), now);
@@ -1202,7 +1211,11 @@ fn a_node_that_registers_again_starts_with_unproven_links_and_old_reports_do_not
         tun: vec![WirePrefix("10.9.0.2/32".parse().unwrap())],
         ..Register::default()
     };
-    core.frame(ConnId(12), Frame::request(kind::REGISTER, 1, &register), now);
+    core.frame(
+        ConnId(12),
+        Frame::request(kind::REGISTER, 1, &register),
+        now,
+    );
     let out = core.drain();
     // Node 1 is told to forget node 2, then to probe it afresh.
     let lists: Vec<Neighbours> = sent(&out, ConnId(1), kind::NEIGHBOURS)

@@ -745,8 +745,12 @@ impl Router {
                         limit: self.search_limit,
                     });
                 }
-                self.open
-                    .push(Reverse((estimate, u32::MAX - hops, tie, self.partials.len())));
+                self.open.push(Reverse((
+                    estimate,
+                    u32::MAX - hops,
+                    tie,
+                    self.partials.len(),
+                )));
                 self.partials.push(Partial {
                     node: edge.to.0,
                     hops,
