@@ -408,6 +408,9 @@ impl ManagerCore {
         self.registry.register(conn, key, &register, used, now);
         let _ = self.topology.add_node(key);
         let _ = self.topology.set_node_up(key, true);
+        // Nothing measured before this registration counts (the node may have restarted).
+        let replaced = previous.is_some_and(|c| c != conn);
+        self.reset_links_on_register(&key, replaced);
         self.log(format!(
             "node {} registered: endpoint {}, {} owned routes, {} rules held",
             short(&key),
@@ -442,7 +445,8 @@ impl ManagerCore {
         }
         // Waiting routes may be possible now.
         self.routes.retry_waiting(now);
-        self.push_neighbours_around(&key);
+        let sent = self.push_neighbours_around(&key);
+        self.fence_reports(&key, &sent);
         self.tick(now);
         Ok(Registered {
             heartbeat_ms: u64::try_from(self.params.heartbeat.as_millis()).unwrap_or(u64::MAX),

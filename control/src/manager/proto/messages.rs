@@ -479,6 +479,37 @@ pub struct NodeInfo {
     pub last_seen_ms: u64,
 }
 
+/// A link's state in the manager's view. Only an `up` link carries routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Declared by one end only: the other end has not declared it (nor the config).
+    OneEnd,
+    /// An end is not connected to the manager.
+    Offline,
+    /// Both ends are online, and no authenticated probe was answered since either
+    /// registered: nothing is measured yet.
+    #[default]
+    Unproven,
+    /// An end's probe was answered: routes may use it.
+    Up,
+    /// Its probes are no longer answered.
+    Down,
+}
+
+impl LinkState {
+    /// The name as `nodes` prints it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OneEnd => "one end only",
+            Self::Offline => "offline",
+            Self::Unproven => "unproven",
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
 /// A link in the manager's view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkInfo {
@@ -488,8 +519,11 @@ pub struct LinkInfo {
     pub b: Key,
     /// `config` or the node that declared it.
     pub source: String,
-    /// Usable for routes.
+    /// Usable for routes: `state` is [`LinkState::Up`].
     pub up: bool,
+    /// What the manager knows of it.
+    #[serde(default)]
+    pub state: LinkState,
     /// Measured round trip, microseconds.
     pub rtt_us: Option<u64>,
     /// Measured loss, 0 to 1.
