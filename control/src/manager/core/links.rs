@@ -25,6 +25,7 @@
 //! longer answered).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use skywire_dataplane::crypto::PublicKey;
@@ -60,6 +61,9 @@ pub(super) struct LinkEntry {
     /// Ends whose reports are ignored until they answer the `NEIGHBOURS` request of this
     /// id (or a later one): sent after the other end registered.
     fences: BTreeMap<PublicKey, u64>,
+    /// Where each end reaches the other, by the reporting end: the address its answered
+    /// probes went to (a multi-homed node's address on this link).
+    seen: BTreeMap<PublicKey, SocketAddr>,
 }
 
 impl LinkEntry {
@@ -92,6 +96,14 @@ impl LinkBook {
         let entry = self.links.entry(link_key(a, b)).or_default();
         entry.sources.insert(source);
         entry.usable(a, b)
+    }
+
+    /// Where `from` reaches `to` over their link, as `from` last reported it (with the
+    /// link up); `None` before such a report.
+    pub(super) fn seen_at(&self, from: PublicKey, to: PublicKey) -> Option<SocketAddr> {
+        self.links
+            .get(&link_key(from, to))
+            .and_then(|l| l.seen.get(&from).copied())
     }
 
     /// The latest measurement of a - b.
@@ -136,6 +148,7 @@ impl LinkBook {
         } else if !usable {
             // Proven again once both ends declare it and probe it anew.
             entry.report = None;
+            entry.seen.clear();
         }
         Ok(usable)
     }
@@ -148,6 +161,7 @@ impl LinkBook {
         key: PublicKey,
         peer: PublicKey,
         metrics: LinkMetrics,
+        seen: Option<SocketAddr>,
         now: Instant,
     ) -> Option<bool> {
         let entry = self.links.get_mut(&link_key(key, peer))?;
@@ -156,6 +170,9 @@ impl LinkBook {
         }
         let was_up = entry.report.is_some_and(|(_, r)| r.up);
         entry.report = Some((now, metrics));
+        if let (true, Some(seen)) = (metrics.up, seen) {
+            entry.seen.insert(key, seen);
+        }
         Some(was_up)
     }
 
@@ -168,6 +185,7 @@ impl LinkBook {
             .map(|((a, b), l)| {
                 l.report = None;
                 l.fences.remove(key);
+                l.seen.clear();
                 (*a, *b)
             })
             .collect()
@@ -338,7 +356,7 @@ impl ManagerCore {
                 loss: m.loss.clamp(0.0, 1.0),
                 up: m.up,
             };
-            let Some(was_up) = self.links.report(key, peer, metrics, now) else {
+            let Some(was_up) = self.links.report(key, peer, metrics, m.endpoint, now) else {
                 continue;
             };
             let _ = self.topology.set_link_metrics(key, peer, metrics);
@@ -400,9 +418,14 @@ impl ManagerCore {
             .filter(|(peer, _)| Some(peer) != except)
             .filter_map(|(peer, _)| {
                 self.registry.conn_of(&peer)?;
+                // Where `node` already reaches the peer, else where the peer registered.
+                let endpoint = self
+                    .links
+                    .seen_at(*node, peer)
+                    .or_else(|| self.registry.endpoint(&peer))?;
                 Some(Neighbour {
                     peer: Key(peer),
-                    endpoint: self.registry.endpoint(&peer)?,
+                    endpoint,
                 })
             })
             .collect();

@@ -173,8 +173,16 @@ impl ManagerCore {
         let mut hops = Vec::with_capacity(path.len());
         for (i, k) in path.iter().enumerate() {
             let (before, after) = (i.checked_sub(1), Some(i + 1));
-            let prev_ep = before.and_then(|b| endpoints.get(b)).copied();
-            let next_ep = endpoints.get(i + 1).copied();
+            // A neighbour's address as this hop reaches it over their link (a multi-homed
+            // node's address on that link), else the one it registered.
+            let at = |j: usize| {
+                let peer = path.get(j)?;
+                self.links
+                    .seen_at(*k, *peer)
+                    .or_else(|| endpoints.get(j).copied())
+            };
+            let prev_ep = before.and_then(at);
+            let next_ep = at(i + 1);
             let rules = match (prev_ep, next_ep) {
                 (None, Some(next)) => vec![RuleSpec::End {
                     peer: Key(dst),

@@ -322,6 +322,12 @@ pub struct LinkMeasure {
     pub loss: f32,
     /// Whether any of the last few probes was answered.
     pub up: bool,
+    /// The neighbour's transport address as this node reaches it (where its answered
+    /// probes went): on a multi-homed neighbour, the address on this link, which may not
+    /// be the one it registered. The manager uses it for this node's rules towards and
+    /// from that neighbour. Absent from older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<SocketAddr>,
 }
 
 /// `LINK_REPORT`.

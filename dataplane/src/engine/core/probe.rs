@@ -261,6 +261,12 @@ impl NodeCore {
             return;
         };
         io.authentic(from);
+        if !probe.reply && from != neighbour.addr {
+            self.events.push(EngineEvent::ProbedFrom {
+                peer: neighbour.key,
+                from,
+            });
+        }
         if !probe.reply {
             let reply = LinkProbeRepr {
                 reply: true,
