@@ -378,6 +378,30 @@ impl ManagerCore {
         }
         self.registry.check(&key, &register, &self.params)?;
         let previous = self.registry.conn_of(&key);
+        // A live connection of the same key from another endpoint is another node with the
+        // same key (a copied key file), not a restart: refuse the newcomer, or the two
+        // would take turns replacing each other and the routes would follow them. A node
+        // that really moved registers once the manager has given up on its old connection.
+        let other_endpoint = self
+            .registry
+            .endpoint(&key)
+            .filter(|e| Some(*e) != register.endpoint);
+        if let (Some(_), Some(at)) = (previous.filter(|&c| c != conn), other_endpoint) {
+            let message = format!(
+                "key in use: node {} is online from {at}; is this a second node with a copy \
+                 of its key? (a node that moved registers once its old connection is \
+                 given up, within 3 heartbeats)",
+                short(&key)
+            );
+            self.log(format!(
+                "refused a second registration of node {} from {}: it is online from {at}",
+                short(&key),
+                register
+                    .endpoint
+                    .map_or_else(|| "no endpoint".to_owned(), |e| e.to_string()),
+            ));
+            return Err(ProtoError::new(ErrorKind::NotAllowed, message));
+        }
         if let Some(old) = previous.filter(|&c| c != conn) {
             self.out.push(Output::Close(old, CloseReason::Replaced));
             self.registry.forget(old);

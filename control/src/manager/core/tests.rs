@@ -1266,3 +1266,29 @@ fn a_node_that_registers_again_starts_with_unproven_links_and_old_reports_do_not
     let link = link_view(&mut core, 1, keys[1], keys[2], now);
     assert_eq!((link.state, link.rtt_us), (LinkState::Up, Some(350)));
 }
+
+#[test]
+fn a_second_node_with_the_same_key_is_refused_a_restart_is_not() {
+    let (mut core, keys, now) = core_with(3);
+    // Node 1 is online from 198.18.0.1:6000 on connection 1. The same key from another
+    // endpoint while it is: another node with a copy of the key, refused, and node 1
+    // keeps its connection.
+    let (kind, message) =
+        register_with(&mut core, 40, keys[0], 77, &["10.9.0.1/32"], now).expect("refused");
+    assert_eq!(kind, ErrorKind::NotAllowed);
+    assert!(message.starts_with("key in use"), "{message}");
+    assert!(core.registry.is_current(&keys[0], ConnId(1)));
+    // The same endpoint again (a node restarted before its old connection was given up):
+    // the new connection replaces the old one.
+    assert_eq!(
+        register_with(&mut core, 41, keys[0], 1, &["10.9.0.1/32"], now),
+        None
+    );
+    assert!(core.registry.is_current(&keys[0], ConnId(41)));
+    // Once the manager has given up on the connection, a node that moved registers.
+    core.disconnected(ConnId(41), now);
+    assert_eq!(
+        register_with(&mut core, 42, keys[0], 78, &["10.9.0.1/32"], now),
+        None
+    );
+}
