@@ -13,7 +13,7 @@ use crate::manager::proto::{
     ErrorKind, Frame, Install, Key, ManagerRequest, MeshRouteId, ProtoError, Remove, RouteInfo,
     RouteList, RouteRequest, RouteState, RuleSpec, kind,
 };
-use crate::manager::topology::Constraints;
+use crate::manager::topology::{Constraints, RouteError};
 
 impl ManagerCore {
     /// What `request` asks of a path, with the manager's defaults filled in.
@@ -23,6 +23,22 @@ impl ManagerCore {
             max_hops: request.max_hops.unwrap_or(self.params.max_hops),
             avoid: request.avoid.iter().map(|k| k.0).collect(),
             weight: request.weight.unwrap_or(self.params.weight),
+        }
+    }
+
+    /// Why no path was found, in the request's terms: "the constraints" only when the
+    /// request had some.
+    fn no_path_text(error: &RouteError, src: &PublicKey, request: &RouteRequest) -> String {
+        let constrained =
+            request.min_hops.is_some() || request.max_hops.is_some() || !request.avoid.is_empty();
+        match error {
+            RouteError::NoPath if !constrained => format!(
+                "no path over links that are up from {} to {} (`skywire nodes` shows which \
+                 links are down or unproven)",
+                short(src),
+                short(&request.dst.0)
+            ),
+            other => other.to_string(),
         }
     }
 
@@ -138,7 +154,12 @@ impl ManagerCore {
         let path = self
             .router
             .route(&self.topology, src, dst, &constraints)
-            .map_err(|e| ProtoError::new(ErrorKind::NoPath, e.to_string()))?
+            .map_err(|e| {
+                ProtoError::new(
+                    ErrorKind::NoPath,
+                    Self::no_path_text(&e, &src, &route.request),
+                )
+            })?
             .nodes;
         let mut endpoints = Vec::with_capacity(path.len());
         for k in &path {
