@@ -64,6 +64,21 @@ impl ManagerCore {
                 format!("no node {} has registered", request.dst.0),
             ));
         }
+        // The same request again (a script run twice, `route add` repeated): the route
+        // this node has already, not a second one with the same ends.
+        let same = self.routes.iter().find(|r| {
+            r.src == src
+                && r.request.dst == request.dst
+                && r.request.min_hops == request.min_hops
+                && r.request.max_hops == request.max_hops
+                && r.request.avoid == request.avoid
+                && r.request.weight == request.weight
+        });
+        if let Some(existing) = same {
+            let info = self.info(existing);
+            self.send(conn, Frame::ok(kind::ROUTE_ADD, request_id, &info));
+            return Ok(());
+        }
         if self.routes.count_from(&src) >= super::MAX_ROUTES_PER_NODE {
             return Err(ProtoError::new(
                 ErrorKind::NotAllowed,

@@ -65,6 +65,13 @@ fn route_to(sim: &Sim, dst: usize) -> RouteRequest {
     route_from_json(json!({"dst": sim.pk(dst).to_string()}))
 }
 
+/// `route rm` of `id` from node `src`, which must succeed.
+fn remove_route(sim: &mut Sim, src: usize, id: MeshRouteId) {
+    let t = sim.user(src, UserRequest::RouteRemove(id));
+    sim.run(50 * MS, 5 * MS);
+    assert!(sim.answer(src, t).expect("an answer").result.is_ok());
+}
+
 fn add_route(sim: &mut Sim, src: usize, dst: usize, extra: Value) -> Result<RouteInfo, ProtoError> {
     let mut body = json!({"dst": sim.pk(dst).to_string()});
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
@@ -510,8 +517,13 @@ fn links_declared_by_nodes_are_routed_over_and_withdrawn_only_by_them() {
         sim.answer(0, t).unwrap().result,
         Ok(UserReply::LinkAdded(LinkAdded { usable: false }))
     );
+    // The same request again is the same route, not a second one.
+    let again = add_route(&mut sim, 0, 25, json!({})).unwrap();
+    assert_eq!(again.id, before.id);
+    remove_route(&mut sim, 0, before.id);
     let still = add_route(&mut sim, 0, 25, json!({})).unwrap();
     assert!(still.path.len() > 2, "a one-sided link was routed over");
+    remove_route(&mut sim, 0, still.id);
     let t = sim.user(25, UserRequest::LinkAdd(sim.pk(0)));
     sim.run(Duration::from_secs(2), 50 * MS);
     assert_eq!(
