@@ -211,10 +211,28 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("skywire: error: {err:#}");
+            eprintln!("skywire: error: {}", error_text(&err));
             exit_code_for(&err)
         }
     }
+}
+
+/// An error and its causes on one line, `outer: inner: innermost`, leaving out a cause
+/// whose text the line already holds: most of our errors name their cause in their own
+/// message ("cannot bind ...: Address already in use"), which `{:#}` would repeat.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// Run the chosen subcommand.
@@ -596,6 +614,26 @@ fn exit_code_for(err: &anyhow::Error) -> ExitCode {
         }
     }
     ExitCode::from(EXIT_FAILURE)
+}
+
+#[cfg(test)]
+mod error_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::error_text;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let inner = anyhow::Error::new(io);
+        let outer = inner.context(format!(
+            "cannot bind the UDP transport to 127.0.0.1:6555: {}",
+            std::io::Error::from(std::io::ErrorKind::AddrInUse)
+        ));
+        let text = error_text(&outer);
+        assert_eq!(text.matches("address in use").count(), 1, "{text}");
+        let plain = anyhow::anyhow!("top").context("outer");
+        assert_eq!(error_text(&plain), "outer: top");
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,15 @@ pub(crate) struct ManagerArgs {
 
 pub(crate) fn manager(args: &ManagerArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    if !config.has_manager_section() {
+        // A node's config given by mistake: say that, not that a default key is missing.
+        eprintln!(
+            "skywire manager: {} has no manager: section (is it a node's config? A manager's \
+             needs at least `manager: {{key: PATH, listen: IP:PORT}}`; config.yaml has an example)",
+            args.config.display()
+        );
+        return Ok(ExitCode::from(78));
+    }
     let key = config.manager_key()?;
     let params = config.manager.params();
     let listen = config.manager.listen();
@@ -262,7 +271,8 @@ pub(crate) fn link(args: &LinkArgs) -> anyhow::Result<ExitCode> {
 pub(crate) struct PingArgs {
     /// The far end's public key
     peer: PublicKey,
-    /// Stop after this many pongs
+    /// Send this many pings (each waits up to 5 s for its pong; a ping without one is counted
+    /// as lost)
     #[arg(long, short, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     count: u32,
     /// Time between pings, in seconds

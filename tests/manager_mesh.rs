@@ -162,9 +162,9 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
     // The manager's view: five nodes, five links measured by probes.
     let measured = wait_until(Duration::from_secs(8), || {
         mesh.nodes_json().is_some_and(|v| {
-            v["links"]
-                .as_array()
-                .is_some_and(|l| l.len() == 5 && l.iter().all(|l| l["rtt_us"].is_u64()))
+            v["links"].as_array().is_some_and(|l| {
+                l.len() == 5 && l.iter().all(|l| l["rtt_us"].is_u64() && l["state"] == "up")
+            })
         })
     });
     assert!(
@@ -303,6 +303,21 @@ fn manager_sets_up_repairs_and_survives_a_restart() {
         "outage {outage:?}: {lines:?}"
     );
     assert!(mesh.route_ls()[0]["repairs"].as_u64().unwrap() >= 1);
+    // B is gone: its links are offline, with nothing left of what was measured.
+    let b = mesh.key(1).to_owned();
+    let view = mesh.nodes_json().expect("the manager's view");
+    let b_links: Vec<&serde_json::Value> = view["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["a"] == b.as_str() || l["b"] == b.as_str())
+        .collect();
+    assert_eq!(b_links.len(), 2, "{view}");
+    for l in b_links {
+        assert_eq!(l["state"], "offline", "{l}");
+        assert!(l["rtt_us"].is_null(), "{l}");
+        assert_eq!(l["up"], false, "{l}");
+    }
 
     // Restart the manager while pings flow: installed routes keep forwarding.
     let mut pings = start_pings(&mesh, 200, "0.05");

@@ -317,6 +317,13 @@ fn ids_ping_ru_and_sd_on_a_plain_process() {
     assert_eq!(row["detail"], "killed by SIGTERM");
     assert!(!alive(pid));
     v.assert_no_zombies();
+    // An app that ended is not running, whatever it was.
+    let (code, _, stderr) = v.exec(&["ping", "1"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("app 1 is not running (it is stopped)"),
+        "{stderr}"
+    );
 
     // Ids are never reused; `help` and `apps` answer from the config.
     assert_eq!(v.json(&["s", "sleeper"])["id"], 3);

@@ -529,7 +529,15 @@ impl Launcher {
     }
 
     fn ping(&self, id: u64) -> Result<Reply, LauncherError> {
-        let (app, _) = self.lookup(id)?;
+        let (app, pid) = self.lookup(id)?;
+        if pid.is_none() {
+            // Exited (or not started): say so, as `ru` does, not that it never registered.
+            let state = lock(&self.inner.table)
+                .sup
+                .get(id)
+                .map_or("gone", |i| i.state.word());
+            return Err(SupervisorError::NotRunning { id, state }.into());
+        }
         if !self.inner.signal.is_registered(id) {
             return Err(LauncherError::NotSignalClient { id, app });
         }

@@ -262,8 +262,8 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
         Ok(_) => Err(io::Error::new(
             IoErrorKind::AddrInUse,
             format!(
-                "another process is serving the socket {} (is another `skywire node` \
-                 running?)",
+                "another process is serving the socket {} (another `skywire node`, or a \
+                 viscript daemon, already runs with it)",
                 path.display()
             ),
         )),

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use skywire_dataplane::crypto::PublicKey;
 
-use super::proto::{Key, Mesh, RouteInfo, RouteList};
+use super::proto::{Key, LinkState, Mesh, RouteInfo, RouteList};
 
 /// The first 8 hex digits of a key, as paths show it.
 pub fn short(key: &PublicKey) -> String {
@@ -109,15 +109,22 @@ pub fn mesh(mesh: &Mesh) -> String {
             } else {
                 continue;
             };
-            let rtt = l.rtt_us.map_or_else(
-                || "rtt ?".to_owned(),
-                |us| format!("rtt {:.2} ms", us as f64 / 1000.0),
-            );
+            // Nothing measured (unproven, offline): no round trip and no loss to show.
+            let measured = match l.rtt_us {
+                Some(us) => format!(
+                    "rtt {:.2} ms, loss {:.0}%",
+                    us as f64 / 1000.0,
+                    l.loss * 100.0
+                ),
+                None if l.state == LinkState::Down => {
+                    format!("rtt none, loss {:.0}%", l.loss * 100.0)
+                }
+                None => "rtt none".to_owned(),
+            };
             links.push(format!(
-                "{} ({}, {rtt}, loss {:.0}%, from {})",
+                "{} ({}, {measured}, from {})",
                 short(&other.0),
-                if l.up { "up" } else { "down" },
-                l.loss * 100.0,
+                l.state.as_str(),
                 l.source
             ));
         }
@@ -174,14 +181,26 @@ mod tests {
                 online: true,
                 last_seen_ms: 300,
             }],
-            links: vec![LinkInfo {
-                a: k(1),
-                b: k(3),
-                source: "config".into(),
-                up: true,
-                rtt_us: Some(420),
-                loss: 0.0,
-            }],
+            links: vec![
+                LinkInfo {
+                    a: k(1),
+                    b: k(3),
+                    source: "config".into(),
+                    up: true,
+                    state: LinkState::Up,
+                    rtt_us: Some(420),
+                    loss: 0.0,
+                },
+                LinkInfo {
+                    a: k(1),
+                    b: k(4),
+                    source: "config".into(),
+                    up: false,
+                    state: LinkState::Unproven,
+                    rtt_us: None,
+                    loss: 0.0,
+                },
+            ],
         };
         let text = mesh(&m);
         assert!(text.contains("online, last seen 300 ms ago"), "{text}");
@@ -189,5 +208,9 @@ mod tests {
             text.contains("(up, rtt 0.42 ms, loss 0%, from config)"),
             "{text}"
         );
+        assert!(text.contains("(unproven, rtt none, from config)"), "{text}");
+        let json = serde_json::to_value(&m.links[1]).unwrap();
+        assert_eq!(json["state"], "unproven");
+        assert!(json["rtt_us"].is_null());
     }
 }

@@ -452,6 +452,11 @@ impl Sim {
                 EngineEvent::ProbeReply { from, nonce, rtt } => {
                     node.agent.probe_reply(from, nonce, rtt);
                 }
+                EngineEvent::ProbedFrom { peer, from } => {
+                    if let Ok(parts) = self.mesh.parts(id) {
+                        node.agent.probed_from(peer, from, &mut Dp(parts));
+                    }
+                }
                 EngineEvent::Pong { nonce, rtt, .. } => node.pongs.push((nonce, rtt)),
             }
         }

@@ -223,6 +223,9 @@ pub struct Agent {
     /// Manager rules held: in_id -> (route, is a route end).
     held: BTreeMap<u32, (MeshRouteId, bool)>,
     probes: HashMap<PublicKey, ProbeLog>,
+    /// Neighbours whose authenticated probes came from another address than the one
+    /// the manager gave: where they are on this link.
+    probed_from: HashMap<PublicKey, SocketAddr>,
     registered: bool,
     /// The manager's answer to this connection's `REGISTER`, if it was a refusal.
     refused: Option<ProtoError>,
@@ -256,6 +259,7 @@ impl Agent {
             links: BTreeSet::new(),
             held: BTreeMap::new(),
             probes: HashMap::new(),
+            probed_from: HashMap::new(),
             registered: false,
             refused: None,
             connected: false,
@@ -662,19 +666,58 @@ impl Agent {
     }
 
     fn neighbours(&mut self, neighbours: &[Neighbour], dataplane: &mut impl Dataplane) {
-        let list: Vec<(SocketAddr, PublicKey)> =
-            neighbours.iter().map(|n| (n.endpoint, n.peer.0)).collect();
-        dataplane.set_neighbours(&list);
         let keep: BTreeSet<PublicKey> = neighbours.iter().map(|n| n.peer.0).collect();
         self.probes.retain(|k, _| keep.contains(k));
+        self.probed_from.retain(|k, _| keep.contains(k));
         for n in neighbours {
+            // Where the neighbour's own probes came from beats where it registered: on a
+            // multi-homed neighbour that is its address on this link.
+            let endpoint = self
+                .probed_from
+                .get(&n.peer.0)
+                .copied()
+                .unwrap_or(n.endpoint);
             let log = self.probes.entry(n.peer.0).or_default();
-            if log.endpoint != Some(n.endpoint) {
+            if log.endpoint != Some(endpoint) {
                 log.sent.clear();
                 log.reported_up = None;
             }
-            log.endpoint = Some(n.endpoint);
+            log.endpoint = Some(endpoint);
         }
+        self.push_neighbours(dataplane);
+    }
+
+    /// The engine's list of neighbours, from the probe logs.
+    fn push_neighbours(&self, dataplane: &mut impl Dataplane) {
+        let list: Vec<(SocketAddr, PublicKey)> = self
+            .probes
+            .iter()
+            .filter_map(|(k, l)| Some((l.endpoint?, *k)))
+            .collect();
+        dataplane.set_neighbours(&list);
+    }
+
+    /// A neighbour's authenticated probe came from `from`, not from the address this node
+    /// probes it at: probe it there from now on (a multi-homed neighbour reached over
+    /// another of its addresses), and report the link with that address once a probe
+    /// there is answered.
+    pub fn probed_from(
+        &mut self,
+        peer: PublicKey,
+        from: SocketAddr,
+        dataplane: &mut impl Dataplane,
+    ) {
+        let Some(log) = self.probes.get_mut(&peer) else {
+            return;
+        };
+        if log.endpoint == Some(from) {
+            return;
+        }
+        log.endpoint = Some(from);
+        log.sent.clear();
+        log.reported_up = None;
+        self.probed_from.insert(peer, from);
+        self.push_neighbours(dataplane);
     }
 
     /// The engine removed a rule that saw no traffic for its expiry.
@@ -738,6 +781,7 @@ impl Agent {
                         rtt_us: rtt.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
                         loss,
                         up,
+                        endpoint: log.endpoint,
                     });
                 }
             }

@@ -386,6 +386,9 @@ fn run(
             recv(events) -> event => match event {
                 Ok(EngineEvent::Expired { in_id, .. }) => agent.expired(in_id.get()),
                 Ok(EngineEvent::ProbeReply { from, nonce, rtt }) => agent.probe_reply(from, nonce, rtt),
+                Ok(EngineEvent::ProbedFrom { peer, from }) => {
+                    agent.probed_from(peer, from, &mut Engine(engine));
+                }
                 Ok(EngineEvent::Pong { nonce, rtt, .. }) => {
                     if let Some(p) = pings.remove(&nonce) {
                         let _ = p.reply.send(Ok(PingReply {

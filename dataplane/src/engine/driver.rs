@@ -2,7 +2,7 @@
 //! clock, and the control plane's commands.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -45,7 +45,7 @@ pub enum EngineError {
         source: io::Error,
     },
     /// The TUN device could not be created or configured.
-    #[error("cannot create TUN device {name}: {source}")]
+    #[error("cannot create TUN device {name}: {source}{}", needs_admin(.source))]
     Tun {
         /// Its name.
         name: String,
@@ -63,7 +63,7 @@ pub enum EngineError {
         source: io::Error,
     },
     /// A route for a prefix could not be added to the kernel's routing table.
-    #[error("cannot route {prefix} through the TUN device: {source}")]
+    #[error("cannot route {prefix} through the TUN device: {source}{}", needs_admin(.source))]
     Route {
         /// The prefix.
         prefix: Prefix,
@@ -76,6 +76,16 @@ pub enum EngineError {
     /// The event loop failed.
     #[error("event loop: {0}")]
     Poll(io::Error),
+}
+
+/// What to do about a refused privileged operation.
+fn needs_admin(source: &io::Error) -> &'static str {
+    if source.kind() == io::ErrorKind::PermissionDenied {
+        " (a TUN device and its routes need root or CAP_NET_ADMIN: run the node as root, or \
+         give the binary the capability with `setcap cap_net_admin+ep`)"
+    } else {
+        ""
+    }
 }
 
 impl EngineError {
@@ -279,6 +289,47 @@ struct EventLoop {
     tun_out: TunOut,
     /// Apps' stream connections, dials and listeners.
     apps: Apps,
+    /// The source address per neighbour, on a socket bound to the wildcard address.
+    sticky: Sticky,
+}
+
+/// Where the node sends each neighbour's datagrams from, on a socket bound to the wildcard
+/// address of a host with several (WireGuard's sticky sockets): the local address that the
+/// neighbour's last authentic datagram was sent to, so that the neighbour sees the node at
+/// the address it reaches it by, whatever the host's routes would pick. Learned only from
+/// what the core found authentic (link probes, opened route packets); empty, and never
+/// consulted, on a socket bound to one address.
+#[derive(Debug, Default)]
+struct Sticky {
+    /// On for a wildcard-bound socket with `IP_PKTINFO`.
+    enabled: bool,
+    sources: std::collections::HashMap<SocketAddr, IpAddr>,
+}
+
+/// Neighbours remembered by [`Sticky`]; past this the table starts again (a node has far
+/// fewer neighbours, and entries are made only from authentic datagrams).
+const STICKY_ENTRIES: usize = 4096;
+
+impl Sticky {
+    fn learn(&mut self, from: SocketAddr, local: Option<IpAddr>) {
+        let Some(local) = local.filter(|_| self.enabled) else {
+            return;
+        };
+        if self.sources.get(&from) == Some(&local) {
+            return;
+        }
+        if self.sources.len() >= STICKY_ENTRIES {
+            self.sources.clear();
+        }
+        self.sources.insert(from, local);
+    }
+
+    fn source(&self, to: SocketAddr) -> Option<IpAddr> {
+        if self.sources.is_empty() {
+            return None;
+        }
+        self.sources.get(&to).copied()
+    }
 }
 
 /// Buffers for reading the TUN device: the raw read and the packets cut from it.
@@ -345,7 +396,12 @@ struct Io<'a> {
     send: &'a mut SendBatch,
     tun: Option<&'a TunDevice>,
     tun_out: &'a mut TunOut,
+    sticky: &'a mut Sticky,
+    /// The datagram being handled: who sent it and the local address it reached.
+    current: Option<(SocketAddr, Option<IpAddr>)>,
     dropped: u64,
+    /// Of `dropped`, datagrams the kernel had no way to send.
+    unreachable: u64,
 }
 
 impl<'a> Io<'a> {
@@ -355,33 +411,56 @@ impl<'a> Io<'a> {
         send: &'a mut SendBatch,
         tun: Option<&'a TunDevice>,
         tun_out: &'a mut TunOut,
+        sticky: &'a mut Sticky,
     ) -> Self {
         Self {
             socket,
             send,
             tun,
             tun_out,
+            sticky,
+            current: None,
             dropped: 0,
+            unreachable: 0,
         }
     }
 
     /// Send and write everything queued, datagrams first.
     fn flush(&mut self) {
         let flushed = self.send.flush(self.socket.as_fd());
-        self.dropped += flushed.dropped;
+        self.count(flushed);
         self.dropped += self.tun_out.flush(self.tun);
+    }
+
+    fn count(&mut self, flushed: batch::Flushed) {
+        self.dropped += flushed.dropped;
+        self.unreachable += flushed.unreachable;
+    }
+
+    /// (dropped for other reasons, unreachable).
+    fn drops(&self) -> (u64, u64) {
+        (self.dropped - self.unreachable, self.unreachable)
     }
 }
 
 impl NodeIo for Io<'_> {
     fn send_udp(&mut self, to: SocketAddr, packet: &[u8]) {
-        if self.send.push(to, packet) {
+        let from = self.sticky.source(to);
+        if self.send.push_from(to, from, packet) {
             return;
         }
         let flushed = self.send.flush(self.socket.as_fd());
-        self.dropped += flushed.dropped;
-        if !self.send.push(to, packet) {
+        self.count(flushed);
+        if !self.send.push_from(to, from, packet) {
             self.dropped += 1;
+        }
+    }
+
+    fn authentic(&mut self, from: SocketAddr) {
+        if let Some((sender, local)) = self.current
+            && sender == from
+        {
+            self.sticky.learn(from, local);
         }
     }
 
@@ -423,6 +502,13 @@ impl EventLoop {
             batch::enable_gro(socket.as_fd());
         }
         let local = socket.local_addr().map_err(EngineError::Poll)?;
+        // A wildcard socket on a host with several addresses answers each neighbour from
+        // the address it reaches (see `Sticky`).
+        let sticky = Sticky {
+            enabled: local.ip().is_unspecified()
+                && batch::enable_pktinfo(socket.as_fd(), local.is_ipv6()).is_ok(),
+            sources: std::collections::HashMap::new(),
+        };
         let slots = if tun.as_ref().is_some_and(TunDevice::offload) {
             tun::batch_slots(mtu)
         } else {
@@ -443,6 +529,7 @@ impl EventLoop {
             },
             tun_out: TunOut::new(),
             apps: Apps::default(),
+            sticky,
         })
     }
 
@@ -455,6 +542,7 @@ impl EventLoop {
                 &mut self.send,
                 self.tun.as_ref(),
                 &mut self.tun_out,
+                &mut self.sticky,
             ),
         )
     }
@@ -501,7 +589,7 @@ impl EventLoop {
             let (core, mut io) = self.io();
             core.poll_timers(Instant::now(), &mut io);
             io.flush();
-            let dropped = io.dropped;
+            let dropped = io.drops();
             self.count_dropped(dropped);
             self.serve_apps();
             self.deliver_events();
@@ -519,12 +607,13 @@ impl EventLoop {
             core,
             apps,
             poll,
+            sticky,
             ..
         } = self;
-        let mut io = Io::over(socket, send, tun.as_ref(), tun_out);
+        let mut io = Io::over(socket, send, tun.as_ref(), tun_out, sticky);
         apps.serve(poll.registry(), core, Instant::now(), &mut io);
         io.flush();
-        let dropped = io.dropped;
+        let dropped = io.drops();
         self.count_dropped(dropped);
     }
 
@@ -565,7 +654,7 @@ impl EventLoop {
                     let (core, mut io) = self.io();
                     core.probe(Instant::now(), to, nonce, &mut io);
                     io.flush();
-                    let dropped = io.dropped;
+                    let dropped = io.drops();
                     self.count_dropped(dropped);
                 }
                 Command::Neighbours(neighbours) => {
@@ -575,7 +664,7 @@ impl EventLoop {
                     let (core, mut io) = self.io();
                     let result = core.ping(Instant::now(), in_id, nonce, &mut io);
                     io.flush();
-                    let dropped = io.dropped;
+                    let dropped = io.drops();
                     self.count_dropped(dropped);
                     let _ = reply.send(result);
                 }
@@ -698,9 +787,13 @@ impl EventLoop {
         }
     }
 
-    fn count_dropped(&mut self, n: u64) {
+    /// Count what an [`Io`] dropped: (full queues and the like, unreachable).
+    fn count_dropped(&mut self, (n, unreachable): (u64, u64)) {
         if n > 0 {
             self.core.count_drops(NodeDrop::QueueFull, n);
+        }
+        if unreachable > 0 {
+            self.core.count_drops(NodeDrop::Unreachable, unreachable);
         }
     }
 
@@ -714,9 +807,10 @@ impl EventLoop {
             tun_out,
             core,
             recv,
+            sticky,
             ..
         } = self;
-        let mut io = Io::over(socket, send, tun.as_ref(), tun_out);
+        let mut io = Io::over(socket, send, tun.as_ref(), tun_out, sticky);
         let mut more = true;
         let mut truncated = 0;
         let mut datagrams = 0;
@@ -735,10 +829,12 @@ impl EventLoop {
                             truncated += 1;
                             continue;
                         };
+                        io.current = Some((from, received.local));
                         for datagram in received.segments(slot) {
                             datagrams += 1;
                             core.handle_datagram(now, from, datagram, &mut io);
                         }
+                        io.current = None;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -751,7 +847,7 @@ impl EventLoop {
             }
         }
         io.flush();
-        let dropped = io.dropped;
+        let dropped = io.drops();
         if truncated > 0 {
             core.count_forward_drops(ForwardDrop::Malformed, truncated);
         }
@@ -769,12 +865,13 @@ impl EventLoop {
             tun_out,
             core,
             tun_in,
+            sticky,
             ..
         } = self;
         let Some(device) = tun.as_ref() else {
             return false;
         };
-        let mut io = Io::over(socket, send, Some(device), tun_out);
+        let mut io = Io::over(socket, send, Some(device), tun_out, sticky);
         let mut more = true;
         let mut packets = 0;
         for _ in 0..TUN_READS {
@@ -813,7 +910,7 @@ impl EventLoop {
             }
         }
         io.flush();
-        let dropped = io.dropped;
+        let dropped = io.drops();
         self.count_dropped(dropped);
         more
     }

@@ -23,6 +23,15 @@ pub enum EngineEvent {
         /// The manager's route number the rule belonged to.
         route: u64,
     },
+    /// A neighbour's authenticated link probe came from another address than the one this
+    /// node probes it at: on a multi-homed neighbour, the address on this link (where its
+    /// probes and answers to them come from).
+    ProbedFrom {
+        /// The neighbour.
+        peer: PublicKey,
+        /// Where its probe came from.
+        from: SocketAddr,
+    },
     /// A neighbour answered a link probe.
     ProbeReply {
         /// The neighbour's transport address (where the probe went).

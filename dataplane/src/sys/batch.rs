@@ -14,6 +14,13 @@
 //!   again datagram by datagram and GSO is switched off for the socket: correct first,
 //!   fast where the kernel allows.
 //!
+//! - **Source addresses** (a socket bound to the wildcard address of a host with several):
+//!   with `IP_PKTINFO`/`IPV6_RECVPKTINFO` on ([`enable_pktinfo`]), [`Received::local`] is
+//!   the address each datagram was sent to, and [`SendBatch::push_from`] sends from a chosen
+//!   local address (`IP_PKTINFO`/`IPV6_PKTINFO` control messages), so that a node answers a
+//!   neighbour from the address that neighbour reaches (WireGuard's sticky sockets).
+//!   Datagrams to one destination from different sources are different groups.
+//!
 //! The copy into the send buffer costs about 40 ns for 1.4 KB, against 2-5 µs for a
 //! system call saved per datagram; it also frees the caller's buffer at once, which keeps
 //! the engine's buffer ownership simple (see the pipeline in [`crate::engine`]).
@@ -22,7 +29,7 @@
 //! truncated messages are reported, not returned.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `SOL_UDP` (the UDP protocol number), not exported by libc for glibc targets.
@@ -45,8 +52,21 @@ pub const SEND_GROUPS: usize = 64;
 /// Bytes a [`SendBatch`] holds before it must be flushed.
 pub const SEND_BYTES: usize = 1 << 20;
 
-/// Control-message room: one `cmsghdr` plus an `int`, aligned, with slack.
-const CONTROL_LEN: usize = 64;
+/// Control-message room: a segment size (`UDP_SEGMENT` or `UDP_GRO`) and a packet-info
+/// message (`in6_pktinfo`, the larger), each with its aligned `cmsghdr`, with slack.
+const CONTROL_LEN: usize = 96;
+
+/// Ask the kernel to say which local address each datagram was sent to (`IP_PKTINFO`, and
+/// `IPV6_RECVPKTINFO` on an IPv6 socket), for [`Received::local`]. Worth it only for a
+/// socket bound to the wildcard address.
+pub fn enable_pktinfo(fd: BorrowedFd<'_>, v6_socket: bool) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    super::setsockopt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, on)?;
+    if v6_socket {
+        super::setsockopt(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, on)?;
+    }
+    Ok(())
+}
 
 /// Ask the kernel to coalesce received datagrams (`UDP_GRO`). Returns whether it agreed
 /// (kernels before 5.0 do not know the option).
@@ -62,6 +82,8 @@ pub struct Received {
     pub len: usize,
     /// The sender (`None` for an address family we do not speak).
     pub from: Option<SocketAddr>,
+    /// The local address the datagram was sent to, when [`enable_pktinfo`] is on.
+    pub local: Option<IpAddr>,
     /// Size of each coalesced datagram (GRO); 0 when the slot holds a single datagram.
     pub segment: usize,
     /// The kernel cut the message to fit the slot (it cannot be used).
@@ -178,10 +200,12 @@ impl RecvBatch {
         let n = usize::try_from(super::check(n)?).unwrap_or(0);
         for (msg, addr) in msgs.iter().zip(self.addrs.iter()).take(n) {
             let hdr = &msg.msg_hdr;
+            let (segment, local) = read_control(hdr);
             self.received.push(Received {
                 len: (msg.msg_len as usize).min(RECV_SLOT_LEN),
                 from: from_sockaddr(addr),
-                segment: gro_segment(hdr),
+                local,
+                segment,
                 truncated: hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0,
             });
         }
@@ -207,33 +231,56 @@ impl RecvBatch {
     }
 }
 
-/// The `UDP_GRO` segment size in a received message's control data, if any.
-fn gro_segment(hdr: &libc::msghdr) -> usize {
+/// A received message's control data: the `UDP_GRO` segment size (0 for none) and the
+/// local address it was sent to (`IP_PKTINFO` / `IPV6_PKTINFO`; an IPv4-mapped address as
+/// IPv4).
+fn read_control(hdr: &libc::msghdr) -> (usize, Option<IpAddr>) {
+    let (mut segment, mut local) = (0, None);
     // SAFETY: `hdr` is the header the kernel just filled: msg_control points at a live
     // CONTROL_LEN buffer and msg_controllen says how much of it the kernel wrote, which is
-    // what the CMSG_* macros walk; CMSG_DATA of a header of the expected length points at
-    // an int inside that buffer (read unaligned).
+    // what the CMSG_* macros walk; CMSG_DATA of a header of at least the expected length
+    // points at that many bytes inside the buffer (read unaligned).
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
         while !cmsg.is_null() {
             let c = &*cmsg;
-            if c.cmsg_level == SOL_UDP
-                && c.cmsg_type == UDP_GRO
-                && c.cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as usize
-            {
-                let value = libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned();
-                return usize::try_from(value).unwrap_or(0);
+            let holds = |len: usize| c.cmsg_len as usize >= libc::CMSG_LEN(len as u32) as usize;
+            match (c.cmsg_level, c.cmsg_type) {
+                (SOL_UDP, UDP_GRO) if holds(size_of::<libc::c_int>()) => {
+                    let value = libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned();
+                    segment = usize::try_from(value).unwrap_or(0);
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) if holds(size_of::<libc::in_pktinfo>()) => {
+                    let info = libc::CMSG_DATA(cmsg)
+                        .cast::<libc::in_pktinfo>()
+                        .read_unaligned();
+                    local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        info.ipi_addr.s_addr,
+                    ))));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)
+                    if holds(size_of::<libc::in6_pktinfo>()) =>
+                {
+                    let info = libc::CMSG_DATA(cmsg)
+                        .cast::<libc::in6_pktinfo>()
+                        .read_unaligned();
+                    let v6 = Ipv6Addr::from(info.ipi6_addr.s6_addr);
+                    local = Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4));
+                }
+                _ => {}
             }
             cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
         }
     }
-    0
+    (segment, local)
 }
 
 /// One message of a [`SendBatch`]: datagrams of `segment` bytes (the last may be shorter).
 #[derive(Debug, Clone, Copy)]
 struct Group {
     to: SocketAddr,
+    /// The local source address (`None`: the kernel's choice).
+    from: Option<IpAddr>,
     start: usize,
     len: usize,
     segment: usize,
@@ -249,6 +296,9 @@ pub struct Flushed {
     pub sent: u64,
     /// Datagrams the kernel did not take (socket buffer full, unreachable): dropped.
     pub dropped: u64,
+    /// Of `dropped`, those refused for want of a way to their destination (no route,
+    /// unreachable network or host, a firewall), not for a full buffer.
+    pub unreachable: u64,
     /// GSO was refused and is now off for this batch's socket.
     pub gso_refused: bool,
 }
@@ -308,6 +358,12 @@ impl SendBatch {
     /// Queue a copy of `datagram` for `to`. Returns false, queueing nothing, when the batch
     /// is full (flush and push again) or the datagram is too large for UDP.
     pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) -> bool {
+        self.push_from(to, None, datagram)
+    }
+
+    /// [`Self::push`], sent from the local address `from` (`None`: the kernel's choice,
+    /// by its routes). The address must be one of this host's, of `to`'s family.
+    pub fn push_from(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: &[u8]) -> bool {
         let len = datagram.len();
         if len > MAX_GSO_BYTES || self.data.len() + len > SEND_BYTES {
             return false;
@@ -316,6 +372,7 @@ impl SendBatch {
             && self.gso
             && self.groups.last().is_some_and(|g| {
                 g.to == to
+                    && g.from == from
                     && !g.closed
                     && len <= g.segment
                     && g.count < MAX_GSO_SEGMENTS
@@ -333,6 +390,7 @@ impl SendBatch {
             }
             self.groups.push(Group {
                 to,
+                from,
                 start: self.data.len(),
                 len,
                 segment: len,
@@ -370,11 +428,15 @@ impl SendBatch {
                     if group.count > 1 && refused {
                         self.gso = false;
                         flushed.gso_refused = true;
-                        let (sent, dropped) = self.send_one_by_one(fd, group);
+                        let (sent, dropped, unreachable) = self.send_one_by_one(fd, group);
                         flushed.sent += sent;
                         flushed.dropped += dropped;
+                        flushed.unreachable += unreachable;
                     } else {
                         flushed.dropped += group.count as u64;
+                        if unreachable(&e) {
+                            flushed.unreachable += group.count as u64;
+                        }
                     }
                     next += 1;
                 }
@@ -411,9 +473,12 @@ impl SendBatch {
             msg.msg_hdr.msg_iovlen = 1;
             msg.msg_hdr.msg_namelen = write_sockaddr(self.v6_socket, g.to, addr);
             msg.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-            if g.count > 1 {
-                set_segment(msg, control, g.segment);
-            }
+            set_control(
+                &mut msg.msg_hdr,
+                control,
+                (g.count > 1).then_some(g.segment),
+                g.from,
+            );
             n += 1;
         }
         if n == 0 {
@@ -433,56 +498,130 @@ impl SendBatch {
         Ok(usize::try_from(super::check(sent)?).unwrap_or(0))
     }
 
-    /// Send a group's datagrams one `sendto` each; (sent, dropped).
-    fn send_one_by_one(&self, fd: BorrowedFd<'_>, g: Group) -> (u64, u64) {
-        let (mut sent, mut dropped) = (0, 0);
+    /// Send a group's datagrams one `sendmsg` each (from the group's source); (sent,
+    /// dropped, of which unreachable).
+    fn send_one_by_one(&self, fd: BorrowedFd<'_>, g: Group) -> (u64, u64, u64) {
+        let (mut sent, mut dropped, mut unreachable_count) = (0, 0, 0);
         let bytes = self.data.get(g.start..g.start + g.len).unwrap_or_default();
-        // SAFETY: an all-zero sockaddr_storage is valid.
+        // SAFETY: all-zero C structs are valid values (null pointers, zero lengths).
         let mut addr: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
         let addr_len = write_sockaddr(self.v6_socket, g.to, &mut addr);
+        let mut control = [0u64; CONTROL_LEN / 8];
         for datagram in bytes.chunks(g.segment.max(1)) {
-            // SAFETY: the pointers and lengths describe `datagram` (read only) and `addr`,
-            // both alive for the call.
-            let ret = unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    datagram.as_ptr().cast(),
-                    datagram.len(),
-                    libc::MSG_DONTWAIT,
-                    (&raw const addr).cast(),
-                    addr_len,
-                )
+            let mut iov = libc::iovec {
+                iov_base: datagram.as_ptr().cast_mut().cast(),
+                iov_len: datagram.len(),
             };
+            // SAFETY: as above.
+            let mut hdr: libc::msghdr = unsafe { core::mem::zeroed() };
+            hdr.msg_name = (&raw mut addr).cast();
+            hdr.msg_namelen = addr_len;
+            hdr.msg_iov = &raw mut iov;
+            hdr.msg_iovlen = 1;
+            set_control(&mut hdr, &mut control, None, g.from);
+            // SAFETY: `hdr` points at `iov` (which points at `datagram`, read only), `addr`
+            // and `control`, all alive for the call, with their exact lengths.
+            let ret = unsafe { libc::sendmsg(fd.as_raw_fd(), &raw const hdr, libc::MSG_DONTWAIT) };
             if ret < 0 {
                 dropped += 1;
+                if unreachable(&io::Error::last_os_error()) {
+                    unreachable_count += 1;
+                }
             } else {
                 sent += 1;
             }
         }
-        (sent, dropped)
+        (sent, dropped, unreachable_count)
     }
 }
 
-/// Put a `UDP_SEGMENT` control message for `segment` bytes into `msg`, using `control`.
-fn set_segment(msg: &mut libc::mmsghdr, control: &mut [u64; CONTROL_LEN / 8], segment: usize) {
-    let hdr = &mut msg.msg_hdr;
+/// Whether a send failed for want of a way to the destination rather than for a full
+/// buffer.
+fn unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ENETUNREACH
+                | libc::EHOSTUNREACH
+                | libc::EHOSTDOWN
+                | libc::ENETDOWN
+                | libc::EADDRNOTAVAIL
+                | libc::EACCES
+                | libc::EPERM
+        )
+    )
+}
+
+/// Fill `hdr`'s control data, in `control`: a `UDP_SEGMENT` message for `segment` bytes
+/// and a packet-info message making `from` the source address, each when given; neither
+/// leaves `hdr` without control data.
+fn set_control(
+    hdr: &mut libc::msghdr,
+    control: &mut [u64; CONTROL_LEN / 8],
+    segment: Option<usize>,
+    from: Option<IpAddr>,
+) {
+    *control = [0; CONTROL_LEN / 8];
     hdr.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    hdr.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
-    let size = u16::try_from(segment).unwrap_or(u16::MAX);
-    // SAFETY: msg_control points at `control` (CONTROL_LEN bytes, 8-aligned) and
-    // msg_controllen (CMSG_SPACE of a u16, 24 bytes) fits in it, so CMSG_FIRSTHDR returns a
-    // pointer to its start and CMSG_DATA a pointer inside it with room for the u16.
+    hdr.msg_controllen = CONTROL_LEN;
+    let mut used = 0usize;
+    // SAFETY: msg_control points at `control` (CONTROL_LEN bytes, 8-aligned, zeroed) and
+    // msg_controllen is its length while the messages are written, so CMSG_FIRSTHDR and
+    // CMSG_NXTHDR return pointers inside it, or null when the next would not fit; each
+    // message written (at most a u16 and an in6_pktinfo, 64 bytes with their headers) fits
+    // in CONTROL_LEN, and CMSG_DATA points inside its message.
     unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(hdr);
-        if cmsg.is_null() {
-            return;
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        if let (Some(segment), false) = (segment, cmsg.is_null()) {
+            let size = u16::try_from(segment).unwrap_or(u16::MAX);
+            (*cmsg).cmsg_level = SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+            libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(size);
+            used += libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
         }
-        (*cmsg).cmsg_level = SOL_UDP;
-        (*cmsg).cmsg_type = UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
-        libc::CMSG_DATA(cmsg).cast::<u16>().write_unaligned(size);
+        match (from, cmsg.is_null()) {
+            (Some(IpAddr::V4(v4)), false) => {
+                // On an IPv6 socket too: the kernel reads IP_PKTINFO for IPv4 destinations
+                // (mapped) through the IPv4 path.
+                (*cmsg).cmsg_level = libc::IPPROTO_IP;
+                (*cmsg).cmsg_type = libc::IP_PKTINFO;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize;
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(v4.octets()),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                libc::CMSG_DATA(cmsg)
+                    .cast::<libc::in_pktinfo>()
+                    .write_unaligned(info);
+                used += libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize;
+            }
+            (Some(IpAddr::V6(v6)), false) => {
+                (*cmsg).cmsg_level = libc::IPPROTO_IPV6;
+                (*cmsg).cmsg_type = libc::IPV6_PKTINFO;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as usize;
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: v6.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                libc::CMSG_DATA(cmsg)
+                    .cast::<libc::in6_pktinfo>()
+                    .write_unaligned(info);
+                used += libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize;
+            }
+            _ => {}
+        }
     }
+    if used == 0 {
+        hdr.msg_control = core::ptr::null_mut();
+    }
+    hdr.msg_controllen = used;
 }
 
 /// Write `to` into `storage` for a socket of the given family; returns the length to pass.

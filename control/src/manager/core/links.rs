@@ -3,20 +3,37 @@
 //! Also the manager's side of `LINK_ADD`, `LINK_REMOVE`, `LINK_REPORT` and `NEIGHBOURS`.
 //!
 //! A link is routed over once the manager's config has it or both its ends declared it
-//! (one node alone cannot pull other nodes' routes through itself), and once an end has
-//! reported it up: its link probes are authenticated with the key the two nodes share, so
-//! an answered probe shows that each node's registered endpoint is its own. A node that
-//! goes down leaves its links unproven until they are reported again.
+//! (one node alone cannot pull other nodes' routes through itself), and once it is
+//! *proven*: an end reported it up, which it does only after one of its link probes was
+//! answered. The probes are authenticated with the key the two nodes share, so an answered
+//! probe shows that each node's registered endpoint is its own. Until then the link is
+//! `unproven` (no round trip, no route), whatever was measured before.
+//!
+//! Measurements never outlive the node they were taken with. When a node goes down or
+//! registers again (a restart, or a new connection), the reports of its links are dropped
+//! and the links are unproven again. A neighbour may still hold probes answered by the
+//! node's previous life, or have a report of them in flight, so after a registration
+//! each online neighbour's reports about the link are *fenced*: ignored until the
+//! neighbour answers the `NEIGHBOURS` the manager sent it after the registration (frames
+//! on a connection arrive in order, so a report after that answer was made from the new
+//! list). When the registration replaced a live connection, the neighbours are first sent
+//! a list without the node, so they drop what they measured of its previous life. Reports
+//! about a link whose other end is offline are ignored too.
+//!
+//! A link's state, as `nodes` shows it ([`LinkState`]): `one_end` (declared by one end
+//! only), `offline` (an end is not connected), `unproven`, `up` or `down` (probes no
+//! longer answered).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use skywire_dataplane::crypto::PublicKey;
 
 use super::{MAX_LINKS_PER_NODE, ManagerCore, short};
 use crate::manager::proto::{
-    ErrorKind, Key, LinkAdded, LinkInfo, LinkReport, ManagerRequest, Neighbour, Neighbours,
-    ProtoError,
+    ErrorKind, Key, LinkAdded, LinkInfo, LinkReport, LinkState, ManagerRequest, Neighbour,
+    Neighbours, ProtoError,
 };
 use crate::manager::topology::LinkMetrics;
 
@@ -41,6 +58,12 @@ pub(super) struct LinkEntry {
     sources: BTreeSet<Source>,
     /// The latest report from either end.
     report: Option<(Instant, LinkMetrics)>,
+    /// Ends whose reports are ignored until they answer the `NEIGHBOURS` request of this
+    /// id (or a later one): sent after the other end registered.
+    fences: BTreeMap<PublicKey, u64>,
+    /// Where each end reaches the other, by the reporting end: the address its answered
+    /// probes went to (a multi-homed node's address on this link).
+    seen: BTreeMap<PublicKey, SocketAddr>,
 }
 
 impl LinkEntry {
@@ -73,6 +96,14 @@ impl LinkBook {
         let entry = self.links.entry(link_key(a, b)).or_default();
         entry.sources.insert(source);
         entry.usable(a, b)
+    }
+
+    /// Where `from` reaches `to` over their link, as `from` last reported it (with the
+    /// link up); `None` before such a report.
+    pub(super) fn seen_at(&self, from: PublicKey, to: PublicKey) -> Option<SocketAddr> {
+        self.links
+            .get(&link_key(from, to))
+            .and_then(|l| l.seen.get(&from).copied())
     }
 
     /// The latest measurement of a - b.
@@ -114,35 +145,70 @@ impl LinkBook {
         let usable = entry.usable(key, peer);
         if entry.sources.is_empty() {
             self.links.remove(&lk);
+        } else if !usable {
+            // Proven again once both ends declare it and probe it anew.
+            entry.report = None;
+            entry.seen.clear();
         }
         Ok(usable)
     }
 
     /// A measurement of `key` - `peer` reported by `key`: whether the link was up before,
-    /// or `None` for a link nobody declared (the report is ignored).
+    /// or `None` when the report is ignored (a link nobody declared, declared by one end
+    /// only, or `key`'s reports about it are fenced).
     fn report(
         &mut self,
         key: PublicKey,
         peer: PublicKey,
         metrics: LinkMetrics,
+        seen: Option<SocketAddr>,
         now: Instant,
     ) -> Option<bool> {
         let entry = self.links.get_mut(&link_key(key, peer))?;
+        if !entry.usable(key, peer) || entry.fences.contains_key(&key) {
+            return None;
+        }
         let was_up = entry.report.is_some_and(|(_, r)| r.up);
         entry.report = Some((now, metrics));
+        if let (true, Some(seen)) = (metrics.up, seen) {
+            entry.seen.insert(key, seen);
+        }
         Some(was_up)
     }
 
-    /// Drop the reports of every link of `key`; the links whose reports went.
+    /// Drop the reports of every link of `key` and the fences on its own reports (it
+    /// starts afresh: a new connection, or none); the links of `key`.
     fn forget_reports(&mut self, key: &PublicKey) -> Vec<(PublicKey, PublicKey)> {
         self.links
             .iter_mut()
-            .filter(|((a, b), l)| (a == key || b == key) && l.report.is_some())
+            .filter(|((a, b), _)| a == key || b == key)
             .map(|((a, b), l)| {
                 l.report = None;
+                l.fences.remove(key);
+                l.seen.clear();
                 (*a, *b)
             })
             .collect()
+    }
+
+    /// Ignore `reporter`'s reports about `reporter` - `peer` until it answers the
+    /// `NEIGHBOURS` request `id`.
+    fn fence(&mut self, reporter: PublicKey, peer: PublicKey, id: u64) {
+        if let Some(entry) = self.links.get_mut(&link_key(reporter, peer)) {
+            entry.fences.insert(reporter, id);
+        }
+    }
+
+    /// `reporter` answered the `NEIGHBOURS` request `id`: it applied every list sent
+    /// before, so the fences up to `id` on its reports are lifted.
+    fn lift_fences(&mut self, reporter: &PublicKey, id: u64) {
+        for ((a, b), entry) in &mut self.links {
+            if (a == reporter || b == reporter)
+                && entry.fences.get(reporter).is_some_and(|&f| f <= id)
+            {
+                entry.fences.remove(reporter);
+            }
+        }
     }
 
     /// Every link, as `nodes` shows it; `online` tells whether a node is connected.
@@ -152,6 +218,17 @@ impl LinkBook {
             .map(|((a, b), l)| {
                 let metrics = l.metrics();
                 let usable = l.usable(*a, *b);
+                let state = if !usable {
+                    LinkState::OneEnd
+                } else if !online(a) || !online(b) {
+                    LinkState::Offline
+                } else {
+                    match metrics {
+                        None => LinkState::Unproven,
+                        Some(m) if m.up => LinkState::Up,
+                        Some(_) => LinkState::Down,
+                    }
+                };
                 LinkInfo {
                     a: Key(*a),
                     b: Key(*b),
@@ -165,7 +242,8 @@ impl LinkBook {
                         .collect::<Vec<_>>()
                         .join(",")
                         + if usable { "" } else { " (one end only)" },
-                    up: usable && metrics.is_some_and(|m| m.up) && online(a) && online(b),
+                    up: state == LinkState::Up,
+                    state,
                     rtt_us: metrics
                         .and_then(|m| m.rtt)
                         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
@@ -196,12 +274,17 @@ impl ManagerCore {
         true
     }
 
-    /// `key` went down: what its links measured is stale; they are unproven until it
-    /// (or a neighbour) reports them again.
+    /// `key` went down or registered again: what its links measured is stale; they are
+    /// unproven until it (or a neighbour) reports them again.
     pub(super) fn forget_link_reports(&mut self, key: &PublicKey) {
         for (a, b) in self.links.forget_reports(key) {
             let _ = self.topology.set_link_metrics(a, b, UNPROVEN);
         }
+    }
+
+    /// `key` answered the `NEIGHBOURS` request `id`.
+    pub(super) fn neighbours_answered(&mut self, key: &PublicKey, id: u64) {
+        self.links.lift_fences(key, id);
     }
 
     /// `LINK_ADD` from `key`.
@@ -264,12 +347,16 @@ impl ManagerCore {
     pub(super) fn link_report(&mut self, key: PublicKey, report: &LinkReport, now: Instant) {
         for m in &report.links {
             let peer = m.peer.0;
+            // What a neighbour measured of an offline node is from its previous life.
+            if !self.registry.online(&peer) {
+                continue;
+            }
             let metrics = LinkMetrics {
                 rtt: m.rtt_us.map(Duration::from_micros),
                 loss: m.loss.clamp(0.0, 1.0),
                 up: m.up,
             };
-            let Some(was_up) = self.links.report(key, peer, metrics, now) else {
+            let Some(was_up) = self.links.report(key, peer, metrics, m.endpoint, now) else {
                 continue;
             };
             let _ = self.topology.set_link_metrics(key, peer, metrics);
@@ -288,26 +375,60 @@ impl ManagerCore {
         }
     }
 
-    /// Tell `key` and its neighbours whom to probe (online ends of usable links).
-    pub(super) fn push_neighbours_around(&mut self, key: &PublicKey) {
-        let mut targets = vec![*key];
-        targets.extend(self.topology.neighbours(*key).map(|(k, _)| k));
-        for node in targets {
-            let neighbours: Vec<Neighbour> = self
-                .topology
-                .neighbours(node)
-                .filter_map(|(peer, _)| {
-                    self.registry.conn_of(&peer)?;
-                    Some(Neighbour {
-                        peer: Key(peer),
-                        endpoint: self.registry.endpoint(&peer)?,
-                    })
-                })
-                .collect();
-            self.send_request(
-                &node,
-                &ManagerRequest::Neighbours(Neighbours { neighbours }),
-            );
+    /// Tell `key` and its neighbours whom to probe (online ends of usable links); the
+    /// neighbours sent a list, with the id of the request each was sent.
+    pub(super) fn push_neighbours_around(&mut self, key: &PublicKey) -> Vec<(PublicKey, u64)> {
+        let neighbours: Vec<PublicKey> = self.topology.neighbours(*key).map(|(k, _)| k).collect();
+        self.push_neighbours(key, None);
+        neighbours
+            .into_iter()
+            .filter_map(|n| Some((n, self.push_neighbours(&n, None)?)))
+            .collect()
+    }
+
+    /// `key` registered again: its links are unproven until proven anew, and nothing a
+    /// neighbour measured before counts. When `replaced` (its previous connection was
+    /// live, so its neighbours still probe it), they are first told to forget it.
+    pub(super) fn reset_links_on_register(&mut self, key: &PublicKey, replaced: bool) {
+        self.forget_link_reports(key);
+        if replaced {
+            let neighbours: Vec<PublicKey> =
+                self.topology.neighbours(*key).map(|(k, _)| k).collect();
+            for n in neighbours {
+                self.push_neighbours(&n, Some(key));
+            }
         }
+    }
+
+    /// Fence the reports of each `(neighbour, id)` about its link to `key` until it
+    /// answers `NEIGHBOURS` request `id`.
+    pub(super) fn fence_reports(&mut self, key: &PublicKey, sent: &[(PublicKey, u64)]) {
+        for &(neighbour, id) in sent {
+            self.links.fence(neighbour, *key, id);
+        }
+    }
+
+    /// Send `node` its neighbours (online ends of its usable links, but `except`); the
+    /// request's id, or `None` when `node` is not connected.
+    fn push_neighbours(&mut self, node: &PublicKey, except: Option<&PublicKey>) -> Option<u64> {
+        self.registry.conn_of(node)?;
+        let neighbours: Vec<Neighbour> = self
+            .topology
+            .neighbours(*node)
+            .filter(|(peer, _)| Some(peer) != except)
+            .filter_map(|(peer, _)| {
+                self.registry.conn_of(&peer)?;
+                // Where `node` already reaches the peer, else where the peer registered.
+                let endpoint = self
+                    .links
+                    .seen_at(*node, peer)
+                    .or_else(|| self.registry.endpoint(&peer))?;
+                Some(Neighbour {
+                    peer: Key(peer),
+                    endpoint,
+                })
+            })
+            .collect();
+        Some(self.send_request(node, &ManagerRequest::Neighbours(Neighbours { neighbours })))
     }
 }

@@ -5,8 +5,10 @@
 //!
 //! Route setup, per route:
 //!
-//! 1. compute a path over nodes that are online and links that are up
-//!    ([`Topology::route`]), honouring the route's hop limits and avoid list;
+//! 1. compute a path over nodes that are online and links that are proven up by an
+//!    answered probe ([`Topology::route`]; `links` says when a link is), honouring the
+//!    route's hop limits and avoid list; equal-cost paths are told apart per pair of ends,
+//!    so routes spread over them;
 //! 2. pick a fresh random incoming id per hop and direction, never one the hop uses;
 //! 3. phase 1: `INSTALL` the relays' and the destination's rules; phase 2, once all of them
 //!    acknowledged: the source's, whose route end takes the prefixes (so traffic moves to a
@@ -30,8 +32,9 @@
 //!
 //! - `registry`: connections, registered nodes (endpoint, TUN addresses, ids in use),
 //!   and the handling of `REGISTER` and of a node going down;
-//! - `links`: the book of links (who declared each, the latest measurement), and
-//!   `LINK_ADD`, `LINK_REMOVE`, `LINK_REPORT`, `NEIGHBOURS`;
+//! - `links`: the book of links (who declared each, the latest measurement, whether it is
+//!   proven, fences on stale reports), and `LINK_ADD`, `LINK_REMOVE`, `LINK_REPORT`,
+//!   `NEIGHBOURS`;
 //! - `routes`: the book of routes, their plans and setup transactions (with a
 //!   phase per setup), outstanding `INSTALL`s and orphaned rules;
 //! - `setup`: the transaction itself (plan, install in two phases, commit or roll back),
@@ -336,7 +339,11 @@ impl ManagerCore {
             if registered && frame.base_kind() == kind::INSTALL {
                 self.install_reply(key, &frame, now);
             }
-            // Replies to REMOVE and NEIGHBOURS carry nothing to act on.
+            if registered && frame.base_kind() == kind::NEIGHBOURS {
+                // Applied, whether it says ok or not: its reports are from the new list.
+                self.neighbours_answered(&key, frame.id);
+            }
+            // Replies to REMOVE carry nothing to act on.
             return;
         }
         let result = if !registered && frame.kind != kind::REGISTER {

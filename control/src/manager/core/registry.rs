@@ -378,6 +378,30 @@ impl ManagerCore {
         }
         self.registry.check(&key, &register, &self.params)?;
         let previous = self.registry.conn_of(&key);
+        // A live connection of the same key from another endpoint is another node with the
+        // same key (a copied key file), not a restart: refuse the newcomer, or the two
+        // would take turns replacing each other and the routes would follow them. A node
+        // that really moved registers once the manager has given up on its old connection.
+        let other_endpoint = self
+            .registry
+            .endpoint(&key)
+            .filter(|e| Some(*e) != register.endpoint);
+        if let (Some(_), Some(at)) = (previous.filter(|&c| c != conn), other_endpoint) {
+            let message = format!(
+                "key in use: node {} is online from {at}; is this a second node with a copy \
+                 of its key? (a node that moved registers once its old connection is \
+                 given up, within 3 heartbeats)",
+                short(&key)
+            );
+            self.log(format!(
+                "refused a second registration of node {} from {}: it is online from {at}",
+                short(&key),
+                register
+                    .endpoint
+                    .map_or_else(|| "no endpoint".to_owned(), |e| e.to_string()),
+            ));
+            return Err(ProtoError::new(ErrorKind::NotAllowed, message));
+        }
         if let Some(old) = previous.filter(|&c| c != conn) {
             self.out.push(Output::Close(old, CloseReason::Replaced));
             self.registry.forget(old);
@@ -408,6 +432,9 @@ impl ManagerCore {
         self.registry.register(conn, key, &register, used, now);
         let _ = self.topology.add_node(key);
         let _ = self.topology.set_node_up(key, true);
+        // Nothing measured before this registration counts (the node may have restarted).
+        let replaced = previous.is_some_and(|c| c != conn);
+        self.reset_links_on_register(&key, replaced);
         self.log(format!(
             "node {} registered: endpoint {}, {} owned routes, {} rules held",
             short(&key),
@@ -442,7 +469,8 @@ impl ManagerCore {
         }
         // Waiting routes may be possible now.
         self.routes.retry_waiting(now);
-        self.push_neighbours_around(&key);
+        let sent = self.push_neighbours_around(&key);
+        self.fence_reports(&key, &sent);
         self.tick(now);
         Ok(Registered {
             heartbeat_ms: u64::try_from(self.params.heartbeat.as_millis()).unwrap_or(u64::MAX),

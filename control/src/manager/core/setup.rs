@@ -13,7 +13,7 @@ use crate::manager::proto::{
     ErrorKind, Frame, Install, Key, ManagerRequest, MeshRouteId, ProtoError, Remove, RouteInfo,
     RouteList, RouteRequest, RouteState, RuleSpec, kind,
 };
-use crate::manager::topology::Constraints;
+use crate::manager::topology::{Constraints, RouteError};
 
 impl ManagerCore {
     /// What `request` asks of a path, with the manager's defaults filled in.
@@ -23,6 +23,22 @@ impl ManagerCore {
             max_hops: request.max_hops.unwrap_or(self.params.max_hops),
             avoid: request.avoid.iter().map(|k| k.0).collect(),
             weight: request.weight.unwrap_or(self.params.weight),
+        }
+    }
+
+    /// Why no path was found, in the request's terms: "the constraints" only when the
+    /// request had some.
+    fn no_path_text(error: &RouteError, src: &PublicKey, request: &RouteRequest) -> String {
+        let constrained =
+            request.min_hops.is_some() || request.max_hops.is_some() || !request.avoid.is_empty();
+        match error {
+            RouteError::NoPath if !constrained => format!(
+                "no path over links that are up from {} to {} (`skywire nodes` shows which \
+                 links are down or unproven)",
+                short(src),
+                short(&request.dst.0)
+            ),
+            other => other.to_string(),
         }
     }
 
@@ -47,6 +63,21 @@ impl ManagerCore {
                 ErrorKind::UnknownNode,
                 format!("no node {} has registered", request.dst.0),
             ));
+        }
+        // The same request again (a script run twice, `route add` repeated): the route
+        // this node has already, not a second one with the same ends.
+        let same = self.routes.iter().find(|r| {
+            r.src == src
+                && r.request.dst == request.dst
+                && r.request.min_hops == request.min_hops
+                && r.request.max_hops == request.max_hops
+                && r.request.avoid == request.avoid
+                && r.request.weight == request.weight
+        });
+        if let Some(existing) = same {
+            let info = self.info(existing);
+            self.send(conn, Frame::ok(kind::ROUTE_ADD, request_id, &info));
+            return Ok(());
         }
         if self.routes.count_from(&src) >= super::MAX_ROUTES_PER_NODE {
             return Err(ProtoError::new(
@@ -138,7 +169,12 @@ impl ManagerCore {
         let path = self
             .router
             .route(&self.topology, src, dst, &constraints)
-            .map_err(|e| ProtoError::new(ErrorKind::NoPath, e.to_string()))?
+            .map_err(|e| {
+                ProtoError::new(
+                    ErrorKind::NoPath,
+                    Self::no_path_text(&e, &src, &route.request),
+                )
+            })?
             .nodes;
         let mut endpoints = Vec::with_capacity(path.len());
         for k in &path {
@@ -173,8 +209,16 @@ impl ManagerCore {
         let mut hops = Vec::with_capacity(path.len());
         for (i, k) in path.iter().enumerate() {
             let (before, after) = (i.checked_sub(1), Some(i + 1));
-            let prev_ep = before.and_then(|b| endpoints.get(b)).copied();
-            let next_ep = endpoints.get(i + 1).copied();
+            // A neighbour's address as this hop reaches it over their link (a multi-homed
+            // node's address on that link), else the one it registered.
+            let at = |j: usize| {
+                let peer = path.get(j)?;
+                self.links
+                    .seen_at(*k, *peer)
+                    .or_else(|| endpoints.get(j).copied())
+            };
+            let prev_ep = before.and_then(at);
+            let next_ep = at(i + 1);
             let rules = match (prev_ep, next_ep) {
                 (None, Some(next)) => vec![RuleSpec::End {
                     peer: Key(dst),

@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use skywire_dataplane::crypto::PrivateKey;
 
-use super::super::proto::{Bytes32, LinkAdded, LinkMeasure, LinkReport, MeshRouteId};
+use super::super::proto::{
+    Bytes32, LinkAdded, LinkMeasure, LinkReport, LinkState, MeshRouteId, Neighbours,
+};
 use super::super::proto::{
     ErrorKind, HeldRule, Key, Register, Remove, RouteInfo, RouteRequest, RouteState, WirePrefix,
     kind,
@@ -61,6 +63,13 @@ fn route_from_json(body: Value) -> RouteRequest {
 /// A route request to node `dst`, with the manager's defaults.
 fn route_to(sim: &Sim, dst: usize) -> RouteRequest {
     route_from_json(json!({"dst": sim.pk(dst).to_string()}))
+}
+
+/// `route rm` of `id` from node `src`, which must succeed.
+fn remove_route(sim: &mut Sim, src: usize, id: MeshRouteId) {
+    let t = sim.user(src, UserRequest::RouteRemove(id));
+    sim.run(50 * MS, 5 * MS);
+    assert!(sim.answer(src, t).expect("an answer").result.is_ok());
 }
 
 fn add_route(sim: &mut Sim, src: usize, dst: usize, extra: Value) -> Result<RouteInfo, ProtoError> {
@@ -508,8 +517,13 @@ fn links_declared_by_nodes_are_routed_over_and_withdrawn_only_by_them() {
         sim.answer(0, t).unwrap().result,
         Ok(UserReply::LinkAdded(LinkAdded { usable: false }))
     );
+    // The same request again is the same route, not a second one.
+    let again = add_route(&mut sim, 0, 25, json!({})).unwrap();
+    assert_eq!(again.id, before.id);
+    remove_route(&mut sim, 0, before.id);
     let still = add_route(&mut sim, 0, 25, json!({})).unwrap();
     assert!(still.path.len() > 2, "a one-sided link was routed over");
+    remove_route(&mut sim, 0, still.id);
     let t = sim.user(25, UserRequest::LinkAdd(sim.pk(0)));
     sim.run(Duration::from_secs(2), 50 * MS);
     assert_eq!(
@@ -567,18 +581,20 @@ fn core_with(n: u8) -> (ManagerCore, Vec<PublicKey>, Instant) {
         };
         core.frame(conn, Frame::request(kind::REGISTER, 1, &register), now);
     }
-    // Each node reports its links to the next one up, as its probes would: a link is
-    // routed over only once it is proven.
+    // Each node reports its link to the one before it, as its probes would: a link is
+    // routed over only once it is proven. (The earlier node's reports about a later one
+    // wait until it answers the NEIGHBOURS sent after the later one registered.)
     for (i, pair) in keys.windows(2).enumerate() {
         let report = LinkReport {
             links: vec![LinkMeasure {
-                peer: Key(pair[1]),
+                peer: Key(pair[0]),
                 rtt_us: Some(300),
                 loss: 0.0,
                 up: true,
+                endpoint: None,
             }],
         };
-        let conn = ConnId(i as u64 + 1);
+        let conn = ConnId(i as u64 + 2);
         core.frame(conn, Frame::request(kind::LINK_REPORT, 2, &report), now);
     }
     core.drain();
@@ -1018,9 +1034,12 @@ fn endpoints_are_addresses_to_send_to_and_nobody_elses() {
 }
 
 #[test]
-fn a_link_carries_routes_only_once_its_probes_prove_it() {
+fn a_node_is_reached_where_its_key_answers_not_where_it_registered() {
     // A ring of 12: node 5 registers an endpoint that is not its own (nothing holding its
-    // key answers there), so its neighbours' probes prove nothing and no route crosses it.
+    // key answers there). Its neighbours' probes to that address prove nothing; its own
+    // probes come from where it really is, so they probe it there, and the links are
+    // proven at that address: the rules its neighbours get use it, and a route across
+    // node 5 carries traffic (the registered address gets nothing).
     let ks = keys(12);
     let pks: Vec<PublicKey> = ks.iter().map(PrivateKey::public_key).collect();
     let links = (0..12).map(|i| (pks[i], pks[(i + 1) % 12])).collect();
@@ -1037,9 +1056,8 @@ fn a_link_carries_routes_only_once_its_probes_prove_it() {
     sim.run(Duration::from_secs(4), 50 * MS);
     let info = add_route(&mut sim, 4, 6, json!({})).unwrap();
     let path = path_indices(&sim, &info);
-    assert!(!path.contains(&5), "{path:?} crosses the unproven node");
-    assert_eq!(path.len(), 11, "{path:?}");
-    assert_traffic(&mut sim, 4, 6, b"the long way round");
+    assert_eq!(path, vec![4, 5, 6], "{path:?}");
+    assert_traffic(&mut sim, 4, 6, b"across the node, where it really is");
 }
 
 #[test]
@@ -1081,4 +1099,208 @@ fn a_registration_reports_a_bounded_number_of_rules() {
     core.tick(later);
     let removes = sent(&core.drain(), ConnId(1), kind::REMOVE);
     assert_eq!(removes.len(), MAX_RULES_PER_NODE);
+}
+
+/// `conn`'s node reports its link to `peer`.
+fn report_link(core: &mut ManagerCore, conn: u64, peer: PublicKey, rtt_us: u64, now: Instant) {
+    let report = LinkReport {
+        links: vec![LinkMeasure {
+            peer: Key(peer),
+            rtt_us: Some(rtt_us),
+            loss: 0.0,
+            up: true,
+            endpoint: None,
+        }],
+    };
+    core.frame(
+        ConnId(conn),
+        Frame::request(kind::LINK_REPORT, 50, &report),
+        now,
+    );
+}
+
+/// The link a - b as `nodes` (asked on `conn`) shows it.
+fn link_view(
+    core: &mut ManagerCore,
+    conn: u64,
+    a: PublicKey,
+    b: PublicKey,
+    now: Instant,
+) -> super::super::proto::LinkInfo {
+    core.frame(
+        ConnId(conn),
+        Frame::request(kind::NODES, 51, &Value::Null),
+        now,
+    );
+    let out = core.drain();
+    let reply = &sent(&out, ConnId(conn), kind::NODES | super::super::proto::REPLY)[0];
+    let mesh: super::super::proto::Mesh = reply.reply().unwrap();
+    mesh.links
+        .into_iter()
+        .find(|l| (l.a.0, l.b.0) == (a, b) || (l.a.0, l.b.0) == (b, a))
+        .expect("the link")
+}
+
+/// `ROUTE_ADD` from `conn` to `dst`: the error kind if it was refused at once.
+fn route_add_refusal(
+    core: &mut ManagerCore,
+    conn: u64,
+    dst: PublicKey,
+    now: Instant,
+) -> Option<ErrorKind> {
+    let add = RouteRequest {
+        id: None,
+        nonce: Some(Bytes32([conn as u8; 32])),
+        dst: Key(dst),
+        min_hops: None,
+        max_hops: None,
+        avoid: vec![],
+        weight: None,
+    };
+    core.frame(ConnId(conn), Frame::request(kind::ROUTE_ADD, 52, &add), now);
+    let out = core.drain();
+    let reply = sent(
+        &out,
+        ConnId(conn),
+        kind::ROUTE_ADD | super::super::proto::REPLY,
+    );
+    reply
+        .first()
+        .and_then(|r| r.reply::<Value>().err().map(|e| e.kind))
+}
+
+#[test]
+fn a_link_is_unproven_until_a_probe_is_answered_and_nodes_says_so() {
+    let keys: Vec<PublicKey> = (1..=2u8)
+        .map(|i| PrivateKey::from_bytes([i; 32]).public_key())
+        .collect();
+    let mut core = ManagerCore::new(
+        Params {
+            links: vec![(keys[0], keys[1])],
+            ..Params::default()
+        },
+        Rng::seeded(5),
+    );
+    let now = Instant::now();
+    assert_eq!(register_with(&mut core, 1, keys[0], 1, &[], now), None);
+    assert_eq!(register_with(&mut core, 2, keys[1], 2, &[], now), None);
+    // Both ends online, nothing answered: unproven, no round trip, not routed over.
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!(link.state, LinkState::Unproven);
+    assert!(!link.up);
+    assert_eq!(link.rtt_us, None);
+    assert_eq!(
+        route_add_refusal(&mut core, 1, keys[1], now),
+        Some(ErrorKind::NoPath)
+    );
+    // An end's probe is answered: up, measured, routed over.
+    report_link(&mut core, 2, keys[0], 700, now);
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!(
+        (link.state, link.up, link.rtt_us),
+        (LinkState::Up, true, Some(700))
+    );
+    assert_eq!(route_add_refusal(&mut core, 1, keys[1], now), None);
+    // An end goes offline: what was measured goes with it.
+    core.disconnected(ConnId(2), now);
+    core.drain();
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!((link.state, link.rtt_us), (LinkState::Offline, None));
+    // A neighbour's report about an offline node is of its previous life: ignored, and
+    // the node that comes back starts unproven.
+    report_link(&mut core, 1, keys[1], 700, now);
+    assert_eq!(register_with(&mut core, 12, keys[1], 2, &[], now), None);
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!((link.state, link.rtt_us), (LinkState::Unproven, None));
+}
+
+#[test]
+fn a_node_that_registers_again_starts_with_unproven_links_and_old_reports_do_not_count() {
+    let (mut core, keys, now) = core_with(3);
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!((link.state, link.rtt_us), (LinkState::Up, Some(300)));
+    // Node 2 comes back on a new connection (a restart the manager did not see end) while
+    // its old one is still open.
+    core.authenticated(ConnId(12), keys[1], now);
+    let register = Register {
+        endpoint: Some("198.18.0.2:6000".parse().unwrap()),
+        tun: vec![WirePrefix("10.9.0.2/32".parse().unwrap())],
+        ..Register::default()
+    };
+    core.frame(
+        ConnId(12),
+        Frame::request(kind::REGISTER, 1, &register),
+        now,
+    );
+    let out = core.drain();
+    // Node 1 is told to forget node 2, then to probe it afresh.
+    let lists: Vec<Neighbours> = sent(&out, ConnId(1), kind::NEIGHBOURS)
+        .iter()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert_eq!(lists.len(), 2, "{lists:?}");
+    assert!(lists[0].neighbours.iter().all(|n| n.peer.0 != keys[1]));
+    assert!(lists[1].neighbours.iter().any(|n| n.peer.0 == keys[1]));
+    let ids: Vec<u64> = sent(&out, ConnId(1), kind::NEIGHBOURS)
+        .iter()
+        .map(|f| f.id)
+        .collect();
+    // Both of node 2's links are unproven: nothing from before is shown or routed over.
+    for (a, b) in [(0, 1), (1, 2)] {
+        let link = link_view(&mut core, 1, keys[a], keys[b], now);
+        assert_eq!((link.state, link.rtt_us), (LinkState::Unproven, None));
+    }
+    assert_eq!(
+        route_add_refusal(&mut core, 1, keys[2], now),
+        Some(ErrorKind::NoPath)
+    );
+    // Node 1's reports until it applied the new list may be of node 2's previous life.
+    report_link(&mut core, 1, keys[1], 300, now);
+    core.frame(
+        ConnId(1),
+        Frame::ok(kind::NEIGHBOURS, ids[0], &Value::Null),
+        now,
+    );
+    report_link(&mut core, 1, keys[1], 300, now);
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!(link.state, LinkState::Unproven);
+    // Applied: what it reports now is measured afresh.
+    core.frame(
+        ConnId(1),
+        Frame::ok(kind::NEIGHBOURS, ids[1], &Value::Null),
+        now,
+    );
+    report_link(&mut core, 1, keys[1], 450, now);
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!((link.state, link.rtt_us), (LinkState::Up, Some(450)));
+    // The restarted node's own reports count at once.
+    report_link(&mut core, 12, keys[2], 350, now);
+    let link = link_view(&mut core, 1, keys[1], keys[2], now);
+    assert_eq!((link.state, link.rtt_us), (LinkState::Up, Some(350)));
+}
+
+#[test]
+fn a_second_node_with_the_same_key_is_refused_a_restart_is_not() {
+    let (mut core, keys, now) = core_with(3);
+    // Node 1 is online from 198.18.0.1:6000 on connection 1. The same key from another
+    // endpoint while it is: another node with a copy of the key, refused, and node 1
+    // keeps its connection.
+    let (kind, message) =
+        register_with(&mut core, 40, keys[0], 77, &["10.9.0.1/32"], now).expect("refused");
+    assert_eq!(kind, ErrorKind::NotAllowed);
+    assert!(message.starts_with("key in use"), "{message}");
+    assert!(core.registry.is_current(&keys[0], ConnId(1)));
+    // The same endpoint again (a node restarted before its old connection was given up):
+    // the new connection replaces the old one.
+    assert_eq!(
+        register_with(&mut core, 41, keys[0], 1, &["10.9.0.1/32"], now),
+        None
+    );
+    assert!(core.registry.is_current(&keys[0], ConnId(41)));
+    // Once the manager has given up on the connection, a node that moved registers.
+    core.disconnected(ConnId(41), now);
+    assert_eq!(
+        register_with(&mut core, 42, keys[0], 78, &["10.9.0.1/32"], now),
+        None
+    );
 }

@@ -357,6 +357,12 @@ pub struct LinkMeasure {
     pub loss: f32,
     /// Whether any of the last few probes was answered.
     pub up: bool,
+    /// The neighbour's transport address as this node reaches it (where its answered
+    /// probes went): on a multi-homed neighbour, the address on this link, which may not
+    /// be the one it registered. The manager uses it for this node's rules towards and
+    /// from that neighbour. Absent from older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<SocketAddr>,
 }
 
 /// `LINK_REPORT`.
@@ -514,6 +520,37 @@ pub struct NodeInfo {
     pub last_seen_ms: u64,
 }
 
+/// A link's state in the manager's view. Only an `up` link carries routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Declared by one end only: the other end has not declared it (nor the config).
+    OneEnd,
+    /// An end is not connected to the manager.
+    Offline,
+    /// Both ends are online, and no authenticated probe was answered since either
+    /// registered: nothing is measured yet.
+    #[default]
+    Unproven,
+    /// An end's probe was answered: routes may use it.
+    Up,
+    /// Its probes are no longer answered.
+    Down,
+}
+
+impl LinkState {
+    /// The name as `nodes` prints it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OneEnd => "one end only",
+            Self::Offline => "offline",
+            Self::Unproven => "unproven",
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
 /// A link in the manager's view.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LinkInfo {
@@ -523,8 +560,11 @@ pub struct LinkInfo {
     pub b: Key,
     /// `config` or the node that declared it.
     pub source: String,
-    /// Usable for routes.
+    /// Usable for routes: `state` is [`LinkState::Up`].
     pub up: bool,
+    /// What the manager knows of it.
+    #[serde(default)]
+    pub state: LinkState,
     /// Measured round trip, microseconds.
     pub rtt_us: Option<u64>,
     /// Measured loss, 0 to 1.

@@ -46,9 +46,9 @@ pub use frame::{
 };
 pub use messages::{
     BadRouteId, ErrorKind, HeldRule, Install, Key, LinkAdded, LinkChange, LinkInfo, LinkMeasure,
-    LinkReport, ManagerRequest, Mesh, MeshRouteId, Neighbour, Neighbours, NodeInfo, NodeRequest,
-    ProtoError, Register, Registered, Remove, RouteInfo, RouteList, RouteRef, RouteRequest,
-    RouteState, RuleSpec, WirePrefix,
+    LinkReport, LinkState, ManagerRequest, Mesh, MeshRouteId, Neighbour, Neighbours, NodeInfo,
+    NodeRequest, ProtoError, Register, Registered, Remove, RouteInfo, RouteList, RouteRef,
+    RouteRequest, RouteState, RuleSpec, WirePrefix,
 };
 
 /// The protocol version this code speaks.

@@ -82,6 +82,24 @@ impl NodeIdx {
     }
 }
 
+/// Bits of one link's tie-break: sums over any path (at most `u32::MAX` hops) stay far
+/// from overflowing.
+const TIE_BITS: u32 = 20;
+
+/// splitmix64's finaliser: a fixed, well-mixed function of 64 bits.
+pub(super) fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A node's salt for tie-breaks: its key's bytes, mixed.
+fn salt(key: &PublicKey) -> u64 {
+    key.as_bytes().chunks_exact(8).fold(0, |h, chunk| {
+        mix(h ^ <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes))
+    })
+}
+
 /// One direction of a link, kept in the adjacency list of its near end.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Edge {
@@ -89,14 +107,17 @@ pub(super) struct Edge {
     pub(super) metrics: LinkMetrics,
     /// `metrics.latency_cost()`, computed when the metrics change rather than per search.
     pub(super) latency: u64,
+    /// The two ends' salts combined, the same in both directions.
+    salts: u64,
 }
 
 impl Edge {
-    fn new(to: NodeIdx, metrics: LinkMetrics) -> Self {
+    fn new(to: NodeIdx, metrics: LinkMetrics, salts: u64) -> Self {
         Self {
             to,
             metrics,
             latency: metrics.latency_cost(),
+            salts,
         }
     }
 
@@ -106,12 +127,22 @@ impl Edge {
             RouteWeight::Latency => self.latency,
         }
     }
+
+    /// The link's tie-break for the pair whose seed is `seed`: a pseudo-random number
+    /// below `2^TIE_BITS`, fixed for the link and the pair, the same in both directions.
+    /// Among paths of equal cost and hops the search takes the smallest sum, so each pair
+    /// of ends gets its own choice among them, and always the same one.
+    pub(super) fn tie(&self, seed: u64) -> u64 {
+        mix(seed ^ self.salts) >> (64 - TIE_BITS)
+    }
 }
 
 /// A slot of the node array; a removed node's slot waits in the free list.
 #[derive(Debug, Clone)]
 pub(super) struct Node {
     pub(super) key: PublicKey,
+    /// Mixed from the key: what tie-breaks are made of.
+    pub(super) salt: u64,
     up: bool,
     live: bool,
     edges: Vec<Edge>,
@@ -142,6 +173,7 @@ impl Topology {
         }
         let node = Node {
             key,
+            salt: salt(&key),
             up: true,
             live: true,
             edges: Vec::new(),
@@ -239,11 +271,12 @@ impl Topology {
             return Ok(false);
         }
         let metrics = LinkMetrics::default();
+        let salts = salt(&a) ^ salt(&b);
         if let Some(node) = self.nodes.get_mut(ia.get()) {
-            node.edges.push(Edge::new(ib, metrics));
+            node.edges.push(Edge::new(ib, metrics, salts));
         }
         if let Some(node) = self.nodes.get_mut(ib.get()) {
-            node.edges.push(Edge::new(ia, metrics));
+            node.edges.push(Edge::new(ia, metrics, salts));
         }
         self.links += 1;
         Ok(true)
@@ -286,7 +319,7 @@ impl Topology {
                 .get_mut(from.get())
                 .and_then(|n| n.edges.iter_mut().find(|e| e.to == to))
             {
-                *edge = Edge::new(to, metrics);
+                *edge = Edge::new(to, metrics, edge.salts);
             }
         }
         Ok(())

@@ -23,6 +23,17 @@
 //! `src` is the same path reversed ([`Path::reversed`]) at the same cost; there is no need
 //! to compute it twice.
 //!
+//! # Equal-cost paths
+//!
+//! Many paths often tie (every shortest path of a grid under [`RouteWeight::Hops`]). So
+//! that routes spread over them instead of all taking the one the search meets first, each
+//! link carries a third, small cost for each pair of ends: a pseudo-random number of 20
+//! bits mixed from the pair's keys and the link's ends' keys. Among paths of equal cost and
+//! hops the search takes the one whose numbers add up to least: different pairs pick
+//! different paths, the same pair always the same one (it depends on nothing but the keys
+//! and the topology), and the two directions of a pair the same path. It never makes a
+//! path costlier or longer. The fallback search orders its partial paths by it too.
+//!
 //! # How, and what it costs
 //!
 //! Shortest paths are easy; a *minimum* number of hops is what makes the problem hard (a
@@ -31,7 +42,7 @@
 //!
 //! 1. **Layered Dijkstra, bidirectional.** States are `(node, min(hops, min_hops))`:
 //!    `min_hops + 1` copies of the graph, where the last layer means "far enough". The
-//!    cheapest walk from `(src, 0)` to `(dst, min_hops)`, keyed by `(cost, hops)`, never
+//!    cheapest walk from `(src, 0)` to `(dst, min_hops)`, keyed by `(cost, hops, tie)`, never
 //!    re-entering `src` and never passing through `dst`, is the cheapest *walk* that is
 //!    long enough. Every valid path is such a walk, so if the walk is simple and within
 //!    `max_hops`, it is the answer. With `min_hops` 1 this is plain shortest path, and a

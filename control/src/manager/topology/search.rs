@@ -11,7 +11,7 @@ use std::collections::{BinaryHeap, HashSet};
 use serde::{Deserialize, Serialize};
 use skywire_dataplane::crypto::PublicKey;
 
-use super::graph::{Edge, Topology};
+use super::graph::{Edge, NodeIdx, Topology, mix};
 use super::{DEFAULT_MAX_HOPS, DEFAULT_SEARCH_LIMIT, MAX_MIN_HOPS};
 
 /// `manager.weight`, the CLI's `--weight`, the control socket's and the manager
@@ -185,14 +185,28 @@ pub enum RouteError {
 
 const NONE: usize = usize::MAX;
 
-/// A search key: `(cost, hops)`, compared cost first, so equal costs prefer fewer hops.
-type Key = (u64, u32);
+/// A search key: `(cost, hops, tie)`, compared cost first, so equal costs prefer fewer
+/// hops, and equal costs and hops the smaller sum of the links' per-pair tie-breaks
+/// ([`Edge::tie`]).
+type Key = (u64, u32, u64);
 
-/// A min-queue of `(cost, hops, state)`.
-type Queue = BinaryHeap<Reverse<(u64, u32, usize)>>;
+/// A min-queue of `(key, state)`.
+type Queue = BinaryHeap<Reverse<(Key, usize)>>;
 
 fn add(a: Key, b: Key) -> Key {
-    (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
+    (
+        a.0.saturating_add(b.0),
+        a.1.saturating_add(b.1),
+        a.2.saturating_add(b.2),
+    )
+}
+
+/// The search's seed for the pair `src`, `dst`: the same either way round, so the route
+/// back is the route there reversed.
+fn pair_seed(topo: &Topology, src: NodeIdx, dst: NodeIdx) -> u64 {
+    let salt = |i: NodeIdx| topo.node(i).map_or(0, |n| n.salt);
+    let (a, b) = (salt(src), salt(dst));
+    mix(a.min(b) ^ mix(a.max(b)))
 }
 
 /// What a layered search knows about one state; valid only if `stamp` is the current
@@ -202,6 +216,7 @@ struct Label {
     stamp: u32,
     hops: u32,
     cost: u64,
+    tie: u64,
     /// The state this one was reached from (towards the search's origin).
     prev: usize,
 }
@@ -210,6 +225,7 @@ const BLANK: Label = Label {
     stamp: 0,
     hops: 0,
     cost: 0,
+    tie: 0,
     prev: NONE,
 };
 
@@ -232,6 +248,8 @@ struct Query {
     /// The last layer: `min_hops`.
     last: usize,
     weight: RouteWeight,
+    /// The pair's tie-break seed ([`pair_seed`]).
+    seed: u64,
 }
 
 /// The node across `edge`, if a route may step onto it: the link is up, the node is up
@@ -256,7 +274,7 @@ impl Layers {
         self.labels
             .get(state)
             .filter(|l| l.stamp == epoch)
-            .map(|l| (l.cost, l.hops))
+            .map(|l| (l.cost, l.hops, l.tie))
     }
 
     fn prev(&self, state: usize) -> usize {
@@ -266,11 +284,12 @@ impl Layers {
     /// Records `key` for `state` if it beats what is there; says whether it did.
     fn improve(&mut self, state: usize, key: Key, prev: usize, epoch: u32) -> bool {
         match self.labels.get_mut(state) {
-            Some(label) if label.stamp != epoch || (label.cost, label.hops) > key => {
+            Some(label) if label.stamp != epoch || (label.cost, label.hops, label.tie) > key => {
                 *label = Label {
                     stamp: epoch,
                     hops: key.1,
                     cost: key.0,
+                    tie: key.2,
                     prev,
                 };
                 true
@@ -282,35 +301,26 @@ impl Layers {
     /// The key at the top of `queue` after dropping stale entries (pushed before their
     /// state was improved again).
     fn fresh_top(&self, queue: &mut Queue, epoch: u32) -> Option<Key> {
-        while let Some(&Reverse((cost, hops, state))) = queue.peek() {
-            if self.best(state, epoch) == Some((cost, hops)) {
-                return Some((cost, hops));
+        while let Some(&Reverse((key, state))) = queue.peek() {
+            if self.best(state, epoch) == Some(key) {
+                return Some(key);
             }
             queue.pop();
         }
         None
     }
 
-    /// Dijkstra over `(node, min(hops, last))` from `(start, 0)`, keyed by `(cost, hops)`,
+    /// Dijkstra over `(node, min(hops, last))` from `(start, 0)`, keyed by `(cost, hops, tie)`,
     /// exploring everything reachable: the lower bounds of the fallback search.
     fn run(&mut self, topo: &Topology, queue: &mut Queue, blocked: &[u32], epoch: u32, q: Query) {
         queue.clear();
-        self.improve(q.start, (0, 0), NONE, epoch);
-        queue.push(Reverse((0, 0, q.start)));
+        self.improve(q.start, (0, 0, 0), NONE, epoch);
+        queue.push(Reverse(((0, 0, 0), q.start)));
         while self.fresh_top(queue, epoch).is_some() {
-            let Some(Reverse((cost, hops, state))) = queue.pop() else {
+            let Some(Reverse((key, state))) = queue.pop() else {
                 break;
             };
-            self.expand_forward(
-                topo,
-                queue,
-                blocked,
-                epoch,
-                q,
-                (cost, hops),
-                state,
-                |_, _| {},
-            );
+            self.expand_forward(topo, queue, blocked, epoch, q, key, state, |_, _| {});
         }
     }
 
@@ -340,10 +350,10 @@ impl Layers {
             if w == q.start || (w == q.end && next_layer < q.last) {
                 continue;
             }
-            let next_key = add(key, (edge.cost(q.weight), 1));
+            let next_key = add(key, (edge.cost(q.weight), 1, edge.tie(q.seed)));
             let next = next_layer * q.n + w;
             if self.improve(next, next_key, state, epoch) {
-                queue.push(Reverse((next_key.0, next_key.1, next)));
+                queue.push(Reverse((next_key, next)));
                 improved(next, next_key);
             }
         }
@@ -360,7 +370,7 @@ impl Layers {
             let mut least = u64::MAX;
             for layer in (0..=last).rev() {
                 let state = layer * n + v;
-                if let Some((cost, _)) = self.best(state, epoch) {
+                if let Some((cost, _, _)) = self.best(state, epoch) {
                     least = least.min(cost);
                 }
                 if let Some(slot) = out.get_mut(state) {
@@ -391,7 +401,7 @@ impl Meet {
     /// Bidirectional Dijkstra over the layered graph, from `(start, 0)` forwards and from
     /// `(end, last)` backwards, always growing the smaller queue. `mu` is the cheapest
     /// walk seen through a state both sides labelled; the search stops when the two queue
-    /// tops together cannot beat it (the classic rule; `(cost, hops)` keys add and compare
+    /// tops together cannot beat it (the classic rule; `(cost, hops, tie)` keys add and compare
     /// like numbers). Returns the meeting state and the walk's key.
     fn run(
         &mut self,
@@ -409,10 +419,10 @@ impl Meet {
         fq.clear();
         bq.clear();
         let goal = q.last * q.n + q.end;
-        forward.improve(q.start, (0, 0), NONE, epoch);
-        fq.push(Reverse((0, 0, q.start)));
-        backward.improve(goal, (0, 0), NONE, epoch);
-        bq.push(Reverse((0, 0, goal)));
+        forward.improve(q.start, (0, 0, 0), NONE, epoch);
+        fq.push(Reverse(((0, 0, 0), q.start)));
+        backward.improve(goal, (0, 0, 0), NONE, epoch);
+        bq.push(Reverse(((0, 0, 0), goal)));
         let mut mu: Option<(usize, Key)> = None;
         while let (Some(top_f), Some(top_b)) =
             (forward.fresh_top(fq, epoch), backward.fresh_top(bq, epoch))
@@ -421,7 +431,7 @@ impl Meet {
                 break;
             }
             if fq.len() <= bq.len() {
-                let Some(Reverse((cost, hops, state))) = fq.pop() else {
+                let Some(Reverse((key, state))) = fq.pop() else {
                     break;
                 };
                 let meet = |next: usize, key: Key| {
@@ -429,9 +439,9 @@ impl Meet {
                         offer(&mut mu, next, add(key, rest));
                     }
                 };
-                forward.expand_forward(topo, fq, blocked, epoch, q, (cost, hops), state, meet);
+                forward.expand_forward(topo, fq, blocked, epoch, q, key, state, meet);
             } else {
-                let Some(Reverse((cost, hops, state))) = bq.pop() else {
+                let Some(Reverse((here, state))) = bq.pop() else {
                     break;
                 };
                 let (layer, w) = (state / q.n, state % q.n);
@@ -451,7 +461,7 @@ impl Meet {
                     if v == q.end {
                         continue; // the end is never left
                     }
-                    let key = add((cost, hops), (edge.cost(q.weight), 1));
+                    let key = add(here, (edge.cost(q.weight), 1, edge.tie(q.seed)));
                     for k in from.into_iter().flatten() {
                         // Layer 0 holds the start and nothing else.
                         if (v == q.start) != (k == 0) {
@@ -459,7 +469,7 @@ impl Meet {
                         }
                         let prev = k * q.n + v;
                         if backward.improve(prev, key, state, epoch) {
-                            bq.push(Reverse((key.0, key.1, prev)));
+                            bq.push(Reverse((key, prev)));
                             if let Some(head) = forward.best(prev, epoch) {
                                 offer(&mut mu, prev, add(head, key));
                             }
@@ -480,6 +490,8 @@ struct Partial {
     hops: u32,
     parent: usize,
     cost: u64,
+    /// The sum of its links' tie-breaks.
+    tie: u64,
 }
 
 /// Route computation with reusable buffers. One `Router` serves any number of
@@ -501,8 +513,9 @@ pub struct Router {
     cost_bound: Vec<u64>,
     hops_bound: Vec<u64>,
     partials: Vec<Partial>,
-    /// `(cost + bound, u32::MAX - hops, partial)`: cheapest first, then deepest.
-    open: BinaryHeap<Reverse<(u64, u32, usize)>>,
+    /// `(cost + bound, u32::MAX - hops, tie, partial)`: cheapest first, then deepest,
+    /// then by the pair's tie-break.
+    open: BinaryHeap<Reverse<(u64, u32, u64, usize)>>,
     /// `on_path[node] == path_epoch`: on the partial path being extended.
     on_path: Vec<u32>,
     pub(super) path_epoch: u32,
@@ -601,8 +614,9 @@ impl Router {
             n,
             last,
             weight,
+            seed: pair_seed(topo, s, d),
         };
-        let (meet, (cost, hops)) = self
+        let (meet, (cost, hops, _)) = self
             .meet
             .run(topo, &self.blocked, self.epoch, query)
             .ok_or(RouteError::NoPath)?;
@@ -683,10 +697,11 @@ impl Router {
             hops: 0,
             parent: NONE,
             cost: 0,
+            tie: 0,
         };
         self.partials.push(root);
-        self.open.push(Reverse((0, u32::MAX, 0)));
-        while let Some(Reverse((_, _, at))) = self.open.pop() {
+        self.open.push(Reverse((0, u32::MAX, 0, 0)));
+        while let Some(Reverse((_, _, _, at))) = self.open.pop() {
             let Some(&here) = self.partials.get(at) else {
                 continue;
             };
@@ -708,6 +723,7 @@ impl Router {
                     continue; // not simple
                 }
                 let cost = here.cost.saturating_add(edge.cost(weight));
+                let tie = here.tie.saturating_add(edge.tie(forward.seed));
                 let estimate = if w == dst {
                     if hops < last_u32 {
                         continue;
@@ -729,13 +745,18 @@ impl Router {
                         limit: self.search_limit,
                     });
                 }
-                self.open
-                    .push(Reverse((estimate, u32::MAX - hops, self.partials.len())));
+                self.open.push(Reverse((
+                    estimate,
+                    u32::MAX - hops,
+                    tie,
+                    self.partials.len(),
+                )));
                 self.partials.push(Partial {
                     node: edge.to.0,
                     hops,
                     parent: at,
                     cost,
+                    tie,
                 });
             }
         }

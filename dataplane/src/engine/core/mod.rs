@@ -96,6 +96,13 @@ pub trait NodeIo {
     fn congested(&self) -> bool {
         false
     }
+
+    /// The datagram being handled, from `from`, proved authentic (an authenticated link
+    /// probe, a route packet its session opened): the transport may send to `from` from
+    /// the local address that datagram reached.
+    fn authentic(&mut self, from: SocketAddr) {
+        let _ = from;
+    }
 }
 
 /// Node-wide drops that happen before a packet reaches a route's session.
@@ -109,6 +116,10 @@ pub enum NodeDrop {
     NoSession,
     /// A packet the driver could not send or write (socket buffer or TUN queue full).
     QueueFull,
+    /// A datagram the kernel would not send for want of a way to its destination: the next
+    /// hop's address is unreachable from this host (no route, an unreachable network or
+    /// host, a firewall refusing it).
+    Unreachable,
     /// A TUN packet larger than the buffers (above the configured MTU).
     TooBig,
     /// A malformed link probe or probe reply (type 8 or 9).
@@ -125,11 +136,12 @@ pub enum NodeDrop {
 
 impl NodeDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NodeDrop; 9] = [
+    pub const ALL: [NodeDrop; 10] = [
         NodeDrop::NotIp,
         NodeDrop::NoRoute,
         NodeDrop::NoSession,
         NodeDrop::QueueFull,
+        NodeDrop::Unreachable,
         NodeDrop::TooBig,
         NodeDrop::BadProbe,
         NodeDrop::UnexpectedProbeReply,
@@ -144,6 +156,7 @@ impl NodeDrop {
             NodeDrop::NoRoute => "no route",
             NodeDrop::NoSession => "no session",
             NodeDrop::QueueFull => "queue full",
+            NodeDrop::Unreachable => "unreachable",
             NodeDrop::TooBig => "too big",
             NodeDrop::BadProbe => "bad probe",
             NodeDrop::UnexpectedProbeReply => "unexpected probe reply",
@@ -422,7 +435,11 @@ impl NodeCore {
                 };
                 let first_hop = end.setup.first_hop;
                 let mut stacked = false;
-                match end.session.decapsulate(now, buf, peer) {
+                let outcome = end.session.decapsulate(now, buf, peer);
+                if !matches!(outcome, Outcome::Dropped(_)) {
+                    io.authentic(from);
+                }
+                match outcome {
                     // Packets between the two ends' stacks (their link addresses belong to
                     // the route; the key they came under is the stream's key).
                     Outcome::Deliver(plain) if stack::is_stack_packet(plain) => {

@@ -260,6 +260,13 @@ impl NodeCore {
             self.drops.add(NodeDrop::UnauthenticatedProbe);
             return;
         };
+        io.authentic(from);
+        if !probe.reply && from != neighbour.addr {
+            self.events.push(EngineEvent::ProbedFrom {
+                peer: neighbour.key,
+                from,
+            });
+        }
         if !probe.reply {
             let reply = LinkProbeRepr {
                 reply: true,

@@ -193,3 +193,113 @@ fn nothing_waiting_is_would_block() {
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     assert!(batch.is_empty());
 }
+
+/// Read `want` datagrams: for each, its sender, the local address it reached, its bytes.
+fn receive_from(
+    batch: &mut RecvBatch,
+    socket: &mio::net::UdpSocket,
+    want: usize,
+) -> Vec<(SocketAddr, Option<IpAddr>, Vec<u8>)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        match batch.recv(socket.as_fd()) {
+            Ok(n) => {
+                for i in 0..n {
+                    let (r, slot) = batch.message(i).unwrap();
+                    let (from, local) = (r.from.unwrap(), r.local);
+                    got.extend(r.segments(slot).map(|d| (from, local, d.to_vec())));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("recvmmsg: {e}"),
+        }
+    }
+    assert_eq!(got.len(), want, "datagrams arrived");
+    got
+}
+
+/// A wildcard socket on a host with two addresses: each datagram says which address it
+/// was sent to, and the answer leaves from the address asked for (single datagrams and GSO
+/// groups, IPv4 and IPv6), where the host's routes alone would pick its first address.
+#[test]
+fn pktinfo_says_the_local_address_and_picks_the_source() {
+    testns::run(
+        "pktinfo_says_the_local_address_and_picks_the_source",
+        || {
+            let ip = |args: &[&str]| {
+                let ok = Command::new("ip").args(args).status().unwrap().success();
+                assert!(ok, "ip {args:?}");
+            };
+            ip(&["link", "set", "lo", "up"]);
+            for address in ["10.96.0.1/24", "10.96.0.2/24", "10.96.0.9/32"] {
+                ip(&["addr", "add", address, "dev", "lo"]);
+            }
+            for address in ["fd96::1/64", "fd96::2/64", "fd96::9/128"] {
+                ip(&["addr", "add", address, "dev", "lo", "nodad"]);
+            }
+            for (wildcard, peer, first, second) in [
+                ("0.0.0.0:0", "10.96.0.9:0", "10.96.0.1", "10.96.0.2"),
+                ("[::]:0", "[fd96::9]:0", "fd96::1", "fd96::2"),
+                // IPv4 through a dual-stack socket (the sender is IPv4-mapped).
+                ("[::]:0", "10.96.0.9:0", "10.96.0.1", "10.96.0.2"),
+            ] {
+                let node = bind_udp(wildcard.parse().unwrap(), 4 << 20).unwrap();
+                enable_pktinfo(node.as_fd(), node.local_addr().unwrap().is_ipv6()).unwrap();
+                let neighbour = bind_udp(peer.parse().unwrap(), 4 << 20).unwrap();
+                let port = node.local_addr().unwrap().port();
+                let first: IpAddr = first.parse().unwrap();
+                let second: IpAddr = second.parse().unwrap();
+                // The neighbour reaches the node at its second address.
+                let mut out = SendBatch::new(neighbour.local_addr().unwrap(), false);
+                assert!(out.push(SocketAddr::new(second, port), b"hello"));
+                assert_eq!(out.flush(neighbour.as_fd()).sent, 1);
+                let mut batch = RecvBatch::new();
+                let got = receive_from(&mut batch, &node, 1);
+                let (from, local, bytes) = &got[0];
+                assert_eq!((*local, bytes.as_slice()), (Some(second), &b"hello"[..]));
+                // Answers: from each address, one datagram and a GSO group of three; the
+                // kernel's own choice would be the first address.
+                let mut answer = SendBatch::new(node.local_addr().unwrap(), true);
+                let mut back = RecvBatch::new();
+                for source in [second, first, second] {
+                    for count in [1, 3] {
+                        for i in 0..count {
+                            assert!(answer.push_from(*from, Some(source), &datagram(i, 100)));
+                        }
+                        assert_eq!(answer.flush(node.as_fd()).sent, count as u64);
+                        for (seen, _, _) in receive_from(&mut back, &neighbour, count) {
+                            assert_eq!(seen, SocketAddr::new(source, port), "{wildcard} {count}");
+                        }
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// A destination the host has no route to is dropped and counted as unreachable, not as a
+/// full buffer.
+#[test]
+fn no_route_is_unreachable() {
+    testns::run("no_route_is_unreachable", || {
+        let ok = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let tx = bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let mut out = SendBatch::new(tx.local_addr().unwrap(), true);
+        for i in 0..3 {
+            assert!(out.push("198.18.200.1:6000".parse().unwrap(), &datagram(i, 100)));
+        }
+        let flushed = out.flush(tx.as_fd());
+        assert_eq!(
+            (flushed.sent, flushed.dropped, flushed.unreachable),
+            (0, 3, 3)
+        );
+    });
+}
