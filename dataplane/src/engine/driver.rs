@@ -304,6 +304,9 @@ struct Sticky {
     /// On for a wildcard-bound socket with `IP_PKTINFO`.
     enabled: bool,
     sources: std::collections::HashMap<SocketAddr, IpAddr>,
+    /// The last lookup or lesson, so that the common case (one peer's packets in a row)
+    /// costs a comparison, not a hash, per packet.
+    last: Option<(SocketAddr, Option<IpAddr>)>,
 }
 
 /// Neighbours remembered by [`Sticky`]; past this the table starts again (a node has far
@@ -315,20 +318,30 @@ impl Sticky {
         let Some(local) = local.filter(|_| self.enabled) else {
             return;
         };
-        if self.sources.get(&from) == Some(&local) {
+        if self.last == Some((from, Some(local))) {
             return;
         }
-        if self.sources.len() >= STICKY_ENTRIES {
-            self.sources.clear();
+        if self.sources.get(&from) != Some(&local) {
+            if self.sources.len() >= STICKY_ENTRIES {
+                self.sources.clear();
+            }
+            self.sources.insert(from, local);
         }
-        self.sources.insert(from, local);
+        self.last = Some((from, Some(local)));
     }
 
-    fn source(&self, to: SocketAddr) -> Option<IpAddr> {
+    fn source(&mut self, to: SocketAddr) -> Option<IpAddr> {
         if self.sources.is_empty() {
             return None;
         }
-        self.sources.get(&to).copied()
+        if let Some((last, source)) = self.last
+            && last == to
+        {
+            return source;
+        }
+        let source = self.sources.get(&to).copied();
+        self.last = Some((to, source));
+        source
     }
 }
 
@@ -507,7 +520,7 @@ impl EventLoop {
         let sticky = Sticky {
             enabled: local.ip().is_unspecified()
                 && batch::enable_pktinfo(socket.as_fd(), local.is_ipv6()).is_ok(),
-            sources: std::collections::HashMap::new(),
+            ..Sticky::default()
         };
         let slots = if tun.as_ref().is_some_and(TunDevice::offload) {
             tun::batch_slots(mtu)
