@@ -979,12 +979,22 @@ impl WebServer {
         let thread = thread::Builder::new()
             .name("demo-vpn-web".into())
             .spawn(move || {
+                // Wait for a connection in poll(2), looking at the stop flag every 100 ms:
+                // a fetch's time is the network's, not a sleep's.
+                let tick = rustix::event::Timespec::try_from(Duration::from_millis(100))
+                    .unwrap_or_default();
                 while !flag.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((conn, peer)) => {
                             let _ = answer(conn, peer);
                         }
-                        Err(_) => thread::sleep(Duration::from_millis(10)),
+                        Err(_) => {
+                            let mut fds = [rustix::event::PollFd::new(
+                                &listener,
+                                rustix::event::PollFlags::IN,
+                            )];
+                            let _ = rustix::event::poll(&mut fds, Some(&tick));
+                        }
                     }
                 }
             })
