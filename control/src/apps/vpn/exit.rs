@@ -292,21 +292,35 @@ fn serve(shared: &Arc<Shared>) -> Result<(), ExitError> {
     }
 }
 
+/// Lease streams served at once: a thread each. Streams beyond are left unaccepted (the
+/// node times them out, and refuses more once the listener's backlog is full), so a public exit's clients cannot make it spawn threads without bound.
+const LEASE_STREAMS: usize = 1024;
+
 fn accept_loop(shared: &Arc<Shared>, app: &AppClient, mut listener: AppListener) {
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let incoming = match listener.next_incoming() {
             Ok(incoming) => incoming,
             Err(_) => return,
         };
+        if active.load(Ordering::Acquire) >= LEASE_STREAMS {
+            continue;
+        }
+        active.fetch_add(1, Ordering::AcqRel);
         let shared = Arc::clone(shared);
         let app = app.clone();
-        let _ = thread::Builder::new()
+        let done = Arc::clone(&active);
+        let started = thread::Builder::new()
             .name("vpn-lease".into())
             .spawn(move || {
                 if let Ok(stream) = app.accept(incoming.stream) {
                     serve_client(&shared, stream);
                 }
+                done.fetch_sub(1, Ordering::AcqRel);
             });
+        if started.is_err() {
+            active.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
