@@ -410,20 +410,26 @@ impl Demo {
         summary.check(works, || {
             format!("after the reconnect GET /ip gives {last}, not x's {X_WAN4}")
         });
-        let tables = self.count_lines(C, "nft", &["list", "tables"], CLIENT_TABLE)?;
+        // Its two tables (inet and arp) once each.
+        let listing = self.output(C, "nft", &["list", "tables"])?;
+        let count = |family: &str| {
+            let want = format!("table {family} {CLIENT_TABLE}");
+            listing.lines().filter(|l| l.trim() == want).count()
+        };
+        let (inet, arp) = (count("inet"), count("arp"));
         let table = format!("lookup {DEFAULT_VPN_TABLE}");
         let rules = self.count_lines(C, "ip", &["-4", "rule", "show"], &table)?;
         let rules6 = self.count_lines(C, "ip", &["-6", "rule", "show"], &table)?;
         writeln!(
             out,
-            "   nftables tables `{CLIENT_TABLE}`: {tables}; rules to table {}: {rules} (IPv4), \
-             {rules6} (IPv6)",
+            "   nftables tables `{CLIENT_TABLE}`: {inet} inet, {arp} arp; rules to table {}: \
+             {rules} (IPv4), {rules6} (IPv6)",
             table.trim_start_matches("lookup ")
         )?;
-        summary.check(tables == 1 && rules == 1 && rules6 == 1, || {
+        summary.check(inet == 1 && arp == 1 && rules == 1 && rules6 == 1, || {
             format!(
-                "after the reconnect: {tables} client tables, {rules} and {rules6} rules \
-                 (one of each expected)"
+                "after the reconnect: {inet} inet and {arp} arp client tables, {rules} and \
+                 {rules6} rules (one of each expected)"
             )
         });
         let report = watch.finish().map_err(io_error("the capture on c-wan"))?;

@@ -19,6 +19,10 @@
 //! `nft -j` listings into small serde structs. [`Nft`] does the same inside a named network
 //! namespace (`ip netns exec`), for tests and the lab.
 //!
+//! The client's ruleset is two tables of the same name: `inet` (the chains below) and
+//! `arp` (one chain that marks incoming ARP, so that `rp_filter=1` does not silence the
+//! machine towards its own gateway; see [`client_table`]). [`Table::families`] lists them.
+//!
 //! The exit's table governs the pool's traffic only: what clients send (allowed prefixes,
 //! then the deny list of special ranges, the exit's own subnets and the mesh), what reaches
 //! them (replies only), the exit's own services (refused), client to client (refused
@@ -58,6 +62,15 @@ impl Table {
         match self {
             Self::Exit => EXIT_TABLE,
             Self::Client => CLIENT_TABLE,
+        }
+    }
+
+    /// The nftables families it has a table in, all under [`Self::name`]: the client's
+    /// also marks ARP (`arp`), see [`client_table`].
+    pub fn families(self) -> &'static [&'static str] {
+        match self {
+            Self::Exit => &["inet"],
+            Self::Client => &["inet", "arp"],
         }
     }
 }
@@ -362,6 +375,20 @@ pub fn client_table(rules: &ClientRules) -> String {
         );
     }
     t.push_str("}\n");
+    // ARP requests carry the mark too. The kernel answers one only if the route back to
+    // its sender passes rp_filter; unmarked, that route is the tunnel's default, so under
+    // `rp_filter=1` the gateway's ARP requests go unanswered. Its neighbour entry for this
+    // machine then fails once it ages out (15 to 45 s), and the mesh's UDP from outside
+    // stops reaching the node until this machine happens to ARP for the gateway itself.
+    // The mark makes the check take the main table, where the link's own prefix is.
+    let _ = writeln!(t, "table arp {} {{", Table::Client.name());
+    chain(
+        &mut t,
+        "input",
+        Some("type filter hook input priority filter; policy accept;"),
+        &[format!("meta mark set {mark}")],
+    );
+    t.push_str("}\n");
     t
 }
 
@@ -369,8 +396,10 @@ pub fn client_table(rules: &ClientRules) -> String {
 pub fn remove_table(table: Table) -> String {
     let mut t = String::new();
     let name = table.name();
-    let _ = writeln!(t, "table inet {name} {{}}");
-    let _ = writeln!(t, "delete table inet {name}");
+    for family in table.families() {
+        let _ = writeln!(t, "table {family} {name} {{}}");
+        let _ = writeln!(t, "delete table {family} {name}");
+    }
     t
 }
 

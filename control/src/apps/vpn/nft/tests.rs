@@ -215,7 +215,29 @@ fn empty_sets_have_no_elements_line() {
 fn the_client_table_text() {
     let open = client_table(&client_rules(false));
     let l = lines(&open);
-    assert_eq!(l[..3], exit_or_client_header("skywire-client"));
+    assert_eq!(
+        l[..5],
+        [
+            "table inet skywire-client {}",
+            "delete table inet skywire-client",
+            "table arp skywire-client {}",
+            "delete table arp skywire-client",
+            "table inet skywire-client {",
+        ]
+    );
+    // ARP is marked, so rp_filter's check of the gateway's requests takes the main table.
+    let arp = &open[open.find("table arp skywire-client {\n").unwrap()..];
+    assert_eq!(
+        lines(arp),
+        [
+            "table arp skywire-client {",
+            "chain input {",
+            "type filter hook input priority filter; policy accept;",
+            "meta mark set 0x736b0000",
+            "}",
+            "}",
+        ]
+    );
     for want in [
         "type filter hook prerouting priority raw; policy accept;",
         "iifname != \"sw0\" ip daddr 198.19.128.2 fib saddr type != local drop",
@@ -275,14 +297,6 @@ fn the_client_table_text() {
     );
 }
 
-fn exit_or_client_header(name: &str) -> [String; 3] {
-    [
-        format!("table inet {name} {{}}"),
-        format!("delete table inet {name}"),
-        format!("table inet {name} {{"),
-    ]
-}
-
 #[test]
 fn removal_text() {
     assert_eq!(
@@ -332,10 +346,15 @@ fn load_twice_count_and_remove(nft: &Nft, table: Table, text: &str, counters: &[
     nft.run(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     // Again, over the existing table: still one.
     nft.run(text).unwrap();
-    assert_eq!(
-        nft.tables().unwrap(),
-        [("inet".to_owned(), table.name().to_owned())]
-    );
+    let mut tables = nft.tables().unwrap();
+    tables.sort();
+    let mut want: Vec<(String, String)> = table
+        .families()
+        .iter()
+        .map(|f| ((*f).to_owned(), table.name().to_owned()))
+        .collect();
+    want.sort();
+    assert_eq!(tables, want);
     let got = nft.counters(table).unwrap();
     let names: Vec<&str> = got.keys().map(String::as_str).collect();
     let mut want = counters.to_vec();
@@ -404,6 +423,7 @@ fn the_client_table_loads_in_a_namespace() {
     assert_eq!(
         tables,
         [
+            ("arp".to_owned(), "skywire-client".to_owned()),
             ("inet".to_owned(), "skywire-client".to_owned()),
             ("inet".to_owned(), "skywire-exit".to_owned())
         ]
