@@ -32,6 +32,8 @@ pub(crate) struct ManagedMesh {
     manager: Option<Proc>,
     manager_dir: PathBuf,
     manager_key: String,
+    /// The manager's config as written.
+    manager_section: ManagerSection,
     pub(crate) topo: Topology,
 }
 
@@ -117,7 +119,7 @@ impl ManagedMesh {
             .iter()
             .map(|(x, y, _)| [nodes[*x].key(), nodes[*y].key()])
             .collect();
-        ConfigFile::manager(manager)
+        ConfigFile::manager(manager.clone())
             .write(manager_dir.join("manager.yaml"))
             .unwrap();
         let mut mesh = Self {
@@ -125,6 +127,7 @@ impl ManagedMesh {
             manager: None,
             manager_dir,
             manager_key,
+            manager_section: manager,
             topo,
         };
         mesh.start_manager();
@@ -173,6 +176,14 @@ impl ManagedMesh {
             ],
         );
         self.manager = Some(proc);
+    }
+
+    /// Change the manager's config file (it takes effect when the manager starts again).
+    pub(crate) fn configure_manager(&mut self, edit: impl FnOnce(&mut ManagerSection)) {
+        edit(&mut self.manager_section);
+        ConfigFile::manager(self.manager_section.clone())
+            .write(self.manager_dir.join("manager.yaml"))
+            .unwrap();
     }
 
     /// What the manager wrote to its standard error so far.

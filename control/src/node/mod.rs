@@ -15,6 +15,9 @@
 //! - [`uplink`]: the thread around the agent: the manager connection (key proofs both
 //!   ways, reconnection with backoff), engine events, and pings over routes (which need no
 //!   manager).
+//! - [`reconnect`]: sans-IO: when the uplink tries the manager again (soon after transient
+//!   failures, slowly after refusals), what it logs, and the connection as `status` shows
+//!   it.
 //! - [`ctl`]: the local control socket (JSON lines) and its client, served from a
 //!   [`NodeHandle`] (or a fake [`ctl::NodeApi`] in tests).
 //! - [`apps`]: the app socket: streams to `(public key, port)` on other nodes for the
@@ -30,6 +33,7 @@
 pub mod agent;
 pub mod apps;
 pub mod ctl;
+pub mod reconnect;
 pub mod uplink;
 
 use std::io;
@@ -323,6 +327,10 @@ impl NodeApi for NodeHandle {
 
     fn manager(&self, request: UserRequest) -> Result<UserReply, ProtoError> {
         NodeHandle::manager(self, request)
+    }
+
+    fn manager_link(&self) -> Option<reconnect::ManagerLink> {
+        self.uplink.manager_link()
     }
 
     fn ping(&self, peer: PublicKey) -> Result<PingReply, PingError> {

@@ -1,10 +1,12 @@
 //! The node's uplink to its manager: the I/O around [`Agent`], on one thread.
 //!
-//! It connects to the manager (backoff from 100 ms to 2 s between attempts, so a restarted
-//! manager is found again within about 2 s), checks the manager's key proof and proves the
-//! node's, then feeds the agent frames, engine events and the time, and answers the local
-//! user's requests (`skywire route`, `nodes`, `link`, `ping`) that the control socket
-//! passes on. Pings go over the route's session and need no manager: a node without
+//! It connects to the manager (when, and what it says about it, is [`Reconnect`]'s: 100 ms
+//! to 2 s between attempts after transient failures, 10 s to 5 min after refusals), checks
+//! the manager's key proof and proves the node's, then feeds the agent frames, engine
+//! events and the time, and answers the local user's requests (`skywire route`, `nodes`,
+//! `link`, `ping`) that the control socket passes on. While the node is not registered,
+//! a request to the manager is answered at once with the connection's real state
+//! ([`Reconnect::unavailable`]); [`UplinkHandle::manager_link`] is what `status` shows. Pings go over the route's session and need no manager: a node without
 //! `node.manager` runs this thread too, only never connects.
 //!
 //! Stopping ([`UplinkHandle::stop`]) never waits for the manager: the thread is woken
@@ -25,6 +27,7 @@ use skywire_dataplane::engine::{self, EngineEvent, EngineGone, EngineHandle, Ori
 use skywire_dataplane::sys::socket;
 
 use super::agent::{Agent, AgentParams, ApplyFailure, Dataplane, Stale, UserReply, UserRequest};
+use super::reconnect::{Failure, ManagerLink, Reconnect};
 use crate::manager::core::Rng;
 use crate::manager::proto::{
     self, Auth, AuthOk, Bytes32, ConnectionEnd, Decoder, ErrorKind, Frame, Hello, Key, Mac,
@@ -33,9 +36,6 @@ use crate::manager::proto::{
 
 /// How long the manager has to answer the connection's first frames.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Longest wait between connection attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// How long a user request waits for the manager (a route setup included).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,6 +115,8 @@ pub struct UplinkHandle {
     manager: Option<SocketAddr>,
     /// A clone of the manager connection while there is one, to shut it down on stop.
     closer: Closer,
+    /// The connection's state, kept by the uplink thread.
+    link: Option<Arc<Mutex<Reconnect>>>,
 }
 
 /// The manager connection's clone, shared by the uplink thread and its handles. Once shut
@@ -166,6 +168,13 @@ impl UplinkHandle {
     /// The manager's address, if the node has one.
     pub fn manager(&self) -> Option<SocketAddr> {
         self.manager
+    }
+
+    /// The manager connection as `skywire status` shows it, if the node has a manager.
+    pub fn manager_link(&self) -> Option<ManagerLink> {
+        let link = self.link.as_ref()?;
+        let link = link.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(link.view(Instant::now()))
     }
 
     /// Send `request` to the manager and wait for its answer.
@@ -277,14 +286,19 @@ pub fn start(
 ) -> io::Result<(UplinkHandle, JoinHandle<()>)> {
     let (requests, inbox) = unbounded();
     let closer = Closer::default();
+    let link = manager.map(|m| Arc::new(Mutex::new(Reconnect::new(m.address, Instant::now()))));
     let handle = UplinkHandle {
         requests,
         manager: manager.map(|m| m.address),
         closer: closer.clone(),
+        link: link.clone(),
     };
     let thread = std::thread::Builder::new()
         .name("skywire-uplink".into())
-        .spawn(move || run(&engine, &key, manager, params, &inbox, &closer))?;
+        .spawn(move || {
+            let link = link.as_deref();
+            run(&engine, &key, manager, params, &inbox, &closer, link);
+        })?;
     Ok((handle, thread))
 }
 
@@ -295,9 +309,29 @@ fn log(line: &str) {
 /// How long a ping sent over a route waits for its pong, at most.
 const PONG_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// After the manager refused to register the node, the next attempt waits this long: the
-/// refusal stands until an operator changes a config.
-pub const REFUSED_RETRY: Duration = Duration::from_secs(10);
+/// Whether a failed attempt is worth repeating soon: a refusal, or a server that is not
+/// the configured manager, stands until an operator changes a config.
+fn failure(error: &ConnectError) -> Failure {
+    let text = error.to_string();
+    match error {
+        ConnectError::Refused(_)
+        | ConnectError::WrongKey { .. }
+        | ConnectError::BadProof
+        | ConnectError::Version(_)
+        | ConnectError::NotAManager
+        | ConnectError::UnusableKey => Failure::Refused(text),
+        ConnectError::Io(_)
+        | ConnectError::Ended(_)
+        | ConnectError::Malformed { .. }
+        | ConnectError::NoRandomness
+        | ConnectError::Frame(_) => Failure::Transient(text),
+    }
+}
+
+/// The reconnection state, locked for a moment.
+fn lock(link: &Mutex<Reconnect>) -> std::sync::MutexGuard<'_, Reconnect> {
+    link.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 struct PendingPing {
     reply: Sender<Result<PingReply, PingError>>,
@@ -315,29 +349,27 @@ fn run(
     params: AgentParams,
     inbox: &Receiver<Request>,
     closer: &Closer,
+    link: Option<&Mutex<Reconnect>>,
 ) {
     let mut agent = Agent::new(params, Rng::system());
     let events = engine.events();
     let mut conn: Option<Connection> = None;
     let mut connecting: Option<Receiver<Result<Connection, ConnectError>>> = None;
-    let mut backoff = Duration::from_millis(100);
-    let mut next_attempt = Instant::now();
     let mut tokens: HashMap<u64, Sender<Result<UserReply, ProtoError>>> = HashMap::new();
     let mut next_token = 1u64;
     let mut pings: HashMap<u64, PendingPing> = HashMap::new();
-    let mut last_error = String::new();
-    // The manager's last refusal of REGISTER, logged once while it repeats.
-    let mut refusal: Option<String> = None;
     let mut registered = false;
     let never: Receiver<Result<Frame, ConnectionEnd>> = crossbeam_channel::never();
     let never_conn: Receiver<Result<Connection, ConnectError>> = crossbeam_channel::never();
     loop {
         let now = Instant::now();
         if let Some(m) = manager
+            && let Some(link) = link
             && conn.is_none()
             && connecting.is_none()
-            && now >= next_attempt
+            && lock(link).due(now)
         {
+            lock(link).attempting(now);
             let (tx, rx) = bounded(1);
             let key = key.clone();
             let spawned = std::thread::Builder::new()
@@ -362,16 +394,19 @@ fn run(
         .min(Duration::from_millis(200));
         let frames = conn.as_ref().map_or(&never, |c| &c.frames);
         let connects = connecting.as_ref().unwrap_or(&never_conn);
-        let mut lost: Option<String> = None;
-        // After a refusal: logged already, and the next attempt is slow.
-        let mut refused = false;
+        let mut lost: Option<Failure> = None;
         select! {
             recv(inbox) -> request => match request {
                 Ok(Request::Manager { request, reply }) => {
-                    let token = next_token;
-                    next_token += 1;
-                    tokens.insert(token, reply);
-                    agent.user_request(token, request);
+                    if let Some(link) = link.filter(|_| !agent.is_registered()) {
+                        let text = lock(link).unavailable(Instant::now());
+                        let _ = reply.send(Err(ProtoError::new(ErrorKind::Unavailable, text)));
+                    } else {
+                        let token = next_token;
+                        next_token += 1;
+                        tokens.insert(token, reply);
+                        agent.user_request(token, request);
+                    }
                 }
                 Ok(Request::Ping { peer, reply }) => {
                     start_ping(engine, peer, reply, &mut pings, &mut agent);
@@ -380,8 +415,8 @@ fn run(
             },
             recv(frames) -> frame => match frame {
                 Ok(Ok(frame)) => agent.frame(frame, Instant::now(), &mut Engine(engine)),
-                Ok(Err(e)) => lost = Some(e.to_string()),
-                Err(_) => lost = Some("reader stopped".to_owned()),
+                Ok(Err(e)) => lost = Some(Failure::Transient(e.to_string())),
+                Err(_) => lost = Some(Failure::Transient("reader stopped".to_owned())),
             },
             recv(events) -> event => match event {
                 Ok(EngineEvent::Expired { in_id, .. }) => agent.expired(in_id.get()),
@@ -403,27 +438,21 @@ fn run(
             },
             recv(connects) -> result => {
                 connecting = None;
-                match result {
-                    Ok(Ok(c)) => {
-                        if refusal.is_none() {
-                            log(&format!("connected to the manager at {}", c.writer.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string())));
+                match (result, link) {
+                    (Ok(Ok(c)), Some(link)) => {
+                        if let Some(line) = lock(link).connected(Instant::now()) {
+                            log(&line);
                         }
                         closer.set(c.writer.try_clone().ok());
                         conn = Some(c);
-                        backoff = Duration::from_millis(100);
-                        last_error.clear();
                         agent.connected(Instant::now());
                     }
-                    Ok(Err(e)) => {
-                        let e = e.to_string();
-                        if e != last_error {
-                            log(&format!("cannot reach the manager: {e} (retrying)"));
-                            last_error = e;
+                    (Ok(Err(e)), Some(link)) => {
+                        if let Some(line) = lock(link).failed(failure(&e), Instant::now()) {
+                            log(&line);
                         }
-                        next_attempt = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
-                    Err(_) => {}
+                    _ => {}
                 }
             },
             default(deadline) => {},
@@ -432,29 +461,22 @@ fn run(
         agent.tick(now, &mut Engine(engine));
         if agent.is_registered() != registered {
             registered = agent.is_registered();
-            if registered {
-                log("registered with the manager");
-                refusal = None;
+            if registered && let Some(link) = link {
+                log(&lock(link).registered(now));
             }
         }
         if conn.is_some()
             && lost.is_none()
             && let Some(reason) = agent.stale(now)
         {
-            let reason_text = reason.to_string();
-            if let Stale::Refused(_) = reason {
-                // Say it once, and ask again only slowly: the operator has to change a
-                // config (this node's or the manager's) before it can succeed.
-                if refusal.as_ref() != Some(&reason_text) {
-                    log(&format!(
-                        "{reason_text} (asking again every {} s)",
-                        REFUSED_RETRY.as_secs()
-                    ));
+            // A refusal stands until an operator changes a config (this node's or the
+            // manager's): it is asked again only slowly.
+            lost = Some(match reason {
+                Stale::Refused(_) => Failure::Refused(reason.to_string()),
+                Stale::NotRegistered(_) | Stale::Silent(_) => {
+                    Failure::Transient(reason.to_string())
                 }
-                refusal = Some(reason_text.clone());
-                refused = true;
-            }
-            lost = Some(reason_text);
+            });
         }
         pings.retain(|_, p| {
             if p.deadline <= now {
@@ -473,23 +495,20 @@ fn run(
                     .map_err(|e| e.to_string())
                     .and_then(|b| c.writer.write_all(&b).map_err(|e| e.to_string()));
                 if let Err(e) = sent {
-                    lost = Some(e);
+                    lost = Some(Failure::Transient(e));
                     break;
                 }
             }
         }
-        if let Some(reason) = lost {
+        if let Some(failure) = lost {
             if let Some(c) = conn.take() {
                 closer.set(None);
                 let _ = c.writer.shutdown(Shutdown::Both);
-                if !refused {
-                    log(&format!(
-                        "lost the manager connection: {reason} (reconnecting)"
-                    ));
-                }
+            }
+            if let Some(line) = link.and_then(|l| lock(l).failed(failure, Instant::now())) {
+                log(&line);
             }
             agent.disconnected();
-            next_attempt = Instant::now() + if refused { REFUSED_RETRY } else { backoff };
         }
         for done in agent.completions() {
             if let Some(reply) = tokens.remove(&done.token) {

@@ -163,9 +163,6 @@ pub enum Output {
 /// Why the manager closes a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CloseReason {
-    /// The key is not in `manager.allow`.
-    #[error("key not allowed")]
-    NotAllowed,
     /// A frame on a connection that never proved a key.
     #[error("not authenticated")]
     NotAuthenticated,
@@ -303,13 +300,11 @@ impl ManagerCore {
         self.params.allow.as_ref().is_none_or(|a| a.contains(key))
     }
 
-    /// A connection proved it holds `key`'s private key. Its `REGISTER` comes next.
+    /// A connection proved it holds `key`'s private key. Its `REGISTER` comes next. A key
+    /// outside `manager.allow` is told so in the answer to its `REGISTER` (the node then
+    /// asks again only slowly) rather than closed without a word; until then, and after,
+    /// it can do nothing else, and it is closed if it lingers ([`REGISTER_TIMEOUT`]).
     pub fn authenticated(&mut self, conn: ConnId, key: PublicKey, now: Instant) {
-        if !self.allowed(&key) {
-            self.log(format!("node {key} is not in manager.allow: closing"));
-            self.out.push(Output::Close(conn, CloseReason::NotAllowed));
-            return;
-        }
         self.registry.authenticate(conn, key, now);
     }
 

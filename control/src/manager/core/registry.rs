@@ -369,6 +369,15 @@ impl ManagerCore {
         register: Register,
         now: Instant,
     ) -> Result<Registered, ProtoError> {
+        if !self.allowed(&key) {
+            return Err(ProtoError::new(
+                ErrorKind::NotAllowed,
+                format!(
+                    "key {key} is not in this manager's manager.allow: ask its operator to \
+                     add it"
+                ),
+            ));
+        }
         // One REGISTER per connection: a second would re-run adoption and repairs at will.
         if self.registry.is_current(&key, conn) {
             return Err(ProtoError::new(

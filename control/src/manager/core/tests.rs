@@ -486,7 +486,8 @@ fn requests_before_register_and_from_unknown_connections_are_refused() {
         ErrorKind::Unauthenticated
     );
     assert!(!out.iter().any(|o| matches!(o, Output::Close(..))));
-    // A key outside `allow` is closed at once.
+    // A key outside `allow` is told so in the answer to its REGISTER, can do nothing
+    // else, and is closed if it lingers.
     let mut allow = HashSet::new();
     allow.insert(key);
     let mut core = ManagerCore::new(
@@ -498,10 +499,38 @@ fn requests_before_register_and_from_unknown_connections_are_refused() {
     );
     let other = PrivateKey::from_bytes([6; 32]).public_key();
     core.authenticated(ConnId(4), other, now);
+    assert!(core.drain().iter().all(|o| !matches!(o, Output::Close(..))));
+    let answer = |core: &mut ManagerCore| {
+        core.drain()
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Send(ConnId(4), f) => Some(f),
+                _ => None,
+            })
+            .unwrap()
+            .reply::<Value>()
+            .unwrap_err()
+    };
+    core.frame(ConnId(4), Frame::request(kind::NODES, 1, &Value::Null), now);
+    assert_eq!(answer(&mut core).message, "REGISTER first");
+    let register = Register {
+        endpoint: Some("198.18.0.4:6000".parse().unwrap()),
+        ..Register::default()
+    };
+    core.frame(ConnId(4), Frame::request(kind::REGISTER, 2, &register), now);
+    let refusal = answer(&mut core);
+    assert_eq!(refusal.kind, ErrorKind::NotAllowed);
+    assert!(
+        refusal.message.contains(&other.to_string()) && refusal.message.contains("manager.allow"),
+        "{}",
+        refusal.message
+    );
+    assert!(core.mesh(now).nodes.is_empty(), "a refused key registered");
+    core.tick(now + REGISTER_TIMEOUT + Duration::from_secs(1));
     assert!(
         core.drain()
             .iter()
-            .any(|o| matches!(o, Output::Close(ConnId(4), _)))
+            .any(|o| matches!(o, Output::Close(ConnId(4), CloseReason::NoRegister)))
     );
 }
 

@@ -134,6 +134,7 @@ use skywire_dataplane::stack::StackStatus;
 
 use crate::manager::proto::{LinkAdded, Mesh, MeshRouteId, RouteInfo, RouteList};
 use crate::manager::topology::RouteWeight;
+use crate::node::reconnect::ManagerLink;
 
 /// The longest request line the server reads, in bytes, without its newline.
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -382,6 +383,9 @@ pub struct StatusReply {
     /// Prefixes granted to peers beyond their route ends' own.
     #[serde(default)]
     pub grants: Vec<GrantReply>,
+    /// The connection to the node manager, if the node has one (`node.manager`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<ManagerLink>,
 }
 
 /// A peer's grant, in a [`StatusReply`].
@@ -650,6 +654,7 @@ impl From<&NodeStatus> for StatusReply {
                     prefixes: prefixes.clone(),
                 })
                 .collect(),
+            manager: None,
         }
     }
 }

@@ -40,6 +40,7 @@ use crate::local::{
 };
 use crate::manager::proto::{ErrorKind as ManagerErrorKind, Key, ProtoError, RouteRequest};
 use crate::node::agent::{UserReply, UserRequest};
+use crate::node::reconnect::ManagerLink;
 use crate::node::uplink::{PingError, PingReply};
 
 use super::protocol::{
@@ -63,6 +64,11 @@ pub const ENGINE_TIMEOUT: Duration = Duration::from_secs(2);
 pub trait NodeApi {
     /// A snapshot of the node, waiting at most `timeout`.
     fn status(&self, timeout: Duration) -> Result<NodeStatus, EngineGone>;
+
+    /// The connection to the node manager, if the node has one.
+    fn manager_link(&self) -> Option<ManagerLink> {
+        None
+    }
 
     /// A request to the node manager, through the node.
     fn manager(&self, request: UserRequest) -> Result<UserReply, ProtoError> {
@@ -126,7 +132,11 @@ fn answer(op: Op, node: &dyn NodeApi) -> Result<Reply, (ErrorKind, String)> {
     match op {
         Op::Status => node
             .status(ENGINE_TIMEOUT)
-            .map(|status| Reply::Status(Box::new(StatusReply::from(&status))))
+            .map(|status| {
+                let mut reply = StatusReply::from(&status);
+                reply.manager = node.manager_link();
+                Reply::Status(Box::new(reply))
+            })
             .map_err(|gone| (ErrorKind::Unavailable, gone.to_string())),
         Op::RouteAdd {
             dst,

@@ -4,6 +4,7 @@
 use core::fmt;
 
 use super::protocol::{Drops, OriginReply, RelayReply, RouteReply, StatusReply, StreamsReply};
+use crate::node::reconnect::{LinkState, ManagerLink};
 
 impl fmt::Display for StatusReply {
     /// The `wg show`-style text, each section followed by a blank line except the last;
@@ -16,6 +17,9 @@ impl fmt::Display for StatusReply {
         }
         if let Some(fwmark) = &self.fwmark {
             writeln!(f, "  fwmark: {fwmark}")?;
+        }
+        if let Some(manager) = &self.manager {
+            write_manager(f, manager)?;
         }
         for grant in &self.grants {
             writeln!(
@@ -44,6 +48,44 @@ impl fmt::Display for StatusReply {
             write_relay(f, relay)?;
         }
         Ok(())
+    }
+}
+
+/// `manager: ADDRESS, STATE for N s[: PROBLEM][; next attempt in N s]`.
+fn write_manager(f: &mut fmt::Formatter<'_>, link: &ManagerLink) -> fmt::Result {
+    write!(
+        f,
+        "  manager: {}, {} for {}",
+        link.address,
+        link.state.as_str(),
+        Secs(link.since_secs)
+    )?;
+    if let Some(problem) = &link.problem {
+        write!(f, ": {problem}")?;
+    }
+    if let Some(next) = link.next_attempt_secs {
+        write!(f, "; next attempt in {}", Secs(next))?;
+    }
+    if link.failures > 0 && link.state != LinkState::Registered {
+        write!(f, " ({} failed attempts)", link.failures)?;
+    }
+    writeln!(f)
+}
+
+/// Seconds as `0.4 s`, `12 s`, `3 min 20 s`.
+struct Secs(f64);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.max(0.0);
+        if s < 10.0 {
+            write!(f, "{s:.1} s")
+        } else if s < 120.0 {
+            write!(f, "{s:.0} s")
+        } else {
+            let whole = s.round();
+            write!(f, "{:.0} min {:.0} s", (whole / 60.0).floor(), whole % 60.0)
+        }
     }
 }
 
@@ -262,6 +304,45 @@ impl fmt::Display for Span {
 mod tests {
     use super::*;
     use crate::node::ctl::protocol::tests::{sample_managed_status, sample_status};
+
+    #[test]
+    fn the_manager_connection_is_one_line() {
+        let mut reply = StatusReply::from(&sample_status());
+        let link = |state, problem: Option<&str>, next, failures| ManagerLink {
+            address: "198.18.100.100:5999".parse().unwrap(),
+            state,
+            since_secs: 200.4,
+            problem: problem.map(str::to_owned),
+            next_attempt_secs: next,
+            failures,
+        };
+        reply.manager = Some(link(LinkState::Registered, None, None, 0));
+        let text = reply.to_string();
+        assert!(
+            text.contains("\n  manager: 198.18.100.100:5999, registered for 3 min 20 s\n"),
+            "{text}"
+        );
+        reply.manager = Some(link(
+            LinkState::Refused,
+            Some("the manager refused to register this node: not_allowed: key not allowed"),
+            Some(35.2),
+            3,
+        ));
+        let text = reply.to_string();
+        assert!(
+            text.contains(
+                "\n  manager: 198.18.100.100:5999, refused for 3 min 20 s: the manager refused \
+                 to register this node: not_allowed: key not allowed; next attempt in 35 s (3 \
+                 failed attempts)\n"
+            ),
+            "{text}"
+        );
+        // In the JSON too, and read back.
+        let json = reply.to_json_pretty();
+        let back: StatusReply = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.manager, reply.manager);
+        assert!(json.contains("\"state\": \"refused\""), "{json}");
+    }
 
     #[test]
     fn status_text_matches_wg_show_style() {
