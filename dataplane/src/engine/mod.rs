@@ -100,6 +100,7 @@ pub use driver::{EngineError, RunningEngine, SOCKET_BUFFER, start};
 pub use event::{EVENT_QUEUE, EngineEvent};
 pub use handle::{EngineGone, EngineHandle, PING_TIMEOUT};
 pub use setup::{
-    ApplyError, Fwmark, GrantError, NodeSetup, Origin, RelaySetup, RouteSetup, RuleChange, TunSetup,
+    ApplyError, Fwmark, FwmarkParseError, GrantError, NodeSetup, Origin, RelaySetup, RouteSetup,
+    RuleChange, TunSetup,
 };
 pub use status::{NodeStatus, RelayStatus, RouteStatus};

@@ -153,6 +153,33 @@ impl core::fmt::Display for Fwmark {
     }
 }
 
+/// Text that is not a mark as [`Fwmark`]'s `Display` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: not a firewall mark (MARK/MASK, each 0x and up to 8 hex digits)")]
+pub struct FwmarkParseError(String);
+
+impl core::str::FromStr for Fwmark {
+    type Err = FwmarkParseError;
+
+    /// `0x736b0000/0xffff0000`, as `Display` writes it (the status's form; a config's
+    /// `node.fwmark` has its own, more lenient grammar).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || FwmarkParseError(text.to_owned());
+        let hex = |s: &str| {
+            let digits = s.strip_prefix("0x").ok_or_else(bad)?;
+            if digits.is_empty() || digits.len() > 8 {
+                return Err(bad());
+            }
+            u32::from_str_radix(digits, 16).map_err(|_| bad())
+        };
+        let (mark, mask) = text.split_once('/').ok_or_else(bad)?;
+        Ok(Self {
+            mark: hex(mark)?,
+            mask: hex(mask)?,
+        })
+    }
+}
+
 /// A route this node is an end of, set up statically (like a WireGuard peer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteSetup {
@@ -197,5 +224,31 @@ impl NodeSetup {
     /// The node's public key.
     pub fn public_key(&self) -> PublicKey {
         self.private_key.public_key()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::Fwmark;
+
+    #[test]
+    fn a_mark_reads_back_what_it_writes_and_nothing_else() {
+        let text = Fwmark::DEFAULT.to_string();
+        assert_eq!(text, "0x736b0000/0xffff0000");
+        assert_eq!(text.parse::<Fwmark>(), Ok(Fwmark::DEFAULT));
+        let small: Fwmark = "0x5000/0xf000".parse().unwrap();
+        assert_eq!((small.mark, small.mask), (0x5000, 0xf000));
+        for bad in [
+            "",
+            "0x736b0000",
+            "736b0000/ffff0000",
+            "0x/0x1",
+            "0x1/0x123456789",
+            "0xzz/0x1",
+            "0x1/0x1/0x1",
+        ] {
+            assert!(bad.parse::<Fwmark>().is_err(), "{bad:?}");
+        }
     }
 }

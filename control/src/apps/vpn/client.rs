@@ -311,7 +311,7 @@ fn connect(
             "the node has no TUN device (node.tun in its config)".into(),
         )));
     };
-    let Some(fwmark) = status.fwmark.as_deref().and_then(parse_fwmark) else {
+    let Some(fwmark) = status.fwmark else {
         return Err(Attempt::Fatal(ClientError::Node(
             "the node's packets carry no firewall mark (node.fwmark: off), so the tunnel \
              would carry its own transport; remove `fwmark: off` from the node's config"
@@ -324,16 +324,6 @@ fn connect(
     }
     apply(options, state, &status, &tun, fwmark, &lease)?;
     Ok((stream, started))
-}
-
-/// `0x736b0000/0xffff0000` as the node's status shows it.
-pub fn parse_fwmark(text: &str) -> Option<Fwmark> {
-    let hex = |s: &str| u32::from_str_radix(s.trim_start_matches("0x"), 16).ok();
-    let (mark, mask) = text.split_once('/')?;
-    Some(Fwmark {
-        mark: hex(mark)?,
-        mask: hex(mask)?,
-    })
 }
 
 /// Open the stream to the exit and ask for the lease.
@@ -692,10 +682,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
-    fn the_mark_reads_back_from_the_status() {
-        assert_eq!(parse_fwmark("0x736b0000/0xffff0000"), Some(Fwmark::DEFAULT));
-        assert_eq!(parse_fwmark("0x736b0000"), None);
-        assert_eq!(parse_fwmark("x/y"), None);
+    fn host_prefixes_are_whole_addresses() {
         assert_eq!(host(IpAddr::V4(Ipv4Addr::LOCALHOST)).len(), 32);
         assert_eq!(host(IpAddr::V6(Ipv6Addr::LOCALHOST)).len(), 128);
     }

@@ -128,7 +128,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::engine::{NodeStatus, Origin, RelayStatus, RouteStatus};
+use skywire_dataplane::engine::{Fwmark, NodeStatus, Origin, RelayStatus, RouteStatus};
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::stack::StackStatus;
 
@@ -377,9 +377,10 @@ pub struct StatusReply {
     /// Apps' streams.
     #[serde(default)]
     pub streams: StreamsReply,
-    /// The firewall mark on the node's transport packets (`MARK/MASK` in hex), if any.
-    #[serde(default)]
-    pub fwmark: Option<String>,
+    /// The firewall mark on the node's transport packets (`MARK/MASK` in hex in the
+    /// JSON), if any.
+    #[serde(default, with = "opt_as_text")]
+    pub fwmark: Option<Fwmark>,
     /// Prefixes granted to peers beyond their route ends' own.
     #[serde(default)]
     pub grants: Vec<GrantReply>,
@@ -645,7 +646,7 @@ impl From<&NodeStatus> for StatusReply {
             expired: status.expired,
             events_dropped: status.events_dropped,
             streams: StreamsReply::from(&status.stack),
-            fwmark: status.fwmark.map(|f| f.to_string()),
+            fwmark: status.fwmark,
             grants: status
                 .grants
                 .iter()
@@ -788,6 +789,32 @@ mod as_text {
     {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// [`as_text`] for an optional value (`null` for none).
+mod opt_as_text {
+    use super::{Deserialize, Deserializer, FromStr, Serializer, de, fmt};
+
+    pub(super) fn serialize<T: fmt::Display, S: Serializer>(
+        value: &Option<T>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.collect_str(value),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, T, D>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+        D: Deserializer<'de>,
+    {
+        let text = Option::<std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.map(|t| t.parse().map_err(de::Error::custom))
+            .transpose()
     }
 }
 
