@@ -521,6 +521,36 @@ fn an_oversized_config_is_refused_before_parsing() {
 }
 
 #[test]
+fn a_config_linked_to_another_file_does_not_print_its_lines() {
+    // A symlink to /etc/shadow given to a root daemon: the error names the file and where,
+    // not the line (issue 16: its first line used to appear on the terminal).
+    let dir = Scratch::new();
+    let hash = "$y$j9T$abcdefghijklmnopqrstuv$HASHHASHHASHHASHHASHHASHHASHHASHHASHHASH";
+    let shadow = dir.file(
+        "shadow",
+        format!("root:{hash}:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\n").as_bytes(),
+    );
+    let link = dir.0.join("node.yaml");
+    std::os::unix::fs::symlink(&shadow, &link).unwrap();
+    let err = Config::load(&link).unwrap_err();
+    let text = format!("{err}");
+    assert!(!text.contains("HASH") && !text.contains("root:"), "{text}");
+    assert!(
+        text.starts_with(&format!("{}:1:", link.display())),
+        "{text}"
+    );
+    assert!(text.contains("characters not shown"), "{text}");
+    // A short locked account's line is not a key either.
+    let err = parse_err("root:*:20228:0:99999:7:::\n");
+    assert!(!err.to_string().contains("20228"), "{err}");
+    // An unknown plain key still is shown, and so is an app with a name in quotes.
+    let err = parse_err("nodes:\n  key: k\n");
+    assert!(err.to_string().contains("unknown field `nodes`"), "{err}");
+    let err = parse_err("apps:\n  ok:\n    path: p\n  \"two words\":\n    path: p\n");
+    assert_located(&err, 4, "apps.\"two words\"");
+}
+
+#[test]
 fn load_refuses_what_is_not_a_utf8_regular_file() {
     let dir = Scratch::new();
     let err = Config::load(&dir.0).unwrap_err();

@@ -79,7 +79,7 @@ fn located_error(err: &serde_saphyr::Error, key: Option<String>, file: &Path) ->
             line: loc.line(),
             column: loc.column(),
         });
-    let message = message_without_location(err);
+    let message = redact(&message_without_location(err));
     match Problem::from_message(&message) {
         Some(problem) => ConfigError::Invalid {
             file: file.to_owned(),
@@ -141,16 +141,85 @@ fn dotted(path: &serde_path_to_error::Path) -> Option<String> {
     (!out.is_empty()).then_some(out)
 }
 
-/// Append `.key` (just `key` at the start), quoted unless it is a plain word.
+/// Append `.key` (just `key` at the start), quoted unless it is a plain word; a key that
+/// could not be a config key is not shown ([`shown_key`]).
 fn push_key(out: &mut String, key: &str) {
     if !out.is_empty() {
         out.push('.');
     }
     if is_plain_word(key) {
         out.push_str(key);
-    } else {
+    } else if shown_key(key) {
         out.push_str(&format!("{key:?}"));
+    } else {
+        out.push_str(&hidden(key));
     }
+}
+
+/// At most this many characters of the file are quoted in an error.
+const MAX_QUOTED: usize = 64;
+
+/// Whether an error may quote `key`: something a config's keys could be (an app's name
+/// included: words, spaces, dots, dashes), at most [`MAX_QUOTED`] characters. Anything else
+/// is not shown, so that a path that names some other file (a symlink to `/etc/shadow`,
+/// given to a root daemon) does not get that file's lines printed.
+fn shown_key(key: &str) -> bool {
+    key.chars().count() <= MAX_QUOTED
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
+}
+
+/// Whether an error may quote `value`: at most [`MAX_QUOTED`] printable ASCII characters,
+/// none of them `$` (crypt(3) hashes have them).
+fn shown_value(value: &str) -> bool {
+    value.chars().count() <= MAX_QUOTED
+        && value.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        && !value.contains('$')
+}
+
+/// What stands for text of the file that is not shown.
+fn hidden(text: &str) -> String {
+    format!("<{} characters not shown>", text.chars().count())
+}
+
+/// The parser's message with the file's text it quotes (between backticks: keys; between
+/// double quotes: values) replaced by [`hidden`] where it may not be shown.
+fn redact(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(['`', '"']) {
+        let (before, from) = rest.split_at(start);
+        out.push_str(before);
+        let quote = if from.starts_with('`') { '`' } else { '"' };
+        let inner = &from[1..];
+        let Some(end) = inner.find(quote) else {
+            // An unmatched quote: the rest is not shown unless it may be.
+            if shown_value(inner) {
+                out.push_str(from);
+            } else {
+                out.push(quote);
+                out.push_str(&hidden(inner));
+            }
+            return out;
+        };
+        let quoted = &inner[..end];
+        let shown = if quote == '`' {
+            shown_key(quoted)
+        } else {
+            shown_value(quoted)
+        };
+        out.push(quote);
+        if shown {
+            out.push_str(quoted);
+        } else {
+            out.push_str(&hidden(quoted));
+        }
+        out.push(quote);
+        rest = &inner[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Append `[index]`.
