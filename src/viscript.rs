@@ -195,6 +195,18 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
+    // A console command never starts with `-`: this is an option given after the first
+    // word of the command line, or one exec does not have (`--config`: a headless
+    // viscript is found by its socket), which would otherwise be sent as the command.
+    if let Some(option) = args.words.first().filter(|w| w.starts_with('-')) {
+        eprintln!(
+            "skywire: viscript exec: {option}: not an option of exec and not a console \
+             command; exec takes --socket PATH (default {}) and --json before the command, \
+             as in `skywire viscript exec --socket PATH la`",
+            headless::DEFAULT_SOCKET
+        );
+        return Ok(ExitCode::from(2));
+    }
     let mut client = HeadlessClient::connect(&args.socket)?;
     let mut out = io::stdout().lock();
     if let [first, id] = args.words.as_slice()

@@ -759,3 +759,33 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn exec_refuses_an_option_where_the_command_goes() {
+    // `--config` is viscript's, not exec's: it used to be sent to viscript as the command.
+    let (out, _, err) = skywire(&[
+        "viscript",
+        "exec",
+        "--socket",
+        "/nonexistent/viscript.sock",
+        "--config",
+        "config.yaml",
+        "la",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--config: not an option of exec") && err.contains("--socket PATH"),
+        "{err}"
+    );
+    // A command's own arguments may still start with `-`.
+    let (out, _, err) = skywire(&[
+        "viscript",
+        "exec",
+        "--socket",
+        "/nonexistent/viscript.sock",
+        "s",
+        "app",
+        "--flag",
+    ]);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+}
