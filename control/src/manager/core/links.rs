@@ -4,10 +4,13 @@
 //!
 //! A link is routed over once the manager's config has it or both its ends declared it
 //! (one node alone cannot pull other nodes' routes through itself), and once it is
-//! *proven*: an end reported it up, which it does only after one of its link probes was
-//! answered. The probes are authenticated with the key the two nodes share, so an answered
-//! probe shows that each node's registered endpoint is its own. Until then the link is
-//! `unproven` (no round trip, no route), whatever was measured before.
+//! *proven*: each end reported it up, which an end does only after one of its own link
+//! probes was answered. So each direction is proven by the end that sends on it: an end
+//! that can reach the other but not be reached back (a firewall, a wrong address for it)
+//! does not make the link up alone. The probes are authenticated with the key the two
+//! nodes share, so an answered probe shows that the other node's endpoint is its own. Until
+//! both ends have reported it up the link is `unproven` (no route), whatever was measured
+//! before; an end that reports it down makes it down, whatever the other says.
 //!
 //! Measurements never outlive the node they were taken with. When a node goes down or
 //! registers again (a restart, or a new connection), the reports of its links are dropped
@@ -56,8 +59,8 @@ pub(super) enum Source {
 #[derive(Debug, Default)]
 pub(super) struct LinkEntry {
     sources: BTreeSet<Source>,
-    /// The latest report from either end.
-    report: Option<(Instant, LinkMetrics)>,
+    /// Each end's latest report.
+    reports: BTreeMap<PublicKey, LinkMetrics>,
     /// Ends whose reports are ignored until they answer the `NEIGHBOURS` request of this
     /// id (or a later one): sent after the other end registered.
     fences: BTreeMap<PublicKey, u64>,
@@ -73,9 +76,29 @@ impl LinkEntry {
             || (self.sources.contains(&Source::Node(a)) && self.sources.contains(&Source::Node(b)))
     }
 
-    /// The latest measurement, if any.
+    /// What routes go by: down when an end reported it down (the worse of two downs),
+    /// up once both ends reported it up (the longer round trip, the higher loss), and
+    /// `None` (unproven) before.
     fn metrics(&self) -> Option<LinkMetrics> {
-        self.report.map(|(_, m)| m)
+        let worse = |a: LinkMetrics, b: LinkMetrics| LinkMetrics {
+            rtt: a.rtt.max(b.rtt),
+            loss: a.loss.max(b.loss),
+            up: a.up && b.up,
+        };
+        let downs = self.reports.values().filter(|m| !m.up).copied();
+        if let Some(down) = downs.reduce(worse) {
+            return Some(down);
+        }
+        match self
+            .reports
+            .values()
+            .copied()
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            [a, b] => Some(worse(*a, *b)),
+            _ => None,
+        }
     }
 }
 
@@ -147,33 +170,33 @@ impl LinkBook {
             self.links.remove(&lk);
         } else if !usable {
             // Proven again once both ends declare it and probe it anew.
-            entry.report = None;
+            entry.reports.clear();
             entry.seen.clear();
         }
         Ok(usable)
     }
 
     /// A measurement of `key` - `peer` reported by `key`: whether the link was up before,
-    /// or `None` when the report is ignored (a link nobody declared, declared by one end
-    /// only, or `key`'s reports about it are fenced).
+    /// and what routes go by now ([`LinkEntry::metrics`]); `None` when the report is
+    /// ignored (a link nobody declared, declared by one end only, or `key`'s reports about
+    /// it are fenced).
     fn report(
         &mut self,
         key: PublicKey,
         peer: PublicKey,
         metrics: LinkMetrics,
         seen: Option<SocketAddr>,
-        now: Instant,
-    ) -> Option<bool> {
+    ) -> Option<(bool, Option<LinkMetrics>)> {
         let entry = self.links.get_mut(&link_key(key, peer))?;
         if !entry.usable(key, peer) || entry.fences.contains_key(&key) {
             return None;
         }
-        let was_up = entry.report.is_some_and(|(_, r)| r.up);
-        entry.report = Some((now, metrics));
+        let was_up = entry.metrics().is_some_and(|m| m.up);
+        entry.reports.insert(key, metrics);
         if let (true, Some(seen)) = (metrics.up, seen) {
             entry.seen.insert(key, seen);
         }
-        Some(was_up)
+        Some((was_up, entry.metrics()))
     }
 
     /// Drop the reports of every link of `key` and the fences on its own reports (it
@@ -183,7 +206,7 @@ impl LinkBook {
             .iter_mut()
             .filter(|((a, b), _)| a == key || b == key)
             .map(|((a, b), l)| {
-                l.report = None;
+                l.reports.clear();
                 l.fences.remove(key);
                 l.seen.clear();
                 (*a, *b)
@@ -356,11 +379,15 @@ impl ManagerCore {
                 loss: m.loss.clamp(0.0, 1.0),
                 up: m.up,
             };
-            let Some(was_up) = self.links.report(key, peer, metrics, m.endpoint, now) else {
+            let Some((was_up, now_metrics)) = self.links.report(key, peer, metrics, m.endpoint)
+            else {
                 continue;
             };
-            let _ = self.topology.set_link_metrics(key, peer, metrics);
-            if was_up && !m.up {
+            let is_up = now_metrics.is_some_and(|m| m.up);
+            let _ = self
+                .topology
+                .set_link_metrics(key, peer, now_metrics.unwrap_or(UNPROVEN));
+            if was_up && !is_up {
                 self.log(format!(
                     "link {} - {} is down (reported by {})",
                     short(&key),
@@ -368,7 +395,7 @@ impl ManagerCore {
                     short(&key)
                 ));
                 self.repair_link(key, peer, now);
-            } else if !was_up && m.up {
+            } else if !was_up && is_up {
                 self.log(format!("link {} - {} is up", short(&key), short(&peer)));
                 self.routes.retry_waiting(now);
             }

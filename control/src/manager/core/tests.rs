@@ -610,24 +610,32 @@ fn core_with(n: u8) -> (ManagerCore, Vec<PublicKey>, Instant) {
         };
         core.frame(conn, Frame::request(kind::REGISTER, 1, &register), now);
     }
-    // Each node reports its link to the one before it, as its probes would: a link is
-    // routed over only once it is proven. (The earlier node's reports about a later one
-    // wait until it answers the NEIGHBOURS sent after the later one registered.)
+    // Each node answers the NEIGHBOURS it was sent (its reports about a neighbour that
+    // registered later count only after that), then reports its links up, as its probes
+    // would: a link is routed over only once both ends proved it.
+    answer_neighbours(&mut core, now);
     for (i, pair) in keys.windows(2).enumerate() {
-        let report = LinkReport {
-            links: vec![LinkMeasure {
-                peer: Key(pair[0]),
-                rtt_us: Some(300),
-                loss: 0.0,
-                up: true,
-                endpoint: None,
-            }],
-        };
-        let conn = ConnId(i as u64 + 2);
-        core.frame(conn, Frame::request(kind::LINK_REPORT, 2, &report), now);
+        let (a, b) = (i as u64 + 1, i as u64 + 2);
+        report_link(&mut core, a, pair[1], 300, now);
+        report_link(&mut core, b, pair[0], 300, now);
     }
     core.drain();
     (core, keys, now)
+}
+
+/// Every node answers the `NEIGHBOURS` requests the core sent it (drained here).
+fn answer_neighbours(core: &mut ManagerCore, now: Instant) {
+    let requests: Vec<(ConnId, u64)> = core
+        .drain()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send(conn, f) if f.kind == kind::NEIGHBOURS => Some((conn, f.id)),
+            _ => None,
+        })
+        .collect();
+    for (conn, id) in requests {
+        core.frame(conn, Frame::ok(kind::NEIGHBOURS, id, &Value::Null), now);
+    }
 }
 
 fn sent(out: &[Output], conn: ConnId, kind_: u8) -> Vec<Frame> {
@@ -1212,7 +1220,14 @@ fn a_link_is_unproven_until_a_probe_is_answered_and_nodes_says_so() {
     );
     let now = Instant::now();
     assert_eq!(register_with(&mut core, 1, keys[0], 1, &[], now), None);
-    assert_eq!(register_with(&mut core, 2, keys[1], 2, &[], now), None);
+    // Node 2 registers; node 1 applies the neighbour list that follows.
+    core.authenticated(ConnId(2), keys[1], now);
+    let register = Register {
+        endpoint: Some("198.18.0.2:6000".parse().unwrap()),
+        ..Register::default()
+    };
+    core.frame(ConnId(2), Frame::request(kind::REGISTER, 1, &register), now);
+    answer_neighbours(&mut core, now);
     // Both ends online, nothing answered: unproven, no round trip, not routed over.
     let link = link_view(&mut core, 1, keys[0], keys[1], now);
     assert_eq!(link.state, LinkState::Unproven);
@@ -1222,14 +1237,47 @@ fn a_link_is_unproven_until_a_probe_is_answered_and_nodes_says_so() {
         route_add_refusal(&mut core, 1, keys[1], now),
         Some(ErrorKind::NoPath)
     );
-    // An end's probe is answered: up, measured, routed over.
+    // One end's probe is answered: that direction is proven, the other is not yet (the
+    // far end may not reach back), so still unproven and not routed over.
     report_link(&mut core, 2, keys[0], 700, now);
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!((link.state, link.up), (LinkState::Unproven, false));
+    assert_eq!(
+        route_add_refusal(&mut core, 1, keys[1], now),
+        Some(ErrorKind::NoPath)
+    );
+    // The other end's too: up, measured (the longer round trip), routed over.
+    report_link(&mut core, 1, keys[1], 650, now);
     let link = link_view(&mut core, 1, keys[0], keys[1], now);
     assert_eq!(
         (link.state, link.up, link.rtt_us),
         (LinkState::Up, true, Some(700))
     );
     assert_eq!(route_add_refusal(&mut core, 1, keys[1], now), None);
+    // One end reports it down: down, whatever the other said, and not routed over.
+    let down = LinkReport {
+        links: vec![LinkMeasure {
+            peer: Key(keys[1]),
+            rtt_us: None,
+            loss: 1.0,
+            up: false,
+            endpoint: None,
+        }],
+    };
+    core.frame(ConnId(1), Frame::request(kind::LINK_REPORT, 51, &down), now);
+    core.drain();
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!((link.state, link.up), (LinkState::Down, false));
+    report_link(&mut core, 2, keys[0], 700, now);
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!(
+        link.state,
+        LinkState::Down,
+        "the other end alone does not lift it"
+    );
+    report_link(&mut core, 1, keys[1], 650, now);
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!(link.state, LinkState::Up);
     // An end goes offline: what was measured goes with it.
     core.disconnected(ConnId(2), now);
     core.drain();
@@ -1293,7 +1341,8 @@ fn a_node_that_registers_again_starts_with_unproven_links_and_old_reports_do_not
     report_link(&mut core, 1, keys[1], 300, now);
     let link = link_view(&mut core, 1, keys[0], keys[1], now);
     assert_eq!(link.state, LinkState::Unproven);
-    // Applied: what it reports now is measured afresh.
+    // Applied: what it reports now is measured afresh; with the restarted node's own
+    // report (which counts at once) the link is proven both ways.
     core.frame(
         ConnId(1),
         Frame::ok(kind::NEIGHBOURS, ids[1], &Value::Null),
@@ -1301,9 +1350,19 @@ fn a_node_that_registers_again_starts_with_unproven_links_and_old_reports_do_not
     );
     report_link(&mut core, 1, keys[1], 450, now);
     let link = link_view(&mut core, 1, keys[0], keys[1], now);
+    assert_eq!(link.state, LinkState::Unproven, "one end's proof only");
+    report_link(&mut core, 12, keys[0], 400, now);
+    let link = link_view(&mut core, 1, keys[0], keys[1], now);
     assert_eq!((link.state, link.rtt_us), (LinkState::Up, Some(450)));
-    // The restarted node's own reports count at once.
     report_link(&mut core, 12, keys[2], 350, now);
+    for f in sent(&out, ConnId(3), kind::NEIGHBOURS) {
+        core.frame(
+            ConnId(3),
+            Frame::ok(kind::NEIGHBOURS, f.id, &Value::Null),
+            now,
+        );
+    }
+    report_link(&mut core, 3, keys[1], 350, now);
     let link = link_view(&mut core, 1, keys[1], keys[2], now);
     assert_eq!((link.state, link.rtt_us), (LinkState::Up, Some(350)));
 }
