@@ -158,7 +158,7 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 
 fn print_tally(app: &str, tally: &Tally) {
     for (key, t) in tally.snapshot() {
-        eprintln!(
+        log::info!(
             "skywire socks {app}: {key}: {} open, {} opened, {} refused, {} reset; {} bytes sent, {} received (of those that ended)",
             t.open, t.opened, t.refused, t.reset, t.sent, t.received
         );

@@ -380,7 +380,7 @@ impl Sim {
         let moved = !outputs.is_empty();
         for output in outputs {
             match output {
-                Output::Log(line) => self.log.push(line),
+                Output::Log(_, line) => self.log.push(line),
                 Output::Send(conn, frame) => self.deliver_to_node(conn, &frame),
                 Output::Close(conn, _) => {
                     if let Some(i) = self.by_conn.remove(&conn) {

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use log::Level;
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 use skywire_dataplane::engine::{self, EngineEvent, EngineGone, EngineHandle, Origin, RuleChange};
@@ -288,8 +289,8 @@ pub fn start(
     Ok((handle, thread))
 }
 
-fn log(line: &str) {
-    eprintln!("skywire: manager client: {line}");
+fn log(level: Level, line: &str) {
+    log::log!(level, "skywire: manager client: {line}");
 }
 
 /// How long a ping sent over a route waits for its pong, at most.
@@ -406,7 +407,7 @@ fn run(
                 match result {
                     Ok(Ok(c)) => {
                         if refusal.is_none() {
-                            log(&format!("connected to the manager at {}", c.writer.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string())));
+                            log(Level::Info, &format!("connected to the manager at {}", c.writer.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string())));
                         }
                         closer.set(c.writer.try_clone().ok());
                         conn = Some(c);
@@ -417,7 +418,7 @@ fn run(
                     Ok(Err(e)) => {
                         let e = e.to_string();
                         if e != last_error {
-                            log(&format!("cannot reach the manager: {e} (retrying)"));
+                            log(Level::Warn, &format!("cannot reach the manager: {e} (retrying)"));
                             last_error = e;
                         }
                         next_attempt = Instant::now() + backoff;
@@ -433,7 +434,7 @@ fn run(
         if agent.is_registered() != registered {
             registered = agent.is_registered();
             if registered {
-                log("registered with the manager");
+                log(Level::Info, "registered with the manager");
                 refusal = None;
             }
         }
@@ -446,10 +447,13 @@ fn run(
                 // Say it once, and ask again only slowly: the operator has to change a
                 // config (this node's or the manager's) before it can succeed.
                 if refusal.as_ref() != Some(&reason_text) {
-                    log(&format!(
+                    log(
+                        Level::Warn,
+                        &format!(
                         "{reason_text} (asking again every {} s)",
                         REFUSED_RETRY.as_secs()
-                    ));
+                    ),
+                    );
                 }
                 refusal = Some(reason_text.clone());
                 refused = true;
@@ -483,9 +487,10 @@ fn run(
                 closer.set(None);
                 let _ = c.writer.shutdown(Shutdown::Both);
                 if !refused {
-                    log(&format!(
-                        "lost the manager connection: {reason} (reconnecting)"
-                    ));
+                    log(
+                        Level::Warn,
+                        &format!("lost the manager connection: {reason} (reconnecting)"),
+                    );
                 }
             }
             agent.disconnected();

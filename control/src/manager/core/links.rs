@@ -28,6 +28,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use log::Level;
+
 use skywire_dataplane::crypto::PublicKey;
 
 use super::{MAX_LINKS_PER_NODE, ManagerCore, short};
@@ -309,7 +311,7 @@ impl ManagerCore {
             ));
         }
         let usable = self.declare_link(key, peer, Source::Node(key));
-        self.log(format!(
+        self.log(Level::Info, format!(
             "link {} - {} declared by {}{}",
             short(&key),
             short(&peer),
@@ -361,7 +363,7 @@ impl ManagerCore {
             };
             let _ = self.topology.set_link_metrics(key, peer, metrics);
             if was_up && !m.up {
-                self.log(format!(
+                self.log(Level::Warn, format!(
                     "link {} - {} is down (reported by {})",
                     short(&key),
                     short(&peer),
@@ -369,7 +371,7 @@ impl ManagerCore {
                 ));
                 self.repair_link(key, peer, now);
             } else if !was_up && m.up {
-                self.log(format!("link {} - {} is up", short(&key), short(&peer)));
+                self.log(Level::Info, format!("link {} - {} is up", short(&key), short(&peer)));
                 self.routes.retry_waiting(now);
             }
         }

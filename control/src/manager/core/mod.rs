@@ -57,6 +57,8 @@ use std::net::IpAddr;
 
 use std::time::{Duration, Instant};
 
+use log::Level;
+
 use serde::Serialize;
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
@@ -156,8 +158,8 @@ pub enum Output {
     Send(ConnId, Frame),
     /// Close this connection (after sending what is queued), for this reason.
     Close(ConnId, CloseReason),
-    /// A line for the log.
-    Log(String),
+    /// A line for the log, at this level.
+    Log(Level, String),
 }
 
 /// Why the manager closes a connection.
@@ -280,8 +282,8 @@ impl ManagerCore {
         std::mem::take(&mut self.out)
     }
 
-    fn log(&mut self, line: String) {
-        self.out.push(Output::Log(line));
+    fn log(&mut self, level: Level, line: String) {
+        self.out.push(Output::Log(level, line));
     }
 
     fn send(&mut self, conn: ConnId, frame: Frame) {
@@ -306,7 +308,7 @@ impl ManagerCore {
     /// A connection proved it holds `key`'s private key. Its `REGISTER` comes next.
     pub fn authenticated(&mut self, conn: ConnId, key: PublicKey, now: Instant) {
         if !self.allowed(&key) {
-            self.log(format!("node {key} is not in manager.allow: closing"));
+            self.log(Level::Warn, format!("node {key} is not in manager.allow: closing"));
             self.out.push(Output::Close(conn, CloseReason::NotAllowed));
             return;
         }
@@ -319,7 +321,7 @@ impl ManagerCore {
             return;
         };
         if self.registry.is_current(&key, conn) {
-            self.log(format!("node {} disconnected", short(&key)));
+            self.log(Level::Info, format!("node {} disconnected", short(&key)));
             self.node_down(key, now);
         }
     }
@@ -385,7 +387,7 @@ impl ManagerCore {
             // A node hammering views gets a line now and then, not one per request.
             let quiet = e.kind == ErrorKind::RateLimited && !self.views.log_due(&key, now);
             if !quiet {
-                self.log(format!(
+                self.log(Level::Warn, format!(
                     "request {:#04x} from {} refused: {e}",
                     frame.kind,
                     short(&key)
@@ -450,7 +452,7 @@ impl ManagerCore {
         }
         let silent_for = self.params.heartbeat * MISSED_HEARTBEATS;
         for (key, conn) in self.registry.silent(now, silent_for) {
-            self.log(format!(
+            self.log(Level::Warn, format!(
                 "node {} missed {MISSED_HEARTBEATS} heartbeats: closing",
                 short(&key)
             ));

@@ -8,6 +8,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use log::Level;
+
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
 
@@ -393,7 +395,7 @@ impl ManagerCore {
                  given up, within 3 heartbeats)",
                 short(&key)
             );
-            self.log(format!(
+            self.log(Level::Warn, format!(
                 "refused a second registration of node {} from {}: it is online from {at}",
                 short(&key),
                 register
@@ -435,7 +437,7 @@ impl ManagerCore {
         // Nothing measured before this registration counts (the node may have restarted).
         let replaced = previous.is_some_and(|c| c != conn);
         self.reset_links_on_register(&key, replaced);
-        self.log(format!(
+        self.log(Level::Info, format!(
             "node {} registered: endpoint {}, {} owned routes, {} rules held",
             short(&key),
             register
@@ -499,21 +501,21 @@ impl ManagerCore {
             }
             let derived = request.nonce.and_then(|n| MeshRouteId::derive(&key, &n));
             if derived != Some(id) {
-                self.log(format!(
+                self.log(Level::Warn, format!(
                     "route {id} of {} not adopted: its id is not derived from that node's key",
                     short(&key)
                 ));
                 continue;
             }
             if self.routes.count_from(&key) >= MAX_ROUTES_PER_NODE {
-                self.log(format!(
+                self.log(Level::Warn, format!(
                     "route {id} of {} not adopted: the node owns {MAX_ROUTES_PER_NODE} routes",
                     short(&key)
                 ));
                 continue;
             }
             if !ends.contains(&id) {
-                self.log(format!(
+                self.log(Level::Warn, format!(
                     "route {id} of {} not adopted: the node holds no end of it",
                     short(&key)
                 ));
@@ -527,7 +529,7 @@ impl ManagerCore {
             route.retry_at = Some(now);
             route.stale.extend(self.routes.take_orphan(id));
             self.routes.insert(route);
-            self.log(format!(
+            self.log(Level::Info, format!(
                 "route {id} of {} adopted: setting it up",
                 short(&key)
             ));
@@ -591,7 +593,7 @@ impl ManagerCore {
                     now,
                 );
             } else if crosses && !end {
-                self.log(format!(
+                self.log(Level::Info, format!(
                     "route {id} crosses {}, which is down: repairing",
                     short(&key)
                 ));
