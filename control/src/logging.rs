@@ -175,6 +175,29 @@ pub fn write_record(
     out.write_all(line.as_bytes())
 }
 
+/// The message of a line this log wrote, without its timestamp and level or its journal
+/// priority; any other line as it is. For tools that show a daemon's log lines to people
+/// (the demo) or look for a message at the start of a line.
+pub fn message(line: &str) -> &str {
+    if let Some(rest) = line.strip_prefix('<')
+        && let Some((digit, text)) = rest.split_once('>')
+        && digit.len() == 1
+        && digit.bytes().all(|b| b.is_ascii_digit())
+    {
+        return text;
+    }
+    // `YYYY-MM-DDTHH:MM:SS.mmmZ LEVEL `: 24 bytes of time, a space, the level padded to 5.
+    let Some((time, rest)) = line.split_once(' ') else {
+        return line;
+    };
+    let is_time = time.len() == 24 && time.ends_with('Z') && time.as_bytes().get(10) == Some(&b'T');
+    let level = rest.get(..5).map(str::trim_end);
+    match (is_time, level, rest.get(6..)) {
+        (true, Some("ERROR" | "WARN" | "INFO" | "DEBUG" | "TRACE"), Some(text)) => text,
+        _ => line,
+    }
+}
+
 /// The sd-daemon(3) priority prefix of a level.
 pub fn journal_prefix(level: Level) -> &'static str {
     match level {
@@ -328,6 +351,23 @@ mod tests {
             };
             assert_eq!((y, m, d), want, "day {day}");
             prev = (y, m, d);
+        }
+    }
+
+    #[test]
+    fn message_takes_off_what_the_log_put_before_it() {
+        let t = at(1_796_571_190, 123);
+        for style in [LineStyle::Plain, LineStyle::Journal] {
+            for level in [Level::Error, Level::Warn, Level::Info, Level::Debug] {
+                let text = line(style, t, level, "skywire vpn exit: serving leases");
+                assert_eq!(
+                    message(text.trim_end()),
+                    "skywire vpn exit: serving leases"
+                );
+            }
+        }
+        for other in ["skywire: stopped", "", "<x>y", "2026 INFO  z", "  plain"] {
+            assert_eq!(message(other), other);
         }
     }
 
