@@ -160,7 +160,12 @@ fn print_tally(app: &str, tally: &Tally) {
     for (key, t) in tally.snapshot() {
         log::info!(
             "skywire socks {app}: {key}: {} open, {} opened, {} refused, {} reset; {} bytes sent, {} received (of those that ended)",
-            t.open, t.opened, t.refused, t.reset, t.sent, t.received
+            t.open,
+            t.opened,
+            t.refused,
+            t.reset,
+            t.sent,
+            t.received
         );
     }
 }

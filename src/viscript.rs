@@ -239,9 +239,7 @@ pub(crate) fn signal_client_from_env_and_args() -> (
 }
 
 /// Start the signal client when its settings say so; problems are logged as warnings.
-pub(crate) fn start_signal_client(
-    config: Result<signal::ClientConfig, signal::ClientConfigError>,
-) {
+pub(crate) fn start_signal_client(config: Result<signal::ClientConfig, signal::ClientConfigError>) {
     let config = match config {
         Ok(config) => config,
         Err(e) => {

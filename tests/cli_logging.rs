@@ -59,7 +59,10 @@ fn free_tcp() -> SocketAddr {
 }
 
 fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// `skywire ARGS` with standard error into `log` and the environment `env` (and neither
@@ -176,7 +179,10 @@ fn by_default_lines_carry_a_utc_timestamp_and_the_level() {
     );
     // The manager logs the registration at info too (its core's `Output::Log` level).
     let line = wait_for_line(&manager_log, "registered: endpoint");
-    assert!(line[24..].starts_with(" INFO  skywire manager: node "), "{line}");
+    assert!(
+        line[24..].starts_with(" INFO  skywire manager: node "),
+        "{line}"
+    );
 
     assert!(node.stop().success(), "{}", read(&node_log));
     assert!(manager.stop().success(), "{}", read(&manager_log));
@@ -244,7 +250,10 @@ fn under_the_journal_lines_carry_the_priority_instead() {
 fn a_bad_level_or_filter_is_a_usage_error() {
     let (out, _, err) = skywire(&["--log-level", "loud", "keygen", "--out", "/nonexistent/k"]);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("invalid value 'loud' for '--log-level"), "{err}");
+    assert!(
+        err.contains("invalid value 'loud' for '--log-level"),
+        "{err}"
+    );
 
     let out = Command::new(skywire_binary())
         .args(["pubkey", "--key", "/nonexistent/k"])

@@ -266,7 +266,12 @@ mod tests {
         // 2026-12-06T15:33:10Z, computed independently: `date -u -d @1796571190`.
         let t = at(1_796_571_190, 123);
         assert_eq!(
-            line(LineStyle::Plain, t, Level::Info, "skywire manager: route 5e active"),
+            line(
+                LineStyle::Plain,
+                t,
+                Level::Info,
+                "skywire manager: route 5e active"
+            ),
             "2026-12-06T15:33:10.123Z INFO  skywire manager: route 5e active\n"
         );
         assert_eq!(
@@ -360,10 +365,7 @@ mod tests {
         for style in [LineStyle::Plain, LineStyle::Journal] {
             for level in [Level::Error, Level::Warn, Level::Info, Level::Debug] {
                 let text = line(style, t, level, "skywire vpn exit: serving leases");
-                assert_eq!(
-                    message(text.trim_end()),
-                    "skywire vpn exit: serving leases"
-                );
+                assert_eq!(message(text.trim_end()), "skywire vpn exit: serving leases");
             }
         }
         for other in ["skywire: stopped", "", "<x>y", "2026 INFO  z", "  plain"] {
@@ -384,12 +386,7 @@ mod tests {
 
     fn enabled(logger: &env_logger::Logger, target: &str, level: Level) -> bool {
         use log::Log as _;
-        logger.enabled(
-            &log::Metadata::builder()
-                .target(target)
-                .level(level)
-                .build(),
-        )
+        logger.enabled(&log::Metadata::builder().target(target).level(level).build())
     }
 
     const MANAGER: &str = "skywire_control::manager::server";

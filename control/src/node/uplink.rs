@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use log::Level;
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
+use log::Level;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 use skywire_dataplane::engine::{self, EngineEvent, EngineGone, EngineHandle, Origin, RuleChange};
 use skywire_dataplane::sys::socket;
@@ -450,9 +450,9 @@ fn run(
                     log(
                         Level::Warn,
                         &format!(
-                        "{reason_text} (asking again every {} s)",
-                        REFUSED_RETRY.as_secs()
-                    ),
+                            "{reason_text} (asking again every {} s)",
+                            REFUSED_RETRY.as_secs()
+                        ),
                     );
                 }
                 refusal = Some(reason_text.clone());

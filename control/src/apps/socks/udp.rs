@@ -258,7 +258,8 @@ pub(super) fn exit_association(options: &ExitOptions, mut stream: AppStream, key
                 if refused.fetch_add(1, Ordering::Relaxed) == 0 {
                     log::warn!(
                         "skywire socks exit: {key}: UDP to {}:{} dropped: {why}",
-                        header.dest, header.port
+                        header.dest,
+                        header.port
                     );
                 }
                 None

@@ -206,7 +206,8 @@ fn take_over(options: &ClientOptions) -> Result<ClientState, ClientError> {
         log::warn!(
             "skywire vpn client: taking over from a client that stopped without cleaning up \
              (pid {}, {})",
-            previous.pid, previous.phase
+            previous.pid,
+            previous.phase
         );
         undo_routing(&previous);
         state.sysctls = previous.sysctls;

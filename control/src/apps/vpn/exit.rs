@@ -582,7 +582,8 @@ fn expire_loop(shared: &Shared) {
             }
             log::info!(
                 "skywire vpn exit: {} expired, {} is free",
-                lease.key, lease.ipv4
+                lease.key,
+                lease.ipv4
             );
         }
         if let Err(e) = shared.save() {

@@ -311,17 +311,20 @@ impl ManagerCore {
             ));
         }
         let usable = self.declare_link(key, peer, Source::Node(key));
-        self.log(Level::Info, format!(
-            "link {} - {} declared by {}{}",
-            short(&key),
-            short(&peer),
-            short(&key),
-            if usable {
-                ""
-            } else {
-                " (waiting for the other end)"
-            }
-        ));
+        self.log(
+            Level::Info,
+            format!(
+                "link {} - {} declared by {}{}",
+                short(&key),
+                short(&peer),
+                short(&key),
+                if usable {
+                    ""
+                } else {
+                    " (waiting for the other end)"
+                }
+            ),
+        );
         self.push_neighbours_around(&key);
         // Routes waiting for a path may have one now.
         self.routes.retry_waiting(now);
@@ -363,15 +366,21 @@ impl ManagerCore {
             };
             let _ = self.topology.set_link_metrics(key, peer, metrics);
             if was_up && !m.up {
-                self.log(Level::Warn, format!(
-                    "link {} - {} is down (reported by {})",
-                    short(&key),
-                    short(&peer),
-                    short(&key)
-                ));
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "link {} - {} is down (reported by {})",
+                        short(&key),
+                        short(&peer),
+                        short(&key)
+                    ),
+                );
                 self.repair_link(key, peer, now);
             } else if !was_up && m.up {
-                self.log(Level::Info, format!("link {} - {} is up", short(&key), short(&peer)));
+                self.log(
+                    Level::Info,
+                    format!("link {} - {} is up", short(&key), short(&peer)),
+                );
                 self.routes.retry_waiting(now);
             }
         }

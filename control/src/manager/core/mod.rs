@@ -308,7 +308,10 @@ impl ManagerCore {
     /// A connection proved it holds `key`'s private key. Its `REGISTER` comes next.
     pub fn authenticated(&mut self, conn: ConnId, key: PublicKey, now: Instant) {
         if !self.allowed(&key) {
-            self.log(Level::Warn, format!("node {key} is not in manager.allow: closing"));
+            self.log(
+                Level::Warn,
+                format!("node {key} is not in manager.allow: closing"),
+            );
             self.out.push(Output::Close(conn, CloseReason::NotAllowed));
             return;
         }
@@ -387,11 +390,14 @@ impl ManagerCore {
             // A node hammering views gets a line now and then, not one per request.
             let quiet = e.kind == ErrorKind::RateLimited && !self.views.log_due(&key, now);
             if !quiet {
-                self.log(Level::Warn, format!(
-                    "request {:#04x} from {} refused: {e}",
-                    frame.kind,
-                    short(&key)
-                ));
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "request {:#04x} from {} refused: {e}",
+                        frame.kind,
+                        short(&key)
+                    ),
+                );
             }
             Frame::error(frame.kind, frame.id, &e)
         });
@@ -452,10 +458,13 @@ impl ManagerCore {
         }
         let silent_for = self.params.heartbeat * MISSED_HEARTBEATS;
         for (key, conn) in self.registry.silent(now, silent_for) {
-            self.log(Level::Warn, format!(
-                "node {} missed {MISSED_HEARTBEATS} heartbeats: closing",
-                short(&key)
-            ));
+            self.log(
+                Level::Warn,
+                format!(
+                    "node {} missed {MISSED_HEARTBEATS} heartbeats: closing",
+                    short(&key)
+                ),
+            );
             self.out
                 .push(Output::Close(conn, CloseReason::HeartbeatsMissed));
             self.registry.forget(conn);

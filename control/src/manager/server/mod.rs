@@ -35,8 +35,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use log::Level;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use log::Level;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 
 use super::core::{ConnId, ManagerCore, Output};
@@ -531,12 +531,18 @@ fn core_loop(
                         writers.insert(conn, w);
                         core.authenticated(conn, key, Instant::now());
                     }
-                    Err(e) => log(Level::Error, &format!("cannot start a writer for {key}: {e}")),
+                    Err(e) => log(
+                        Level::Error,
+                        &format!("cannot start a writer for {key}: {e}"),
+                    ),
                 },
                 Event::Frame(conn, frame, at) => core.frame(conn, frame, at),
                 Event::Closed(conn, peer, end) => {
                     if let Some(key) = core.conn_key(conn) {
-                        log(Level::Info, &format!("connection of {key} ended: {peer}: {end}"));
+                        log(
+                            Level::Info,
+                            &format!("connection of {key} ended: {peer}: {end}"),
+                        );
                     } else if !end.is_quiet() {
                         let line = format!("connection refused: {peer}: {end}");
                         if let Some(line) = unproven.line(Instant::now(), line) {
