@@ -335,7 +335,8 @@ mod tests {
     fn every_day_follows_the_one_before() {
         // 1970 to 2400: the day after each date is the next date (month and year rolls,
         // leap years by the 4/100/400 rule).
-        let leap = |y: u64| y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+        let leap =
+            |y: u64| y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
         let mut prev = civil_date(0);
         assert_eq!(prev, (1970, 1, 1));
         for day in 1..157_000 {
