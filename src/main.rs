@@ -61,9 +61,8 @@ const DEFAULT_KEY_PATH: &str = skywire_control::config::DEFAULT_NODE_KEY;
 #[derive(Debug, Parser)]
 #[command(name = "skywire", version)]
 struct Cli {
-    /// The daemons' log level [default: info, or the
-    /// filter in SKYWIRE_LOG (env_logger syntax, `skywire_control::manager=debug`), which
-    /// this flag overrides]
+    /// The daemons' log level, for every module; overrides SKYWIRE_LOG, which takes
+    /// env_logger's filter syntax (`skywire_control::manager=debug`) [default: info]
     #[arg(
         long,
         global = true,
