@@ -7,10 +7,10 @@
 //! [`run`]. Errors bubble up as `anyhow::Error`; [`exit_code_for`] picks the exit code from
 //! the typed errors in the chain, so subcommands need not.
 //!
-//! Exit codes (DESIGN.md, "User surface"): 0 ok, 1 failure, 2 usage (clap), 69 service
-//! unavailable, 77 permission denied, 78 bad configuration (a config file with an error, a
-//! config file named on the command line that does not exist, a key file with a bad mode or
-//! content).
+//! Exit codes (DESIGN.md, "User surface"): 0 ok, 1 failure, 2 usage (clap, or a bad
+//! `SKYWIRE_LOG`), 69 service unavailable, 77 permission denied, 78 bad configuration (a
+//! config file with an error, a config file named on the command line that does not exist,
+//! a key file with a bad mode or content).
 
 mod mesh;
 mod nc;
@@ -61,6 +61,18 @@ const DEFAULT_KEY_PATH: &str = skywire_control::config::DEFAULT_NODE_KEY;
 #[derive(Debug, Parser)]
 #[command(name = "skywire", version)]
 struct Cli {
+    /// The daemons' log level, for every module; overrides SKYWIRE_LOG, which takes
+    /// env_logger's filter syntax (`skywire_control::manager=debug`) [default: info]
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        value_parser = clap::builder::TypedValueParser::try_map(
+            clap::builder::PossibleValuesParser::new(["error", "warn", "info", "debug", "trace"]),
+            |level| level.parse::<log::LevelFilter>()
+        )
+    )]
+    log_level: Option<log::LevelFilter>,
     #[command(subcommand)]
     command: Command,
 }
@@ -204,10 +216,16 @@ struct StatusArgs {
 }
 
 fn main() -> ExitCode {
-    // Under viscript (SIGNAL_CLIENT or the original -signal-* flags), become a signal client.
-    let args = viscript::signal_client_from_env_and_args();
+    // Under viscript (SIGNAL_CLIENT or the original -signal-* flags), become a signal client:
+    // its flags leave the command line first, the client starts once the log is set up.
+    let (signal_client, args) = viscript::signal_client_from_env_and_args();
     // Usage errors, `--help` and `--version` exit here, with clap's codes (2, 0, 0).
     let cli = Cli::parse_from(args);
+    if let Err(err) = skywire_control::logging::init(cli.log_level) {
+        eprintln!("skywire: error: {err}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    viscript::start_signal_client(signal_client);
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -67,12 +67,12 @@ pub(crate) fn manager(args: &ManagerArgs) -> anyhow::Result<ExitCode> {
     let public = key.public_key();
     let server = Manager::start(listen, key, ManagerCore::new(params, Rng::system()))
         .with_context(|| format!("cannot listen on {listen}"))?;
-    eprintln!("skywire: manager {public} listening on {}", server.listen);
+    log::info!("skywire: manager {public} listening on {}", server.listen);
     if let Some(signal) = signals.forever().next() {
-        eprintln!("skywire: manager: signal {signal}, stopping");
+        log::info!("skywire: manager: signal {signal}, stopping");
     }
     server.stop();
-    eprintln!("skywire: manager stopped");
+    log::info!("skywire: manager stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -47,7 +47,7 @@ pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     skywire_control::local::raise_fd_limit();
     let node = Node::start(&config)?;
     let handle = node.handle();
-    eprintln!(
+    log::info!(
         "skywire: node {} listening on {}{}; control socket {}, app socket {}",
         handle.public_key(),
         node.listen,
@@ -59,14 +59,14 @@ pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         node.app_socket().display()
     );
     if let Some(manager) = node.manager {
-        eprintln!("skywire: node registers with the manager at {manager}");
+        log::info!("skywire: node registers with the manager at {manager}");
     }
     let signal_handle = signals.handle();
     let waiter = std::thread::Builder::new()
         .name("skywire-signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                eprintln!("skywire: signal {signal}, shutting down");
+                log::info!("skywire: signal {signal}, shutting down");
             }
             let _ = handle.shutdown();
         })
@@ -75,6 +75,6 @@ pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     signal_handle.close();
     let _ = waiter.join();
     result?;
-    eprintln!("skywire: stopped");
+    log::info!("skywire: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -156,11 +156,16 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn print_tally(app: &str, tally: &Tally) {
+fn log_tally(app: &str, tally: &Tally) {
     for (key, t) in tally.snapshot() {
-        eprintln!(
+        log::info!(
             "skywire socks {app}: {key}: {} open, {} opened, {} refused, {} reset; {} bytes sent, {} received (of those that ended)",
-            t.open, t.opened, t.refused, t.reset, t.sent, t.received
+            t.open,
+            t.opened,
+            t.refused,
+            t.reset,
+            t.sent,
+            t.received
         );
     }
 }
@@ -221,7 +226,7 @@ fn client(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     );
     let tally = server.tally();
     server.serve(&stop)?;
-    print_tally("client", &tally);
+    log_tally("client", &tally);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -312,7 +317,7 @@ fn exit(args: &ExitArgs) -> anyhow::Result<ExitCode> {
     while !stop.load(Ordering::Relaxed) && !serving.is_finished() {
         thread::sleep(Duration::from_millis(100));
     }
-    print_tally("exit", &tally);
+    log_tally("exit", &tally);
     if serving.is_finished()
         && let Ok(Err(error)) = serving.join()
     {

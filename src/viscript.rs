@@ -158,7 +158,7 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
             signal_hook::flag::register(sig, Arc::clone(&stop))
                 .context("cannot install signal handlers")?;
         }
-        eprintln!(
+        log::info!(
             "skywire: viscript: signal server on {signal_addr}; control socket {}",
             socket.path().display()
         );
@@ -188,7 +188,7 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
             launcher::console::run(&launcher, &stop)
         }
     };
-    eprintln!("skywire: viscript: stopping every app");
+    log::info!("skywire: viscript: stopping every app");
     launcher.shutdown();
     result.context("the console failed")?;
     Ok(ExitCode::SUCCESS)
@@ -235,38 +235,46 @@ fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Start the signal client when the environment or the original flags ask for it, and
-/// return the command line without those flags. A bad setting is reported and ignored:
-/// the signal client never stops a program from running.
-pub(crate) fn signal_client_from_env_and_args() -> Vec<OsString> {
+/// The signal client's settings from the environment and the original flags, and the
+/// command line without those flags; a bad setting comes back as the error to report once
+/// the log is set up (the client is then not started: it never stops a program from
+/// running).
+pub(crate) fn signal_client_from_env_and_args() -> (
+    Result<signal::ClientConfig, signal::ClientConfigError>,
+    Vec<OsString>,
+) {
     let args: Vec<OsString> = std::env::args_os().collect();
     match signal::ClientConfig::from_env_and_args(args.clone()) {
-        Ok((config, rest)) => {
-            if config.enabled {
-                // Shutdown over signal is SIGTERM to ourselves: every subcommand already
-                // handles it (or dies of it) the way it should.
-                let hook = Box::new(|| {
-                    let _ = signal_hook::low_level::raise(SIGTERM);
-                });
-                let server = config.server.clone();
-                // Not `eprintln!`, which panics when standard error is gone (it is when
-                // viscript died, which is when a fake server is most likely).
-                let warn = Box::new(move |e: &signal::AuthError| {
-                    let _ = writeln!(
-                        io::stderr(),
-                        "skywire: warning: signal server {server}: {e}; not obeying it"
-                    );
-                });
-                if let Err(e) = signal::client::spawn(config, hook, warn) {
-                    eprintln!("skywire: warning: not a signal client: {e}");
-                }
-            }
-            rest
-        }
+        Ok((config, rest)) => (Ok(config), rest),
+        Err(e) => (Err(e), args),
+    }
+}
+
+/// Start the signal client when its settings say so; problems are logged as warnings.
+pub(crate) fn start_signal_client(config: Result<signal::ClientConfig, signal::ClientConfigError>) {
+    let config = match config {
+        Ok(config) => config,
         Err(e) => {
-            eprintln!("skywire: warning: not a signal client: {e}");
-            args
+            log::warn!("skywire: warning: not a signal client: {e}");
+            return;
         }
+    };
+    if !config.enabled {
+        return;
+    }
+    // Shutdown over signal is SIGTERM to ourselves: every subcommand already handles it (or
+    // dies of it) the way it should.
+    let hook = Box::new(|| {
+        let _ = signal_hook::low_level::raise(SIGTERM);
+    });
+    let server = config.server.clone();
+    // The log, not `eprintln!`, which panics when standard error is gone (it is when
+    // viscript died, which is when a fake server is most likely); the log drops the line.
+    let warn = Box::new(move |e: &signal::AuthError| {
+        log::warn!("skywire: warning: signal server {server}: {e}; not obeying it");
+    });
+    if let Err(e) = signal::client::spawn(config, hook, warn) {
+        log::warn!("skywire: warning: not a signal client: {e}");
     }
 }
 

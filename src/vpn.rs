@@ -221,7 +221,7 @@ fn run_client(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let stop = stop_flag()?;
-    eprintln!(
+    log::info!(
         "skywire vpn client: through exit {} (port {}){}",
         options.exit,
         options.exit_port,
@@ -234,7 +234,7 @@ fn run_client(args: &ClientArgs) -> anyhow::Result<ExitCode> {
     match client::run(&options, &stop) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
-            eprintln!("skywire vpn client: {e}");
+            log::error!("skywire vpn client: {e}");
             Ok(ExitCode::from(e.exit_code()))
         }
     }
@@ -580,7 +580,7 @@ fn run_exit(args: &ExitArgs) -> anyhow::Result<ExitCode> {
         mesh,
         mtu: tun.mtu,
     };
-    eprintln!(
+    log::info!(
         "skywire vpn exit: pool {}{}, serving {}",
         options.pool4,
         options
@@ -596,7 +596,7 @@ fn run_exit(args: &ExitArgs) -> anyhow::Result<ExitCode> {
     match exit::run(options, &stop) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
-            eprintln!("skywire vpn exit: {e}");
+            log::error!("skywire vpn exit: {e}");
             Ok(ExitCode::from(e.exit_code()))
         }
     }

@@ -13,6 +13,8 @@
 //! - [`accounts`]: user and group names to ids, from `/etc/passwd` and `/etc/group`.
 //! - [`terminal`]: text from other programs with its control characters escaped, safe to
 //!   show on a terminal.
+//! - [`logging`]: the daemons' log (`log` + env_logger): levels, `--log-level` and
+//!   `SKYWIRE_LOG`, lines with a UTC timestamp and a level, or journald's priority prefix.
 //! - [`local`]: private Unix sockets (0600 in a 0700 folder, `SO_PEERCRED`), bounded line
 //!   reads and connection slots, shared by every server in the crate.
 //! - [`frame`]: the frame codec (length, version, kind, request id, payload) that signal and
@@ -53,6 +55,7 @@
 pub mod accounts;
 pub mod atomic_file;
 pub mod keyfile;
+pub mod logging;
 pub mod output_file;
 pub mod procfs;
 pub mod terminal;

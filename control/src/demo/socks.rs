@@ -458,7 +458,7 @@ pub fn run(
     let mut counted = false;
     for line in exit_log.lines().filter(|l| l.contains(" opened, ")) {
         counted = true;
-        say(format!("   {line}"))?;
+        say(format!("   {}", crate::logging::message(line)))?;
     }
     if !counted {
         summary.failed.push("the exit printed no count".to_owned());

@@ -610,7 +610,7 @@ impl Demo {
                 writeln!(
                     out,
                     "   {} ({})",
-                    line.trim_start_matches("skywire "),
+                    crate::logging::message(line).trim_start_matches("skywire "),
                     millis(started.elapsed())
                 )?;
                 return Ok(());

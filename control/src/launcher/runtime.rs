@@ -22,7 +22,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -781,9 +780,9 @@ fn log_refusals(inner: &Inner, table: &mut Table, now: Instant) {
             log.push(line.text.as_bytes());
         }
         if inner.options.refusals_to_stderr {
-            // Not `eprintln!`: it panics when standard error is gone, and this is the
-            // ticker thread.
-            let _ = writeln!(std::io::stderr(), "skywire: viscript: {}", line.text);
+            // The log, not `eprintln!`: that panics when standard error is gone, and this is
+            // the ticker thread.
+            log::warn!("skywire: viscript: {}", line.text);
         }
     }
     table.refusals.record_dropped(dropped);

@@ -92,8 +92,8 @@ pub(crate) struct Sim {
     by_conn: HashMap<ConnId, usize>,
     next_conn: u64,
     next_token: u64,
-    /// Log lines of the manager.
-    pub(crate) log: Vec<String>,
+    /// Log lines of the manager, with their levels.
+    pub(crate) log: Vec<(log::Level, String)>,
 }
 
 /// The agent of node `i`, which tells the manager `endpoint` and its TUN address, and lets
@@ -380,7 +380,7 @@ impl Sim {
         let moved = !outputs.is_empty();
         for output in outputs {
             match output {
-                Output::Log(line) => self.log.push(line),
+                Output::Log(level, line) => self.log.push((level, line)),
                 Output::Send(conn, frame) => self.deliver_to_node(conn, &frame),
                 Output::Close(conn, _) => {
                     if let Some(i) = self.by_conn.remove(&conn) {

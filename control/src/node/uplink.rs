@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select, unbounded};
+use log::Level;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 use skywire_dataplane::engine::{self, EngineEvent, EngineGone, EngineHandle, Origin, RuleChange};
 use skywire_dataplane::sys::socket;
@@ -302,8 +303,8 @@ pub fn start(
     Ok((handle, thread))
 }
 
-fn log(line: &str) {
-    eprintln!("skywire: manager client: {line}");
+fn log(level: Level, line: &str) {
+    log::log!(level, "skywire: manager client: {line}");
 }
 
 /// How long a ping sent over a route waits for its pong, at most.
@@ -441,7 +442,7 @@ fn run(
                 match (result, link) {
                     (Ok(Ok(c)), Some(link)) => {
                         if let Some(line) = lock(link).connected(Instant::now()) {
-                            log(&line);
+                            log(Level::Info, &line);
                         }
                         closer.set(c.writer.try_clone().ok());
                         conn = Some(c);
@@ -449,7 +450,7 @@ fn run(
                     }
                     (Ok(Err(e)), Some(link)) => {
                         if let Some(line) = lock(link).failed(failure(&e), Instant::now()) {
-                            log(&line);
+                            log(Level::Warn, &line);
                         }
                     }
                     _ => {}
@@ -462,7 +463,7 @@ fn run(
         if agent.is_registered() != registered {
             registered = agent.is_registered();
             if registered && let Some(link) = link {
-                log(&lock(link).registered(now));
+                log(Level::Info, &lock(link).registered(now));
             }
         }
         if conn.is_some()
@@ -506,7 +507,7 @@ fn run(
                 let _ = c.writer.shutdown(Shutdown::Both);
             }
             if let Some(line) = link.and_then(|l| lock(l).failed(failure, Instant::now())) {
-                log(&line);
+                log(Level::Warn, &line);
             }
             agent.disconnected();
         }

@@ -166,7 +166,7 @@ impl SocksClient {
                     }
                     spare = File::open("/dev/null").ok();
                     if last_emfile_note.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-                        eprintln!(
+                        log::warn!(
                             "skywire socks client: out of file descriptors ({} open \
                              connections): refusing new ones for now",
                             shared.tally.open()
@@ -360,7 +360,7 @@ fn connect(shared: &Shared, conn: TcpStream, len: usize) {
     };
     let exit = options.exit;
     if let Err(full) = shared.tally.admit(exit, limits, Instant::now()) {
-        eprintln!("skywire socks client: refused a connection: {full}");
+        log::warn!("skywire socks client: refused a connection: {full}");
         return answer(&conn, Rep::GeneralFailure, Some(len));
     }
     let stream = match shared
@@ -371,7 +371,7 @@ fn connect(shared: &Shared, conn: TcpStream, len: usize) {
         Err(error) => {
             shared.tally.ended(exit, 0, 0, true);
             shared.tally.refused(exit);
-            eprintln!("skywire socks client: no stream to the exit: {error}");
+            log::warn!("skywire socks client: no stream to the exit: {error}");
             return answer(&conn, dial_failure(&error), Some(len));
         }
     };
@@ -384,7 +384,7 @@ fn connect(shared: &Shared, conn: TcpStream, len: usize) {
         Err(error) => {
             shared.watcher.forget(id);
             shared.tally.ended(exit, 0, 0, true);
-            eprintln!("skywire socks client: the node did not take the connection: {error}");
+            log::warn!("skywire socks client: the node did not take the connection: {error}");
             if let Some(conn) = spare {
                 answer(&conn, Rep::GeneralFailure, Some(len));
             }

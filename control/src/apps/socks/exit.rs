@@ -135,7 +135,7 @@ impl SocksExit {
                 Ok(incoming) => incoming,
                 // The node stopped: listen again as soon as it is back.
                 Err(error) => {
-                    eprintln!(
+                    log::warn!(
                         "skywire socks exit: the node ended the listener ({error}); waiting \
                          for the node"
                     );
@@ -148,7 +148,7 @@ impl SocksExit {
                             break listener;
                         }
                     };
-                    eprintln!("skywire socks exit: the node is back; listening again");
+                    log::info!("skywire socks exit: the node is back; listening again");
                     continue;
                 }
             };
@@ -231,7 +231,7 @@ fn serve_stream(shared: &Shared, mut stream: AppStream, key: PublicKey) {
         Err(None) => return,
     };
     if let Err(full) = shared.tally.admit(key, limits, Instant::now()) {
-        eprintln!(
+        log::warn!(
             "skywire socks exit: {key}: refused {}: {full}",
             request.dest
         );
@@ -259,7 +259,7 @@ fn serve_stream(shared: &Shared, mut stream: AppStream, key: PublicKey) {
                 Ok(_) => {}
                 Err(error) => {
                     shared.watcher.forget(id);
-                    eprintln!(
+                    log::warn!(
                         "skywire socks exit: {key}: the node did not take the connection: {error}"
                     );
                     shared.tally.ended(key, 0, 0, true);
@@ -345,7 +345,7 @@ fn dial(options: &ExitOptions, dest: &Dest, port: u16, key: &PublicKey) -> Resul
     let deadline = Instant::now() + options.dial_timeout;
     let addrs =
         candidates(&options.policy, dest, port, options.dial_timeout).map_err(|(rep, why)| {
-            eprintln!("skywire socks exit: {key}: refused {dest}:{port}: {why}");
+            log::warn!("skywire socks exit: {key}: refused {dest}:{port}: {why}");
             rep
         })?;
     // Alternate the families (RFC 8305), in the resolver's order within each.
@@ -373,7 +373,7 @@ fn dial(options: &ExitOptions, dest: &Dest, port: u16, key: &PublicKey) -> Resul
             Ok(stream) => return Ok(stream),
             Err(e) => {
                 last = Rep::from_connect_error(&e);
-                eprintln!("skywire socks exit: {key}: {dest}:{port} at {addr}: {e}");
+                log::info!("skywire socks exit: {key}: {dest}:{port} at {addr}: {e}");
             }
         }
     }

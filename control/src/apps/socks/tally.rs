@@ -211,7 +211,7 @@ impl Watcher {
                                 AppError::BadReply { .. } => "the node closed its watch".to_owned(),
                                 other => format!("the node's watch failed: {other}"),
                             };
-                            eprintln!(
+                            log::warn!(
                                 "skywire socks {name}: {why}; the {} connections it carried \
                                  ended with it; waiting for the node",
                                 gone.len()
@@ -223,7 +223,7 @@ impl Watcher {
                                 }
                             };
                             *lock(&id_for_thread) = watch.id();
-                            eprintln!("skywire socks {name}: the node is back; watching again");
+                            log::info!("skywire socks {name}: the node is back; watching again");
                         }
                     }
                 }

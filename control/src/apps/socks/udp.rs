@@ -99,7 +99,7 @@ pub(super) fn client_association(
     let mut stream = match app.dial(options.exit, options.exit_port, options.dial_timeout) {
         Ok(stream) => stream,
         Err(error) => {
-            eprintln!("skywire socks client: no stream to the exit for UDP: {error}");
+            log::warn!("skywire socks client: no stream to the exit for UDP: {error}");
             let _ = answer(dial_failure(&error), unbound);
             return;
         }
@@ -256,9 +256,10 @@ pub(super) fn exit_association(options: &ExitOptions, mut stream: AppStream, key
             Ok(addrs) => addrs.into_iter().next(),
             Err((_, why)) => {
                 if refused.fetch_add(1, Ordering::Relaxed) == 0 {
-                    eprintln!(
+                    log::warn!(
                         "skywire socks exit: {key}: UDP to {}:{} dropped: {why}",
-                        header.dest, header.port
+                        header.dest,
+                        header.port
                     );
                 }
                 None

@@ -166,12 +166,12 @@ pub fn run(options: &ClientOptions, stop: &AtomicBool) -> Result<(), ClientError
     state.save(&options.state)?;
     let result = serve(options, &mut state, stop);
     if let Err(e) = &result {
-        eprintln!("skywire vpn client: {e}");
+        log::error!("skywire vpn client: {e}");
     }
     state.enter(Phase::Stopping);
     let _ = state.save(&options.state);
     for problem in teardown(&mut state, &options.control_socket, false) {
-        eprintln!("skywire vpn client: teardown: {problem}");
+        log::warn!("skywire vpn client: teardown: {problem}");
     }
     result
 }
@@ -203,10 +203,11 @@ fn take_over(options: &ClientOptions) -> Result<ClientState, ClientError> {
         problem: None,
     };
     if let Some(previous) = previous {
-        eprintln!(
+        log::warn!(
             "skywire vpn client: taking over from a client that stopped without cleaning up \
              (pid {}, {})",
-            previous.pid, previous.phase
+            previous.pid,
+            previous.phase
         );
         undo_routing(&previous);
         state.sysctls = previous.sysctls;
@@ -235,7 +236,7 @@ fn serve(
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Again(problem)) => {
                 if state.problem.as_deref() != Some(problem.as_str()) {
-                    eprintln!("skywire vpn client: {problem}; trying again");
+                    log::warn!("skywire vpn client: {problem}; trying again");
                     state.problem = Some(problem);
                     state.save(&options.state)?;
                 }
@@ -249,7 +250,7 @@ fn serve(
         state.enter(Phase::Connected);
         state.save(&options.state)?;
         if let Some(lease) = &state.lease {
-            eprintln!(
+            log::info!(
                 "skywire vpn client: connected through {} as {}{} in {} ms",
                 options.exit,
                 lease.ipv4,
@@ -261,7 +262,7 @@ fn serve(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        eprintln!("skywire vpn client: {ended}; reconnecting");
+        log::warn!("skywire vpn client: {ended}; reconnecting");
         state.problem = Some(ended);
         state.enter(Phase::Reconnecting);
         state.save(&options.state)?;

@@ -244,10 +244,10 @@ pub fn run(options: ExitOptions, stop: &AtomicBool) -> Result<(), ExitError> {
         thread::sleep(TICK);
     }
     if let Err(e) = &result {
-        eprintln!("skywire vpn exit: {e}");
+        log::error!("skywire vpn exit: {e}");
     }
     for problem in teardown(&shared) {
-        eprintln!("skywire vpn exit: teardown: {problem}");
+        log::warn!("skywire vpn exit: teardown: {problem}");
     }
     result
 }
@@ -270,7 +270,7 @@ fn serve(shared: &Arc<Shared>) -> Result<(), ExitError> {
             Err(Converge::Fatal(e)) => return Err(e),
             Err(Converge::Again(problem)) => {
                 if problem != said {
-                    eprintln!("skywire vpn exit: {problem}; trying again");
+                    log::warn!("skywire vpn exit: {problem}; trying again");
                     said = problem;
                 }
                 thread::sleep(TICK);
@@ -278,7 +278,7 @@ fn serve(shared: &Arc<Shared>) -> Result<(), ExitError> {
             }
         };
         said.clear();
-        eprintln!(
+        log::info!(
             "skywire vpn exit: serving leases of {}{} on port {}",
             options.pool4,
             options
@@ -288,7 +288,7 @@ fn serve(shared: &Arc<Shared>) -> Result<(), ExitError> {
             options.port
         );
         accept_loop(shared, &app, listener);
-        eprintln!("skywire vpn exit: the node ended the listener; waiting for the node");
+        log::warn!("skywire vpn exit: the node ended the listener; waiting for the node");
     }
 }
 
@@ -503,7 +503,7 @@ fn serve_client(shared: &Shared, stream: AppStream) {
         }
     };
     if let Err(e) = shared.save() {
-        eprintln!("skywire vpn exit: {e}");
+        log::error!("skywire vpn exit: {e}");
     }
     if let Err(e) = shared.grant(key, granted(&lease)) {
         shared.pool().drop_holder(&key, unix_now());
@@ -514,7 +514,7 @@ fn serve_client(shared: &Shared, stream: AppStream) {
         );
         return;
     }
-    eprintln!(
+    log::info!(
         "skywire vpn exit: {key} holds {}{}",
         lease.ipv4,
         lease.ipv6.map(|a| format!(" and {a}")).unwrap_or_default()
@@ -554,14 +554,14 @@ fn serve_client(shared: &Shared, stream: AppStream) {
     if released {
         shared.pool().release(&key);
         if let Err(e) = shared.grant(key, Vec::new()) {
-            eprintln!("skywire vpn exit: taking back {key}'s grant: {e}");
+            log::warn!("skywire vpn exit: taking back {key}'s grant: {e}");
         }
-        eprintln!("skywire vpn exit: {key} released {}", lease.ipv4);
+        log::info!("skywire vpn exit: {key} released {}", lease.ipv4);
     } else {
         shared.pool().drop_holder(&key, unix_now());
     }
     if let Err(e) = shared.save() {
-        eprintln!("skywire vpn exit: {e}");
+        log::error!("skywire vpn exit: {e}");
     }
 }
 
@@ -578,15 +578,16 @@ fn expire_loop(shared: &Shared) {
             if let Err(e) = shared.grant(lease.key, Vec::new())
                 && !e.is_unavailable()
             {
-                eprintln!("skywire vpn exit: taking back {}'s grant: {e}", lease.key);
+                log::warn!("skywire vpn exit: taking back {}'s grant: {e}", lease.key);
             }
-            eprintln!(
+            log::info!(
                 "skywire vpn exit: {} expired, {} is free",
-                lease.key, lease.ipv4
+                lease.key,
+                lease.ipv4
             );
         }
         if let Err(e) = shared.save() {
-            eprintln!("skywire vpn exit: {e}");
+            log::error!("skywire vpn exit: {e}");
         }
     }
 }

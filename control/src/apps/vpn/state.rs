@@ -174,7 +174,7 @@ pub fn load<T: DeserializeOwned>(path: &Path, app: &str) -> Result<Option<T>, St
                 path: path.clone(),
                 source,
             })?;
-            eprintln!(
+            log::warn!(
                 "skywire vpn {app}: {} was not a state file of this program; kept as {}",
                 path.display(),
                 aside.display()

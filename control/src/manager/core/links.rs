@@ -31,6 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use log::Level;
+
 use skywire_dataplane::crypto::PublicKey;
 
 use super::{MAX_LINKS_PER_NODE, ManagerCore, short};
@@ -332,17 +334,20 @@ impl ManagerCore {
             ));
         }
         let usable = self.declare_link(key, peer, Source::Node(key));
-        self.log(format!(
-            "link {} - {} declared by {}{}",
-            short(&key),
-            short(&peer),
-            short(&key),
-            if usable {
-                ""
-            } else {
-                " (waiting for the other end)"
-            }
-        ));
+        self.log(
+            Level::Info,
+            format!(
+                "link {} - {} declared by {}{}",
+                short(&key),
+                short(&peer),
+                short(&key),
+                if usable {
+                    ""
+                } else {
+                    " (waiting for the other end)"
+                }
+            ),
+        );
         self.push_neighbours_around(&key);
         // Routes waiting for a path may have one now.
         self.routes.retry_waiting(now);
@@ -388,15 +393,21 @@ impl ManagerCore {
                 .topology
                 .set_link_metrics(key, peer, now_metrics.unwrap_or(UNPROVEN));
             if was_up && !is_up {
-                self.log(format!(
-                    "link {} - {} is down (reported by {})",
-                    short(&key),
-                    short(&peer),
-                    short(&key)
-                ));
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "link {} - {} is down (reported by {})",
+                        short(&key),
+                        short(&peer),
+                        short(&key)
+                    ),
+                );
                 self.repair_link(key, peer, now);
             } else if !was_up && is_up {
-                self.log(format!("link {} - {} is up", short(&key), short(&peer)));
+                self.log(
+                    Level::Info,
+                    format!("link {} - {} is up", short(&key), short(&peer)),
+                );
                 self.routes.retry_waiting(now);
             }
         }

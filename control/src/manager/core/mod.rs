@@ -57,6 +57,8 @@ use std::net::IpAddr;
 
 use std::time::{Duration, Instant};
 
+use log::Level;
+
 use serde::Serialize;
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
@@ -156,8 +158,8 @@ pub enum Output {
     Send(ConnId, Frame),
     /// Close this connection (after sending what is queued), for this reason.
     Close(ConnId, CloseReason),
-    /// A line for the log.
-    Log(String),
+    /// A line for the log, at this level.
+    Log(Level, String),
 }
 
 /// Why the manager closes a connection.
@@ -277,8 +279,8 @@ impl ManagerCore {
         std::mem::take(&mut self.out)
     }
 
-    fn log(&mut self, line: String) {
-        self.out.push(Output::Log(line));
+    fn log(&mut self, level: Level, line: String) {
+        self.out.push(Output::Log(level, line));
     }
 
     fn send(&mut self, conn: ConnId, frame: Frame) {
@@ -314,7 +316,7 @@ impl ManagerCore {
             return;
         };
         if self.registry.is_current(&key, conn) {
-            self.log(format!("node {} disconnected", short(&key)));
+            self.log(Level::Info, format!("node {} disconnected", short(&key)));
             self.node_down(key, now);
         }
     }
@@ -380,11 +382,14 @@ impl ManagerCore {
             // A node hammering views gets a line now and then, not one per request.
             let quiet = e.kind == ErrorKind::RateLimited && !self.views.log_due(&key, now);
             if !quiet {
-                self.log(format!(
-                    "request {:#04x} from {} refused: {e}",
-                    frame.kind,
-                    short(&key)
-                ));
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "request {:#04x} from {} refused: {e}",
+                        frame.kind,
+                        short(&key)
+                    ),
+                );
             }
             Frame::error(frame.kind, frame.id, &e)
         });
@@ -445,10 +450,13 @@ impl ManagerCore {
         }
         let silent_for = self.params.heartbeat * MISSED_HEARTBEATS;
         for (key, conn) in self.registry.silent(now, silent_for) {
-            self.log(format!(
-                "node {} missed {MISSED_HEARTBEATS} heartbeats: closing",
-                short(&key)
-            ));
+            self.log(
+                Level::Warn,
+                format!(
+                    "node {} missed {MISSED_HEARTBEATS} heartbeats: closing",
+                    short(&key)
+                ),
+            );
             self.out
                 .push(Output::Close(conn, CloseReason::HeartbeatsMissed));
             self.registry.forget(conn);

@@ -8,6 +8,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use log::Level;
+
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
 
@@ -402,13 +404,16 @@ impl ManagerCore {
                  given up, within 3 heartbeats)",
                 short(&key)
             );
-            self.log(format!(
-                "refused a second registration of node {} from {}: it is online from {at}",
-                short(&key),
-                register
-                    .endpoint
-                    .map_or_else(|| "no endpoint".to_owned(), |e| e.to_string()),
-            ));
+            self.log(
+                Level::Warn,
+                format!(
+                    "refused a second registration of node {} from {}: it is online from {at}",
+                    short(&key),
+                    register
+                        .endpoint
+                        .map_or_else(|| "no endpoint".to_owned(), |e| e.to_string()),
+                ),
+            );
             return Err(ProtoError::new(ErrorKind::NotAllowed, message));
         }
         if let Some(old) = previous.filter(|&c| c != conn) {
@@ -444,15 +449,18 @@ impl ManagerCore {
         // Nothing measured before this registration counts (the node may have restarted).
         let replaced = previous.is_some_and(|c| c != conn);
         self.reset_links_on_register(&key, replaced);
-        self.log(format!(
-            "node {} registered: endpoint {}, {} owned routes, {} rules held",
-            short(&key),
-            register
-                .endpoint
-                .map_or_else(|| "none".to_owned(), |e| e.to_string()),
-            register.routes.len(),
-            register.rules.len()
-        ));
+        self.log(
+            Level::Info,
+            format!(
+                "node {} registered: endpoint {}, {} owned routes, {} rules held",
+                short(&key),
+                register
+                    .endpoint
+                    .map_or_else(|| "none".to_owned(), |e| e.to_string()),
+                register.routes.len(),
+                register.rules.len()
+            ),
+        );
         for peer in &register.links {
             if peer.0 != key {
                 self.declare_link(key, peer.0, super::links::Source::Node(key));
@@ -508,24 +516,33 @@ impl ManagerCore {
             }
             let derived = request.nonce.and_then(|n| MeshRouteId::derive(&key, &n));
             if derived != Some(id) {
-                self.log(format!(
-                    "route {id} of {} not adopted: its id is not derived from that node's key",
-                    short(&key)
-                ));
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "route {id} of {} not adopted: its id is not derived from that node's key",
+                        short(&key)
+                    ),
+                );
                 continue;
             }
             if self.routes.count_from(&key) >= MAX_ROUTES_PER_NODE {
-                self.log(format!(
-                    "route {id} of {} not adopted: the node owns {MAX_ROUTES_PER_NODE} routes",
-                    short(&key)
-                ));
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "route {id} of {} not adopted: the node owns {MAX_ROUTES_PER_NODE} routes",
+                        short(&key)
+                    ),
+                );
                 continue;
             }
             if !ends.contains(&id) {
-                self.log(format!(
-                    "route {id} of {} not adopted: the node holds no end of it",
-                    short(&key)
-                ));
+                self.log(
+                    Level::Warn,
+                    format!(
+                        "route {id} of {} not adopted: the node holds no end of it",
+                        short(&key)
+                    ),
+                );
                 continue;
             }
             let c = self.constraints(request);
@@ -536,10 +553,10 @@ impl ManagerCore {
             route.retry_at = Some(now);
             route.stale.extend(self.routes.take_orphan(id));
             self.routes.insert(route);
-            self.log(format!(
-                "route {id} of {} adopted: setting it up",
-                short(&key)
-            ));
+            self.log(
+                Level::Info,
+                format!("route {id} of {} adopted: setting it up", short(&key)),
+            );
         }
     }
 
@@ -600,10 +617,13 @@ impl ManagerCore {
                     now,
                 );
             } else if crosses && !end {
-                self.log(format!(
-                    "route {id} crosses {}, which is down: repairing",
-                    short(&key)
-                ));
+                self.log(
+                    Level::Info,
+                    format!(
+                        "route {id} crosses {}, which is down: repairing",
+                        short(&key)
+                    ),
+                );
                 if let Some(route) = self.routes.get_mut(id) {
                     route.broken = true;
                 }

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use log::Level;
+
 use skywire_dataplane::crypto::PublicKey;
 
 use super::routes::{Plan, Route, Setup, SetupPhase};
@@ -153,7 +155,10 @@ impl ManagerCore {
                 self.remove_plan(id, plan);
             }
             self.remove_stale(id, &route.stale);
-            self.log(format!("route {id} removed by {}", short(&key)));
+            self.log(
+                Level::Info,
+                format!("route {id} removed by {}", short(&key)),
+            );
         }
         Ok(())
     }
@@ -294,7 +299,10 @@ impl ManagerCore {
             }
         };
         let path: Vec<String> = plan.path.iter().map(short).collect();
-        self.log(format!("route {id}: setting up {}", path.join(" -> ")));
+        self.log(
+            Level::Info,
+            format!("route {id}: setting up {}", path.join(" -> ")),
+        );
         let mut waiting = HashMap::new();
         let hops: Vec<(PublicKey, Vec<RuleSpec>)> = plan.hops.iter().skip(1).cloned().collect();
         for (node, rules) in hops {
@@ -322,19 +330,19 @@ impl ManagerCore {
             self.send(conn, Frame::error(kind::ROUTE_ADD, request, &error));
             if first {
                 self.routes.remove(id);
-                self.log(format!("route {id} refused: {error}"));
+                self.log(Level::Warn, format!("route {id} refused: {error}"));
                 return;
             }
         } else {
             let delay = route.backoff();
             route.retry_at = Some(now + delay);
-            self.log(format!(
-                "route {id}: {error}; retrying in {} ms",
-                delay.as_millis()
-            ));
+            self.log(
+                Level::Warn,
+                format!("route {id}: {error}; retrying in {} ms", delay.as_millis()),
+            );
             return;
         }
-        self.log(format!("route {id}: {error}; retrying"));
+        self.log(Level::Warn, format!("route {id}: {error}; retrying"));
     }
 
     /// `node` answered an `INSTALL`: a refusal rolls the setup back; the last
@@ -418,7 +426,10 @@ impl ManagerCore {
         self.remove_stale(id, &stale);
         if let Some(info) = info {
             let path: Vec<String> = info.path.iter().map(|k| short(&k.0)).collect();
-            self.log(format!("route {id} active: {}", path.join(" -> ")));
+            self.log(
+                Level::Info,
+                format!("route {id} active: {}", path.join(" -> ")),
+            );
             if let Some((conn, request)) = waiter {
                 self.send(conn, Frame::ok(kind::ROUTE_ADD, request, &info));
             }
@@ -462,7 +473,10 @@ impl ManagerCore {
         for request in setup.waiting.keys() {
             self.routes.untrack_install(*request);
         }
-        self.log(format!("route {id}: setup failed, rolled back: {error}"));
+        self.log(
+            Level::Warn,
+            format!("route {id}: setup failed, rolled back: {error}"),
+        );
         self.remove_plan(id, &setup.plan);
         self.setup_impossible(id, error, now);
     }
@@ -503,7 +517,7 @@ impl ManagerCore {
                 self.remove_plan(id, plan);
             }
             self.remove_stale(id, &route.stale);
-            self.log(format!("route {id} dropped: {why}"));
+            self.log(Level::Warn, format!("route {id} dropped: {why}"));
         }
     }
 
@@ -511,9 +525,10 @@ impl ManagerCore {
     /// rules live: removed.
     pub(super) fn collect_garbage(&mut self, now: Instant) {
         for (id, held) in self.routes.take_expired_orphans(now) {
-            self.log(format!(
-                "rules of route {id}, which no source claimed, removed"
-            ));
+            self.log(
+                Level::Info,
+                format!("rules of route {id}, which no source claimed, removed"),
+            );
             self.remove_stale(id, &held);
         }
         let expiry = self.params.rule_expiry;
@@ -552,7 +567,10 @@ impl ManagerCore {
                     continue;
                 }
             }
-            self.log(format!("route {id} crosses a dead link: repairing"));
+            self.log(
+                Level::Info,
+                format!("route {id} crosses a dead link: repairing"),
+            );
             self.start_setup(id, now);
         }
     }

@@ -337,7 +337,7 @@ mod tests {
         // One log line about it, not 72.
         let lines = out
             .iter()
-            .filter(|o| matches!(o, Output::Log(l) if l.contains("rate_limited")))
+            .filter(|o| matches!(o, Output::Log(log::Level::Warn, l) if l.contains("rate_limited")))
             .count();
         assert_eq!(lines, 1, "{out:?}");
         // The error travels under its wire name and says when to ask again.

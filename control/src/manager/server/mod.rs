@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use log::Level;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 
 use super::core::{ConnId, ManagerCore, Output};
@@ -210,8 +211,8 @@ impl Manager {
     }
 }
 
-fn log(line: &str) {
-    eprintln!("skywire manager: {line}");
+fn log(level: Level, line: &str) {
+    log::log!(level, "skywire manager: {line}");
 }
 
 fn accept_loop(
@@ -243,7 +244,7 @@ fn accept_loop(
                         drop(stream);
                         let line = format!("connection from {peer} refused: {refusal}");
                         if let Some(line) = refusals.line(Instant::now(), line) {
-                            log(&line);
+                            log(Level::Warn, &line);
                         }
                         continue;
                     }
@@ -270,23 +271,23 @@ fn accept_loop(
                     });
                 // A failed spawn drops the closure, and the places with it.
                 if spawned.is_err() {
-                    log("cannot start a connection thread");
+                    log(Level::Error, "cannot start a connection thread");
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if let Some(line) = refusals.flush(Instant::now()) {
-                    log(&format!("connections refused: {line}"));
+                    log(Level::Warn, &format!("connections refused: {line}"));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
-                log(&format!("accept: {e}"));
+                log(Level::Error, &format!("accept: {e}"));
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
     if let Some(line) = refusals.finish() {
-        log(&format!("connections refused: {line}"));
+        log(Level::Warn, &format!("connections refused: {line}"));
     }
 }
 
@@ -530,16 +531,22 @@ fn core_loop(
                         writers.insert(conn, w);
                         core.authenticated(conn, key, Instant::now());
                     }
-                    Err(e) => log(&format!("cannot start a writer for {key}: {e}")),
+                    Err(e) => log(
+                        Level::Error,
+                        &format!("cannot start a writer for {key}: {e}"),
+                    ),
                 },
                 Event::Frame(conn, frame, at) => core.frame(conn, frame, at),
                 Event::Closed(conn, peer, end) => {
                     if let Some(key) = core.conn_key(conn) {
-                        log(&format!("connection of {key} ended: {peer}: {end}"));
+                        log(
+                            Level::Info,
+                            &format!("connection of {key} ended: {peer}: {end}"),
+                        );
                     } else if !end.is_quiet() {
                         let line = format!("connection refused: {peer}: {end}");
                         if let Some(line) = unproven.line(Instant::now(), line) {
-                            log(&line);
+                            log(Level::Warn, &line);
                         }
                     }
                     if let Some(w) = writers.remove(&conn) {
@@ -551,13 +558,13 @@ fn core_loop(
             apply(&mut core, &mut writers);
         }
         if let Some(line) = unproven.flush(Instant::now()) {
-            log(&format!("connections refused: {line}"));
+            log(Level::Warn, &format!("connections refused: {line}"));
         }
         core.tick(Instant::now());
         apply(&mut core, &mut writers);
     }
     if let Some(line) = unproven.finish() {
-        log(&format!("connections refused: {line}"));
+        log(Level::Warn, &format!("connections refused: {line}"));
     }
     for (_, w) in writers {
         w.close();
@@ -568,13 +575,13 @@ fn core_loop(
 fn apply(core: &mut ManagerCore, writers: &mut HashMap<ConnId, Writer>) {
     for output in core.drain() {
         match output {
-            Output::Log(line) => log(&line),
+            Output::Log(level, line) => log(level, &line),
             Output::Send(conn, frame) => {
                 let Some(w) = writers.get_mut(&conn) else {
                     continue;
                 };
                 if let Err(e) = w.send(&frame) {
-                    log(&format!("connection {conn}: {e}; closing"));
+                    log(Level::Warn, &format!("connection {conn}: {e}; closing"));
                     if let Some(w) = writers.remove(&conn) {
                         w.close();
                     }
@@ -582,7 +589,7 @@ fn apply(core: &mut ManagerCore, writers: &mut HashMap<ConnId, Writer>) {
             }
             Output::Close(conn, reason) => {
                 if let Some(w) = writers.remove(&conn) {
-                    log(&format!("closing connection {conn}: {reason}"));
+                    log(Level::Warn, &format!("closing connection {conn}: {reason}"));
                     w.close();
                 }
             }
