@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use skywire_dataplane::crypto::PublicKey;
 
-use super::proto::{Key, LinkState, Mesh, RouteInfo, RouteList};
+use super::proto::{Key, LinkState, Mesh, RouteInfo, RouteList, RouteState};
 
 /// The first 8 hex digits of a key, as paths show it.
 pub fn short(key: &PublicKey) -> String {
@@ -56,6 +56,31 @@ pub fn route(info: &RouteInfo) -> String {
         let _ = write!(out, ", repaired {} times", info.repairs);
     }
     out
+}
+
+/// The manager route between this node and `peer` that explains a lost ping, from the
+/// node's `route ls`: one that is not active (repairing or waiting), when none is. `None`
+/// when a route to `peer` is active (the ping was genuinely lost) or the manager has none
+/// (a configured route).
+pub fn inactive_route<'a>(peer: &PublicKey, list: &'a RouteList) -> Option<&'a RouteInfo> {
+    let mut to_peer = list
+        .routes
+        .iter()
+        .filter(|r| r.src.0 == *peer || r.dst.0 == *peer);
+    let mut inactive = None;
+    for route in to_peer.by_ref() {
+        if route.state == RouteState::Active {
+            return None;
+        }
+        inactive = inactive.or(Some(route));
+    }
+    inactive
+}
+
+/// What `skywire ping` says instead of "no reply" when the route is not active:
+/// `route 5ee6e504683e1249 is repairing: no path over ...; next try in 3.2 s`.
+pub fn route_outage(info: &RouteInfo) -> String {
+    format!("route {} is {}", info.id, state(info))
 }
 
 /// The routes of `route ls`, from `me`'s point of view.
@@ -223,6 +248,50 @@ mod tests {
         assert_eq!((parsed.reason, parsed.retry_in_ms), (None, None));
         let back: RouteInfo = serde_json::from_value(json).unwrap();
         assert_eq!(back, info);
+    }
+
+    #[test]
+    fn a_lost_ping_is_explained_only_by_a_route_that_is_not_active() {
+        let route = |id, src, dst, state| RouteInfo {
+            id: MeshRouteId(id),
+            src: k(src),
+            dst: k(dst),
+            path: vec![],
+            state,
+            min_hops: 1,
+            max_hops: 16,
+            avoid: vec![],
+            weight: RouteWeight::Hops,
+            repairs: 0,
+            reason: Some(ProtoError::new(
+                ErrorKind::PathDown,
+                "node 0badc0de went down",
+            )),
+            retry_in_ms: None,
+        };
+        let peer = k(2).0;
+        let mut list = RouteList {
+            routes: vec![
+                route(0x10, 1, 3, RouteState::Repairing),
+                route(0x5ee6_e504_683e_1249, 1, 2, RouteState::Repairing),
+            ],
+        };
+        let inactive = inactive_route(&peer, &list).unwrap();
+        assert_eq!(
+            route_outage(inactive),
+            "route 5ee6e504683e1249 is repairing: node 0badc0de went down"
+        );
+        // The peer's own route to this node counts too.
+        list.routes.push(route(0x20, 2, 1, RouteState::Waiting));
+        assert_eq!(
+            inactive_route(&peer, &list).unwrap().id,
+            MeshRouteId(0x5ee6_e504_683e_1249)
+        );
+        // One active route to the peer: the ping was lost on it.
+        list.routes.push(route(0x30, 1, 2, RouteState::Active));
+        assert!(inactive_route(&peer, &list).is_none());
+        // No manager route to the peer at all: nothing to say.
+        assert!(inactive_route(&k(4).0, &list).is_none());
     }
 
     #[test]
