@@ -12,6 +12,9 @@
 //! - `skywire ping` says once that the route is repairing, and why, instead of "no reply"
 //!   at every ping.
 //!
+//! And with A's only way to B's address removed, A logs that it cannot send to B, naming
+//! the address and the OS error, once however many packets it drops.
+//!
 //! Skipped (with a message) when not root; CI runs it as root.
 #![allow(
     clippy::unwrap_used,
@@ -26,7 +29,7 @@ mod netns;
 use std::time::Duration;
 
 use netns::managed::ManagedMesh;
-use netns::{tun, wait_until};
+use netns::{ip, tun, wait_until};
 use skywire_control::config::AcceptRule;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -49,12 +52,9 @@ fn line() -> ManagedMesh {
     })
 }
 
-#[test]
-fn route_ls_and_ping_say_why_a_route_is_down() {
-    if !netns::skip_unless_root("route_ls_and_ping_say_why_a_route_is_down") {
-        return;
-    }
-    let mut mesh = line();
+/// A - B - C with every link up.
+fn line_up() -> ManagedMesh {
+    let mesh = line();
     let up = wait_until(Duration::from_secs(8), || {
         mesh.nodes_json().is_some_and(|v| {
             v["links"]
@@ -63,6 +63,41 @@ fn route_ls_and_ping_say_why_a_route_is_down() {
         })
     });
     assert!(up.is_some(), "links not up: {:?}", mesh.nodes_json());
+    mesh
+}
+
+#[test]
+fn an_unreachable_next_hop_is_logged_once() {
+    if !netns::skip_unless_root("an_unreachable_next_hop_is_logged_once") {
+        return;
+    }
+    let mesh = line_up();
+    let (code, _, err) = mesh.sky(0, &["route", "add", mesh.key(2)]);
+    assert_eq!(code, 0, "route add: {err}\n{}", mesh.manager_log());
+    // A's only way to B's endpoint goes (the namespace has no default route).
+    ip(&["-n", &mesh.topo.ns("a"), "route", "del", "198.19.0.2/32"]);
+    let _ = mesh.sky(0, &["ping", mesh.key(2), "-c", "3", "-i", "0.2"]);
+    let line = "sending to 198.19.0.2:6000: Network is unreachable (os error 101)";
+    let logged = wait_until(Duration::from_secs(5), || {
+        mesh.nodes[0].log_text().contains(line)
+    });
+    let log = mesh.nodes[0].log_text();
+    assert!(logged.is_some(), "{log}");
+    // Pings, probes and keepalives keep failing: still one line.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = mesh.nodes[0].log_text();
+    assert_eq!(log.matches(line).count(), 1, "{log}");
+    let status = mesh.nodes[0].status_text();
+    assert!(status.contains("unreachable"), "{status}");
+    println!("A's log:\n{log}");
+}
+
+#[test]
+fn route_ls_and_ping_say_why_a_route_is_down() {
+    if !netns::skip_unless_root("route_ls_and_ping_say_why_a_route_is_down") {
+        return;
+    }
+    let mut mesh = line_up();
     let (code, out, err) = mesh.sky(0, &["route", "add", mesh.key(2), "--json"]);
     assert_eq!(code, 0, "route add: {err}\n{}", mesh.manager_log());
     let route: serde_json::Value = serde_json::from_str(&out).unwrap();
