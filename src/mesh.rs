@@ -271,7 +271,7 @@ pub(crate) fn link(args: &LinkArgs) -> anyhow::Result<ExitCode> {
 pub(crate) struct PingArgs {
     /// The far end's public key
     peer: PublicKey,
-    /// How many pings to send, as ping(8)'s -c (each waits up to 5 s for its pong; one
+    /// How many pings to send, as ping(8)'s -c (each waits up to 3 s for its pong; one
     /// without is counted as lost)
     #[arg(long, short, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     count: u32,
