@@ -302,10 +302,16 @@ fn outage(node: &NodeSocket, peer: &PublicKey) -> Option<Outage> {
             text: show::route_outage(info),
         }),
         // No manager, or it does not answer: its routes are not being repaired.
-        Err(e) if e.is_unavailable() => Some(Outage {
-            key: e.to_string(),
-            text: format!("no reply, and the node cannot ask its manager: {e}"),
-        }),
+        Err(e) if e.is_unavailable() => {
+            let why = match &e {
+                CtlError::Refused { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            Some(Outage {
+                key: why.clone(),
+                text: format!("no reply, and the node cannot ask its manager: {why}"),
+            })
+        }
         Err(_) => None,
     }
 }

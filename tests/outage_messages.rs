@@ -13,7 +13,8 @@
 //!   at every ping.
 //!
 //! And with A's only way to B's address removed, A logs that it cannot send to B, naming
-//! the address and the OS error, once however many packets it drops.
+//! the address and the OS error, once however many packets it drops; with the manager
+//! stopped too, a lost ping says that the node cannot ask its manager.
 //!
 //! Skipped (with a message) when not root; CI runs it as root.
 #![allow(
@@ -71,12 +72,12 @@ fn an_unreachable_next_hop_is_logged_once() {
     if !netns::skip_unless_root("an_unreachable_next_hop_is_logged_once") {
         return;
     }
-    let mesh = line_up();
+    let mut mesh = line_up();
     let (code, _, err) = mesh.sky(0, &["route", "add", mesh.key(2)]);
     assert_eq!(code, 0, "route add: {err}\n{}", mesh.manager_log());
     // A's only way to B's endpoint goes (the namespace has no default route).
     ip(&["-n", &mesh.topo.ns("a"), "route", "del", "198.19.0.2/32"]);
-    let _ = mesh.sky(0, &["ping", mesh.key(2), "-c", "3", "-i", "0.2"]);
+    let _ = mesh.sky(0, &["ping", mesh.key(2), "-c", "1"]);
     let line = "sending to 198.19.0.2:6000: Network is unreachable (os error 101)";
     let logged = wait_until(Duration::from_secs(5), || {
         mesh.nodes[0].log_text().contains(line)
@@ -90,6 +91,19 @@ fn an_unreachable_next_hop_is_logged_once() {
     let status = mesh.nodes[0].status_text();
     assert!(status.contains("unreachable"), "{status}");
     println!("A's log:\n{log}");
+
+    // With no manager to ask either, a lost ping says that (the route end is still there:
+    // rules outlive the manager).
+    mesh.stop_manager();
+    let (code, text, err) = mesh.sky(0, &["ping", mesh.key(2), "-c", "1"]);
+    println!("skywire ping without a manager:\n{text}{err}");
+    assert_eq!(code, 1, "{text}{err}");
+    assert_eq!(
+        text.matches("ping: no reply, and the node cannot ask its manager: ")
+            .count(),
+        1,
+        "{text}"
+    );
 }
 
 #[test]
