@@ -271,8 +271,8 @@ pub(crate) fn link(args: &LinkArgs) -> anyhow::Result<ExitCode> {
 pub(crate) struct PingArgs {
     /// The far end's public key
     peer: PublicKey,
-    /// Send this many pings (each waits up to 5 s for its pong; a ping without one is counted
-    /// as lost)
+    /// How many pings to send, as ping(8)'s -c (each waits up to 3 s for its pong; one
+    /// without is counted as lost)
     #[arg(long, short, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     count: u32,
     /// Time between pings, in seconds
@@ -282,11 +282,46 @@ pub(crate) struct PingArgs {
     node: NodeSocket,
 }
 
+/// Why pings to a peer go unanswered, beyond a lost packet, as `ping` says it once.
+#[derive(Debug)]
+struct Outage {
+    /// What stays the same while the outage lasts (the route, its state and reason, or
+    /// the missing manager), so it is said once, not at every ping.
+    key: String,
+    /// For people.
+    text: String,
+}
+
+/// Ask the node why a ping to `peer` went unanswered: its manager route to `peer` is not
+/// active (with the manager's reason), or it has no manager to ask. `None` when a route to
+/// `peer` is active (the ping was lost) or the manager has none (a configured route).
+fn outage(node: &NodeSocket, peer: &PublicKey) -> Option<Outage> {
+    match ask::<RouteList>(node, Op::RouteLs) {
+        Ok(list) => show::inactive_route(peer, &list).map(|info| Outage {
+            key: format!("{} {} {:?}", info.id, info.state, info.reason),
+            text: show::route_outage(info),
+        }),
+        // No manager, or it does not answer: its routes are not being repaired.
+        Err(e) if e.is_unavailable() => {
+            let why = match &e {
+                CtlError::Refused { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            Some(Outage {
+                key: why.clone(),
+                text: format!("no reply, and the node cannot ask its manager: {why}"),
+            })
+        }
+        Err(_) => None,
+    }
+}
+
 pub(crate) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
     let interval =
         Duration::try_from_secs_f64(args.interval.max(0.01)).unwrap_or(Duration::from_secs(1));
     let mut replies = Vec::new();
     let mut lost = 0u32;
+    let mut said: Option<String> = None;
     for i in 0..args.count {
         let started = Instant::now();
         let pong: Result<PongReply, CtlError> = ctl::request(
@@ -308,11 +343,23 @@ pub(crate) fn ping(args: &PingArgs) -> anyhow::Result<ExitCode> {
                 }
                 replies.push(pong);
             }
-            // No pong in time: counted as lost, and the next ping goes out.
+            // No pong in time: counted as lost, and the next ping goes out. A route that
+            // is not active, or no manager to repair it, is said once instead.
             Err(e) if e.is_no_reply() => {
                 lost += 1;
+                let outage = outage(&args.node, &args.peer);
                 if !args.node.json {
-                    println!("no pong from {}: {e}", show::short(&args.peer));
+                    match outage {
+                        Some(outage) if said.as_ref() == Some(&outage.key) => {}
+                        Some(outage) => {
+                            println!("ping: {}", outage.text);
+                            said = Some(outage.key);
+                        }
+                        None => {
+                            println!("no pong from {}: {e}", show::short(&args.peer));
+                            said = None;
+                        }
+                    }
                 }
             }
             // No route, an unknown key, a stopped node: no point in asking again.

@@ -17,6 +17,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use skywire_control::config::Config;
 use skywire_control::launcher::headless::{self, HeadlessClient, HeadlessServer};
 use skywire_control::launcher::{self, Launcher, LauncherOptions, RestartPolicy};
+use skywire_control::local::StopSignal;
 use skywire_control::signal::{self, SignalServer};
 
 /// Run viscript, the app launcher: start, ping, inspect and stop the apps of a config
@@ -154,15 +155,22 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
                 args.socket.display()
             )
         })?;
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
-            signal_hook::flag::register(sig, Arc::clone(&stop))
-                .context("cannot install signal handlers")?;
-        }
+        // A signal stops the accept loop at once (it waits in poll(2) on the socket and
+        // this stop's eventfd, never on a timer).
+        let stop_socket = StopSignal::new().context("cannot create the stop signal")?;
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+            .context("cannot install signal handlers")?;
+        let on_signal = stop_socket.clone();
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                on_signal.stop();
+            }
+        });
         log::info!(
             "skywire: viscript: signal server on {signal_addr}; control socket {}",
             socket.path().display()
         );
-        socket.serve(&launcher, &stop);
+        socket.serve(&launcher, &stop_socket);
         Ok(())
     } else {
         // The console and GUI block in the terminal: a SIGTERM or hang-up stops the apps

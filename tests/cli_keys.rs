@@ -225,6 +225,10 @@ fn help_and_version() {
         assert_eq!(out.status.code(), Some(0));
         assert!(stdout.contains("Usage: skywire"), "{stdout}");
     }
+    // `ping -c` counts pings sent, as ping(8)'s.
+    let (out, stdout, _) = skywire(&["ping", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout.contains("How many pings to send"), "{stdout}");
     let (out, stdout, _) = skywire(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(

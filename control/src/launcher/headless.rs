@@ -24,6 +24,7 @@
 //! at most 64 KiB; a connection idle for 60 s is closed.
 
 use std::io::{self, BufReader, ErrorKind as IoErrorKind, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,8 +38,8 @@ use serde_json::{Value, json};
 use super::command::{Command, parse_words};
 use super::runtime::{Launcher, shown_lines};
 use crate::local::{
-    self, BoundSocket, ConnectFailure, ConnectionSlot, LineRead, bind_private, is_allowed,
-    peer_uid, read_line,
+    self, BoundSocket, ConnectFailure, ConnectionSlot, LineRead, StopSignal, bind_private,
+    is_allowed, peer_uid, read_line,
 };
 use crate::terminal;
 
@@ -85,28 +86,35 @@ impl HeadlessServer {
         self.socket.path()
     }
 
-    /// Serve commands for `launcher` until `stop` is set (also by a `quit` command), then
-    /// remove the socket.
-    pub fn serve(self, launcher: &Launcher, stop: &Arc<AtomicBool>) {
+    /// Serve commands for `launcher` until `stop` is stopped (also by a `quit` command,
+    /// whose connection stops it), then remove the socket.
+    ///
+    /// The listener is waited for in `poll(2)` together with `stop`
+    /// ([`StopSignal::accept_until_stopped`]): a connection is accepted the moment it
+    /// arrives, so back-to-back `viscript exec` calls do not wait, and a stop ends the loop
+    /// at once.
+    pub fn serve(self, launcher: &Launcher, stop: &StopSignal) {
         let active = Arc::new(AtomicUsize::new(0));
-        while !stop.load(Ordering::Relaxed) && !launcher.quit_requested() {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    let Some(slot) = ConnectionSlot::take_of(&active, MAX_CONNECTIONS) else {
-                        continue;
-                    };
-                    let launcher = launcher.clone();
-                    let owner = self.socket.owner_uid();
-                    let _ = thread::Builder::new()
-                        .name("viscript-conn".to_owned())
-                        .spawn(move || {
-                            let _slot = slot;
-                            serve_connection(&stream, &launcher, owner);
-                        });
-                }
-                Err(_) => thread::sleep(Duration::from_millis(50)),
-            }
+        let owner = self.socket.owner_uid();
+        if launcher.quit_requested() {
+            return;
         }
+        stop.accept_until_stopped(
+            self.listener.as_fd(),
+            || self.listener.accept(),
+            |(stream, _)| {
+                let Some(slot) = ConnectionSlot::take_of(&active, MAX_CONNECTIONS) else {
+                    return;
+                };
+                let (launcher, stop) = (launcher.clone(), stop.clone());
+                let _ = thread::Builder::new()
+                    .name("viscript-conn".to_owned())
+                    .spawn(move || {
+                        let _slot = slot;
+                        serve_connection(&stream, &launcher, owner, &stop);
+                    });
+            },
+        );
     }
 }
 
@@ -150,7 +158,7 @@ fn error(id: Option<u64>, kind: &str, message: &str) -> Value {
     json!({"id": id, "error": {"kind": kind, "message": message}})
 }
 
-fn serve_connection(stream: &UnixStream, launcher: &Launcher, owner: u32) {
+fn serve_connection(stream: &UnixStream, launcher: &Launcher, owner: u32, stop: &StopSignal) {
     let setup = stream
         .set_nonblocking(false)
         .and_then(|()| stream.set_read_timeout(Some(IDLE)))
@@ -184,7 +192,12 @@ fn serve_connection(stream: &UnixStream, launcher: &Launcher, owner: u32) {
             ),
             Ok(LineRead::Eof | LineRead::Truncated) | Err(_) => return,
         };
-        if send(&mut writer, &response).is_err() || close {
+        let sent = send(&mut writer, &response);
+        // `quit` answers first, then ends the accept loop.
+        if launcher.quit_requested() {
+            stop.stop();
+        }
+        if sent.is_err() || close {
             return;
         }
     }
@@ -397,6 +410,36 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_ends_serving_at_once_and_removes_the_socket() {
+        let dir = TempDir::new();
+        let path = dir.0.join("run").join("v.sock");
+        let server = HeadlessServer::bind(&path).unwrap();
+        let launcher = launcher();
+        let stop = StopSignal::new().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        {
+            let (launcher, stop) = (launcher.clone(), stop.clone());
+            thread::spawn(move || {
+                server.serve(&launcher, &stop);
+                let _ = done_tx.send(());
+            });
+        }
+        // Connections one after another, each served as it arrives.
+        for _ in 0..5 {
+            let mut client = HeadlessClient::connect(&path).unwrap();
+            assert_eq!(
+                client.exec(&["la".to_owned()], None).unwrap()["data"],
+                json!([])
+            );
+        }
+        assert!(done_rx.try_recv().is_err(), "serve ended before the stop");
+        stop.stop();
+        done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(!path.exists());
+        launcher.shutdown();
+    }
+
+    #[test]
     fn a_bad_request_closes_only_its_connection() {
         let dir = TempDir::new();
         let path = dir.0.join("run").join("v.sock");
@@ -405,9 +448,9 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
         let launcher = launcher();
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = StopSignal::new().unwrap();
         let thread = {
-            let (launcher, stop) = (launcher.clone(), Arc::clone(&stop));
+            let (launcher, stop) = (launcher.clone(), stop.clone());
             thread::spawn(move || server.serve(&launcher, &stop))
         };
         let mut bad = UnixStream::connect(&path).unwrap();

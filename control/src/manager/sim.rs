@@ -458,6 +458,8 @@ impl Sim {
                     }
                 }
                 EngineEvent::Pong { nonce, rtt, .. } => node.pongs.push((nonce, rtt)),
+                // In-memory links always have a way.
+                EngineEvent::Unreachable { .. } => {}
             }
         }
         let node = &mut self.nodes[i];

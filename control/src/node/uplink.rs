@@ -425,6 +425,11 @@ fn run(
                 Ok(EngineEvent::ProbedFrom { peer, from }) => {
                     agent.probed_from(peer, from, &mut Engine(engine));
                 }
+                // Rate-limited by the engine: once a minute per next hop.
+                Ok(EngineEvent::Unreachable { to, os_error }) => log::warn!(
+                    "skywire: sending to {to}: {}; its packets are dropped (said once a minute)",
+                    std::io::Error::from_raw_os_error(os_error)
+                ),
                 Ok(EngineEvent::Pong { nonce, rtt, .. }) => {
                     if let Some(p) = pings.remove(&nonce) {
                         let _ = p.reply.send(Ok(PingReply {

@@ -403,6 +403,10 @@ impl TunOut {
     }
 }
 
+/// What an [`Io`] dropped: (for full queues and the like, for want of a way, the last
+/// unreachable destination and its OS error).
+type Drops = (u64, u64, Option<(SocketAddr, i32)>);
+
 /// [`NodeIo`] over the batches: packets are copied into them and leave on flush.
 struct Io<'a> {
     socket: &'a UdpSocket,
@@ -415,6 +419,8 @@ struct Io<'a> {
     dropped: u64,
     /// Of `dropped`, datagrams the kernel had no way to send.
     unreachable: u64,
+    /// The last of those: its destination and OS error.
+    unreachable_to: Option<(SocketAddr, i32)>,
 }
 
 impl<'a> Io<'a> {
@@ -435,6 +441,7 @@ impl<'a> Io<'a> {
             current: None,
             dropped: 0,
             unreachable: 0,
+            unreachable_to: None,
         }
     }
 
@@ -448,11 +455,19 @@ impl<'a> Io<'a> {
     fn count(&mut self, flushed: batch::Flushed) {
         self.dropped += flushed.dropped;
         self.unreachable += flushed.unreachable;
+        if flushed.unreachable_to.is_some() {
+            self.unreachable_to = flushed.unreachable_to;
+        }
     }
 
-    /// (dropped for other reasons, unreachable).
-    fn drops(&self) -> (u64, u64) {
-        (self.dropped - self.unreachable, self.unreachable)
+    /// (dropped for other reasons, unreachable, the last unreachable destination and its
+    /// OS error).
+    fn drops(&self) -> Drops {
+        (
+            self.dropped - self.unreachable,
+            self.unreachable,
+            self.unreachable_to,
+        )
     }
 }
 
@@ -800,13 +815,17 @@ impl EventLoop {
         }
     }
 
-    /// Count what an [`Io`] dropped: (full queues and the like, unreachable).
-    fn count_dropped(&mut self, (n, unreachable): (u64, u64)) {
+    /// Count what an [`Io`] dropped: (full queues and the like, unreachable); an
+    /// unreachable next hop goes to the core, which reports it at most once a minute.
+    fn count_dropped(&mut self, (n, unreachable, unreachable_to): Drops) {
         if n > 0 {
             self.core.count_drops(NodeDrop::QueueFull, n);
         }
         if unreachable > 0 {
             self.core.count_drops(NodeDrop::Unreachable, unreachable);
+        }
+        if let Some((to, os_error)) = unreachable_to {
+            self.core.unreachable(Instant::now(), to, os_error);
         }
     }
 

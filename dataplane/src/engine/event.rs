@@ -1,4 +1,5 @@
-//! What the engine reports on its own: expired rules, link probe replies, pongs. Events go
+//! What the engine reports on its own: expired rules, link probe replies, pongs, next hops
+//! it has no way to (at most once a minute each). Events go
 //! to the control plane over a bounded channel (see
 //! [`EngineHandle::events`](super::EngineHandle::events)); when it is full they are
 //! dropped and counted ([`NodeStatus::events_dropped`](super::NodeStatus::events_dropped)).
@@ -40,6 +41,17 @@ pub enum EngineEvent {
         nonce: u64,
         /// From sending the probe to receiving the reply.
         rtt: Duration,
+    },
+    /// The kernel refused to send to a next hop for want of a way there (no route, an
+    /// unreachable network or host, a firewall): the datagrams were dropped and counted
+    /// as `unreachable`. Sent at most once per next hop per
+    /// [`UNREACHABLE_REPORT_EVERY`](super::core::UNREACHABLE_REPORT_EVERY), for the log.
+    Unreachable {
+        /// The next hop's address.
+        to: SocketAddr,
+        /// The OS error of the refused send (`ENETUNREACH`, `EHOSTUNREACH`, ...), as
+        /// `std::io::Error::from_raw_os_error` takes it.
+        os_error: i32,
     },
     /// The far end of a route answered a ping.
     Pong {

@@ -26,7 +26,8 @@
 //!  events <- | event queue -> bounded channel to the control plane (full: counted)      |
 //!            |                                                                          |
 //!  flush  -> | send batch: same-destination, same-size runs -> one UDP GSO message each, |
-//!            |             all messages in one sendmmsg                                  |
+//!            |             all messages in one sendmmsg; a datagram the kernel has no   |
+//!            |             way for is counted, its next hop reported (once a minute)    |
 //!            | TUN batch:  segments of one TCP/UDP flow coalesced into super-packets     |
 //!            |             (GRO), one write each                                         |
 //!            +--------------------------------------------------------------------------+
@@ -71,7 +72,8 @@
 //!   published in one table update. Rules of [`Origin::Manager`] are removed once no packet
 //!   matched them for their `expire_after`.
 //! - **Events.** What the engine learns on its own (expired rules, link probe replies,
-//!   pongs) goes into a queue of [`EVENT_QUEUE`] preallocated entries in the core, and after
+//!   pongs, and next hops the kernel has no way to: after a flush in which a send failed
+//!   so, at most once a minute per next hop, `core/unreachable.rs`) goes into a queue of [`EVENT_QUEUE`] preallocated entries in the core, and after
 //!   each turn into a bounded channel that [`EngineHandle::events`] reads; when either is
 //!   full the event is dropped and counted, so a slow consumer never stalls forwarding.
 //!

@@ -299,6 +299,9 @@ pub struct Flushed {
     /// Of `dropped`, those refused for want of a way to their destination (no route,
     /// unreachable network or host, a firewall), not for a full buffer.
     pub unreachable: u64,
+    /// The destination and OS error of the last datagram refused as unreachable, if any:
+    /// for the node's log (the engine reports each next hop at most once a minute).
+    pub unreachable_to: Option<(SocketAddr, i32)>,
     /// GSO was refused and is now off for this batch's socket.
     pub gso_refused: bool,
 }
@@ -428,14 +431,13 @@ impl SendBatch {
                     if group.count > 1 && refused {
                         self.gso = false;
                         flushed.gso_refused = true;
-                        let (sent, dropped, unreachable) = self.send_one_by_one(fd, group);
-                        flushed.sent += sent;
-                        flushed.dropped += dropped;
-                        flushed.unreachable += unreachable;
+                        self.send_one_by_one(fd, group, &mut flushed);
                     } else {
                         flushed.dropped += group.count as u64;
                         if unreachable(&e) {
                             flushed.unreachable += group.count as u64;
+                            flushed.unreachable_to =
+                                Some((group.to, e.raw_os_error().unwrap_or_default()));
                         }
                     }
                     next += 1;
@@ -498,10 +500,9 @@ impl SendBatch {
         Ok(usize::try_from(super::check(sent)?).unwrap_or(0))
     }
 
-    /// Send a group's datagrams one `sendmsg` each (from the group's source); (sent,
-    /// dropped, of which unreachable).
-    fn send_one_by_one(&self, fd: BorrowedFd<'_>, g: Group) -> (u64, u64, u64) {
-        let (mut sent, mut dropped, mut unreachable_count) = (0, 0, 0);
+    /// Send a group's datagrams one `sendmsg` each (from the group's source), counted into
+    /// `flushed`.
+    fn send_one_by_one(&self, fd: BorrowedFd<'_>, g: Group, flushed: &mut Flushed) {
         let bytes = self.data.get(g.start..g.start + g.len).unwrap_or_default();
         // SAFETY: all-zero C structs are valid values (null pointers, zero lengths).
         let mut addr: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
@@ -523,15 +524,16 @@ impl SendBatch {
             // and `control`, all alive for the call, with their exact lengths.
             let ret = unsafe { libc::sendmsg(fd.as_raw_fd(), &raw const hdr, libc::MSG_DONTWAIT) };
             if ret < 0 {
-                dropped += 1;
-                if unreachable(&io::Error::last_os_error()) {
-                    unreachable_count += 1;
+                flushed.dropped += 1;
+                let e = io::Error::last_os_error();
+                if unreachable(&e) {
+                    flushed.unreachable += 1;
+                    flushed.unreachable_to = Some((g.to, e.raw_os_error().unwrap_or_default()));
                 }
             } else {
-                sent += 1;
+                flushed.sent += 1;
             }
         }
-        (sent, dropped, unreachable_count)
     }
 }
 

@@ -427,7 +427,7 @@ impl ManagerCore {
             NodeRequest::RouteList => self
                 .views
                 .admit(&key, now)
-                .map(|()| Answer::Routes(self.route_list(&key))),
+                .map(|()| Answer::Routes(self.route_list(&key, now))),
             NodeRequest::Nodes => self
                 .views
                 .admit(&key, now)
@@ -503,9 +503,9 @@ impl ManagerCore {
 
     // ---- views for tests and the server ----
 
-    /// Routes as the manager sees them.
-    pub fn routes(&self) -> Vec<RouteInfo> {
-        self.routes.iter().map(|r| self.info(r)).collect()
+    /// Routes as the manager sees them at `now`.
+    pub fn routes(&self, now: Instant) -> Vec<RouteInfo> {
+        self.routes.iter().map(|r| self.info(r, now)).collect()
     }
 
     /// The key of an authenticated connection.

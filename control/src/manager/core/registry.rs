@@ -480,7 +480,10 @@ impl ManagerCore {
         });
         for id in lost {
             if let Some(route) = self.routes.get_mut(id) {
-                route.broken = true;
+                route.break_path(ProtoError::new(
+                    ErrorKind::PathDown,
+                    format!("node {} restarted without its rules", short(&key)),
+                ));
                 route.retry_at = Some(now);
             }
         }
@@ -625,7 +628,10 @@ impl ManagerCore {
                     ),
                 );
                 if let Some(route) = self.routes.get_mut(id) {
-                    route.broken = true;
+                    route.break_path(ProtoError::new(
+                        ErrorKind::PathDown,
+                        format!("node {} went down", short(&key)),
+                    ));
                 }
                 self.start_setup(id, now);
             }

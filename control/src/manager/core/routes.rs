@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use skywire_dataplane::crypto::PublicKey;
 
 use super::{ConnId, MAX_RETRY, ORPHAN_GRACE, RETRY};
-use crate::manager::proto::{MeshRouteId, RouteRequest, RuleSpec};
+use crate::manager::proto::{MeshRouteId, ProtoError, RouteRequest, RuleSpec};
 
 /// The rules of one path: for each node of it, the rules it must hold.
 #[derive(Debug, Clone)]
@@ -76,6 +76,9 @@ pub(super) struct Route {
     /// Attempts that failed in a row since the last success: the next timed retry waits
     /// [`RETRY`] doubled this many times, at most [`MAX_RETRY`].
     pub(super) failures: u32,
+    /// Why it is not active: the last failed attempt, or what broke its path. Cleared
+    /// when a setup commits.
+    pub(super) last_error: Option<ProtoError>,
 }
 
 impl Route {
@@ -99,6 +102,7 @@ impl Route {
             stale: BTreeSet::new(),
             broken: false,
             failures: 0,
+            last_error: None,
         }
     }
 
@@ -109,6 +113,12 @@ impl Route {
             .min(MAX_RETRY);
         self.failures = self.failures.saturating_add(1);
         delay
+    }
+
+    /// Its active path crosses something that died (`why`): it is being rebuilt.
+    pub(super) fn break_path(&mut self, why: ProtoError) {
+        self.broken = true;
+        self.last_error = Some(why);
     }
 
     /// The active plan and the one being set up, if any.

@@ -77,7 +77,7 @@ impl ManagerCore {
                 && r.request.weight == request.weight
         });
         if let Some(existing) = same {
-            let info = self.info(existing);
+            let info = self.info(existing, now);
             self.send(conn, Frame::ok(kind::ROUTE_ADD, request_id, &info));
             return Ok(());
         }
@@ -320,11 +320,13 @@ impl ManagerCore {
         }
     }
 
-    /// No path (or no endpoint): tell the waiting requester, or try again later.
+    /// No path (or no endpoint): tell the waiting requester, or try again later. The
+    /// error is kept as the route's reason (`route ls`).
     fn setup_impossible(&mut self, id: MeshRouteId, error: ProtoError, now: Instant) {
         let Some(route) = self.routes.get_mut(id) else {
             return;
         };
+        route.last_error = Some(error.clone());
         if let Some((conn, request)) = route.waiter.take() {
             let first = route.active.is_none();
             self.send(conn, Frame::error(kind::ROUTE_ADD, request, &error));
@@ -379,7 +381,7 @@ impl ManagerCore {
         }
         match phase {
             SetupPhase::Inner => self.start_source_phase(id, now),
-            SetupPhase::Source => self.commit(id),
+            SetupPhase::Source => self.commit(id, now),
         }
     }
 
@@ -404,7 +406,7 @@ impl ManagerCore {
 
     /// Every hop acknowledged: the new plan is active, the old one's rules and stale rules
     /// go, and the requester (if any) gets the route.
-    fn commit(&mut self, id: MeshRouteId) {
+    fn commit(&mut self, id: MeshRouteId, now: Instant) {
         let Some(route) = self.routes.get_mut(id) else {
             return;
         };
@@ -417,9 +419,10 @@ impl ManagerCore {
         }
         route.broken = false;
         route.failures = 0;
+        route.last_error = None;
         let stale = std::mem::take(&mut route.stale);
         let waiter = route.waiter.take();
-        let info = self.routes.get(id).map(|r| self.info(r));
+        let info = self.routes.get(id).map(|r| self.info(r, now));
         if let Some(old) = old {
             self.remove_plan(id, &old);
         }
@@ -562,7 +565,10 @@ impl ManagerCore {
             .ids_where(|r| r.active.as_ref().is_some_and(|p| p.uses_link(&a, &b)));
         for id in ids {
             if let Some(route) = self.routes.get_mut(id) {
-                route.broken = true;
+                route.break_path(ProtoError::new(
+                    ErrorKind::PathDown,
+                    format!("link {} - {} went down", short(&a), short(&b)),
+                ));
                 if route.setup.is_some() {
                     continue;
                 }
@@ -575,8 +581,9 @@ impl ManagerCore {
         }
     }
 
-    /// A route as `route ls` and `route add` show it.
-    pub(super) fn info(&self, route: &Route) -> RouteInfo {
+    /// A route as `route ls` and `route add` show it at `now`: while it is not active,
+    /// with why and when the next attempt is due.
+    pub(super) fn info(&self, route: &Route, now: Instant) -> RouteInfo {
         let c = self.constraints(&route.request);
         let state = if route.active.is_some() && !route.broken {
             RouteState::Active
@@ -585,6 +592,11 @@ impl ManagerCore {
         } else {
             RouteState::Waiting
         };
+        let inactive = state != RouteState::Active;
+        let retry_in = route
+            .retry_at
+            .filter(|_| inactive && route.setup.is_none())
+            .map(|at| at.saturating_duration_since(now).as_millis());
         RouteInfo {
             id: route.id,
             src: Key(route.src),
@@ -600,16 +612,18 @@ impl ManagerCore {
             avoid: route.request.avoid.clone(),
             weight: route.request.weight.unwrap_or(self.params.weight),
             repairs: route.repairs,
+            reason: route.last_error.clone().filter(|_| inactive),
+            retry_in_ms: retry_in.map(|ms| u64::try_from(ms).unwrap_or(u64::MAX)),
         }
     }
 
     /// The routes `key` is an end of.
-    pub(super) fn route_list(&self, key: &PublicKey) -> RouteList {
+    pub(super) fn route_list(&self, key: &PublicKey, now: Instant) -> RouteList {
         let routes = self
             .routes
             .iter()
             .filter(|r| r.src == *key || r.dst == *key)
-            .map(|r| self.info(r))
+            .map(|r| self.info(r, now))
             .collect();
         RouteList { routes }
     }

@@ -156,7 +156,7 @@ fn routes_are_found_and_installed_in_a_50_node_mesh() {
         assert_traffic(&mut sim, dst, src, format!("back {dst}->{src}").as_bytes());
     }
     // 0 -> 25 with the ring and chords of 7: at least 3 links, at most ~5.
-    let routes = sim.manager.as_ref().unwrap().routes();
+    let routes = sim.manager.as_ref().unwrap().routes(sim.mesh.now());
     assert_eq!(routes.len(), pairs.len());
     // Hop limits and avoid lists are honoured.
     let info = add_route(&mut sim, 1, 2, json!({"min_hops": 3})).unwrap();
@@ -180,7 +180,7 @@ fn a_removed_node_gets_its_routes_repaired() {
     let victim = path[1];
     sim.kill(victim);
     sim.run(100 * MS, 10 * MS);
-    let routes = sim.manager.as_ref().unwrap().routes();
+    let routes = sim.manager.as_ref().unwrap().routes(sim.mesh.now());
     let route = routes.iter().find(|r| r.id == info.id).unwrap();
     assert_eq!(route.state, RouteState::Active);
     assert_eq!(route.repairs, 1);
@@ -223,7 +223,7 @@ fn a_dead_link_is_found_by_probes_and_routed_around() {
     sim.cut(a, b);
     // Three lost probes (one a second), then the report, then the repair.
     sim.run(Duration::from_secs(5), 50 * MS);
-    let routes = sim.manager.as_ref().unwrap().routes();
+    let routes = sim.manager.as_ref().unwrap().routes(sim.mesh.now());
     let route = routes.iter().find(|r| r.id == info.id).unwrap();
     assert_eq!(route.state, RouteState::Active);
     assert_eq!(route.repairs, 1);
@@ -263,7 +263,7 @@ fn a_silent_node_is_declared_dead_after_missed_heartbeats() {
     // Hung: no frames either way, no packets forwarded.
     sim.hang(victim);
     sim.run(Duration::from_millis(3500), 50 * MS);
-    let routes = sim.manager.as_ref().unwrap().routes();
+    let routes = sim.manager.as_ref().unwrap().routes(sim.mesh.now());
     let route = routes.iter().find(|r| r.id == info.id).unwrap();
     assert_eq!(route.state, RouteState::Active);
     assert!(!path_indices(&sim, route).contains(&victim));
@@ -296,7 +296,13 @@ fn a_hop_that_never_acks_is_rolled_back_and_leaves_no_rule() {
             "node {i} kept a rule after rollback"
         );
     }
-    assert!(sim.manager.as_ref().unwrap().routes().is_empty());
+    assert!(
+        sim.manager
+            .as_ref()
+            .unwrap()
+            .routes(sim.mesh.now())
+            .is_empty()
+    );
     assert!(
         sim.log
             .iter()
@@ -326,7 +332,13 @@ fn a_hop_that_refuses_rolls_back_the_others() {
             "node {i} kept a rule after rollback"
         );
     }
-    assert!(sim.manager.as_ref().unwrap().routes().is_empty());
+    assert!(
+        sim.manager
+            .as_ref()
+            .unwrap()
+            .routes(sim.mesh.now())
+            .is_empty()
+    );
 }
 
 #[test]
@@ -385,7 +397,7 @@ fn a_manager_restart_never_stops_traffic() {
     );
     // The new manager knows the route again (the source re-registered it) and it is
     // active, with no rules of the old setup left behind.
-    let routes = sim.manager.as_ref().unwrap().routes();
+    let routes = sim.manager.as_ref().unwrap().routes(sim.mesh.now());
     let route = routes
         .iter()
         .find(|r| r.id == info.id)
@@ -588,7 +600,7 @@ fn links_declared_by_nodes_are_routed_over_and_withdrawn_only_by_them() {
     let t = sim.user(0, UserRequest::LinkRemove(sim.pk(25)));
     sim.run(100 * MS, 10 * MS);
     assert!(sim.answer(0, t).unwrap().result.is_ok());
-    let routes = sim.manager.as_ref().unwrap().routes();
+    let routes = sim.manager.as_ref().unwrap().routes(sim.mesh.now());
     let route = routes.iter().find(|r| r.id == direct.id).unwrap();
     assert_eq!(route.state, RouteState::Active);
     assert!(path_indices(&sim, route).len() > 2);
@@ -771,7 +783,7 @@ fn a_route_is_adopted_only_from_a_node_holding_its_end_and_orphans_are_removed()
     core.authenticated(ConnId(22), keys[1], now);
     core.frame(ConnId(22), Frame::request(kind::REGISTER, 1, &claim), now);
     core.drain();
-    assert!(core.routes().is_empty());
+    assert!(core.routes(now).is_empty());
     // Nobody claims route 77: its rule at node 2 is removed after the grace period.
     let later = now + ORPHAN_GRACE + Duration::from_millis(100);
     core.frame(
@@ -803,7 +815,7 @@ fn a_route_whose_requester_leaves_during_setup_is_dropped_and_rolled_back() {
     core.drain();
     core.disconnected(ConnId(1), now);
     let out = core.drain();
-    assert!(core.routes().is_empty());
+    assert!(core.routes(now).is_empty());
     assert_eq!(sent(&out, ConnId(2), kind::REMOVE).len(), 1);
     assert_eq!(sent(&out, ConnId(3), kind::REMOVE).len(), 1);
 }
@@ -814,7 +826,13 @@ fn routes_of_a_source_gone_for_good_are_dropped() {
     let _ = add_route(&mut sim, 0, 4, json!({})).unwrap();
     sim.kill(0);
     sim.run(Duration::from_secs(5), 100 * MS);
-    assert!(sim.manager.as_ref().unwrap().routes().is_empty());
+    assert!(
+        sim.manager
+            .as_ref()
+            .unwrap()
+            .routes(sim.mesh.now())
+            .is_empty()
+    );
     assert!(
         sim.log
             .iter()
@@ -1016,7 +1034,7 @@ fn a_route_is_adopted_only_by_the_node_its_id_names() {
         now,
     );
     core.drain();
-    assert!(core.routes().is_empty());
+    assert!(core.routes(now).is_empty());
     // Node 1 itself, with the nonce, is.
     let mut own = claim(nonce, true);
     own.endpoint = Some("198.18.0.1:6000".parse().unwrap());
@@ -1024,8 +1042,8 @@ fn a_route_is_adopted_only_by_the_node_its_id_names() {
     core.authenticated(ConnId(11), keys[0], now);
     core.frame(ConnId(11), Frame::request(kind::REGISTER, 1, &own), now);
     core.drain();
-    assert_eq!(core.routes().len(), 1);
-    assert_eq!(core.routes()[0].id, id);
+    assert_eq!(core.routes(now).len(), 1);
+    assert_eq!(core.routes(now)[0].id, id);
 }
 
 #[test]
@@ -1401,4 +1419,47 @@ fn a_second_node_with_the_same_key_is_refused_a_restart_is_not() {
         register_with(&mut core, 42, keys[0], 78, &["10.9.0.1/32"], now),
         None
     );
+}
+
+#[test]
+fn a_route_without_a_path_says_why_and_when_it_is_tried_again() {
+    // A ring of 6: node 1's two links cut leave no path from 0 to 1.
+    let mut sim = mesh(6, Duration::from_secs(30));
+    let info = add_route(&mut sim, 0, 1, json!({})).unwrap();
+    assert_eq!((info.reason.clone(), info.retry_in_ms), (None, None));
+    sim.run(Duration::from_secs(3), 50 * MS);
+    sim.cut(0, 1);
+    sim.cut(1, 2);
+    sim.run(Duration::from_secs(6), 50 * MS);
+    let routes = sim.manager.as_ref().unwrap().routes(sim.mesh.now());
+    let route = routes.iter().find(|r| r.id == info.id).unwrap();
+    assert_eq!(route.state, RouteState::Repairing);
+    let reason = route.reason.clone().expect("a reason");
+    assert_eq!(reason.kind, ErrorKind::NoPath);
+    assert!(
+        reason
+            .message
+            .starts_with("no path over links that are up from"),
+        "{reason}"
+    );
+    let retry = route.retry_in_ms.expect("a timed retry");
+    assert!(retry <= MAX_RETRY.as_millis() as u64, "{retry}");
+    // The node's `route ls` gets the same, through the real codec.
+    let token = sim.user(0, UserRequest::RouteList);
+    sim.run(20 * MS, 5 * MS);
+    let listed = match sim.answer(0, token).expect("an answer").result.clone() {
+        Ok(UserReply::Routes(list)) => list,
+        other => panic!("not a route list: {other:?}"),
+    };
+    let shown = listed.routes.iter().find(|r| r.id == info.id).unwrap();
+    assert_eq!(shown.reason.as_ref(), Some(&reason));
+    assert!(shown.retry_in_ms.is_some_and(|ms| ms <= retry), "{shown:?}");
+    // The link comes back: active again, and nothing left to explain.
+    sim.mend(0, 1);
+    sim.mend(1, 2);
+    sim.run(Duration::from_secs(40), 50 * MS);
+    let routes = sim.manager.as_ref().unwrap().routes(sim.mesh.now());
+    let route = routes.iter().find(|r| r.id == info.id).unwrap();
+    assert_eq!(route.state, RouteState::Active);
+    assert_eq!((route.reason.clone(), route.retry_in_ms), (None, None));
 }

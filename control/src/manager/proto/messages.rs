@@ -56,6 +56,9 @@ pub enum ErrorKind {
     /// The node asked for views (`NODES`, `ROUTE_LIST`) faster than the manager serves
     /// them; the message says when to ask again.
     RateLimited,
+    /// A route's path crosses a link or node that went down (only in
+    /// [`RouteInfo::reason`]).
+    PathDown,
 }
 
 impl ErrorKind {
@@ -73,6 +76,7 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::Unavailable => "unavailable",
             Self::RateLimited => "rate_limited",
+            Self::PathDown => "path_down",
         }
     }
 
@@ -88,19 +92,34 @@ impl ErrorKind {
             "timeout" => Self::Timeout,
             "unavailable" => Self::Unavailable,
             "rate_limited" => Self::RateLimited,
+            "path_down" => Self::PathDown,
             _ => Self::BadRequest,
         }
     }
 }
 
-/// An error reply, or a request that cannot be served.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// An error reply, or a request that cannot be served; as JSON (in [`RouteInfo::reason`])
+/// `{"kind": "no_path", "message": "..."}`, an unknown kind read as `bad_request`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{}: {message}", kind.as_str())]
 pub struct ProtoError {
     /// What kind of failure.
     pub kind: ErrorKind,
     /// For people.
     pub message: String,
+}
+
+impl Serialize for ErrorKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(Self::from_name(&name))
+    }
 }
 
 impl ProtoError {
@@ -496,6 +515,15 @@ pub struct RouteInfo {
     pub weight: RouteWeight,
     /// How many times its path was rebuilt.
     pub repairs: u64,
+    /// Why it is not active: the last failure (no path, a hop that refused or did not
+    /// acknowledge, a link or node on its path that went down). Absent while active, and
+    /// from managers that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ProtoError>,
+    /// Milliseconds until the manager tries again, when an attempt is timed (none while a
+    /// setup is under way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
 }
 
 /// `ROUTE_LIST` reply.

@@ -290,6 +290,8 @@ fn what_the_node_owns_is_registered_again_after_a_reconnect() {
         avoid: vec![],
         weight: crate::manager::topology::RouteWeight::Hops,
         repairs: 0,
+        reason: None,
+        retry_in_ms: None,
     };
     a.frame(
         Frame::ok(kind::ROUTE_ADD, req.id, &info),

@@ -58,6 +58,7 @@ mod probe;
 mod rules;
 mod staging;
 mod status;
+mod unreachable;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -77,12 +78,14 @@ pub use expiry::EXPIRY_SAMPLE;
 pub use peers::PEERS_REMEMBERED;
 pub use probe::{MAX_NEIGHBOURS, PINGS_PER_ROUTE, PROBES_OUTSTANDING};
 pub use staging::STAGED_PER_ROUTE;
+pub use unreachable::UNREACHABLE_REPORT_EVERY;
 
 use expiry::Expiry;
 use peers::{PeerIdx, Peers};
 use probe::{Neighbours, Pings, Probes};
 use rules::Ends;
 use staging::Staged;
+use unreachable::Unreachables;
 
 /// Where the core's output goes. Sends are best effort: an implementation that cannot send
 /// (a full socket buffer) drops the packet and counts it with [`NodeDrop::QueueFull`].
@@ -283,6 +286,8 @@ pub struct NodeCore {
     neighbours: Neighbours,
     events: Events,
     drops: NodeDrops,
+    /// When each unreachable next hop was last reported (`unreachable`).
+    unreachables: Unreachables,
     /// Largest IP packet accepted from the TUN device.
     mtu: usize,
     scratch: Vec<u8>,
@@ -338,6 +343,7 @@ impl NodeCore {
                 dropped: 0,
             },
             drops: NodeDrops::default(),
+            unreachables: Unreachables::default(),
             mtu,
             scratch: vec![0u8; buffer_len(mtu)],
             stack: Stack::new(
@@ -661,6 +667,17 @@ impl NodeCore {
     /// The events since the last call, oldest first: expired rules, probe replies, pongs.
     pub fn drain_events(&mut self) -> std::vec::Drain<'_, EngineEvent> {
         self.events.queue.drain(..)
+    }
+
+    /// The kernel refused a datagram to `to` at `now` for want of a way there, with the
+    /// OS error `os_error` (`ENETUNREACH` and the like; the packet is already counted as
+    /// [`NodeDrop::Unreachable`]): an [`EngineEvent::Unreachable`] if this next hop was not
+    /// reported in the last [`UNREACHABLE_REPORT_EVERY`]. Called by the driver after a
+    /// flush in which a send failed so, never per packet.
+    pub fn unreachable(&mut self, now: Instant, to: SocketAddr, os_error: i32) {
+        if self.unreachables.due(to, now) {
+            self.events.push(EngineEvent::Unreachable { to, os_error });
+        }
     }
 
     /// Count `n` events the driver could not deliver (its channel was full).

@@ -1051,3 +1051,32 @@ fn a_grant_lets_an_exit_carry_any_address_but_not_another_nodes() {
     assert!(node_status(&mesh, A).grants.is_empty());
     assert_eq!(lookup(&mesh), None);
 }
+
+#[test]
+fn an_unreachable_next_hop_is_reported_at_most_once_a_minute() {
+    let mut mesh = three();
+    let a = NodeId(0);
+    let _ = node_events(&mut mesh, a);
+    let now = mesh.now();
+    let hop = addr(2);
+    let core = mesh.core_mut(a).unwrap();
+    core.unreachable(now, hop, 101);
+    core.unreachable(now + Duration::from_secs(30), hop, 101);
+    core.unreachable(now + Duration::from_secs(31), addr(3), 113);
+    assert_eq!(
+        node_events(&mut mesh, a),
+        vec![
+            EngineEvent::Unreachable {
+                to: hop,
+                os_error: 101
+            },
+            EngineEvent::Unreachable {
+                to: addr(3),
+                os_error: 113
+            },
+        ]
+    );
+    let core = mesh.core_mut(a).unwrap();
+    core.unreachable(now + UNREACHABLE_REPORT_EVERY, hop, 101);
+    assert_eq!(node_events(&mut mesh, a).len(), 1);
+}

@@ -301,5 +301,10 @@ fn no_route_is_unreachable() {
             (flushed.sent, flushed.dropped, flushed.unreachable),
             (0, 3, 3)
         );
+        // The destination and the OS error, for the node's log.
+        assert_eq!(
+            flushed.unreachable_to,
+            Some(("198.18.200.1:6000".parse().unwrap(), libc::ENETUNREACH))
+        );
     });
 }

@@ -163,6 +163,8 @@ fn manager_ops_are_checked_then_passed_on_and_their_errors_mapped() {
         avoid: Vec::new(),
         weight: RouteWeight::Latency,
         repairs: 0,
+        reason: None,
+        retry_in_ms: None,
     };
     let fake = FakeManager {
         seen: std::sync::Mutex::new(Vec::new()),
