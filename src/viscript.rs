@@ -75,8 +75,8 @@ enum ViscriptCommand {
 
 /// Send one console command to a headless viscript and print its answer
 ///
-/// For example `skywire viscript exec s apptracker 127.0.0.1:20000`, then `exec la`,
-/// `exec ping 1`, `exec ru 1`, `exec sd 1`. `exec attach <id>` follows the app's output
+/// For example `skywire viscript exec s skywire-demo` (an app of the shipped config.yaml),
+/// then `exec la`, `exec ping 1`, `exec ru 1`, `exec sd 1`. `exec attach <id>` follows the app's output
 /// until it ends (Ctrl-C to stop). Exits 69 when no viscript answers on the socket, 77
 /// when this user may not use it, 2 for a line that is not a command, 1 when the command
 /// failed.

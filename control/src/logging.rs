@@ -20,18 +20,26 @@
 //!   sd-daemon priority prefix instead, `<6>skywire manager: ...`, because the journal
 //!   keeps its own timestamps and reads the prefix as the priority.
 //!
+//! - **Repeated lines** ([`Limiter`]): the same message at most [`BURST`] times per
+//!   [`WINDOW`]; the rest are counted, and the next time that message is shown it is
+//!   preceded by one line saying how many were left out. So a fault that repeats (a peer
+//!   that keeps failing, a socket error per packet) cannot flood the journal, and the
+//!   reader still learns it went on.
+//!
 //! Invariants: logging never panics and never stops a daemon: a write to a closed standard
 //! error is dropped (env_logger ignores the error), and each record is written with one
 //! `write` call from a per-thread buffer, so threads' lines do not interleave. The
 //! formatting is a pure function of the time, the level and the text, tested here without
 //! installing a logger.
 
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::io;
 use std::os::fd::AsFd;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{Level, LevelFilter};
+use log::{Level, LevelFilter, Log, Metadata, Record};
 
 /// The environment variable with the filter, in env_logger's syntax.
 pub const ENV_VAR: &str = "SKYWIRE_LOG";
@@ -108,6 +116,10 @@ pub fn init(level: Option<LevelFilter>) -> Result<(), LogSetupError> {
     };
     let logger = logger(level, env.as_deref(), LineStyle::detect())?;
     let max = logger.filter();
+    let logger = RateLimited {
+        inner: logger,
+        limiter: Mutex::new(Limiter::default()),
+    };
     log::set_boxed_logger(Box::new(logger)).map_err(|_| LogSetupError::Twice)?;
     log::set_max_level(max);
     Ok(())
@@ -142,6 +154,132 @@ pub fn logger(
         write_record(out, style, SystemTime::now(), record.level(), record.args())
     });
     Ok(builder.build())
+}
+
+/// The same message is shown at most this many times per [`WINDOW`].
+pub const BURST: u32 = 5;
+
+/// The window of [`BURST`].
+pub const WINDOW: Duration = Duration::from_secs(10);
+
+/// Distinct messages remembered; beyond this the oldest window is forgotten (its left-out
+/// count with it).
+const MESSAGES: usize = 256;
+
+/// What to do with a line ([`Limiter::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Write it.
+    Show,
+    /// Write a line saying this many of it were left out, then it.
+    ShowAfter(u32),
+    /// Leave it out (counted).
+    Suppress,
+}
+
+/// How often each message was shown in its current window, and how many were left out.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    windows: HashMap<String, Window>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    shown: u32,
+    left_out: u32,
+}
+
+impl Limiter {
+    /// Whether the line `message` may be written at `now`.
+    pub fn admit(&mut self, message: &str, now: Instant) -> Admit {
+        if let Some(w) = self.windows.get_mut(message) {
+            if now.saturating_duration_since(w.start) >= WINDOW {
+                let left_out = w.left_out;
+                *w = Window {
+                    start: now,
+                    shown: 1,
+                    left_out: 0,
+                };
+                return if left_out > 0 {
+                    Admit::ShowAfter(left_out)
+                } else {
+                    Admit::Show
+                };
+            }
+            if w.shown < BURST {
+                w.shown += 1;
+                return Admit::Show;
+            }
+            w.left_out = w.left_out.saturating_add(1);
+            return Admit::Suppress;
+        }
+        if self.windows.len() >= MESSAGES {
+            let oldest = self
+                .windows
+                .iter()
+                .min_by_key(|(_, w)| w.start)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.windows.remove(&oldest);
+            }
+        }
+        self.windows.insert(
+            message.to_owned(),
+            Window {
+                start: now,
+                shown: 1,
+                left_out: 0,
+            },
+        );
+        Admit::Show
+    }
+}
+
+/// The installed logger: env_logger's filter and writer behind a [`Limiter`].
+struct RateLimited {
+    inner: env_logger::Logger,
+    limiter: Mutex<Limiter>,
+}
+
+impl Log for RateLimited {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.inner.matches(record) {
+            return;
+        }
+        let text = record.args().to_string();
+        let admit = self
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(&text, Instant::now());
+        match admit {
+            Admit::Suppress => {}
+            Admit::Show => self.inner.log(record),
+            Admit::ShowAfter(n) => {
+                let plural = if n == 1 { "" } else { "s" };
+                self.inner.log(
+                    &Record::builder()
+                        .args(format_args!(
+                            "(the next line was left out {n} more time{plural} in {} s)",
+                            WINDOW.as_secs()
+                        ))
+                        .level(record.level())
+                        .target(record.target())
+                        .build(),
+                );
+                self.inner.log(record);
+            }
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
 }
 
 /// Write one record as a line (or lines, if the message holds newlines: under the journal
@@ -250,6 +388,40 @@ fn civil_date(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_line_is_shown_five_times_per_window_then_counted() {
+        let t0 = Instant::now();
+        let mut limiter = Limiter::default();
+        let seen: Vec<Admit> = (0..8).map(|_| limiter.admit("lost", t0)).collect();
+        assert_eq!(seen[..5], [Admit::Show; 5]);
+        assert_eq!(seen[5..], [Admit::Suppress; 3]);
+        // Another message is not held back by the first.
+        assert_eq!(limiter.admit("other", t0), Admit::Show);
+        // The next window says how many were left out, once.
+        let t1 = t0 + WINDOW;
+        assert_eq!(limiter.admit("lost", t1), Admit::ShowAfter(3));
+        assert_eq!(limiter.admit("lost", t1), Admit::Show);
+        assert_eq!(limiter.admit("lost", t1 + WINDOW * 3), Admit::Show);
+    }
+
+    #[test]
+    fn the_limiter_remembers_a_bounded_number_of_messages() {
+        let t0 = Instant::now();
+        let mut limiter = Limiter::default();
+        for i in 0..(MESSAGES as u32 + 50) {
+            let at = t0 + Duration::from_millis(u64::from(i));
+            assert_eq!(limiter.admit(&format!("line {i}"), at), Admit::Show);
+        }
+        assert_eq!(limiter.windows.len(), MESSAGES);
+        // The oldest went first.
+        assert!(!limiter.windows.contains_key("line 0"));
+        assert!(
+            limiter
+                .windows
+                .contains_key(&format!("line {}", MESSAGES + 49))
+        );
+    }
 
     fn line(style: LineStyle, at: SystemTime, level: Level, text: &str) -> String {
         let mut out = Vec::new();
