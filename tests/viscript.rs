@@ -789,3 +789,49 @@ fn exec_refuses_an_option_where_the_command_goes() {
     ]);
     assert_eq!(out.status.code(), Some(69), "{err}");
 }
+
+#[test]
+fn a_killed_viscript_takes_its_apps_with_it_unless_told_otherwise() {
+    let scratch = Scratch::new();
+    let config = scratch.write(
+        "config.yaml",
+        "apps:
+  sleeper:
+    path: /bin/sleep
+    default_args: [\"300\"]
+  keeper:
+    path: /bin/sleep
+    default_args: [\"301\"]
+    outlives_viscript: true
+",
+    );
+    let mut viscript = Viscript::start_with(&scratch, &config, "127.0.0.1:0", &[], &[]);
+    // Started from short-lived threads (one per console connection): the parent-death
+    // signal must follow viscript's process, not those threads.
+    let sleeper = viscript.json(&["start", "sleeper"])["pid"]
+        .as_u64()
+        .unwrap();
+    let keeper = viscript.json(&["start", "keeper"])["pid"].as_u64().unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        alive(sleeper) && alive(keeper),
+        "an app ended with its console connection"
+    );
+    send_signal(viscript.child.id(), "-KILL");
+    let _ = viscript.child.wait();
+    let started = Instant::now();
+    wait_for("the app to end with viscript", || {
+        (!alive(sleeper)).then_some(())
+    });
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the app outlived viscript by {took:?}"
+    );
+    assert!(
+        alive(keeper),
+        "the app configured to outlive viscript ended"
+    );
+    send_signal(u32::try_from(keeper).unwrap(), "-KILL");
+    viscript.pids.clear();
+}

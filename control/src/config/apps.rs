@@ -10,6 +10,7 @@
 //! | `desc` | string | no | `""` |
 //! | `default_args` | list of strings | no | `[]` |
 //! | `help` | string, usually a `|` block | no | `""` |
+//! | `outlives_viscript` | bool | no | `false`: the app ends with viscript, also when viscript is killed |
 //!
 //! The optional fields were optional in the original too (Go zero values), so existing
 //! configs keep loading. Scalars in `default_args` are taken as written (`8000` is the
@@ -76,6 +77,9 @@ pub struct App {
     pub default_args: Vec<String>,
     /// Shown by `help <app>`, newlines kept; documents the positional arguments.
     pub help: String,
+    /// Keeps running when viscript is gone (killed included); by default an app gets
+    /// SIGKILL when viscript's process ends.
+    pub outlives_viscript: bool,
 }
 
 /// An app's name: not empty, no whitespace or control characters, so that it is one word
@@ -148,6 +152,8 @@ struct RawApp {
     default_args: Vec<String>,
     #[serde(default)]
     help: String,
+    #[serde(default)]
+    outlives_viscript: bool,
 }
 
 impl RawApps {
@@ -166,6 +172,7 @@ impl RawApps {
                     },
                     default_args: raw.default_args,
                     help: raw.help,
+                    outlives_viscript: raw.outlives_viscript,
                 })
                 .collect(),
         )

@@ -2,18 +2,26 @@
 //! copy its output into its [`LogBuffer`], reap it, and send signals to its group.
 //!
 //! Every child is waited for by a thread of its own (`Child::wait`), so none is left a
-//! zombie; the exit is then reported through the caller's callback. Output is read line by
+//! zombie; the exit is then reported through the caller's callback.
+//!
+//! Apps end with viscript, also when it is killed with SIGKILL and runs no clean-up: each
+//! is started with a parent-death signal ([`die_with_parent`]). That signal follows the
+//! thread that forked, so every app is forked by one thread that lives as long as the
+//! process (the spawner), never by the short-lived thread that asked. An app configured
+//! with `outlives_viscript: true` is started without it. Output is read line by
 //! line by two more threads (stdout, stderr) that end when the pipe closes, which may be
 //! after the app itself if it left children holding the pipe.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Arc;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 
+use crossbeam_channel::{Sender, bounded, unbounded};
 use rustix::process::{Pid, Signal, kill_process_group};
+use skywire_dataplane::sys::process::die_with_parent;
 
 use super::log::LogBuffer;
 use super::supervisor::{Exit, Sig};
@@ -29,6 +37,8 @@ pub struct SpawnSpec<'a> {
     pub env: &'a [(String, String)],
     /// The folder to run in (the caller's when `None`).
     pub cwd: Option<&'a Path>,
+    /// Whether the app keeps running when viscript is gone (`outlives_viscript`).
+    pub outlives: bool,
 }
 
 impl std::fmt::Debug for SpawnSpec<'_> {
@@ -40,6 +50,7 @@ impl std::fmt::Debug for SpawnSpec<'_> {
             .field("args", &self.args)
             .field("env", &names)
             .field("cwd", &self.cwd)
+            .field("outlives", &self.outlives)
             .finish()
     }
 }
@@ -55,14 +66,19 @@ pub fn spawn(
     if let Some(cwd) = spec.cwd {
         command.current_dir(cwd);
     }
-    let mut child = command
+    command
         .args(spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
+        .process_group(0);
+    let mut child = if spec.outlives {
+        command.spawn()?
+    } else {
+        die_with_parent(&mut command);
+        from_spawner(command)?
+    };
     let pid = child.id();
     if let Some(out) = child.stdout.take() {
         copy_lines(out, Arc::clone(log));
@@ -83,6 +99,37 @@ pub fn spawn(
         return Err(e);
     }
     Ok(pid)
+}
+
+/// A request to the spawner thread.
+struct SpawnJob {
+    command: Command,
+    reply: Sender<io::Result<Child>>,
+}
+
+/// The spawner thread's queue, started on first use; `None` if the thread could not start.
+static SPAWNER: OnceLock<Option<Sender<SpawnJob>>> = OnceLock::new();
+
+/// Start `command` from the spawner thread, which lives as long as the process, so a
+/// parent-death signal fires only when the process goes.
+fn from_spawner(command: Command) -> io::Result<Child> {
+    let spawner = SPAWNER.get_or_init(|| {
+        let (jobs, queue) = unbounded::<SpawnJob>();
+        thread::Builder::new()
+            .name("viscript-spawner".to_owned())
+            .spawn(move || {
+                for mut job in queue {
+                    let _ = job.reply.send(job.command.spawn());
+                }
+            })
+            .ok()
+            .map(|_| jobs)
+    });
+    let gone = || io::Error::other("the thread that starts apps is gone");
+    let jobs = spawner.as_ref().ok_or_else(gone)?;
+    let (reply, answer) = bounded(1);
+    jobs.send(SpawnJob { command, reply }).map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
 }
 
 /// How an exit status reads.
@@ -143,6 +190,7 @@ mod tests {
             args: &[],
             env: &env,
             cwd: None,
+            outlives: false,
         };
         let shown = format!("{spec:?}");
         assert!(shown.contains("SIGNAL_CLIENT_SECRET"), "{shown}");

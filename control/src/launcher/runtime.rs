@@ -736,6 +736,7 @@ fn spawn_instance(inner: &Arc<Inner>, table: &mut Table, id: u64) -> Option<u32>
         args: &args,
         env: &env,
         cwd: inner.options.workdir.as_deref(),
+        outlives: app.outlives_viscript,
     };
     let weak = Arc::downgrade(inner);
     let exit_log = Arc::clone(&log);

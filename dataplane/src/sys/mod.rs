@@ -27,6 +27,8 @@
 //!   control crate's namespace lab (the demo and the tests) only.
 //! - [`capture`]: [`PacketCapture`](capture::PacketCapture), an `AF_PACKET` socket that
 //!   sees every frame of one interface (the demo's proof that relays see no plaintext).
+//! - [`process`]: [`die_with_parent`](process::die_with_parent), so that viscript's apps
+//!   end with it even when it is killed with SIGKILL (`PR_SET_PDEATHSIG`).
 //!
 //! What it does not do: decide anything. Which routes to add, which packet goes where, when
 //! to read: that is the engine's business.
@@ -46,6 +48,7 @@ pub mod batch;
 pub mod capture;
 pub mod netlink;
 pub mod netns;
+pub mod process;
 pub mod socket;
 pub mod tun;
 pub mod udp;
