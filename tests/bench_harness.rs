@@ -238,6 +238,40 @@ fn a_missing_iperf3_names_the_install_command() {
     assert!(stderr.contains("apt-get install -y iperf3"), "{stderr}");
 }
 
+#[test]
+fn a_missing_ping_is_named_before_anything_is_measured() {
+    if !is_root() {
+        println!("a_missing_ping_is_named_before_anything_is_measured: skipped: needs root");
+        return;
+    }
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A PATH with iperf3 (and nothing else): it used to fail much later with "the skywire
+    // tunnel did not come up".
+    let dir = Scratch::new();
+    let bin = dir.path("bin");
+    fs::create_dir(&bin).unwrap();
+    let iperf3 = Command::new("sh")
+        .args(["-c", "command -v iperf3"])
+        .output()
+        .unwrap();
+    let iperf3 = text(&iperf3.stdout).trim().to_owned();
+    assert!(!iperf3.is_empty(), "iperf3 is needed for this test");
+    std::os::unix::fs::symlink(&iperf3, bin.join("iperf3")).unwrap();
+    let out = Command::new(skywire_binary())
+        .args(["bench", "--seconds", "1"])
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("ping is not installed") && stderr.contains("iputils-ping"),
+        "{stderr}"
+    );
+}
+
 /// A symlink planted where the results go (as root, the old `fs::write` rewrote its
 /// target) is refused before anything is measured, and its target is left alone.
 #[test]

@@ -790,6 +790,16 @@ pub fn run(out: &mut dyn Write, options: &BenchOptions) -> Result<Report, BenchE
             install: "apt-get install -y iperf3",
         });
     };
+    // Every tunnel is proven up with a ping first, and the lab is built with `ip`: say so
+    // now, not "the tunnel did not come up" later.
+    for (tool, install) in [
+        ("ping", "apt-get install -y iputils-ping"),
+        ("ip", "apt-get install -y iproute2"),
+    ] {
+        if !tools::installed(tool) {
+            return Err(BenchError::Missing { tool, install });
+        }
+    }
     // One run at a time, machine-wide: held until this function returns.
     let _lock = take_lock()?;
     let mut run = Run {
