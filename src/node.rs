@@ -30,6 +30,16 @@ pub(crate) struct NodeArgs {
 
 pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    if !config.has_node_section() {
+        // An empty file, or a manager's or the apps' config given by mistake: say that,
+        // not that the default key file /etc/skywire/node.key is missing.
+        eprintln!(
+            "skywire: error: {} has no node: section (is it a manager's config, or empty? A \
+             node's needs at least `node: {{key: PATH}}`; config.yaml has an example)",
+            args.config.display()
+        );
+        return Ok(ExitCode::from(78));
+    }
     if args.check {
         let setup = config.node_setup()?;
         println!(

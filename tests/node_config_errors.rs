@@ -1,7 +1,8 @@
 //! `skywire node --config F --check`, run as the real binary (no root needed): a good config
 //! exits 0; each kind of bad config exits 78 with one error line naming the file, the line
 //! and the key: a YAML syntax error, an unknown key, a bad prefix, a missing key file, a key
-//! file others can read.
+//! file others can read; and the reliability suite's table of 26 bad configs (issue 16,
+//! row 11), a node started on one (creates nothing), and a config linked to a secret.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -171,4 +172,251 @@ fn a_key_file_others_can_read_is_refused() {
     // Back to 0600: good again.
     chmod(&key, 0o600);
     assert_eq!(check(&config).status.code(), Some(0));
+}
+
+/// The reliability suite's bad configs (issue 16, row 11): each one exits 78 with one error
+/// line that names the file (and, where the YAML has them, the line and the key), starts
+/// nothing, and prints nothing of an unrelated file. `(name, text, line, key, fragments)`;
+/// a line of 0 means the error is about the whole file.
+#[test]
+fn every_kind_of_bad_config_is_one_located_line_and_starts_nothing() {
+    let dir = Scratch::new();
+    dir.keygen("node.key");
+    let long_key = format!("node:\n  key: node.key\n  {}: 1\n", "k".repeat(100));
+    let big = format!("# {}\n", "x".repeat(11 << 20));
+    let cases: Vec<(&str, String, u32, &str, &[&str])> = vec![
+        ("empty", String::new(), 0, "", &["no node: section"]),
+        (
+            "only-comments",
+            "# nothing here\n".into(),
+            0,
+            "",
+            &["no node: section"],
+        ),
+        (
+            "managers",
+            "manager:\n  key: m.key\n".into(),
+            0,
+            "",
+            &["no node: section"],
+        ),
+        (
+            "syntax",
+            edit("listen: 198.18.1.1:6000", "listen: [198.18"),
+            3,
+            "node.listen",
+            &[],
+        ),
+        (
+            "tab",
+            edit("  key: node.key", "\tkey: node.key"),
+            2,
+            "",
+            &["tab"],
+        ),
+        (
+            "wrong-type",
+            edit("listen: 198.18.1.1:6000", "listen: 5"),
+            3,
+            "node.listen",
+            &["IP:PORT"],
+        ),
+        (
+            "port",
+            edit("1.1:6000", "1.1:99999"),
+            3,
+            "node.listen",
+            &["IP:PORT"],
+        ),
+        (
+            "unknown-key",
+            edit("  listen:", "  lisen: 1\n  listen:"),
+            3,
+            "node.lisen",
+            &["unknown field `lisen`"],
+        ),
+        (
+            "duplicate-key",
+            edit("  listen:", "  key: node.key\n  listen:"),
+            3,
+            "node",
+            &["duplicate"],
+        ),
+        (
+            "two-documents",
+            format!("{GOOD}---\n{GOOD}"),
+            20,
+            "",
+            &["single YAML document"],
+        ),
+        ("a-list", "- node\n".into(), 1, "", &["mapping"]),
+        ("a-scalar", "node\n".into(), 1, "", &["mapping"]),
+        (
+            "prefix-length",
+            edit("10.77.0.1/24", "10.77.0.1/33"),
+            7,
+            "node.tun.addresses[0]",
+            &["prefix length"],
+        ),
+        (
+            "prefix-text",
+            edit("10.77.0.1/24", "10.77.0.x/24"),
+            7,
+            "node.tun.addresses[0]",
+            &[],
+        ),
+        (
+            "tun-name",
+            edit("name: sky0", "name: 'a b'"),
+            6,
+            "node.tun.name",
+            &["interface name"],
+        ),
+        (
+            "mtu",
+            edit(
+                "    addresses: [10.77",
+                "    mtu: 70000\n    addresses: [10.77",
+            ),
+            7,
+            "node.tun.mtu",
+            &["576 to 9000"],
+        ),
+        (
+            "peer-key",
+            edit("peer: c0c0", "peer: zz"),
+            10,
+            "node.routes[0].peer",
+            &[],
+        ),
+        (
+            "route-id-zero",
+            edit("out_id: 100", "out_id: 0"),
+            13,
+            "node.routes[0].out_id",
+            &[],
+        ),
+        (
+            "route-id-type",
+            edit("out_id: 100", "out_id: [1]"),
+            13,
+            "node.routes[0].out_id",
+            &[],
+        ),
+        (
+            "keepalive",
+            edit("persistent_keepalive: 25s", "persistent_keepalive: soon"),
+            16,
+            "node.routes[0].persistent_keepalive",
+            &[],
+        ),
+        (
+            "relay-id-twice",
+            edit("in_id: 300", "in_id: 201"),
+            18,
+            "node.relays[0].in_id",
+            &["unique", "line 14"],
+        ),
+        (
+            "missing-key-file",
+            edit("key: node.key", "key: absent.key"),
+            2,
+            "node.key",
+            &["absent.key"],
+        ),
+        (
+            "empty-key-path",
+            edit("key: node.key", "key: ''"),
+            2,
+            "node.key",
+            &[],
+        ),
+        (
+            "long-key-name",
+            long_key,
+            3,
+            "node.<100 characters not shown>",
+            &["unknown field `<100 characters not shown>`"],
+        ),
+        (
+            "nul-byte",
+            "node:\n  key: \u{0}\n".into(),
+            2,
+            "node",
+            &["unexpected character"],
+        ),
+        ("ten-megabytes", big, 0, "", &["too large"]),
+    ];
+    assert!(cases.len() >= 25);
+    let mut wrong = Vec::new();
+    for (name, yaml, line, key, fragments) in &cases {
+        let config = dir.write(&format!("{name}.yaml"), yaml);
+        let out = check(&config);
+        let err = text_of(&out);
+        let file = format!("skywire: error: {}", config.display());
+        let checks = [
+            (out.status.code() == Some(EXIT_CONFIG), "exit 78"),
+            (out.stdout.is_empty(), "nothing on stdout"),
+            (err.lines().count() == 1, "one line"),
+            (err.starts_with(&file), "the file first"),
+            (
+                *line == 0 || err.starts_with(&format!("{file}:{line}:")),
+                "the line",
+            ),
+            (
+                key.is_empty() || err.contains(&format!(" {key}: ")),
+                "the key",
+            ),
+            (fragments.iter().all(|f| err.contains(f)), "the words"),
+        ];
+        for (ok, what) in checks {
+            if !ok {
+                wrong.push(format!("{name}: {what}: {err}"));
+            }
+        }
+        println!("{name}: {}", err.trim_end());
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // Bytes that are not UTF-8 (an alias bomb is refused by the parser's budget: the
+    // config module's unit tests).
+    let binary = dir.path("binary.yaml");
+    std::fs::write(&binary, b"node:\n  key: \xff\xfe\n").unwrap();
+    let err = text_of(&check(&binary));
+    assert!(
+        err.starts_with(&format!("skywire: error: {}:2:", binary.display()))
+            && err.contains("not UTF-8"),
+        "{err}"
+    );
+
+    // Not just `--check`: a node started on a bad config exits 78 too, and creates
+    // nothing (its control socket folder stays absent).
+    let bad = dir.write(
+        "start.yaml",
+        &edit("10.77.0.1/24", "10.77.0.1/33").replace("ctl/node.sock", "run-here/node.sock"),
+    );
+    let (out, _, err) = skywire(&["node", "--config", path_arg(&bad)]);
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{err}");
+    assert!(
+        !dir.path("run-here").exists(),
+        "a bad config started something"
+    );
+
+    // A config that is a symlink to a file that is not YAML (another program's secrets):
+    // its lines are not printed.
+    let secret = dir.write(
+        "secrets",
+        "root:$y$j9T$SECRETSECRETSECRETSECRET$HASHHASHHASH:19000:0:99999:7:::\n",
+    );
+    let link = dir.path("linked.yaml");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let out = check(&link);
+    let err = text_of(&out);
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{err}");
+    assert!(!err.contains("SECRET") && !err.contains("root"), "{err}");
+}
+
+/// Standard error as text.
+fn text_of(out: &Output) -> String {
+    text(&out.stderr)
 }

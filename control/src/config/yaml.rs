@@ -147,12 +147,12 @@ fn push_key(out: &mut String, key: &str) {
     if !out.is_empty() {
         out.push('.');
     }
-    if is_plain_word(key) {
-        out.push_str(key);
-    } else if shown_key(key) {
-        out.push_str(&format!("{key:?}"));
-    } else {
+    if !shown_key(key) {
         out.push_str(&hidden(key));
+    } else if is_plain_word(key) {
+        out.push_str(key);
+    } else {
+        out.push_str(&format!("{key:?}"));
     }
 }
 
