@@ -8,16 +8,20 @@
 //!   failure sorted (not running, not allowed, other).
 //! - [`lines`]: read one newline-terminated request of at most a given size.
 //! - [`slots`]: serve at most a given number of connections at once.
+//! - [`evict`]: the same, where a newcomer takes the place of the connection idle longest
+//!   (the node's control socket, so that idle clients cannot lock `status` out).
 //! - [`stop`]: [`StopSignal`], a stop flag with an eventfd, so that an accept loop waits in
 //!   `poll(2)` for a connection or the stop, whichever comes first, and never polls.
 //! - [`raise_fd_limit`]: the soft limit of open files raised to the hard one, for the
 //!   daemons that hold a descriptor or two per stream (the node, the SOCKS apps).
 
+pub mod evict;
 pub mod lines;
 pub mod slots;
 pub mod socket;
 pub mod stop;
 
+pub use evict::{Connections, Member};
 pub use lines::{LineRead, read_line};
 pub use slots::ConnectionSlot;
 pub use socket::{

@@ -10,8 +10,11 @@
 //!   accepted the moment it arrives, `stop` ends the loop at once, and an idle node never
 //!   wakes for it. Each connection gets a short-lived thread with 5 s read and write
 //!   timeouts, so a slow or idle client holds only its own thread; at most
-//!   [`MAX_CONNECTIONS`] are served at once, and a connection beyond that gets
-//!   `unavailable` and is closed.
+//!   [`MAX_CONNECTIONS`] are open at once ([`Connections`]). When they are, a newcomer
+//!   takes the place of the one that has waited longest without a request being answered
+//!   (it is shut down), so clients that connect and say nothing, or say it a byte at a
+//!   time, cannot lock `status` out; only when every place is busy answering does a
+//!   newcomer get `unavailable`.
 //! - **Bad input.** A line longer than [`MAX_REQUEST`], not UTF-8 or not JSON gets a
 //!   `bad_request` answer and closes that connection only; lines are read with a bounded
 //!   reader, so a long line is never buffered whole.
@@ -27,15 +30,15 @@ use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::thread;
+use std::time::Instant;
 
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{EngineGone, EngineHandle, GrantError, NodeStatus};
 use skywire_dataplane::route::Prefix;
 
 use crate::local::{
-    BoundSocket, ConnectionSlot, LineRead, StopSignal, bind_private, is_allowed, peer_uid,
+    BoundSocket, Connections, LineRead, Member, StopSignal, bind_private, is_allowed, peer_uid,
     read_line,
 };
 use crate::manager::proto::{ErrorKind as ManagerErrorKind, Key, ProtoError, RouteRequest};
@@ -258,11 +261,11 @@ impl ControlServer {
     /// `node` is shared by the connection threads, hence `Sync`.
     pub fn serve(self, node: impl NodeApi + Send + Sync + 'static, stop: &StopSignal) {
         let node: Arc<dyn NodeApi + Send + Sync> = Arc::new(node);
-        let active = Arc::new(AtomicUsize::new(0));
+        let open = Connections::new(MAX_CONNECTIONS);
         stop.accept_until_stopped(
             self.listener.as_fd(),
             || self.listener.accept(),
-            |(stream, _)| self.start_connection(stream, &node, &active),
+            |(stream, _)| self.start_connection(stream, &node, &open),
         );
     }
 
@@ -281,9 +284,9 @@ impl ControlServer {
         &self,
         stream: UnixStream,
         node: &Arc<dyn NodeApi + Send + Sync>,
-        active: &Arc<AtomicUsize>,
+        open: &Connections,
     ) {
-        let slot = ConnectionSlot::take_of(active, MAX_CONNECTIONS);
+        let slot = open.admit(&stream, Instant::now());
         let setup = stream
             .set_nonblocking(false)
             .and_then(|()| stream.set_read_timeout(Some(CONNECTION_TIMEOUT)))
@@ -296,7 +299,10 @@ impl ControlServer {
             let busy = Response::<Reply>::error(
                 None,
                 ErrorKind::Unavailable,
-                format!("the node is already serving {MAX_CONNECTIONS} control connections"),
+                format!(
+                    "the node is answering {MAX_CONNECTIONS} control requests at once; try \
+                     again"
+                ),
             );
             let _ = (&stream).write_all(&busy.to_line());
             return;
@@ -306,15 +312,12 @@ impl ControlServer {
         // If no thread can be had, the connection is dropped (closed) with the closure.
         let _ = thread::Builder::new()
             .name("skywire-ctl-conn".to_owned())
-            .spawn(move || {
-                let _slot = slot;
-                serve_connection(stream, &*node, owner_uid);
-            });
+            .spawn(move || serve_connection(stream, &*node, owner_uid, &slot));
     }
 }
 
 /// One connection: check the peer, then answer lines until it closes, errs or idles out.
-fn serve_connection(stream: UnixStream, node: &dyn NodeApi, owner_uid: u32) {
+fn serve_connection(stream: UnixStream, node: &dyn NodeApi, owner_uid: u32, place: &Member) {
     let mut writer = &stream;
     let Ok(peer_uid) = peer_uid(&stream) else {
         return;
@@ -335,8 +338,13 @@ fn serve_connection(stream: UnixStream, node: &dyn NodeApi, owner_uid: u32) {
     let mut reader = BufReader::new(&stream);
     let mut line = Vec::new();
     loop {
-        let answer = match read_line(&mut reader, MAX_REQUEST, &mut line) {
-            Ok(LineRead::Line) if line.trim_ascii().is_empty() => continue,
+        let read = read_line(&mut reader, MAX_REQUEST, &mut line);
+        place.busy();
+        let answer = match read {
+            Ok(LineRead::Line) if line.trim_ascii().is_empty() => {
+                place.idle(Instant::now());
+                continue;
+            }
             Ok(LineRead::Line) => respond(&line, node),
             Ok(LineRead::TooLong) => Answer {
                 line: Response::<Reply>::error(
@@ -350,6 +358,10 @@ fn serve_connection(stream: UnixStream, node: &dyn NodeApi, owner_uid: u32) {
             // Closed, cut off mid-line, idle too long, or a socket error: nobody to answer.
             Ok(LineRead::Eof | LineRead::Truncated) | Err(_) => return,
         };
+        // Answered: from here the connection waits on its client (to read this answer,
+        // then to ask again), so it may make room for a newcomer. (Marked before the
+        // write, so a client that has its answer never finds itself still counted busy.)
+        place.idle(Instant::now());
         if writer.write_all(&answer.line).is_err() || answer.close {
             return;
         }
