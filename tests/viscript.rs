@@ -835,3 +835,95 @@ fn a_killed_viscript_takes_its_apps_with_it_unless_told_otherwise() {
     send_signal(u32::try_from(keeper).unwrap(), "-KILL");
     viscript.pids.clear();
 }
+
+#[test]
+fn apps_that_segfault_double_fork_or_flood_their_output_are_contained() {
+    let scratch = Scratch::new();
+    scratch.file(
+        "segv.sh",
+        "#!/bin/sh\necho about to crash\nkill -SEGV $$\n",
+        0o755,
+    );
+    // Leaves a grandchild behind in its process group, and exits at once.
+    scratch.file(
+        "forker.sh",
+        "#!/bin/sh\n(sleep 300 &)\necho forked\nexec sleep 300\n",
+        0o755,
+    );
+    // 100 MB of output as fast as the pipe takes it (2 million lines).
+    scratch.file(
+        "flood.sh",
+        "#!/bin/sh\nyes 'flood flood flood flood flood flood flood flood' | head -c 100000000\n",
+        0o755,
+    );
+    let config = scratch.write(
+        "config.yaml",
+        "apps:
+  segv:
+    daemon: true
+    path: segv.sh
+  forker:
+    path: forker.sh
+  flood:
+    path: flood.sh
+",
+    );
+    let mut v = Viscript::start_with(
+        &scratch,
+        &config,
+        "127.0.0.1:0",
+        &["--restart-delay", "100ms", "--restart-limit", "2"],
+        &[],
+    );
+    // SIGSEGV: seen as a signal, restarted with backoff, then given up.
+    v.json(&["s", "segv"]);
+    let row = v.wait_state(1, "gave-up");
+    assert_eq!(row["detail"], "killed by signal 11", "{row}");
+    assert_eq!(row["restarts"], 2, "{row}");
+
+    // A double fork: `sd` stops the whole process group, grandchild included.
+    let forker = v.json(&["s", "forker"])["pid"].as_u64().unwrap();
+    wait_for("the forker to fork", || {
+        let log = v.json(&["attach", "2"]);
+        log["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "forked")
+            .then_some(())
+    });
+    let in_group = || {
+        let out = Command::new("pgrep")
+            .args(["-g", &forker.to_string()])
+            .output()
+            .unwrap();
+        text(&out.stdout).lines().count()
+    };
+    assert!(in_group() >= 2, "no grandchild in the app's group");
+    v.json(&["sd", "2"]);
+    v.wait_state(2, "stopped");
+    wait_for("the grandchild to go", || (in_group() == 0).then_some(()));
+
+    // A flood of output: kept bounded (the last lines), viscript's memory too.
+    let flooding = Instant::now();
+    v.json(&["s", "flood"]);
+    v.wait_state(3, "exited");
+    println!("100 MB of output read in {:?}", flooding.elapsed());
+    let log = v.json(&["attach", "3"]);
+    let lines = log["lines"].as_array().unwrap().len();
+    assert!((1..=2000).contains(&lines), "{lines} lines kept");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", v.child.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    println!("viscript's RSS after the flood: {rss_kib} KiB; {lines} lines kept");
+    assert!(
+        rss_kib < 64 * 1024,
+        "viscript holds {rss_kib} KiB after the flood"
+    );
+    v.assert_no_zombies();
+    v.stop();
+}
