@@ -202,6 +202,16 @@ impl ManagedMesh {
         }
     }
 
+    /// SIGKILL the manager and reap it (no clean-up of its own runs).
+    pub(crate) fn kill9_manager(&mut self) {
+        if let Some(mut proc) = self.manager.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &proc.pid().to_string()])
+                .status();
+            let _ = proc.wait(Duration::from_secs(5));
+        }
+    }
+
     /// `skywire ARGS --socket <node i's socket>`: (exit code, stdout, stderr).
     pub(crate) fn sky(&self, i: usize, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(skywire_binary())

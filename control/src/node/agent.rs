@@ -469,10 +469,18 @@ impl Agent {
     fn remember(&mut self, request: &UserRequest, reply: &UserReply) {
         match (request, reply) {
             (UserRequest::RouteAdd(request), UserReply::Route(info)) => {
-                let mut request = request.clone();
-                request.id = Some(info.id);
                 self.asked.remove(&info.id);
-                self.intents.insert(info.id, request);
+                // The same request again is answered with the route this node has: keep
+                // the intent it has, whose nonce derives the id (the new nonce does not).
+                if let Some(nonce) = request.nonce {
+                    self.asked
+                        .remove(&MeshRouteId::derive(&self.params.key, &nonce).unwrap_or(info.id));
+                }
+                if !self.intents.contains_key(&info.id) {
+                    let mut request = request.clone();
+                    request.id = Some(info.id);
+                    self.intents.insert(info.id, request);
+                }
             }
             (UserRequest::RouteRemove(id), _) => {
                 self.intents.remove(id);

@@ -467,6 +467,7 @@ impl ManagerCore {
             }
         }
         self.adopt_routes(key, &register, now);
+        self.drop_forgotten_routes(key, &register, now);
         self.sort_held_rules(key, &register, now);
         // Active routes that need this node's rules, which it no longer holds (it
         // restarted): rebuild them.
@@ -560,6 +561,29 @@ impl ManagerCore {
                 Level::Info,
                 format!("route {id} of {} adopted: setting it up", short(&key)),
             );
+        }
+    }
+
+    /// Routes the manager has from `key` that its `REGISTER` does not list: the node no
+    /// longer owns them (it restarted, and its routes lived in its memory), so nobody will
+    /// ever use or remove them; their rules are taken down. Without this, the node's next
+    /// `route add` to the same destination would be answered with the old route, whose id
+    /// the node cannot derive, and a later manager restart would refuse to adopt it.
+    fn drop_forgotten_routes(&mut self, key: PublicKey, register: &Register, now: Instant) {
+        let listed: HashSet<MeshRouteId> = register.routes.iter().filter_map(|r| r.id).collect();
+        for id in self
+            .routes
+            .ids_where(|r| r.src == key && !listed.contains(&r.id))
+        {
+            if self.route_remove(key, id, now).is_ok() {
+                self.log(
+                    Level::Info,
+                    format!(
+                        "route {id} of {} dropped: the node registered without it (it restarted)",
+                        short(&key)
+                    ),
+                );
+            }
         }
     }
 

@@ -1047,6 +1047,68 @@ fn a_route_is_adopted_only_by_the_node_its_id_names() {
 }
 
 #[test]
+fn a_route_its_owner_no_longer_lists_is_dropped() {
+    // Node 1 owns a route (adopted from its REGISTER); it restarts (a new process, whose
+    // routes lived in memory) and registers without it: the route goes, so its next
+    // `route add` makes a route whose id it can derive, not the old one.
+    let (mut core, keys, now) = core_with(3);
+    let nonce = Bytes32([5; 32]);
+    let id = MeshRouteId::derive(&keys[0], &nonce).unwrap();
+    let register = |routes: Vec<RouteRequest>, rules: Vec<HeldRule>| Register {
+        endpoint: Some("198.18.0.1:6000".parse().unwrap()),
+        tun: vec![WirePrefix("10.9.0.1/32".parse().unwrap())],
+        routes,
+        rules,
+        ..Register::default()
+    };
+    let owned = RouteRequest {
+        id: Some(id),
+        nonce: Some(nonce),
+        dst: Key(keys[2]),
+        min_hops: None,
+        max_hops: None,
+        avoid: vec![],
+        weight: None,
+    };
+    let end = HeldRule {
+        route: id,
+        in_id: 5,
+        end: true,
+    };
+    core.authenticated(ConnId(11), keys[0], now);
+    core.frame(
+        ConnId(11),
+        Frame::request(kind::REGISTER, 1, &register(vec![owned.clone()], vec![end])),
+        now,
+    );
+    core.drain();
+    assert_eq!(core.routes(now).len(), 1);
+    // A reconnect that lists it keeps it.
+    core.authenticated(ConnId(12), keys[0], now);
+    core.frame(
+        ConnId(12),
+        Frame::request(kind::REGISTER, 1, &register(vec![owned], vec![end])),
+        now,
+    );
+    core.drain();
+    assert_eq!(core.routes(now).len(), 1);
+    // A restart that does not: dropped, and said.
+    core.authenticated(ConnId(13), keys[0], now);
+    core.frame(
+        ConnId(13),
+        Frame::request(kind::REGISTER, 1, &register(vec![], vec![])),
+        now,
+    );
+    let out = core.drain();
+    assert!(core.routes(now).is_empty(), "{:?}", core.routes(now));
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Log(_, line)
+            if line.contains("dropped: the node registered without it"))),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn endpoints_are_addresses_to_send_to_and_nobody_elses() {
     let (mut core, keys, now) = core_with(2);
     let other = PrivateKey::from_bytes([30; 32]).public_key();

@@ -320,6 +320,67 @@ fn what_the_node_owns_is_registered_again_after_a_reconnect() {
 }
 
 #[test]
+fn the_same_route_asked_twice_keeps_the_nonce_that_derives_its_id() {
+    let now = Instant::now();
+    let mut a = registered(now);
+    let dst = peer();
+    let ask = |a: &mut Agent, token: u64| {
+        a.user_request(
+            token,
+            UserRequest::RouteAdd(RouteRequest {
+                id: None,
+                nonce: None,
+                dst,
+                min_hops: None,
+                max_hops: None,
+                avoid: Vec::new(),
+                weight: None,
+            }),
+        );
+        a.drain().pop().unwrap()
+    };
+    let first = ask(&mut a, 1);
+    let asked: RouteRequest = first.parse().unwrap();
+    let nonce = asked.nonce.unwrap();
+    let id = MeshRouteId::derive(&a.key(), &nonce).unwrap();
+    let info = RouteInfo {
+        id,
+        src: Key(a.key()),
+        dst,
+        path: vec![Key(a.key()), dst],
+        state: RouteState::Active,
+        min_hops: 1,
+        max_hops: 16,
+        avoid: vec![],
+        weight: crate::manager::topology::RouteWeight::Hops,
+        repairs: 0,
+        reason: None,
+        retry_in_ms: None,
+    };
+    a.frame(
+        Frame::ok(kind::ROUTE_ADD, first.id, &info),
+        now,
+        &mut Fake::default(),
+    );
+    // Asked again (with a fresh nonce): the manager answers with the same route.
+    let second = ask(&mut a, 2);
+    a.frame(
+        Frame::ok(kind::ROUTE_ADD, second.id, &info),
+        now,
+        &mut Fake::default(),
+    );
+    assert!(a.completions().iter().all(|c| c.result.is_ok()));
+    let owned = a.owned_routes();
+    assert_eq!(owned.len(), 1);
+    assert_eq!(owned[0].id, Some(id));
+    assert_eq!(
+        owned[0].nonce,
+        Some(nonce),
+        "the first nonce, which derives the id"
+    );
+}
+
+#[test]
 fn a_silent_manager_is_given_up() {
     let t0 = Instant::now();
     let mut a = agent();
