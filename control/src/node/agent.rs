@@ -476,11 +476,11 @@ impl Agent {
                     self.asked
                         .remove(&MeshRouteId::derive(&self.params.key, &nonce).unwrap_or(info.id));
                 }
-                if !self.intents.contains_key(&info.id) {
+                self.intents.entry(info.id).or_insert_with(|| {
                     let mut request = request.clone();
                     request.id = Some(info.id);
-                    self.intents.insert(info.id, request);
-                }
+                    request
+                });
             }
             (UserRequest::RouteRemove(id), _) => {
                 self.intents.remove(id);
