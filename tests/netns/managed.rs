@@ -70,7 +70,7 @@ impl ManagedMesh {
     /// Hosts `names`, joined by `links` (host, host, third byte of the link's subnet), the
     /// manager knowing those links, and a node in each host registered with it; `setup`
     /// adds to node `i`'s config (`tun`, `manager.accept`, ...) before it starts. Returns
-    /// once every node is online at the manager.
+    /// once every node is online at the manager and every link is proven by both ends.
     pub(crate) fn start(
         names: &[&str],
         links: &[(usize, usize, u8)],
@@ -158,6 +158,21 @@ impl ManagedMesh {
         assert!(
             online.is_some(),
             "nodes did not register:\n{}",
+            mesh.manager_log()
+        );
+        // And every link proven by both its ends (routes use no other).
+        let links = links.len();
+        let proven = wait_until(Duration::from_secs(10), || {
+            mesh.nodes_json().is_some_and(|v| {
+                v["links"]
+                    .as_array()
+                    .is_some_and(|l| l.len() == links && l.iter().all(|l| l["state"] == "up"))
+            })
+        });
+        assert!(
+            proven.is_some(),
+            "links not proven: {:?}\n{}",
+            mesh.nodes_json(),
             mesh.manager_log()
         );
         mesh
