@@ -46,6 +46,7 @@
 mod command;
 mod process;
 mod stale;
+pub mod impair;
 
 use core::time::Duration;
 use std::ffi::OsStr;
