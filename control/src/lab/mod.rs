@@ -44,9 +44,9 @@
 //! recorded in the folder. Names of live processes are never touched.
 
 mod command;
+pub mod impair;
 mod process;
 mod stale;
-pub mod impair;
 
 use core::time::Duration;
 use std::ffi::OsStr;

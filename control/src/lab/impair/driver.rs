@@ -4,7 +4,7 @@
 //!
 //! The client is whoever sent last to the listening address; replies from the target go
 //! back to it. Datagrams reaching the target socket from any other address are ignored
-//! (and not counted). A failed send is skipped: one datagram never ends the loop.
+//! (and not counted). A failed send is skipped and counted (`send_failed`): one datagram never ends the loop.
 //!
 //! Commands ([`RelayCommand`], one a line on the relay's stdin in `skywire lab impair`)
 //! change a direction's settings or ask for the counters while it runs; the loop checks
@@ -227,7 +227,7 @@ impl Relay {
                 }
             }
             while let Some(transmit) = core.poll_transmit(Instant::now()) {
-                let _ = match transmit.dir {
+                let sent = match transmit.dir {
                     Dir::Forward => self
                         .target_socket
                         .send_to(&transmit.bytes, self.options.target),
@@ -236,6 +236,9 @@ impl Relay {
                         None => Ok(0),
                     },
                 };
+                if sent.is_err() {
+                    core.count_send_failure(transmit.dir);
+                }
             }
         }
         if let Some(log) = &mut log {

@@ -27,7 +27,7 @@
 //! datagrams a second are all the tests need.
 //!
 //! Invariants: a held or delayed datagram is sent exactly once per copy; the reorder hold
-//! is flushed after [`HOLD_TIMEOUT`] even when it is not full, so a stream that stops never
+//! is flushed [`HOLD_TIMEOUT`] after its latest datagram even when it is not full, so a stream that stops never
 //! strands its last datagrams; the history keeps at most [`HISTORY`] datagrams a direction.
 
 pub mod driver;
@@ -40,7 +40,8 @@ use serde::Serialize;
 
 pub use settings::{Impairments, SettingsError};
 
-/// How long a reorder hold that is not full waits for more before it is released anyway.
+/// How long a reorder hold that is not full waits for its next datagram before it is
+/// released anyway (an idle time: a steady stream fills a hold of any size).
 pub const HOLD_TIMEOUT: Duration = Duration::from_millis(20);
 /// Datagrams a direction remembers for replays.
 pub const HISTORY: usize = 1024;
@@ -99,6 +100,8 @@ pub struct Counters {
     pub bytes_received: u64,
     /// Bytes sent on.
     pub bytes_sent: u64,
+    /// Sends the system refused (a full socket buffer): counted in `sent`, never arrived.
+    pub send_failed: u64,
 }
 
 /// Both directions' counters, as the relay prints them (one JSON object).
@@ -152,7 +155,9 @@ impl Rng {
     /// The generator of datagram `n` of direction `dir` under `seed`.
     fn for_datagram(seed: u64, dir: Dir, n: u64) -> Self {
         let mut rng = Rng(seed ^ (dir.index() as u64).wrapping_mul(0xA076_1D64_78BD_642F));
-        rng.0 ^= rng.next().wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        rng.0 ^= rng
+            .next()
+            .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         rng
     }
 
@@ -188,7 +193,7 @@ struct Lane {
     settings: Impairments,
     counters: Counters,
     next_n: u64,
-    /// The reorder hold and when its first datagram came.
+    /// The reorder hold and when its latest datagram came.
     hold: Vec<Vec<u8>>,
     hold_since: Option<Instant>,
     /// Earlier datagrams, as sent, with their numbers.
@@ -327,9 +332,7 @@ impl Impairer {
         if s.reorder > 0 {
             lane.counters.held += copies.len() as u64;
             decision.held = true;
-            if lane.hold.is_empty() {
-                lane.hold_since = Some(now);
-            }
+            lane.hold_since = Some(now);
             lane.hold.extend(copies.into_iter().map(|(b, _)| b));
             if lane.hold.len() >= s.reorder {
                 self.release_hold(now, dir);
@@ -404,6 +407,11 @@ impl Impairer {
             .iter()
             .filter_map(|l| l.hold_since.map(|t| t + HOLD_TIMEOUT));
         due.into_iter().chain(holds).min()
+    }
+
+    /// The driver could not send a datagram [`Self::poll_transmit`] gave it.
+    pub fn count_send_failure(&mut self, dir: Dir) {
+        self.lane(dir).counters.send_failed += 1;
     }
 
     /// Datagrams held or scheduled and not sent yet.

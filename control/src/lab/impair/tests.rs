@@ -75,7 +75,11 @@ fn the_same_seed_decides_the_same_and_another_seed_differently() {
     let decide = |seed| {
         let mut core = Impairer::new(seed);
         let now = Instant::now();
-        core.set(now, Dir::Back, settings("loss=0.3,flip=0.3,dup=0.3,truncate=0.1"));
+        core.set(
+            now,
+            Dir::Back,
+            settings("loss=0.3,flip=0.3,dup=0.3,truncate=0.1"),
+        );
         (0..500u64)
             .map(|n| core.handle_datagram(now, Dir::Back, &n.to_be_bytes()))
             .collect::<Vec<_>>()
@@ -170,7 +174,10 @@ fn delay_and_jitter_hold_each_datagram_within_bounds() {
     for n in 0..200u64 {
         core.handle_datagram(start, Dir::Back, &n.to_be_bytes());
     }
-    assert_eq!(core.poll_transmit(start + Duration::from_micros(9_999)), None);
+    assert_eq!(
+        core.poll_transmit(start + Duration::from_micros(9_999)),
+        None
+    );
     let mut got = 0;
     let mut now = start;
     while let Some(next) = core.poll_timeout() {
@@ -257,7 +264,9 @@ fn everything_at_once_conserves_datagrams() {
 
 #[test]
 fn settings_parse_and_print_back() {
-    let s = settings(" loss=5% , dup=0.1,reorder=64,delay=10ms,jitter=500us,flip=1,truncate=0,replay=1% ");
+    let s = settings(
+        " loss=5% , dup=0.1,reorder=64,delay=10ms,jitter=500us,flip=1,truncate=0,replay=1% ",
+    );
     assert_eq!(s.loss, 0.05);
     assert_eq!(s.duplicate, 0.1);
     assert_eq!(s.reorder, 64);
@@ -297,7 +306,11 @@ fn bad_settings_are_refused_with_the_key() {
             assert_eq!(settings(text).loss, 0.0);
             continue;
         }
-        assert_eq!(text.parse::<Impairments>().as_ref(), Err(expected), "{text}");
+        assert_eq!(
+            text.parse::<Impairments>().as_ref(),
+            Err(expected),
+            "{text}"
+        );
     }
     assert_eq!(Impairments::parse_bytes(&[0xFF]), Err(E::NotUtf8));
 }
@@ -312,7 +325,10 @@ fn commands_parse() {
         "back none".parse::<RelayCommand>().unwrap(),
         RelayCommand::Set(Dir::Back, Impairments::default())
     );
-    assert_eq!("report".parse::<RelayCommand>().unwrap(), RelayCommand::Report);
+    assert_eq!(
+        "report".parse::<RelayCommand>().unwrap(),
+        RelayCommand::Report
+    );
     assert!("report now".parse::<RelayCommand>().is_err());
     assert!("sideways loss=1".parse::<RelayCommand>().is_err());
     assert!("forward loss=2".parse::<RelayCommand>().is_err());
