@@ -8,7 +8,7 @@ Subcommands:
         prints `sent=N`.
   recv  print "listening", then receive until --idle seconds pass without a datagram
         (or --timeout in all) and print one line: `received=N unique=U duplicates=D
-        highest=H out_of_order=O` (out_of_order: datagrams whose number is below one
+        highest=H out_of_order=O` (H is -1 when nothing came; out_of_order: datagrams whose number is below one
         received before them).
 
 Standard library only.
