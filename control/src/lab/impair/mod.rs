@@ -17,6 +17,10 @@
 //! [`driver`] is the thin loop around it (two UDP sockets, poll(2), the command lines on
 //! stdin); [`settings`] parses the per-direction settings.
 //!
+//! With a `rate`, datagrams of that direction leave at most that many a second, in the
+//! order they are due (a bottleneck, and what lets a hold of 9000 leave without the
+//! receiving veth's backlog dropping most of it).
+//!
 //! Per datagram, in this order: loss (nothing else happens), one bit flipped, truncation,
 //! then the datagram enters the history (for later replays) and is sent, twice if
 //! duplicated, each copy after the delay plus its jitter, or into the reorder hold; a
@@ -198,6 +202,19 @@ struct Lane {
     hold_since: Option<Instant>,
     /// Earlier datagrams, as sent, with their numbers.
     history: VecDeque<(u64, Vec<u8>)>,
+    /// Datagrams waiting for their time: (due, sequence) -> datagram; the sequence keeps
+    /// equal due times in the order they were scheduled.
+    scheduled: BTreeMap<(Instant, u64), Vec<u8>>,
+    /// With a `rate`: when the next datagram may leave.
+    next_free: Option<Instant>,
+}
+
+impl Lane {
+    /// When the first scheduled datagram may leave: its due time, or later under `rate`.
+    fn ready_at(&self) -> Option<Instant> {
+        let due = self.scheduled.first_key_value().map(|(k, _)| k.0)?;
+        Some(self.next_free.map_or(due, |free| due.max(free)))
+    }
 }
 
 /// The relay's core; see the module docs for the call order.
@@ -205,9 +222,6 @@ struct Lane {
 pub struct Impairer {
     seed: u64,
     lanes: [Lane; 2],
-    /// Datagrams waiting for their time: (due, sequence) -> datagram; the sequence keeps
-    /// equal due times in arrival order.
-    scheduled: BTreeMap<(Instant, u64), Transmit>,
     sequence: u64,
 }
 
@@ -217,7 +231,6 @@ impl Impairer {
         Self {
             seed,
             lanes: [Lane::default(), Lane::default()],
-            scheduled: BTreeMap::new(),
             sequence: 0,
         }
     }
@@ -255,8 +268,8 @@ impl Impairer {
 
     fn schedule(&mut self, due: Instant, dir: Dir, bytes: Vec<u8>) {
         self.sequence += 1;
-        self.scheduled
-            .insert((due, self.sequence), Transmit { dir, bytes });
+        let sequence = self.sequence;
+        self.lane(dir).scheduled.insert((due, sequence), bytes);
     }
 
     /// A datagram arrived going `dir`: decide its fate; what is to be sent comes out of
@@ -387,26 +400,33 @@ impl Impairer {
                 self.release_hold(now, dir);
             }
         }
-        let first = self.scheduled.first_key_value().map(|(k, _)| *k)?;
-        if first.0 > now {
-            return None;
-        }
-        let transmit = self.scheduled.remove(&first)?;
-        let lane = self.lane(transmit.dir);
+        // The lane whose datagram may leave first goes first.
+        let dir = [Dir::Forward, Dir::Back]
+            .into_iter()
+            .filter_map(|dir| Some((self.lane(dir).ready_at()?, dir)))
+            .min()
+            .filter(|(at, _)| *at <= now)?
+            .1;
+        let lane = self.lane(dir);
+        let (_, bytes) = lane.scheduled.pop_first()?;
         lane.counters.sent += 1;
-        lane.counters.bytes_sent += transmit.bytes.len() as u64;
-        Some(transmit)
+        lane.counters.bytes_sent += bytes.len() as u64;
+        if lane.settings.rate > 0 {
+            let gap = Duration::from_secs(1) / lane.settings.rate;
+            lane.next_free = Some(lane.next_free.map_or(now, |free| free.max(now)) + gap);
+        }
+        Some(Transmit { dir, bytes })
     }
 
     /// When [`Self::poll_transmit`] next has something: the first due datagram or the end
     /// of a hold's wait.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let due = self.scheduled.first_key_value().map(|(k, _)| k.0);
+        let due = self.lanes.iter().filter_map(Lane::ready_at);
         let holds = self
             .lanes
             .iter()
             .filter_map(|l| l.hold_since.map(|t| t + HOLD_TIMEOUT));
-        due.into_iter().chain(holds).min()
+        due.chain(holds).min()
     }
 
     /// The driver could not send a datagram [`Self::poll_transmit`] gave it.
@@ -416,7 +436,10 @@ impl Impairer {
 
     /// Datagrams held or scheduled and not sent yet.
     pub fn pending(&self) -> usize {
-        self.scheduled.len() + self.lanes.iter().map(|l| l.hold.len()).sum::<usize>()
+        self.lanes
+            .iter()
+            .map(|l| l.scheduled.len() + l.hold.len())
+            .sum()
     }
 }
 

@@ -15,6 +15,7 @@
 //! | `flip`     | probability                   | one random bit inverted               |
 //! | `truncate` | probability                   | cut to a random shorter length        |
 //! | `replay`   | probability                   | followed by an earlier datagram again |
+//! | `rate`     | datagrams a second, 1..=10^7  | leaves no sooner than 1/rate after the previous one |
 //!
 //! A probability is a number in `0..=1` or a percentage (`5%`); a duration is a whole
 //! number with `us`, `ms` or `s` and at most 10 s. The parser takes untrusted text and
@@ -28,6 +29,8 @@ use thiserror::Error;
 
 /// The largest `reorder` hold: more would only hold memory.
 pub const MAX_HOLD: usize = 65_536;
+/// The highest `rate`, datagrams a second.
+pub const MAX_RATE: u32 = 10_000_000;
 /// The longest `delay` or `jitter`.
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
 
@@ -50,6 +53,8 @@ pub struct Impairments {
     pub truncate: f64,
     /// Probability of sending an earlier datagram of the same direction again after this one.
     pub replay: f64,
+    /// At most this many datagrams a second leave (0: no limit).
+    pub rate: u32,
 }
 
 /// Why a settings string was refused; the key is named where there is one.
@@ -59,7 +64,7 @@ pub enum SettingsError {
     #[error("`{0}`: expected KEY=VALUE")]
     NotKeyValue(String),
     /// A key this relay does not know.
-    #[error("unknown key `{0}` (known: loss, dup, reorder, delay, jitter, flip, truncate, replay)")]
+    #[error("unknown key `{0}` (known: loss, dup, reorder, delay, jitter, flip, truncate, replay, rate)")]
     UnknownKey(String),
     /// A key given twice.
     #[error("`{0}` given twice")]
@@ -73,6 +78,9 @@ pub enum SettingsError {
     /// A hold count outside 2..=65536 (0 turns reordering off).
     #[error("reorder: a count of 2..=65536, or 0")]
     Hold,
+    /// A rate outside 1..=10 000 000 (0 turns the limit off).
+    #[error("rate: datagrams a second, 1..=10000000, or 0")]
+    Rate,
     /// Bytes that are not UTF-8.
     #[error("not UTF-8")]
     NotUtf8,
@@ -146,7 +154,7 @@ impl FromStr for Impairments {
         if text.is_empty() || text == "none" {
             return Ok(out);
         }
-        let mut seen = [false; 8];
+        let mut seen = [false; 9];
         for item in text.split(',') {
             let (key, value) = item
                 .trim()
@@ -162,6 +170,7 @@ impl FromStr for Impairments {
                 "flip" => (5, "flip"),
                 "truncate" => (6, "truncate"),
                 "replay" => (7, "replay"),
+                "rate" => (8, "rate"),
                 other => return Err(SettingsError::UnknownKey(other.to_owned())),
             };
             let Some(slot) = seen.get_mut(index) else {
@@ -185,6 +194,13 @@ impl FromStr for Impairments {
                 "jitter" => out.jitter = duration(name, value)?,
                 "flip" => out.flip = probability(name, value)?,
                 "truncate" => out.truncate = probability(name, value)?,
+                "rate" => {
+                    let rate = value.parse::<u32>().map_err(|_| SettingsError::Rate)?;
+                    if rate > MAX_RATE {
+                        return Err(SettingsError::Rate);
+                    }
+                    out.rate = rate;
+                }
                 _ => out.replay = probability(name, value)?,
             }
         }
@@ -220,6 +236,9 @@ impl fmt::Display for Impairments {
         probability("flip", self.flip);
         probability("truncate", self.truncate);
         probability("replay", self.replay);
+        if self.rate > 0 {
+            items.push(format!("rate={}", self.rate));
+        }
         if items.is_empty() {
             f.write_str("none")
         } else {

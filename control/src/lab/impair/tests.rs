@@ -248,6 +248,32 @@ fn replays_send_an_earlier_datagram_again() {
 }
 
 #[test]
+fn rate_spaces_datagrams_and_leaves_the_other_direction_alone() {
+    let mut core = Impairer::new(13);
+    let start = Instant::now();
+    core.set(start, Dir::Forward, settings("rate=1000,reorder=100"));
+    for n in 0..100u64 {
+        core.handle_datagram(start, Dir::Forward, &n.to_be_bytes());
+        core.handle_datagram(start, Dir::Back, &n.to_be_bytes());
+    }
+    let mut forward = Vec::new();
+    let mut back = 0;
+    let mut now = start;
+    while let Some(next) = core.poll_timeout() {
+        now = now.max(next);
+        while let Some(t) = core.poll_transmit(now) {
+            match t.dir {
+                Dir::Forward => forward.push(now),
+                Dir::Back => back += 1,
+            }
+        }
+    }
+    assert_eq!((forward.len(), back), (100, 100));
+    assert!(forward.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(1)));
+    assert_eq!(forward[99] - forward[0], Duration::from_millis(99));
+}
+
+#[test]
 fn everything_at_once_conserves_datagrams() {
     let mut core = Impairer::new(12);
     core.set(
@@ -265,7 +291,7 @@ fn everything_at_once_conserves_datagrams() {
 #[test]
 fn settings_parse_and_print_back() {
     let s = settings(
-        " loss=5% , dup=0.1,reorder=64,delay=10ms,jitter=500us,flip=1,truncate=0,replay=1% ",
+        " loss=5% , dup=0.1,reorder=64,delay=10ms,jitter=500us,flip=1,truncate=0,replay=1%,rate=5000 ",
     );
     assert_eq!(s.loss, 0.05);
     assert_eq!(s.duplicate, 0.1);
@@ -274,6 +300,7 @@ fn settings_parse_and_print_back() {
     assert_eq!(s.jitter, Duration::from_micros(500));
     assert_eq!(s.flip, 1.0);
     assert_eq!(s.replay, 0.01);
+    assert_eq!(s.rate, 5000);
     assert_eq!(settings(&s.to_string()), s);
     assert_eq!(settings("none"), Impairments::default());
     assert_eq!(settings(""), Impairments::default());
@@ -299,6 +326,8 @@ fn bad_settings_are_refused_with_the_key() {
         ("reorder=1", E::Hold),
         ("reorder=65537", E::Hold),
         ("reorder=x", E::Hold),
+        ("rate=-1", E::Rate),
+        ("rate=10000001", E::Rate),
     ];
     for (text, expected) in cases {
         // `-0` parses as a float equal to 0: a probability, so accepted.
