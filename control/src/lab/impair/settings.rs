@@ -64,7 +64,9 @@ pub enum SettingsError {
     #[error("`{0}`: expected KEY=VALUE")]
     NotKeyValue(String),
     /// A key this relay does not know.
-    #[error("unknown key `{0}` (known: loss, dup, reorder, delay, jitter, flip, truncate, replay, rate)")]
+    #[error(
+        "unknown key `{0}` (known: loss, dup, reorder, delay, jitter, flip, truncate, replay, rate)"
+    )]
     UnknownKey(String),
     /// A key given twice.
     #[error("`{0}` given twice")]

@@ -269,7 +269,11 @@ fn rate_spaces_datagrams_and_leaves_the_other_direction_alone() {
         }
     }
     assert_eq!((forward.len(), back), (100, 100));
-    assert!(forward.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(1)));
+    assert!(
+        forward
+            .windows(2)
+            .all(|w| w[1] - w[0] >= Duration::from_millis(1))
+    );
     assert_eq!(forward[99] - forward[0], Duration::from_millis(99));
 }
 
