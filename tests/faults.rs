@@ -152,9 +152,9 @@ fn tcp_arrives_intact_under_20_5_and_1_percent_loss() {
     assert!(a.routes[0].last_handshake_secs.is_some(), "{a:?}");
     println!("20 % loss both ways: first ping reply after {up:?}");
     for (loss, bytes, port) in [
-        ("20%", 1_000_000u64, 5001u16),
-        ("5%", 2_000_000, 5002),
-        ("1%", 4_000_000, 5003),
+        ("20%", 2_000_000u64, 5001u16),
+        ("5%", 4_000_000, 5002),
+        ("1%", 5_000_000, 5003),
     ] {
         hops.set("forward", &format!("loss={loss}"));
         hops.set("back", &format!("loss={loss}"));
