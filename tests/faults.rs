@@ -77,18 +77,19 @@ fn tcp_transfer(hops: &ImpairedHops, bytes: u64, port: u16) -> (Duration, String
 }
 
 /// Numbered UDP datagrams A -> C through the tunnel: C's receiver's report (`highest` is
-/// left out when nothing came).
+/// left out when nothing came); it stops after `idle` seconds without a datagram.
 fn udp_sequence(
     hops: &ImpairedHops,
     count: u64,
     port: u16,
+    idle: &str,
 ) -> std::collections::HashMap<String, u64> {
     let port = port.to_string();
     let mut recv = hops.topo.spawn_tool(
         "c",
         "udp_seq.py",
         &[
-            "recv", "--listen", C_TUN_V4, "--port", &port, "--idle", "1.5",
+            "recv", "--listen", C_TUN_V4, "--port", &port, "--idle", idle,
         ],
     );
     recv.expect_line("listening", Duration::from_secs(10));
@@ -196,7 +197,7 @@ fn reordered_duplicated_and_replayed_packets_reach_the_tun_once() {
     hops.set("forward", "reorder=64,dup=10%");
     let replay0 = hops.c_route_drop("replay");
     let before = hops.report();
-    let got = udp_sequence(&hops, N, 7001);
+    let got = udp_sequence(&hops, N, 7001, "1.5");
     let after = hops.report();
     let replay = ImpairedHops::settled(Duration::from_secs(5), || hops.c_route_drop("replay"));
     let duplicated = after.forward.duplicated - before.forward.duplicated;
@@ -222,7 +223,7 @@ fn reordered_duplicated_and_replayed_packets_reach_the_tun_once() {
     // Earlier datagrams (up to 1024 back) sent again: already seen, dropped and counted.
     hops.set("forward", "replay=5%");
     let before = hops.report();
-    let got = udp_sequence(&hops, N, 7002);
+    let got = udp_sequence(&hops, N, 7002, "1.5");
     let after = hops.report();
     let replay2 = ImpairedHops::settled(Duration::from_secs(5), || hops.c_route_drop("replay"));
     let replayed = after.forward.replayed - before.forward.replayed;
@@ -242,9 +243,11 @@ fn reordered_duplicated_and_replayed_packets_reach_the_tun_once() {
 
     // A hold of 9000, wider than C's replay window (8128): datagrams released after one
     // 8128 or more above them are too old, dropped and counted as replays; the rest
-    // arrive once. Sent on at 20 000 a second, which B's and C's queues absorb.
+    // arrive once. Sent on at 20 000 a second, which B's and C's queues absorb; the hold
+    // waits up to 2 s for its next datagram (20 ms by default), so a sender slowed by a
+    // busy machine still fills it.
     const M: u64 = 12_000;
-    hops.set("forward", "reorder=9000,rate=20000");
+    hops.set("forward", "reorder=9000,hold=2s,rate=20000");
     let snmp = |hops: &ImpairedHops| {
         ["b", "c"].map(|h| {
             hops.topo
@@ -256,7 +259,7 @@ fn reordered_duplicated_and_replayed_packets_reach_the_tun_once() {
     };
     let kernel0 = snmp(&hops);
     let before = hops.report();
-    let got = udp_sequence(&hops, M, 7004);
+    let got = udp_sequence(&hops, M, 7004, "3");
     let after = hops.report();
     let replay3 = ImpairedHops::settled(Duration::from_secs(5), || hops.c_route_drop("replay"));
     let too_old = replay3 - replay2;
@@ -301,7 +304,7 @@ fn flipped_bits_and_junk_are_dropped_counted_and_unanswered() {
     let drops0 = drops(&hops);
     hops.set("forward", "flip=1");
     let before = hops.report();
-    let got = udp_sequence(&hops, N, 7003);
+    let got = udp_sequence(&hops, N, 7003, "1.5");
     hops.set("forward", "none");
     let after = hops.report();
     let flipped = after.forward.flipped - before.forward.flipped;

@@ -45,7 +45,8 @@ use serde::Serialize;
 pub use settings::{Impairments, SettingsError};
 
 /// How long a reorder hold that is not full waits for its next datagram before it is
-/// released anyway (an idle time: a steady stream fills a hold of any size).
+/// released anyway, unless the settings' `hold` says otherwise (an idle time: a steady
+/// stream fills a hold of any size).
 pub const HOLD_TIMEOUT: Duration = Duration::from_millis(20);
 /// Datagrams a direction remembers for replays.
 pub const HISTORY: usize = 1024;
@@ -396,7 +397,8 @@ impl Impairer {
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         for dir in [Dir::Forward, Dir::Back] {
             let since = self.lane(dir).hold_since;
-            if since.is_some_and(|t| now.saturating_duration_since(t) >= HOLD_TIMEOUT) {
+            let wait = self.lane(dir).settings.hold.unwrap_or(HOLD_TIMEOUT);
+            if since.is_some_and(|t| now.saturating_duration_since(t) >= wait) {
                 self.release_hold(now, dir);
             }
         }
@@ -422,10 +424,10 @@ impl Impairer {
     /// of a hold's wait.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let due = self.lanes.iter().filter_map(Lane::ready_at);
-        let holds = self
-            .lanes
-            .iter()
-            .filter_map(|l| l.hold_since.map(|t| t + HOLD_TIMEOUT));
+        let holds = self.lanes.iter().filter_map(|l| {
+            l.hold_since
+                .map(|t| t + l.settings.hold.unwrap_or(HOLD_TIMEOUT))
+        });
         due.chain(holds).min()
     }
 

@@ -10,6 +10,7 @@
 //! | `loss`     | probability                   | dropped                               |
 //! | `dup`      | probability                   | sent twice                            |
 //! | `reorder`  | count K, 2..=65536            | held until K are held, sent shuffled  |
+//! | `hold`     | duration                      | a hold not full is sent after this long without a new datagram (default 20 ms) |
 //! | `delay`    | duration                      | sent that much later                  |
 //! | `jitter`   | duration                      | plus a uniform extra in `0..=jitter`  |
 //! | `flip`     | probability                   | one random bit inverted               |
@@ -43,6 +44,9 @@ pub struct Impairments {
     pub duplicate: f64,
     /// Hold this many datagrams and release them in a shuffled order (0: no reordering).
     pub reorder: usize,
+    /// How long a hold that is not full waits for its next datagram before it is released
+    /// anyway (`None`: [`super::HOLD_TIMEOUT`]).
+    pub hold: Option<Duration>,
     /// Fixed delay of every datagram.
     pub delay: Duration,
     /// Upper bound of a uniform extra delay per datagram (which reorders too).
@@ -65,7 +69,7 @@ pub enum SettingsError {
     NotKeyValue(String),
     /// A key this relay does not know.
     #[error(
-        "unknown key `{0}` (known: loss, dup, reorder, delay, jitter, flip, truncate, replay, rate)"
+        "unknown key `{0}` (known: loss, dup, reorder, hold, delay, jitter, flip, truncate, replay, rate)"
     )]
     UnknownKey(String),
     /// A key given twice.
@@ -156,7 +160,7 @@ impl FromStr for Impairments {
         if text.is_empty() || text == "none" {
             return Ok(out);
         }
-        let mut seen = [false; 9];
+        let mut seen = [false; 10];
         for item in text.split(',') {
             let (key, value) = item
                 .trim()
@@ -173,6 +177,7 @@ impl FromStr for Impairments {
                 "truncate" => (6, "truncate"),
                 "replay" => (7, "replay"),
                 "rate" => (8, "rate"),
+                "hold" => (9, "hold"),
                 other => return Err(SettingsError::UnknownKey(other.to_owned())),
             };
             let Some(slot) = seen.get_mut(index) else {
@@ -194,6 +199,7 @@ impl FromStr for Impairments {
                 }
                 "delay" => out.delay = duration(name, value)?,
                 "jitter" => out.jitter = duration(name, value)?,
+                "hold" => out.hold = Some(duration(name, value)?),
                 "flip" => out.flip = probability(name, value)?,
                 "truncate" => out.truncate = probability(name, value)?,
                 "rate" => {
@@ -223,6 +229,9 @@ impl fmt::Display for Impairments {
         probability("dup", self.duplicate);
         if self.reorder > 0 {
             items.push(format!("reorder={}", self.reorder));
+        }
+        if let Some(hold) = self.hold {
+            items.push(format!("hold={}us", hold.as_micros()));
         }
         if !self.delay.is_zero() {
             items.push(format!("delay={}us", self.delay.as_micros()));

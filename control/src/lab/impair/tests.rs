@@ -164,6 +164,13 @@ fn a_hold_that_is_not_full_is_released_after_the_timeout() {
         got.push(t.bytes);
     }
     assert_eq!(got.len(), 5);
+
+    // A longer wait of its own.
+    core.set(later, Dir::Forward, settings("reorder=64,hold=1s"));
+    core.handle_datagram(later, Dir::Forward, b"x");
+    assert_eq!(core.poll_timeout(), Some(later + Duration::from_secs(1)));
+    assert_eq!(core.poll_transmit(later + Duration::from_millis(999)), None);
+    assert!(core.poll_transmit(later + Duration::from_secs(1)).is_some());
 }
 
 #[test]
@@ -295,7 +302,7 @@ fn everything_at_once_conserves_datagrams() {
 #[test]
 fn settings_parse_and_print_back() {
     let s = settings(
-        " loss=5% , dup=0.1,reorder=64,delay=10ms,jitter=500us,flip=1,truncate=0,replay=1%,rate=5000 ",
+        " loss=5% , dup=0.1,reorder=64,delay=10ms,jitter=500us,flip=1,truncate=0,replay=1%,rate=5000,hold=1s ",
     );
     assert_eq!(s.loss, 0.05);
     assert_eq!(s.duplicate, 0.1);
@@ -305,6 +312,7 @@ fn settings_parse_and_print_back() {
     assert_eq!(s.flip, 1.0);
     assert_eq!(s.replay, 0.01);
     assert_eq!(s.rate, 5000);
+    assert_eq!(s.hold, Some(Duration::from_secs(1)));
     assert_eq!(settings(&s.to_string()), s);
     assert_eq!(settings("none"), Impairments::default());
     assert_eq!(settings(""), Impairments::default());
