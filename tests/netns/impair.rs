@@ -12,6 +12,7 @@
 //! between A and B crosses the relay, impaired as [`ImpairedHops::set`] says. Route ids as
 //! in `node_three_hops.rs`: A -> B 100, B -> C 101, C -> B 200, B -> A 201.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use skywire_control::node::ctl::StatusReply;
@@ -59,6 +60,8 @@ pub(crate) struct ImpairedHops {
     pub(crate) b: Node,
     pub(crate) c: Node,
     pub(crate) relay: Proc,
+    /// The relay's per-datagram log.
+    pub(crate) log: PathBuf,
     pub(crate) topo: Topology,
 }
 
@@ -84,6 +87,8 @@ impl ImpairedHops {
             ("c", "eth-b", "198.18.2.3/24"),
         );
         let seed = seed.to_string();
+        let log_path = topo.dir().join("impair.jsonl");
+        let log = log_path.to_str().unwrap().to_owned();
         let relay = topo.spawn(
             "u",
             "impair",
@@ -103,6 +108,8 @@ impl ImpairedHops {
                 forward,
                 "--back",
                 back,
+                "--log",
+                &log,
             ],
         );
         let ready = relay.line(Duration::from_secs(10));
@@ -146,6 +153,7 @@ impl ImpairedHops {
             b,
             c,
             relay,
+            log: log_path,
             topo,
         };
         hops.b.start();
@@ -165,6 +173,19 @@ impl ImpairedHops {
         let line = self.relay.line(Duration::from_secs(5));
         serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("relay report {line:?}: {e}; {}", self.relay.stderr()))
+    }
+
+    /// The packet types (byte 1 of the route header) of the datagrams the relay saw going
+    /// `dir` (`forward`, `back`) numbered `from..to` in that direction, from its log (which
+    /// [`Self::report`] flushes).
+    pub(crate) fn types_seen(&self, dir: &str, from: u64, to: u64) -> Vec<u8> {
+        let text = std::fs::read_to_string(&self.log).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|d| d["dir"] == dir)
+            .filter(|d| (from..to).contains(&d["n"].as_u64().unwrap()))
+            .map(|d| d["head"][1].as_u64().unwrap() as u8)
+            .collect()
     }
 
     /// Ping C from A once at a time (each waiting `wait` for its reply) until one comes, at

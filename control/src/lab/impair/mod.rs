@@ -127,6 +127,9 @@ pub struct Decision {
     pub n: u64,
     /// Its length as it came.
     pub len: usize,
+    /// Its first 8 bytes as they came (zeros past the end): enough for a test to tell the
+    /// kind of packet without the relay knowing any protocol.
+    pub head: [u8; 8],
     /// Dropped (nothing else applies).
     pub lost: bool,
     /// The bit inverted (index from the first byte's most significant bit).
@@ -284,10 +287,15 @@ impl Impairer {
         lane.counters.bytes_received += bytes.len() as u64;
         let s = lane.settings;
         let mut rng = Rng::for_datagram(seed, dir, n);
+        let mut head = [0u8; 8];
+        for (to, from) in head.iter_mut().zip(bytes) {
+            *to = *from;
+        }
         let mut decision = Decision {
             dir: Some(dir),
             n,
             len: bytes.len(),
+            head,
             ..Decision::default()
         };
         // Every draw is made whatever the outcome, so that changing one probability never
