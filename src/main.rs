@@ -12,6 +12,7 @@
 //! config file with an error, a config file named on the command line that does not exist,
 //! a key file with a bad mode or content).
 
+mod lab;
 mod mesh;
 mod nc;
 
@@ -95,6 +96,8 @@ enum Command {
     Nc(nc::NcArgs),
     Socks(socks::SocksArgs),
     Vpn(vpn::VpnArgs),
+    #[command(hide = true)]
+    Lab(lab::LabArgs),
 }
 
 /// Packets in the in-memory demo's throughput phase unless `--packets` says otherwise.
@@ -271,6 +274,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nc(args) => nc::nc(&args),
         Command::Socks(args) => socks::socks(&args),
         Command::Vpn(args) => vpn::vpn(&args),
+        Command::Lab(args) => lab::lab(&args),
     }
 }
 

@@ -31,6 +31,7 @@
 //! Each test binary uses only part of this module; the rest is not dead code.
 #![allow(dead_code)]
 
+pub(crate) mod impair;
 pub(crate) mod managed;
 pub(crate) mod vpn;
 
@@ -467,6 +468,17 @@ impl Proc {
     pub(crate) fn expect_line(&self, expected: &str, timeout: Duration) {
         let line = self.line(timeout);
         assert_eq!(line, expected, "{}: stderr:\n{}", self.label, self.stderr());
+    }
+
+    /// Write `line` and a newline to the process's stdin (the impairment relay's commands).
+    pub(crate) fn send_line(&mut self, line: &str) {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .unwrap_or_else(|| panic!("{}: stdin is closed", self.label));
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("{}: cannot write to stdin: {e}", self.label));
     }
 
     /// Close stdin: the tools that run until told (the sniffer) stop and report.
