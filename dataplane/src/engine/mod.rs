@@ -97,7 +97,9 @@ mod setup;
 mod status;
 
 pub use apps::{WATCH_BACKLOG, WatchId};
-pub use core::{NodeCore, NodeDrop, NodeIo, PingError, SOURCE_NOT_ALLOWED, SetupError};
+pub use core::{
+    COOKIE_SECRET_LIFETIME, NodeCore, NodeDrop, NodeIo, PingError, SOURCE_NOT_ALLOWED, SetupError,
+};
 pub use driver::{EngineError, RunningEngine, SOCKET_BUFFER, start};
 pub use event::{EVENT_QUEUE, EngineEvent};
 pub use handle::{EngineGone, EngineHandle, PING_TIMEOUT};
