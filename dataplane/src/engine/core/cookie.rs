@@ -211,15 +211,199 @@ impl CookieGate {
 
     /// The secret in use, for the tests that play an initiator holding a cookie.
     #[cfg(test)]
-    pub(super) fn current_secret(&self) -> Option<CookieSecret> {
+    fn current_secret(&self) -> Option<CookieSecret> {
         self.secret.map(|(_, secret)| secret)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+    use crate::crypto::PrivateKey;
+    use crate::crypto::cookie::{mac2, read_reply};
+    use crate::crypto::noise::{self, RouteBinding, StaticKeys};
+    use crate::wire::{COOKIE_REPLY_LEN, HANDSHAKE_INIT_LEN, HANDSHAKE_INIT_MAC2_LEN};
+
+    fn id(n: u32) -> RouteId {
+        RouteId::new(n).unwrap()
+    }
+
+    const IN: u32 = 101;
+    const OUT: u32 = 200;
+
+    fn relay() -> SocketAddr {
+        SocketAddr::from(([198, 18, 0, 2], 6000))
+    }
+
+    /// A gate for a fresh key and an initiator that knows that key (so its mac1 is valid).
+    fn setup() -> (CookieGate, StaticKeys) {
+        let node = PrivateKey::generate().unwrap();
+        let gate = CookieGate::new(node.public_key());
+        let initiator =
+            StaticKeys::new(PrivateKey::generate().unwrap(), node.public_key()).unwrap();
+        (gate, initiator)
+    }
+
+    /// An initiation with sender index `index`, in a buffer with room for mac2.
+    fn init(keys: &StaticKeys, index: u32) -> Vec<u8> {
+        let mut buf = vec![0u8; HANDSHAKE_INIT_MAC2_LEN];
+        let binding = RouteBinding {
+            initiator_in: id(OUT),
+            responder_in: id(IN),
+        };
+        noise::write_init(keys, binding, id(IN), index, u64::from(index), &mut buf).unwrap();
+        buf.truncate(HANDSHAKE_INIT_LEN);
+        buf
+    }
+
+    /// The same initiation with a mac2 under `cookie`.
+    fn with_mac2(init: &[u8], cookie: &[u8; 32]) -> Vec<u8> {
+        let mut out = init.to_vec();
+        out.extend_from_slice(&mac2(cookie, init));
+        out
+    }
+
+    /// Put the gate under load at `now`: initiations until one finds the bucket empty.
+    fn load(gate: &mut CookieGate, keys: &StaticKeys, now: Instant) {
+        let template = init(keys, 1);
+        while !gate.is_under_load(now) {
+            gate.check(now, relay(), id(IN), id(OUT), &mut template.clone());
+        }
+    }
+
+    #[test]
+    fn not_under_load_everything_passes() {
+        let (mut gate, keys) = setup();
+        let now = Instant::now();
+        for i in 0..LOAD_BURST {
+            let mut buf = init(&keys, i + 1);
+            assert_eq!(
+                gate.check(now, relay(), id(IN), id(OUT), &mut buf),
+                Gate::Pass
+            );
+        }
+        assert!(!gate.is_under_load(now));
+        // A bad mac1 or another length is the session's business: it passes untouched.
+        let mut bad = init(&keys, 7);
+        bad[116] ^= 1;
+        let mut copy = bad.clone();
+        assert_eq!(
+            gate.check(now, relay(), id(IN), id(OUT), &mut copy),
+            Gate::Pass
+        );
+        assert_eq!(copy, bad);
+        assert!(!gate.is_under_load(now), "a bad mac1 spends no load token");
+    }
+
+    #[test]
+    fn under_load_a_cookie_reply_and_then_a_valid_mac2_passes() {
+        let (mut gate, keys) = setup();
+        let now = Instant::now();
+        load(&mut gate, &keys, now);
+        let plain = init(&keys, 42);
+        let mut buf = plain.clone();
+        let Gate::Reply(n) = gate.check(now, relay(), id(IN), id(OUT), &mut buf) else {
+            panic!("no cookie reply");
+        };
+        assert_eq!(n, COOKIE_REPLY_LEN);
+        assert!(n <= plain.len());
+        assert_eq!(
+            buf[4..8],
+            OUT.to_be_bytes(),
+            "sent with the route end's out id"
+        );
+        let mac1: [u8; 16] = plain[116..132].try_into().unwrap();
+        let cookie = read_reply(&keys.remote_public(), 42, &mac1, &buf[..n]).unwrap();
+        assert_eq!(
+            cookie,
+            crate::crypto::cookie::cookie(&gate.current_secret().unwrap(), relay(), id(IN))
+        );
+        let next = init(&keys, 43);
+        let mut buf = with_mac2(&next, &cookie);
+        assert_eq!(
+            gate.check(now, relay(), id(IN), id(OUT), &mut buf),
+            Gate::Pass
+        );
+    }
+
+    #[test]
+    fn a_cookie_for_another_source_or_route_is_refused() {
+        let (mut gate, keys) = setup();
+        let now = Instant::now();
+        load(&mut gate, &keys, now);
+        let secret = gate.secret(now).unwrap();
+        let other_port = SocketAddr::from(([198, 18, 0, 2], 6001));
+        let other_host = SocketAddr::from(([198, 18, 0, 9], 6000));
+        for (source, route) in [(other_port, IN), (other_host, IN), (relay(), IN + 1)] {
+            let cookie = crate::crypto::cookie::cookie(&secret, source, id(route));
+            let mut buf = with_mac2(&init(&keys, 5), &cookie);
+            assert!(
+                matches!(
+                    gate.check(now, relay(), id(IN), id(OUT), &mut buf),
+                    Gate::Reply(_)
+                ),
+                "{source} {route}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cookie_of_an_expired_secret_is_refused() {
+        let (mut gate, keys) = setup();
+        let t0 = Instant::now();
+        load(&mut gate, &keys, t0);
+        let cookie = crate::crypto::cookie::cookie(&gate.secret(t0).unwrap(), relay(), id(IN));
+        let later = t0 + COOKIE_SECRET_LIFETIME;
+        load(&mut gate, &keys, later);
+        let mut buf = with_mac2(&init(&keys, 9), &cookie);
+        assert!(matches!(
+            gate.check(later, relay(), id(IN), id(OUT), &mut buf),
+            Gate::Reply(_)
+        ));
+    }
+
+    #[test]
+    fn valid_mac2s_from_one_source_are_held_to_its_budget() {
+        let (mut gate, keys) = setup();
+        let now = Instant::now();
+        load(&mut gate, &keys, now);
+        let cookie = crate::crypto::cookie::cookie(&gate.secret(now).unwrap(), relay(), id(IN));
+        let good = with_mac2(&init(&keys, 3), &cookie);
+        for _ in 0..SOURCE_BURST {
+            assert_eq!(
+                gate.check(now, relay(), id(IN), id(OUT), &mut good.clone()),
+                Gate::Pass
+            );
+        }
+        assert_eq!(
+            gate.check(now, relay(), id(IN), id(OUT), &mut good.clone()),
+            Gate::Drop
+        );
+        // Another source has its own budget (and its own cookie).
+        let other = SocketAddr::from(([198, 18, 0, 4], 6000));
+        let cookie = crate::crypto::cookie::cookie(&gate.secret(now).unwrap(), other, id(IN));
+        let mut buf = with_mac2(&init(&keys, 3), &cookie);
+        assert_eq!(
+            gate.check(now, other, id(IN), id(OUT), &mut buf),
+            Gate::Pass
+        );
+    }
+
+    #[test]
+    fn load_ends_a_second_after_the_flood() {
+        let (mut gate, keys) = setup();
+        let t0 = Instant::now();
+        load(&mut gate, &keys, t0);
+        assert!(gate.is_under_load(t0 + UNDER_LOAD_HOLD - Duration::from_millis(1)));
+        let t1 = t0 + UNDER_LOAD_HOLD;
+        assert!(!gate.is_under_load(t1));
+        let mut buf = init(&keys, 11);
+        assert_eq!(
+            gate.check(t1, relay(), id(IN), id(OUT), &mut buf),
+            Gate::Pass
+        );
+    }
 
     #[test]
     fn a_bucket_gives_its_burst_then_one_per_interval() {
