@@ -42,6 +42,14 @@
 //! two initiations cross, each end keeps the keypair it answered with as `previous`, so
 //! both ends can open what the other sends.
 //!
+//! Cookies (`docs/PROTOCOL.md` §5.10): a responder under load answers an initiation with
+//! a cookie reply instead of reading it. The session keeps the cookie of a reply that
+//! answers its pending initiation (the first such reply only; a copy is a replay, dropped
+//! as [`DropReason::BadCookieReply`]) for [`COOKIE_LIFETIME`], and while it holds one every
+//! initiation it sends carries a mac2 under it (148 bytes instead of 132). The responder's
+//! side of the mechanism is node-wide and runs before the session
+//! (`engine::core::cookie`); `decapsulate` reads initiations of either length.
+//!
 //! Recovery after the other end restarts: the restarted end holds no keypair, so the first
 //! packet it cannot decrypt makes it start a handshake at once (rate-limited by
 //! [`Limits::rekey_timeout`]); and an end that sends without hearing back for
@@ -59,9 +67,9 @@ use crate::crypto::noise::{self, HandshakeError, InitiatorState, RouteBinding, S
 use crate::crypto::replay::ReplayError;
 use crate::wire::{
     COOKIE_LEN, CookieReplyPacket, HANDSHAKE_INIT_LEN, HANDSHAKE_INIT_MAC2_LEN,
-    HANDSHAKE_RESPONSE_LEN, HandshakeResponsePacket, MAC_LEN, PING_LEN, PING_PAYLOAD_LEN,
-    PacketType, RouteHeader, RouteId, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD, TransportPacket,
-    TransportRepr, split_init,
+    HANDSHAKE_RESPONSE_LEN, HandshakeResponsePacket, InitParts, MAC_LEN, PING_LEN,
+    PING_PAYLOAD_LEN, PacketType, RouteHeader, RouteId, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
+    TransportPacket, TransportRepr, split_init,
 };
 
 pub use peer::PeerMemory;
@@ -475,7 +483,12 @@ impl Session {
     ) -> Outcome<'a> {
         // With or without mac2: whether it had to carry a valid one (its node under load)
         // was decided before the packet reached the session (`engine::core::cookie`).
-        let Some((packet, mac, _mac2)) = split_init(buf) else {
+        let Some(InitParts {
+            init: packet,
+            mac1: mac,
+            ..
+        }) = split_init(buf)
+        else {
             return Outcome::Dropped(DropReason::Malformed);
         };
         if !noise::init_mac_is_valid(&self.keys, packet) {
@@ -809,7 +822,7 @@ impl Session {
         let mac1 = buf
             .get(..HANDSHAKE_INIT_LEN)
             .and_then(split_init)
-            .map_or([0; MAC_LEN], |(_, mac1, _)| mac1);
+            .map_or([0; MAC_LEN], |parts| parts.mac1);
         if self
             .cookie
             .is_some_and(|(at, _)| now.saturating_duration_since(at) >= COOKIE_LIFETIME)

@@ -102,18 +102,31 @@ impl CookieReplyRepr {
     }
 }
 
-/// The parts of an initiation as the flood check reads them, before any other check: the
-/// 132 bytes of the handshake, its mac1 and its mac2 if it has one. `None` unless `bytes`
-/// is 132 or 148 bytes long (the route header is the caller's; the handshake checks the
-/// rest).
-pub fn split_init(bytes: &[u8]) -> Option<(&[u8], [u8; MAC_LEN], Option<[u8; MAC_LEN]>)> {
+/// An initiation of either length, as the flood check reads it before any other check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitParts<'a> {
+    /// The 132 bytes of the handshake message (mac1 last).
+    pub init: &'a [u8],
+    /// Its mac1.
+    pub mac1: [u8; MAC_LEN],
+    /// Its mac2, if it is the 148-byte form.
+    pub mac2: Option<[u8; MAC_LEN]>,
+}
+
+/// Split an initiation into its parts. `None` unless `bytes` is 132 or 148 bytes long (the
+/// route header is the caller's to check; the handshake checks the rest).
+pub fn split_init(bytes: &[u8]) -> Option<InitParts<'_>> {
     let mac2 = match bytes.len() {
         HANDSHAKE_INIT_LEN => None,
         HANDSHAKE_INIT_MAC2_LEN => Some(read_array(bytes, field::MAC2)),
         _ => return None,
     };
     let init = bytes.get(..HANDSHAKE_INIT_LEN)?;
-    Some((init, read_array(init, field::MAC1), mac2))
+    Some(InitParts {
+        init,
+        mac1: read_array(init, field::MAC1),
+        mac2,
+    })
 }
 
 /// The bytes mac2 covers in a 132-byte initiation: 0..4 and 8..132 (mac1 included, the
@@ -166,13 +179,13 @@ mod tests {
     #[test]
     fn split_init_reads_mac1_and_mac2() {
         let mut buf: Vec<u8> = (0..HANDSHAKE_INIT_MAC2_LEN as u8).collect();
-        let (init, mac1, mac2) = split_init(&buf).unwrap();
-        assert_eq!(init, &buf[..132]);
-        assert_eq!(mac1[..], buf[116..132]);
-        assert_eq!(mac2.unwrap()[..], buf[132..148]);
-        let (init, _, mac2) = split_init(&buf[..132]).unwrap();
-        assert_eq!(init.len(), 132);
-        assert_eq!(mac2, None);
+        let parts = split_init(&buf).unwrap();
+        assert_eq!(parts.init, &buf[..132]);
+        assert_eq!(parts.mac1[..], buf[116..132]);
+        assert_eq!(parts.mac2.unwrap()[..], buf[132..148]);
+        let parts = split_init(&buf[..132]).unwrap();
+        assert_eq!(parts.init.len(), 132);
+        assert_eq!(parts.mac2, None);
         for len in [0, 8, 131, 133, 147] {
             assert!(split_init(&buf[..len]).is_none(), "{len}");
         }

@@ -17,7 +17,7 @@
 //! | 10   | cookie reply        | [`CookieReplyPacket`]                   | 84              |
 //!
 //! An initiation may also be 148 bytes: the 132 followed by `mac2`, after a cookie reply
-//! (the handshake-flood extension, [`cookie`]).
+//! (the handshake-flood extension, `docs/PROTOCOL.md` §5.10; see [`CookieReplyPacket`]).
 //!
 //! Types 1 to 7 and 10 travel along a route and start with a valid route header; types 8 and 9
 //! travel one link only (between neighbouring nodes), carry route id zero and are never
@@ -38,7 +38,7 @@ mod transport;
 pub(crate) use cookie::mac2_input;
 pub use cookie::{
     COOKIE_LEN, COOKIE_NONCE_LEN, COOKIE_REPLY_LEN, CookieReplyPacket, CookieReplyRepr,
-    HANDSHAKE_INIT_MAC2_LEN, SEALED_COOKIE_LEN, split_init,
+    HANDSHAKE_INIT_MAC2_LEN, InitParts, SEALED_COOKIE_LEN, split_init,
 };
 
 pub(crate) use handshake::mac_input;

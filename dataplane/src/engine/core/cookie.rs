@@ -37,7 +37,7 @@ use crate::crypto::cookie::{self, CookieSecret};
 use crate::crypto::kdf;
 use crate::crypto::keys::fill_random;
 use crate::crypto::noise::constant_time_eq;
-use crate::wire::{COOKIE_NONCE_LEN, RouteId, mac_input, split_init};
+use crate::wire::{COOKIE_NONCE_LEN, InitParts, RouteId, mac_input, split_init};
 
 /// Initiations with a valid mac1 the node takes at once before it is under load.
 pub const LOAD_BURST: u32 = 64;
@@ -135,7 +135,7 @@ impl CookieGate {
         buf: &mut [u8],
     ) -> Gate {
         // Anything that is not an initiation with a valid mac1 is the session's to count.
-        let Some((init, mac1, mac2)) = split_init(buf) else {
+        let Some(InitParts { init, mac1, mac2 }) = split_init(buf) else {
             return Gate::Pass;
         };
         if !constant_time_eq(&kdf::mac1(&self.mac1_key, mac_input(init)), &mac1) {
