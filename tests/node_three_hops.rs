@@ -965,7 +965,14 @@ fn a_spoofed_handshake_flood_costs_c_no_diffie_hellman_and_the_route_stays_up() 
         cookies > 10 * bad,
         "{cookies} cookie replies for {bad} read"
     );
-    assert!(cookies + bad <= spoofed_prev_hop, "more answered than sent");
+    // Every initiation got at most one answer, 84 bytes for 132; beyond the flood, A's
+    // first initiation after its restart was answered with a cookie (a retransmission or
+    // two more at most, on a slow machine).
+    assert!(
+        cookies + bad <= spoofed_prev_hop + 3,
+        "{cookies} answered and {bad} read for {spoofed_prev_hop} sent"
+    );
+    assert!(84 * cookies <= 132 * (spoofed_prev_hop + 3));
     assert_eq!(under_load, 0, "A's retries stayed within B's budget");
     assert!(wrong_hop > 0 && wrong_hop <= spoofed_other);
     // The replies (84 bytes) went back along the route to A, which had nothing pending.
