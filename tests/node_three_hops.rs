@@ -813,3 +813,173 @@ fn a_spoofed_inner_source_never_reaches_the_far_tun() {
         spoofed
     );
 }
+
+/// Where the attacker of the flood test sends from: a namespace X joined to C only, which
+/// spoofs B's address (C's previous hop for route 101) and many others.
+const C_TRANSPORT: &str = "198.18.2.3:6000";
+const B_TO_C: &str = "198.18.2.2:6000";
+
+/// An initiation to C for route 101 with a valid mac1, made with a key of the attacker's
+/// own, in `inject.py`'s capture format (BE32 length, then the bytes).
+fn write_attacker_initiation(path: &std::path::Path, victim: skywire_dataplane::crypto::PublicKey) {
+    use skywire_dataplane::crypto::PrivateKey;
+    use skywire_dataplane::crypto::noise::{RouteBinding, StaticKeys, write_init};
+    use skywire_dataplane::wire::HANDSHAKE_INIT_LEN;
+    let keys = StaticKeys::new(PrivateKey::generate().unwrap(), victim).unwrap();
+    let binding = RouteBinding {
+        initiator_in: netns::route_id(201),
+        responder_in: netns::route_id(101),
+    };
+    let mut init = vec![0u8; HANDSHAKE_INIT_LEN];
+    write_init(&keys, binding, netns::route_id(101), 7, 1, &mut init).unwrap();
+    let mut file = (init.len() as u32).to_be_bytes().to_vec();
+    file.extend_from_slice(&init);
+    std::fs::write(path, file).unwrap();
+}
+
+#[test]
+fn a_spoofed_handshake_flood_costs_c_no_diffie_hellman_and_the_route_stays_up() {
+    if !netns::skip_unless_root(
+        "a_spoofed_handshake_flood_costs_c_no_diffie_hellman_and_the_route_stays_up",
+    ) {
+        return;
+    }
+    let started = Instant::now();
+    let mut hops = ThreeHops::start();
+    assert_eq!(hops.ping_v4(2), 2);
+
+    // The attacker: a namespace on a link of its own to C, routing B's subnet through C,
+    // and C without reverse-path filtering, so C receives datagrams "from B" on that link.
+    hops.topo.host("x");
+    hops.topo.link(
+        ("x", "eth-c", "198.18.3.1/24"),
+        ("c", "eth-x", "198.18.3.3/24"),
+    );
+    let route_out = hops.topo.output(
+        "x",
+        "ip",
+        &["route", "add", "198.18.2.0/24", "via", "198.18.3.3"],
+    );
+    assert!(route_out.status.success(), "{route_out:?}");
+    for conf in ["all", "default", "eth-x"] {
+        hops.topo
+            .sysctl("c", &format!("net.ipv4.conf.{conf}.rp_filter"), "0");
+    }
+    let capture = hops.topo.dir().join("attacker-init.bin");
+    write_attacker_initiation(&capture, hops.c.key());
+    let capture_arg = capture.to_str().unwrap().to_string();
+
+    let c0 = hops.c.status_json();
+    let bad0 = drop_count(&only_route(&c0).drops, "bad handshake");
+    let wrong_hop0 = drop_count(&c0.drops, "wrong previous hop");
+
+    // The flood: batches of the initiation from B's address and from 40 other addresses
+    // of B's subnet, paced at about 10 000 a second, until the checks below are done.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let flood_started = Instant::now();
+    let ThreeHops { a, topo, .. } = &mut hops;
+    let topo = &*topo;
+    let (spoofed_prev_hop, spoofed_other) = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            let (mut prev_hop, mut other) = (0u64, 0u64);
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                round += 1;
+                let src = if round.is_multiple_of(4) {
+                    format!("198.18.2.{}:{}", 10 + round % 40, 40_000 + round % 1000)
+                } else {
+                    B_TO_C.to_string()
+                };
+                let mut proc = topo.spawn_tool(
+                    "x",
+                    "inject.py",
+                    &[
+                        "raw",
+                        "--capture",
+                        &capture_arg,
+                        "--src",
+                        &src,
+                        "--dst",
+                        C_TRANSPORT,
+                        "--repeat",
+                        "500",
+                    ],
+                );
+                proc.finish(Duration::from_secs(10));
+                if src == B_TO_C {
+                    prev_hop += 500;
+                } else {
+                    other += 500;
+                }
+                std::thread::sleep(Duration::from_millis(40));
+            }
+            (prev_hop, other)
+        });
+        // The established route keeps answering: data packets never meet the flood check.
+        std::thread::sleep(Duration::from_secs(2));
+        let answered = topo.ping("a", A_TUN_V4, C_TUN_V4, 10);
+        println!("pings answered during the flood: {answered} of 10");
+        // A restarts during the flood: its new handshake meets a node under load, gets a
+        // cookie back along the route, and completes on its retry (5 s later) with mac2.
+        a.kill9();
+        a.restart();
+        let recovered = wait_until(Duration::from_secs(20), || {
+            topo.output(
+                "a",
+                "ping",
+                &["-n", "-c", "1", "-W", "0.25", "-I", A_TUN_V4, C_TUN_V4],
+            )
+            .status
+            .success()
+        });
+        println!("A restarted during the flood; ping answered again after {recovered:?}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = flood.join().unwrap();
+        assert!(
+            answered >= 8,
+            "only {answered} of 10 pings answered during the flood"
+        );
+        assert!(
+            recovered.is_some(),
+            "no handshake within 20 s of A's restart"
+        );
+        sent
+    });
+    println!(
+        "flood: {spoofed_prev_hop} initiations from B's address, {spoofed_other} from others, in {:?}",
+        flood_started.elapsed()
+    );
+    let c1 = hops.c.status_json();
+    hops.show();
+    let cookies = drop_count(&c1.drops, "cookie reply sent");
+    let under_load = drop_count(&c1.drops, "initiation under load dropped");
+    let bad = drop_count(&only_route(&c1).drops, "bad handshake") - bad0;
+    let wrong_hop = drop_count(&c1.drops, "wrong previous hop") - wrong_hop0;
+    println!(
+        "C: {cookies} cookie replies, {bad} initiations read (bad handshake), {under_load} dropped under load, {wrong_hop} from wrong previous hops"
+    );
+    // Read (one Diffie-Hellman each) only within the load bucket: 64, then 32 a second.
+    let secs = flood_started.elapsed().as_secs() + 1;
+    assert!(bad <= 64 + 32 * secs, "{bad} initiations read in {secs} s");
+    assert!(
+        cookies > 10 * bad,
+        "{cookies} cookie replies for {bad} read"
+    );
+    // Every initiation got at most one answer, 84 bytes for 132; beyond the flood, A's
+    // first initiation after its restart was answered with a cookie (a retransmission or
+    // two more at most, on a slow machine).
+    assert!(
+        cookies + bad <= spoofed_prev_hop + 3,
+        "{cookies} answered and {bad} read for {spoofed_prev_hop} sent"
+    );
+    assert!(84 * cookies <= 132 * (spoofed_prev_hop + 3));
+    assert_eq!(under_load, 0, "A's retries stayed within B's budget");
+    assert!(wrong_hop > 0 && wrong_hop <= spoofed_other);
+    // The replies (84 bytes) went back along the route to A, which had nothing pending.
+    // (A restarted, so its counters cover only the end of the flood.)
+    let a1 = hops.a.status_json();
+    let a_bad_cookies = drop_count(&only_route(&a1).drops, "bad cookie reply");
+    assert!(a_bad_cookies <= cookies);
+    assert_eq!(hops.ping_v4(3), 3);
+    println!("ok in {:?}", started.elapsed());
+}

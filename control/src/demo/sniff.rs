@@ -50,12 +50,13 @@ impl Tally {
             Some(PacketType::Data) => self.skywire.get_mut(2),
             Some(PacketType::Keepalive) => self.skywire.get_mut(3),
             Some(PacketType::Close) => self.skywire.get_mut(4),
-            // Pings and link probes: the demo sends none.
+            // Pings, link probes and cookie replies: the demo sends none.
             Some(
                 PacketType::Ping
                 | PacketType::Pong
                 | PacketType::LinkProbe
-                | PacketType::LinkProbeReply,
+                | PacketType::LinkProbeReply
+                | PacketType::CookieReply,
             )
             | None => Some(&mut self.other),
         };

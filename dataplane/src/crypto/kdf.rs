@@ -44,9 +44,12 @@ pub const CTX_MAC1: &str = "skywire v1 2026-11-21 handshake mac1";
 /// Key of a link between two neighbours, which tags their link probes
 /// ([`super::link::LinkKey`]).
 pub const CTX_LINK_PROBE: &str = "skywire v1 2026-12-06 link probe key";
+/// Key that seals a cookie in a cookie reply, from the responder's static public key and
+/// the reply's random nonce ([`super::cookie`]).
+pub const CTX_COOKIE_REPLY: &str = "skywire v1 2026-12-06 cookie reply key";
 
 /// Every context, for the test that they are distinct.
-pub const ALL_CONTEXTS: [&str; 13] = [
+pub const ALL_CONTEXTS: [&str; 14] = [
     CTX_CK_INIT,
     CTX_HASH_INIT,
     CTX_CK_ES,
@@ -60,6 +63,7 @@ pub const ALL_CONTEXTS: [&str; 13] = [
     CTX_TRANSPORT_R2I,
     CTX_MAC1,
     CTX_LINK_PROBE,
+    CTX_COOKIE_REPLY,
 ];
 
 /// `derive_key(context, parts[0] || parts[1] || ...)`.

@@ -11,12 +11,15 @@
 //! - [`noise`]: the handshake between the two ends of a route (the IK pattern with BLAKE3,
 //!   bound to the route), with published test vectors.
 //! - [`link`]: the key two neighbours tag their link probes with.
+//! - [`cookie`]: the cookies and cookie replies that keep a handshake flood from costing a
+//!   responder under load any Diffie-Hellman, with published test vectors.
 //!
 //! Key material is never printed: `Debug` of secret types is redacted, and secret bytes are
 //! zeroed on drop where the underlying crates allow it.
 
 pub mod aead;
 pub mod cipher;
+pub mod cookie;
 pub mod kdf;
 pub mod keys;
 pub mod link;

@@ -10,7 +10,9 @@
 //!            |     or match a reply to its probe ---------------------> event queue       |
 //!            |   each datagram -> forward(): header, id lookup, prev-hop check            |
 //!            |     |-- Forward: rewrite id in place --------- copy --> send batch          |
-//!            |     '-- Deliver: Session::decapsulate in place                            |
+//!            |     '-- Deliver: an initiation (type 1) first meets the flood check:      |
+//!            |            under load and no valid mac2? cookie reply --> send batch      |
+//!            |          then Session::decapsulate in place                              |
 //!            |            |-- Deliver: plaintext ------------ copy --> TUN batch           |
 //!            |            |-- Reply (handshake response, pong) copy --> send batch         |
 //!            |            '-- Pong: matched to its ping --------------> event queue       |
@@ -83,7 +85,8 @@
 //! per-packet path (the middle of the picture above); the state it reads is split by concern
 //! into sibling modules, as quinn splits its connection: `rules` (rule batches and the
 //! route-end slots), `expiry` (idle manager rules), `probe` (link probes, pings and pongs),
-//! `staging` (the handshake ring) and `status`. `driver` is the thin loop around the core,
+//! `staging` (the handshake ring), `cookie` (the handshake-flood check: load, cookie
+//! secret, per-source budgets; only initiations reach it) and `status`. `driver` is the thin loop around the core,
 //! and `sys::batch` and `sys::tun` the system calls. The core's multi-node tests run on
 //! [`crate::sim`], which joins real cores with an in-memory transport and TUN devices in
 //! simulated time: everything in the picture but the driver's batches and system calls.
@@ -97,7 +100,9 @@ mod setup;
 mod status;
 
 pub use apps::{WATCH_BACKLOG, WatchId};
-pub use core::{NodeCore, NodeDrop, NodeIo, PingError, SOURCE_NOT_ALLOWED, SetupError};
+pub use core::{
+    COOKIE_SECRET_LIFETIME, NodeCore, NodeDrop, NodeIo, PingError, SOURCE_NOT_ALLOWED, SetupError,
+};
 pub use driver::{EngineError, RunningEngine, SOCKET_BUFFER, start};
 pub use event::{EVENT_QUEUE, EngineEvent};
 pub use handle::{EngineGone, EngineHandle, PING_TIMEOUT};

@@ -42,6 +42,14 @@
 //! two initiations cross, each end keeps the keypair it answered with as `previous`, so
 //! both ends can open what the other sends.
 //!
+//! Cookies (`docs/PROTOCOL.md` §5.10): a responder under load answers an initiation with
+//! a cookie reply instead of reading it. The session keeps the cookie of a reply that
+//! answers its pending initiation (the first such reply only; a copy is a replay, dropped
+//! as [`DropReason::BadCookieReply`]) for [`COOKIE_LIFETIME`], and while it holds one every
+//! initiation it sends carries a mac2 under it (148 bytes instead of 132). The responder's
+//! side of the mechanism is node-wide and runs before the session
+//! (`engine::core::cookie`); `decapsulate` reads initiations of either length.
+//!
 //! Recovery after the other end restarts: the restarted end holds no keypair, so the first
 //! packet it cannot decrypt makes it start a handshake at once (rate-limited by
 //! [`Limits::rekey_timeout`]); and an end that sends without hearing back for
@@ -53,13 +61,15 @@ use core::time::Duration;
 use std::time::Instant;
 
 use crate::crypto::cipher::{Limits, OpenError, RecvKey, SealError, SendKey};
+use crate::crypto::cookie::{self, CookieError};
 use crate::crypto::keys::random_u32;
 use crate::crypto::noise::{self, HandshakeError, InitiatorState, RouteBinding, StaticKeys};
 use crate::crypto::replay::ReplayError;
 use crate::wire::{
-    HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, HandshakeResponsePacket, MAC_LEN, PING_LEN,
+    COOKIE_LEN, CookieReplyPacket, HANDSHAKE_INIT_LEN, HANDSHAKE_INIT_MAC2_LEN,
+    HANDSHAKE_RESPONSE_LEN, HandshakeResponsePacket, InitParts, MAC_LEN, PING_LEN,
     PING_PAYLOAD_LEN, PacketType, RouteHeader, RouteId, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD,
-    TransportPacket, TransportRepr,
+    TransportPacket, TransportRepr, split_init,
 };
 
 pub use peer::PeerMemory;
@@ -88,11 +98,14 @@ pub enum DropReason {
     /// spent its budget of accepted initiations ([`peer::INITIATION_BURST`],
     /// [`peer::INITIATION_INTERVAL`]).
     HandshakeRateLimited,
+    /// A cookie reply that answers no pending initiation, answers one that already had its
+    /// cookie (a replay), or does not open (`docs/PROTOCOL.md` §5.10).
+    BadCookieReply,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`DropCounts`].
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::UnknownKey,
         DropReason::KeyExpired,
@@ -102,6 +115,7 @@ impl DropReason {
         DropReason::ReplayedHandshake,
         DropReason::UnexpectedResponse,
         DropReason::HandshakeRateLimited,
+        DropReason::BadCookieReply,
     ];
 
     /// A short name for status output.
@@ -116,6 +130,7 @@ impl DropReason {
             DropReason::ReplayedHandshake => "replayed handshake",
             DropReason::UnexpectedResponse => "unexpected response",
             DropReason::HandshakeRateLimited => "handshake rate limited",
+            DropReason::BadCookieReply => "bad cookie reply",
         }
     }
 }
@@ -211,7 +226,16 @@ struct Keypair {
 struct Pending {
     state: InitiatorState,
     sent_at: Instant,
+    /// The initiation's mac1: a cookie reply to it is sealed with it as associated data.
+    mac1: [u8; MAC_LEN],
+    /// A cookie reply to this initiation was accepted: another copy is a replay.
+    cookie_taken: bool,
 }
+
+/// How long an initiator uses a cookie after it arrived: the responder's secret changes
+/// every [`COOKIE_SECRET_LIFETIME`](crate::engine::COOKIE_SECRET_LIFETIME), so an older
+/// cookie cannot be valid any more.
+pub const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 
 /// The route ids of a route end: the one its packets leave with, and the ones each end
 /// receives the route's packets with, which bind its handshakes to the route.
@@ -268,6 +292,9 @@ pub struct Session {
     keepalive_due: Option<Instant>,
     /// Data was sent and nothing received since this time.
     unanswered_since: Option<Instant>,
+    /// The newest cookie from the peer's node and when it came (`docs/PROTOCOL.md` §5.10):
+    /// initiations carry a mac2 under it for [`COOKIE_LIFETIME`].
+    cookie: Option<(Instant, [u8; COOKIE_LEN])>,
     stats: SessionStats,
 }
 
@@ -301,6 +328,7 @@ impl Session {
             last_handshake: None,
             keepalive_due: None,
             unanswered_since: None,
+            cookie: None,
             stats: SessionStats::default(),
         }
     }
@@ -438,6 +466,7 @@ impl Session {
             Err(_) => Outcome::Dropped(DropReason::Malformed),
             Ok(PacketType::HandshakeInit) => self.handle_init(now, buf, peer),
             Ok(PacketType::HandshakeResponse) => self.handle_response(now, buf),
+            Ok(PacketType::CookieReply) => self.handle_cookie_reply(now, buf),
             Ok(_) => self.handle_transport(now, buf),
         };
         if let Outcome::Dropped(reason) = outcome {
@@ -452,15 +481,13 @@ impl Session {
         buf: &'a mut [u8],
         peer: &mut PeerMemory,
     ) -> Outcome<'a> {
-        let Some(packet) = buf
-            .get(..HANDSHAKE_INIT_LEN)
-            .filter(|_| buf.len() == HANDSHAKE_INIT_LEN)
-        else {
-            return Outcome::Dropped(DropReason::Malformed);
-        };
-        let Some(mac) = packet
-            .get(HANDSHAKE_INIT_LEN - MAC_LEN..)
-            .and_then(|m| <[u8; MAC_LEN]>::try_from(m).ok())
+        // With or without mac2: whether it had to carry a valid one (its node under load)
+        // was decided before the packet reached the session (`engine::core::cookie`).
+        let Some(InitParts {
+            init: packet,
+            mac1: mac,
+            ..
+        }) = split_init(buf)
         else {
             return Outcome::Dropped(DropReason::Malformed);
         };
@@ -509,6 +536,29 @@ impl Session {
         match buf.get(..HANDSHAKE_RESPONSE_LEN) {
             Some(reply) => Outcome::Reply(reply),
             None => Outcome::Dropped(DropReason::Malformed),
+        }
+    }
+
+    /// A cookie reply: keep its cookie if it answers the pending initiation and is the
+    /// first to do so; the next initiation (on the usual retransmission timer) carries a
+    /// mac2 under it.
+    fn handle_cookie_reply<'a>(&mut self, now: Instant, buf: &'a mut [u8]) -> Outcome<'a> {
+        let Some(pending) = self.pending.as_mut().filter(|p| !p.cookie_taken) else {
+            return Outcome::Dropped(if CookieReplyPacket::new_checked(&buf[..]).is_ok() {
+                DropReason::BadCookieReply
+            } else {
+                DropReason::Malformed
+            });
+        };
+        let remote = self.keys.remote_public();
+        match cookie::read_reply(&remote, pending.state.local_index, &pending.mac1, buf) {
+            Ok(cookie) => {
+                pending.cookie_taken = true;
+                self.cookie = Some((now, cookie));
+                Outcome::Consumed
+            }
+            Err(CookieError::Malformed) => Outcome::Dropped(DropReason::Malformed),
+            Err(_) => Outcome::Dropped(DropReason::BadCookieReply),
         }
     }
 
@@ -652,7 +702,8 @@ impl Session {
 
     /// Write the next packet the session wants to send on its own (a handshake initiation
     /// or a keepalive) into `buf` and return its length; `None` when there is nothing.
-    /// `buf` must hold at least [`HANDSHAKE_INIT_LEN`] bytes. `peer` is the node's memory of
+    /// `buf` must hold at least [`HANDSHAKE_INIT_LEN`] bytes, and [`HANDSHAKE_INIT_MAC2_LEN`]
+    /// for an initiation to carry a mac2 after a cookie reply. `peer` is the node's memory of
     /// the route's peer key (an initiation's timestamp is newer than any sent to the key).
     pub fn poll(&mut self, now: Instant, buf: &mut [u8], peer: &mut PeerMemory) -> Option<usize> {
         if let Some(since) = self.unanswered_since
@@ -750,16 +801,43 @@ impl Session {
             }
             return None;
         };
+        let (len, mac1) = self.add_mac2(now, buf);
         self.pending = Some(Pending {
             state,
             sent_at: now,
+            mac1,
+            cookie_taken: false,
         });
         self.attempt_started.get_or_insert(now);
         self.want_handshake = false;
         self.last_sent = Some(now);
         self.last_handshake_sent = Some(now);
         self.stats.handshake_inits_sent += 1;
-        Some(HANDSHAKE_INIT_LEN)
+        Some(len)
+    }
+
+    /// The initiation just written to `buf[..132]` gets a mac2 if a cookie younger than
+    /// [`COOKIE_LIFETIME`] is held and `buf` has room: its length and its mac1.
+    fn add_mac2(&mut self, now: Instant, buf: &mut [u8]) -> (usize, [u8; MAC_LEN]) {
+        let mac1 = buf
+            .get(..HANDSHAKE_INIT_LEN)
+            .and_then(split_init)
+            .map_or([0; MAC_LEN], |parts| parts.mac1);
+        if self
+            .cookie
+            .is_some_and(|(at, _)| now.saturating_duration_since(at) >= COOKIE_LIFETIME)
+        {
+            self.cookie = None;
+        }
+        let Some((_, cookie)) = &self.cookie else {
+            return (HANDSHAKE_INIT_LEN, mac1);
+        };
+        let Some(full) = buf.get_mut(..HANDSHAKE_INIT_MAC2_LEN) else {
+            return (HANDSHAKE_INIT_LEN, mac1);
+        };
+        let (init, mac2) = full.split_at_mut(HANDSHAKE_INIT_LEN);
+        mac2.copy_from_slice(&cookie::mac2(cookie, init));
+        (HANDSHAKE_INIT_MAC2_LEN, mac1)
     }
 
     /// When [`poll`](Self::poll) next has something to do (`None`: only after new input).

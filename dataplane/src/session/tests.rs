@@ -977,3 +977,99 @@ fn a_peer_flooding_valid_initiations_is_rate_limited_before_any_diffie_hellman()
         OwnedOutcome::Dropped(DropReason::HandshakeRateLimited)
     );
 }
+
+/// A cookie reply from B's node to the initiation `init`, carrying `cookie`.
+fn cookie_reply(p: &Pair, init: &[u8], cookie: &[u8; COOKIE_LEN]) -> Vec<u8> {
+    let index = u32::from_be_bytes(init[8..12].try_into().unwrap());
+    let mac1: [u8; MAC_LEN] = init[116..132].try_into().unwrap();
+    let mut out = vec![0u8; crate::wire::COOKIE_REPLY_LEN];
+    let responder = p.a.keys().remote_public();
+    cookie::write_reply(&responder, [7; 24], id(20), index, &mac1, cookie, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_cookie_reply_puts_mac2_on_the_initiations_of_the_next_two_minutes() {
+    let limits = Limits::WIREGUARD;
+    let mut p = pair_with(limits);
+    let now = p.t0;
+    p.a.request_handshake();
+    let init = poll(&mut p.a, now).unwrap();
+    assert_eq!(init.len(), HANDSHAKE_INIT_LEN);
+    let jar = [0x3c; COOKIE_LEN];
+    let reply = cookie_reply(&p, &init, &jar);
+    assert_eq!(feed(&mut p.a, now, &reply), OwnedOutcome::Consumed);
+    assert!(!p.a.is_established(), "a cookie is no handshake");
+    // The same reply again is a replay.
+    assert_eq!(
+        feed(&mut p.a, now, &reply),
+        OwnedOutcome::Dropped(DropReason::BadCookieReply)
+    );
+    // The retry carries mac2 under the cookie, and the responder reads it as ever.
+    let later = now + limits.rekey_timeout;
+    let retry = poll(&mut p.a, later).unwrap();
+    assert_eq!(retry.len(), HANDSHAKE_INIT_MAC2_LEN);
+    assert!(cookie::mac2_is_valid(
+        &jar,
+        &retry[..HANDSHAKE_INIT_LEN],
+        &retry[HANDSHAKE_INIT_LEN..].try_into().unwrap()
+    ));
+    let OwnedOutcome::Reply(response) = feed(&mut p.b, later, &retry) else {
+        panic!("a 148-byte initiation is answered");
+    };
+    assert!(matches!(
+        feed(&mut p.a, later, &response),
+        OwnedOutcome::Reply(_)
+    ));
+    assert!(p.a.is_established());
+    // Two minutes after it came, the cookie is no longer used.
+    let almost = now + COOKIE_LIFETIME - Duration::from_secs(1);
+    p.a.request_handshake();
+    let again = poll(&mut p.a, almost).unwrap();
+    assert_eq!(again.len(), HANDSHAKE_INIT_MAC2_LEN);
+    let OwnedOutcome::Reply(response) = feed(&mut p.b, almost, &again) else {
+        panic!("answered");
+    };
+    feed(&mut p.a, almost, &response);
+    let expired_at = now + COOKIE_LIFETIME + limits.rekey_timeout;
+    p.a.request_handshake();
+    let expired = poll(&mut p.a, expired_at).unwrap();
+    assert_eq!(expired.len(), HANDSHAKE_INIT_LEN);
+}
+
+#[test]
+fn cookie_replies_for_other_initiations_or_none_are_refused() {
+    let mut p = pair_with(Limits::WIREGUARD);
+    let now = p.t0;
+    let jar = [0x3c; COOKIE_LEN];
+    p.a.request_handshake();
+    let init = poll(&mut p.a, now).unwrap();
+    // For no initiation of A's: nothing pending at B.
+    let to_b = cookie_reply(&p, &init, &jar);
+    assert_eq!(
+        feed(&mut p.b, now, &to_b),
+        OwnedOutcome::Dropped(DropReason::BadCookieReply)
+    );
+    // Another sender index, another mac1: refused, and the right one still works.
+    let mut other = init.clone();
+    other[8] ^= 1;
+    let wrong_index = cookie_reply(&p, &other, &jar);
+    assert_eq!(
+        feed(&mut p.a, now, &wrong_index),
+        OwnedOutcome::Dropped(DropReason::BadCookieReply)
+    );
+    let mut forged = init.clone();
+    forged[120] ^= 1;
+    let wrong_mac1 = cookie_reply(&p, &forged, &jar);
+    assert_eq!(
+        feed(&mut p.a, now, &wrong_mac1),
+        OwnedOutcome::Dropped(DropReason::BadCookieReply)
+    );
+    let good = cookie_reply(&p, &init, &jar);
+    assert_eq!(
+        feed(&mut p.a, now, &good[..good.len() - 1]),
+        OwnedOutcome::Dropped(DropReason::Malformed)
+    );
+    assert_eq!(feed(&mut p.a, now, &good), OwnedOutcome::Consumed);
+    assert_eq!(p.a.stats().drops.get(DropReason::BadCookieReply), 2);
+}

@@ -255,6 +255,7 @@ fn kind(d: &Datagram) -> &'static str {
         Some(PacketType::Pong) => "pong",
         Some(PacketType::LinkProbe) => "link probe",
         Some(PacketType::LinkProbeReply) => "link probe reply",
+        Some(PacketType::CookieReply) => "cookie reply",
         None => "?",
     }
 }

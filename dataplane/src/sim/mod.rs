@@ -679,6 +679,8 @@ fn host(addr: IpAddr) -> Option<Prefix> {
 }
 
 #[cfg(test)]
+mod cookie_tests;
+#[cfg(test)]
 mod handshake_tests;
 #[cfg(test)]
 mod stream_tests;

@@ -14,8 +14,12 @@
 //! | 7    | pong                | [`TransportPacket`] (8-byte nonce)      | 44              |
 //! | 8    | link probe          | [`LinkProbePacket`] (route id zero)     | 40              |
 //! | 9    | link probe reply    | [`LinkProbePacket`] (route id zero)     | 40              |
+//! | 10   | cookie reply        | [`CookieReplyPacket`]                   | 84              |
 //!
-//! Types 1 to 7 travel along a route and start with a valid route header; types 8 and 9
+//! An initiation may also be 148 bytes: the 132 followed by `mac2`, after a cookie reply
+//! (the handshake-flood extension, `docs/PROTOCOL.md` §5.10; see [`CookieReplyPacket`]).
+//!
+//! Types 1 to 7 and 10 travel along a route and start with a valid route header; types 8 and 9
 //! travel one link only (between neighbouring nodes), carry route id zero and are never
 //! forwarded: [`RouteHeader::new_checked`] refuses them.
 //!
@@ -26,9 +30,16 @@
 //!
 //! All multi-byte integers on the wire are big-endian.
 
+mod cookie;
 mod handshake;
 mod link;
 mod transport;
+
+pub(crate) use cookie::mac2_input;
+pub use cookie::{
+    COOKIE_LEN, COOKIE_NONCE_LEN, COOKIE_REPLY_LEN, CookieReplyPacket, CookieReplyRepr,
+    HANDSHAKE_INIT_MAC2_LEN, InitParts, SEALED_COOKIE_LEN, split_init,
+};
 
 pub(crate) use handshake::mac_input;
 pub use handshake::{
@@ -109,6 +120,9 @@ pub enum PacketType {
     LinkProbe = 8,
     /// The answer to a [`LinkProbe`](Self::LinkProbe), echoing its nonce.
     LinkProbeReply = 9,
+    /// A responder under load answers an initiation without a valid mac2 with a cookie,
+    /// sealed so that only the initiator can read it (`docs/PROTOCOL.md` §5.10).
+    CookieReply = 10,
 }
 
 impl PacketType {
@@ -124,6 +138,7 @@ impl PacketType {
             7 => Self::Pong,
             8 => Self::LinkProbe,
             9 => Self::LinkProbeReply,
+            10 => Self::CookieReply,
             _ => return None,
         })
     }
@@ -136,7 +151,8 @@ impl PacketType {
         )
     }
 
-    /// True for the types that travel along a route (1 to 7): everything but link probes.
+    /// True for the types that travel along a route (1 to 7 and 10): everything but link
+    /// probes.
     pub const fn is_route(self) -> bool {
         !matches!(self, Self::LinkProbe | Self::LinkProbeReply)
     }
@@ -161,7 +177,7 @@ pub struct RouteHeader<T: AsRef<[u8]>> {
 
 impl<T: AsRef<[u8]>> RouteHeader<T> {
     /// Check that `buffer` starts with a well-formed version-1 route header with a known
-    /// route type (1 to 7; link probes are not route packets), zero reserved bytes and a
+    /// route type (1 to 7 or 10; link probes are not route packets), zero reserved bytes and a
     /// non-zero route id.
     pub fn new_checked(buffer: T) -> Result<Self> {
         let header = Self { buffer };
@@ -318,7 +334,7 @@ mod tests {
             &[1, 3, 0, 0, 0, 0, 0][..],     // short
             &[2, 3, 0, 0, 0, 0, 0, 1][..],  // version
             &[1, 0, 0, 0, 0, 0, 0, 1][..],  // type 0
-            &[1, 10, 0, 0, 0, 0, 0, 1][..], // unknown type
+            &[1, 11, 0, 0, 0, 0, 0, 1][..], // unknown type
             &[1, 8, 0, 0, 0, 0, 0, 1][..],  // a link probe is no route packet
             &[1, 9, 0, 0, 0, 0, 0, 1][..],  // nor its reply
             &[1, 3, 0, 1, 0, 0, 0, 1][..],  // reserved

@@ -259,7 +259,16 @@ impl Vec32 {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Diffie-Hellman computations of the handshake on this thread, for the tests that
+    /// prove a flood costs none (`engine::core`'s cookie tests).
+    pub(crate) static DH_COUNT: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
 fn dh(local: &PrivateKey, remote: &PublicKey) -> Result<[u8; 32], HandshakeError> {
+    #[cfg(test)]
+    DH_COUNT.with(|c| c.set(c.get() + 1));
     local
         .diffie_hellman(remote)
         .ok_or(HandshakeError::LowOrderPoint)
@@ -560,7 +569,7 @@ fn indices(sender: u32, receiver: u32) -> [u8; 8] {
 }
 
 /// Compare without an early exit, so timing does not reveal where a MAC differs.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

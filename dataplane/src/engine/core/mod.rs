@@ -40,6 +40,13 @@
 //!   key and kept when they go, so a re-installed or repaired route end cannot be fed a
 //!   replayed initiation. At most [`PEERS_REMEMBERED`] entries beyond the live peers;
 //!   route ends hold their entry's index, so the packet path neither hashes nor allocates.
+//! - `cookie`: handshake-flood protection (`docs/PROTOCOL.md` §5.10). Every initiation
+//!   that reaches one of our route ends passes the node-wide gate before its session: not
+//!   under load (fewer than [`LOAD_BURST`] at once, then [`LOAD_INTERVAL`] apart) it goes
+//!   on; under load it goes on only with a valid mac2 and within its source address's
+//!   budget, and one without a valid mac2 is answered with a cookie reply instead, at no
+//!   Diffie-Hellman. Counted node-wide as `cookie reply sent` and `initiation under load
+//!   dropped`. Other packet types never reach it.
 //! - `status`: [`NodeCore::status`], a snapshot of all of the above.
 //!
 //! Cryptokey routing: a route end's prefixes are both where TUN packets to them go and the
@@ -52,6 +59,7 @@
 //! locks: staging rings, the probe table and the event queue are allocated when a route end
 //! or the core is created.
 
+mod cookie;
 mod expiry;
 mod peers;
 mod probe;
@@ -72,14 +80,19 @@ use crate::route::{
 };
 use crate::session::{HEADROOM, Outcome, PeerMemory, SendError, Session};
 use crate::stack::{self, Owner, Stack, StreamError, StreamId};
-use crate::wire::{HANDSHAKE_INIT_LEN, RouteId, TAG_LEN, is_link_probe};
+use crate::wire::{HANDSHAKE_INIT_MAC2_LEN, PacketType, RouteId, TAG_LEN, is_link_probe};
 
+pub use cookie::{
+    COOKIE_SECRET_LIFETIME, LOAD_BURST, LOAD_INTERVAL, SOURCE_BURST, SOURCE_INTERVAL,
+    SOURCES_TRACKED, UNDER_LOAD_HOLD,
+};
 pub use expiry::EXPIRY_SAMPLE;
 pub use peers::PEERS_REMEMBERED;
 pub use probe::{MAX_NEIGHBOURS, PINGS_PER_ROUTE, PROBES_OUTSTANDING};
 pub use staging::STAGED_PER_ROUTE;
 pub use unreachable::UNREACHABLE_REPORT_EVERY;
 
+use cookie::{CookieGate, Gate};
 use expiry::Expiry;
 use peers::{PeerIdx, Peers};
 use probe::{Neighbours, Pings, Probes};
@@ -135,11 +148,17 @@ pub enum NodeDrop {
     /// A well-formed link probe or reply from no known neighbour, or whose tag does not
     /// verify.
     UnauthenticatedProbe,
+    /// A handshake initiation without a valid mac2 that arrived while the node was under
+    /// load: answered with a cookie reply instead of being read (`docs/PROTOCOL.md` §5.10).
+    CookieReplySent,
+    /// A handshake initiation with a valid mac2 that arrived while the node was under load
+    /// and its source address had spent its budget: dropped unread.
+    UnderLoad,
 }
 
 impl NodeDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NodeDrop; 10] = [
+    pub const ALL: [NodeDrop; 12] = [
         NodeDrop::NotIp,
         NodeDrop::NoRoute,
         NodeDrop::NoSession,
@@ -150,6 +169,8 @@ impl NodeDrop {
         NodeDrop::UnexpectedProbeReply,
         NodeDrop::UnexpectedPong,
         NodeDrop::UnauthenticatedProbe,
+        NodeDrop::CookieReplySent,
+        NodeDrop::UnderLoad,
     ];
 
     /// A short name for status output.
@@ -165,6 +186,8 @@ impl NodeDrop {
             NodeDrop::UnexpectedProbeReply => "unexpected probe reply",
             NodeDrop::UnexpectedPong => "unexpected pong",
             NodeDrop::UnauthenticatedProbe => "unauthenticated probe",
+            NodeDrop::CookieReplySent => "cookie reply sent",
+            NodeDrop::UnderLoad => "initiation under load dropped",
         }
     }
 }
@@ -286,6 +309,8 @@ pub struct NodeCore {
     neighbours: Neighbours,
     events: Events,
     drops: NodeDrops,
+    /// Handshake-flood protection: load, cookie secret, per-source budgets (`cookie`).
+    cookies: CookieGate,
     /// When each unreachable next hop was last reported (`unreachable`).
     unreachables: Unreachables,
     /// Largest IP packet accepted from the TUN device.
@@ -308,7 +333,7 @@ fn stack_seed(setup: &NodeSetup, unix_time: Duration) -> u64 {
 
 /// Bytes a buffer needs for an IP packet of `mtu` bytes sealed in place.
 pub fn buffer_len(mtu: usize) -> usize {
-    (HEADROOM + mtu + TAG_LEN).max(HANDSHAKE_INIT_LEN)
+    (HEADROOM + mtu + TAG_LEN).max(HANDSHAKE_INIT_MAC2_LEN)
 }
 
 impl NodeCore {
@@ -343,6 +368,7 @@ impl NodeCore {
                 dropped: 0,
             },
             drops: NodeDrops::default(),
+            cookies: CookieGate::new(setup.public_key()),
             unreachables: Unreachables::default(),
             mtu,
             scratch: vec![0u8; buffer_len(mtu)],
@@ -387,6 +413,12 @@ impl NodeCore {
     /// never had a route end with it, or forgot it at [`PEERS_REMEMBERED`]).
     pub fn peer_memory(&self, peer: &PublicKey) -> Option<&PeerMemory> {
         self.peers.memory(peer)
+    }
+
+    /// Is the node under load at `now` (handshake-flood protection, `docs/PROTOCOL.md`
+    /// §5.10)?
+    pub fn is_under_load(&self, now: Instant) -> bool {
+        self.cookies.is_under_load(now)
     }
 
     /// How many peer keys the node remembers.
@@ -440,6 +472,23 @@ impl NodeCore {
                     return;
                 };
                 let first_hop = end.setup.first_hop;
+                // Initiations only (one byte compared per packet): under load, one without
+                // a valid mac2 costs a keyed hash and is answered with a cookie.
+                if buf.get(1) == Some(&(PacketType::HandshakeInit as u8)) {
+                    let (in_id, out_id) = (end.setup.in_id, end.session.route_id());
+                    match self.cookies.check(now, from, in_id, out_id, buf) {
+                        Gate::Pass => {}
+                        Gate::Reply(n) => {
+                            self.drops.add(NodeDrop::CookieReplySent);
+                            io.send_udp(first_hop, buf.get(..n).unwrap_or_default());
+                            return;
+                        }
+                        Gate::Drop => {
+                            self.drops.add(NodeDrop::UnderLoad);
+                            return;
+                        }
+                    }
+                }
                 let mut stacked = false;
                 let outcome = end.session.decapsulate(now, buf, peer);
                 if !matches!(outcome, Outcome::Dropped(_)) {
