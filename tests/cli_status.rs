@@ -116,6 +116,7 @@ fn sample_status() -> NodeStatus {
         stack: Default::default(),
         fwmark: None,
         grants: Vec::new(),
+        under_load: false,
     }
 }
 

@@ -33,6 +33,9 @@ pub struct NodeStatus {
     pub fwmark: Option<Fwmark>,
     /// Prefixes granted to peer keys beyond their route ends' own, by key.
     pub grants: Vec<(PublicKey, Vec<Prefix>)>,
+    /// Under load: handshake initiations without a valid cookie MAC are answered with
+    /// cookie replies instead of being read (`docs/PROTOCOL.md` §5.10).
+    pub under_load: bool,
 }
 
 /// One route end.

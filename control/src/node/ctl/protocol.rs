@@ -384,6 +384,9 @@ pub struct StatusReply {
     /// Prefixes granted to peers beyond their route ends' own.
     #[serde(default)]
     pub grants: Vec<GrantReply>,
+    /// Handshake initiations are answered with cookie replies, not read (a flood).
+    #[serde(default)]
+    pub under_load: bool,
     /// The connection to the node manager, if the node has one (`node.manager`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager: Option<ManagerLink>,
@@ -656,6 +659,7 @@ impl From<&NodeStatus> for StatusReply {
                 })
                 .collect(),
             manager: None,
+            under_load: status.under_load,
         }
     }
 }
@@ -893,6 +897,7 @@ pub(crate) mod tests {
             stack: Default::default(),
             fwmark: None,
             grants: Vec::new(),
+            under_load: false,
         }
     }
 

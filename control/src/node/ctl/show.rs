@@ -21,6 +21,12 @@ impl fmt::Display for StatusReply {
         if let Some(manager) = &self.manager {
             write_manager(f, manager)?;
         }
+        if self.under_load {
+            writeln!(
+                f,
+                "  under load: handshakes are answered with cookie replies (a flood?)"
+            )?;
+        }
         for grant in &self.grants {
             writeln!(
                 f,

@@ -91,6 +91,7 @@ impl NodeCore {
                 grants.sort_by_key(|(k, _)| *k);
                 grants
             },
+            under_load: self.is_under_load(now),
         }
     }
 }
