@@ -25,8 +25,8 @@ use skywire_control::apps::vpn::proto::{
 use skywire_control::config::{Config, ConfigFile, ManagerSection, NodeSection};
 use skywire_control::frame as codec;
 use skywire_control::manager::proto::{
-    self, Bytes32, ErrorKind as ProtoErrorKind, Frame, Hello, Key, LinkMeasure, LinkReport,
-    MeshRouteId, NodeRequest, ProtoError, Register, RouteInfo, RouteList, RouteState,
+    self, Auth, AuthOk, Bytes32, ErrorKind as ProtoErrorKind, Frame, Hello, Key, LinkMeasure,
+    LinkReport, MeshRouteId, NodeRequest, ProtoError, Register, RouteInfo, RouteList, RouteState,
 };
 use skywire_control::manager::topology::RouteWeight;
 use skywire_control::node::apps::protocol::{
@@ -297,6 +297,29 @@ fn control_seeds() -> Vec<(&'static str, Seeds)> {
         ..Register::default()
     })
     .frame(1);
+    // The node's AUTH and the manager's reply (the proofs are not checked here: the
+    // decoder and the typed reading are).
+    let auth = Frame::request(
+        proto::kind::AUTH,
+        0,
+        &Auth {
+            node: Key(node_key.public_key()),
+            nonce: Bytes32([4; 32]),
+            proof: Bytes32([5; 32]),
+        },
+    );
+    let auth_ok = Frame::ok(
+        proto::kind::AUTH,
+        0,
+        &AuthOk {
+            proof: Bytes32([6; 32]),
+        },
+    );
+    let auth_stream = [
+        proto::encode(&auth, None).expect("encodes"),
+        proto::encode(&auth_ok, None).expect("encodes"),
+    ]
+    .concat();
     // A LINK_REPORT with and without the newer fields, and a ROUTE_LIST reply with an
     // active route and a waiting one (its reason and retry time).
     let neighbour = Key(PrivateKey::from_bytes([2; 32]).public_key());
@@ -430,6 +453,7 @@ fn control_seeds() -> Vec<(&'static str, Seeds)> {
                     chunked(7, &proto::encode(&register, None).expect("encodes")),
                 ),
                 ("tagged-register-heartbeat", chunked(11, &tagged)),
+                ("auth-then-ok", chunked(13, &auth_stream)),
                 (
                     "link-report",
                     chunked(17, &proto::encode(&link_report, None).expect("encodes")),

@@ -2,7 +2,7 @@
 //! codec shared by signal and the manager protocol (`control::frame`), the manager
 //! protocol's frames (with and without their MAC), typed messages and typed replies (a
 //! `LINK_REPORT`'s measures, a `ROUTE_LIST`'s `RouteInfo`s with their reasons and retry
-//! times, the mesh a `NODES` reply shows), signal's frames and its opening (the key
+//! times, the mesh a `NODES` reply shows, the opening's `HELLO`, `AUTH` and its reply), signal's frames and its opening (the key
 //! proofs), and the node's control-socket request lines.
 //!
 //! Each target feeds the input in chunks (the first byte picks the chunk size, so frames
@@ -18,8 +18,8 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use skywire_control::frame::{self as codec, Decoder as CodecDecoder};
 use skywire_control::manager::proto::{
-    self, Bytes32, Decoder as ManagerDecoder, Frame as ManagerFrame, ManagerRequest, Mesh,
-    NodeRequest, Registered, RouteInfo, RouteList,
+    self, Auth, AuthOk, Bytes32, Decoder as ManagerDecoder, Frame as ManagerFrame, Hello,
+    ManagerRequest, Mesh, NodeRequest, Registered, RouteInfo, RouteList,
 };
 use skywire_control::node::ctl::protocol::{ParsedRequest, Request, parse_request};
 use skywire_control::signal::auth::{self, ClientAuth, Nonce, Proof, Secret, Step};
@@ -101,6 +101,32 @@ fn read_typed(frame: &ManagerFrame) {
     reply_round_trip::<RouteInfo>(frame);
     reply_round_trip::<RouteList>(frame);
     reply_round_trip::<Mesh>(frame);
+    // The opening (`HELLO`, `AUTH` and its `AuthOk` reply), which have no `PartialEq`:
+    // compared as the JSON they write.
+    opening_round_trip(frame.parse::<Hello>(), ManagerFrame::request);
+    opening_round_trip(frame.parse::<Auth>(), ManagerFrame::request);
+    opening_round_trip(frame.reply::<AuthOk>(), ManagerFrame::ok);
+}
+
+/// A message of the opening that read from a frame, written into a frame of the same
+/// kind and id by `write`, reads back to a message that writes the same JSON.
+fn opening_round_trip<T: DeserializeOwned + Serialize>(
+    read: Result<T, proto::ProtoError>,
+    write: fn(u8, u64, &T) -> ManagerFrame,
+) {
+    let Ok(message) = read else {
+        return;
+    };
+    let frame = write(0x01, 7, &message);
+    let again: T = if frame.kind & proto::REPLY == 0 {
+        frame.parse().expect("a written request reads")
+    } else {
+        frame.reply().expect("a written reply reads")
+    };
+    assert_eq!(
+        serde_json::to_value(&again).expect("writes"),
+        serde_json::to_value(&message).expect("writes")
+    );
 }
 
 /// `frame` read as a reply of type `T`; if it reads, the reply written again reads the

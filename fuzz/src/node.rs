@@ -14,7 +14,7 @@
 //! forwarding drops, and its route end's); nothing is written to the TUN device (no
 //! session has keys before the datagram, so nothing can open).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use skywire_dataplane::crypto::PrivateKey;
@@ -24,26 +24,19 @@ use skywire_dataplane::wire::RouteId;
 
 use crate::fixtures::{INITIATOR_IN, INITIATOR_SECRET, RESPONDER_SECRET, ROUTE, TIMESTAMP};
 
+/// `198.18.0.n:6000`.
+const fn addr(n: u8) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, n)), 6000)
+}
+
 /// Where every datagram comes from: the initiator, the route end's first and previous hop.
-pub const FROM: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 1)),
-    6000,
-);
+pub const FROM: SocketAddr = addr(1);
 /// The node's own transport address.
-pub const LISTEN: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 2)),
-    6000,
-);
+pub const LISTEN: SocketAddr = addr(2);
 /// Where the relay rule from [`FROM`] forwards to.
-pub const NEXT: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 3)),
-    6000,
-);
+pub const NEXT: SocketAddr = addr(3);
 /// A previous hop other than [`FROM`], of the second relay rule.
-pub const OTHER: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 4)),
-    6000,
-);
+pub const OTHER: SocketAddr = addr(4);
 /// The relay rule's incoming id (packets from [`FROM`] with it go to [`NEXT`]).
 pub const RELAY_IN: RouteId = match RouteId::new(0x0000_0100) {
     Some(id) => id,
