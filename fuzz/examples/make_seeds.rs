@@ -22,8 +22,13 @@ use skywire_control::apps::socks::wire::{
 use skywire_control::apps::vpn::proto::{
     self as vpn, ErrorKind as VpnErrorKind, LeaseReply, Reply as VpnReply, Request as VpnRequest,
 };
+use skywire_control::config::{Config, ConfigFile, ManagerSection, NodeSection};
 use skywire_control::frame as codec;
-use skywire_control::manager::proto::{self, Bytes32, Frame, Hello, Key, NodeRequest, Register};
+use skywire_control::manager::proto::{
+    self, Auth, AuthOk, Bytes32, ErrorKind as ProtoErrorKind, Frame, Hello, Key, LinkMeasure,
+    LinkReport, MeshRouteId, NodeRequest, ProtoError, Register, RouteInfo, RouteList, RouteState,
+};
+use skywire_control::manager::topology::RouteWeight;
 use skywire_control::node::apps::protocol::{
     AppRequest, ErrorKind, Incoming, ListenerLine, Listening, Reply, StreamOpened, error_line,
     reset_reason,
@@ -40,11 +45,13 @@ use skywire_dataplane::wire::{
     HANDSHAKE_INIT_LEN, HANDSHAKE_RESPONSE_LEN, PacketType, TRANSPORT_HEADER_LEN,
     TRANSPORT_OVERHEAD,
 };
+use skywire_fuzz::config::CONFIG_FILE;
 use skywire_fuzz::control::{SIGNAL_CLIENT_NONCE, SIGNAL_ID, SIGNAL_SECRET, SIGNAL_SERVER_NONCE};
 use skywire_fuzz::fixtures::{
     BINDING, CIPHER_KEY, INITIATOR_IN, INITIATOR_INDEX, INITIATOR_SECRET, RESPONDER_INDEX, ROUTE,
     TIMESTAMP, initiator_keys, responder_keys,
 };
+use skywire_fuzz::node::{OTHER_IN, RELAY_IN};
 use skywire_fuzz::replay::{self, Op as R};
 use skywire_fuzz::route::{DELIVER_ID, FORWARD_ID};
 use skywire_fuzz::session::{self, Op as S, Side::A, Side::B};
@@ -290,6 +297,83 @@ fn control_seeds() -> Vec<(&'static str, Seeds)> {
         ..Register::default()
     })
     .frame(1);
+    // The node's AUTH and the manager's reply (the proofs are not checked here: the
+    // decoder and the typed reading are).
+    let auth = Frame::request(
+        proto::kind::AUTH,
+        0,
+        &Auth {
+            node: Key(node_key.public_key()),
+            nonce: Bytes32([4; 32]),
+            proof: Bytes32([5; 32]),
+        },
+    );
+    let auth_ok = Frame::ok(
+        proto::kind::AUTH,
+        0,
+        &AuthOk {
+            proof: Bytes32([6; 32]),
+        },
+    );
+    let auth_stream = [
+        proto::encode(&auth, None).expect("encodes"),
+        proto::encode(&auth_ok, None).expect("encodes"),
+    ]
+    .concat();
+    // A LINK_REPORT with and without the newer fields, and a ROUTE_LIST reply with an
+    // active route and a waiting one (its reason and retry time).
+    let neighbour = Key(PrivateKey::from_bytes([2; 32]).public_key());
+    let link_report = NodeRequest::LinkReport(LinkReport {
+        links: vec![
+            LinkMeasure {
+                peer: neighbour,
+                rtt_us: Some(1250),
+                loss: 0.25,
+                up: true,
+                endpoint: Some("198.18.0.2:6000".parse().expect("an address")),
+            },
+            LinkMeasure {
+                peer: Key(manager_key.public_key()),
+                rtt_us: None,
+                loss: 1.0,
+                up: false,
+                endpoint: None,
+            },
+        ],
+    })
+    .frame(5);
+    let route = |id, state, reason, retry_in_ms| RouteInfo {
+        id: MeshRouteId(id),
+        src: Key(node_key.public_key()),
+        dst: neighbour,
+        path: vec![Key(node_key.public_key()), neighbour],
+        state,
+        min_hops: 1,
+        max_hops: 3,
+        avoid: vec![],
+        weight: RouteWeight::Latency,
+        repairs: 2,
+        reason,
+        retry_in_ms,
+    };
+    let route_list = Frame::ok(
+        proto::kind::ROUTE_LIST,
+        6,
+        &RouteList {
+            routes: vec![
+                route(0x10, RouteState::Active, None, None),
+                route(
+                    0x11,
+                    RouteState::Waiting,
+                    Some(ProtoError::new(
+                        ProtoErrorKind::NoPath,
+                        "no path of 1 to 3 hops",
+                    )),
+                    Some(4000),
+                ),
+            ],
+        },
+    );
     let keys = proto::session_keys(
         &manager_key,
         &node_key.public_key(),
@@ -369,6 +453,15 @@ fn control_seeds() -> Vec<(&'static str, Seeds)> {
                     chunked(7, &proto::encode(&register, None).expect("encodes")),
                 ),
                 ("tagged-register-heartbeat", chunked(11, &tagged)),
+                ("auth-then-ok", chunked(13, &auth_stream)),
+                (
+                    "link-report",
+                    chunked(17, &proto::encode(&link_report, None).expect("encodes")),
+                ),
+                (
+                    "route-list-reply",
+                    chunked(29, &proto::encode(&route_list, None).expect("encodes")),
+                ),
             ],
         ),
         (
@@ -788,6 +881,72 @@ const VPN_EXIT_STATE: &str = r#"{"pool":{"leases":[{"key":"ee7b140895b3c79d67ef2
 "sysctls":{"recorded":[{"key":["net","ipv4","conf","x-wan","forwarding"],"original":"0"}]},
 "routes":[{"prefix":"198.19.128.0/24","kind":{"device":"sw0"},"table":254}],"table":true,"tun":"sw0"}"#;
 
+/// The config loader's seeds: the project's example `config.yaml` (every section, with its
+/// comments), each of its top-level sections alone, an empty file, and the example as the
+/// config's own writer writes it back.
+fn config_seeds() -> Seeds {
+    let example = include_str!("../../config.yaml");
+    let mut seeds = vec![
+        ("example", example.as_bytes().to_vec()),
+        ("empty", Vec::new()),
+    ];
+    // Each top-level section of the example, alone (a section runs to the next line that
+    // starts a key at column 0).
+    let starts: Vec<usize> = example
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .filter(|&i| example[i..].starts_with(|c: char| c.is_ascii_lowercase()))
+        .collect();
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(example.len());
+        let section = &example[start..end];
+        let name = match section.split(':').next() {
+            Some("node") => "node",
+            Some("manager") => "manager",
+            Some("socks") => "socks",
+            Some("vpn") => "vpn",
+            Some("apps") => "apps",
+            other => panic!("an unknown section in config.yaml: {other:?}"),
+        };
+        seeds.push((name, section.as_bytes().to_vec()));
+    }
+    let config = Config::parse(example, CONFIG_FILE).expect("the example loads");
+    let written = ConfigFile {
+        comment: "the example, written back".into(),
+        node: Some(NodeSection::from(&config.node)),
+        manager: Some(ManagerSection::from(&config.manager)),
+        socks: Some(config.socks.clone()),
+        vpn: Some(config.vpn.clone()),
+    }
+    .to_yaml()
+    .expect("the example writes back");
+    seeds.push(("example-written", written.into_bytes()));
+    seeds
+}
+
+/// The node core's seeds (`node_datagram`, all from `skywire_fuzz::node::FROM`): a genuine
+/// initiation on the route end's id, a transport packet and a response on it (no session
+/// yet), a packet for the relay rule and one for the rule of another previous hop, a link
+/// probe and a reply made with the link key of the fixed keys, and a datagram too short for
+/// a header.
+fn node_seeds(init: &[u8], response: &[u8], data: &[u8], probes: &Seeds) -> Seeds {
+    let with_id = |packet: &[u8], id: u32| {
+        let mut p = packet.to_vec();
+        p[4..8].copy_from_slice(&id.to_be_bytes());
+        p
+    };
+    let mut seeds = vec![
+        ("init", init.to_vec()),
+        ("response", response.to_vec()),
+        ("data-no-session", data.to_vec()),
+        ("relay", with_id(data, RELAY_IN.get())),
+        ("relay-wrong-previous-hop", with_id(data, OTHER_IN.get())),
+        ("short", vec![4, 0, 0]),
+    ];
+    seeds.extend(probes.iter().cloned());
+    seeds
+}
+
 fn main() {
     let (init, response) = handshake();
     let transport = transport_packets();
@@ -879,6 +1038,19 @@ fn main() {
         ),
     ];
 
+    let probes = control_seeds()
+        .into_iter()
+        .find(|(target, _)| *target == "link_probe")
+        .map(|(_, seeds)| seeds)
+        .expect("link_probe seeds");
+    let more = vec![
+        ("config_parse", config_seeds()),
+        (
+            "node_datagram",
+            node_seeds(&init, &response, &transport[0].1, &probes),
+        ),
+    ];
+
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for (target, seeds) in targets
         .into_iter()
@@ -887,6 +1059,7 @@ fn main() {
         .chain(app_seeds())
         .chain(socks_seeds())
         .chain(vpn_seeds())
+        .chain(more)
     {
         let dir = root.join(target);
         fs::create_dir_all(&dir).expect("create corpus dir");

@@ -1,7 +1,9 @@
 //! Targets for the parsers of `skywire-control` that read bytes from a peer: the frame
 //! codec shared by signal and the manager protocol (`control::frame`), the manager
-//! protocol's frames (with and without their MAC) and typed messages, signal's frames and
-//! its opening (the key proofs), and the node's control-socket request lines.
+//! protocol's frames (with and without their MAC), typed messages and typed replies (a
+//! `LINK_REPORT`'s measures, a `ROUTE_LIST`'s `RouteInfo`s with their reasons and retry
+//! times, the mesh a `NODES` reply shows, the opening's `HELLO`, `AUTH` and its reply), signal's frames and its opening (the key
+//! proofs), and the node's control-socket request lines.
 //!
 //! Each target feeds the input in chunks (the first byte picks the chunk size, so frames
 //! split at every point are tried) and checks that what decodes encodes back to the same
@@ -9,11 +11,15 @@
 
 use std::sync::OnceLock;
 
-use serde::de::IgnoredAny;
+use std::fmt::Debug;
+
+use serde::Serialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use skywire_control::frame::{self as codec, Decoder as CodecDecoder};
 use skywire_control::manager::proto::{
-    self, Bytes32, Decoder as ManagerDecoder, Frame as ManagerFrame, ManagerRequest, NodeRequest,
+    self, Auth, AuthOk, Bytes32, Decoder as ManagerDecoder, Frame as ManagerFrame, Hello,
+    ManagerRequest, Mesh, NodeRequest, Registered, RouteInfo, RouteList,
 };
 use skywire_control::node::ctl::protocol::{ParsedRequest, Request, parse_request};
 use skywire_control::signal::auth::{self, ClientAuth, Nonce, Proof, Secret, Step};
@@ -89,6 +95,47 @@ fn read_typed(frame: &ManagerFrame) {
         assert_eq!(ManagerRequest::parse(&again).as_ref(), Ok(&request));
     }
     let _ = frame.reply::<IgnoredAny>();
+    // The replies a node reads, typed (the manager's answers to REGISTER, ROUTE_ADD,
+    // ROUTE_LIST and NODES): what reads, written again, reads the same.
+    reply_round_trip::<Registered>(frame);
+    reply_round_trip::<RouteInfo>(frame);
+    reply_round_trip::<RouteList>(frame);
+    reply_round_trip::<Mesh>(frame);
+    // The opening (`HELLO`, `AUTH` and its `AuthOk` reply), which have no `PartialEq`:
+    // compared as the JSON they write.
+    opening_round_trip(frame.parse::<Hello>(), ManagerFrame::request);
+    opening_round_trip(frame.parse::<Auth>(), ManagerFrame::request);
+    opening_round_trip(frame.reply::<AuthOk>(), ManagerFrame::ok);
+}
+
+/// A message of the opening that read from a frame, written into a frame of the same
+/// kind and id by `write`, reads back to a message that writes the same JSON.
+fn opening_round_trip<T: DeserializeOwned + Serialize>(
+    read: Result<T, proto::ProtoError>,
+    write: fn(u8, u64, &T) -> ManagerFrame,
+) {
+    let Ok(message) = read else {
+        return;
+    };
+    let frame = write(0x01, 7, &message);
+    let again: T = if frame.kind & proto::REPLY == 0 {
+        frame.parse().expect("a written request reads")
+    } else {
+        frame.reply().expect("a written reply reads")
+    };
+    assert_eq!(
+        serde_json::to_value(&again).expect("writes"),
+        serde_json::to_value(&message).expect("writes")
+    );
+}
+
+/// `frame` read as a reply of type `T`; if it reads, the reply written again reads the
+/// same.
+fn reply_round_trip<T: DeserializeOwned + Serialize + PartialEq + Debug>(frame: &ManagerFrame) {
+    if let Ok(reply) = frame.reply::<T>() {
+        let again = ManagerFrame::ok(frame.kind, frame.id, &reply);
+        assert_eq!(again.reply::<T>().as_ref(), Ok(&reply));
+    }
 }
 
 /// The manager protocol: frames before the key proof (no tag), then the same bytes as

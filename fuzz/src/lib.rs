@@ -1,5 +1,6 @@
-//! Bodies of the libFuzzer targets for `skywire-dataplane` and the parsers of
-//! `skywire-control` that read a peer's bytes, one function per target.
+//! Bodies of the libFuzzer targets for `skywire-dataplane` (its wire parsers and the node
+//! core's datagram intake) and the parsers of `skywire-control` that read a peer's bytes or
+//! a file, one function per target.
 //!
 //! Each `fuzz_targets/<name>.rs` is a one-line `fuzz_target!` that calls the function of the
 //! same name here. Keeping the bodies in a library lets `tests/corpus.rs` replay every seed
@@ -13,8 +14,10 @@
 
 pub mod apps;
 pub mod cipher;
+pub mod config;
 pub mod control;
 pub mod fixtures;
+pub mod node;
 pub mod noise;
 pub mod prefix;
 pub mod replay;
@@ -55,4 +58,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("socks_wire", socks::socks_wire),
     ("vpn_lease", vpn::vpn_lease),
     ("vpn_state", vpn::vpn_state),
+    ("config_parse", config::config_parse),
+    ("node_datagram", node::node_datagram),
 ];

@@ -217,3 +217,40 @@ fn socks_seeds_are_what_their_names_say() {
         ));
     }
 }
+
+#[test]
+fn node_seeds_meet_their_fates() {
+    use skywire_fuzz::node::{FROM, NEXT, run};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/node_datagram");
+    let run = |name: &str| {
+        let (io, dropped) = run(&fs::read(dir.join(name)).expect("read seed"));
+        let to: Vec<_> = io.sent.iter().map(|(to, _)| *to).collect();
+        (to, dropped)
+    };
+    // Answered: a genuine initiation and a link probe; forwarded: the relay's packet.
+    assert_eq!(run("seed-init"), (vec![FROM], 0));
+    assert_eq!(run("seed-probe"), (vec![FROM], 0));
+    assert_eq!(run("seed-relay"), (vec![NEXT], 0));
+    for name in [
+        "seed-response",
+        "seed-data-no-session",
+        "seed-relay-wrong-previous-hop",
+        "seed-reply",
+        "seed-short",
+    ] {
+        assert_eq!(run(name), (vec![], 1), "{name}");
+    }
+}
+
+#[test]
+fn config_seeds_load() {
+    use skywire_control::config::Config;
+    use skywire_fuzz::config::CONFIG_FILE;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/config_parse");
+    for path in files(&dir, true) {
+        let text = fs::read_to_string(&path).expect("a config seed is text");
+        if let Err(e) = Config::parse(&text, CONFIG_FILE) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+}
