@@ -60,13 +60,24 @@ pub fn cookie_reply(data: &[u8]) {
     assert_eq!(out[..COOKIE_REPLY_LEN], *data);
     assert_eq!(out[COOKIE_REPLY_LEN], 0x5a, "emit wrote past 84 bytes");
     assert!(repr.emit(&mut out[..COOKIE_REPLY_LEN - 1]).is_err());
-    assert_eq!(read_reply(&responder, index.wrapping_add(1), &MAC1, data), Err(CookieError::WrongIndex));
+    assert_eq!(
+        read_reply(&responder, index.wrapping_add(1), &MAC1, data),
+        Err(CookieError::WrongIndex)
+    );
 
     // The same header, index and nonce with the cookie sealed properly: it must open.
     let mut sealed = [0u8; COOKIE_REPLY_LEN];
     let nonce: [u8; 24] = data[12..36].try_into().expect("24 bytes");
-    write_reply(&responder, nonce, repr.route_id, index, &MAC1, &COOKIE, &mut sealed)
-        .expect("84 bytes of room");
+    write_reply(
+        &responder,
+        nonce,
+        repr.route_id,
+        index,
+        &MAC1,
+        &COOKIE,
+        &mut sealed,
+    )
+    .expect("84 bytes of room");
     assert_eq!(sealed[..36], data[..36]);
     assert_eq!(read_reply(&responder, index, &MAC1, &sealed), Ok(COOKIE));
 }

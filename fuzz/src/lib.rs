@@ -16,7 +16,9 @@ pub mod apps;
 pub mod cipher;
 pub mod config;
 pub mod control;
+pub mod cookie;
 pub mod fixtures;
+pub mod impair;
 pub mod node;
 pub mod noise;
 pub mod prefix;
@@ -58,6 +60,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("socks_wire", socks::socks_wire),
     ("vpn_lease", vpn::vpn_lease),
     ("vpn_state", vpn::vpn_state),
+    ("cookie_reply", cookie::cookie_reply),
+    ("impair_settings", impair::impair_settings),
     ("config_parse", config::config_parse),
     ("node_datagram", node::node_datagram),
 ];

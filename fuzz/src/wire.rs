@@ -10,11 +10,12 @@ use skywire_dataplane::wire::{
     TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD, TransportPacket, TransportRepr, VERSION,
 };
 
-/// The route header rules, restated: version 1, type 1..=7, reserved zero, id non-zero.
+/// The route header rules, restated: version 1, type 1..=7 or 10 (a cookie reply),
+/// reserved zero, id non-zero.
 fn header_is_valid(data: &[u8]) -> bool {
     data.len() >= 8
         && data[0] == VERSION
-        && (1..=7).contains(&data[1])
+        && ((1..=7).contains(&data[1]) || data[1] == 10)
         && data[2..4] == [0, 0]
         && data[4..8] != [0; 4]
 }
