@@ -355,6 +355,14 @@ fn start_vpn(chain: &mut Chain, program: &Path) -> Result<Tunnel, BenchError> {
     ] {
         pids.push(chain.spawn(node, what, program, &["node", "--config", config], log)?);
     }
+    // The apps need their node's control socket at once (they exit 69 without it): wait
+    // for each node's start line, which it logs once the socket is bound.
+    for (what, log) in [
+        ("skywire node x (VPN)", "vpn-x.log"),
+        ("skywire node c (VPN)", "vpn-c.log"),
+    ] {
+        wait_for_log(chain, what, log, "listening on")?;
+    }
     pids.push(chain.spawn(
         X,
         "skywire vpn exit",
