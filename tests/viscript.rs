@@ -128,6 +128,7 @@ exec sleep 300
     path: evil_client.py
   skywire-self:
     desc: a nested headless viscript, as a Rust signal client
+    outlives_viscript: true
     path: {skywire}
     default_args: [viscript, --headless, --config, {inner_config}, --socket, {inner_socket}, --signal-address, \"127.0.0.1:0\"]
   missing:

@@ -273,7 +273,8 @@ fn after_viscript_dies_a_fake_signal_server_cannot_shut_its_apps_down() {
     wait_for("the nested viscript to register", || {
         (v.row(1)["signal"] == true).then_some(())
     });
-    // SIGKILL leaves the apps running (viscript cannot stop them without `unsafe`).
+    // SIGKILL leaves this app running: it is configured to outlive viscript (the others
+    // get SIGKILL from the kernel, `a_killed_viscript_takes_its_apps_with_it_...`).
     send_signal(v.child.id(), "-KILL");
     v.child.wait().unwrap();
     let listener = wait_for("the signal address to be free", || listen(&addr));
