@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use common::{Scratch, path_arg, skywire_binary};
 
-/// `skywire status --socket PATH`: its exit code and how long it took.
+/// `skywire status --socket PATH`: its exit code (with what it said on stderr when not
+/// 0) and how long it took.
 fn status(socket: &Path) -> (Option<i32>, Duration) {
     let started = Instant::now();
     let out = Command::new(skywire_binary())
@@ -31,7 +32,14 @@ fn status(socket: &Path) -> (Option<i32>, Duration) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (out.status.code(), started.elapsed())
+    let code = out.status.code();
+    if !matches!(code, Some(0 | 69)) {
+        eprintln!(
+            "status exited {code:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (code, started.elapsed())
 }
 
 #[test]

@@ -85,6 +85,13 @@ pub enum CtlError {
         #[source]
         source: io::Error,
     },
+    /// The node closed the connection before it said anything (it is stopping, or it
+    /// made room for another client).
+    #[error("the node at {} closed the connection before answering (is it stopping?)", path.display())]
+    Closed {
+        /// The socket's path.
+        path: PathBuf,
+    },
     /// The answer was not a valid response to the request.
     #[error("the node at {} sent a bad response: {reason}", path.display())]
     BadResponse {
@@ -97,17 +104,23 @@ pub enum CtlError {
 
 impl CtlError {
     /// Whether the node is not there or cannot answer: exit code 69 (service unavailable).
-    /// That is a missing or refused socket, a timeout, and an `unavailable` answer.
+    /// That is a missing or refused socket, a timeout, an `unavailable` answer, and a
+    /// connection the node closed or reset before answering (a node that is stopping).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Self::NotRunning { .. }
-                | Self::Timeout { .. }
-                | Self::Refused {
-                    kind: ErrorKind::Unavailable,
-                    ..
-                }
-        )
+            | Self::Timeout { .. }
+            | Self::Closed { .. }
+            | Self::Refused {
+                kind: ErrorKind::Unavailable,
+                ..
+            } => true,
+            Self::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
     }
 
     /// Whether the node sent the request on over the mesh and nothing came back in time
@@ -227,8 +240,13 @@ fn exchange<T: serde::de::DeserializeOwned>(
     };
     match read_line(&mut reader, MAX_RESPONSE, &mut answer).map_err(io_error)? {
         LineRead::Line => {}
-        LineRead::Eof | LineRead::Truncated => {
-            return Err(bad("the connection closed before a full answer"));
+        LineRead::Eof => {
+            return Err(CtlError::Closed {
+                path: path.to_owned(),
+            });
+        }
+        LineRead::Truncated => {
+            return Err(bad("the connection closed in the middle of the answer"));
         }
         LineRead::TooLong => {
             return Err(bad(&format!(
@@ -363,6 +381,18 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(1500));
         server.join().unwrap();
         assert!(matches!(err, CtlError::Timeout { .. }), "{err:?}");
+        assert!(err.is_unavailable());
+    }
+
+    #[test]
+    fn a_connection_closed_without_an_answer_is_unavailable() {
+        // What a node that is stopping does to a request it will not answer.
+        let tmp = TempDir::new();
+        let path = tmp.0.join("node.sock");
+        let server = scripted(&path, Some(&b""[..]));
+        let err = request_status(&path, DEFAULT_TIMEOUT).unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(err, CtlError::Closed { .. }), "{err:?}");
         assert!(err.is_unavailable());
     }
 
