@@ -42,6 +42,16 @@ fn status(socket: &Path) -> (Option<i32>, Duration) {
     (code, started.elapsed())
 }
 
+/// The node under test, killed if the test fails before it stops it.
+struct Node(std::process::Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn status_answers_within_a_second_whatever_else_the_socket_gets() {
     let dir = Scratch::new();
@@ -55,13 +65,15 @@ fn status_answers_within_a_second_whatever_else_the_socket_gets() {
             socket.display()
         ),
     );
-    let mut node = Command::new(skywire_binary())
-        .args(["node", "--config", path_arg(&config)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut node = Node(
+        Command::new(skywire_binary())
+            .args(["node", "--config", path_arg(&config)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
 
     // While it starts: each call is answered or refused (69) at once, never hangs.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -154,7 +166,7 @@ fn status_answers_within_a_second_whatever_else_the_socket_gets() {
     drop(idle);
 
     // While it stops: answered or refused at once, never a hang.
-    let pid = node.id().to_string();
+    let pid = node.0.id().to_string();
     let stopping = {
         let socket = socket.clone();
         thread::spawn(move || {
@@ -170,7 +182,7 @@ fn status_answers_within_a_second_whatever_else_the_socket_gets() {
     thread::sleep(Duration::from_millis(30));
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let exit = node.wait().unwrap();
+    let exit = node.0.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
     let slowest = stopping.join().unwrap();
     assert!(
