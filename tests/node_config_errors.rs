@@ -318,6 +318,13 @@ fn every_kind_of_bad_config_is_one_located_line_and_starts_nothing() {
             &["unique", "line 14"],
         ),
         (
+            "relay-loop",
+            edit("next_hop: 198.18.1.6:6000", "next_hop: 198.18.1.5:6000"),
+            18,
+            "node.relays[0].next_hop",
+            &["back and forth"],
+        ),
+        (
             "missing-key-file",
             edit("key: node.key", "key: absent.key"),
             2,

@@ -304,6 +304,11 @@ pub enum Problem {
     /// Two routes send the same prefix.
     #[error("two routes cannot send the same prefix")]
     DuplicatePrefix,
+    /// A relay rule sends its packets back to the hop they came from: a routing loop.
+    #[error(
+        "a relay's next_hop must differ from its prev_hop: packets would go back and forth forever"
+    )]
+    RelayLoop,
     /// A route's peer is the node itself.
     #[error("a route's peer must be another node, not this node's own key (node.key)")]
     PeerIsSelf,
@@ -465,7 +470,7 @@ pub enum Problem {
 
 impl Problem {
     /// Every problem, for [`Problem::from_message`].
-    const ALL: [Self; 68] = [
+    const ALL: [Self; 69] = [
         Self::EmptyAppName,
         Self::AppNameNotOneWord,
         Self::EmptyPath,
@@ -493,6 +498,7 @@ impl Problem {
         Self::DuplicateRouteName,
         Self::DuplicateIncomingId,
         Self::DuplicatePrefix,
+        Self::RelayLoop,
         Self::PeerIsSelf,
         Self::UnspecifiedManagerAddress,
         Self::ManagerEndpointRequired,

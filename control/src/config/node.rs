@@ -550,6 +550,10 @@ fn check_unique(
             return Err(at.conflict(&in_id, first, Problem::DuplicateIncomingId));
         }
         in_ids.insert(relay.in_id, in_id);
+        if relay.prev_hop == relay.next_hop {
+            let next_hop = node.key("relays").index(i).key("next_hop");
+            return Err(at.invalid(&next_hop, Problem::RelayLoop));
+        }
     }
     Ok(())
 }

@@ -459,7 +459,7 @@ impl Sim {
                 }
                 EngineEvent::Pong { nonce, rtt, .. } => node.pongs.push((nonce, rtt)),
                 // In-memory links always have a way.
-                EngineEvent::Unreachable { .. } => {}
+                EngineEvent::Unreachable { .. } | EngineEvent::RoutingLoop { .. } => {}
             }
         }
         let node = &mut self.nodes[i];

@@ -430,6 +430,13 @@ fn run(
                     "skywire: sending to {to}: {}; its packets are dropped (said once a minute)",
                     std::io::Error::from_raw_os_error(os_error)
                 ),
+                Ok(EngineEvent::RoutingLoop { to }) => log::error!(
+                    "skywire: routing loop: this host routes {} into the tunnel, so the node's own \
+                     packets to {to} came back through its TUN device; they are dropped. Route \
+                     it outside the tunnel (node.fwmark with a policy rule, or a more specific \
+                     route via the underlay) (said once a minute)",
+                    to.ip()
+                ),
                 Ok(EngineEvent::Pong { nonce, rtt, .. }) => {
                     if let Some(p) = pings.remove(&nonce) {
                         let _ = p.reply.send(Ok(PingReply {

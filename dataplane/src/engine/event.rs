@@ -53,6 +53,14 @@ pub enum EngineEvent {
         /// `std::io::Error::from_raw_os_error` takes it.
         os_error: i32,
     },
+    /// The node read one of its own transport datagrams, to `to`, from its TUN device: the
+    /// host routes `to` into the tunnel (a routing loop). Dropped and counted as `routing
+    /// loop`; sent at most once per address per
+    /// [`UNREACHABLE_REPORT_EVERY`](super::core::UNREACHABLE_REPORT_EVERY), for the log.
+    RoutingLoop {
+        /// The transport address the host routes into the TUN device.
+        to: SocketAddr,
+    },
     /// The far end of a route answered a ping.
     Pong {
         /// The incoming id of the route end that sent the ping.

@@ -73,6 +73,10 @@ pub enum ApplyError {
     /// A rule with this incoming id exists already (or the batch adds it twice).
     #[error("route id {0} is already in use")]
     InUse(RouteId),
+    /// A relay rule whose next hop is its previous hop: its packets would go back and forth
+    /// between the two nodes forever (the version 1 header has no hop limit).
+    #[error("route id {0}: a relay may not send packets back to the hop they came from")]
+    Loop(RouteId),
     /// No rule has this incoming id (or the batch removes it twice).
     #[error("no rule with route id {0} to remove")]
     NotFound(RouteId),

@@ -3,7 +3,7 @@
 
 use core::fmt;
 use core::str::FromStr;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// An IP address with a prefix length; host bits may be set (`10.77.0.1/24` is the address of
 /// an interface on the `10.77.0.0/24` network).
@@ -140,6 +140,39 @@ pub fn source(packet: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// If `packet` is a UDP datagram (IPv4, or IPv6 with UDP as its first header) from source
+/// port `port`, its destination address and port. Used to recognise a node's own transport
+/// packets coming back through its TUN device (a routing loop). A non-first IPv4 fragment
+/// carries no UDP header and is not recognised.
+#[inline]
+pub fn udp_from_port(packet: &[u8], port: u16) -> Option<SocketAddr> {
+    let (dst, header) = match packet.first()? >> 4 {
+        4 => {
+            // Protocol UDP, fragment offset zero.
+            if *packet.get(9)? != 17
+                || u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]) & 0x1fff != 0
+            {
+                return None;
+            }
+            (
+                destination(packet)?,
+                usize::from(packet.first()? & 0x0f) * 4,
+            )
+        }
+        6 => {
+            if *packet.get(6)? != 17 {
+                return None;
+            }
+            (destination(packet)?, 40)
+        }
+        _ => return None,
+    };
+    let ports = packet.get(header..header + 4)?;
+    let source = u16::from_be_bytes([*ports.first()?, *ports.get(1)?]);
+    let dport = u16::from_be_bytes([*ports.get(2)?, *ports.get(3)?]);
+    (source == port).then_some(SocketAddr::new(dst, dport))
+}
+
 /// A longest-prefix-match table from prefixes to values, for the few prefixes a node routes
 /// (a linear scan over entries kept sorted longest first: no allocation per lookup).
 #[derive(Debug, Clone)]
@@ -260,6 +293,45 @@ mod tests {
         assert_eq!(destination(&v6), Some(ip("fd77::3")));
         assert_eq!(destination(&[0x50; 40]), None);
         assert_eq!(destination(&[]), None);
+    }
+
+    #[test]
+    fn udp_from_a_port_is_recognised_in_both_families_but_not_in_later_fragments() {
+        // IPv4 with 4 bytes of options, UDP 6000 -> 198.18.1.2:6001.
+        let mut v4 = [0u8; 32];
+        v4[0] = 0x46;
+        v4[9] = 17;
+        v4[16..20].copy_from_slice(&[198, 18, 1, 2]);
+        v4[24..28].copy_from_slice(&[0x17, 0x70, 0x17, 0x71]);
+        let to = "198.18.1.2:6001".parse().unwrap();
+        assert_eq!(udp_from_port(&v4, 6000), Some(to));
+        assert_eq!(udp_from_port(&v4, 6001), None);
+        assert_eq!(udp_from_port(&v4[..27], 6000), None);
+        let mut tcp = v4;
+        tcp[9] = 6;
+        assert_eq!(udp_from_port(&tcp, 6000), None);
+        // A later fragment: its bytes at the port offsets are data.
+        let mut later = v4;
+        later[7] = 1;
+        assert_eq!(udp_from_port(&later, 6000), None);
+        // The first fragment (more fragments set, offset 0) carries the header.
+        let mut first = v4;
+        first[6] = 0x20;
+        assert_eq!(udp_from_port(&first, 6000), Some(to));
+
+        let mut v6 = [0u8; 48];
+        v6[0] = 0x60;
+        v6[6] = 17;
+        v6[24..40].copy_from_slice(&"fd77::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v6[40..44].copy_from_slice(&[0x17, 0x70, 0x17, 0x70]);
+        assert_eq!(
+            udp_from_port(&v6, 6000),
+            Some("[fd77::2]:6000".parse().unwrap())
+        );
+        v6[6] = 44;
+        assert_eq!(udp_from_port(&v6, 6000), None);
+        assert_eq!(udp_from_port(&[], 6000), None);
+        assert_eq!(udp_from_port(&[0x45; 20], 6000), None);
     }
 
     #[test]

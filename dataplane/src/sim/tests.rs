@@ -359,7 +359,13 @@ fn a_forwarding_loop_stops_at_the_settle_limit() {
         out_id: id(out_id),
         next_hop: addr(next),
     };
-    for (n, rule) in [(1, relay(1, 2, 2, 2)), (2, relay(2, 1, 1, 1))] {
+    // A loop of three relays (a node refuses a loop of two: a relay rule back to its
+    // previous hop).
+    for (n, rule) in [
+        (1, relay(1, 3, 2, 2)),
+        (2, relay(2, 1, 3, 3)),
+        (3, relay(3, 2, 1, 1)),
+    ] {
         let mut setup = bare_setup(addr(n)).unwrap();
         setup.relays.push(rule);
         mesh.add_node(setup).unwrap();
@@ -369,7 +375,7 @@ fn a_forwarding_loop_stops_at_the_settle_limit() {
     data[1] = PacketType::Data as u8;
     data[7] = 1;
     mesh.inject(Datagram {
-        from: addr(2),
+        from: addr(3),
         to: addr(1),
         bytes: data,
     });

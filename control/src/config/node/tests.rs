@@ -402,6 +402,18 @@ fn a_repeated_incoming_id_is_refused_across_routes_and_relays() {
 }
 
 #[test]
+fn a_relay_that_sends_packets_back_where_they_came_from_is_refused() {
+    let text = "node:\n  relays:\n    - { in_id: 1, prev_hop: 198.18.0.1:6000, out_id: 2, next_hop: 198.18.0.3:6000 }\n    - { in_id: 3, prev_hop: 198.18.0.3:6000, out_id: 4, next_hop: 198.18.0.3:6000 }\n";
+    assert_invalid(text, 4, "node.relays[1].next_hop", Problem::RelayLoop);
+    // The same neighbour on another port is another hop.
+    parse(&text.replace(
+        "next_hop: 198.18.0.3:6000 }\n",
+        "next_hop: 198.18.0.3:6001 }\n",
+    ))
+    .unwrap();
+}
+
+#[test]
 fn the_same_prefix_on_two_routes_is_refused() {
     let text = format!(
         "{TUN}{}{}",

@@ -154,11 +154,15 @@ pub enum NodeDrop {
     /// A handshake initiation with a valid mac2 that arrived while the node was under load
     /// and its source address had spent its budget: dropped unread.
     UnderLoad,
+    /// A TUN packet that is one of the node's own transport datagrams (UDP from its port
+    /// to an address it sends to): the host routes that address into the TUN device, so
+    /// sealing it would send it around again and again (kernel WireGuard's `ELOOP`).
+    RoutingLoop,
 }
 
 impl NodeDrop {
     /// Every reason, in counter order.
-    pub const ALL: [NodeDrop; 12] = [
+    pub const ALL: [NodeDrop; 13] = [
         NodeDrop::NotIp,
         NodeDrop::NoRoute,
         NodeDrop::NoSession,
@@ -171,6 +175,7 @@ impl NodeDrop {
         NodeDrop::UnauthenticatedProbe,
         NodeDrop::CookieReplySent,
         NodeDrop::UnderLoad,
+        NodeDrop::RoutingLoop,
     ];
 
     /// A short name for status output.
@@ -188,6 +193,7 @@ impl NodeDrop {
             NodeDrop::UnauthenticatedProbe => "unauthenticated probe",
             NodeDrop::CookieReplySent => "cookie reply sent",
             NodeDrop::UnderLoad => "initiation under load dropped",
+            NodeDrop::RoutingLoop => "routing loop",
         }
     }
 }
@@ -313,6 +319,9 @@ pub struct NodeCore {
     cookies: CookieGate,
     /// When each unreachable next hop was last reported (`unreachable`).
     unreachables: Unreachables,
+    /// When each transport address found looping through the TUN device was last
+    /// reported (the same once-a-minute memory).
+    loops: Unreachables,
     /// Largest IP packet accepted from the TUN device.
     mtu: usize,
     scratch: Vec<u8>,
@@ -370,6 +379,7 @@ impl NodeCore {
             drops: NodeDrops::default(),
             cookies: CookieGate::new(setup.public_key()),
             unreachables: Unreachables::default(),
+            loops: Unreachables::default(),
             mtu,
             scratch: vec![0u8; buffer_len(mtu)],
             stack: Stack::new(
@@ -548,6 +558,15 @@ impl NodeCore {
             self.drops.add(NodeDrop::NotIp);
             return;
         };
+        if let Some(to) = prefix::udp_from_port(packet, self.listen.port())
+            && self.sends_to(to)
+        {
+            self.drops.add(NodeDrop::RoutingLoop);
+            if self.loops.due(to, now) {
+                self.events.push(EngineEvent::RoutingLoop { to });
+            }
+            return;
+        }
         let Some(end) = self.ends.route_to(dst) else {
             self.drops.add(NodeDrop::NoRoute);
             return;
@@ -562,6 +581,16 @@ impl NodeCore {
             len,
             io,
         );
+    }
+
+    /// Whether the node sends transport datagrams to `to`: a route end's first hop, a
+    /// relay's next hop or a neighbour. Only asked of TUN packets from the node's own port.
+    fn sends_to(&self, to: SocketAddr) -> bool {
+        self.ends.iter().any(|end| end.setup.first_hop == to)
+            || self.neighbours.has(to)
+            || self.table.snapshot().iter().any(|(_, entry)| {
+                matches!(entry.rule, crate::route::Rule::Forward { next_hop, .. } if next_hop == to)
+            })
     }
 
     /// Seal the payload at `buf[HEADROOM..HEADROOM + len]` onto `end` and send it, or stage

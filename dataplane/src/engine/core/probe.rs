@@ -61,6 +61,11 @@ impl Neighbours {
             .find(|n| n.key.as_bytes().starts_with(sender))
     }
 
+    /// Whether a neighbour is registered at `addr`.
+    pub(super) fn has(&self, addr: SocketAddr) -> bool {
+        self.by_addr(addr).is_some()
+    }
+
     /// The neighbour registered at `addr`.
     fn by_addr(&self, addr: SocketAddr) -> Option<&Neighbour> {
         self.list.iter().find(|n| n.addr == addr)

@@ -188,6 +188,9 @@ impl NodeCore {
         let mut planned = Vec::with_capacity(changes.len());
         for change in changes {
             planned.push(match change {
+                RuleChange::AddRelay { relay, .. } if relay.prev_hop == relay.next_hop => {
+                    return Err(ApplyError::Loop(relay.in_id));
+                }
                 RuleChange::AddRelay { relay, origin } => Planned::Relay { relay, origin },
                 RuleChange::AddEnd { route, origin } => {
                     let keys = StaticKeys::new(self.private_key.clone(), route.peer).map_err(

@@ -383,6 +383,20 @@ fn a_refused_batch_changes_nothing() {
             ApplyError::NotFound(id(999)),
         ),
         (
+            // A relay that sends packets back where they came from: a loop of two hops.
+            vec![
+                RuleChange::AddRelay {
+                    relay: relay(300, 1, 301, 3),
+                    origin: MANAGER,
+                },
+                RuleChange::AddRelay {
+                    relay: relay(302, 3, 303, 3),
+                    origin: MANAGER,
+                },
+            ],
+            ApplyError::Loop(id(302)),
+        ),
+        (
             vec![
                 RuleChange::Remove { in_id: id(100) },
                 RuleChange::Remove { in_id: id(100) },
@@ -1079,4 +1093,52 @@ fn an_unreachable_next_hop_is_reported_at_most_once_a_minute() {
     let core = mesh.core_mut(a).unwrap();
     core.unreachable(now + UNREACHABLE_REPORT_EVERY, hop, 101);
     assert_eq!(node_events(&mut mesh, a).len(), 1);
+}
+
+/// A UDP packet from `src`:`sport` to `dst`:`dport`, as the TUN device gives it.
+fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&sport.to_be_bytes());
+    payload.extend_from_slice(&dport.to_be_bytes());
+    payload.extend_from_slice(&[0, 12, 0, 0, 1, 2, 3, 4]);
+    let mut p = ipv4_from(src, dst, &payload);
+    p[9] = 17;
+    p
+}
+
+#[test]
+fn the_nodes_own_transport_coming_back_through_the_tun_is_a_counted_routing_loop() {
+    let mut mesh = three();
+    let _ = node_events(&mut mesh, A);
+    // A's datagram to its first hop B (198.18.0.2:6000), from A's port, read from A's TUN:
+    // the host routes B's address into the tunnel.
+    let looped = udp4([10, 77, 0, 1], 6000, [198, 18, 0, 2], 6000);
+    for _ in 0..3 {
+        tun_in(&mut mesh, A, &looped);
+    }
+    // Traffic that only looks alike goes on: an app on the overlay using the same port (a
+    // node nested in the mesh), and another port to B's address.
+    tun_in(
+        &mut mesh,
+        A,
+        &udp4([10, 77, 0, 1], 6000, [10, 77, 0, 3], 6000),
+    );
+    tun_in(
+        &mut mesh,
+        A,
+        &udp4([10, 77, 0, 1], 6001, [198, 18, 0, 2], 6000),
+    );
+    mesh.settle();
+    let status = node_status(&mesh, A);
+    let drop = |name| status.drops.iter().find(|(n, _)| *n == name).unwrap().1;
+    assert_eq!((drop("routing loop"), drop("no route")), (3, 1));
+    assert_eq!(tun_out(&mesh, C).len(), 1);
+    // Reported once a minute per address, for the log.
+    assert_eq!(
+        node_events(&mut mesh, A)
+            .into_iter()
+            .filter(|e| matches!(e, EngineEvent::RoutingLoop { .. }))
+            .collect::<Vec<_>>(),
+        vec![EngineEvent::RoutingLoop { to: addr(2) }]
+    );
 }
