@@ -92,6 +92,8 @@ fn sample_status() -> NodeStatus {
                 "fd77::3/128".parse().unwrap(),
             ],
             last_handshake: Some(Duration::from_millis(3250)),
+            handshakes: 1,
+            receiving: Some((0xcafe_babe, 812)),
             tx_packets: 2330,
             tx_bytes: 3_565_158,
             rx_packets: 812,

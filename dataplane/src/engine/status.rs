@@ -55,6 +55,11 @@ pub struct RouteStatus {
     pub prefixes: Vec<Prefix>,
     /// Time since the last completed handshake.
     pub last_handshake: Option<Duration>,
+    /// Handshakes completed, as either side.
+    pub handshakes: u64,
+    /// The current keys' receiving state: our key id and the lowest counter not accepted
+    /// yet ([`Session::receiving`](crate::session::Session::receiving)).
+    pub receiving: Option<(u32, u64)>,
     /// Data packets and payload bytes sent.
     pub tx_packets: u64,
     /// Payload bytes sent.

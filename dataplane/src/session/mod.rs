@@ -371,6 +371,15 @@ impl Session {
         self.last_handshake
     }
 
+    /// The current keypair's key id (ours, which the peer puts in its packets) and the
+    /// lowest counter its replay window has not yet accepted: the receiving state a
+    /// replayed packet must leave as it was. `None` without keys.
+    pub fn receiving(&self) -> Option<(u32, u64)> {
+        self.current
+            .as_ref()
+            .map(|k| (k.local_index, k.recv.next_expected()))
+    }
+
     /// Is there a keypair to send with?
     pub fn is_established(&self) -> bool {
         self.current.is_some()

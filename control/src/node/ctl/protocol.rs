@@ -79,6 +79,7 @@
 //!     "in_id": 201,
 //!     "prefixes": ["10.77.0.3/32"],
 //!     "last_handshake_secs": 3.25,
+//!     "handshakes": 1, "replay_window": {"key_id": 3405691582, "next_counter": 812},
 //!     "tx_packets": 2330, "tx_bytes": 3565158,
 //!     "rx_packets": 812, "rx_bytes": 1268776,
 //!     "drops": {"replay": 1, "bad tag": 2, "too short": 0},
@@ -540,6 +541,12 @@ pub struct RouteReply {
     pub prefixes: Vec<Prefix>,
     /// Seconds since the last completed handshake; `None` before the first.
     pub last_handshake_secs: Option<f64>,
+    /// Handshakes completed, as either side.
+    #[serde(default)]
+    pub handshakes: u64,
+    /// The current keys' replay window; `None` without keys.
+    #[serde(default)]
+    pub replay_window: Option<ReplayWindowReply>,
     /// Data packets sent.
     pub tx_packets: u64,
     /// Payload bytes sent.
@@ -664,6 +671,16 @@ impl From<&NodeStatus> for StatusReply {
     }
 }
 
+/// A route end's receiving state, in a [`RouteReply`]: what a replayed packet must leave
+/// unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayWindowReply {
+    /// Our key id of the current keys (the peer puts it in every packet it seals).
+    pub key_id: u32,
+    /// The lowest counter the window has not accepted yet.
+    pub next_counter: u64,
+}
+
 impl From<&RouteStatus> for RouteReply {
     fn from(route: &RouteStatus) -> Self {
         Self {
@@ -674,6 +691,13 @@ impl From<&RouteStatus> for RouteReply {
             in_id: route.in_id.get(),
             prefixes: route.prefixes.clone(),
             last_handshake_secs: route.last_handshake.map(|age| age.as_secs_f64()),
+            handshakes: route.handshakes,
+            replay_window: route
+                .receiving
+                .map(|(key_id, next_counter)| ReplayWindowReply {
+                    key_id,
+                    next_counter,
+                }),
             tx_packets: route.tx_packets,
             tx_bytes: route.tx_bytes,
             rx_packets: route.rx_packets,
@@ -873,6 +897,8 @@ pub(crate) mod tests {
                 in_id: id(201),
                 prefixes: vec!["10.77.0.3/32".parse().unwrap()],
                 last_handshake: Some(Duration::from_millis(3250)),
+                handshakes: 1,
+                receiving: Some((0xcafe_babe, 812)),
                 tx_packets: 2330,
                 tx_bytes: 3_565_158,
                 rx_packets: 812,
@@ -998,6 +1024,11 @@ pub(crate) mod tests {
         assert_eq!(route["in_id"], 201);
         assert_eq!(route["prefixes"], serde_json::json!(["10.77.0.3/32"]));
         assert_eq!(route["last_handshake_secs"], 3.25);
+        assert_eq!(route["handshakes"], 1);
+        assert_eq!(
+            route["replay_window"],
+            serde_json::json!({"key_id": 0xcafe_babe_u32, "next_counter": 812})
+        );
         assert_eq!(route["rx_bytes"], 1_268_776);
         assert_eq!(
             route["drops"],

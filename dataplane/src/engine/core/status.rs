@@ -56,6 +56,8 @@ impl NodeCore {
                         .session
                         .last_handshake()
                         .map(|t| now.saturating_duration_since(t)),
+                    handshakes: s.handshakes_completed,
+                    receiving: end.session.receiving(),
                     tx_packets: s.tx_packets,
                     tx_bytes: s.tx_bytes,
                     rx_packets: s.rx_packets,
