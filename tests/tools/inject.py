@@ -4,10 +4,12 @@
 Subcommands:
 
   raw      send one datagram whose payload is a packet read from a capture file (the
-           first record: 4-byte big-endian length, then the bytes; see sniff.py),
-           optionally with its counter (bytes 12..20) or route id (bytes 4..8) replaced,
-           through a raw IPv4 socket (IP_HDRINCL) with the given source address and port,
-           so the receiving relay's previous-hop check sees the real previous hop.
+           first record: 4-byte big-endian length, then the bytes; see sniff.py), or
+           with --all every record in turn, optionally with its counter (bytes 12..20)
+           or route id (bytes 4..8) replaced, through a raw IPv4 socket (IP_HDRINCL)
+           with the given source address and port, so the receiving relay's
+           previous-hop check sees the real previous hop; --repeat times, at most
+           --rate datagrams a second. Says how many of each packet type it sent.
   garbage  send --count datagrams of seeded random bytes and lengths from an ordinary UDP
            socket, paced so the receiver's socket buffer never overflows: random bytes,
            empty datagrams, and well-formed route headers with unknown and with known ids
@@ -29,29 +31,56 @@ def addr(text):
     return host, int(port)
 
 
+def records(path):
+    """Every packet in a capture file."""
+    out = []
+    with open(path, "rb") as f:
+        while head := f.read(4):
+            (length,) = struct.unpack("!I", head)
+            packet = bytearray(f.read(length))
+            assert len(packet) == length, "truncated capture"
+            out.append(packet)
+    return out
+
+
 def raw(args):
-    with open(args.capture, "rb") as f:
-        (length,) = struct.unpack("!I", f.read(4))
-        packet = bytearray(f.read(length))
-    assert len(packet) == length and length >= 36, "no captured packet"
-    if args.counter is not None:
-        packet[12:20] = struct.pack("!Q", args.counter)
-    if args.route_id is not None:
-        packet[4:8] = struct.pack("!I", args.route_id)
+    packets = records(args.capture)
+    assert packets and len(packets[0]) >= 8, "no captured packet"
+    if not args.all:
+        packets = packets[:1]
+    for packet in packets:
+        if args.counter is not None:
+            packet[12:20] = struct.pack("!Q", args.counter)
+        if args.route_id is not None:
+            packet[4:8] = struct.pack("!I", args.route_id)
     src, sport = addr(args.src)
     dst, dport = addr(args.dst)
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(packet), 0) + bytes(packet)
-    # Checksum 0 (kernel fills it), identification 0 (kernel fills it), no fragments.
-    ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, socket.IPPROTO_UDP, 0,
-        socket.inet_aton(src), socket.inet_aton(dst),
-    )
+    datagrams = []
+    for packet in packets:
+        udp = struct.pack("!HHHH", sport, dport, 8 + len(packet), 0) + bytes(packet)
+        # Checksum 0 (kernel fills it), identification 0 (kernel fills it), no fragments.
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, socket.IPPROTO_UDP, 0,
+            socket.inet_aton(src), socket.inet_aton(dst),
+        )
+        datagrams.append(ip + udp)
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    types = {}
+    sent = 0
+    started = time.monotonic()
     for _ in range(args.repeat):
-        s.sendto(ip + udp, (dst, 0))
-    route_id = struct.unpack("!I", packet[4:8])[0]
-    counter = struct.unpack("!Q", packet[12:20])[0]
-    print(f"sent={args.repeat} bytes={len(packet)} route_id={route_id} counter={counter}",
+        for datagram, packet in zip(datagrams, packets):
+            s.sendto(datagram, (dst, 0))
+            types[packet[1]] = types.get(packet[1], 0) + 1
+            sent += 1
+            if args.rate and sent % 100 == 0:
+                ahead = sent / args.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+    route_id = struct.unpack("!I", packets[0][4:8])[0]
+    counter = struct.unpack("!Q", packets[0][12:20])[0] if len(packets[0]) >= 20 else 0
+    kinds = " ".join(f"type{t}={n}" for t, n in sorted(types.items()))
+    print(f"sent={sent} bytes={len(packets[0])} route_id={route_id} counter={counter} {kinds}",
           flush=True)
 
 
@@ -111,6 +140,8 @@ def main():
     r.add_argument("--counter", type=int)
     r.add_argument("--route-id", type=int)
     r.add_argument("--repeat", type=int, default=1)
+    r.add_argument("--all", action="store_true", help="every packet of the capture")
+    r.add_argument("--rate", type=int, default=0, help="datagrams a second at most")
     g = sub.add_parser("garbage")
     g.add_argument("--dst", required=True)
     g.add_argument("--count", type=int, default=1000)

@@ -11,8 +11,9 @@ standard input; it prints a line per interface and a last line, then exits:
 marker_frames counts the frames holding the marker bytes anywhere; kernel_drops is what
 the kernel could not queue to us (PACKET_STATISTICS), so a zero there means every frame
 was inspected. With --capture FILE, the UDP payloads of the first --capture-count
-skywire data packets (type byte 3) sent from --capture-src to --capture-dport are written
-to FILE, each as a 4-byte big-endian length and the bytes (`captured` says how many).
+skywire packets of the --capture-types (type byte; data, 3, by default; comma separated)
+sent from --capture-src to --capture-dport are written to FILE, each as a 4-byte
+big-endian length and the bytes (`captured` says how many).
 Ethernet framing is assumed for capture (veth); a TUN device gives bare IP packets, which
 only the marker count looks at. Standard library only.
 """
@@ -48,8 +49,9 @@ def kernel_drops(s):
     return struct.unpack("II", raw)[1]
 
 
-def data_packet(frame, src, dport):
-    """The UDP payload of a skywire data packet from src to dport in an Ethernet frame."""
+def route_packet(frame, src, dport, types):
+    """The UDP payload of a skywire packet of one of types from src to dport in an
+    Ethernet frame."""
     if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
         return None
     ip = frame[14:]
@@ -61,7 +63,7 @@ def data_packet(frame, src, dport):
         return None
     length = struct.unpack("!H", udp[4:6])[0]
     payload = udp[8:length]
-    if len(payload) < 2 or payload[1] != 3:
+    if len(payload) < 2 or payload[1] not in types:
         return None
     return payload
 
@@ -74,6 +76,7 @@ def main():
     ap.add_argument("--capture-src", default="198.18.1.1")
     ap.add_argument("--capture-dport", type=int, default=6000)
     ap.add_argument("--capture-count", type=int, default=1)
+    ap.add_argument("--capture-types", default="3")
     args = ap.parse_args()
 
     marker = args.marker.encode()
@@ -81,6 +84,7 @@ def main():
     stats = {i: {"frames": 0, "bytes": 0, "marker_frames": 0, "kernel_drops": 0}
              for i in args.iface}
     capture_src = socket.inet_aton(args.capture_src)
+    capture_types = {int(t) for t in args.capture_types.split(",")}
     captured = []
     stdin = sys.stdin.buffer
     print("ready", flush=True)
@@ -98,7 +102,7 @@ def main():
             if marker in frame:
                 st["marker_frames"] += 1
             if args.capture and len(captured) < args.capture_count:
-                p = data_packet(frame, capture_src, args.capture_dport)
+                p = route_packet(frame, capture_src, args.capture_dport, capture_types)
                 if p is not None:
                     captured.append(p)
 

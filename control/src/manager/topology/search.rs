@@ -22,7 +22,10 @@ use super::{DEFAULT_MAX_HOPS, DEFAULT_SEARCH_LIMIT, MAX_MIN_HOPS};
 pub enum RouteWeight {
     /// The number of links: every usable link costs 1 (`hops`).
     #[default]
-    #[cfg_attr(feature = "clap", value(help = "The number of links: every usable link costs 1"))]
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "The number of links: every usable link costs 1")
+    )]
     Hops,
     /// The sum of [`LinkMetrics::latency_cost`](super::LinkMetrics::latency_cost):
     /// round-trip times in microseconds, unmeasured links costed high, lossy links
