@@ -33,6 +33,32 @@ use netns::{key_values, python3};
 /// The relay's seed in every test: a failure reproduces with the same decisions.
 const SEED: u64 = 16;
 
+/// Taken by every test here: they count datagrams exactly, at high rates, and when two
+/// ran at once on the two cores, queues the nodes cannot see (a veth's backlog) overflowed
+/// and a count was off by a few.
+static EXACT_COUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    EXACT_COUNTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Datagrams the kernel dropped at B's and C's sockets (`RcvbufErrors`): lost before a
+/// node could count them.
+fn kernel_drops(hops: &ImpairedHops) -> u64 {
+    ["b", "c"]
+        .iter()
+        .map(|h| {
+            hops.topo
+                .udp_snmp(h)
+                .get("RcvbufErrors")
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 /// Bring the route up (the first ping starts the handshake): how long the first reply took.
 fn route_up(hops: &ImpairedHops, deadline: Duration) -> Duration {
     hops.ping_until_reply(deadline, "1")
@@ -170,6 +196,7 @@ fn tcp_arrives_intact_under_20_5_and_1_percent_loss() {
     if !netns::skip_unless_root("tcp_arrives_intact_under_20_5_and_1_percent_loss") {
         return;
     }
+    let _exact = one_at_a_time();
     let started = Instant::now();
     let mut hops = ImpairedHops::start(SEED, "loss=20%", "loss=20%");
     // The handshake crosses the lossy link too.
@@ -224,6 +251,7 @@ fn reordered_duplicated_and_replayed_packets_reach_the_tun_once() {
     if !netns::skip_unless_root("reordered_duplicated_and_replayed_packets_reach_the_tun_once") {
         return;
     }
+    let _exact = one_at_a_time();
     let started = Instant::now();
     let mut hops = ImpairedHops::start(SEED, "none", "none");
     route_up(&hops, Duration::from_secs(10));
@@ -284,16 +312,7 @@ fn reordered_duplicated_and_replayed_packets_reach_the_tun_once() {
     // busy machine still fills it.
     const M: u64 = 12_000;
     hops.set("forward", "reorder=9000,hold=2s,rate=20000");
-    let snmp = |hops: &ImpairedHops| {
-        ["b", "c"].map(|h| {
-            hops.topo
-                .udp_snmp(h)
-                .get("RcvbufErrors")
-                .copied()
-                .unwrap_or(0)
-        })
-    };
-    let kernel0 = snmp(&hops);
+    let kernel0 = kernel_drops(&hops);
     let before = hops.report();
     let got = udp_sequence(&hops, M, 7004, "3");
     let after = hops.report();
@@ -304,7 +323,7 @@ fn reordered_duplicated_and_replayed_packets_reach_the_tun_once() {
         delta(&before, &after)
     );
     assert_eq!(
-        snmp(&hops),
+        kernel_drops(&hops),
         kernel0,
         "a socket buffer overflowed: counts are not exact"
     );
@@ -327,20 +346,30 @@ fn flipped_bits_and_junk_are_dropped_counted_and_unanswered() {
     if !netns::skip_unless_root("flipped_bits_and_junk_are_dropped_counted_and_unanswered") {
         return;
     }
+    let _exact = one_at_a_time();
     let started = Instant::now();
     let mut hops = ImpairedHops::start(SEED, "none", "none");
     route_up(&hops, Duration::from_secs(10));
+    // What B and C counted, and what the kernel dropped at their sockets before they could
+    // (none, mostly; counted so the equalities stay exact on a busy machine).
     let drops = |hops: &ImpairedHops| {
         ImpairedHops::all_drops(&hops.b.status_json())
             + ImpairedHops::all_drops(&hops.c.status_json())
+            + kernel_drops(hops)
     };
 
     // A burst of N datagrams, every one with one bit flipped on the first link.
-    const N: u64 = 1000;
+    const N: u64 = 100_000;
     let drops0 = drops(&hops);
+    let window = |hops: &ImpairedHops| hops.c.status_json().routes[0].replay_window;
+    let window0 = window(&hops);
+    assert!(window0.is_some(), "C has no keys");
     hops.set("forward", "flip=1");
     let before = hops.report();
     let got = udp_sequence(&hops, N, 7003, "1.5");
+    // Read before the flips stop: A, hearing nothing back for 15 s, keeps starting
+    // handshakes, and the first one that crosses unharmed gives C new keys.
+    let window1 = window(&hops);
     hops.set("forward", "none");
     let after = hops.report();
     let flipped = after.forward.flipped - before.forward.flipped;
@@ -353,9 +382,14 @@ fn flipped_bits_and_junk_are_dropped_counted_and_unanswered() {
         hops.c.status_json().routes[0].drops
     );
     assert_eq!(got["received"], 0, "a corrupted datagram reached C's TUN");
-    assert!(flipped >= N, "the relay flipped {flipped}");
+    // Some datagrams are lost before the relay, which logs every one (a full socket
+    // buffer on the way there; seen: 150 to 1514 of 100 000). What the relay sent on, B
+    // and C must all have counted.
+    assert!(flipped >= N - N / 10, "the relay flipped {flipped}");
     assert_eq!(dropped, flipped, "B's and C's drops vs the relay's flips");
     assert_no_answers(&hops, &before, &after);
+    // Everything towards C was corrupted, so its replay window cannot have moved.
+    assert_eq!(window1, window0, "C's replay window");
 
     // Every datagram of a burst cut to a random shorter length (0 included).
     let drops_t = drops(&hops);
@@ -377,7 +411,16 @@ fn flipped_bits_and_junk_are_dropped_counted_and_unanswered() {
 
     // Junk through the relay, so that it arrives from B's real neighbour: random bytes,
     // empty datagrams, route headers with unknown ids and with B's own.
-    const JUNK: u64 = 1000;
+    // The route up again first: A, unanswered through the corrupted bursts, is starting
+    // handshakes, and C's responses to them would read as answers to the junk.
+    assert!(
+        hops.ping_until_reply(Duration::from_secs(15), "1")
+            .is_some(),
+        "no ping reply after the corrupted bursts"
+    );
+    const JUNK: u64 = 100_000;
+    let handshakes = |hops: &ImpairedHops| hops.c.status_json().routes[0].handshakes;
+    let handshakes1 = handshakes(&hops);
     let drops1 = drops(&hops);
     let before = hops.report();
     let mut junk = hops.topo.spawn_tool(
@@ -391,9 +434,13 @@ fn flipped_bits_and_junk_are_dropped_counted_and_unanswered() {
             &JUNK.to_string(),
             "--known-ids",
             "100,200",
+            // 5000 a second: faster, the relay's socket buffer overflows now and then,
+            // and exact counts need every datagram to arrive.
+            "--per-10ms",
+            "50",
         ],
     );
-    let sent = key_values(&junk.finish(Duration::from_secs(30)).join(" "));
+    let sent = key_values(&junk.finish(Duration::from_secs(60)).join(" "));
     let probes: u64 = sent["probe"].parse().unwrap();
     let dropped = ImpairedHops::settled(Duration::from_secs(5), || drops(&hops)) - drops1;
     let after = hops.report();
@@ -401,11 +448,26 @@ fn flipped_bits_and_junk_are_dropped_counted_and_unanswered() {
         "junk: sent {sent:?}; B+C dropped {dropped}; relay {}",
         delta(&before, &after)
     );
-    assert_eq!(after.forward.received - before.forward.received, JUNK);
+    // All the junk, and perhaps a keepalive or handshake of A's own (which C accepts).
+    let relayed = after.forward.received - before.forward.received;
+    assert!(relayed >= JUNK, "the relay received {relayed}");
     assert_eq!(dropped, JUNK - probes, "B's and C's drops vs the junk sent");
     let types = hops.types_seen("back", before.back.received, after.back.received);
     println!("back through the relay meanwhile: packet types {types:?}");
-    let answers = types.iter().filter(|t| ANSWERS.contains(t)).count() as u64;
+    // Over 20 s, junk data packets with C's route id and unknown key ids prompt C to
+    // start handshakes with A (at most one per 5 s, to its configured next hop: PROTOCOL.md
+    // §7.7), and A may start one: a handshake response from C then answers A's real
+    // initiation, which C's handshake count shows. Nothing else may be an answer.
+    let responses = types.iter().filter(|&&t| t == 2).count() as u64;
+    let completed = handshakes(&hops) - handshakes1;
+    assert!(
+        responses <= completed,
+        "{responses} handshake responses from C, {completed} handshakes: types {types:?}"
+    );
+    let answers = types
+        .iter()
+        .filter(|&&t| t != 2 && ANSWERS.contains(&t))
+        .count() as u64;
     assert_eq!(answers, probes, "answers to junk: types {types:?}");
 
     // Traffic works again (A's next datagram makes it the relay's client again).
@@ -423,6 +485,7 @@ fn datagrams_of_edge_sizes_at_a_nodes_port_are_counted_and_harmless() {
     {
         return;
     }
+    let _exact = one_at_a_time();
     let started = Instant::now();
     let mut hops = ImpairedHops::start(SEED, "none", "none");
     route_up(&hops, Duration::from_secs(10));

@@ -13,7 +13,7 @@ Subcommands:
   garbage  send --count datagrams of seeded random bytes and lengths from an ordinary UDP
            socket, paced so the receiver's socket buffer never overflows: random bytes,
            empty datagrams, and well-formed route headers with unknown and with known ids
-           (--known-ids; from the wrong previous hop). Prints how many of each drop reason
+           (--known-ids; from the wrong previous hop), --per-10ms at a time. Prints how many of each drop reason
            the relay must count.
 
 Prints one line of key=value pairs saying what was sent. Standard library only.
@@ -125,7 +125,7 @@ def garbage(args):
             datagram = header + rng.randbytes(rng.randint(0, args.max_len - 8))
         counts[classify(datagram, known_ids)] += 1
         s.sendto(datagram, dst)
-        if i % 50 == 49:
+        if i % args.per_10ms == args.per_10ms - 1:
             time.sleep(0.01)
     print(f"sent={args.count} " + " ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
 
@@ -147,6 +147,8 @@ def main():
     g.add_argument("--count", type=int, default=1000)
     g.add_argument("--seed", type=int, default=7)
     g.add_argument("--max-len", type=int, default=1400)
+    g.add_argument("--per-10ms", type=int, default=50,
+                   help="datagrams sent before each 10 ms pause")
     g.add_argument("--known-ids", default="",
                    help="route ids the relay has rules for, comma separated")
     args = ap.parse_args()
