@@ -387,6 +387,33 @@ impl Topology {
             _ => HashMap::new(),
         }
     }
+    /// Load an nftables ruleset (`nft -f`) in host `host`'s namespace; gone with it.
+    pub(crate) fn nft(&self, host: &str, ruleset: &str) {
+        static FILES: AtomicU32 = AtomicU32::new(0);
+        let n = FILES.fetch_add(1, Ordering::Relaxed);
+        let file = self.dir().join(format!("{host}-{n}.nft"));
+        fs::write(&file, ruleset).unwrap();
+        run_ok(self.command(host, "nft").arg("-f").arg(&file));
+    }
+
+    /// The named nftables counter `name` of table `family table` in host `host`:
+    /// (packets, bytes), exact.
+    pub(crate) fn nft_counter(&self, host: &str, table: &str, name: &str) -> (u64, u64) {
+        let mut args = vec!["list", "counter"];
+        args.extend(table.split_whitespace());
+        args.push(name);
+        let text = run_ok(self.command(host, "nft").args(&args));
+        // "packets 12 bytes 3456"
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("packets "))
+            .unwrap_or_else(|| panic!("no counter in {text:?}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["packets", p, "bytes", b, ..] => (p.parse().unwrap(), b.parse().unwrap()),
+            _ => panic!("cannot read the counter {line:?}"),
+        }
+    }
 }
 
 impl Drop for Topology {
@@ -751,4 +778,36 @@ impl Drop for Node {
             process.kill();
         }
     }
+}
+
+/// A field of `/proc/PID/status` counted in kB (`VmRSS`, `VmHWM`), in bytes; 0 if the process
+/// or the field is gone.
+pub(crate) fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The CPU time of process `pid` so far (user and system, `/proc/PID/stat` fields 14 and
+/// 15), in clock ticks (100 a second on Linux).
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    let rest = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) is index 11 and stime (15) index 12.
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tick(11) + tick(12)
+}
+
+/// How many descriptors process `pid` holds open.
+pub(crate) fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
