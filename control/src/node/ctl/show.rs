@@ -475,7 +475,11 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_str(&loaded.to_json_pretty()).unwrap();
         assert_eq!(json["under_load"], serde_json::json!(true));
-        assert!(StatusReply::from_json(&loaded.to_json_pretty()).unwrap().under_load);
+        assert!(
+            StatusReply::from_json(&loaded.to_json_pretty())
+                .unwrap()
+                .under_load
+        );
         let json: serde_json::Value = serde_json::from_str(&calm.to_json_pretty()).unwrap();
         assert_eq!(json["under_load"], serde_json::json!(false));
     }
