@@ -526,19 +526,26 @@ impl Proc {
 
     /// Wait for a successful exit, then return every remaining line of output.
     pub(crate) fn finish(&mut self, timeout: Duration) -> Vec<String> {
-        let status = self.wait(timeout);
+        let (status, lines) = self.finish_any(timeout);
         assert!(
             status.success(),
             "{}: {status}; stderr:\n{}",
             self.label,
             self.stderr()
         );
+        lines
+    }
+
+    /// Wait for the exit, whatever its status (`ping` exits 1 when a reply was missing),
+    /// then return it and every remaining line of output.
+    pub(crate) fn finish_any(&mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let status = self.wait(timeout);
         // The reader thread ends at EOF, which follows the exit.
         let mut lines = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             lines.push(line);
         }
-        lines
+        (status, lines)
     }
 }
 
@@ -629,6 +636,22 @@ impl Node {
     /// its log, and wait until its control socket answers `status`; panics (with the log)
     /// if it exits or does not answer within [`START_TIMEOUT`]. Returns how long that took.
     pub(crate) fn start(&mut self) -> Duration {
+        self.start_under(&[])
+    }
+
+    /// [`Self::start`] through `wrapper`, a program and its arguments that exec the node in
+    /// the same process (`prlimit --nofile=64:64 --`), so the node's pid is the one it had.
+    pub(crate) fn start_under(&mut self, wrapper: &[&str]) -> Duration {
+        let started = Instant::now();
+        self.spawn_under(wrapper);
+        self.wait_serving();
+        started.elapsed()
+    }
+
+    /// Start the node through `wrapper` as [`Self::start_under`] does, without waiting for
+    /// it: a test does something to the process first (moves it into a cgroup), then calls
+    /// [`Self::wait_serving`].
+    pub(crate) fn spawn_under(&mut self, wrapper: &[&str]) {
         assert!(self.pid().is_none(), "{}: already running", self.name);
         self.starts += 1;
         let mut log = OpenOptions::new()
@@ -637,23 +660,34 @@ impl Node {
             .open(&self.log)
             .unwrap();
         writeln!(log, "=== tests/netns: start {} ===", self.starts).unwrap();
-        let started = Instant::now();
-        let spawn = Spawn::new(format!("node {}", self.name), skywire_binary())
+        let spawn = match wrapper {
+            [program, args @ ..] => Spawn::new(format!("node {}", self.name), program)
+                .args(args)
+                .arg(skywire_binary()),
+            [] => Spawn::new(format!("node {}", self.name), skywire_binary()),
+        };
+        let spawn = spawn
             .arg("node")
             .arg("--config")
             .arg(&self.config)
             .append_log(&self.log);
-        let process = self.process.insert(
+        self.process = Some(
             Process::spawn_in(&self.ns, spawn)
                 .unwrap_or_else(|e| panic!("{}: cannot start: {e}", self.name)),
         );
+    }
+
+    /// Wait (bounded) until the node just spawned answers `status`; panics (with the log)
+    /// if it exits or does not answer within [`START_TIMEOUT`].
+    pub(crate) fn wait_serving(&mut self) {
+        let (name, socket) = (self.name.clone(), self.socket.clone());
+        let process = self.running();
         let never = AtomicBool::new(false);
         if let Err(e) =
-            skywire_control::lab::wait_until_serving(process, &self.socket, START_TIMEOUT, &never)
+            skywire_control::lab::wait_until_serving(process, &socket, START_TIMEOUT, &never)
         {
-            panic!("{}: `skywire node` did not come up: {e}", self.name);
+            panic!("{name}: `skywire node` did not come up: {e}");
         }
-        started.elapsed()
     }
 
     /// Start it again after [`Self::kill9`] or [`Self::sigterm_and_wait`].
