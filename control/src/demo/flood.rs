@@ -1,8 +1,8 @@
 //! `skywire demo flood`: a handshake flood from spoofed addresses, and what the route's
 //! end does about it (cookie replies, docs/PROTOCOL.md §5.10). Root only.
 //!
-//! The demo's three nodes A - B - C with their route ([`super::topology`]), and an
-//! attacker X on a link of its own to C ([`DemoLab::add_attacker`]). X knows C's public key
+//! The demo's three nodes A - B - C with their route (`demo/topology.rs`), and an
+//! attacker X on a link of its own to C (`DemoLab::add_attacker`). X knows C's public key
 //! and the route's id at C, so it can make initiations with a valid mac1; it sends them
 //! ([`crate::lab::flood`]) with B's address (C's previous hop on the route) and 40 others
 //! of B's link as their source, at [`FloodDemoOptions::rate`] a second for
