@@ -14,8 +14,11 @@
 //! pings both ways over IPv4 and IPv6 with exact counters at every hop; a 100 MB TCP
 //! transfer arriving intact while a marker in it never shows in clear on B's links;
 //! replayed, forged, misrouted and garbage packets dropped and counted exactly; recovery
-//! after kill -9; a clean exit and an immediate restart after SIGTERM and SIGINT.
-//! Skipped (with a message) when not root; CI runs them as root.
+//! after kill -9; a clean exit and an immediate restart after SIGTERM and SIGINT; a
+//! handshake flood from spoofed addresses (an attacker namespace X joined to C, sending
+//! with `skywire_control::lab::flood`: 15 s at 10^5 initiations a second, then 30 s as
+//! fast as it can) against C's Diffie-Hellman budget, reply bytes (nftables counters at
+//! C) and memory. Skipped (with a message) when not root; CI runs them as root.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
