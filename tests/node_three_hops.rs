@@ -1080,11 +1080,22 @@ fn a_spoofed_handshake_flood_costs_c_no_diffie_hellman_and_the_route_stays_up() 
         recovered.is_some(),
         "no handshake within 20 s of A's restart"
     );
-    assert_eq!(
-        (answered1, answered2),
-        (sent1, sent2),
-        "pings lost at {PACED_RATE} a second"
-    );
+    // At the paced rate C reads every datagram, and then every ping is answered; on a busy
+    // machine (the other tests of this file run beside it, on 2 cores) a debug build of C
+    // falls behind for moments and its kernel drops datagrams at the full socket, the
+    // pings' with the flood's: then a few may go.
+    let (paced_sent, paced_answered) = (sent1 + sent2, answered1 + answered2);
+    if kernel1 == kernel0 {
+        assert_eq!(
+            paced_answered, paced_sent,
+            "pings lost at {PACED_RATE} a second, though C's socket never overflowed"
+        );
+    } else {
+        assert!(
+            paced_answered * 10 >= paced_sent * 9,
+            "{paced_answered} of {paced_sent} pings answered at {PACED_RATE} a second"
+        );
+    }
     assert!(answered3 > 0, "no ping answered at the full rate");
     assert_eq!(hops.ping_v4(3), 3);
     // Memory: bounded while flooded.
