@@ -14,8 +14,11 @@
 //! pings both ways over IPv4 and IPv6 with exact counters at every hop; a 100 MB TCP
 //! transfer arriving intact while a marker in it never shows in clear on B's links;
 //! replayed, forged, misrouted and garbage packets dropped and counted exactly; recovery
-//! after kill -9; a clean exit and an immediate restart after SIGTERM and SIGINT.
-//! Skipped (with a message) when not root; CI runs them as root.
+//! after kill -9; a clean exit and an immediate restart after SIGTERM and SIGINT; a
+//! handshake flood from spoofed addresses (an attacker namespace X joined to C, sending
+//! with `skywire_control::lab::flood`: 15 s at 10^5 initiations a second, then 30 s as
+//! fast as it can) against C's Diffie-Hellman budget, reply bytes (nftables counters at
+//! C) and memory. Skipped (with a message) when not root; CI runs them as root.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -814,31 +817,73 @@ fn a_spoofed_inner_source_never_reaches_the_far_tun() {
     );
 }
 
-/// Where the attacker of the flood test sends from: a namespace X joined to C only, which
-/// spoofs B's address (C's previous hop for route 101) and many others.
+/// Where the attacker of the flood test sends: C's transport address, from B's (C's previous
+/// hop for route 101) and from 40 other addresses of B's subnet.
 const C_TRANSPORT: &str = "198.18.2.3:6000";
 const B_TO_C: &str = "198.18.2.2:6000";
 
-/// An initiation to C for route 101 with a valid mac1, made with a key of the attacker's
-/// own, in `inject.py`'s capture format (BE32 length, then the bytes).
-fn write_attacker_initiation(path: &std::path::Path, victim: skywire_dataplane::crypto::PublicKey) {
-    use skywire_dataplane::crypto::PrivateKey;
-    use skywire_dataplane::crypto::noise::{RouteBinding, StaticKeys, write_init};
-    use skywire_dataplane::wire::HANDSHAKE_INIT_LEN;
-    let keys = StaticKeys::new(PrivateKey::generate().unwrap(), victim).unwrap();
-    let binding = RouteBinding {
-        initiator_in: netns::route_id(201),
-        responder_in: netns::route_id(101),
-    };
-    let mut init = vec![0u8; HANDSHAKE_INIT_LEN];
-    write_init(&keys, binding, netns::route_id(101), 7, 1, &mut init).unwrap();
-    let mut file = (init.len() as u32).to_be_bytes().to_vec();
-    file.extend_from_slice(&init);
-    std::fs::write(path, file).unwrap();
+/// The flood test's first phase: this many initiations a second (the reliability plan's
+/// R7), for this long.
+const PACED_RATE: u64 = 100_000;
+const PACED_FLOOD: Duration = Duration::from_secs(15);
+/// Its second phase, as fast as the attacker can send.
+const FLOOD: Duration = Duration::from_secs(30);
+
+/// The attacker: a namespace X on a link of its own to C, routing B's subnet through C,
+/// and C without reverse-path filtering, so C takes datagrams "from B" on that link.
+fn add_attacker(topo: &mut Topology) {
+    topo.host("x");
+    topo.link(
+        ("x", "eth-c", "198.18.3.1/24"),
+        ("c", "eth-x", "198.18.3.3/24"),
+    );
+    let route_out = topo.output(
+        "x",
+        "ip",
+        &["route", "add", "198.18.2.0/24", "via", "198.18.3.3"],
+    );
+    assert!(route_out.status.success(), "{route_out:?}");
+    for conf in ["all", "default", "eth-x"] {
+        topo.sysctl("c", &format!("net.ipv4.conf.{conf}.rp_filter"), "0");
+    }
+}
+
+/// nftables counters at C, exact to the byte (IP length: 28 bytes of IPv4 and UDP headers
+/// on top of the skywire packet): what arrived from X, what C sent as cookie replies
+/// (type 10, the second byte of the UDP payload, bit 72 of the transport header), and
+/// everything C's port took in and sent out.
+const FLOOD_COUNTERS: &str = r#"
+table inet flood {
+    counter from_x {}
+    counter cookie_out {}
+    counter port_in {}
+    counter port_out {}
+    chain input {
+        type filter hook input priority 0; policy accept;
+        iifname "eth-x" udp dport 6000 counter name from_x
+        udp dport 6000 counter name port_in
+    }
+    chain output {
+        type filter hook output priority 0; policy accept;
+        udp sport 6000 @th,72,8 10 counter name cookie_out
+        udp sport 6000 counter name port_out
+    }
+}
+"#;
+
+/// Pings from A's TUN to C's, 10 a second, each waiting at most 1 s, for about `span`: (sent,
+/// answered).
+fn ping_for(hops: &ThreeHops, span: Duration) -> (u32, u32) {
+    let count = u32::try_from(span.as_millis() / 100).unwrap().max(1);
+    let answered = hops
+        .topo
+        .ping_args("a", A_TUN_V4, C_TUN_V4, count, &["-i", "0.1", "-W", "1"]);
+    (count, answered)
 }
 
 #[test]
 fn a_spoofed_handshake_flood_costs_c_no_diffie_hellman_and_the_route_stays_up() {
+    use skywire_control::lab::flood::{Flood, FloodOptions, FloodReport, spoofed_initiation};
     if !netns::skip_unless_root(
         "a_spoofed_handshake_flood_costs_c_no_diffie_hellman_and_the_route_stays_up",
     ) {
@@ -847,117 +892,146 @@ fn a_spoofed_handshake_flood_costs_c_no_diffie_hellman_and_the_route_stays_up() 
     let started = Instant::now();
     let mut hops = ThreeHops::start();
     assert_eq!(hops.ping_v4(2), 2);
+    add_attacker(&mut hops.topo);
+    hops.topo.nft("c", FLOOD_COUNTERS);
+    let packet =
+        spoofed_initiation(hops.c.key(), netns::route_id(201), netns::route_id(101)).unwrap();
 
-    // The attacker: a namespace on a link of its own to C, routing B's subnet through C,
-    // and C without reverse-path filtering, so C receives datagrams "from B" on that link.
-    hops.topo.host("x");
-    hops.topo.link(
-        ("x", "eth-c", "198.18.3.1/24"),
-        ("c", "eth-x", "198.18.3.3/24"),
-    );
-    let route_out = hops.topo.output(
-        "x",
-        "ip",
-        &["route", "add", "198.18.2.0/24", "via", "198.18.3.3"],
-    );
-    assert!(route_out.status.success(), "{route_out:?}");
-    for conf in ["all", "default", "eth-x"] {
-        hops.topo
-            .sysctl("c", &format!("net.ipv4.conf.{conf}.rp_filter"), "0");
-    }
-    let capture = hops.topo.dir().join("attacker-init.bin");
-    write_attacker_initiation(&capture, hops.c.key());
-    let capture_arg = capture.to_str().unwrap().to_string();
-
+    let c_pid = hops.c.pid().unwrap();
+    let rss0 = netns::proc_status_bytes(c_pid, "VmRSS");
     let c0 = hops.c.status_json();
+    assert!(!c0.under_load, "C is under load before the flood");
     let bad0 = drop_count(&only_route(&c0).drops, "bad handshake");
     let wrong_hop0 = drop_count(&c0.drops, "wrong previous hop");
+    let kernel_drops = |topo: &Topology| topo.udp_snmp("c")["RcvbufErrors"];
+    let kernel0 = kernel_drops(&hops.topo);
 
-    // The flood: batches of the initiation from B's address and from 40 other addresses
-    // of B's subnet, paced at about 10 000 a second, until the checks below are done.
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    // B's address sends as much as the 40 others together.
+    let b_addr = netns::addr(B_TO_C);
+    let mut sources = vec![(b_addr, 40)];
+    sources.extend((0..40u16).map(|i| {
+        let other = format!("198.18.2.{}:{}", 10 + i, 40_000 + i);
+        (netns::addr(&other), 1)
+    }));
+    let flood = |duration, rate| {
+        Flood::start(
+            &hops.topo.ns("x"),
+            FloodOptions {
+                target: netns::addr(C_TRANSPORT),
+                sources: sources.clone(),
+                packet: packet.clone(),
+                duration,
+                rate,
+            },
+        )
+        .unwrap()
+    };
+    let wait = |flood: Flood| -> FloodReport {
+        while !flood.is_finished() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let report = flood.finish().unwrap();
+        println!(
+            "  sent {} initiations of {} bytes in {:.1} s ({:.0} a second), {} from B's \
+             address, {} failed sends",
+            report.total(),
+            report.packet_len,
+            report.elapsed.as_secs_f64(),
+            report.rate(),
+            report.from(b_addr),
+            report.failed
+        );
+        report
+    };
     let flood_started = Instant::now();
-    let ThreeHops { a, topo, .. } = &mut hops;
-    let topo = &*topo;
-    let (spoofed_prev_hop, spoofed_other) = std::thread::scope(|scope| {
-        let flood = scope.spawn(|| {
-            let (mut prev_hop, mut other) = (0u64, 0u64);
-            let mut round = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                round += 1;
-                let src = if round.is_multiple_of(4) {
-                    format!("198.18.2.{}:{}", 10 + round % 40, 40_000 + round % 1000)
-                } else {
-                    B_TO_C.to_string()
-                };
-                let mut proc = topo.spawn_tool(
-                    "x",
-                    "inject.py",
-                    &[
-                        "raw",
-                        "--capture",
-                        &capture_arg,
-                        "--src",
-                        &src,
-                        "--dst",
-                        C_TRANSPORT,
-                        "--repeat",
-                        "500",
-                    ],
-                );
-                proc.finish(Duration::from_secs(10));
-                if src == B_TO_C {
-                    prev_hop += 500;
-                } else {
-                    other += 500;
-                }
-                std::thread::sleep(Duration::from_millis(40));
-            }
-            (prev_hop, other)
-        });
-        // The established route keeps answering: data packets never meet the flood check.
-        std::thread::sleep(Duration::from_secs(2));
-        let answered = topo.ping("a", A_TUN_V4, C_TUN_V4, 10);
-        println!("pings answered during the flood: {answered} of 10");
-        // A restarts during the flood: its new handshake meets a node under load, gets a
-        // cookie back along the route, and completes on its retry (5 s later) with mac2.
-        a.kill9();
-        a.restart();
-        let recovered = wait_until(Duration::from_secs(20), || {
-            topo.output(
-                "a",
-                "ping",
-                &["-n", "-c", "1", "-W", "0.25", "-I", A_TUN_V4, C_TUN_V4],
-            )
-            .status
-            .success()
-        });
-        println!("A restarted during the flood; ping answered again after {recovered:?}");
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let sent = flood.join().unwrap();
-        assert!(
-            answered >= 8,
-            "only {answered} of 10 pings answered during the flood"
-        );
-        assert!(
-            recovered.is_some(),
-            "no handshake within 20 s of A's restart"
-        );
-        sent
+
+    // Phase 1, PACED_RATE (the plan's figure), PACED_FLOOD: every ping answered, and A,
+    // restarted, gets a cookie back along the route and completes its handshake on the
+    // retry (5 s later) with a mac2.
+    println!("phase 1: {PACED_RATE} initiations a second for {PACED_FLOOD:?}");
+    let paced = flood(PACED_FLOOD, Some(PACED_RATE));
+    let loaded = wait_until(Duration::from_secs(5), || {
+        hops.c.try_status().is_some_and(|s| s.under_load)
     });
+    assert!(loaded.is_some(), "C never reported being under load");
+    let text = hops.c.status_text();
+    assert!(text.contains("  under load: "), "{text}");
+    let (sent1, answered1) = ping_for(&hops, Duration::from_secs(5));
+    println!("  pings answered: {answered1} of {sent1}");
+    hops.a.kill9();
+    hops.a.restart();
+    let recovered = hops.ping_until_reply(Duration::from_secs(20));
+    println!("  A restarted; ping answered again after {recovered:?}");
+    let left = PACED_FLOOD.saturating_sub(flood_started.elapsed() + Duration::from_secs(1));
+    let (sent2, answered2) = ping_for(&hops, left);
+    println!("  pings answered: {answered2} of {sent2}");
+    let paced = wait(paced);
+    let kernel1 = kernel_drops(&hops.topo);
     println!(
-        "flood: {spoofed_prev_hop} initiations from B's address, {spoofed_other} from others, in {:?}",
-        flood_started.elapsed()
+        "  C's kernel dropped {} (socket buffer full)",
+        kernel1 - kernel0
     );
+
+    // Phase 2, as fast as X can for FLOOD: C's socket overflows, so legitimate packets are
+    // lost with the flood's (stated, not asserted beyond "some get through"); C's memory,
+    // its Diffie-Hellman budget and the reply bytes are bounded all the same.
+    println!("phase 2: as fast as one thread sends, for {FLOOD:?}");
+    let full = flood(FLOOD, None);
+    let (sent3, answered3) = ping_for(&hops, FLOOD - Duration::from_secs(2));
+    println!("  pings answered: {answered3} of {sent3}");
+    let rss_flood = netns::proc_status_bytes(c_pid, "VmRSS");
+    let still_loaded = hops.c.status_json().under_load;
+    let full = wait(full);
+    let peak = netns::proc_status_bytes(c_pid, "VmHWM");
+    let kernel2 = kernel_drops(&hops.topo);
+    println!(
+        "  C's kernel dropped {} (socket buffer full)",
+        kernel2 - kernel1
+    );
+
+    // The load state ends UNDER_LOAD_HOLD (1 s) after the last initiation.
+    let calm = wait_until(Duration::from_secs(5), || {
+        hops.c.try_status().is_some_and(|s| !s.under_load)
+    });
     let c1 = hops.c.status_json();
     hops.show();
+    let (sent_total, sent_b) = (
+        paced.total() + full.total(),
+        paced.from(b_addr) + full.from(b_addr),
+    );
     let cookies = drop_count(&c1.drops, "cookie reply sent");
     let under_load = drop_count(&c1.drops, "initiation under load dropped");
     let bad = drop_count(&only_route(&c1).drops, "bad handshake") - bad0;
     let wrong_hop = drop_count(&c1.drops, "wrong previous hop") - wrong_hop0;
-    println!(
-        "C: {cookies} cookie replies, {bad} initiations read (bad handshake), {under_load} dropped under load, {wrong_hop} from wrong previous hops"
+    let counter = |name| hops.topo.nft_counter("c", "inet flood", name);
+    let (from_x, cookie_out, port_in, port_out) = (
+        counter("from_x"),
+        counter("cookie_out"),
+        counter("port_in"),
+        counter("port_out"),
     );
+    println!(
+        "C: {cookies} cookie replies, {bad} initiations read (bad handshake), {under_load} \
+         dropped under load, {wrong_hop} from wrong previous hops"
+    );
+    println!(
+        "C's nftables counters (packets, bytes at the IP layer): from X {from_x:?}, cookie \
+         replies out {cookie_out:?}, port 6000 in {port_in:?}, out {port_out:?}"
+    );
+    println!(
+        "C's RSS: {:.1} MB before, {:.1} MB near the end of the flood, peak {:.1} MB",
+        rss0 as f64 / 1e6,
+        rss_flood as f64 / 1e6,
+        peak as f64 / 1e6
+    );
+
+    assert!(
+        still_loaded,
+        "C was not under load near the end of the flood"
+    );
+    assert!(calm.is_some(), "C still under load 5 s after the flood");
+    // Every datagram X sent reached C's IP layer: nft saw them all.
+    assert_eq!(from_x.0, sent_total, "{from_x:?}");
     // Read (one Diffie-Hellman each) only within the load bucket: 64, then 32 a second.
     let secs = flood_started.elapsed().as_secs() + 1;
     assert!(bad <= 64 + 32 * secs, "{bad} initiations read in {secs} s");
@@ -965,22 +1039,71 @@ fn a_spoofed_handshake_flood_costs_c_no_diffie_hellman_and_the_route_stays_up() 
         cookies > 10 * bad,
         "{cookies} cookie replies for {bad} read"
     );
-    // Every initiation got at most one answer, 84 bytes for 132; beyond the flood, A's
-    // first initiation after its restart was answered with a cookie (a retransmission or
-    // two more at most, on a slow machine).
+    // At most one answer per initiation C read from B's address (beyond the flood: A's
+    // first initiation after its restart, a retransmission or two at most).
     assert!(
-        cookies + bad <= spoofed_prev_hop + 3,
-        "{cookies} answered and {bad} read for {spoofed_prev_hop} sent"
+        cookies + bad <= sent_b + 3,
+        "{cookies} answered and {bad} read for {sent_b} sent"
     );
-    assert!(84 * cookies <= 132 * (spoofed_prev_hop + 3));
+    // What C counts left it, 84 bytes each: C sends in UDP GSO batches, which nftables
+    // sees as one packet with one IPv4 and UDP header (28 bytes); a batch may end with a
+    // shorter datagram of another kind to the same hop, so the bytes are at least that.
+    assert!(
+        cookie_out.0 > 0 && cookie_out.0 <= cookies,
+        "{cookie_out:?}"
+    );
+    let replies = cookie_out.0 * 28 + cookies * 84;
+    assert!(
+        cookie_out.1 >= replies && cookie_out.1 - replies < cookie_out.0,
+        "nft saw {cookie_out:?} for {cookies} replies"
+    );
+    // No amplification: the replies are fewer bytes than the flood brought, and all C sent
+    // from its port (replies, pings, handshakes) fewer than it took in.
+    assert!(
+        cookie_out.1 < from_x.1,
+        "{cookie_out:?} out for {from_x:?} in"
+    );
+    assert!(
+        port_out.1 <= port_in.1,
+        "{port_out:?} out for {port_in:?} in"
+    );
     assert_eq!(under_load, 0, "A's retries stayed within B's budget");
-    assert!(wrong_hop > 0 && wrong_hop <= spoofed_other);
+    assert!(wrong_hop > 0 && wrong_hop <= sent_total - sent_b);
     // The replies (84 bytes) went back along the route to A, which had nothing pending.
     // (A restarted, so its counters cover only the end of the flood.)
     let a1 = hops.a.status_json();
     let a_bad_cookies = drop_count(&only_route(&a1).drops, "bad cookie reply");
     assert!(a_bad_cookies <= cookies);
+    // The route: every ping at the paced rate, A back after its restart, some pings at the
+    // full rate, and every ping after the flood.
+    assert!(
+        recovered.is_some(),
+        "no handshake within 20 s of A's restart"
+    );
+    // At the paced rate C reads every datagram, and then every ping is answered; on a busy
+    // machine (the other tests of this file run beside it, on 2 cores) a debug build of C
+    // falls behind for moments and its kernel drops datagrams at the full socket, the
+    // pings' with the flood's: then a few may go.
+    let (paced_sent, paced_answered) = (sent1 + sent2, answered1 + answered2);
+    if kernel1 == kernel0 {
+        assert_eq!(
+            paced_answered, paced_sent,
+            "pings lost at {PACED_RATE} a second, though C's socket never overflowed"
+        );
+    } else {
+        assert!(
+            paced_answered * 10 >= paced_sent * 9,
+            "{paced_answered} of {paced_sent} pings answered at {PACED_RATE} a second"
+        );
+    }
+    assert!(answered3 > 0, "no ping answered at the full rate");
     assert_eq!(hops.ping_v4(3), 3);
+    // Memory: bounded while flooded.
+    assert!(
+        peak.saturating_sub(rss0) < 20 << 20,
+        "C's RSS grew from {rss0} to a peak of {peak} bytes"
+    );
+    assert!(hops.c.is_running());
     println!("ok in {:?}", started.elapsed());
 }
 

@@ -387,6 +387,33 @@ impl Topology {
             _ => HashMap::new(),
         }
     }
+    /// Load an nftables ruleset (`nft -f`) in host `host`'s namespace; gone with it.
+    pub(crate) fn nft(&self, host: &str, ruleset: &str) {
+        static FILES: AtomicU32 = AtomicU32::new(0);
+        let n = FILES.fetch_add(1, Ordering::Relaxed);
+        let file = self.dir().join(format!("{host}-{n}.nft"));
+        fs::write(&file, ruleset).unwrap();
+        run_ok(self.command(host, "nft").arg("-f").arg(&file));
+    }
+
+    /// The named nftables counter `name` of table `family table` in host `host`:
+    /// (packets, bytes), exact.
+    pub(crate) fn nft_counter(&self, host: &str, table: &str, name: &str) -> (u64, u64) {
+        let mut args = vec!["list", "counter"];
+        args.extend(table.split_whitespace());
+        args.push(name);
+        let text = run_ok(self.command(host, "nft").args(&args));
+        // "packets 12 bytes 3456"
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("packets "))
+            .unwrap_or_else(|| panic!("no counter in {text:?}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["packets", p, "bytes", b, ..] => (p.parse().unwrap(), b.parse().unwrap()),
+            _ => panic!("cannot read the counter {line:?}"),
+        }
+    }
 }
 
 impl Drop for Topology {
@@ -499,19 +526,26 @@ impl Proc {
 
     /// Wait for a successful exit, then return every remaining line of output.
     pub(crate) fn finish(&mut self, timeout: Duration) -> Vec<String> {
-        let status = self.wait(timeout);
+        let (status, lines) = self.finish_any(timeout);
         assert!(
             status.success(),
             "{}: {status}; stderr:\n{}",
             self.label,
             self.stderr()
         );
+        lines
+    }
+
+    /// Wait for the exit, whatever its status (`ping` exits 1 when a reply was missing),
+    /// then return it and every remaining line of output.
+    pub(crate) fn finish_any(&mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let status = self.wait(timeout);
         // The reader thread ends at EOF, which follows the exit.
         let mut lines = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             lines.push(line);
         }
-        lines
+        (status, lines)
     }
 }
 
@@ -602,6 +636,22 @@ impl Node {
     /// its log, and wait until its control socket answers `status`; panics (with the log)
     /// if it exits or does not answer within [`START_TIMEOUT`]. Returns how long that took.
     pub(crate) fn start(&mut self) -> Duration {
+        self.start_under(&[])
+    }
+
+    /// [`Self::start`] through `wrapper`, a program and its arguments that exec the node in
+    /// the same process (`prlimit --nofile=64:64 --`), so the node's pid is the one it had.
+    pub(crate) fn start_under(&mut self, wrapper: &[&str]) -> Duration {
+        let started = Instant::now();
+        self.spawn_under(wrapper);
+        self.wait_serving();
+        started.elapsed()
+    }
+
+    /// Start the node through `wrapper` as [`Self::start_under`] does, without waiting for
+    /// it: a test does something to the process first (moves it into a cgroup), then calls
+    /// [`Self::wait_serving`].
+    pub(crate) fn spawn_under(&mut self, wrapper: &[&str]) {
         assert!(self.pid().is_none(), "{}: already running", self.name);
         self.starts += 1;
         let mut log = OpenOptions::new()
@@ -610,23 +660,34 @@ impl Node {
             .open(&self.log)
             .unwrap();
         writeln!(log, "=== tests/netns: start {} ===", self.starts).unwrap();
-        let started = Instant::now();
-        let spawn = Spawn::new(format!("node {}", self.name), skywire_binary())
+        let spawn = match wrapper {
+            [program, args @ ..] => Spawn::new(format!("node {}", self.name), program)
+                .args(args)
+                .arg(skywire_binary()),
+            [] => Spawn::new(format!("node {}", self.name), skywire_binary()),
+        };
+        let spawn = spawn
             .arg("node")
             .arg("--config")
             .arg(&self.config)
             .append_log(&self.log);
-        let process = self.process.insert(
+        self.process = Some(
             Process::spawn_in(&self.ns, spawn)
                 .unwrap_or_else(|e| panic!("{}: cannot start: {e}", self.name)),
         );
+    }
+
+    /// Wait (bounded) until the node just spawned answers `status`; panics (with the log)
+    /// if it exits or does not answer within [`START_TIMEOUT`].
+    pub(crate) fn wait_serving(&mut self) {
+        let (name, socket) = (self.name.clone(), self.socket.clone());
+        let process = self.running();
         let never = AtomicBool::new(false);
         if let Err(e) =
-            skywire_control::lab::wait_until_serving(process, &self.socket, START_TIMEOUT, &never)
+            skywire_control::lab::wait_until_serving(process, &socket, START_TIMEOUT, &never)
         {
-            panic!("{}: `skywire node` did not come up: {e}", self.name);
+            panic!("{name}: `skywire node` did not come up: {e}");
         }
-        started.elapsed()
     }
 
     /// Start it again after [`Self::kill9`] or [`Self::sigterm_and_wait`].
@@ -751,4 +812,36 @@ impl Drop for Node {
             process.kill();
         }
     }
+}
+
+/// A field of `/proc/PID/status` counted in kB (`VmRSS`, `VmHWM`), in bytes; 0 if the process
+/// or the field is gone.
+pub(crate) fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The CPU time of process `pid` so far (user and system, `/proc/PID/stat` fields 14 and
+/// 15), in clock ticks (100 a second on Linux).
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count from the closing parenthesis.
+    let rest = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) is index 11 and stime (15) index 12.
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    tick(11) + tick(12)
+}
+
+/// How many descriptors process `pid` holds open.
+pub(crate) fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }

@@ -67,6 +67,12 @@ pub(super) const C_TUN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 pub(super) const A_TUN_NAME: &str = "sky-a";
 /// C's TUN device.
 pub(super) const C_TUN_NAME: &str = "sky-c";
+/// The attacker X of `skywire demo flood`, on a link of its own to C: X's address...
+pub(super) const X_LINK: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 1);
+/// ...and C's.
+pub(super) const C_LINK_X: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 3);
+/// C's interface to X.
+pub(super) const C_TO_X: &str = "to-x";
 /// The prefix length of every link and TUN address.
 const LINK_PREFIX: u8 = 24;
 
@@ -83,11 +89,11 @@ pub(super) const fn route_id(n: u32) -> RouteId {
 /// C -> B 200, B -> A 201.
 pub(super) const A_TO_B: RouteId = route_id(100);
 /// See [`A_TO_B`].
-const B_TO_C: RouteId = route_id(101);
+pub(super) const B_TO_C: RouteId = route_id(101);
 /// See [`A_TO_B`].
 pub(super) const C_TO_B: RouteId = route_id(200);
 /// See [`A_TO_B`].
-const B_TO_A: RouteId = route_id(201);
+pub(super) const B_TO_A: RouteId = route_id(201);
 
 /// The three nodes, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,7 +366,7 @@ impl DemoLab {
         deadline: Instant,
         start_timeout: Duration,
     ) -> Result<StatusReply, DemoError> {
-        let Some(&(_, id)) = self.nodes.iter().find(|(n, _)| *n == node) else {
+        let Some(id) = self.id(node) else {
             return Err(DemoError::Node {
                 node: node.label(),
                 problem: "was never started".to_owned(),
@@ -391,6 +397,63 @@ impl DemoLab {
             }),
             Err(other) => Err(other.into()),
         }
+    }
+
+    /// The process of `node`'s latest start.
+    fn id(&self, node: Node) -> Option<ProcessId> {
+        self.nodes
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == node)
+            .map(|&(_, id)| id)
+    }
+
+    /// The pid of `node`, while it runs.
+    pub(super) fn pid(&self, node: Node) -> Option<u32> {
+        self.id(node)
+            .and_then(|id| self.lab.process(id))
+            .filter(|p| !p.has_exited())
+            .map(crate::lab::Process::pid)
+    }
+
+    /// Kill `node` with SIGKILL, as a crash would, and reap it; the cleanup report leaves it
+    /// out (it did not stop on SIGTERM, by design). Start it again with
+    /// [`Self::start_node`].
+    pub(super) fn kill_node(&mut self, node: Node) {
+        if let Some(id) = self.id(node) {
+            if let Some(process) = self.lab.process_mut(id) {
+                process.kill();
+            }
+            self.nodes.retain(|&(_, i)| i != id);
+        }
+    }
+
+    /// Add the attacker X of `skywire demo flood`: a namespace joined to C only
+    /// (`to-c` [`X_LINK`] - [`C_TO_X`] [`C_LINK_X`]) that routes B's link towards C, so its
+    /// datagrams with B's address as their source reach C; and C's reverse-path filter
+    /// off, so C takes them. X's namespace name.
+    pub(super) fn add_attacker(&mut self) -> Result<String, DemoError> {
+        let namespace = self.lab.add_host("x")?;
+        self.lab.link(
+            &LinkEnd::new("x", "to-c").address(X_LINK, LINK_PREFIX)?,
+            &LinkEnd::new(Node::C.host(), C_TO_X).address(C_LINK_X, LINK_PREFIX)?,
+        )?;
+        let b_link = format!(
+            "{}/{LINK_PREFIX}",
+            Ipv4Addr::from(u32::from(B_LINK_C) & !0xff)
+        );
+        self.lab.ip_in(
+            "x",
+            &["route", "add", &b_link, "via", &C_LINK_X.to_string()],
+        )?;
+        let c = self.namespace(Node::C);
+        super::traffic::in_ns(&c, "cannot turn C's reverse-path filter off", || {
+            for conf in ["all", "default", C_TO_X] {
+                std::fs::write(format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "0")?;
+            }
+            Ok(())
+        })?;
+        Ok(namespace)
     }
 
     /// Stop the nodes, delete the namespaces and the folder, and check that none of the

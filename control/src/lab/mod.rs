@@ -44,6 +44,7 @@
 //! recorded in the folder. Names of live processes are never touched.
 
 mod command;
+pub mod flood;
 pub mod impair;
 mod process;
 mod stale;

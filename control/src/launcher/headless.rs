@@ -100,6 +100,7 @@ impl HeadlessServer {
             return;
         }
         stop.accept_until_stopped(
+            "viscript socket",
             self.listener.as_fd(),
             || self.listener.accept(),
             |(stream, _)| {

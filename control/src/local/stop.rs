@@ -24,6 +24,54 @@ use rustix::io::Errno;
 /// How long an accept loop waits after a failed accept before it tries again.
 pub const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
+/// A failing accept loop logs at most one line this often.
+pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// When a failing accept loop speaks: at most one warning every
+/// [`ACCEPT_ERROR_LOG_INTERVAL`], saying how many failures went unlogged since the last,
+/// whether the failures come in one run or many short ones (a descriptor freed now and
+/// then lets one accept through); and, at the first success after a run that had a
+/// warning, one line saying it is over. Sans-IO: it takes `now`.
+#[derive(Debug, Default)]
+pub struct AcceptErrors {
+    /// The current run of failures: when it began, its length, and whether it was logged.
+    run: Option<(Instant, u64, bool)>,
+    /// When the last warning was logged, and the failures since.
+    logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    /// An accept failed at `now`: `Some(failures not logged since the last warning)` when
+    /// a warning is due.
+    pub fn failed(&mut self, now: Instant) -> Option<u64> {
+        let (_, failures, run_logged) = self.run.get_or_insert((now, 0, false));
+        *failures += 1;
+        let due = self
+            .logged
+            .is_none_or(|at| now.saturating_duration_since(at) >= ACCEPT_ERROR_LOG_INTERVAL);
+        if due {
+            *run_logged = true;
+            let unlogged = self.unlogged;
+            self.logged = Some(now);
+            self.unlogged = 0;
+            Some(unlogged)
+        } else {
+            self.unlogged += 1;
+            None
+        }
+    }
+
+    /// An accept succeeded at `now`: `Some((failures, how long they lasted))` if it ends a
+    /// run of failures that was warned about.
+    pub fn succeeded(&mut self, now: Instant) -> Option<(u64, Duration)> {
+        match self.run.take()? {
+            (since, failures, true) => Some((failures, now.saturating_duration_since(since))),
+            _ => None,
+        }
+    }
+}
+
 /// A stop shared by the threads it ends; cheap to clone (see the module doc).
 #[derive(Debug, Clone)]
 pub struct StopSignal(Arc<Inner>);
@@ -78,16 +126,29 @@ impl StopSignal {
     /// `listener`) is tried whenever `listener` is readable, and what it returns goes to
     /// `serve`. Nothing to accept waits in `poll(2)`; a failed accept (`EMFILE`, a peer
     /// that went away) waits [`ACCEPT_RETRY`] or until the stop, and one bad moment never
-    /// ends the loop. Returns once stopped, within a `poll` wake-up of [`Self::stop`].
+    /// ends the loop. Failures are logged as warnings naming `what` (the socket), at most
+    /// one line every [`ACCEPT_ERROR_LOG_INTERVAL`] ([`AcceptErrors`]), and the recovery
+    /// once more. Returns once stopped, within a `poll` wake-up of [`Self::stop`].
     pub fn accept_until_stopped<T>(
         &self,
+        what: &str,
         listener: BorrowedFd<'_>,
         mut accept: impl FnMut() -> io::Result<T>,
         mut serve: impl FnMut(T),
     ) {
+        let mut errors = AcceptErrors::default();
         while !self.is_stopped() {
             match accept() {
-                Ok(accepted) => serve(accepted),
+                Ok(accepted) => {
+                    if let Some((failures, over)) = errors.succeeded(Instant::now()) {
+                        log::info!(
+                            "{what}: accepting connections again, after {failures} failed \
+                             accepts over {:.1} s",
+                            over.as_secs_f64()
+                        );
+                    }
+                    serve(accepted);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.wait_readable(listener, None) == Wakeup::Stopped {
                         return;
@@ -96,7 +157,25 @@ impl StopSignal {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // The listener stays readable while, say, descriptors run out: wait a
                 // little rather than spin.
-                Err(_) => {
+                Err(e) => {
+                    if let Some(unlogged) = errors.failed(Instant::now()) {
+                        let more = if unlogged > 0 {
+                            format!(" ({unlogged} more failures since the last line)")
+                        } else {
+                            String::new()
+                        };
+                        log::warn!(
+                            "{what}: cannot accept a connection: {e}{more}; retrying every \
+                             {} ms{}",
+                            ACCEPT_RETRY.as_millis(),
+                            if e.raw_os_error() == Some(libc::EMFILE) {
+                                " (the node's limit of open files, `ulimit -n`, is reached; \
+                                 clients wait until descriptors are freed)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
                     if self.sleep(ACCEPT_RETRY) {
                         return;
                     }
@@ -161,6 +240,32 @@ mod tests {
     use std::thread;
 
     use super::*;
+
+    #[test]
+    fn accept_failures_are_logged_once_per_interval_and_their_end_once() {
+        let mut errors = AcceptErrors::default();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // 25 s of EMFILE, a try every 50 ms: warnings at 0, 10 and 20 s.
+        let lines: Vec<(u64, u64)> = (0..500)
+            .filter_map(|i| errors.failed(at(i * 50)).map(|unlogged| (i * 50, unlogged)))
+            .collect();
+        assert_eq!(lines, [(0, 0), (10_000, 199), (20_000, 199)]);
+        assert_eq!(
+            errors.succeeded(at(25_000)),
+            Some((500, Duration::from_secs(25)))
+        );
+        // A success after a success says nothing.
+        assert_eq!(errors.succeeded(at(25_050)), None);
+        // Flapping (a freed descriptor lets one accept through, then EMFILE again): still
+        // one warning per interval, and no "over" line for a run that was not warned of.
+        assert_eq!(errors.failed(at(26_000)), None);
+        assert_eq!(errors.succeeded(at(26_050)), None);
+        assert_eq!(errors.failed(at(29_000)), None);
+        // 99 unlogged after 20 s, and the two since.
+        assert_eq!(errors.failed(at(30_000)), Some(101));
+        assert_eq!(errors.succeeded(at(30_050)).map(|(n, _)| n), Some(2));
+    }
 
     #[test]
     fn a_stop_wakes_a_waiter_at_once_and_every_later_one() {

@@ -187,6 +187,7 @@ impl SignalServer {
     fn serve(self) {
         let shared = &self.shared;
         shared.stop.accept_until_stopped(
+            "signal server",
             self.listener.as_fd(),
             || self.listener.accept(),
             |(stream, _)| {

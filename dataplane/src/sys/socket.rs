@@ -10,7 +10,7 @@
 //! it, and instead asks for a non-blocking call each time (`MSG_DONTWAIT`).
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -135,6 +135,39 @@ pub fn connect_tcp_marked(to: SocketAddr, mark: u32, timeout: Duration) -> io::R
     let stream = TcpStream::from(socket);
     stream.set_nonblocking(false)?;
     Ok(stream)
+}
+
+/// A UDP socket bound to `from` whatever the namespace's own addresses are
+/// (`IP_TRANSPARENT`, which also lets it send with that source): the spoofing sender of the
+/// handshake-flood tests and `skywire demo flood` (`skywire_control::lab::flood`), never
+/// the node. Needs `CAP_NET_ADMIN` (else `PermissionDenied`). Blocking.
+pub fn transparent_udp_socket(from: SocketAddr) -> io::Result<UdpSocket> {
+    let family = match from {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: socket() takes no pointers; the descriptor is owned at once below.
+    let fd =
+        super::check(unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: `fd` was just returned by socket() and is owned by nothing else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let (level, name) = match from {
+        SocketAddr::V4(_) => (libc::SOL_IP, libc::IP_TRANSPARENT),
+        SocketAddr::V6(_) => (libc::SOL_IPV6, libc::IPV6_TRANSPARENT),
+    };
+    super::setsockopt(socket.as_fd(), level, name, 1 as libc::c_int)?;
+    // SAFETY: sockaddr_storage is plain integers; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    let len = super::batch::write_sockaddr(from.is_ipv6(), from, &mut storage);
+    // SAFETY: the pointer and length describe `storage`, which write_sockaddr filled in.
+    super::check(unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&raw const storage).cast::<libc::sockaddr>(),
+            len,
+        )
+    })?;
+    Ok(UdpSocket::from(socket))
 }
 
 #[cfg(test)]

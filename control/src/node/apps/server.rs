@@ -160,6 +160,7 @@ impl AppServer {
         });
         let opening = Arc::new(AtomicUsize::new(0));
         stop.accept_until_stopped(
+            &format!("app socket {}", self.socket.path().display()),
             self.listener.as_fd(),
             || self.listener.accept(),
             |(stream, _)| start_connection(&shared, stream, &opening),

@@ -263,6 +263,7 @@ impl ControlServer {
         let node: Arc<dyn NodeApi + Send + Sync> = Arc::new(node);
         let open = Connections::new(MAX_CONNECTIONS);
         stop.accept_until_stopped(
+            &format!("control socket {}", self.socket.path().display()),
             self.listener.as_fd(),
             || self.listener.accept(),
             |(stream, _)| self.start_connection(stream, &node, &open),

@@ -459,6 +459,32 @@ mod tests {
     }
 
     #[test]
+    fn under_load_is_one_line_in_the_text_and_a_flag_in_the_json() {
+        let mut status = sample_status();
+        let calm = StatusReply::from(&status);
+        assert!(!calm.to_string().contains("under load"), "{calm}");
+        status.under_load = true;
+        let loaded = StatusReply::from(&status);
+        let text = loaded.to_string();
+        assert_eq!(text.matches("under load").count(), 1, "{text}");
+        assert!(
+            text.contains(
+                "\n  under load: handshakes are answered with cookie replies (a flood?)\n"
+            ),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&loaded.to_json_pretty()).unwrap();
+        assert_eq!(json["under_load"], serde_json::json!(true));
+        assert!(
+            StatusReply::from_json(&loaded.to_json_pretty())
+                .unwrap()
+                .under_load
+        );
+        let json: serde_json::Value = serde_json::from_str(&calm.to_json_pretty()).unwrap();
+        assert_eq!(json["under_load"], serde_json::json!(false));
+    }
+
+    #[test]
     fn byte_counts_and_ages() {
         assert_eq!(Bytes(0).to_string(), "0 B");
         assert_eq!(Bytes(1023).to_string(), "1023 B");
