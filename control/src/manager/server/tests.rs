@@ -73,6 +73,8 @@ struct Node {
     decoder: Decoder,
     to_manager: Mac,
     from_manager: Mac,
+    /// Every byte it sent, as an eavesdropper on the connection would capture it.
+    sent: Vec<u8>,
 }
 
 impl Node {
@@ -93,9 +95,8 @@ impl Node {
             nonce,
             proof: keys.node_proof,
         };
-        stream
-            .write_all(&proto::encode(&Frame::request(kind::AUTH, 1, &auth), None).unwrap())
-            .unwrap();
+        let sent = proto::encode(&Frame::request(kind::AUTH, 1, &auth), None).unwrap();
+        stream.write_all(&sent).unwrap();
         let deadline = Some(Instant::now() + WAIT);
         let ok: AuthOk = proto::read_frame(&mut stream, &mut decoder, None, deadline)
             .unwrap()
@@ -108,6 +109,7 @@ impl Node {
             decoder,
             to_manager: keys.node_to_manager,
             from_manager: keys.manager_to_node,
+            sent,
         };
         let register = Register {
             endpoint: Some(SocketAddr::from((local(seed), 6000))),
@@ -122,6 +124,7 @@ impl Node {
     fn send(&mut self, frame: &Frame) {
         let bytes = proto::encode(frame, Some(&mut self.to_manager)).unwrap();
         self.stream.write_all(&bytes).unwrap();
+        self.sent.extend_from_slice(&bytes);
     }
 
     /// Send `request` and read frames until its reply.
@@ -222,6 +225,91 @@ fn the_auth_timeout_gives_the_places_back() {
         );
     }
     let _node = wait_for(|| Node::join(local(1), manager.listen, 1).ok());
+    manager.stop();
+}
+
+/// Row 3 of the fault table, manager frames: a registered node's whole byte stream (its
+/// key proof, `REGISTER` and a request), captured as an eavesdropper would and replayed
+/// on 1000 new connections, gets no connection past the key proof (the manager's nonce is
+/// new each time); a captured frame replayed inside the node's own connection fails its
+/// tag and ends that connection. The manager's view is unchanged throughout.
+#[test]
+fn replayed_manager_frames_get_nowhere() {
+    let manager = start(ServerLimits::default());
+    let mut node = Node::join(local(1), manager.listen, 1).unwrap();
+    let before = node.nodes();
+    assert_eq!(before["nodes"].as_array().unwrap().len(), 1);
+    let captured = node.sent.clone();
+    let (mut refused, mut closed_early) = (0, 0);
+    for i in 0..1000u32 {
+        // The node is still there, as it was (asking also keeps its connection from
+        // going idle: the test node sends no heartbeats).
+        if i % 50 == 0 {
+            assert_eq!(node.nodes()["nodes"], before["nodes"], "after {i} replays");
+        }
+        // Spread over sources: the per-source cap on connections still proving a key
+        // must not be what stops them.
+        let source = local(2 + u8::try_from(i % 200).unwrap());
+        let mut stream = connect_from(source, manager.listen);
+        let mut decoder = Decoder::with_limit(proto::MAX_AUTH_FRAME);
+        if hello(&mut stream, &mut decoder).is_err() {
+            closed_early += 1;
+            continue;
+        }
+        // The manager may close before it has read everything: a failed write is fine.
+        let _ = stream.write_all(&captured);
+        let deadline = Some(Instant::now() + WAIT);
+        match proto::read_frame(&mut stream, &mut decoder, None, deadline) {
+            Ok(frame) => {
+                let err = frame.reply::<AuthOk>().unwrap_err();
+                assert_eq!(err.kind, ErrorKind::Unauthenticated, "{err:?}");
+                refused += 1;
+                // Then nothing more: the connection ends.
+                let end = proto::read_frame(&mut stream, &mut decoder, None, deadline);
+                assert!(
+                    matches!(end, Err(ConnectionEnd::Closed | ConnectionEnd::Io(_))),
+                    "{end:?}"
+                );
+            }
+            Err(ConnectionEnd::TimedOut) => panic!("replay {i}: neither a reply nor a close"),
+            Err(_) => closed_early += 1,
+        }
+    }
+    eprintln!("1000 replays: {refused} refused as unauthenticated, {closed_early} closed");
+    assert_eq!(refused + closed_early, 1000);
+    assert!(
+        refused > 900,
+        "{refused} refused with a reason, {closed_early} closed"
+    );
+    assert_eq!(node.nodes()["nodes"], before["nodes"]);
+
+    // Inside its own connection: the REGISTER frame again, byte for byte (tagged with a
+    // sequence number already used). The manager ends the connection.
+    let auth_len = proto::encode(&Frame::request(kind::AUTH, 1, &Value::Null), None)
+        .unwrap()
+        .len();
+    assert!(captured.len() > auth_len);
+    let mut rest = &captured[..];
+    // Skip the AUTH frame (its length is in its first 4 bytes), then take REGISTER's.
+    let frame_len = |bytes: &[u8]| u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize + 4;
+    rest = &rest[frame_len(rest)..];
+    let register = &rest[..frame_len(rest)];
+    node.stream.write_all(register).unwrap();
+    let end = loop {
+        match proto::read_frame(
+            &mut node.stream,
+            &mut node.decoder,
+            Some(&mut node.from_manager),
+            Some(Instant::now() + WAIT),
+        ) {
+            Ok(_) => {}
+            Err(end) => break end,
+        }
+    };
+    assert!(
+        matches!(end, ConnectionEnd::Closed | ConnectionEnd::Io(_)),
+        "{end:?}"
+    );
     manager.stop();
 }
 
