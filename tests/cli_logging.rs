@@ -124,6 +124,7 @@ fn node_config(dir: &Path, manager: SocketAddr, manager_key: PublicKey) -> Strin
     let mut section = NodeSection::new("node.key");
     section.listen = free_udp();
     section.control_socket = dir.join("ctl").join("node.sock");
+    section.state_dir = dir.join("state");
     section.manager = Some(ManagerLink {
         address: manager,
         key: manager_key,

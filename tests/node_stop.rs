@@ -86,6 +86,7 @@ fn start_node(dir: &Path, manager: SocketAddr, manager_key: PublicKey) -> (Proc,
     let mut section = NodeSection::new("node.key");
     section.listen = free_udp();
     section.control_socket = dir.join("ctl").join("node.sock");
+    section.state_dir = dir.join("state");
     section.manager = Some(ManagerLink {
         address: manager,
         key: manager_key,

@@ -607,6 +607,7 @@ impl Node {
     pub(crate) fn configure(&self, set: impl FnOnce(&mut NodeSection)) {
         let mut node = NodeSection::new("node.key");
         node.control_socket = self.socket.clone();
+        node.state_dir = self.dir.join("state");
         set(&mut node);
         ConfigFile::node(node)
             .with_comment(format!(

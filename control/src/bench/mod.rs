@@ -285,6 +285,7 @@ fn skywire_config(
     let mut node = NodeSection::new(format!("v{variant}-n{i}.key"));
     node.listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     node.control_socket = PathBuf::from(format!("v{variant}-n{i}.sock"));
+    node.state_dir = PathBuf::from(format!("v{variant}-n{i}-state"));
     node.offload = offload;
     // The app socket inside the chain's folder (removed with it), and room for the idle
     // streams of the streams' figures.

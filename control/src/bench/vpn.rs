@@ -274,6 +274,7 @@ fn node_section(client: bool, peer: PublicKey) -> Result<NodeSection, BenchError
     let mut node = NodeSection::new(key);
     node.listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT));
     node.control_socket = PathBuf::from(if client { "vpn-c.sock" } else { "vpn-x.sock" });
+    node.state_dir = PathBuf::from(if client { "vpn-c-state" } else { "vpn-x-state" });
     // Inside the chain's folder (removed with it), not the sibling folder derived from the
     // control socket.
     node.apps.socket = Some(PathBuf::from(if client {

@@ -80,7 +80,8 @@ pub use manager::{
 };
 pub use node::{
     AcceptRule, AppsConfig, DEFAULT_APP_SOCKET, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
-    DEFAULT_MTU, DEFAULT_NODE_KEY, ManagerLink, NodeApps, NodeConfig, derive_app_socket,
+    DEFAULT_MTU, DEFAULT_NODE_KEY, DEFAULT_STATE_DIR, ManagerLink, NodeApps, NodeConfig,
+    derive_app_socket,
 };
 pub use socks::{
     DEFAULT_DENY_PORTS, DEFAULT_SOCKS_LISTEN, DEFAULT_SOCKS_PORT, Exception, ExceptionError, Ports,

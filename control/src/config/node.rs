@@ -7,6 +7,7 @@
 //! | `key` | path of the private key file | [`DEFAULT_NODE_KEY`] |
 //! | `listen` | `IP:PORT`, the UDP transport | [`DEFAULT_LISTEN`] |
 //! | `control_socket` | path of the Unix control socket | [`DEFAULT_CONTROL_SOCKET`] |
+//! | `state_dir` | folder of the node's state files (the routes and links it owns: `crate::node::state`) | [`DEFAULT_STATE_DIR`] |
 //! | `tun` | `{name, addresses, mtu}` | none: a relay-only node |
 //! | `routes` | list of routes (below) | `[]` |
 //! | `relays` | list of `{in_id, prev_hop, out_id, next_hop}` | `[]` |
@@ -79,6 +80,9 @@ pub const DEFAULT_LISTEN: SocketAddr =
 /// 0700 directory.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/skywire/node.sock";
 
+/// The default of `node.state_dir`: systemd's `StateDirectory=skywire`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/skywire";
+
 /// The TUN device's MTU when the config does not say: WireGuard's, which leaves room for
 /// the route overhead and the transport's headers inside a 1500-byte path.
 pub const DEFAULT_MTU: u16 = 1420;
@@ -100,6 +104,7 @@ pub struct NodeConfig {
     pub key: PathBuf,
     listen: SocketAddr,
     control_socket: PathBuf,
+    state_dir: PathBuf,
     tun: Option<TunSetup>,
     routes: Vec<RouteSetup>,
     relays: Vec<RelaySetup>,
@@ -160,6 +165,7 @@ impl Default for NodeConfig {
             key: PathBuf::from(DEFAULT_NODE_KEY),
             listen: DEFAULT_LISTEN,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             tun: None,
             routes: Vec::new(),
             relays: Vec::new(),
@@ -181,6 +187,12 @@ impl NodeConfig {
     /// against the config file's folder. Default [`DEFAULT_CONTROL_SOCKET`].
     pub fn control_socket(&self) -> &Path {
         &self.control_socket
+    }
+
+    /// `node.state_dir`: the folder of the node's state files, resolved against the config
+    /// file's folder. Default [`DEFAULT_STATE_DIR`].
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
     /// `node.tun`: the TUN device; `None` for a relay-only node.
@@ -320,6 +332,7 @@ pub(super) struct RawNode {
     key: Option<PathText>,
     listen: Option<ListenAddr>,
     control_socket: Option<PathText>,
+    state_dir: Option<PathText>,
     tun: Option<RawTun>,
     routes: Option<Vec<RawRoute>>,
     relays: Option<Vec<RawRelay>>,
@@ -491,6 +504,9 @@ impl RawNode {
             key: self.key.map_or(defaults.key, |key| key.resolve(base)),
             listen,
             control_socket,
+            state_dir: self
+                .state_dir
+                .map_or(defaults.state_dir, |path| path.resolve(base)),
             tun,
             routes,
             relays,

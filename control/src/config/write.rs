@@ -59,6 +59,8 @@ pub struct NodeSection {
     pub listen: SocketAddr,
     /// `node.control_socket`: the Unix control socket; relative like `key`.
     pub control_socket: PathBuf,
+    /// `node.state_dir`: the folder of the node's state files; relative like `key`.
+    pub state_dir: PathBuf,
     /// `node.offload`: the kernel's batching offloads.
     pub offload: bool,
     /// `node.fwmark`: `None` leaves the key out (the default, which depends on `tun`),
@@ -97,6 +99,7 @@ impl From<&NodeConfig> for NodeSection {
             key: node.key.clone(),
             listen: node.listen(),
             control_socket: node.control_socket().to_owned(),
+            state_dir: node.state_dir().to_owned(),
             offload: node.offload(),
             fwmark: {
                 let default = node.tun().map(|_| Fwmark::DEFAULT);
@@ -398,6 +401,7 @@ struct NodeOut<'a> {
     key: &'a str,
     listen: String,
     control_socket: &'a str,
+    state_dir: &'a str,
     offload: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     fwmark: Option<String>,
@@ -736,6 +740,7 @@ impl<'a> NodeOut<'a> {
             key: path_text("node.key", &node.key)?,
             listen: node.listen.to_string(),
             control_socket: path_text("node.control_socket", &node.control_socket)?,
+            state_dir: path_text("node.state_dir", &node.state_dir)?,
             offload: node.offload,
             fwmark: node.fwmark.map(FwmarkValue::text),
             tun: node.tun.as_ref().map(|tun| TunOut {

@@ -172,6 +172,7 @@ impl LoopbackMesh {
         let mut section = NodeSection::new("node.key");
         section.listen = plan.addr;
         section.control_socket = plan.dir.join("ctl").join("node.sock");
+        section.state_dir = plan.dir.join("state");
         section
     }
 

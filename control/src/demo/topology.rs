@@ -210,6 +210,7 @@ pub(super) fn config_file(node: Node, a_key: &PublicKey, c_key: &PublicKey) -> C
     let mut section = NodeSection::new(node.key_file());
     section.listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT));
     section.control_socket = PathBuf::from(node.socket_file());
+    section.state_dir = PathBuf::from(format!("{}-state", node.host()));
     match node {
         Node::A => {
             section.tun = Some(tun(A_TUN_NAME, A_TUN));

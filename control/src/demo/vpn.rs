@@ -561,6 +561,7 @@ impl Demo {
             let mut node = NodeSection::new(format!("{host}.key"));
             node.listen = SocketAddr::from((wan, PORT));
             node.control_socket = PathBuf::from(format!("{host}.sock"));
+            node.state_dir = PathBuf::from(format!("{host}-state"));
             // In the lab's folder too (derived, it would be a folder beside it), so it goes
             // with the folder.
             node.apps.socket = Some(self.lab.file(format!("{host}-apps/node.sock")));

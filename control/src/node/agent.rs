@@ -25,6 +25,7 @@ use skywire_dataplane::engine::{
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::wire::RouteId as WireRouteId;
 
+use super::state::Owned;
 use crate::config::AcceptRule;
 use crate::manager::core::Rng;
 use crate::manager::proto::{
@@ -313,6 +314,27 @@ impl Agent {
     /// Routes this node owns.
     pub fn owned_routes(&self) -> Vec<RouteRequest> {
         self.intents.values().cloned().collect()
+    }
+
+    /// What this node owns: the routes it added and the links it declared, for its state
+    /// file ([`super::state`]).
+    pub fn owned(&self) -> Owned {
+        Owned {
+            routes: self.owned_routes(),
+            links: self.links.iter().map(|k| Key(*k)).collect(),
+        }
+    }
+
+    /// Own again what the node owned before it restarted (its state file), before its
+    /// first `REGISTER`, which lists them: a manager that kept the routes rebuilds their
+    /// rules here instead of dropping them. Routes without an id are skipped.
+    pub fn restore(&mut self, owned: Owned) {
+        for route in owned.routes {
+            if let Some(id) = route.id {
+                self.intents.insert(id, route);
+            }
+        }
+        self.links.extend(owned.links.into_iter().map(|k| k.0));
     }
 
     fn request(&mut self, request: &NodeRequest, pending: Pending) {

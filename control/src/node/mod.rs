@@ -34,6 +34,7 @@ pub mod agent;
 pub mod apps;
 pub mod ctl;
 pub mod reconnect;
+pub mod state;
 pub mod uplink;
 
 use std::io;
@@ -152,12 +153,23 @@ impl Node {
             .manager()
             .map(|m| m.accept.clone())
             .unwrap_or_default();
-        Self::start_with(&setup, &socket, &apps, manager, endpoint, accept)
+        // Only a node with a manager owns anything to keep (its routes and links).
+        let state = manager.map(|_| config.node.state_dir().to_owned());
+        Self::start_with(
+            &setup,
+            &socket,
+            &apps,
+            manager,
+            endpoint,
+            accept,
+            state.as_deref(),
+        )
     }
 
     /// [`Self::start`] from its parts: the engine's setup, the control socket's path, the
     /// app socket's config, the manager to register with, the endpoint to register (the bound address when
-    /// `None`), and who may set up routes to this node ([`AcceptRule`]s).
+    /// `None`), who may set up routes to this node ([`AcceptRule`]s), and the folder of
+    /// its state file ([`state`]; `None`: nothing is kept across restarts).
     pub fn start_with(
         setup: &NodeSetup,
         socket: &Path,
@@ -165,6 +177,7 @@ impl Node {
         manager: Option<ManagerAddress>,
         endpoint: Option<SocketAddr>,
         accept: Vec<AcceptRule>,
+        state_dir: Option<&Path>,
     ) -> Result<Self, NodeError> {
         let control_socket = |source| NodeError::ControlSocket {
             path: socket.to_owned(),
@@ -196,11 +209,13 @@ impl Node {
                 .collect(),
             accept,
         };
+        let state = state_dir.map(|dir| state::StateFile::load(dir, setup.public_key()));
         let (uplink_handle, uplink) = uplink::start(
             engine.handle.clone(),
             setup.private_key.clone(),
             manager,
             params,
+            state,
         )
         .map_err(|source| NodeError::Thread {
             what: "uplink",

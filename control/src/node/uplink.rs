@@ -29,6 +29,7 @@ use skywire_dataplane::sys::socket;
 
 use super::agent::{Agent, AgentParams, ApplyFailure, Dataplane, Stale, UserReply, UserRequest};
 use super::reconnect::{Failure, ManagerLink, Reconnect};
+use super::state::{Owned, StateFile};
 use crate::manager::core::Rng;
 use crate::manager::proto::{
     self, Auth, AuthOk, Bytes32, ConnectionEnd, Decoder, ErrorKind, Frame, Hello, Key, Mac,
@@ -278,12 +279,15 @@ pub enum ConnectError {
     Frame(#[from] proto::FrameError),
 }
 
-/// Start the uplink thread. With `manager` `None` it serves pings only.
+/// Start the uplink thread. With `manager` `None` it serves pings only. With `state`, the
+/// node's state file and what it held ([`super::state`]), the agent owns that again
+/// before it first registers, and the file follows what it owns.
 pub fn start(
     engine: EngineHandle,
     key: PrivateKey,
     manager: Option<ManagerAddress>,
     params: AgentParams,
+    state: Option<(StateFile, Owned)>,
 ) -> io::Result<(UplinkHandle, JoinHandle<()>)> {
     let (requests, inbox) = unbounded();
     let closer = Closer::default();
@@ -298,7 +302,7 @@ pub fn start(
         .name("skywire-uplink".into())
         .spawn(move || {
             let link = link.as_deref();
-            run(&engine, &key, manager, params, &inbox, &closer, link);
+            run(&engine, &key, manager, params, &inbox, &closer, link, state);
         })?;
     Ok((handle, thread))
 }
@@ -343,6 +347,7 @@ struct PendingPing {
 }
 
 #[allow(clippy::too_many_lines)]
+#[allow(clippy::too_many_arguments)]
 fn run(
     engine: &EngineHandle,
     key: &PrivateKey,
@@ -351,8 +356,21 @@ fn run(
     inbox: &Receiver<Request>,
     closer: &Closer,
     link: Option<&Mutex<Reconnect>>,
+    state: Option<(StateFile, Owned)>,
 ) {
     let mut agent = Agent::new(params, Rng::system());
+    let mut state = state.map(|(file, owned)| {
+        if !owned.routes.is_empty() || !owned.links.is_empty() {
+            log::info!(
+                "skywire: restored from {}: {} owned routes, {} declared links",
+                file.file().display(),
+                owned.routes.len(),
+                owned.links.len()
+            );
+        }
+        agent.restore(owned);
+        file
+    });
     let events = engine.events();
     let mut conn: Option<Connection> = None;
     let mut connecting: Option<Receiver<Result<Connection, ConnectError>>> = None;
@@ -472,6 +490,9 @@ fn run(
         }
         let now = Instant::now();
         agent.tick(now, &mut Engine(engine));
+        if let Some(file) = state.as_mut() {
+            file.save(&agent.owned(), now);
+        }
         if agent.is_registered() != registered {
             registered = agent.is_registered();
             if registered && let Some(link) = link {

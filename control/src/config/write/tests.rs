@@ -32,6 +32,7 @@ fn full_node() -> NodeSection {
         key: PathBuf::from("/etc/sky/keys/node.key"),
         listen: addr("198.18.0.1:7000"),
         control_socket: PathBuf::from("/run/sky/a.sock"),
+        state_dir: PathBuf::from("/var/lib/sky-a"),
         offload: false,
         fwmark: Some(Some(Fwmark {
             mark: 0x5000,
@@ -155,6 +156,7 @@ fn every_node_field_comes_back() {
     assert_eq!(loaded.key, node.key);
     assert_eq!(loaded.listen(), node.listen);
     assert_eq!(loaded.control_socket(), node.control_socket);
+    assert_eq!(loaded.state_dir(), node.state_dir);
     assert_eq!(loaded.offload(), node.offload);
     let default_mark = node.tun.as_ref().map(|_| Fwmark::DEFAULT);
     assert_eq!(loaded.fwmark(), node.fwmark.unwrap_or(default_mark));
@@ -484,6 +486,7 @@ node:
   key: a.key
   listen: 0.0.0.0:6000
   control_socket: a.sock
+  state_dir: /var/lib/skywire
   offload: true
   tun:
     name: sky-a
@@ -519,11 +522,13 @@ fn relative_paths_resolve_against_the_file_written() {
     let dir = Scratch::new();
     let mut node = NodeSection::new("keys/a.key");
     node.control_socket = PathBuf::from("a.sock");
+    node.state_dir = PathBuf::from("state");
     let path = dir.0.join("a.yaml");
     ConfigFile::node(node).write(&path).unwrap();
     let config = Config::load(&path).unwrap();
     assert_eq!(config.node.key, dir.0.join("keys/a.key"));
     assert_eq!(config.node.control_socket(), dir.0.join("a.sock"));
+    assert_eq!(config.node.state_dir(), dir.0.join("state"));
     // Writing again replaces the file.
     ConfigFile::manager(ManagerSection::new("m.key"))
         .write(&path)
