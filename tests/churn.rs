@@ -47,7 +47,7 @@ const FD_MARGIN: i64 = 4;
 const RSS_MARGIN_KIB: i64 = 4 * 1024;
 /// iperf3's rate cap: enough to load the path, not so much that the debug-build nodes
 /// starve the churn's commands of the machine's two cores.
-const BITRATE: &str = "100M";
+const BITRATE: &str = "0";
 
 /// The usage of node `i` (the manager for `i == NAMES.len()`), if it runs.
 fn sample(mesh: &ManagedMesh, i: usize) -> Option<Usage> {
@@ -120,10 +120,7 @@ fn routes_churn_under_iperf3_and_the_relay_is_killed() {
     // The figures first, so that a failing run shows them too.
     println!(
         "route {id}: {} then {new_path:?}; {} killed",
-        path.iter()
-            .map(|&i| NAMES[i])
-            .collect::<Vec<_>>()
-            .join("-"),
+        path.iter().map(|&i| NAMES[i]).collect::<Vec<_>>().join("-"),
         NAMES[relay]
     );
     println!(
@@ -206,7 +203,11 @@ fn routes_churn_under_iperf3_and_the_relay_is_killed() {
     for i in 0..everyone {
         let last = if i == relay { relay_last } else { end[i] };
         let (Some(warm), Some(last)) = (warm[i], last) else {
-            panic!("{}: no sample (warm-up {:?}, end {last:?})", label(i), warm[i]);
+            panic!(
+                "{}: no sample (warm-up {:?}, end {last:?})",
+                label(i),
+                warm[i]
+            );
         };
         let (fds, kib) = growth(warm, last);
         assert!(

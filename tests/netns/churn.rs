@@ -163,15 +163,15 @@ fn run(slots: &[Slot], per_second: u32, stop: &AtomicBool) -> Report {
             None => (
                 "add",
                 sky(&slot.socket, &["route", "add", &slot.dst, "--json"]).and_then(|out| {
-                let route: serde_json::Value =
-                    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
-                let id = route["id"]
-                    .as_str()
-                    .ok_or_else(|| format!("no id in {out}"))?;
-                held[i] = Some(id.to_owned());
-                report.adds += 1;
-                Ok(())
-            }),
+                    let route: serde_json::Value =
+                        serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+                    let id = route["id"]
+                        .as_str()
+                        .ok_or_else(|| format!("no id in {out}"))?;
+                    held[i] = Some(id.to_owned());
+                    report.adds += 1;
+                    Ok(())
+                }),
             ),
         };
         report.slowest = report.slowest.max(began.elapsed());
@@ -205,8 +205,14 @@ fn run(slots: &[Slot], per_second: u32, stop: &AtomicBool) -> Report {
 /// ```
 pub(crate) const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
 /// (node, node, third byte of the link's subnet) of every veth link of the churn mesh.
-pub(crate) const LINKS: [(usize, usize, u8); 6] =
-    [(0, 1, 1), (1, 3, 2), (0, 2, 3), (2, 3, 4), (4, 1, 5), (4, 2, 6)];
+pub(crate) const LINKS: [(usize, usize, u8); 6] = [
+    (0, 1, 1),
+    (1, 3, 2),
+    (0, 2, 3),
+    (2, 3, 4),
+    (4, 1, 5),
+    (4, 2, 6),
+];
 /// The nodes with a TUN device: A, D, E.
 pub(crate) const TUN_NODES: [usize; 3] = [0, 3, 4];
 

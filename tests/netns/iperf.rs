@@ -69,7 +69,16 @@ impl Iperf {
             "iperf3-server",
             Path::new("iperf3"),
             &[
-                "-s", "-1", "-B", to, "-p", PORT, "-i", &interval_text, "-f", "k",
+                "-s",
+                "-1",
+                "-B",
+                to,
+                "-p",
+                PORT,
+                "-i",
+                &interval_text,
+                "-f",
+                "k",
                 "--forceflush",
             ],
         );
@@ -115,9 +124,7 @@ impl Iperf {
         let record = self.record.lock().unwrap();
         record
             .iter()
-            .filter_map(|(at, line)| {
-                interval_kbits(line).map(|kbits| Interval { at: *at, kbits })
-            })
+            .filter_map(|(at, line)| interval_kbits(line).map(|kbits| Interval { at: *at, kbits }))
             .collect()
     }
 

@@ -150,8 +150,14 @@ fn late_datagrams_are_overtaken_by_the_next_ones_and_counted() {
     let decision = core.handle_datagram(now, Dir::Forward, b"x");
     assert!(decision.late);
     assert_eq!(decision.delay_us, 20_000);
-    assert!(core.poll_transmit(now + Duration::from_millis(19)).is_none());
-    assert!(core.poll_transmit(now + Duration::from_millis(20)).is_some());
+    assert!(
+        core.poll_transmit(now + Duration::from_millis(19))
+            .is_none()
+    );
+    assert!(
+        core.poll_transmit(now + Duration::from_millis(20))
+            .is_some()
+    );
 }
 
 #[test]
