@@ -264,8 +264,22 @@ fn soak_with_loss_reordering_churn_and_restarts() {
             let now = start.elapsed();
             let sample = sample_all(&mesh);
             if now.as_secs() % 60 < SAMPLE_EVERY.as_secs() {
-                let a = sample[0].map(|u| u.to_string()).unwrap_or_default();
-                println!("{:>6} s: {transfers} transfers; A: {a}", now.as_secs());
+                // The trend, once a minute: each process's memory (MiB) and descriptors.
+                let each: Vec<String> = sample
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| {
+                        u.map_or_else(
+                            || format!("{} -", label(i)),
+                            |u| format!("{} {:.1}/{}", label(i), u.rss_kib as f64 / 1024.0, u.fds),
+                        )
+                    })
+                    .collect();
+                println!(
+                    "soak: {:>6} s: {transfers} transfers; MiB/fds: {}",
+                    now.as_secs(),
+                    each.join(", ")
+                );
             }
             samples.push((now, sample));
             next_sample = now + SAMPLE_EVERY;

@@ -24,6 +24,12 @@
 //!   names only that namespace resolves), which `ip netns exec` mounts for the programs it
 //!   starts there; removed with the topology.
 //!
+//! - Beside it: `managed` (a manager and nodes, routes set up by the manager), `impair`
+//!   (the impairment relay on a link), `churn` (`route add` / `route rm` at a steady rate,
+//!   and the five-node mesh of the churn and soak tests), `iperf` (iperf3 with the
+//!   receiver's intervals timed), `usage` (descriptors and memory from `/proc`, panics in
+//!   logs), `vpn`.
+//!
 //! Addresses: 198.18.0.0/15 on the veth links, the TUN subnets 10.77.0.0/24 and fd77::/64
 //! come from the nodes' configs. Nothing here adds a default route, so no packet can leave
 //! the machine.
