@@ -35,7 +35,8 @@ enum LabCommand {
 /// `forward SETTINGS`, `back SETTINGS` (new settings for a direction) and `report` (print
 /// the counters as one JSON line); SIGUSR1 prints them too. SIGTERM, SIGINT or the end of
 /// stdin print them a last time and exit 0. SETTINGS: comma-separated `loss=5%`, `dup=0.1`,
-/// `reorder=64`, `delay=10ms`, `jitter=2ms`, `flip=1%`, `truncate=1%`, `replay=1%`, or `none`.
+/// `reorder=64`, `delay=10ms`, `jitter=2ms`, `flip=1%`, `truncate=1%`, `replay=1%`,
+/// `late=1%` (with `late_by=5ms`: that share sent later, overtaken by the next), or `none`.
 #[derive(Debug, Args)]
 struct ImpairArgs {
     /// Where clients send to

@@ -44,6 +44,12 @@ pub(crate) struct Lane {
     pub(crate) truncated: u64,
     pub(crate) replayed: u64,
     pub(crate) send_failed: u64,
+    /// Sent `late_by` later (`late`).
+    #[serde(default)]
+    pub(crate) late: u64,
+    /// Bytes that arrived.
+    #[serde(default)]
+    pub(crate) bytes_received: u64,
 }
 
 /// The relay's report: A -> B is `forward`, B -> A `back`.

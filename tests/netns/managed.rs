@@ -74,8 +74,23 @@ impl ManagedMesh {
     pub(crate) fn start(
         names: &[&str],
         links: &[(usize, usize, u8)],
-        mut setup: impl FnMut(usize, &mut NodeSection, &[Node]),
+        setup: impl FnMut(usize, &mut NodeSection, &[Node]),
     ) -> Self {
+        Self::start_with(names, links, &[], |_| (), setup).0
+    }
+
+    /// [`Self::start`], with links the manager knows that are not veth pairs between the
+    /// nodes: `wire` builds them in the topology (more hosts, a relay between two nodes:
+    /// `tests/netns/impair.rs`) after the hosts, the management network and the veth links
+    /// exist and before any node starts, and what it returns comes back with the mesh;
+    /// `extra_links` (node, node) go into the manager's config and must come up too.
+    pub(crate) fn start_with<T>(
+        names: &[&str],
+        links: &[(usize, usize, u8)],
+        extra_links: &[(usize, usize)],
+        wire: impl FnOnce(&mut Topology) -> T,
+        mut setup: impl FnMut(usize, &mut NodeSection, &[Node]),
+    ) -> (Self, T) {
         let mut topo = Topology::new();
         for name in names {
             topo.host(name);
@@ -103,6 +118,7 @@ impl ManagedMesh {
                 ]);
             }
         }
+        let wired = wire(&mut topo);
         // The manager: its own key, the links in its config.
         let manager_dir = topo.dir().join("manager");
         fs::create_dir(&manager_dir).unwrap();
@@ -117,7 +133,9 @@ impl ManagedMesh {
         manager.heartbeat = Duration::from_millis(500);
         manager.links = links
             .iter()
-            .map(|(x, y, _)| [nodes[*x].key(), nodes[*y].key()])
+            .map(|(x, y, _)| (*x, *y))
+            .chain(extra_links.iter().copied())
+            .map(|(x, y)| [nodes[x].key(), nodes[y].key()])
             .collect();
         ConfigFile::manager(manager.clone())
             .write(manager_dir.join("manager.yaml"))
@@ -161,7 +179,7 @@ impl ManagedMesh {
             mesh.manager_log()
         );
         // And every link proven by both its ends (routes use no other).
-        let links = links.len();
+        let links = links.len() + extra_links.len();
         let proven = wait_until(Duration::from_secs(10), || {
             mesh.nodes_json().is_some_and(|v| {
                 v["links"]
@@ -175,7 +193,7 @@ impl ManagedMesh {
             mesh.nodes_json(),
             mesh.manager_log()
         );
-        mesh
+        (mesh, wired)
     }
 
     /// Start `skywire manager` in namespace `m`.
@@ -199,6 +217,14 @@ impl ManagedMesh {
         ConfigFile::manager(self.manager_section.clone())
             .write(self.manager_dir.join("manager.yaml"))
             .unwrap();
+    }
+
+    /// The manager's pid while it runs (not a zombie waiting to be reaped).
+    pub(crate) fn manager_pid(&self) -> Option<u32> {
+        let pid = self.manager.as_ref()?.pid();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let state = status.lines().find_map(|l| l.strip_prefix("State:"))?;
+        (!state.trim_start().starts_with('Z')).then_some(pid)
     }
 
     /// What the manager wrote to its standard error so far.
@@ -265,6 +291,19 @@ impl ManagedMesh {
         let routes = list["routes"].as_array().unwrap();
         assert_eq!(routes.len(), 1, "{list}");
         self.path(&routes[0])
+    }
+
+    /// The path of route `id` (16 hex digits) as node `i`'s `route ls --json` shows it,
+    /// as node indices, and its state; `None` if node `i` does not list it.
+    pub(crate) fn route_path(&self, i: usize, id: &str) -> Option<(Vec<usize>, String)> {
+        let (code, out, _) = self.sky(i, &["route", "ls", "--json"]);
+        if code != 0 {
+            return None;
+        }
+        let list: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let route = list["routes"].as_array()?.iter().find(|r| r["id"] == id)?;
+        let state = route["state"].as_str().unwrap_or_default().to_owned();
+        Some((self.path(route), state))
     }
 
     /// A route's path (from `route add --json`) as node indices.

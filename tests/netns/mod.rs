@@ -24,6 +24,12 @@
 //!   names only that namespace resolves), which `ip netns exec` mounts for the programs it
 //!   starts there; removed with the topology.
 //!
+//! - Beside it: `managed` (a manager and nodes, routes set up by the manager), `impair`
+//!   (the impairment relay on a link), `churn` (`route add` / `route rm` at a steady rate,
+//!   and the five-node mesh of the churn and soak tests), `iperf` (iperf3 with the
+//!   receiver's intervals timed), `usage` (descriptors and memory from `/proc`, panics in
+//!   logs), `vpn`.
+//!
 //! Addresses: 198.18.0.0/15 on the veth links, the TUN subnets 10.77.0.0/24 and fd77::/64
 //! come from the nodes' configs. Nothing here adds a default route, so no packet can leave
 //! the machine.
@@ -31,8 +37,11 @@
 //! Each test binary uses only part of this module; the rest is not dead code.
 #![allow(dead_code)]
 
+pub(crate) mod churn;
 pub(crate) mod impair;
+pub(crate) mod iperf;
 pub(crate) mod managed;
+pub(crate) mod usage;
 pub(crate) mod vpn;
 
 use std::collections::HashMap;
@@ -43,6 +52,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -495,6 +505,26 @@ impl Proc {
     pub(crate) fn expect_line(&self, expected: &str, timeout: Duration) {
         let line = self.line(timeout);
         assert_eq!(line, expected, "{}: stderr:\n{}", self.label, self.stderr());
+    }
+
+    /// From now on, also keep every line of output with the time it arrived (iperf3's
+    /// interval lines, to tell when traffic stopped and came back); the lines still come
+    /// out of [`Self::line`] and [`Self::finish`].
+    pub(crate) fn record_lines(&mut self) -> Arc<Mutex<Vec<(Instant, String)>>> {
+        let (tx, lines) = mpsc::channel();
+        let upstream = std::mem::replace(&mut self.lines, lines);
+        let record = Arc::new(Mutex::new(Vec::new()));
+        let keep = Arc::clone(&record);
+        thread::spawn(move || {
+            while let Ok(line) = upstream.recv() {
+                if let Ok(mut kept) = keep.lock() {
+                    kept.push((Instant::now(), line.clone()));
+                }
+                // Nobody reading any more is fine: the record goes on.
+                let _ = tx.send(line);
+            }
+        });
+        record
     }
 
     /// Write `line` and a newline to the process's stdin (the impairment relay's commands).

@@ -23,8 +23,9 @@
 //!
 //! Per datagram, in this order: loss (nothing else happens), one bit flipped, truncation,
 //! then the datagram enters the history (for later replays) and is sent, twice if
-//! duplicated, each copy after the delay plus its jitter, or into the reorder hold; a
-//! replay sends one earlier datagram of the history again right after it.
+//! duplicated, each copy after the delay plus its jitter (plus `late_by` for a `late` one),
+//! or into the reorder hold; a replay sends one earlier datagram of the history again
+//! right after it.
 //!
 //! Unlike the data plane this allocates per datagram (a copy is held for the delay, the
 //! reorder hold and the replay history): it is a test tool, and rates of a few ten thousand
@@ -107,6 +108,8 @@ pub struct Counters {
     pub bytes_sent: u64,
     /// Sends the system refused (a full socket buffer): counted in `sent`, never arrived.
     pub send_failed: u64,
+    /// Datagrams sent `late_by` later than their delay said (`late`).
+    pub late: u64,
 }
 
 /// Both directions' counters, as the relay prints them (one JSON object).
@@ -144,6 +147,8 @@ pub struct Decision {
     pub delay_us: u64,
     /// The number of the earlier datagram replayed after it.
     pub replayed: Option<u64>,
+    /// Sent `late_by` later than its delay said (`late`; not for held datagrams).
+    pub late: bool,
 }
 
 /// A datagram to send now.
@@ -310,6 +315,8 @@ impl Impairer {
         let dup_jitter_us = rng.below(s.jitter.as_micros() as u64 + 1);
         let replay = rng.chance(s.replay);
         let replay_pick = rng.next();
+        // Drawn last, so settings without `late` decide as they did before it existed.
+        let late = rng.chance(s.late);
         if lose {
             lane.counters.lost += 1;
             decision.lost = true;
@@ -350,7 +357,15 @@ impl Impairer {
             decision.replayed = Some(old_n);
             copies.push((old, jitter_us));
         }
-        decision.delay_us = s.delay.as_micros() as u64 + jitter_us;
+        // A late datagram: every copy of it goes `late_by` later (a hold shuffles anyway).
+        let late_by = if late && s.reorder == 0 {
+            lane.counters.late += 1;
+            decision.late = true;
+            s.late_by.unwrap_or(settings::LATE_BY)
+        } else {
+            Duration::ZERO
+        };
+        decision.delay_us = (s.delay + late_by).as_micros() as u64 + jitter_us;
         if s.reorder > 0 {
             lane.counters.held += copies.len() as u64;
             decision.held = true;
@@ -361,7 +376,7 @@ impl Impairer {
             }
         } else {
             for (copy, jitter_us) in copies {
-                let wait = s.delay + Duration::from_micros(jitter_us);
+                let wait = s.delay + late_by + Duration::from_micros(jitter_us);
                 if !wait.is_zero() {
                     self.lane(dir).counters.delayed += 1;
                 }

@@ -17,6 +17,8 @@
 //! | `truncate` | probability                   | cut to a random shorter length        |
 //! | `replay`   | probability                   | followed by an earlier datagram again |
 //! | `rate`     | datagrams a second, 1..=10^7  | leaves no sooner than 1/rate after the previous one |
+//! | `late`     | probability                   | sent `late_by` later than its delay says: the datagrams behind it overtake it |
+//! | `late_by`  | duration                      | how much later a `late` datagram goes (default 5 ms) |
 //!
 //! A probability is a number in `0..=1` or a percentage (`5%`); a duration is a whole
 //! number with `us`, `ms` or `s` and at most 10 s. The parser takes untrusted text and
@@ -34,6 +36,9 @@ pub const MAX_HOLD: usize = 65_536;
 pub const MAX_RATE: u32 = 10_000_000;
 /// The longest `delay` or `jitter`.
 pub const MAX_DELAY: Duration = Duration::from_secs(10);
+/// How much later a `late` datagram goes unless `late_by` says otherwise: long enough for
+/// the next datagrams of a busy stream to overtake it, short enough not to look lost.
+pub const LATE_BY: Duration = Duration::from_millis(5);
 
 /// What to do to the datagrams of one direction; the default does nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -59,6 +64,12 @@ pub struct Impairments {
     pub replay: f64,
     /// At most this many datagrams a second leave (0: no limit).
     pub rate: u32,
+    /// Probability of sending a datagram `late_by` later than the others: a sparse
+    /// reordering (`late=1%` reorders about 1 % of a busy stream), unlike `reorder`,
+    /// which shuffles every datagram.
+    pub late: f64,
+    /// How much later a `late` datagram goes (`None`: [`LATE_BY`]).
+    pub late_by: Option<Duration>,
 }
 
 /// Why a settings string was refused; the key is named where there is one.
@@ -69,7 +80,7 @@ pub enum SettingsError {
     NotKeyValue(String),
     /// A key this relay does not know.
     #[error(
-        "unknown key `{0}` (known: loss, dup, reorder, hold, delay, jitter, flip, truncate, replay, rate)"
+        "unknown key `{0}` (known: loss, dup, reorder, hold, delay, jitter, flip, truncate, replay, rate, late, late_by)"
     )]
     UnknownKey(String),
     /// A key given twice.
@@ -160,7 +171,7 @@ impl FromStr for Impairments {
         if text.is_empty() || text == "none" {
             return Ok(out);
         }
-        let mut seen = [false; 10];
+        let mut seen = [false; 12];
         for item in text.split(',') {
             let (key, value) = item
                 .trim()
@@ -178,6 +189,8 @@ impl FromStr for Impairments {
                 "replay" => (7, "replay"),
                 "rate" => (8, "rate"),
                 "hold" => (9, "hold"),
+                "late" => (10, "late"),
+                "late_by" => (11, "late_by"),
                 other => return Err(SettingsError::UnknownKey(other.to_owned())),
             };
             let Some(slot) = seen.get_mut(index) else {
@@ -200,6 +213,8 @@ impl FromStr for Impairments {
                 "delay" => out.delay = duration(name, value)?,
                 "jitter" => out.jitter = duration(name, value)?,
                 "hold" => out.hold = Some(duration(name, value)?),
+                "late" => out.late = probability(name, value)?,
+                "late_by" => out.late_by = Some(duration(name, value)?),
                 "flip" => out.flip = probability(name, value)?,
                 "truncate" => out.truncate = probability(name, value)?,
                 "rate" => {
@@ -249,6 +264,12 @@ impl fmt::Display for Impairments {
         probability("replay", self.replay);
         if self.rate > 0 {
             items.push(format!("rate={}", self.rate));
+        }
+        if self.late > 0.0 {
+            items.push(format!("late={}", self.late));
+        }
+        if let Some(late_by) = self.late_by {
+            items.push(format!("late_by={}us", late_by.as_micros()));
         }
         if items.is_empty() {
             f.write_str("none")

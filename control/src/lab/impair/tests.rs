@@ -115,6 +115,49 @@ fn a_packets_fate_does_not_depend_on_other_settings() {
             .collect::<Vec<_>>()
     };
     assert_eq!(losses(""), losses(",flip=0.5,dup=0.5"));
+    // Nor when `late` is added (drawn after all the others).
+    assert_eq!(losses(""), losses(",late=0.5"));
+}
+
+#[test]
+fn late_datagrams_are_overtaken_by_the_next_ones_and_counted() {
+    // 1 % late by 5 ms, one datagram every 100 us: each late one is overtaken by about 50.
+    let mut core = Impairer::new(16);
+    core.set(Instant::now(), Dir::Forward, settings("late=1%"));
+    let sent = run(&mut core, Dir::Forward, 20_000, Duration::from_micros(100));
+    let r = core.report().forward;
+    assert_eq!((r.received, r.sent), (20_000, 20_000));
+    assert!((150..=250).contains(&r.late), "late: {}", r.late);
+    assert_eq!(r.delayed, r.late);
+    let order = numbers(&sent);
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..20_000).collect::<Vec<_>>(), "each sent once");
+    // The late ones are exactly those that left after a higher number: a sparse reorder.
+    let mut highest = 0;
+    let mut overtaken = 0;
+    for n in &order {
+        if *n < highest {
+            overtaken += 1;
+        }
+        highest = highest.max(*n);
+    }
+    assert_eq!(overtaken, r.late);
+    // `late_by` sets how late.
+    let mut core = Impairer::new(16);
+    let now = Instant::now();
+    core.set(now, Dir::Forward, settings("late=1,late_by=20ms"));
+    let decision = core.handle_datagram(now, Dir::Forward, b"x");
+    assert!(decision.late);
+    assert_eq!(decision.delay_us, 20_000);
+    assert!(
+        core.poll_transmit(now + Duration::from_millis(19))
+            .is_none()
+    );
+    assert!(
+        core.poll_transmit(now + Duration::from_millis(20))
+            .is_some()
+    );
 }
 
 #[test]
@@ -302,7 +345,7 @@ fn everything_at_once_conserves_datagrams() {
 #[test]
 fn settings_parse_and_print_back() {
     let s = settings(
-        " loss=5% , dup=0.1,reorder=64,delay=10ms,jitter=500us,flip=1,truncate=0,replay=1%,rate=5000,hold=1s ",
+        " loss=5% , dup=0.1,reorder=64,delay=10ms,jitter=500us,flip=1,truncate=0,replay=1%,rate=5000,hold=1s,late=1%,late_by=7ms ",
     );
     assert_eq!(s.loss, 0.05);
     assert_eq!(s.duplicate, 0.1);
@@ -313,6 +356,8 @@ fn settings_parse_and_print_back() {
     assert_eq!(s.replay, 0.01);
     assert_eq!(s.rate, 5000);
     assert_eq!(s.hold, Some(Duration::from_secs(1)));
+    assert_eq!(s.late, 0.01);
+    assert_eq!(s.late_by, Some(Duration::from_millis(7)));
     assert_eq!(settings(&s.to_string()), s);
     assert_eq!(settings("none"), Impairments::default());
     assert_eq!(settings(""), Impairments::default());
@@ -340,6 +385,9 @@ fn bad_settings_are_refused_with_the_key() {
         ("reorder=x", E::Hold),
         ("rate=-1", E::Rate),
         ("rate=10000001", E::Rate),
+        ("late=2", E::Probability("late")),
+        ("late_by=5", E::Duration("late_by")),
+        ("late=1%,late=2%", E::Duplicate("late")),
     ];
     for (text, expected) in cases {
         // `-0` parses as a float equal to 0: a probability, so accepted.
