@@ -91,6 +91,7 @@ enum Command {
     Manager(mesh::ManagerArgs),
     Route(mesh::RouteArgs),
     Nodes(mesh::NodesArgs),
+    Reload(mesh::ReloadArgs),
     Link(mesh::LinkArgs),
     Ping(mesh::PingArgs),
     Nc(nc::NcArgs),
@@ -278,6 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Manager(args) => mesh::manager(&args),
         Command::Route(args) => mesh::route(&args),
         Command::Nodes(args) => mesh::nodes(&args),
+        Command::Reload(args) => mesh::reload(&args),
         Command::Link(args) => mesh::link(&args),
         Command::Ping(args) => mesh::ping(&args),
         Command::Nc(args) => nc::nc(&args),
@@ -625,6 +627,9 @@ fn exit_code_for(err: &anyhow::Error) -> ExitCode {
             }
             if ctl_error.is_permission() {
                 return ExitCode::from(EXIT_PERMISSION);
+            }
+            if ctl_error.is_bad_config() {
+                return ExitCode::from(EXIT_CONFIG);
             }
         }
         if let Some(app_error) = cause.downcast_ref::<AppError>() {

@@ -19,6 +19,7 @@ use skywire_control::manager::server::Manager;
 use skywire_control::manager::show;
 use skywire_control::manager::topology::RouteWeight;
 use skywire_control::node::ctl::{self, CtlError, Op, PongReply};
+use skywire_control::node::reload::ReloadSummary;
 use skywire_dataplane::crypto::PublicKey;
 
 /// Run the node manager: nodes register with it, and it sets up their routes on every hop
@@ -189,6 +190,31 @@ pub(crate) fn route(args: &RouteArgs) -> anyhow::Result<ExitCode> {
                 println!("route {id} removed");
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Make the running node read its config file again
+///
+/// The same as SIGHUP to `skywire node`: the file is read and checked whole; a bad one
+/// changes nothing (exit 78, with its file, line and key, and the node runs on). A good
+/// one changes only what differs in `node.routes` and `node.relays`, in one batch; routes
+/// that did not change keep forwarding without a lost packet. Other keys (`listen`, `tun`,
+/// `manager`, ...) apply at the next start, and the answer names them.
+#[derive(Debug, Args)]
+pub(crate) struct ReloadArgs {
+    #[command(flatten)]
+    node: NodeSocket,
+}
+
+pub(crate) fn reload(args: &ReloadArgs) -> anyhow::Result<ExitCode> {
+    let summary: ReloadSummary = ask(&args.node, Op::Reload)?;
+    if args.node.json {
+        print_json(&summary)?;
+    } else if summary.is_noop() && summary.restart_needed.is_empty() {
+        println!("reloaded: nothing changed ({summary})");
+    } else {
+        println!("reloaded: {summary}");
     }
     Ok(ExitCode::SUCCESS)
 }

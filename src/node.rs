@@ -1,13 +1,13 @@
 //! `skywire node`: load the config, start the node (`skywire_control::node::Node`), and run
 //! until SIGTERM or SIGINT; then the node closes its routes, removes the TUN device and the
-//! control socket.
+//! control socket. SIGHUP reloads the config (`skywire_control::node::reload`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use skywire_control::config::Config;
 use skywire_control::node::Node;
@@ -16,7 +16,8 @@ use skywire_control::node::Node;
 ///
 /// Needs root (or CAP_NET_ADMIN) to create the TUN device. Runs in the foreground until
 /// SIGTERM or SIGINT, then closes its routes (telling the peers), removes the TUN device and
-/// its control socket. With --check, only validates the config (and the key file it names)
+/// its control socket. SIGHUP (or `skywire reload`) reads the config again and applies what
+/// changed in its routes and relay rules; a bad file is logged and changes nothing. With --check, only validates the config (and the key file it names)
 /// and exits: 0 if it is good, 78 with the file, key and line of the first error.
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
@@ -52,7 +53,8 @@ pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // Signals first, so a SIGTERM during start-up is not lost.
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
     // App streams hold descriptors in the node: one or two each.
     skywire_control::local::raise_fd_limit();
     let node = Node::start(&config)?;
@@ -75,8 +77,16 @@ pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     let waiter = std::thread::Builder::new()
         .name("skywire-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    match handle.reload() {
+                        Ok(summary) => log::info!("skywire: SIGHUP: config reloaded: {summary}"),
+                        Err(e) => log::error!("skywire: SIGHUP: {e}; running on as before"),
+                    }
+                    continue;
+                }
                 log::info!("skywire: signal {signal}, shutting down");
+                break;
             }
             let _ = handle.shutdown();
         })

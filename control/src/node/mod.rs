@@ -34,12 +34,14 @@ pub mod agent;
 pub mod apps;
 pub mod ctl;
 pub mod reconnect;
+pub mod reload;
 pub mod state;
 pub mod uplink;
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -49,12 +51,13 @@ use skywire_dataplane::engine::{
 };
 use skywire_dataplane::route::Prefix;
 
-use crate::config::{AcceptRule, AppsConfig, Config, ConfigError};
+use crate::config::{AcceptRule, AppsConfig, Config, ConfigError, NodeConfig};
 use crate::local::StopSignal;
 use crate::manager::proto::{ErrorKind, ProtoError};
 use agent::{AgentParams, UserReply, UserRequest};
 use apps::{AppServer, ManagerRoutes};
 use ctl::{ControlServer, NodeApi};
+use reload::{ReloadError, ReloadSummary};
 use uplink::{ManagerAddress, PingError, PingReply, UplinkHandle};
 
 /// How long a `ping` through the control socket waits for its pong.
@@ -131,7 +134,21 @@ pub struct NodeHandle {
     public_key: PublicKey,
     engine: EngineHandle,
     uplink: UplinkHandle,
+    /// The config file the node runs, for [`NodeHandle::reload`]: set by [`Node::start`],
+    /// `None` for a node started from its parts.
+    config: Arc<Mutex<Option<RunningConfig>>>,
 }
+
+/// The config a node started with, and the one whose routes it runs now.
+#[derive(Debug)]
+struct RunningConfig {
+    file: PathBuf,
+    started: NodeConfig,
+    running: NodeConfig,
+}
+
+/// How long a reload waits for the engine to apply its batch.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Node {
     /// Start the node a config describes: the engine (TUN device, UDP transport, configured
@@ -155,7 +172,7 @@ impl Node {
             .unwrap_or_default();
         // Only a node with a manager owns anything to keep (its routes and links).
         let state = manager.map(|_| config.node.state_dir().to_owned());
-        Self::start_with(
+        let node = Self::start_with(
             &setup,
             &socket,
             &apps,
@@ -163,7 +180,13 @@ impl Node {
             endpoint,
             accept,
             state.as_deref(),
-        )
+        )?;
+        *lock(&node.handle.config) = Some(RunningConfig {
+            file: config.file.clone(),
+            started: config.node.clone(),
+            running: config.node.clone(),
+        });
+        Ok(node)
     }
 
     /// [`Self::start`] from its parts: the engine's setup, the control socket's path, the
@@ -225,6 +248,7 @@ impl Node {
             public_key: setup.public_key(),
             engine: engine.handle.clone(),
             uplink: uplink_handle,
+            config: Arc::new(Mutex::new(None)),
         };
         let stop_all = |what: &'static str, source: io::Error, engine: RunningEngine| {
             control_stop.stop();
@@ -333,6 +357,36 @@ impl NodeHandle {
     pub fn shutdown(&self) -> Result<(), EngineGone> {
         self.engine.shutdown()
     }
+
+    /// Read the node's config file again, check it whole (the key file too), and apply
+    /// what changed in its routes and relay rules in one engine batch ([`reload`]). A bad
+    /// file or a refused batch changes nothing. One reload at a time.
+    pub fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        let mut guard = lock(&self.config);
+        let Some(config) = guard.as_mut() else {
+            return Err(ReloadError::NoConfig);
+        };
+        let new = Config::load(&config.file)?;
+        // The whole file, as a start would read it: the key it names, the apps' section.
+        new.node_setup()?;
+        new.apps_config()?;
+        let reload::ReloadPlan {
+            changes,
+            mut summary,
+        } = reload::plan(&config.running, &new.node);
+        summary.restart_needed = reload::restart_needed(&config.started, &new.node);
+        if !changes.is_empty() {
+            self.engine.apply(changes, RELOAD_TIMEOUT)??;
+        }
+        config.running = new.node;
+        Ok(summary)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl NodeApi for NodeHandle {
@@ -359,5 +413,9 @@ impl NodeApi for NodeHandle {
         timeout: Duration,
     ) -> Result<Result<(), GrantError>, EngineGone> {
         self.engine.grant(peer, prefixes, timeout)
+    }
+
+    fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        NodeHandle::reload(self)
     }
 }

@@ -135,6 +135,17 @@ impl CtlError {
         )
     }
 
+    /// Whether the node found its config file bad (a reload): exit code 78.
+    pub fn is_bad_config(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused {
+                kind: ErrorKind::BadConfig,
+                ..
+            }
+        )
+    }
+
     /// Whether this user may not talk to the node: exit code 77 (permission denied).
     pub fn is_permission(&self) -> bool {
         matches!(self, Self::PermissionDenied { .. } | Self::Denied { .. })

@@ -31,6 +31,7 @@
 //! | `link_rm` | `peer` | `null` |
 //! | `ping` | `peer` | `{"route", "in_id", "rtt_us", "manager_route"}` ([`PongReply`]) |
 //! | `grant` | `peer`, `prefixes` | `null`: `peer` may send from `prefixes` and this node's traffic to them goes to it, beyond its route ends' own (replacing its grant; `[]` takes it back); the VPN apps' op |
+//! | `reload` | | what changed ([`ReloadSummary`]): the config file read again, its routes and relay rules applied in one batch (as SIGHUP); `bad_config` with file, line and key when the file is bad, and then nothing changed |
 //!
 //! A manager route's id ([`MeshRouteId`]) has one form in every request and reply: a string
 //! of 16 lower-case hex digits (`"route": "00000000000004d2"`), as `skywire route ls`,
@@ -61,6 +62,8 @@
 //!   manager's error kind (`no_path: ...`, `unknown_route: ...`).
 //! - `no_reply`: the request went out over the mesh and nothing came back in time (a
 //!   `ping` without a pong); asking again may work.
+//! - `bad_config`: a `reload` found the config file bad; the message has its file, line and
+//!   key, and the node runs on with the config it had (`skywire reload` exits 78).
 //!
 //! A connection idle for 5 seconds is closed without a response.
 //!
@@ -136,6 +139,7 @@ use skywire_dataplane::stack::StackStatus;
 use crate::manager::proto::{LinkAdded, Mesh, MeshRouteId, RouteInfo, RouteList};
 use crate::manager::topology::RouteWeight;
 use crate::node::reconnect::ManagerLink;
+use crate::node::reload::ReloadSummary;
 
 /// The longest request line the server reads, in bytes, without its newline.
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -227,6 +231,10 @@ pub enum Op {
         #[serde(with = "vec_as_text")]
         prefixes: Vec<Prefix>,
     },
+    /// Read the node's config file again and apply what changed in its routes and relay
+    /// rules, in one batch (SIGHUP does the same): a [`ReloadSummary`]; `bad_config` (with
+    /// file, line and key) when the file is bad, and then nothing changed.
+    Reload,
 }
 
 /// A response: the request's id (`None` when there was no usable request) and the outcome.
@@ -271,6 +279,8 @@ pub enum Reply {
     Pong(PongReply),
     /// The answer to ops that return nothing ([`Op::RouteRm`], [`Op::LinkRm`]): `null`.
     Done,
+    /// The answer to [`Op::Reload`].
+    Reloaded(ReloadSummary),
 }
 
 /// A round trip over a route, as [`Op::Ping`] answers it.
@@ -312,6 +322,9 @@ pub enum ErrorKind {
     /// The request went out over the mesh and no answer came back in time (a ping without
     /// a pong): asking again may work.
     NoReply,
+    /// A reload found the config file bad (the message has its file, line and key): the
+    /// node runs on with the config it had.
+    BadConfig,
 }
 
 impl fmt::Display for ErrorKind {
@@ -322,6 +335,7 @@ impl fmt::Display for ErrorKind {
             Self::Unavailable => "unavailable",
             Self::Failed => "failed",
             Self::NoReply => "no_reply",
+            Self::BadConfig => "bad_config",
         })
     }
 }

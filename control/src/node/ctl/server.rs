@@ -44,6 +44,7 @@ use crate::local::{
 use crate::manager::proto::{ErrorKind as ManagerErrorKind, Key, ProtoError, RouteRequest};
 use crate::node::agent::{UserReply, UserRequest};
 use crate::node::reconnect::ManagerLink;
+use crate::node::reload::{ReloadError, ReloadSummary};
 use crate::node::uplink::{PingError, PingReply};
 
 use super::protocol::{
@@ -98,6 +99,12 @@ pub trait NodeApi {
     ) -> Result<Result<(), GrantError>, EngineGone> {
         let _ = (peer, prefixes, timeout);
         Err(EngineGone::Stopped)
+    }
+
+    /// Read the node's config file again and apply what changed (see
+    /// [`crate::node::reload`]).
+    fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        Err(ReloadError::NoConfig)
     }
 }
 
@@ -192,6 +199,14 @@ fn answer(op: Op, node: &dyn NodeApi) -> Result<Reply, (ErrorKind, String)> {
             Ok(Err(refused)) => Err((ErrorKind::Failed, refused.to_string())),
             Err(gone) => Err((ErrorKind::Unavailable, gone.to_string())),
         },
+        Op::Reload => node.reload().map(Reply::Reloaded).map_err(|e| {
+            let kind = match &e {
+                ReloadError::Config(_) => ErrorKind::BadConfig,
+                ReloadError::Engine(_) => ErrorKind::Unavailable,
+                ReloadError::NoConfig | ReloadError::Refused(_) => ErrorKind::Failed,
+            };
+            (kind, e.to_string())
+        }),
     }
 }
 
