@@ -322,6 +322,7 @@ impl Agent {
         Owned {
             routes: self.owned_routes(),
             links: self.links.iter().map(|k| Key(*k)).collect(),
+            peers: Vec::new(),
         }
     }
 

@@ -170,8 +170,7 @@ impl Node {
             .manager()
             .map(|m| m.accept.clone())
             .unwrap_or_default();
-        // Only a node with a manager owns anything to keep (its routes and links).
-        let state = manager.map(|_| config.node.state_dir().to_owned());
+        let state = Some(config.node.state_dir().to_owned());
         let node = Self::start_with(
             &setup,
             &socket,
@@ -233,6 +232,14 @@ impl Node {
             accept,
         };
         let state = state_dir.map(|dir| state::StateFile::load(dir, setup.public_key()));
+        if let Some((_, owned)) = &state
+            && !owned.peers.is_empty()
+        {
+            let accepted = owned.peers.iter().map(|&p| p.into()).collect();
+            // Before the node takes requests; if the engine is already gone, start fails
+            // below anyway.
+            let _ = engine.handle.restore_peers(accepted, RELOAD_TIMEOUT);
+        }
         let (uplink_handle, uplink) = uplink::start(
             engine.handle.clone(),
             setup.private_key.clone(),

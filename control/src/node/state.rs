@@ -1,6 +1,9 @@
 //! What a node owns on the mesh, kept across restarts (issue 15): the routes it added with
 //! `skywire route add` (each with the nonce its id is derived from, so the manager knows the
-//! restarted node as their owner) and the links it declared with `skywire link add`.
+//! restarted node as their owner), the links it declared with `skywire link add`, and the
+//! newest handshake initiation it accepted from each peer key, so that an initiation
+//! captured before a restart is still refused after it (`docs/PROTOCOL.md` §5.6; WireGuard
+//! forgets these on a restart).
 //!
 //! One JSON file per node key in `node.state_dir` (default `/var/lib/skywire`, systemd's
 //! `StateDirectory=`): `node-<first 16 hex digits of the key>.json`, so nodes sharing a
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use skywire_dataplane::crypto::PublicKey;
+use skywire_dataplane::engine::AcceptedInitiation;
 
 use crate::atomic_file::{self, StateError};
 use crate::manager::proto::{Key, MeshRouteId, RouteRequest};
@@ -36,6 +40,40 @@ pub struct Owned {
     pub routes: Vec<RouteRequest>,
     /// The peers of the links it declared.
     pub links: Vec<Key>,
+    /// The newest initiation accepted from each peer key, sorted by key.
+    pub peers: Vec<PeerRecord>,
+}
+
+/// The newest handshake initiation a node accepted from a peer key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRecord {
+    /// The peer's key.
+    pub key: Key,
+    /// The initiation's timestamp (nanoseconds since the Unix epoch).
+    pub timestamp: u64,
+    /// Its mac1.
+    pub mac1: [u8; 16],
+}
+
+impl From<AcceptedInitiation> for PeerRecord {
+    fn from(a: AcceptedInitiation) -> Self {
+        Self {
+            key: Key(a.peer),
+            timestamp: a.timestamp,
+            mac1: a.mac1,
+        }
+    }
+}
+
+impl From<PeerRecord> for AcceptedInitiation {
+    fn from(r: PeerRecord) -> Self {
+        Self {
+            peer: r.key.0,
+            timestamp: r.timestamp,
+            mac1: r.mac1,
+        }
+    }
 }
 
 /// The file as written.
@@ -47,6 +85,8 @@ struct StateDoc {
     key: Key,
     routes: Vec<RouteRequest>,
     links: Vec<Key>,
+    #[serde(default)]
+    peers: Vec<PeerRecord>,
 }
 
 /// A node's state file: where it is, and what it last wrote there.
@@ -158,6 +198,7 @@ fn read(path: &Path, key: &PublicKey) -> Result<Owned, StateError> {
     let mut owned = Owned {
         routes: doc.routes,
         links: doc.links,
+        peers: doc.peers,
     };
     owned.routes.retain(|route| {
         let derived = route.nonce.and_then(|n| MeshRouteId::derive(key, &n));
@@ -201,6 +242,7 @@ fn write(path: &Path, key: &PublicKey, owned: &Owned) -> Result<(), StateError> 
             key: Key(*key),
             routes: owned.routes.clone(),
             links: owned.links.clone(),
+            peers: owned.peers.clone(),
         },
     )
 }

@@ -29,7 +29,10 @@ use skywire_dataplane::sys::socket;
 
 use super::agent::{Agent, AgentParams, ApplyFailure, Dataplane, Stale, UserReply, UserRequest};
 use super::reconnect::{Failure, ManagerLink, Reconnect};
-use super::state::{Owned, StateFile};
+use super::state::{Owned, PeerRecord, StateFile};
+
+/// How often the engine's memory of peers is copied to the state file.
+const PEERS_EVERY: Duration = Duration::from_secs(3);
 use crate::manager::core::Rng;
 use crate::manager::proto::{
     self, Auth, AuthOk, Bytes32, ConnectionEnd, Decoder, ErrorKind, Frame, Hello, Key, Mac,
@@ -359,15 +362,20 @@ fn run(
     state: Option<(StateFile, Owned)>,
 ) {
     let mut agent = Agent::new(params, Rng::system());
+    let mut peers: Vec<PeerRecord> = Vec::new();
+    let mut next_peers = Instant::now();
     let mut state = state.map(|(file, owned)| {
-        if !owned.routes.is_empty() || !owned.links.is_empty() {
+        if !owned.routes.is_empty() || !owned.links.is_empty() || !owned.peers.is_empty() {
             log::info!(
-                "skywire: restored from {}: {} owned routes, {} declared links",
+                "skywire: restored from {}: {} owned routes, {} declared links, the newest \
+                 initiation of {} peer keys",
                 file.file().display(),
                 owned.routes.len(),
-                owned.links.len()
+                owned.links.len(),
+                owned.peers.len()
             );
         }
+        peers.clone_from(&owned.peers);
         agent.restore(owned);
         file
     });
@@ -491,7 +499,20 @@ fn run(
         let now = Instant::now();
         agent.tick(now, &mut Engine(engine));
         if let Some(file) = state.as_mut() {
-            file.save(&agent.owned(), now);
+            // The engine's memory of peers changes at each handshake: asked every few
+            // seconds, not on every turn of this loop.
+            if now >= next_peers {
+                next_peers = now + PEERS_EVERY;
+                if let Ok(accepted) = engine.accepted_initiations(Duration::from_secs(1)) {
+                    let mut fresh: Vec<PeerRecord> =
+                        accepted.into_iter().map(PeerRecord::from).collect();
+                    fresh.sort_by_key(|p| p.key);
+                    peers = fresh;
+                }
+            }
+            let mut owned = agent.owned();
+            owned.peers.clone_from(&peers);
+            file.save(&owned, now);
         }
         if agent.is_registered() != registered {
             registered = agent.is_registered();

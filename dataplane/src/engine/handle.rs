@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use super::core::PingError;
+use super::core::{AcceptedInitiation, PingError};
 use super::event::{EVENT_QUEUE, EngineEvent};
 use super::setup::{ApplyError, GrantError, RuleChange};
 use super::status::NodeStatus;
@@ -35,6 +35,10 @@ pub(crate) enum Command {
     Apply(Vec<RuleChange>, Sender<Result<(), ApplyError>>),
     /// Replace a peer key's granted prefixes and send back the result.
     Grant(PublicKey, Vec<Prefix>, Sender<Result<(), GrantError>>),
+    /// Send back the newest initiation accepted from each peer key.
+    AcceptedInitiations(Sender<Vec<AcceptedInitiation>>),
+    /// Remember initiations accepted before a restart.
+    RestorePeers(Vec<AcceptedInitiation>, Sender<()>),
     /// Send a link probe.
     Probe(SocketAddr, u64),
     /// Replace the list of neighbours (address and key).
@@ -173,6 +177,29 @@ impl EngineHandle {
     ) -> Result<Result<(), GrantError>, EngineGone> {
         let (reply, answer) = bounded(1);
         self.send(Command::Grant(peer, prefixes, reply))?;
+        Self::answer(&answer, timeout)
+    }
+
+    /// The newest initiation accepted from each peer key, for the node's state file; see
+    /// [`NodeCore::accepted_initiations`](super::NodeCore::accepted_initiations).
+    pub fn accepted_initiations(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<AcceptedInitiation>, EngineGone> {
+        let (reply, answer) = bounded(1);
+        self.send(Command::AcceptedInitiations(reply))?;
+        Self::answer(&answer, timeout)
+    }
+
+    /// Remember initiations accepted before the node restarted; see
+    /// [`NodeCore::restore_peers`](super::NodeCore::restore_peers).
+    pub fn restore_peers(
+        &self,
+        accepted: Vec<AcceptedInitiation>,
+        timeout: Duration,
+    ) -> Result<(), EngineGone> {
+        let (reply, answer) = bounded(1);
+        self.send(Command::RestorePeers(accepted, reply))?;
         Self::answer(&answer, timeout)
     }
 

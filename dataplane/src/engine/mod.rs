@@ -101,7 +101,8 @@ mod status;
 
 pub use apps::{WATCH_BACKLOG, WatchId};
 pub use core::{
-    COOKIE_SECRET_LIFETIME, NodeCore, NodeDrop, NodeIo, PingError, SOURCE_NOT_ALLOWED, SetupError,
+    AcceptedInitiation, COOKIE_SECRET_LIFETIME, NodeCore, NodeDrop, NodeIo, PingError,
+    SOURCE_NOT_ALLOWED, SetupError,
 };
 pub use driver::{EngineError, RunningEngine, SOCKET_BUFFER, start};
 pub use event::{EVENT_QUEUE, EngineEvent};

@@ -64,6 +64,20 @@ impl PeerMemory {
         self.accepted.map(|(timestamp, _)| timestamp)
     }
 
+    /// The newest initiation accepted from the peer, its timestamp and mac1: what a node
+    /// keeps across a restart so that initiations captured before it stay refused.
+    pub fn accepted_initiation(&self) -> Option<(u64, [u8; MAC_LEN])> {
+        self.accepted
+    }
+
+    /// Remember an initiation accepted before the node restarted (its state file), unless
+    /// a newer one was accepted since.
+    pub fn restore_accepted(&mut self, timestamp: u64, mac: [u8; MAC_LEN]) {
+        if self.is_newer(timestamp) {
+            self.accepted = Some((timestamp, mac));
+        }
+    }
+
     /// The newest timestamp sent to the peer (0 before the first).
     pub fn newest_sent(&self) -> u64 {
         self.sent

@@ -49,6 +49,11 @@ fn owned(key: &PublicKey) -> Owned {
     Owned {
         routes: vec![route(key, 1, 7), route(key, 2, 8)],
         links: vec![Key(PrivateKey::from_bytes([9; 32]).public_key())],
+        peers: vec![PeerRecord {
+            key: Key(PrivateKey::from_bytes([7; 32]).public_key()),
+            timestamp: 1_765_000_000_000_000_000,
+            mac1: [5; 16],
+        }],
     }
 }
 

@@ -100,6 +100,17 @@ use rules::Ends;
 use staging::Staged;
 use unreachable::Unreachables;
 
+/// The newest handshake initiation a node accepted from a peer key: kept across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptedInitiation {
+    /// The peer's key.
+    pub peer: PublicKey,
+    /// The initiation's timestamp (nanoseconds since the Unix epoch, as sent).
+    pub timestamp: u64,
+    /// Its mac1 (an exact replay is refused before any Diffie-Hellman).
+    pub mac1: [u8; 16],
+}
+
 /// Where the core's output goes. Sends are best effort: an implementation that cannot send
 /// (a full socket buffer) drops the packet and counts it with [`NodeDrop::QueueFull`].
 pub trait NodeIo {
@@ -429,6 +440,28 @@ impl NodeCore {
     /// §5.10)?
     pub fn is_under_load(&self, now: Instant) -> bool {
         self.cookies.is_under_load(now)
+    }
+
+    /// The newest initiation accepted from each peer key: what the node keeps across a
+    /// restart ([`Self::restore_peers`]).
+    pub fn accepted_initiations(&self) -> Vec<AcceptedInitiation> {
+        self.peers
+            .accepted()
+            .map(|(peer, timestamp, mac1)| AcceptedInitiation {
+                peer,
+                timestamp,
+                mac1,
+            })
+            .collect()
+    }
+
+    /// Remember initiations accepted before the node restarted (each unless a newer one was
+    /// accepted from that key since), so initiations captured before the restart stay
+    /// refused (`docs/PROTOCOL.md` §5.6).
+    pub fn restore_peers(&mut self, now: Instant, accepted: &[AcceptedInitiation]) {
+        for a in accepted {
+            self.peers.restore(a.peer, a.timestamp, a.mac1, now);
+        }
     }
 
     /// How many peer keys the node remembers.

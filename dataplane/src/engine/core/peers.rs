@@ -112,6 +112,39 @@ impl Peers {
         }
     }
 
+    /// An initiation accepted from `key` before the node restarted: remembered in the
+    /// key's entry, made if there is none (as for a key whose route ends went at `now`;
+    /// within the table's bound).
+    pub(super) fn restore(&mut self, key: PublicKey, timestamp: u64, mac: [u8; 16], now: Instant) {
+        if let Some(&at) = self.by_key.get(&key)
+            && let Some(entry) = self.entries.get_mut(at)
+        {
+            entry.memory.restore_accepted(timestamp, mac);
+            return;
+        }
+        if self.entries.len() >= self.limit {
+            return;
+        }
+        let mut memory = PeerMemory::new();
+        memory.restore_accepted(timestamp, mac);
+        self.entries.push(Entry {
+            key,
+            memory,
+            ends: 0,
+            released: Some(now),
+        });
+        self.by_key.insert(key, self.entries.len() - 1);
+    }
+
+    /// Every key with an accepted initiation: the key, its timestamp and mac1.
+    pub(super) fn accepted(&self) -> impl Iterator<Item = (PublicKey, u64, [u8; 16])> + '_ {
+        self.entries.iter().filter_map(|e| {
+            e.memory
+                .accepted_initiation()
+                .map(|(timestamp, mac)| (e.key, timestamp, mac))
+        })
+    }
+
     /// The memory a route end reaches with its index.
     pub(super) fn memory_mut(&mut self, idx: PeerIdx) -> Option<&mut PeerMemory> {
         self.entries.get_mut(idx.0).map(|e| &mut e.memory)
@@ -166,6 +199,27 @@ mod tests {
         let back = peers.attach(key(1));
         assert_eq!(back, a);
         assert_eq!(peers.memory(&key(1)).unwrap().newest_sent(), 77);
+    }
+
+    #[test]
+    fn what_a_restart_restores_is_kept_unless_something_newer_came_since() {
+        let mut peers = Peers::with_limit(2);
+        let now = Instant::now();
+        // Key 1 has a route end that accepted a newer initiation already; key 2 has none.
+        let a = peers.attach(key(1));
+        peers.memory_mut(a).unwrap().restore_accepted(500, [1; 16]);
+        peers.restore(key(1), 400, [9; 16], now);
+        peers.restore(key(2), 300, [2; 16], now);
+        let mut all: Vec<_> = peers.accepted().collect();
+        all.sort_by_key(|(k, _, _)| *k);
+        assert_eq!(all, [(key(1), 500, [1; 16]), (key(2), 300, [2; 16])]);
+        // A later route end to key 2 finds it: older initiations are refused.
+        let b = peers.attach(key(2));
+        assert!(!peers.memory_mut(b).unwrap().is_newer(300));
+        assert!(peers.memory_mut(b).unwrap().is_newer(301));
+        // The bound holds: a third key is not restored into a full table.
+        peers.restore(key(3), 100, [3; 16], now);
+        assert_eq!(peers.len(), 2);
     }
 
     #[test]
