@@ -422,6 +422,14 @@ fn flipped_bits_and_junk_are_dropped_counted_and_unanswered() {
     let handshakes = |hops: &ImpairedHops| hops.c.status_json().routes[0].handshakes;
     let handshakes1 = handshakes(&hops);
     let drops1 = drops(&hops);
+    let relay_lost = |hops: &ImpairedHops| {
+        hops.topo
+            .udp_snmp("u")
+            .get("RcvbufErrors")
+            .copied()
+            .unwrap_or(0)
+    };
+    let relay_lost0 = relay_lost(&hops);
     let before = hops.report();
     let mut junk = hops.topo.spawn_tool(
         "a",
@@ -448,10 +456,20 @@ fn flipped_bits_and_junk_are_dropped_counted_and_unanswered() {
         "junk: sent {sent:?}; B+C dropped {dropped}; relay {}",
         delta(&before, &after)
     );
-    // All the junk, and perhaps a keepalive or handshake of A's own (which C accepts).
+    // All the junk but what the kernel dropped at the relay's own socket (a busy CI
+    // machine: 29 of 100 000 once), and perhaps a keepalive or handshake of A's own
+    // (which C accepts).
+    let lost_at_relay = relay_lost(&hops) - relay_lost0;
     let relayed = after.forward.received - before.forward.received;
-    assert!(relayed >= JUNK, "the relay received {relayed}");
-    assert_eq!(dropped, JUNK - probes, "B's and C's drops vs the junk sent");
+    assert!(
+        relayed + lost_at_relay >= JUNK,
+        "the relay received {relayed}, its kernel dropped {lost_at_relay}"
+    );
+    assert_eq!(
+        dropped,
+        JUNK - probes - lost_at_relay,
+        "B's and C's drops vs the junk that reached the relay ({lost_at_relay} lost before it)"
+    );
     let types = hops.types_seen("back", before.back.received, after.back.received);
     println!("back through the relay meanwhile: packet types {types:?}");
     // Over 20 s, junk data packets with C's route id and unknown key ids prompt C to
