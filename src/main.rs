@@ -607,6 +607,16 @@ fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The daemons' systemd notifier (`skywire_control::notify`), from the environment; one
+/// whose variables are malformed is reported and replaced by none (systemd's start
+/// timeout then tells).
+pub(crate) fn systemd_notifier() -> skywire_control::notify::Notifier {
+    skywire_control::notify::Notifier::from_env().unwrap_or_else(|e| {
+        log::error!("skywire: not notifying systemd: {e}");
+        skywire_control::notify::Notifier::disabled()
+    })
+}
+
 /// Print one line on standard output, reporting a failure (a closed pipe, a full disk)
 /// instead of panicking as `println!` would.
 fn print_line(line: impl Display) -> anyhow::Result<()> {

@@ -44,7 +44,8 @@ use std::time::Duration;
 
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{
-    self, EngineError, EngineGone, EngineHandle, GrantError, NodeSetup, NodeStatus, RunningEngine,
+    self, EngineError, EngineGone, EngineHandle, GrantError, Heartbeat, NodeSetup, NodeStatus,
+    RunningEngine,
 };
 use skywire_dataplane::route::Prefix;
 
@@ -317,6 +318,18 @@ impl NodeHandle {
     /// [`Node::wait`] returns.
     pub fn shutdown(&self) -> Result<(), EngineGone> {
         self.engine.shutdown()
+    }
+
+    /// Have the engine's event loop poll `heartbeat` once per turn (the systemd watchdog,
+    /// [`crate::notify::Notifier::heartbeat`]): its beats stop when the loop hangs.
+    pub fn set_heartbeat(&self, heartbeat: Heartbeat) -> Result<(), EngineGone> {
+        self.engine.set_heartbeat(heartbeat)
+    }
+
+    /// **Test hook** ([`EngineHandle::stall`]): block the engine's loop for `duration`.
+    #[doc(hidden)]
+    pub fn stall_engine(&self, duration: Duration) -> Result<(), EngineGone> {
+        self.engine.stall(duration)
     }
 }
 
