@@ -12,6 +12,7 @@
 //! config file with an error, a config file named on the command line that does not exist,
 //! a key file with a bad mode or content).
 
+mod generate;
 mod lab;
 mod mesh;
 mod nc;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use skywire_control::config::{Config, ConfigError};
 use skywire_control::demo;
@@ -96,6 +97,8 @@ enum Command {
     Nc(nc::NcArgs),
     Socks(socks::SocksArgs),
     Vpn(vpn::VpnArgs),
+    Completions(generate::CompletionsArgs),
+    Man(generate::ManArgs),
     #[command(hide = true)]
     Lab(lab::LabArgs),
 }
@@ -283,6 +286,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nc(args) => nc::nc(&args),
         Command::Socks(args) => socks::socks(&args),
         Command::Vpn(args) => vpn::vpn(&args),
+        Command::Completions(args) => generate::completions(&args, Cli::command()),
+        Command::Man(args) => generate::man(&args, Cli::command()),
         Command::Lab(args) => lab::lab(&args),
     }
 }
