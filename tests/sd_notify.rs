@@ -246,14 +246,9 @@ fn a_stalled_engine_loop_stops_the_watchdog_pings() {
     // stalls: wait for a gap of three periods.
     let start = Instant::now();
     let mut pings = 0;
-    loop {
-        match listener.next(PING_EVERY * 6) {
-            Some(message) => {
-                assert_eq!(message, WATCHDOG);
-                pings += 1;
-            }
-            None => break,
-        }
+    while let Some(message) = listener.next(PING_EVERY * 6) {
+        assert_eq!(message, WATCHDOG);
+        pings += 1;
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "the pings never stopped ({pings}); log:\n{}",
