@@ -12,6 +12,7 @@
 //! config file with an error, a config file named on the command line that does not exist,
 //! a key file with a bad mode or content).
 
+mod generate;
 mod lab;
 mod mesh;
 mod nc;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use skywire_control::config::{Config, ConfigError};
 use skywire_control::demo;
@@ -97,6 +98,8 @@ enum Command {
     Nc(nc::NcArgs),
     Socks(socks::SocksArgs),
     Vpn(vpn::VpnArgs),
+    Completions(generate::CompletionsArgs),
+    Man(generate::ManArgs),
     #[command(hide = true)]
     Lab(lab::LabArgs),
 }
@@ -285,6 +288,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nc(args) => nc::nc(&args),
         Command::Socks(args) => socks::socks(&args),
         Command::Vpn(args) => vpn::vpn(&args),
+        Command::Completions(args) => generate::completions(&args, Cli::command()),
+        Command::Man(args) => generate::man(&args, Cli::command()),
         Command::Lab(args) => lab::lab(&args),
     }
 }
@@ -607,6 +612,16 @@ fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             .context("cannot write to standard output")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemons' systemd notifier (`skywire_control::notify`), from the environment; one
+/// whose variables are malformed is reported and replaced by none (systemd's start
+/// timeout then tells).
+pub(crate) fn systemd_notifier() -> skywire_control::notify::Notifier {
+    skywire_control::notify::Notifier::from_env().unwrap_or_else(|e| {
+        log::error!("skywire: not notifying systemd: {e}");
+        skywire_control::notify::Notifier::disabled()
+    })
 }
 
 /// Print one line on standard output, reporting a failure (a closed pipe, a full disk)

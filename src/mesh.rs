@@ -66,11 +66,18 @@ pub(crate) fn manager(args: &ManagerArgs) -> anyhow::Result<ExitCode> {
     }
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     let public = key.public_key();
+    let notifier = crate::systemd_notifier();
     let server = Manager::start(listen, key, ManagerCore::new(params, Rng::system()))
         .with_context(|| format!("cannot listen on {listen}"))?;
     log::info!("skywire: manager {public} listening on {}", server.listen);
+    // Under systemd: ready once it listens, and the watchdog pinged by the core thread.
+    notifier.warn(notifier.ready(&format!("manager {public} listening on {}", server.listen)));
+    if let Some(heartbeat) = notifier.heartbeat() {
+        server.set_heartbeat(heartbeat);
+    }
     if let Some(signal) = signals.forever().next() {
         log::info!("skywire: manager: signal {signal}, stopping");
+        notifier.warn(notifier.stopping(&format!("signal {signal}: stopping")));
     }
     server.stop();
     log::info!("skywire: manager stopped");

@@ -160,9 +160,12 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
         let stop_socket = StopSignal::new().context("cannot create the stop signal")?;
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
             .context("cannot install signal handlers")?;
+        let notifier = crate::systemd_notifier();
         let on_signal = stop_socket.clone();
+        let stopping = notifier.clone();
         std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
+            if let Some(signal) = signals.forever().next() {
+                stopping.warn(stopping.stopping(&format!("signal {signal}: stopping the apps")));
                 on_signal.stop();
             }
         });
@@ -170,7 +173,18 @@ pub(crate) fn viscript(args: &ViscriptArgs) -> anyhow::Result<ExitCode> {
             "skywire: viscript: signal server on {signal_addr}; control socket {}",
             socket.path().display()
         );
+        // Under systemd: ready once both sockets listen, and the watchdog pinged by the
+        // launcher's ticker (the loop that restarts apps and escalates shutdowns).
+        notifier.warn(notifier.ready(&format!(
+            "signal server on {signal_addr}; control socket {}",
+            socket.path().display()
+        )));
+        if let Some(heartbeat) = notifier.heartbeat() {
+            launcher.set_heartbeat(heartbeat);
+        }
         socket.serve(&launcher, &stop_socket);
+        // After `exec quit` too (sent once: after a signal, nothing more).
+        notifier.warn(notifier.stopping("stopping the apps"));
         Ok(())
     } else {
         // The console and GUI block in the terminal: a SIGTERM or hang-up stops the apps

@@ -15,6 +15,8 @@
 //!   show on a terminal.
 //! - [`logging`]: the daemons' log (`log` + env_logger): levels, `--log-level` and
 //!   `SKYWIRE_LOG`, lines with a UTC timestamp and a level, or journald's priority prefix.
+//! - [`notify`]: the systemd notification protocol without libsystemd: readiness,
+//!   stopping, and watchdog pings that the daemons' main loops send themselves.
 //! - [`local`]: private Unix sockets (0600 in a 0700 folder, `SO_PEERCRED`), bounded line
 //!   reads and connection slots, shared by every server in the crate.
 //! - [`frame`]: the frame codec (length, version, kind, request id, payload) that signal and
@@ -56,6 +58,7 @@ pub mod accounts;
 pub mod atomic_file;
 pub mod keyfile;
 pub mod logging;
+pub mod notify;
 pub mod output_file;
 pub mod procfs;
 pub mod terminal;

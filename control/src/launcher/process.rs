@@ -1,4 +1,5 @@
-//! The process driver: spawn an app in its own process group with the signal environment,
+//! The process driver: spawn an app in its own process group with the signal environment
+//! (and without systemd's `NOTIFY_SOCKET` and watchdog variables, which are viscript's),
 //! copy its output into its [`LogBuffer`], reap it, and send signals to its group.
 //!
 //! Every child is waited for by a thread of its own (`Child::wait`), so none is left a
@@ -65,6 +66,11 @@ pub fn spawn(
     let mut command = Command::new(spec.path);
     if let Some(cwd) = spec.cwd {
         command.current_dir(cwd);
+    }
+    // systemd's notification variables are viscript's own: an app that inherited them
+    // could speak for viscript's unit (its readiness, its watchdog).
+    for var in crate::notify::ENV_VARS {
+        command.env_remove(var);
     }
     command
         .args(spec.args)

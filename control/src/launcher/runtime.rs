@@ -6,7 +6,9 @@
 //! A ticker thread wakes every 50 ms to restart daemons whose backoff passed, to escalate
 //! shutdowns (SIGTERM, then SIGKILL, each after the grace period) and to log the signal
 //! registrations the server refused ([`super::refusals`]), and once a second samples every
-//! running app's CPU and memory for `la` and the GUI.
+//! running app's CPU and memory for `la` and the GUI. It also polls the [`Heartbeat`]
+//! given with [`Launcher::set_heartbeat`] (headless viscript's systemd watchdog), so a
+//! ticker that hangs (on the table's lock, say) stops the pings.
 //!
 //! Signal secrets: every start of an app gets a fresh secret, given to the signal server
 //! before the process exists and to the process in its environment; it is revoked when
@@ -30,6 +32,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use skywire_dataplane::engine::Heartbeat;
 
 use super::command::{Command, HELP};
 use super::log::LogBuffer;
@@ -178,6 +181,8 @@ struct Inner {
     options: LauncherOptions,
     stop: AtomicBool,
     quit: AtomicBool,
+    /// Polled by the ticker after every tick.
+    heartbeat: Mutex<Option<Heartbeat>>,
 }
 
 /// The launcher; cheap to clone (shared).
@@ -219,12 +224,20 @@ impl Launcher {
             options,
             stop: AtomicBool::new(false),
             quit: AtomicBool::new(false),
+            heartbeat: Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
         thread::Builder::new()
             .name("viscript-tick".to_owned())
             .spawn(move || tick_loop(&weak))?;
         Ok(Self { inner })
+    }
+
+    /// Have the ticker poll `heartbeat` after every tick (the systemd watchdog,
+    /// [`crate::notify::Notifier::heartbeat`]), replacing any earlier one: its beats stop
+    /// when the ticker hangs. The ticker wakes every 50 ms, the finest pace it keeps.
+    pub fn set_heartbeat(&self, heartbeat: Heartbeat) {
+        *lock(&self.inner.heartbeat) = Some(heartbeat);
     }
 
     /// The configured apps.
@@ -854,6 +867,10 @@ fn tick_loop(weak: &Weak<Inner>) {
                 }
             }
             table.samples = samples;
+        }
+        drop(table);
+        if let Some(heartbeat) = lock(&inner.heartbeat).as_mut() {
+            heartbeat.poll(Instant::now());
         }
     }
 }

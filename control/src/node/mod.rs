@@ -47,7 +47,8 @@ use std::time::Duration;
 
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{
-    self, EngineError, EngineGone, EngineHandle, GrantError, NodeSetup, NodeStatus, RunningEngine,
+    self, EngineError, EngineGone, EngineHandle, GrantError, Heartbeat, NodeSetup, NodeStatus,
+    RunningEngine,
 };
 use skywire_dataplane::route::Prefix;
 
@@ -387,6 +388,18 @@ impl NodeHandle {
         }
         config.running = new.node;
         Ok(summary)
+    }
+
+    /// Have the engine's event loop poll `heartbeat` once per turn (the systemd watchdog,
+    /// [`crate::notify::Notifier::heartbeat`]): its beats stop when the loop hangs.
+    pub fn set_heartbeat(&self, heartbeat: Heartbeat) -> Result<(), EngineGone> {
+        self.engine.set_heartbeat(heartbeat)
+    }
+
+    /// **Test hook** ([`EngineHandle::stall`]): block the engine's loop for `duration`.
+    #[doc(hidden)]
+    pub fn stall_engine(&self, duration: Duration) -> Result<(), EngineGone> {
+        self.engine.stall(duration)
     }
 }
 

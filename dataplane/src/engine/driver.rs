@@ -16,6 +16,7 @@ use super::apps::Apps;
 use super::core::{NodeCore, NodeDrop, NodeIo, SetupError, buffer_len};
 use super::event::EngineEvent;
 use super::handle::{Command, EngineHandle};
+use super::heartbeat::Heartbeat;
 use super::setup::{Fwmark, NodeSetup};
 use crate::route::{ForwardDrop, Prefix};
 use crate::session::HEADROOM;
@@ -291,6 +292,8 @@ struct EventLoop {
     apps: Apps,
     /// The source address per neighbour, on a socket bound to the wildcard address.
     sticky: Sticky,
+    /// Polled after every turn (the node's watchdog), once the control plane gave one.
+    heartbeat: Option<Heartbeat>,
 }
 
 /// Where the node sends each neighbour's datagrams from, on a socket bound to the wildcard
@@ -558,6 +561,7 @@ impl EventLoop {
             tun_out: TunOut::new(),
             apps: Apps::default(),
             sticky,
+            heartbeat: None,
         })
     }
 
@@ -583,9 +587,17 @@ impl EventLoop {
             let timeout = if udp_ready || tun_ready {
                 Some(std::time::Duration::ZERO)
             } else {
-                self.core
+                let now = Instant::now();
+                let timers = self
+                    .core
                     .next_deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .map(|d| d.saturating_duration_since(now));
+                // Never sleep past the next heartbeat: an idle loop still beats.
+                let beat = self.heartbeat.as_ref().map(|h| h.wait(now));
+                match (timers, beat) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -621,6 +633,9 @@ impl EventLoop {
             self.count_dropped(dropped);
             self.serve_apps();
             self.deliver_events();
+            if let Some(heartbeat) = &mut self.heartbeat {
+                heartbeat.poll(Instant::now());
+            }
         }
     }
 
@@ -793,6 +808,9 @@ impl EventLoop {
                     core.flush_stack(Instant::now(), &mut io);
                     io.flush();
                 }
+                Command::Heartbeat(heartbeat) => self.heartbeat = Some(heartbeat),
+                // A test hook (`EngineHandle::stall`): the loop hangs on purpose.
+                Command::Stall(duration) => std::thread::sleep(duration),
                 Command::Shutdown => return false,
             }
         }

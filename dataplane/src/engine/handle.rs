@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::core::{AcceptedInitiation, PingError};
 use super::event::{EVENT_QUEUE, EngineEvent};
+use super::heartbeat::Heartbeat;
 use super::setup::{ApplyError, GrantError, RuleChange};
 use super::status::NodeStatus;
 use crate::crypto::PublicKey;
@@ -84,6 +85,11 @@ pub(crate) enum Command {
     },
     /// Reset a stream.
     Abort(StreamId),
+    /// Poll this heartbeat once per turn from now on (replacing any earlier one).
+    Heartbeat(Heartbeat),
+    /// Test hook: block the event loop for this long, as a hung loop would
+    /// ([`EngineHandle::stall`]).
+    Stall(Duration),
     /// Close every route, remove the TUN device and return from the event loop.
     Shutdown,
 }
@@ -368,5 +374,21 @@ impl EngineHandle {
     /// Ask the event loop to close routes, remove the TUN device and return.
     pub fn shutdown(&self) -> Result<(), EngineGone> {
         self.send(Command::Shutdown)
+    }
+
+    /// Have the event loop poll `heartbeat` once per turn from now on, replacing any earlier
+    /// one: its beats then come from the loop's own thread and stop when the loop hangs
+    /// (the node's systemd watchdog; see [`Heartbeat`]).
+    pub fn set_heartbeat(&self, heartbeat: Heartbeat) -> Result<(), EngineGone> {
+        self.send(Command::Heartbeat(heartbeat))
+    }
+
+    /// **Test hook**, not for anything else: block the event loop for `duration`, as a loop
+    /// stuck in a system call would, so a test can show that the heartbeat stops (`skywire
+    /// node` calls it only when `SKYWIRE_TEST_STALL_ENGINE_AFTER` is set). Nothing is
+    /// forwarded or answered meanwhile.
+    #[doc(hidden)]
+    pub fn stall(&self, duration: Duration) -> Result<(), EngineGone> {
+        self.send(Command::Stall(duration))
     }
 }

@@ -73,6 +73,10 @@
 //!   a batch of [`RuleChange`]s at a time, all or nothing: the batch is checked whole and
 //!   published in one table update. Rules of [`Origin::Manager`] are removed once no packet
 //!   matched them for their `expire_after`.
+//! - **Heartbeat.** A [`Heartbeat`] given with [`EngineHandle::set_heartbeat`] (the
+//!   node's systemd watchdog) is polled once per turn, after the timers, and the loop never
+//!   sleeps past its deadline: its beats come from this thread, so they stop when the loop
+//!   hangs, which is what a watchdog must see.
 //! - **Events.** What the engine learns on its own (expired rules, link probe replies,
 //!   pongs, and next hops the kernel has no way to: after a flush in which a send failed
 //!   so, at most once a minute per next hop, `core/unreachable.rs`) goes into a queue of [`EVENT_QUEUE`] preallocated entries in the core, and after
@@ -96,6 +100,7 @@ pub mod core;
 mod driver;
 mod event;
 mod handle;
+mod heartbeat;
 mod setup;
 mod status;
 
@@ -107,6 +112,7 @@ pub use core::{
 pub use driver::{EngineError, RunningEngine, SOCKET_BUFFER, start};
 pub use event::{EVENT_QUEUE, EngineEvent};
 pub use handle::{EngineGone, EngineHandle, PING_TIMEOUT};
+pub use heartbeat::{Heartbeat, MIN_HEARTBEAT};
 pub use setup::{
     ApplyError, Fwmark, FwmarkParseError, GrantError, NodeSetup, Origin, RelaySetup, RouteSetup,
     RuleChange, TunSetup,

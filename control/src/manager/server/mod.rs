@@ -22,6 +22,10 @@
 //!   instead of growing memory; and it serves every event that is waiting before it
 //!   looks at the clock, so a busy moment never makes heartbeats look missed.
 //!
+//! - A [`Heartbeat`] given with [`Manager::set_heartbeat`] (the systemd watchdog) is
+//!   polled by the core thread after every round, which never waits longer than its
+//!   deadline: a core thread that hangs stops the pings.
+//!
 //! The figures are [`ServerLimits::default`]; tests start servers with smaller ones.
 
 mod admission;
@@ -38,6 +42,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use log::Level;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
+use skywire_dataplane::engine::Heartbeat;
 
 use super::core::{ConnId, ManagerCore, Output};
 use super::proto::{
@@ -118,6 +123,8 @@ enum Event {
     },
     Frame(ConnId, Frame, Instant),
     Closed(ConnId, SocketAddr, ServeEnd),
+    /// Poll this heartbeat after every round from now on.
+    Heartbeat(Heartbeat),
 }
 
 /// How serving one connection ended.
@@ -156,6 +163,8 @@ pub struct Manager {
     /// The bound address.
     pub listen: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Into the core thread (for [`Manager::set_heartbeat`]).
+    events: Sender<Event>,
     accept: Option<std::thread::JoinHandle<()>>,
     core: Option<std::thread::JoinHandle<()>>,
 }
@@ -180,7 +189,7 @@ impl Manager {
         let (events, inbox) = bounded(EVENT_QUEUE);
         let key = Arc::new(key);
         let accept = {
-            let stop = Arc::clone(&stop);
+            let (stop, events) = (Arc::clone(&stop), events.clone());
             std::thread::Builder::new()
                 .name("manager-accept".into())
                 .spawn(move || accept_loop(&listener, &key, &events, &stop, limits))?
@@ -194,9 +203,17 @@ impl Manager {
         Ok(Self {
             listen,
             stop,
+            events,
             accept: Some(accept),
             core: Some(core_thread),
         })
+    }
+
+    /// Have the core thread poll `heartbeat` after every round (the systemd watchdog,
+    /// [`crate::notify::Notifier::heartbeat`]): its beats stop when that thread hangs.
+    /// False if the core thread is gone.
+    pub fn set_heartbeat(&self, heartbeat: Heartbeat) -> bool {
+        self.events.send(Event::Heartbeat(heartbeat)).is_ok()
     }
 
     /// Stop accepting, close every connection and return.
@@ -504,6 +521,7 @@ fn core_loop(
     let mut writers: HashMap<ConnId, Writer> = HashMap::new();
     // Connections that failed before their proof come in floods too.
     let mut unproven = LogBudget::new(Instant::now());
+    let mut heartbeat: Option<Heartbeat> = None;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let wait = core
@@ -511,7 +529,8 @@ fn core_loop(
             .map_or(Duration::from_millis(200), |d| {
                 d.saturating_duration_since(now)
             })
-            .min(Duration::from_millis(200));
+            .min(Duration::from_millis(200))
+            .min(heartbeat.as_ref().map_or(Duration::MAX, |h| h.wait(now)));
         let first = match inbox.recv_timeout(wait) {
             Ok(event) => Some(event),
             Err(RecvTimeoutError::Timeout) => None,
@@ -554,6 +573,7 @@ fn core_loop(
                     }
                     core.disconnected(conn, Instant::now());
                 }
+                Event::Heartbeat(beat) => heartbeat = Some(beat),
             }
             apply(&mut core, &mut writers);
         }
@@ -562,6 +582,9 @@ fn core_loop(
         }
         core.tick(Instant::now());
         apply(&mut core, &mut writers);
+        if let Some(heartbeat) = &mut heartbeat {
+            heartbeat.poll(Instant::now());
+        }
     }
     if let Some(line) = unproven.finish() {
         log(Level::Warn, &format!("connections refused: {line}"));
