@@ -45,7 +45,8 @@ use skywire_dataplane::route::Prefix;
 
 use super::node::FwmarkValue;
 use super::{
-    Config, ConfigError, ManagerConfig, ManagerLink, NodeApps, NodeConfig, SocksClientConfig,
+    Config, ConfigError, ManagerConfig, ManagerLink, MetricsConfig, NodeApps, NodeConfig,
+    SocksClientConfig,
     SocksConfig, SocksExitConfig, VpnClientConfig, VpnConfig, VpnExitConfig,
 };
 use crate::manager::topology::RouteWeight;
@@ -77,6 +78,8 @@ pub struct NodeSection {
     /// changes the control socket moves the app socket with it), `group` only when set,
     /// `users` only when not empty.
     pub apps: NodeApps,
+    /// `node.metrics`: the Prometheus metrics server; `None` writes none (off).
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl NodeSection {
@@ -107,6 +110,7 @@ impl From<&NodeConfig> for NodeSection {
             relays: node.relays().to_vec(),
             manager: node.manager().cloned(),
             apps: node.apps().clone(),
+            metrics: node.metrics(),
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct ManagerSection {
     pub min_hops: u8,
     /// `manager.max_hops`.
     pub max_hops: u8,
+    /// `manager.metrics.listen`: the Prometheus metrics server; `None` writes none (off).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ManagerSection {
@@ -167,6 +173,7 @@ impl From<&ManagerConfig> for ManagerSection {
             weight: manager.weight(),
             min_hops: manager.min_hops(),
             max_hops: manager.max_hops(),
+            metrics: manager.metrics_listen(),
         }
     }
 }
@@ -410,6 +417,15 @@ struct NodeOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     manager: Option<LinkOut>,
     apps: AppsOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<MetricsOut>,
+}
+
+#[derive(Serialize)]
+struct MetricsOut {
+    listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_route: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -501,6 +517,8 @@ struct ManagerOut<'a> {
     weight: &'static str,
     min_hops: u8,
     max_hops: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<MetricsOut>,
 }
 
 #[derive(Serialize)]
@@ -755,6 +773,10 @@ impl<'a> NodeOut<'a> {
                 })
                 .collect(),
             apps: AppsOut::of(&node.apps)?,
+            metrics: node.metrics.map(|m| MetricsOut {
+                listen: m.listen.to_string(),
+                per_route: Some(m.per_route),
+            }),
             manager: node.manager.as_ref().map(|link| LinkOut {
                 address: link.address.to_string(),
                 key: link.key.to_string(),
@@ -827,6 +849,10 @@ impl<'a> ManagerOut<'a> {
             weight: manager.weight.as_str(),
             min_hops: manager.min_hops,
             max_hops: manager.max_hops,
+            metrics: manager.metrics.map(|listen| MetricsOut {
+                listen: listen.to_string(),
+                per_route: None,
+            }),
         })
     }
 }
