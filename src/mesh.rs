@@ -13,13 +13,13 @@ use serde::de::DeserializeOwned;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use skywire_control::config::Config;
+use skywire_control::local::StopSignal;
 use skywire_control::manager::core::{ManagerCore, Rng};
 use skywire_control::manager::proto::{LinkAdded, Mesh, MeshRouteId, RouteInfo, RouteList};
 use skywire_control::manager::server::Manager;
-use skywire_control::local::StopSignal;
-use skywire_control::metrics::MetricsServer;
 use skywire_control::manager::show;
 use skywire_control::manager::topology::RouteWeight;
+use skywire_control::metrics::MetricsServer;
 use skywire_control::node::ctl::{self, CtlError, Op, PongReply};
 use skywire_dataplane::crypto::PublicKey;
 

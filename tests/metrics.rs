@@ -102,9 +102,20 @@ fn stable_scrape(mesh: &ManagedMesh, i: usize) -> (String, StatusReply) {
             (
                 s.routes
                     .iter()
-                    .map(|r| (r.rx_packets, r.tx_packets, r.rx_bytes, r.tx_bytes, r.drops.clone()))
+                    .map(|r| {
+                        (
+                            r.rx_packets,
+                            r.tx_packets,
+                            r.rx_bytes,
+                            r.tx_bytes,
+                            r.drops.clone(),
+                        )
+                    })
                     .collect::<Vec<_>>(),
-                s.relays.iter().map(|r| (r.packets, r.bytes)).collect::<Vec<_>>(),
+                s.relays
+                    .iter()
+                    .map(|r| (r.packets, r.bytes))
+                    .collect::<Vec<_>>(),
                 s.drops.clone(),
                 s.retired.clone(),
             )
@@ -123,11 +134,26 @@ fn assert_node_matches_status(text: &str, s: &StatusReply) {
     };
     let r = &s.retired;
     for (series, expected) in [
-        ("skywire_node_rx_packets_total", sum(|x| x.rx_packets) + r.rx_packets as f64),
-        ("skywire_node_tx_packets_total", sum(|x| x.tx_packets) + r.tx_packets as f64),
-        ("skywire_node_rx_bytes_total", sum(|x| x.rx_bytes) + r.rx_bytes as f64),
-        ("skywire_node_tx_bytes_total", sum(|x| x.tx_bytes) + r.tx_bytes as f64),
-        ("skywire_node_handshakes_total", sum(|x| x.handshakes) + r.handshakes as f64),
+        (
+            "skywire_node_rx_packets_total",
+            sum(|x| x.rx_packets) + r.rx_packets as f64,
+        ),
+        (
+            "skywire_node_tx_packets_total",
+            sum(|x| x.tx_packets) + r.tx_packets as f64,
+        ),
+        (
+            "skywire_node_rx_bytes_total",
+            sum(|x| x.rx_bytes) + r.rx_bytes as f64,
+        ),
+        (
+            "skywire_node_tx_bytes_total",
+            sum(|x| x.tx_bytes) + r.tx_bytes as f64,
+        ),
+        (
+            "skywire_node_handshakes_total",
+            sum(|x| x.handshakes) + r.handshakes as f64,
+        ),
         (
             "skywire_node_relayed_packets_total",
             (s.relays.iter().map(|x| x.packets).sum::<u64>() + r.relayed_packets) as f64,
@@ -145,7 +171,11 @@ fn assert_node_matches_status(text: &str, s: &StatusReply) {
     }
     for (reason, count) in &s.drops.0 {
         let series = format!("skywire_node_dropped_packets_total{{reason=\"{reason}\"}}");
-        assert_eq!(value(text, &series), Some(*count as f64), "{series}\n{text}");
+        assert_eq!(
+            value(text, &series),
+            Some(*count as f64),
+            "{series}\n{text}"
+        );
     }
     for route in &s.routes {
         let peer: String = route.peer.to_string().chars().take(16).collect();
@@ -156,7 +186,11 @@ fn assert_node_matches_status(text: &str, s: &StatusReply) {
             ("skywire_route_handshakes_total", route.handshakes),
         ] {
             let series = format!("{name}{{{labels}}}");
-            assert_eq!(value(text, &series), Some(expected as f64), "{series}\n{text}");
+            assert_eq!(
+                value(text, &series),
+                Some(expected as f64),
+                "{series}\n{text}"
+            );
         }
     }
 }
@@ -189,11 +223,12 @@ fn node_and_manager_metrics_match_status_and_pass_promtool() {
     mesh.start_manager();
     let online = wait_until(Duration::from_secs(15), || {
         mesh.nodes_json().is_some_and(|v| {
-            v["nodes"].as_array().is_some_and(|n| {
-                n.len() == 3 && n.iter().all(|n| n["online"] == true)
-            }) && v["links"]
+            v["nodes"]
                 .as_array()
-                .is_some_and(|l| l.len() == 2 && l.iter().all(|l| l["state"] == "up"))
+                .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["online"] == true))
+                && v["links"]
+                    .as_array()
+                    .is_some_and(|l| l.len() == 2 && l.iter().all(|l| l["state"] == "up"))
         })
     });
     assert!(online.is_some(), "mesh not back:\n{}", mesh.manager_log());
@@ -204,16 +239,19 @@ fn node_and_manager_metrics_match_status_and_pass_promtool() {
     assert_eq!(mesh.topo.ping("a", A_TUN, C_TUN, 20), 20);
 
     // Each node: its metrics are its status, and promtool takes them.
-    for i in 0..3 {
+    for (i, name) in NAMES.iter().enumerate() {
         let (text, status) = stable_scrape(&mesh, i);
         assert_node_matches_status(&text, &status);
-        promtool_check(&text, NAMES[i]);
+        promtool_check(&text, name);
     }
     let (a_text, _) = stable_scrape(&mesh, 0);
     assert!(value(&a_text, "skywire_node_tx_packets_total").unwrap() >= 20.0);
     let (b_text, _) = stable_scrape(&mesh, 1);
     // Requests and replies both cross B.
-    assert!(value(&b_text, "skywire_node_relayed_packets_total").unwrap() >= 40.0, "{b_text}");
+    assert!(
+        value(&b_text, "skywire_node_relayed_packets_total").unwrap() >= 40.0,
+        "{b_text}"
+    );
 
     // The manager.
     let (code, m_text) = curl(&mesh, "m", &[MANAGER_METRICS]);
@@ -232,7 +270,10 @@ fn node_and_manager_metrics_match_status_and_pass_promtool() {
     // Bad requests: each answered, each closing only its own connection.
     assert_eq!(curl(&mesh, "a", &["http://127.0.0.1:9586/other"]).0, 404);
     assert_eq!(curl(&mesh, "a", &["-X", "POST", NODE_METRICS]).0, 405);
-    assert_eq!(curl(&mesh, "a", &["-d", "x=1", "-X", "GET", NODE_METRICS]).0, 400);
+    assert_eq!(
+        curl(&mesh, "a", &["-d", "x=1", "-X", "GET", NODE_METRICS]).0,
+        400
+    );
     let garbage = mesh.topo.output(
         "a",
         "sh",

@@ -832,8 +832,8 @@ fn metrics_are_off_unless_written_and_located_when_wrong() {
         Problem::NotASocketAddress,
     );
     // A typo, a per-route switch the manager does not have, a missing address: located.
-    let err = parse("node:\n  metrics:\n    listen: 127.0.0.1:9586\n    per_rout: true\n")
-        .unwrap_err();
+    let err =
+        parse("node:\n  metrics:\n    listen: 127.0.0.1:9586\n    per_rout: true\n").unwrap_err();
     assert_eq!(err.position().map(|p| p.line), Some(4), "{err}");
     assert!(err.to_string().contains("per_rout"), "{err}");
     let err =
@@ -842,7 +842,7 @@ fn metrics_are_off_unless_written_and_located_when_wrong() {
     let err = parse("node:\n  metrics:\n    per_route: true\n").unwrap_err();
     assert!(err.to_string().contains("listen"), "{err}");
     assert!(err.to_string().starts_with("conf/test.yaml:"), "{err}");
-    let err = parse("node:\n  metrics:\n    listen: 127.0.0.1:1\n    per_route: maybe\n")
-        .unwrap_err();
+    let err =
+        parse("node:\n  metrics:\n    listen: 127.0.0.1:1\n    per_route: maybe\n").unwrap_err();
     assert_eq!(err.position().map(|p| p.line), Some(4), "{err}");
 }

@@ -46,8 +46,7 @@ use skywire_dataplane::route::Prefix;
 use super::node::FwmarkValue;
 use super::{
     Config, ConfigError, ManagerConfig, ManagerLink, MetricsConfig, NodeApps, NodeConfig,
-    SocksClientConfig,
-    SocksConfig, SocksExitConfig, VpnClientConfig, VpnConfig, VpnExitConfig,
+    SocksClientConfig, SocksConfig, SocksExitConfig, VpnClientConfig, VpnConfig, VpnExitConfig,
 };
 use crate::manager::topology::RouteWeight;
 

@@ -338,8 +338,8 @@ mod tests {
         let (req, _) = request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
         assert_eq!(req.target, Target::Other);
         assert!(req.keep_alive);
-        let (req, _) = request("\r\nGET /metricsx HTTP/1.1\r\nconnection: foo, close\r\n\r\n")
-            .unwrap();
+        let (req, _) =
+            request("\r\nGET /metricsx HTTP/1.1\r\nconnection: foo, close\r\n\r\n").unwrap();
         assert_eq!(req.target, Target::Other);
         assert!(!req.keep_alive);
         let (req, _) = request("GET /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").unwrap();
@@ -349,7 +349,10 @@ mod tests {
     #[test]
     fn incomplete_heads_wait_and_long_ones_are_refused() {
         assert_eq!(parse_request(b""), Parsed::Incomplete);
-        assert_eq!(parse_request(b"GET /metrics HTTP/1.1\r\n"), Parsed::Incomplete);
+        assert_eq!(
+            parse_request(b"GET /metrics HTTP/1.1\r\n"),
+            Parsed::Incomplete
+        );
         assert_eq!(parse_request(b"\r\n\r\n"), Parsed::Incomplete);
         let mut long = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
         long.resize(MAX_HEAD, b'a');
@@ -365,14 +368,29 @@ mod tests {
             ("GET /metrics HTTP/2.0\r\n\r\n", HttpError::Version),
             ("GET /metrics FTP/1.0\r\n\r\n", HttpError::RequestLine),
             ("GET  /metrics HTTP/1.1\r\n\r\n", HttpError::RequestLine),
-            ("GET http://x/metrics HTTP/1.1\r\n\r\n", HttpError::RequestLine),
+            (
+                "GET http://x/metrics HTTP/1.1\r\n\r\n",
+                HttpError::RequestLine,
+            ),
             ("GET /metrics HTTP/1.1 x\r\n\r\n", HttpError::RequestLine),
             ("G(T /metrics HTTP/1.1\r\n\r\n", HttpError::RequestLine),
-            ("GET /metrics HTTP/1.1\r\nno colon\r\n\r\n", HttpError::Header),
-            ("GET /metrics HTTP/1.1\r\n folded: x\r\n\r\n", HttpError::Header),
+            (
+                "GET /metrics HTTP/1.1\r\nno colon\r\n\r\n",
+                HttpError::Header,
+            ),
+            (
+                "GET /metrics HTTP/1.1\r\n folded: x\r\n\r\n",
+                HttpError::Header,
+            ),
             ("GET /metrics HTTP/1.1\r\n: x\r\n\r\n", HttpError::Header),
-            ("GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\n", HttpError::Body),
-            ("GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", HttpError::Body),
+            (
+                "GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+                HttpError::Body,
+            ),
+            (
+                "GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HttpError::Body,
+            ),
         ];
         for (text, error) in cases {
             assert_eq!(request(text).unwrap_err(), error, "{text:?}");

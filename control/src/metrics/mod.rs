@@ -141,9 +141,9 @@ impl Exposition<'_> {
 
     /// A histogram family without labels.
     pub fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram) -> fmt::Result {
-        let mut encoder = self
-            .encoder
-            .encode_descriptor(name, help, None, MetricType::Histogram)?;
+        let mut encoder =
+            self.encoder
+                .encode_descriptor(name, help, None, MetricType::Histogram)?;
         let buckets = histogram.buckets();
         encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
             histogram.sum,
@@ -294,13 +294,13 @@ mod tests {
         for s in [0.0005, 0.001, 0.005, 3.0] {
             h.observe(s);
         }
-        assert_eq!(
-            h.buckets(),
-            vec![(0.001, 2), (0.01, 1), (f64::INFINITY, 1)]
-        );
+        assert_eq!(h.buckets(), vec![(0.001, 2), (0.01, 1), (f64::INFINITY, 1)]);
         assert_eq!(h.count, 4);
         let text = render(move |e| e.histogram("skywire_test_seconds", "Time.", &h)).unwrap();
-        assert!(text.contains("# TYPE skywire_test_seconds histogram\n"), "{text}");
+        assert!(
+            text.contains("# TYPE skywire_test_seconds histogram\n"),
+            "{text}"
+        );
         assert!(
             text.contains("skywire_test_seconds_bucket{le=\"0.01\"} 3\n"),
             "{text}"

@@ -153,7 +153,12 @@ fn serve_connection(mut stream: TcpStream, source: &dyn Source) -> io::Result<()
             match stream.read(room) {
                 Ok(0) => return Ok(()),
                 Ok(n) => filled += n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return timed_out(&mut stream, filled);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -305,9 +310,7 @@ mod tests {
         let mut reader = io::BufReader::new(garbage);
         assert_eq!(read_response(&mut reader).0, 400);
         let good = TcpStream::connect(addr).unwrap();
-        (&good)
-            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-            .unwrap();
+        (&good).write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
         let (code, _, body) = read_response(&mut io::BufReader::new(good));
         assert_eq!(code, 503);
         assert_eq!(body, "the node did not answer\n");
@@ -333,7 +336,9 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let answer = loop {
             let extra = TcpStream::connect(addr).unwrap();
-            (&extra).write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            (&extra)
+                .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+                .unwrap();
             let code = read_response(&mut io::BufReader::new(extra)).0;
             if code == 503 || Instant::now() > deadline {
                 break code;

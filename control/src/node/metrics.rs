@@ -131,13 +131,18 @@ fn write_node(e: &mut Exposition<'_>, s: &StatusReply, options: MetricsOptions) 
     e.counters(
         "skywire_node_dropped_packets",
         "Packets dropped before reaching a route end (forwarding and node checks), by reason.",
-        s.drops.0.iter().map(|(r, n)| (vec![("reason", r.as_str())], *n)),
+        s.drops
+            .0
+            .iter()
+            .map(|(r, n)| (vec![("reason", r.as_str())], *n)),
     )?;
     let route_drops = add_drops(routes.iter().map(|r| &r.drops).chain([&retired.drops]));
     e.counters(
         "skywire_node_route_dropped_packets",
         "Packets dropped at this node's route ends, all routes together, by reason.",
-        route_drops.into_iter().map(|(r, n)| (vec![("reason", r)], n)),
+        route_drops
+            .into_iter()
+            .map(|(r, n)| (vec![("reason", r)], n)),
     )?;
     e.gauge(
         "skywire_node_routes",
@@ -192,15 +197,31 @@ fn write_streams(e: &mut Exposition<'_>, s: &StatusReply) -> fmt::Result {
         count(st.listeners),
     )?;
     for (name, help, value) in [
-        ("skywire_node_streams_dialed", "Streams dialed from this node.", st.dialed),
-        ("skywire_node_streams_arrived", "Streams that arrived at a listener here.", st.arrived),
-        ("skywire_node_streams_reset", "Streams that ended with an error.", st.reset),
+        (
+            "skywire_node_streams_dialed",
+            "Streams dialed from this node.",
+            st.dialed,
+        ),
+        (
+            "skywire_node_streams_arrived",
+            "Streams that arrived at a listener here.",
+            st.arrived,
+        ),
+        (
+            "skywire_node_streams_reset",
+            "Streams that ended with an error.",
+            st.reset,
+        ),
         (
             "skywire_node_streams_refused",
             "Streams refused: nothing listening, or a listener that does not take the key.",
             st.refused,
         ),
-        ("skywire_node_streams_limited", "Streams refused over a limit.", st.limited),
+        (
+            "skywire_node_streams_limited",
+            "Streams refused over a limit.",
+            st.limited,
+        ),
     ] {
         e.counter(name, help, value)?;
     }
@@ -266,29 +287,29 @@ fn write_per_route(e: &mut Exposition<'_>, s: &StatusReply) -> fmt::Result {
     e.counters(
         "skywire_route_dropped_packets",
         "Packets dropped at a route end, by reason.",
-        s.routes
-            .iter()
-            .zip(&labels)
-            .flat_map(|(r, (name, peer))| {
-                r.drops.0.iter().map(move |(reason, n)| {
-                    (
-                        vec![
-                            ("route", name.as_str()),
-                            ("peer", peer.as_str()),
-                            ("reason", reason.as_str()),
-                        ],
-                        *n,
-                    )
-                })
-            }),
+        s.routes.iter().zip(&labels).flat_map(|(r, (name, peer))| {
+            r.drops.0.iter().map(move |(reason, n)| {
+                (
+                    vec![
+                        ("route", name.as_str()),
+                        ("peer", peer.as_str()),
+                        ("reason", reason.as_str()),
+                    ],
+                    *n,
+                )
+            })
+        }),
     )?;
     e.gauges_f64(
         "skywire_route_last_handshake_age_seconds",
         "Seconds since a route end's last completed handshake (absent before the first).",
-        s.routes.iter().zip(&labels).filter_map(|(r, (name, peer))| {
-            r.last_handshake_secs
-                .map(|age| (vec![("route", name.as_str()), ("peer", peer.as_str())], age))
-        }),
+        s.routes
+            .iter()
+            .zip(&labels)
+            .filter_map(|(r, (name, peer))| {
+                r.last_handshake_secs
+                    .map(|age| (vec![("route", name.as_str()), ("peer", peer.as_str())], age))
+            }),
     )?;
     let in_ids: Vec<String> = s.relays.iter().map(|r| r.in_id.to_string()).collect();
     e.counters(

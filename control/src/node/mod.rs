@@ -54,8 +54,8 @@ use skywire_dataplane::route::Prefix;
 
 use crate::config::{AcceptRule, AppsConfig, Config, ConfigError, MetricsConfig};
 use crate::local::StopSignal;
-use crate::metrics::MetricsServer;
 use crate::manager::proto::{ErrorKind, ProtoError};
+use crate::metrics::MetricsServer;
 use agent::{AgentParams, UserReply, UserRequest};
 use apps::{AppServer, ManagerRoutes};
 use ctl::{ControlServer, NodeApi};

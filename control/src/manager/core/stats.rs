@@ -74,8 +74,11 @@ pub const LINK_STATES: [LinkState; 5] = [
 ];
 
 /// Every route state, in the order the metrics list them.
-pub const ROUTE_STATES: [RouteState; 3] =
-    [RouteState::Active, RouteState::Repairing, RouteState::Waiting];
+pub const ROUTE_STATES: [RouteState; 3] = [
+    RouteState::Active,
+    RouteState::Repairing,
+    RouteState::Waiting,
+];
 
 impl ManagerCore {
     /// A snapshot of the counters and the books' sizes. It walks the books (no frame, no

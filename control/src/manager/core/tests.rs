@@ -187,7 +187,10 @@ fn a_removed_node_gets_its_routes_repaired() {
     // The metrics' snapshot tells the same story: two setups that committed (the first,
     // the repair), one of them a repair, a computation for each, the victim offline.
     let stats = sim.manager.as_ref().unwrap().stats();
-    assert_eq!((stats.setups_ok, stats.repairs, stats.setups_failed), (2, 1, 0));
+    assert_eq!(
+        (stats.setups_ok, stats.repairs, stats.setups_failed),
+        (2, 1, 0)
+    );
     assert!(stats.computation.count >= 2, "{stats:?}");
     assert_eq!(stats.nodes_offline, 1);
     assert_eq!(stats.nodes_online, 49);

@@ -133,9 +133,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::engine::{
-    Fwmark, NodeStatus, Origin, RelayStatus, Retired, RouteStatus,
-};
+use skywire_dataplane::engine::{Fwmark, NodeStatus, Origin, RelayStatus, Retired, RouteStatus};
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::stack::StackStatus;
 

@@ -29,8 +29,12 @@ fn check_shape(text: &str) {
             let family = typed.last().expect("a sample before any TYPE");
             assert!(
                 name == family
-                    || [format!("{family}_bucket"), format!("{family}_sum"), format!("{family}_count")]
-                        .contains(&name.to_owned()),
+                    || [
+                        format!("{family}_bucket"),
+                        format!("{family}_sum"),
+                        format!("{family}_count")
+                    ]
+                    .contains(&name.to_owned()),
                 "{name} outside its family {family}"
             );
             let v = line.rsplit(' ').next().unwrap();
@@ -44,16 +48,28 @@ fn node_wide_families_are_status_summed_with_what_went() {
     let mut status = StatusReply::from(&sample_status());
     let text = exposition(status.clone(), MetricsOptions::default()).unwrap();
     check_shape(&text);
-    assert_eq!(value(&text, "skywire_node_rx_bytes_total"), Some(1_268_776.0));
+    assert_eq!(
+        value(&text, "skywire_node_rx_bytes_total"),
+        Some(1_268_776.0)
+    );
     assert_eq!(value(&text, "skywire_node_tx_packets_total"), Some(2330.0));
-    assert_eq!(value(&text, "skywire_node_relayed_bytes_total"), Some(3_649_044.0));
+    assert_eq!(
+        value(&text, "skywire_node_relayed_bytes_total"),
+        Some(3_649_044.0)
+    );
     assert_eq!(value(&text, "skywire_node_routes"), Some(1.0));
     assert_eq!(
-        value(&text, "skywire_node_route_dropped_packets_total{reason=\"bad tag\"}"),
+        value(
+            &text,
+            "skywire_node_route_dropped_packets_total{reason=\"bad tag\"}"
+        ),
         Some(2.0)
     );
     assert_eq!(
-        value(&text, "skywire_node_dropped_packets_total{reason=\"no route\"}"),
+        value(
+            &text,
+            "skywire_node_dropped_packets_total{reason=\"no route\"}"
+        ),
         Some(0.0)
     );
     assert_eq!(value(&text, "skywire_node_under_load"), Some(0.0));
@@ -94,13 +110,18 @@ fn per_route_series_only_when_asked() {
     check_shape(&text);
     let peer = "cccccccccccccccc";
     assert_eq!(
-        value(&text, &format!("skywire_route_rx_bytes_total{{route=\"to-c\",peer=\"{peer}\"}}")),
+        value(
+            &text,
+            &format!("skywire_route_rx_bytes_total{{route=\"to-c\",peer=\"{peer}\"}}")
+        ),
         Some(1_268_776.0)
     );
     assert_eq!(
         value(
             &text,
-            &format!("skywire_route_dropped_packets_total{{route=\"to-c\",peer=\"{peer}\",reason=\"replay\"}}")
+            &format!(
+                "skywire_route_dropped_packets_total{{route=\"to-c\",peer=\"{peer}\",reason=\"replay\"}}"
+            )
         ),
         Some(1.0)
     );
@@ -112,7 +133,10 @@ fn per_route_series_only_when_asked() {
         Some(3.25)
     );
     assert_eq!(
-        value(&text, "skywire_relay_forwarded_packets_total{in_id=\"100\"}"),
+        value(
+            &text,
+            "skywire_relay_forwarded_packets_total{in_id=\"100\"}"
+        ),
         Some(2330.0)
     );
 }
