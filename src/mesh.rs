@@ -13,11 +13,13 @@ use serde::de::DeserializeOwned;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use skywire_control::config::Config;
+use skywire_control::local::StopSignal;
 use skywire_control::manager::core::{ManagerCore, Rng};
 use skywire_control::manager::proto::{LinkAdded, Mesh, MeshRouteId, RouteInfo, RouteList};
 use skywire_control::manager::server::Manager;
 use skywire_control::manager::show;
 use skywire_control::manager::topology::RouteWeight;
+use skywire_control::metrics::MetricsServer;
 use skywire_control::node::ctl::{self, CtlError, Op, PongReply};
 use skywire_control::node::reload::ReloadSummary;
 use skywire_dataplane::crypto::PublicKey;
@@ -67,9 +69,35 @@ pub(crate) fn manager(args: &ManagerArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
     let public = key.public_key();
     let notifier = crate::systemd_notifier();
+    // Bound before the manager starts, so a taken metrics port stops nothing half-way.
+    let metrics = config
+        .manager
+        .metrics_listen()
+        .map(|addr| {
+            MetricsServer::bind(addr, "manager")
+                .with_context(|| format!("cannot serve metrics on {addr}"))
+        })
+        .transpose()?;
     let server = Manager::start(listen, key, ManagerCore::new(params, Rng::system()))
         .with_context(|| format!("cannot listen on {listen}"))?;
     log::info!("skywire: manager {public} listening on {}", server.listen);
+    let metrics_stop = StopSignal::new().context("cannot create the metrics' stop signal")?;
+    let metrics_thread = match metrics {
+        None => None,
+        Some(metrics) => {
+            log::info!(
+                "skywire: manager metrics on http://{}/metrics",
+                metrics.local_addr()
+            );
+            let stats = server.stats_handle();
+            let source = move || skywire_control::manager::metrics::scrape(&stats);
+            Some(
+                metrics
+                    .spawn("manager-metrics", source, metrics_stop.clone())
+                    .context("cannot start the metrics thread")?,
+            )
+        }
+    };
     // Under systemd: ready once it listens, and the watchdog pinged by the core thread.
     notifier.warn(notifier.ready(&format!("manager {public} listening on {}", server.listen)));
     if let Some(heartbeat) = notifier.heartbeat() {
@@ -78,6 +106,10 @@ pub(crate) fn manager(args: &ManagerArgs) -> anyhow::Result<ExitCode> {
     if let Some(signal) = signals.forever().next() {
         log::info!("skywire: manager: signal {signal}, stopping");
         notifier.warn(notifier.stopping(&format!("signal {signal}: stopping")));
+    }
+    metrics_stop.stop();
+    if let Some(thread) = metrics_thread {
+        let _ = thread.join();
     }
     server.stop();
     log::info!("skywire: manager stopped");

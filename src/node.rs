@@ -94,6 +94,9 @@ pub(crate) fn node(args: &NodeArgs) -> anyhow::Result<ExitCode> {
     if let Some(manager) = node.manager {
         log::info!("skywire: node registers with the manager at {manager}");
     }
+    if let Some(metrics) = node.metrics_listen {
+        log::info!("skywire: node metrics on http://{metrics}/metrics");
+    }
     let signal_handle = signals.handle();
     let waiter = std::thread::Builder::new()
         .name("skywire-signals".into())

@@ -119,6 +119,7 @@ fn sample_status() -> NodeStatus {
         fwmark: None,
         grants: Vec::new(),
         under_load: false,
+        retired: Default::default(),
     }
 }
 

@@ -19,6 +19,9 @@
 //!   stopping, and watchdog pings that the daemons' main loops send themselves.
 //! - [`local`]: private Unix sockets (0600 in a 0700 folder, `SO_PEERCRED`), bounded line
 //!   reads and connection slots, shared by every server in the crate.
+//! - [`metrics`]: Prometheus metrics: the exposition text (on `prometheus-client`) and a
+//!   small HTTP/1.1 server for `GET /metrics`, which the node and the manager serve their
+//!   own figures with.
 //! - [`frame`]: the frame codec (length, version, kind, request id, payload) that signal and
 //!   the manager protocol share; it stops at bytes.
 //! - [`signal`]: the signal protocol between viscript and every component: frames, server,
@@ -65,6 +68,7 @@ pub mod terminal;
 
 pub mod frame;
 pub mod local;
+pub mod metrics;
 
 pub mod manager;
 pub mod signal;

@@ -494,6 +494,18 @@ fn control_seeds() -> Vec<(&'static str, Seeds)> {
                 ("ping", format!(r#"{{"id":4,"op":"ping","peer":"{key}"}}"#).into_bytes()),
             ],
         ),
+        (
+            "metrics_http",
+            vec![
+                (
+                    "scrape",
+                    b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9586\r\nUser-Agent: Prometheus/2.42.0\r\nAccept: text/plain;version=0.0.4\r\n\r\n".to_vec(),
+                ),
+                ("head-http10", b"HEAD /metrics?x=1 HTTP/1.0\nConnection: keep-alive\n\n".to_vec()),
+                ("pipelined", b"GET /metrics HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\n\r\n".to_vec()),
+                ("body", b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
+            ],
+        ),
     ]
 }
 

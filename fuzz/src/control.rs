@@ -364,3 +364,24 @@ pub fn ctl_request(data: &[u8]) {
         ParsedRequest::Unsupported { .. } | ParsedRequest::Malformed { .. } => {}
     }
 }
+
+/// The metrics server's request parser (`control::metrics::http::parse_request`), on the
+/// bytes received so far: a whole head is within the bytes and at most `MAX_HEAD`, and the
+/// same head is found with any bytes after it (the next request's); an incomplete head is
+/// shorter than `MAX_HEAD`; an error stays an error with more bytes after it.
+pub fn metrics_http(data: &[u8]) {
+    use skywire_control::metrics::http::{MAX_HEAD, Parsed, parse_request};
+    let parsed = parse_request(data);
+    let mut longer = data.to_vec();
+    longer.extend_from_slice(b"GET /metrics HTTP/1.1\r\n\r\n");
+    match parsed {
+        Parsed::Request { request, len } => {
+            assert!(len <= data.len() && len <= MAX_HEAD);
+            let head = data.get(..len).expect("len within data");
+            assert_eq!(parse_request(head), Parsed::Request { request, len });
+            assert_eq!(parse_request(&longer), Parsed::Request { request, len });
+        }
+        Parsed::Incomplete => assert!(data.len() < MAX_HEAD),
+        Parsed::Error(e) => assert_eq!(parse_request(&longer), Parsed::Error(e)),
+    }
+}

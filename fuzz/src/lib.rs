@@ -54,6 +54,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("signal_frame", control::signal_frame),
     ("signal_auth", control::signal_auth),
     ("ctl_request", control::ctl_request),
+    ("metrics_http", control::metrics_http),
     ("stack_ingress", stack::ingress),
     ("app_request", apps::app_request),
     ("app_frames", apps::app_frames),

@@ -16,6 +16,7 @@
 //! | `heartbeat` | duration, 100ms to 60s | [`DEFAULT_HEARTBEAT`] |
 //! | `weight` | `hops` or `latency` ([`RouteWeight`]) | `hops` |
 //! | `min_hops`, `max_hops` | 1 to [`MAX_HOPS`] | 1 and [`MAX_HOPS`] |
+//! | `metrics` | `{listen}`: Prometheus metrics on `GET /metrics` (see `metrics.rs`) | none: no metrics |
 //!
 //! Durations are written as `persistent_keepalive` is (`500ms`, `2s`, `1m`, `1h`, or a plain
 //! number of seconds). Checks across values, after parsing, each naming the key and its line:
@@ -43,6 +44,7 @@ use serde::Deserialize;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 
 use super::error::{ConfigError, Problem};
+use super::metrics::RawManagerMetrics;
 use super::paths::PathText;
 use super::values::{
     Heartbeat, HopCount, ListenAddr, MAX_HOPS, PrefixValue, PublicKeyValue, RuleExpiry,
@@ -95,6 +97,7 @@ pub struct ManagerConfig {
     weight: RouteWeight,
     min_hops: u8,
     max_hops: u8,
+    metrics: Option<SocketAddr>,
 }
 
 impl Default for ManagerConfig {
@@ -112,6 +115,7 @@ impl Default for ManagerConfig {
             weight: RouteWeight::Hops,
             min_hops: 1,
             max_hops: MAX_HOPS,
+            metrics: None,
         }
     }
 }
@@ -194,6 +198,12 @@ impl ManagerConfig {
         self.max_hops
     }
 
+    /// `manager.metrics.listen`: where the manager serves its Prometheus metrics; `None`
+    /// (the default) for none.
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
     /// What the manager's core runs with: this section, as the core's own [`Params`].
     pub fn params(&self) -> Params {
         Params {
@@ -238,6 +248,7 @@ pub(super) struct RawManager {
     weight: Option<WeightValue>,
     min_hops: Option<HopCount>,
     max_hops: Option<HopCount>,
+    metrics: Option<RawManagerMetrics>,
 }
 
 /// `manager.addresses[i]` as written.
@@ -311,6 +322,7 @@ impl RawManager {
             weight: self.weight.map_or(defaults.weight, |weight| weight.0),
             min_hops,
             max_hops,
+            metrics: self.metrics.map(|m| m.listen.0),
         })
     }
 }

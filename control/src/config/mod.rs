@@ -19,6 +19,8 @@
 //!   group names up for the app socket's server ([`AppsConfig`]).
 //! - `manager:` ([`ManagerConfig`]): the node manager's key, TCP address, admission list,
 //!   links, timers and route defaults; [`Config::manager_key`] loads its private key.
+//!   Both may serve Prometheus metrics (`node.metrics`, `manager.metrics`:
+//!   [`MetricsConfig`]).
 //! - `apps:` ([`Apps`]): the viscript launcher's apps, in the original schema.
 //! - `socks:` ([`SocksConfig`]): the SOCKS client app and the SOCKS exit app.
 //! - `vpn:` ([`VpnConfig`]): the VPN exit app and the VPN client app.
@@ -56,6 +58,7 @@
 mod apps;
 mod error;
 mod manager;
+mod metrics;
 mod node;
 mod paths;
 mod socks;
@@ -78,6 +81,7 @@ pub use manager::{
     DEFAULT_HEARTBEAT, DEFAULT_MANAGER_KEY, DEFAULT_MANAGER_LISTEN, DEFAULT_RULE_EXPIRY,
     DEFAULT_SETUP_TIMEOUT, HEARTBEATS_BEFORE_DEAD, ManagerConfig,
 };
+pub use metrics::MetricsConfig;
 pub use node::{
     AcceptRule, AppsConfig, DEFAULT_APP_SOCKET, DEFAULT_CONTROL_SOCKET, DEFAULT_LISTEN,
     DEFAULT_MTU, DEFAULT_NODE_KEY, DEFAULT_STATE_DIR, ManagerLink, NodeApps, NodeConfig,

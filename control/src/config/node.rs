@@ -15,6 +15,7 @@
 //! | `fwmark` | `off`, `MARK` or `MARK/MASK`: the firewall mark on the node's transport packets, so a VPN client's policy routing lets them bypass the tunnel (needs root or `CAP_NET_ADMIN`) | `0x736b0000/0xffff0000` with a `tun`, else `off` |
 //! | `manager` | `{address, key, endpoint, accept}`, the node's manager ([`ManagerLink`]) | none: a statically configured node |
 //! | `apps` | the app socket and the limits of apps' streams ([`NodeApps`], see `app_socket.rs`) | the defaults there |
+//! | `metrics` | `{listen, per_route}`: Prometheus metrics on `GET /metrics` ([`MetricsConfig`]) | none: no metrics |
 //!
 //! In `tun`, `name` and `addresses` are required and `mtu` defaults to [`DEFAULT_MTU`]. A
 //! route is `{name, peer, prefixes, first_hop, out_id, in_id, peer_in_id, prev_hop,
@@ -61,6 +62,7 @@ pub(super) use app_socket::SystemAccounts;
 pub use app_socket::{AppsConfig, DEFAULT_APP_SOCKET, NodeApps, derive_app_socket};
 
 use super::error::{ConfigError, Problem};
+use super::metrics::{MetricsConfig, RawNodeMetrics};
 use super::paths::PathText;
 use super::values::{
     DurationValue, HopAddr, InterfaceName, ListenAddr, MIN_IPV6_MTU, ManagerAddr, Mtu, PeerValue,
@@ -112,6 +114,7 @@ pub struct NodeConfig {
     fwmark: Option<Fwmark>,
     manager: Option<ManagerLink>,
     apps: NodeApps,
+    metrics: Option<MetricsConfig>,
 }
 
 /// `node.manager.accept[i]`: a node (or any node) that may set up a route to this one
@@ -173,6 +176,7 @@ impl Default for NodeConfig {
             fwmark: None,
             manager: None,
             apps: NodeApps::default(),
+            metrics: None,
         }
     }
 }
@@ -235,6 +239,12 @@ impl NodeConfig {
     /// (see [`crate::config::Config::apps_config`]).
     pub fn apps(&self) -> &NodeApps {
         &self.apps
+    }
+
+    /// `node.metrics`: where the node serves its Prometheus metrics; `None` (the default)
+    /// for none.
+    pub fn metrics(&self) -> Option<MetricsConfig> {
+        self.metrics
     }
 
     /// The app socket's path: `node.apps.socket`, or the one derived from
@@ -340,6 +350,7 @@ pub(super) struct RawNode {
     fwmark: Option<FwmarkValue>,
     manager: Option<RawManagerLink>,
     apps: Option<app_socket::RawNodeApps>,
+    metrics: Option<RawNodeMetrics>,
 }
 
 /// `node.manager` as written.
@@ -514,6 +525,7 @@ impl RawNode {
             fwmark,
             manager,
             apps,
+            metrics: self.metrics.map(MetricsConfig::from),
         })
     }
 }

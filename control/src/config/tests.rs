@@ -794,3 +794,55 @@ fn the_vpn_section_parses_with_defaults_and_located_errors() {
     assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
     assert_eq!(err.position().map(|p| p.line), Some(3), "{err}");
 }
+
+#[test]
+fn metrics_are_off_unless_written_and_located_when_wrong() {
+    let config = parse("node:\n  key: k\nmanager:\n  key: m\n").unwrap();
+    assert_eq!(config.node.metrics(), None);
+    assert_eq!(config.manager.metrics_listen(), None);
+    let config = parse(
+        "node:\n  metrics:\n    listen: 127.0.0.1:9586\nmanager:\n  metrics:\n    listen: \
+         \"[::1]:9587\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.node.metrics(),
+        Some(MetricsConfig {
+            listen: "127.0.0.1:9586".parse().unwrap(),
+            per_route: false
+        })
+    );
+    assert_eq!(
+        config.manager.metrics_listen(),
+        Some("[::1]:9587".parse().unwrap())
+    );
+    let config = parse("node:\n  metrics:\n    listen: 0.0.0.0:0\n    per_route: true\n").unwrap();
+    assert!(config.node.metrics().unwrap().per_route);
+
+    assert_invalid(
+        "node:\n  metrics:\n    listen: localhost:9586\n",
+        3,
+        "node.metrics.listen",
+        Problem::NotASocketAddress,
+    );
+    assert_invalid(
+        "manager:\n  key: m\n  metrics:\n    listen: 9587\n",
+        4,
+        "manager.metrics.listen",
+        Problem::NotASocketAddress,
+    );
+    // A typo, a per-route switch the manager does not have, a missing address: located.
+    let err =
+        parse("node:\n  metrics:\n    listen: 127.0.0.1:9586\n    per_rout: true\n").unwrap_err();
+    assert_eq!(err.position().map(|p| p.line), Some(4), "{err}");
+    assert!(err.to_string().contains("per_rout"), "{err}");
+    let err =
+        parse("manager:\n  metrics:\n    listen: 127.0.0.1:1\n    per_route: true\n").unwrap_err();
+    assert_eq!(err.position().map(|p| p.line), Some(4), "{err}");
+    let err = parse("node:\n  metrics:\n    per_route: true\n").unwrap_err();
+    assert!(err.to_string().contains("listen"), "{err}");
+    assert!(err.to_string().starts_with("conf/test.yaml:"), "{err}");
+    let err =
+        parse("node:\n  metrics:\n    listen: 127.0.0.1:1\n    per_route: maybe\n").unwrap_err();
+    assert_eq!(err.position().map(|p| p.line), Some(4), "{err}");
+}

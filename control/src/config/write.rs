@@ -45,8 +45,8 @@ use skywire_dataplane::route::Prefix;
 
 use super::node::FwmarkValue;
 use super::{
-    Config, ConfigError, ManagerConfig, ManagerLink, NodeApps, NodeConfig, SocksClientConfig,
-    SocksConfig, SocksExitConfig, VpnClientConfig, VpnConfig, VpnExitConfig,
+    Config, ConfigError, ManagerConfig, ManagerLink, MetricsConfig, NodeApps, NodeConfig,
+    SocksClientConfig, SocksConfig, SocksExitConfig, VpnClientConfig, VpnConfig, VpnExitConfig,
 };
 use crate::manager::topology::RouteWeight;
 
@@ -79,6 +79,8 @@ pub struct NodeSection {
     /// changes the control socket moves the app socket with it), `group` only when set,
     /// `users` only when not empty.
     pub apps: NodeApps,
+    /// `node.metrics`: the Prometheus metrics server; `None` writes none (off).
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl NodeSection {
@@ -110,6 +112,7 @@ impl From<&NodeConfig> for NodeSection {
             relays: node.relays().to_vec(),
             manager: node.manager().cloned(),
             apps: node.apps().clone(),
+            metrics: node.metrics(),
         }
     }
 }
@@ -141,6 +144,8 @@ pub struct ManagerSection {
     pub min_hops: u8,
     /// `manager.max_hops`.
     pub max_hops: u8,
+    /// `manager.metrics.listen`: the Prometheus metrics server; `None` writes none (off).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ManagerSection {
@@ -170,6 +175,7 @@ impl From<&ManagerConfig> for ManagerSection {
             weight: manager.weight(),
             min_hops: manager.min_hops(),
             max_hops: manager.max_hops(),
+            metrics: manager.metrics_listen(),
         }
     }
 }
@@ -414,6 +420,15 @@ struct NodeOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     manager: Option<LinkOut>,
     apps: AppsOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<MetricsOut>,
+}
+
+#[derive(Serialize)]
+struct MetricsOut {
+    listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_route: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -505,6 +520,8 @@ struct ManagerOut<'a> {
     weight: &'static str,
     min_hops: u8,
     max_hops: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<MetricsOut>,
 }
 
 #[derive(Serialize)]
@@ -760,6 +777,10 @@ impl<'a> NodeOut<'a> {
                 })
                 .collect(),
             apps: AppsOut::of(&node.apps)?,
+            metrics: node.metrics.map(|m| MetricsOut {
+                listen: m.listen.to_string(),
+                per_route: Some(m.per_route),
+            }),
             manager: node.manager.as_ref().map(|link| LinkOut {
                 address: link.address.to_string(),
                 key: link.key.to_string(),
@@ -832,6 +853,10 @@ impl<'a> ManagerOut<'a> {
             weight: manager.weight.as_str(),
             min_hops: manager.min_hops,
             max_hops: manager.max_hops,
+            metrics: manager.metrics.map(|listen| MetricsOut {
+                listen: listen.to_string(),
+                per_route: None,
+            }),
         })
     }
 }

@@ -11,6 +11,8 @@
 //!   routes and their setups (acknowledgements and rollback), repair when a node or link
 //!   dies.
 //! - [`server`]: the manager's TCP server, the only part with sockets and threads.
+//! - [`metrics`]: the manager's Prometheus metrics (`manager.metrics`), from the core's
+//!   [`core::ManagerStats`].
 //! - [`show`]: the text `skywire route` and `skywire nodes` print.
 //!
 //! Who owns what: a route belongs to the node that asked for it (its source), and a link
@@ -19,6 +21,7 @@
 //! from the nodes, while the rules already installed keep forwarding.
 
 pub mod core;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod show;

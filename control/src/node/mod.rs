@@ -20,12 +20,15 @@
 //!   it.
 //! - [`ctl`]: the local control socket (JSON lines) and its client, served from a
 //!   [`NodeHandle`] (or a fake [`ctl::NodeApi`] in tests).
+//! - [`metrics`]: the node's Prometheus metrics (`node.metrics`), written from the same
+//!   status the control socket serves, on [`crate::metrics::MetricsServer`].
 //! - [`apps`]: the app socket: streams to `(public key, port)` on other nodes for the
 //!   programs on this machine, carried by the engine's stack ([`apps::Streams`],
 //!   [`apps::Routes`]), and its client library.
 //!
 //! Starting order, so a failure leaves nothing behind: the control socket is bound first
-//! (a second node on the same socket fails before touching the network), then the engine
+//! (a second node on the same socket fails before touching the network), and the metrics
+//! address, then the engine
 //! (TUN device, UDP socket, configured routes), then the uplink and the control socket's
 //! thread. [`Node::wait`] returns when the engine stops (after [`NodeHandle::shutdown`],
 //! or a fatal error) and stops the rest; the TUN device and the socket file go with them.
@@ -33,6 +36,7 @@
 pub mod agent;
 pub mod apps;
 pub mod ctl;
+pub mod metrics;
 pub mod reconnect;
 pub mod reload;
 pub mod state;
@@ -52,9 +56,10 @@ use skywire_dataplane::engine::{
 };
 use skywire_dataplane::route::Prefix;
 
-use crate::config::{AcceptRule, AppsConfig, Config, ConfigError, NodeConfig};
+use crate::config::{AcceptRule, AppsConfig, Config, ConfigError, MetricsConfig, NodeConfig};
 use crate::local::StopSignal;
 use crate::manager::proto::{ErrorKind, ProtoError};
+use crate::metrics::MetricsServer;
 use agent::{AgentParams, UserReply, UserRequest};
 use apps::{AppServer, ManagerRoutes};
 use ctl::{ControlServer, NodeApi};
@@ -88,6 +93,15 @@ pub enum NodeError {
         #[source]
         source: io::Error,
     },
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {addr}")]
+    Metrics {
+        /// `node.metrics.listen`.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The engine failed to start or failed while running.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -116,7 +130,8 @@ pub struct Node {
     uplink: JoinHandle<()>,
     control: JoinHandle<()>,
     apps: JoinHandle<()>,
-    /// Stops the control socket's and the app socket's threads.
+    metrics: Option<JoinHandle<()>>,
+    /// Stops the control socket's, the app socket's and the metrics' threads.
     control_stop: StopSignal,
     socket: PathBuf,
     app_socket: PathBuf,
@@ -126,6 +141,8 @@ pub struct Node {
     pub tun_name: Option<String>,
     /// The manager's address, if the node registers with one.
     pub manager: Option<SocketAddr>,
+    /// Where the metrics are served (`node.metrics`), if they are.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A typed handle on a running node, cheap to clone: what the control socket serves, and
@@ -180,6 +197,7 @@ impl Node {
             endpoint,
             accept,
             state.as_deref(),
+            config.node.metrics(),
         )?;
         *lock(&node.handle.config) = Some(RunningConfig {
             file: config.file.clone(),
@@ -191,8 +209,11 @@ impl Node {
 
     /// [`Self::start`] from its parts: the engine's setup, the control socket's path, the
     /// app socket's config, the manager to register with, the endpoint to register (the bound address when
-    /// `None`), who may set up routes to this node ([`AcceptRule`]s), and the folder of
-    /// its state file ([`state`]; `None`: nothing is kept across restarts).
+    /// `None`), who may set up routes to this node ([`AcceptRule`]s), the folder of its
+    /// state file ([`state`]; `None`: nothing is kept across restarts), and where to serve
+    /// metrics, if anywhere.
+    // Eight parts of one node; a struct of them is the next step if more come.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_with(
         setup: &NodeSetup,
         socket: &Path,
@@ -201,6 +222,7 @@ impl Node {
         endpoint: Option<SocketAddr>,
         accept: Vec<AcceptRule>,
         state_dir: Option<&Path>,
+        metrics: Option<MetricsConfig>,
     ) -> Result<Self, NodeError> {
         let control_socket = |source| NodeError::ControlSocket {
             path: socket.to_owned(),
@@ -214,6 +236,16 @@ impl Node {
             source,
         })?;
         let app_socket = app_server.path().to_owned();
+        let metrics_server = metrics
+            .map(|m| {
+                MetricsServer::bind(m.listen, "node")
+                    .map(|server| (server, m))
+                    .map_err(|source| NodeError::Metrics {
+                        addr: m.listen,
+                        source,
+                    })
+            })
+            .transpose()?;
         let engine = engine::start(setup)?;
         let params = AgentParams {
             key: setup.public_key(),
@@ -283,15 +315,38 @@ impl Node {
                 return Err(error);
             }
         };
+        let metrics_listen = metrics_server.as_ref().map(|(s, _)| s.local_addr());
+        let metrics = match metrics_server {
+            None => None,
+            Some((server, config)) => {
+                let node = handle.clone();
+                let options = metrics::MetricsOptions {
+                    per_route: config.per_route,
+                };
+                let source = move || metrics::scrape(&node, options);
+                match server.spawn("skywire-metrics", source, control_stop.clone()) {
+                    Ok(thread) => Some(thread),
+                    Err(source) => {
+                        let error = stop_all("metrics", source, engine);
+                        let _ = uplink.join();
+                        let _ = control.join();
+                        let _ = apps.join();
+                        return Err(error);
+                    }
+                }
+            }
+        };
         Ok(Self {
             listen: engine.listen,
             tun_name: engine.tun_name.clone(),
             manager: manager.map(|m| m.address),
+            metrics_listen,
             handle,
             engine,
             uplink,
             control,
             apps,
+            metrics,
             control_stop,
             socket: socket.to_owned(),
             app_socket,
@@ -326,6 +381,9 @@ impl Node {
         let _ = self.uplink.join();
         let _ = self.control.join();
         let _ = self.apps.join();
+        if let Some(metrics) = self.metrics {
+            let _ = metrics.join();
+        }
         // The servers remove their sockets when they stop; make sure of it on every path.
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.app_socket);

@@ -10,7 +10,7 @@
 //! counters stay, so they keep forwarding through the reload without a lost packet.
 //!
 //! What cannot change under a running node (its key, transport address, TUN device,
-//! control socket, manager, fwmark, offloads, app socket, state folder) is named in
+//! control socket, manager, fwmark, offloads, app socket, state folder, metrics) is named in
 //! [`ReloadSummary::restart_needed`] and logged: it takes effect at the next start, as with
 //! `wg syncconf`, which applies peers and leaves the interface alone.
 
@@ -158,7 +158,7 @@ pub fn plan(old: &NodeConfig, new: &NodeConfig) -> ReloadPlan {
 /// a start applies.
 pub fn restart_needed(started: &NodeConfig, new: &NodeConfig) -> Vec<String> {
     let (old, new) = (started, new);
-    let fixed: [(&str, bool); 9] = [
+    let fixed: [(&str, bool); 10] = [
         ("node.key", old.key != new.key),
         ("node.listen", old.listen() != new.listen()),
         ("node.tun", old.tun() != new.tun()),
@@ -171,6 +171,7 @@ pub fn restart_needed(started: &NodeConfig, new: &NodeConfig) -> Vec<String> {
         ("node.offload", old.offload() != new.offload()),
         ("node.apps", old.apps() != new.apps()),
         ("node.state_dir", old.state_dir() != new.state_dir()),
+        ("node.metrics", old.metrics() != new.metrics()),
     ];
     fixed
         .iter()

@@ -117,4 +117,4 @@ pub use setup::{
     ApplyError, Fwmark, FwmarkParseError, GrantError, NodeSetup, Origin, RelaySetup, RouteSetup,
     RuleChange, TunSetup,
 };
-pub use status::{NodeStatus, RelayStatus, RouteStatus};
+pub use status::{NodeStatus, RelayStatus, Retired, RouteStatus};

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use super::setup::{Fwmark, Origin};
 use crate::crypto::PublicKey;
 use crate::route::Prefix;
+use crate::session::{DropCounts, DropReason, SessionStats};
 use crate::wire::RouteId;
 
 /// The state of a node at one moment.
@@ -36,6 +37,63 @@ pub struct NodeStatus {
     /// Under load: handshake initiations without a valid cookie MAC are answered with
     /// cookie replies instead of being read (`docs/PROTOCOL.md` §5.10).
     pub under_load: bool,
+    /// The counters of route ends and relay rules removed since the node started: a
+    /// node-wide total is the sum over `routes` (or `relays`) plus this, and never goes
+    /// down when a route end or rule goes.
+    pub retired: Retired,
+}
+
+/// Counters of removed route ends and relay rules, added up when each was removed (never
+/// per packet), so node-wide totals stay monotonic across route repairs and expiry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retired {
+    /// Data packets sent on removed route ends.
+    pub tx_packets: u64,
+    /// Payload bytes sent on them.
+    pub tx_bytes: u64,
+    /// Data packets received on them.
+    pub rx_packets: u64,
+    /// Payload bytes received on them.
+    pub rx_bytes: u64,
+    /// Handshakes they completed.
+    pub handshakes: u64,
+    /// Their drops, by reason.
+    pub drops: DropCounts,
+    /// Their `source not allowed` drops.
+    pub source_not_allowed: u64,
+    /// Packets forwarded by removed relay rules.
+    pub relayed_packets: u64,
+    /// Bytes forwarded by them.
+    pub relayed_bytes: u64,
+}
+
+impl Retired {
+    /// A route end with these session counters and `spoofed` drops went.
+    pub fn add_end(&mut self, stats: &SessionStats, spoofed: u64) {
+        self.tx_packets = self.tx_packets.saturating_add(stats.tx_packets);
+        self.tx_bytes = self.tx_bytes.saturating_add(stats.tx_bytes);
+        self.rx_packets = self.rx_packets.saturating_add(stats.rx_packets);
+        self.rx_bytes = self.rx_bytes.saturating_add(stats.rx_bytes);
+        self.handshakes = self.handshakes.saturating_add(stats.handshakes_completed);
+        self.drops.merge(&stats.drops);
+        self.source_not_allowed = self.source_not_allowed.saturating_add(spoofed);
+    }
+
+    /// A relay rule that forwarded `packets` and `bytes` went.
+    pub fn add_relay(&mut self, packets: u64, bytes: u64) {
+        self.relayed_packets = self.relayed_packets.saturating_add(packets);
+        self.relayed_bytes = self.relayed_bytes.saturating_add(bytes);
+    }
+
+    /// The drops by reason name, in the order a route end's are listed
+    /// ([`RouteStatus::drops`]).
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.as_str(), self.drops.get(*r)))
+            .chain([(super::core::SOURCE_NOT_ALLOWED, self.source_not_allowed)])
+            .collect()
+    }
 }
 
 /// One route end.

@@ -150,6 +150,13 @@ impl DropCounts {
         self.0.iter().sum()
     }
 
+    /// Add `other`'s counts to these (a removed route end's, kept node-wide).
+    pub fn merge(&mut self, other: &DropCounts) {
+        for (count, more) in self.0.iter_mut().zip(other.0) {
+            *count = count.saturating_add(more);
+        }
+    }
+
     fn add(&mut self, reason: DropReason) {
         if let Some(count) = self.0.get_mut(reason as usize) {
             *count += 1;

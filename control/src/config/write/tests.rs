@@ -112,6 +112,10 @@ fn full_node() -> NodeSection {
                 memory: 1 << 20,
             },
         },
+        metrics: Some(MetricsConfig {
+            listen: addr("127.0.0.1:9586"),
+            per_route: true,
+        }),
     }
 }
 
@@ -136,6 +140,7 @@ fn full_manager() -> ManagerSection {
         weight: RouteWeight::Latency,
         min_hops: 2,
         max_hops: 5,
+        metrics: Some(addr("[::1]:9587")),
     }
 }
 

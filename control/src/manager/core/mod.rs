@@ -39,6 +39,8 @@
 //!   phase per setup), outstanding `INSTALL`s and orphaned rules;
 //! - `setup`: the transaction itself (plan, install in two phases, commit or roll back),
 //!   `ROUTE_ADD`, `ROUTE_REMOVE`, `ROUTE_LIST`, expiry and repair;
+//! - `stats`: the counters of the manager's metrics (setups by outcome, repairs, route
+//!   computation time) and the snapshot [`ManagerCore::stats`];
 //! - `views`: each node's budget of `NODES` and `ROUTE_LIST` answers (bytes a second),
 //!   past which those two are refused with `rate_limited`.
 //!
@@ -50,6 +52,7 @@ mod links;
 mod registry;
 mod routes;
 mod setup;
+mod stats;
 mod views;
 
 use std::collections::HashSet;
@@ -64,6 +67,7 @@ use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::route::Prefix;
 
 pub use registry::ConnId;
+pub use stats::{LINK_STATES, ManagerStats, ROUTE_STATES};
 pub use views::{VIEW_BURST, VIEW_BYTES_PER_SEC, VIEW_LOG_EVERY, VIEW_MIN_COST};
 
 use super::proto::{
@@ -206,6 +210,10 @@ pub struct ManagerCore {
     out: Vec<Output>,
     /// Random source for route ids and incoming ids (a seeded xorshift in tests).
     rng: Rng,
+    /// What the metrics count (`stats`).
+    counters: stats::Counters,
+    /// The clock that times route computations, and nothing else (`stats`).
+    stopwatch: fn() -> Instant,
 }
 
 /// Random numbers: the system's, or a seeded sequence for deterministic tests.
@@ -262,6 +270,8 @@ impl ManagerCore {
             out: Vec::new(),
             rng,
             params,
+            counters: stats::Counters::default(),
+            stopwatch: Instant::now,
         };
         for (a, b) in core.params.links.clone() {
             core.declare_link(a, b, Source::Config);

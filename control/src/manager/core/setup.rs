@@ -171,7 +171,8 @@ impl ManagerCore {
             .ok_or_else(|| ProtoError::new(ErrorKind::UnknownRoute, "gone"))?;
         let (src, dst) = (route.src, route.dst);
         let constraints = self.constraints(&route.request);
-        let path = self
+        let started = self.stopwatch_start();
+        let found = self
             .router
             .route(&self.topology, src, dst, &constraints)
             .map_err(|e| {
@@ -179,8 +180,9 @@ impl ManagerCore {
                     ErrorKind::NoPath,
                     Self::no_path_text(&e, &src, &route.request),
                 )
-            })?
-            .nodes;
+            });
+        self.computed(started);
+        let path = found?.nodes;
         let mut endpoints = Vec::with_capacity(path.len());
         for k in &path {
             let endpoint = self.registry.endpoint(k).ok_or_else(|| {
@@ -294,6 +296,7 @@ impl ManagerCore {
         let plan = match self.plan(id) {
             Ok(plan) => plan,
             Err(e) => {
+                self.counters.no_path += 1;
                 self.setup_impossible(id, e, now);
                 return;
             }
@@ -416,7 +419,9 @@ impl ManagerCore {
         let old = route.active.replace(setup.plan);
         if old.is_some() {
             route.repairs += 1;
+            self.counters.repairs += 1;
         }
+        self.counters.setups_ok += 1;
         route.broken = false;
         route.failures = 0;
         route.last_error = None;
@@ -476,6 +481,7 @@ impl ManagerCore {
         for request in setup.waiting.keys() {
             self.routes.untrack_install(*request);
         }
+        self.counters.setups_failed += 1;
         self.log(
             Level::Warn,
             format!("route {id}: setup failed, rolled back: {error}"),
@@ -585,13 +591,7 @@ impl ManagerCore {
     /// with why and when the next attempt is due.
     pub(super) fn info(&self, route: &Route, now: Instant) -> RouteInfo {
         let c = self.constraints(&route.request);
-        let state = if route.active.is_some() && !route.broken {
-            RouteState::Active
-        } else if route.setup.is_some() || route.broken {
-            RouteState::Repairing
-        } else {
-            RouteState::Waiting
-        };
+        let state = self.state_of(route);
         let inactive = state != RouteState::Active;
         let retry_in = route
             .retry_at
@@ -614,6 +614,17 @@ impl ManagerCore {
             repairs: route.repairs,
             reason: route.last_error.clone().filter(|_| inactive),
             retry_in_ms: retry_in.map(|ms| u64::try_from(ms).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// Where a route stands, as `route ls` and the metrics show it.
+    pub(super) fn state_of(&self, route: &Route) -> RouteState {
+        if route.active.is_some() && !route.broken {
+            RouteState::Active
+        } else if route.setup.is_some() || route.broken {
+            RouteState::Repairing
+        } else {
+            RouteState::Waiting
         }
     }
 

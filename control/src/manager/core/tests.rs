@@ -184,6 +184,17 @@ fn a_removed_node_gets_its_routes_repaired() {
     let route = routes.iter().find(|r| r.id == info.id).unwrap();
     assert_eq!(route.state, RouteState::Active);
     assert_eq!(route.repairs, 1);
+    // The metrics' snapshot tells the same story: two setups that committed (the first,
+    // the repair), one of them a repair, a computation for each, the victim offline.
+    let stats = sim.manager.as_ref().unwrap().stats();
+    assert_eq!(
+        (stats.setups_ok, stats.repairs, stats.setups_failed),
+        (2, 1, 0)
+    );
+    assert!(stats.computation.count >= 2, "{stats:?}");
+    assert_eq!(stats.nodes_offline, 1);
+    assert_eq!(stats.nodes_online, 49);
+    assert!(stats.routes.contains(&(RouteState::Active, 1)), "{stats:?}");
     let new_path = path_indices(&sim, route);
     assert!(!new_path.contains(&victim), "{new_path:?}");
     assert_valid_path(&sim, &new_path, 0, 25);

@@ -44,7 +44,7 @@ use log::Level;
 use skywire_dataplane::crypto::{PrivateKey, PublicKey};
 use skywire_dataplane::engine::Heartbeat;
 
-use super::core::{ConnId, ManagerCore, Output};
+use super::core::{ConnId, ManagerCore, ManagerStats, Output};
 use super::proto::{
     self, Auth, AuthOk, Bytes32, ConnectionEnd, Decoder, ErrorKind, Frame, FrameError, Hello, Key,
     Mac, ProtoError, kind,
@@ -125,6 +125,8 @@ enum Event {
     Closed(ConnId, SocketAddr, ServeEnd),
     /// Poll this heartbeat after every round from now on.
     Heartbeat(Heartbeat),
+    /// A snapshot for the metrics, answered on the channel.
+    Stats(Sender<ManagerStats>),
 }
 
 /// How serving one connection ended.
@@ -162,6 +164,7 @@ impl ServeEnd {
 pub struct Manager {
     /// The bound address.
     pub listen: SocketAddr,
+    stats: StatsHandle,
     stop: Arc<AtomicBool>,
     /// Into the core thread (for [`Manager::set_heartbeat`]).
     events: Sender<Event>,
@@ -187,6 +190,9 @@ impl Manager {
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (events, inbox) = bounded(EVENT_QUEUE);
+        let stats = StatsHandle {
+            events: events.clone(),
+        };
         let key = Arc::new(key);
         let accept = {
             let (stop, events) = (Arc::clone(&stop), events.clone());
@@ -202,6 +208,7 @@ impl Manager {
         };
         Ok(Self {
             listen,
+            stats,
             stop,
             events,
             accept: Some(accept),
@@ -216,6 +223,11 @@ impl Manager {
         self.events.send(Event::Heartbeat(heartbeat)).is_ok()
     }
 
+    /// A handle that asks the core for [`ManagerStats`] (the metrics' source).
+    pub fn stats_handle(&self) -> StatsHandle {
+        self.stats.clone()
+    }
+
     /// Stop accepting, close every connection and return.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -225,6 +237,41 @@ impl Manager {
         if let Some(t) = self.core.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Asks the running manager's core for a [`ManagerStats`] snapshot, between its events:
+/// what the manager's metrics are written from. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StatsHandle {
+    events: Sender<Event>,
+}
+
+/// Why no stats came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StatsError {
+    /// The manager stopped.
+    #[error("the manager has stopped")]
+    Stopped,
+    /// The core did not answer in time (its queue is full, or it is busy).
+    #[error("the manager did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl StatsHandle {
+    /// A snapshot, waiting at most `timeout` in all.
+    pub fn stats(&self, timeout: Duration) -> Result<ManagerStats, StatsError> {
+        let (reply, answer) = bounded(1);
+        self.events
+            .send_timeout(Event::Stats(reply), timeout)
+            .map_err(|e| match e {
+                crossbeam_channel::SendTimeoutError::Timeout(_) => StatsError::Timeout(timeout),
+                crossbeam_channel::SendTimeoutError::Disconnected(_) => StatsError::Stopped,
+            })?;
+        answer.recv_timeout(timeout).map_err(|e| match e {
+            RecvTimeoutError::Timeout => StatsError::Timeout(timeout),
+            RecvTimeoutError::Disconnected => StatsError::Stopped,
+        })
     }
 }
 
@@ -556,6 +603,10 @@ fn core_loop(
                     ),
                 },
                 Event::Frame(conn, frame, at) => core.frame(conn, frame, at),
+                Event::Stats(reply) => {
+                    // The asker may have given up; nothing to do then.
+                    let _ = reply.try_send(core.stats());
+                }
                 Event::Closed(conn, peer, end) => {
                     if let Some(key) = core.conn_key(conn) {
                         log(

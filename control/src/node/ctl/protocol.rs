@@ -116,7 +116,11 @@
 //! `expired` counts manager rules the node removed as idle; `events_dropped` counts engine
 //! events (expiries, probe replies, pongs) lost because nobody read them in time. `streams`
 //! are apps' streams over the node's stack: those open now, and counters since the node
-//! started (`docs/APPS.md`). A reply
+//! started (`docs/APPS.md`). `retired` holds what removed route ends and relay rules had
+//! counted (`tx_packets`, `tx_bytes`, `rx_packets`, `rx_bytes`, `handshakes`, `drops`,
+//! `relayed_packets`, `relayed_bytes`), so a node-wide total (the sum over `routes` or
+//! `relays` plus `retired`) never goes down when the manager repairs a route or a rule
+//! expires; the Prometheus metrics are built that way (`control/src/node/metrics.rs`). A reply
 //! without these fields (from an older node) reads as config rules and zero counts. `drops` objects map
 //! every drop reason the node knows, zeros included, to its count, in the node's order.
 //! Byte counts are payload bytes. Clients ignore fields they do not know, so fields can be
@@ -132,7 +136,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use skywire_dataplane::crypto::PublicKey;
-use skywire_dataplane::engine::{Fwmark, NodeStatus, Origin, RelayStatus, RouteStatus};
+use skywire_dataplane::engine::{Fwmark, NodeStatus, Origin, RelayStatus, Retired, RouteStatus};
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::stack::StackStatus;
 
@@ -405,6 +409,47 @@ pub struct StatusReply {
     /// The connection to the node manager, if the node has one (`node.manager`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manager: Option<ManagerLink>,
+    /// The counters of route ends and relay rules removed since the node started.
+    #[serde(default)]
+    pub retired: RetiredReply,
+}
+
+/// What removed route ends and relay rules had counted, in a [`StatusReply`]: node-wide
+/// totals are the sums over `routes` and `relays` plus these, so they never go down.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetiredReply {
+    /// Data packets sent on removed route ends.
+    pub tx_packets: u64,
+    /// Payload bytes sent on them.
+    pub tx_bytes: u64,
+    /// Data packets received on them.
+    pub rx_packets: u64,
+    /// Payload bytes received on them.
+    pub rx_bytes: u64,
+    /// Handshakes they completed.
+    pub handshakes: u64,
+    /// Their drops, by reason (the reasons of a route end's `drops`).
+    pub drops: Drops,
+    /// Packets forwarded by removed relay rules.
+    pub relayed_packets: u64,
+    /// Bytes forwarded by them.
+    pub relayed_bytes: u64,
+}
+
+impl From<&Retired> for RetiredReply {
+    fn from(retired: &Retired) -> Self {
+        Self {
+            tx_packets: retired.tx_packets,
+            tx_bytes: retired.tx_bytes,
+            rx_packets: retired.rx_packets,
+            rx_bytes: retired.rx_bytes,
+            handshakes: retired.handshakes,
+            drops: Drops::from(retired.drops().as_slice()),
+            relayed_packets: retired.relayed_packets,
+            relayed_bytes: retired.relayed_bytes,
+        }
+    }
 }
 
 /// A peer's grant, in a [`StatusReply`].
@@ -681,6 +726,7 @@ impl From<&NodeStatus> for StatusReply {
                 .collect(),
             manager: None,
             under_load: status.under_load,
+            retired: RetiredReply::from(&status.retired),
         }
     }
 }
@@ -938,6 +984,7 @@ pub(crate) mod tests {
             fwmark: None,
             grants: Vec::new(),
             under_load: false,
+            retired: Default::default(),
         }
     }
 

@@ -123,6 +123,16 @@ impl NodeApi for EngineHandle {
     }
 }
 
+/// The node's status as the `status` op answers it: the engine's snapshot with the
+/// manager connection. The one source of `skywire status` and of the node's Prometheus
+/// metrics ([`crate::node::metrics`]).
+pub fn status_reply(node: &dyn NodeApi, timeout: Duration) -> Result<StatusReply, EngineGone> {
+    let status = node.status(timeout)?;
+    let mut reply = StatusReply::from(&status);
+    reply.manager = node.manager_link();
+    Ok(reply)
+}
+
 /// The answer to one well-formed request, or its error kind and message.
 fn answer(op: Op, node: &dyn NodeApi) -> Result<Reply, (ErrorKind, String)> {
     let manager = |request| {
@@ -140,13 +150,8 @@ fn answer(op: Op, node: &dyn NodeApi) -> Result<Reply, (ErrorKind, String)> {
         )
     };
     match op {
-        Op::Status => node
-            .status(ENGINE_TIMEOUT)
-            .map(|status| {
-                let mut reply = StatusReply::from(&status);
-                reply.manager = node.manager_link();
-                Reply::Status(Box::new(reply))
-            })
+        Op::Status => status_reply(node, ENGINE_TIMEOUT)
+            .map(|reply| Reply::Status(Box::new(reply)))
             .map_err(|gone| (ErrorKind::Unavailable, gone.to_string())),
         Op::RouteAdd {
             dst,

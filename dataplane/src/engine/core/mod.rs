@@ -338,6 +338,8 @@ pub struct NodeCore {
     scratch: Vec<u8>,
     /// Apps' streams over the route ends (`crate::stack`).
     stack: Stack,
+    /// The counters of removed route ends and relay rules (`rules`), for `status`.
+    retired: crate::engine::status::Retired,
 }
 
 /// A seed for the stack's sequence numbers and ports: different for every node and start.
@@ -401,6 +403,7 @@ impl NodeCore {
                 now,
                 stack_seed(setup, unix_time),
             ),
+            retired: crate::engine::status::Retired::default(),
         };
         let relays = setup.relays.iter().map(|relay| RuleChange::AddRelay {
             relay: *relay,

@@ -269,7 +269,12 @@ impl NodeCore {
                 }
                 (Planned::Remove { in_id }, Done::Removed(entry)) => {
                     self.expiry.forget(in_id);
+                    if let Rule::Forward { .. } = entry.rule {
+                        self.retired
+                            .add_relay(entry.stats.packets(), entry.stats.bytes());
+                    }
                     if let Some(end) = self.ends.forget(&entry) {
+                        self.retired.add_end(end.session.stats(), end.spoofed);
                         // The peer's memory stays for the next route end with that key.
                         self.peers.detach(end.peer, now);
                         removed_peers.push(end.setup.peer);

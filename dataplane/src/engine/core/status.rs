@@ -94,6 +94,7 @@ impl NodeCore {
                 grants
             },
             under_load: self.is_under_load(now),
+            retired: self.retired,
         }
     }
 }

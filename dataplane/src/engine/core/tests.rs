@@ -482,9 +482,29 @@ fn dynamic_route_takes_over_a_prefix_and_gives_it_back() {
     assert_eq!(status.routes[0].idle, None);
 
     // Remove the manager's end at A: the prefix goes back to the configured route, and its
-    // endpoint slot is reused by the next end without confusing the two.
+    // endpoint slot is reused by the next end without confusing the two. What the end
+    // counted stays in `retired`, so node-wide totals do not go down.
+    let gone = status.routes[1].clone();
+    let totals =
+        |s: &NodeStatus| s.routes.iter().map(|r| r.tx_bytes).sum::<u64>() + s.retired.tx_bytes;
+    let before = totals(&status);
     mesh.apply(A, vec![RuleChange::Remove { in_id: id(202) }])
         .unwrap();
+    let after = node_status(&mesh, A);
+    assert_eq!(
+        (
+            after.retired.tx_packets,
+            after.retired.rx_bytes,
+            after.retired.handshakes
+        ),
+        (gone.tx_packets, gone.rx_bytes, gone.handshakes)
+    );
+    assert_eq!(totals(&after), before);
+    // The same for a relay rule at B.
+    let relayed = relay_packets(&mesh, B, 110).unwrap();
+    mesh.apply(B, vec![RuleChange::Remove { in_id: id(110) }])
+        .unwrap();
+    assert_eq!(node_status(&mesh, B).retired.relayed_packets, relayed);
     assert!(mesh.in_flight().is_empty(), "removal is silent");
     let again = ipv4([10, 77, 0, 3], b"over the configured route");
     tun_in(&mut mesh, A, &again);
