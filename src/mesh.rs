@@ -12,16 +12,20 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use skywire_control::civil::Day;
 use skywire_control::config::Config;
 use skywire_control::local::StopSignal;
 use skywire_control::manager::core::{ManagerCore, Rng};
+use skywire_control::manager::proto::Key;
 use skywire_control::manager::proto::{LinkAdded, Mesh, MeshRouteId, RouteInfo, RouteList};
 use skywire_control::manager::server::Manager;
 use skywire_control::manager::show;
 use skywire_control::manager::topology::RouteWeight;
 use skywire_control::metrics::MetricsServer;
+use skywire_control::node::ctl::protocol::UsageReply;
 use skywire_control::node::ctl::{self, CtlError, Op, PongReply};
 use skywire_control::node::reload::ReloadSummary;
+use skywire_control::node::usage::report::{self, By};
 use skywire_dataplane::crypto::PublicKey;
 
 /// Run the node manager: nodes register with it, and it sets up their routes on every hop
@@ -254,6 +258,70 @@ pub(crate) fn reload(args: &ReloadArgs) -> anyhow::Result<ExitCode> {
         println!("reloaded: nothing changed ({summary})");
     } else {
         println!("reloaded: {summary}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Show what the node carried: its usage ledger by route, peer or app
+///
+/// The node counts every packet once, where it saw it: at its route ends (originated
+/// traffic: the datagrams each route sent and received on the wire, and the IP packets
+/// inside), at its relay rules (relayed traffic, by the neighbours it came from and went
+/// to), and on app streams (the bytes apps sent and received, by service). The ledger
+/// keeps one file per UTC day in `node.state_dir`, written every 10 s while traffic flows
+/// and when the node stops; `skywire usage` brings it up to date first. The two ends of a
+/// route and its relays agree to the packet, less what a link lost.
+#[derive(Debug, Args)]
+pub(crate) struct UsageArgs {
+    #[command(flatten)]
+    node: NodeSocket,
+    /// The first day: YYYY-MM-DD (UTC), `today`, `Nd` (N days ago) or `all`
+    #[arg(long, value_name = "DAY", default_value = "today", value_parser = parse_day)]
+    since: Since,
+    /// The last day: YYYY-MM-DD (UTC) or `today`
+    #[arg(long, value_name = "DAY", default_value = "today", value_parser = parse_day)]
+    until: Since,
+    /// Group the figures by route (and relayed traffic by neighbours), by peer, or by app
+    #[arg(long, value_enum, default_value_t = By::Route)]
+    by: By,
+}
+
+/// A day as `--since` and `--until` take it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Since(Day);
+
+fn parse_day(text: &str) -> Result<Since, String> {
+    let today = Day::today();
+    let day = match text {
+        "today" => today,
+        "all" => Day::from_days(0),
+        _ => match text.strip_suffix('d').map(str::parse::<u32>) {
+            Some(Ok(n)) => today.minus(n),
+            Some(Err(_)) | None => text.parse::<Day>().map_err(|e| e.to_string())?,
+        },
+    };
+    Ok(Since(day))
+}
+
+pub(crate) fn usage(args: &UsageArgs) -> anyhow::Result<ExitCode> {
+    let reply: UsageReply = ask(
+        &args.node,
+        Op::Usage {
+            since: Some(args.since.0),
+            until: Some(args.until.0),
+        },
+    )?;
+    let report = report::report(
+        Key(reply.node),
+        &reply.since.to_string(),
+        &reply.until.to_string(),
+        &reply.days,
+        args.by,
+    );
+    if args.node.json {
+        print_json(&report)?;
+    } else {
+        print!("{report}");
     }
     Ok(ExitCode::SUCCESS)
 }

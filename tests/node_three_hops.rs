@@ -31,14 +31,11 @@ mod netns;
 
 use std::time::{Duration, Instant};
 
-use netns::{Node, Topology, addr, key_values, relay_rule, route, tun, wait_until};
+use netns::three_hops::{A_TUN_V4, A_TUN_V6, C_TUN_V4, C_TUN_V6, ThreeHops};
+use netns::{Topology, key_values, wait_until};
 use skywire_control::node::ctl::StatusReply;
 use skywire_control::node::ctl::protocol::{Drops, RelayReply, RouteReply};
 
-const A_TUN_V4: &str = "10.77.0.1";
-const C_TUN_V4: &str = "10.77.0.3";
-const A_TUN_V6: &str = "fd77::1";
-const C_TUN_V6: &str = "fd77::3";
 /// B's transport address on the A side: where A's packets go, and where raw packets are
 /// injected.
 const B_FROM_A: &str = "198.18.1.2:6000";
@@ -46,144 +43,6 @@ const B_FROM_A: &str = "198.18.1.2:6000";
 const A_TRANSPORT: &str = "198.18.1.1:6000";
 /// Written through the tunnel; must never be seen in clear on B's links.
 const MARKER: &str = "SKYWIRE-CLEARTEXT-MARKER-7f3a";
-
-/// Nodes before the topology: fields drop in order, so a failing test prints the nodes'
-/// logs before the topology deletes its folder.
-struct ThreeHops {
-    a: Node,
-    b: Node,
-    c: Node,
-    topo: Topology,
-}
-
-impl ThreeHops {
-    /// Build the namespaces and links, write the three configs, start B, C, then A, and
-    /// wait until the TUN addresses are usable (IPv6 duplicate address detection done).
-    fn start() -> Self {
-        Self::start_with(true)
-    }
-
-    /// [`start`](Self::start), with the kernel offloads (`node.offload`) on or off.
-    fn start_with(offload: bool) -> Self {
-        let mut topo = Topology::new();
-        for host in ["a", "b", "c"] {
-            topo.host(host);
-        }
-        topo.link(
-            ("a", "eth-b", "198.18.1.1/24"),
-            ("b", "eth-a", "198.18.1.2/24"),
-        );
-        topo.link(
-            ("b", "eth-c", "198.18.2.2/24"),
-            ("c", "eth-b", "198.18.2.3/24"),
-        );
-        let a = Node::new(&topo, "a", "a");
-        let b = Node::new(&topo, "b", "b");
-        let c = Node::new(&topo, "c", "c");
-        a.configure(|node| {
-            node.listen = addr("198.18.1.1:6000");
-            node.offload = offload;
-            node.tun = Some(tun("sky0", &["10.77.0.1/24", "fd77::1/64"]));
-            node.routes = vec![route(
-                "to-c",
-                c.key(),
-                &["10.77.0.3/32", "fd77::3/128"],
-                "198.18.1.2:6000",
-                (100, 201, 101),
-                "198.18.1.2:6000",
-            )];
-        });
-        b.configure(|node| {
-            node.listen = addr("0.0.0.0:6000");
-            node.offload = offload;
-            node.relays = vec![
-                relay_rule(100, "198.18.1.1:6000", 101, "198.18.2.3:6000"),
-                relay_rule(200, "198.18.2.3:6000", 201, "198.18.1.1:6000"),
-            ];
-        });
-        c.configure(|node| {
-            node.listen = addr("198.18.2.3:6000");
-            node.offload = offload;
-            node.tun = Some(tun("sky0", &["10.77.0.3/24", "fd77::3/64"]));
-            node.routes = vec![route(
-                "to-a",
-                a.key(),
-                &["10.77.0.1/32", "fd77::1/128"],
-                "198.18.2.2:6000",
-                (200, 101, 201),
-                "198.18.2.2:6000",
-            )];
-        });
-        let mut hops = Self { a, b, c, topo };
-        hops.b.start();
-        hops.c.start();
-        hops.a.start();
-        hops.wait_for_tun_addresses();
-        hops
-    }
-
-    /// Wait (at most 5 s) until neither TUN has a tentative IPv6 address, which `ping -I`
-    /// could not use yet.
-    fn wait_for_tun_addresses(&self) {
-        for host in ["a", "c"] {
-            let settled = wait_until(Duration::from_secs(5), || {
-                let out = self.topo.output(
-                    host,
-                    "ip",
-                    &["-6", "addr", "show", "dev", "sky0", "tentative"],
-                );
-                out.status.success() && out.stdout.is_empty()
-            });
-            assert!(settled.is_some(), "{host}: sky0 keeps a tentative address");
-        }
-    }
-
-    fn node(&mut self, host: &str) -> &mut Node {
-        match host {
-            "a" => &mut self.a,
-            "b" => &mut self.b,
-            "c" => &mut self.c,
-            _ => panic!("no host {host}"),
-        }
-    }
-
-    /// Ping C's TUN address from A's, `count` times: the replies.
-    fn ping_v4(&self, count: u32) -> u32 {
-        self.topo.ping("a", A_TUN_V4, C_TUN_V4, count)
-    }
-
-    fn ping_v6(&self, count: u32) -> u32 {
-        self.topo.ping("a", A_TUN_V6, C_TUN_V6, count)
-    }
-
-    /// Ping once at a time (each waiting 250 ms for its reply) until a reply comes, at most
-    /// `deadline`: how long it took.
-    fn ping_until_reply(&self, deadline: Duration) -> Option<Duration> {
-        let start = Instant::now();
-        while start.elapsed() < deadline {
-            let out = self.topo.output(
-                "a",
-                "ping",
-                &["-n", "-c", "1", "-W", "0.25", "-I", A_TUN_V4, C_TUN_V4],
-            );
-            if out.status.success() {
-                return Some(start.elapsed());
-            }
-        }
-        None
-    }
-
-    /// All three nodes' status as text, for the test output.
-    fn show(&self) {
-        for node in [&self.a, &self.b, &self.c] {
-            println!(
-                "--- skywire status ({}):\n{}",
-                node.host(),
-                node.status_text()
-            );
-        }
-    }
-}
 
 fn drop_count(drops: &Drops, reason: &str) -> u64 {
     drops

@@ -59,6 +59,7 @@
 
 pub mod accounts;
 pub mod atomic_file;
+pub mod civil;
 pub mod keyfile;
 pub mod logging;
 pub mod notify;

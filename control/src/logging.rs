@@ -351,7 +351,7 @@ pub fn journal_prefix(level: Level) -> &'static str {
 fn push_timestamp(out: &mut String, at: SystemTime) {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = since.as_secs();
-    let (year, month, day) = civil_date(secs / 86_400);
+    let (year, month, day) = crate::civil::civil_date(secs / 86_400);
     let of_day = secs % 86_400;
     let _ = write!(
         out,
@@ -361,28 +361,6 @@ fn push_timestamp(out: &mut String, at: SystemTime) {
         of_day % 60,
         since.subsec_millis()
     );
-}
-
-/// The proleptic Gregorian date `days` after 1970-01-01: counted in 400-year eras that
-/// start on 1 March, so the leap day is the last day of a year and needs no special case.
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    // 1970-01-01 is day 719_468 counted from 0000-03-01.
-    let days = days + 719_468;
-    let era = days / 146_097;
-    let day_of_era = days % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    // Months counted from March: 0 is March, 11 is February.
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -501,35 +479,6 @@ mod tests {
         let mut out = String::new();
         push_timestamp(&mut out, UNIX_EPOCH - Duration::from_secs(5));
         assert_eq!(out, "1970-01-01T00:00:00.000Z");
-    }
-
-    #[test]
-    fn every_day_follows_the_one_before() {
-        // 1970 to 2400: the day after each date is the next date (month and year rolls,
-        // leap years by the 4/100/400 rule).
-        let leap =
-            |y: u64| y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
-        let mut prev = civil_date(0);
-        assert_eq!(prev, (1970, 1, 1));
-        for day in 1..157_000 {
-            let (y, m, d) = civil_date(day);
-            let (py, pm, pd) = prev;
-            let month_len = match pm {
-                2 if leap(py) => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            };
-            let want = if pd < month_len {
-                (py, pm, pd + 1)
-            } else if pm < 12 {
-                (py, pm + 1, 1)
-            } else {
-                (py + 1, 1, 1)
-            };
-            assert_eq!((y, m, d), want, "day {day}");
-            prev = (y, m, d);
-        }
     }
 
     #[test]

@@ -27,8 +27,8 @@
 //! - Beside it: `managed` (a manager and nodes, routes set up by the manager), `impair`
 //!   (the impairment relay on a link), `churn` (`route add` / `route rm` at a steady rate,
 //!   and the five-node mesh of the churn and soak tests), `iperf` (iperf3 with the
-//!   receiver's intervals timed), `usage` (descriptors and memory from `/proc`, panics in
-//!   logs), `vpn`.
+//!   receiver's intervals timed), `three_hops` (A, relay B, C with
+//!   static routes), `usage` (descriptors and memory from `/proc`, panics in logs), `vpn`.
 //!
 //! Addresses: 198.18.0.0/15 on the veth links, the TUN subnets 10.77.0.0/24 and fd77::/64
 //! come from the nodes' configs. Nothing here adds a default route, so no packet can leave
@@ -41,6 +41,7 @@ pub(crate) mod churn;
 pub(crate) mod impair;
 pub(crate) mod iperf;
 pub(crate) mod managed;
+pub(crate) mod three_hops;
 pub(crate) mod usage;
 pub(crate) mod vpn;
 

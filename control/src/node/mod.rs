@@ -41,6 +41,7 @@ pub mod reconnect;
 pub mod reload;
 pub mod state;
 pub mod uplink;
+pub mod usage;
 
 use std::io;
 use std::net::SocketAddr;
@@ -155,6 +156,8 @@ pub struct NodeHandle {
     /// The config file the node runs, for [`NodeHandle::reload`]: set by [`Node::start`],
     /// `None` for a node started from its parts.
     config: Arc<Mutex<Option<RunningConfig>>>,
+    /// The usage ledger (`None`: the node keeps no state).
+    meter: Option<usage::Meter>,
 }
 
 /// The config a node started with, and the one whose routes it runs now.
@@ -265,6 +268,10 @@ impl Node {
             accept,
         };
         let state = state_dir.map(|dir| state::StateFile::load(dir, setup.public_key()));
+        let meter = state_dir.map(|dir| {
+            let ledger = usage::Ledger::open(dir, setup.public_key(), crate::civil::Day::today());
+            usage::Meter::new(ledger, engine.handle.clone())
+        });
         if let Some((_, owned)) = &state
             && !owned.peers.is_empty()
         {
@@ -278,7 +285,10 @@ impl Node {
             setup.private_key.clone(),
             manager,
             params,
-            state,
+            uplink::Keeping {
+                state,
+                meter: meter.clone(),
+            },
         )
         .map_err(|source| NodeError::Thread {
             what: "uplink",
@@ -289,6 +299,7 @@ impl Node {
             engine: engine.handle.clone(),
             uplink: uplink_handle,
             config: Arc::new(Mutex::new(None)),
+            meter,
         };
         let stop_all = |what: &'static str, source: io::Error, engine: RunningEngine| {
             control_stop.stop();
@@ -421,7 +432,21 @@ impl NodeHandle {
     /// Ask the engine to stop: it tells its peers, removes the TUN device, and
     /// [`Node::wait`] returns.
     pub fn shutdown(&self) -> Result<(), EngineGone> {
+        // The engine's counts since the last ask go into the ledger while it still runs.
+        if let Some(meter) = &self.meter {
+            let _ = meter.update(std::time::Instant::now(), usage::Save::Now);
+        }
         self.engine.shutdown()
+    }
+
+    /// The node's usage ledger from `since` to `until`, brought up to date
+    /// ([`usage`]); `None` when the node keeps no state.
+    pub fn usage(
+        &self,
+        since: crate::civil::Day,
+        until: crate::civil::Day,
+    ) -> Option<Result<Vec<usage::DayRecord>, crate::atomic_file::StateError>> {
+        self.meter.as_ref().map(|m| m.days(since, until))
     }
 
     /// Read the node's config file again, check it whole (the key file too), and apply
@@ -495,5 +520,13 @@ impl NodeApi for NodeHandle {
 
     fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         NodeHandle::reload(self)
+    }
+
+    fn usage(
+        &self,
+        since: crate::civil::Day,
+        until: crate::civil::Day,
+    ) -> Option<Result<(PublicKey, Vec<usage::DayRecord>), crate::atomic_file::StateError>> {
+        NodeHandle::usage(self, since, until).map(|r| r.map(|days| (self.public_key, days)))
     }
 }

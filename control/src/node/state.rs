@@ -248,7 +248,7 @@ fn write(path: &Path, key: &PublicKey, owned: &Owned) -> Result<(), StateError> 
 }
 
 /// Make `dir` (and its parents) if missing, the last one 0700.
-fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn make_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     match std::fs::DirBuilder::new()
         .recursive(true)

@@ -30,6 +30,7 @@ use skywire_dataplane::sys::socket;
 use super::agent::{Agent, AgentParams, ApplyFailure, Dataplane, Stale, UserReply, UserRequest};
 use super::reconnect::{Failure, ManagerLink, Reconnect};
 use super::state::{Owned, PeerRecord, StateFile};
+use super::usage;
 
 /// How often the engine's memory of peers is copied to the state file.
 const PEERS_EVERY: Duration = Duration::from_secs(3);
@@ -282,15 +283,26 @@ pub enum ConnectError {
     Frame(#[from] proto::FrameError),
 }
 
-/// Start the uplink thread. With `manager` `None` it serves pings only. With `state`, the
-/// node's state file and what it held ([`super::state`]), the agent owns that again
-/// before it first registers, and the file follows what it owns.
+/// What the uplink keeps up to date besides the manager: the node's state file (and what
+/// it held at start) and its usage ledger.
+#[derive(Debug)]
+pub struct Keeping {
+    /// The state file.
+    pub state: Option<(StateFile, Owned)>,
+    /// The usage ledger.
+    pub meter: Option<usage::Meter>,
+}
+
+/// Start the uplink thread. With `manager` `None` it serves pings only. With
+/// `keeping.state`, the node's state file and what it held ([`super::state`]), the agent owns that again
+/// before it first registers, and the file follows what it owns;
+/// `keeping.meter`'s ledger is brought up to date every [`usage::TAKE_EVERY`].
 pub fn start(
     engine: EngineHandle,
     key: PrivateKey,
     manager: Option<ManagerAddress>,
     params: AgentParams,
-    state: Option<(StateFile, Owned)>,
+    keeping: Keeping,
 ) -> io::Result<(UplinkHandle, JoinHandle<()>)> {
     let (requests, inbox) = unbounded();
     let closer = Closer::default();
@@ -305,7 +317,9 @@ pub fn start(
         .name("skywire-uplink".into())
         .spawn(move || {
             let link = link.as_deref();
-            run(&engine, &key, manager, params, &inbox, &closer, link, state);
+            run(
+                &engine, &key, manager, params, &inbox, &closer, link, keeping,
+            );
         })?;
     Ok((handle, thread))
 }
@@ -359,8 +373,10 @@ fn run(
     inbox: &Receiver<Request>,
     closer: &Closer,
     link: Option<&Mutex<Reconnect>>,
-    state: Option<(StateFile, Owned)>,
+    keeping: Keeping,
 ) {
+    let Keeping { state, meter } = keeping;
+    let mut next_meter = Instant::now() + usage::TAKE_EVERY;
     let mut agent = Agent::new(params, Rng::system());
     let mut peers: Vec<PeerRecord> = Vec::new();
     let mut next_peers = Instant::now();
@@ -498,6 +514,12 @@ fn run(
         }
         let now = Instant::now();
         agent.tick(now, &mut Engine(engine));
+        if let Some(meter) = &meter
+            && now >= next_meter
+        {
+            next_meter = now + usage::TAKE_EVERY;
+            let _ = meter.update(now, usage::Save::WhenDue);
+        }
         if let Some(file) = state.as_mut() {
             // The engine's memory of peers changes at each handshake: asked every few
             // seconds, not on every turn of this loop.

@@ -684,6 +684,9 @@ impl EventLoop {
                 Command::Grant(peer, prefixes, reply) => {
                     let _ = reply.send(self.core.grant(peer, prefixes));
                 }
+                Command::TakeUsage(reply) => {
+                    let _ = reply.send(self.core.take_usage());
+                }
                 Command::AcceptedInitiations(reply) => {
                     let _ = reply.send(self.core.accepted_initiations());
                 }

@@ -38,6 +38,7 @@ pub(crate) enum Command {
     Grant(PublicKey, Vec<Prefix>, Sender<Result<(), GrantError>>),
     /// Send back the newest initiation accepted from each peer key.
     AcceptedInitiations(Sender<Vec<AcceptedInitiation>>),
+    TakeUsage(Sender<super::usage::Usage>),
     /// Remember initiations accepted before a restart.
     RestorePeers(Vec<AcceptedInitiation>, Sender<()>),
     /// Send a link probe.
@@ -194,6 +195,15 @@ impl EngineHandle {
     ) -> Result<Vec<AcceptedInitiation>, EngineGone> {
         let (reply, answer) = bounded(1);
         self.send(Command::AcceptedInitiations(reply))?;
+        Self::answer(&answer, timeout)
+    }
+
+    /// What the node carried since the last call, for its ledger; see
+    /// [`NodeCore::take_usage`](super::NodeCore::take_usage). One reader only: each call
+    /// moves the marks.
+    pub fn take_usage(&self, timeout: Duration) -> Result<super::usage::Usage, EngineGone> {
+        let (reply, answer) = bounded(1);
+        self.send(Command::TakeUsage(reply))?;
         Self::answer(&answer, timeout)
     }
 

@@ -103,6 +103,7 @@ mod handle;
 mod heartbeat;
 mod setup;
 mod status;
+pub mod usage;
 
 pub use apps::{WATCH_BACKLOG, WatchId};
 pub use core::{

@@ -284,6 +284,9 @@ struct Listener {
     pending: usize,
 }
 
+/// Bytes apps sent and received, by peer key and service port.
+pub type ServiceBytes = HashMap<(PublicKey, u16), (u64, u64)>;
+
 /// A node's stack.
 #[derive(Debug)]
 pub struct Stack {
@@ -310,6 +313,9 @@ pub struct Stack {
     counters: StackCounters,
     /// Bytes per peer key (see [`PeerTraffic`]); `open` is filled in by `status`.
     traffic: HashMap<PublicKey, PeerTraffic>,
+    /// Bytes sent and received per peer key and service port since the last
+    /// [`take_usage`](Self::take_usage) (`None` until the first: nobody meters).
+    unmetered: Option<ServiceBytes>,
 }
 
 impl Stack {
@@ -346,6 +352,32 @@ impl Stack {
             egress: Egress::new(buf_len),
             counters: StackCounters::default(),
             traffic: HashMap::new(),
+            unmetered: None,
+        }
+    }
+
+    /// The bytes apps sent and received, by peer key and service port (the port dialed, or
+    /// the port listened on), since the last call; from now on they are kept until the
+    /// next one.
+    pub fn take_usage(&mut self) -> ServiceBytes {
+        self.unmetered.replace(HashMap::new()).unwrap_or_default()
+    }
+
+    /// Count `sent` and `received` app bytes of the stream `s` for the ledger.
+    fn meter(
+        unmetered: &mut Option<ServiceBytes>,
+        s: &Stream,
+        sent: usize,
+        received: usize,
+    ) {
+        if let Some(map) = unmetered {
+            let port = match s.origin {
+                Origin::Dialed => s.info.remote_port,
+                Origin::Arrived(_) => s.info.local_port,
+            };
+            let entry = map.entry((s.info.peer, port)).or_default();
+            entry.0 = entry.0.wrapping_add(sent as u64);
+            entry.1 = entry.1.wrapping_add(received as u64);
         }
     }
 
@@ -695,6 +727,7 @@ impl Stack {
         let n = s.socket().send_slice(data).unwrap_or(0);
         if n > 0 {
             self.traffic.entry(s.info.peer).or_default().sent += n as u64;
+            Self::meter(&mut self.unmetered, s, n, 0);
             s.last_active = now;
             self.drive_for_app(now, id);
         }
@@ -745,6 +778,7 @@ impl Stack {
         }
         if total > 0 {
             self.traffic.entry(s.info.peer).or_default().received += total as u64;
+            Self::meter(&mut self.unmetered, s, 0, total);
             s.last_active = now;
             // A wider window may be worth announcing.
             self.drive_for_app(now, id);

@@ -17,7 +17,7 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
-mod show;
+pub(crate) mod show;
 
 pub use client::{CtlError, DEFAULT_TIMEOUT, request, request_status};
 pub use protocol::{Op, PongReply, StatusReply};

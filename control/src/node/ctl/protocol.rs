@@ -31,6 +31,7 @@
 //! | `link_rm` | `peer` | `null` |
 //! | `ping` | `peer` | `{"route", "in_id", "rtt_us", "manager_route"}` ([`PongReply`]) |
 //! | `grant` | `peer`, `prefixes` | `null`: `peer` may send from `prefixes` and this node's traffic to them goes to it, beyond its route ends' own (replacing its grant; `[]` takes it back); the VPN apps' op |
+//! | `usage` | optional `since`, `until` (`YYYY-MM-DD`, UTC; default today) | the node's usage ledger over those days, brought up to date first ([`UsageReply`]); `unavailable` when the node keeps no state |
 //! | `reload` | | what changed ([`ReloadSummary`]): the config file read again, its routes and relay rules applied in one batch (as SIGHUP); `bad_config` with file, line and key when the file is bad, and then nothing changed |
 //!
 //! A manager route's id ([`MeshRouteId`]) has one form in every request and reply: a string
@@ -140,10 +141,12 @@ use skywire_dataplane::engine::{Fwmark, NodeStatus, Origin, RelayStatus, Retired
 use skywire_dataplane::route::Prefix;
 use skywire_dataplane::stack::StackStatus;
 
+use crate::civil::Day;
 use crate::manager::proto::{LinkAdded, Mesh, MeshRouteId, RouteInfo, RouteList};
 use crate::manager::topology::RouteWeight;
 use crate::node::reconnect::ManagerLink;
 use crate::node::reload::ReloadSummary;
+use crate::node::usage::DayRecord;
 
 /// The longest request line the server reads, in bytes, without its newline.
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -239,6 +242,32 @@ pub enum Op {
     /// rules, in one batch (SIGHUP does the same): a [`ReloadSummary`]; `bad_config` (with
     /// file, line and key) when the file is bad, and then nothing changed.
     Reload,
+    /// The node's usage ledger from `since` to `until` (both included; each defaults to
+    /// today, UTC), brought up to date first: a [`UsageReply`].
+    Usage {
+        /// The first day.
+        #[serde(default)]
+        since: Option<Day>,
+        /// The last day.
+        #[serde(default)]
+        until: Option<Day>,
+    },
+}
+
+/// The answer to [`Op::Usage`]: the node's day records in the period that have figures,
+/// oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReply {
+    /// The node.
+    #[serde(with = "as_text")]
+    pub node: PublicKey,
+    /// The first day.
+    pub since: Day,
+    /// The last day.
+    pub until: Day,
+    /// The days with figures ([`crate::node::usage`]).
+    pub days: Vec<DayRecord>,
 }
 
 /// A response: the request's id (`None` when there was no usable request) and the outcome.
@@ -285,6 +314,8 @@ pub enum Reply {
     Done,
     /// The answer to [`Op::Reload`].
     Reloaded(ReloadSummary),
+    /// The answer to [`Op::Usage`].
+    Usage(UsageReply),
 }
 
 /// A round trip over a route, as [`Op::Ping`] answers it.

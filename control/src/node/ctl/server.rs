@@ -37,6 +37,8 @@ use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::{EngineGone, EngineHandle, GrantError, NodeStatus};
 use skywire_dataplane::route::Prefix;
 
+use crate::atomic_file::StateError;
+use crate::civil::Day;
 use crate::local::{
     BoundSocket, Connections, LineRead, Member, StopSignal, bind_private, is_allowed, peer_uid,
     read_line,
@@ -46,10 +48,11 @@ use crate::node::agent::{UserReply, UserRequest};
 use crate::node::reconnect::ManagerLink;
 use crate::node::reload::{ReloadError, ReloadSummary};
 use crate::node::uplink::{PingError, PingReply};
+use crate::node::usage::DayRecord;
 
 use super::protocol::{
     ErrorKind, MAX_REQUEST, Op, Outcome, ParsedRequest, PongReply, Reply, Response, StatusReply,
-    parse_request,
+    UsageReply, parse_request,
 };
 
 /// At most this many connections are served at once.
@@ -105,6 +108,18 @@ pub trait NodeApi {
     /// [`crate::node::reload`]).
     fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         Err(ReloadError::NoConfig)
+    }
+
+    /// The node's usage ledger from `since` to `until` (see [`crate::node::usage`]):
+    /// `None` when it keeps none.
+    #[allow(clippy::type_complexity)]
+    fn usage(
+        &self,
+        since: Day,
+        until: Day,
+    ) -> Option<Result<(PublicKey, Vec<DayRecord>), StateError>> {
+        let _ = (since, until);
+        None
     }
 }
 
@@ -204,6 +219,27 @@ fn answer(op: Op, node: &dyn NodeApi) -> Result<Reply, (ErrorKind, String)> {
             Ok(Err(refused)) => Err((ErrorKind::Failed, refused.to_string())),
             Err(gone) => Err((ErrorKind::Unavailable, gone.to_string())),
         },
+        Op::Usage { since, until } => {
+            let today = Day::today();
+            let (since, until) = (since.unwrap_or(today), until.unwrap_or(today));
+            match node.usage(since, until) {
+                _ if since > until => Err((
+                    ErrorKind::BadRequest,
+                    format!("`since` ({since}) is after `until` ({until})"),
+                )),
+                None => Err((
+                    ErrorKind::Unavailable,
+                    "this node keeps no usage ledger (it runs without a state folder)".to_owned(),
+                )),
+                Some(Err(e)) => Err((ErrorKind::Failed, e.to_string())),
+                Some(Ok((key, days))) => Ok(Reply::Usage(UsageReply {
+                    node: key,
+                    since,
+                    until,
+                    days,
+                })),
+            }
+        }
         Op::Reload => node.reload().map(Reply::Reloaded).map_err(|e| {
             let kind = match &e {
                 ReloadError::Config(_) => ErrorKind::BadConfig,

@@ -239,7 +239,7 @@ fn write_drops(f: &mut fmt::Formatter<'_>, drops: &Drops) -> fmt::Result {
 }
 
 /// A byte count as `wg` prints it: `512 B`, `1.21 MiB`.
-struct Bytes(u64);
+pub(crate) struct Bytes(pub(crate) u64);
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -67,12 +67,14 @@ mod rules;
 mod staging;
 mod status;
 mod unreachable;
+mod usage;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::event::{EVENT_QUEUE, EngineEvent};
 use super::setup::{ApplyError, Fwmark, NodeSetup, Origin, RouteSetup, RuleChange};
+use super::usage::{Count, EndCounts};
 use crate::crypto::{PrivateKey, PublicKey};
 use crate::route::{
     Decision, EndpointId, ForwardDrop, ForwardStats, PrefixTable, RouteReader, RouteTable, forward,
@@ -264,6 +266,36 @@ struct RouteEnd {
     spoofed: u64,
     /// The entry of the route's peer key in [`NodeCore`]'s `peers`.
     peer: PeerIdx,
+    /// The wire and TUN counts (`sealed` and `opened` are the session's, filled in by
+    /// [`RouteEnd::counts`]).
+    counted: EndCounts,
+    /// Its counts at the last [`NodeCore::take_usage`] (`usage`).
+    metered: EndCounts,
+}
+
+impl RouteEnd {
+    /// Everything this end counted since it was installed.
+    fn counts(&self) -> EndCounts {
+        let s = self.session.stats();
+        EndCounts {
+            sealed: Count {
+                packets: s.tx_packets,
+                bytes: s.tx_bytes,
+            },
+            opened: Count {
+                packets: s.rx_packets,
+                bytes: s.rx_bytes,
+            },
+            ..self.counted
+        }
+    }
+
+    /// Send a datagram of this route to its first hop, and count it.
+    #[inline]
+    fn send(counted: &mut EndCounts, first_hop: SocketAddr, packet: &[u8], io: &mut impl NodeIo) {
+        counted.wire_sent.add(packet.len());
+        io.send_udp(first_hop, packet);
+    }
 }
 
 /// Whether an IP packet a peer sealed comes from an address that peer owns: the longest
@@ -340,6 +372,8 @@ pub struct NodeCore {
     stack: Stack,
     /// The counters of removed route ends and relay rules (`rules`), for `status`.
     retired: crate::engine::status::Retired,
+    /// The counts at the last ask for usage, and what went since (`usage`).
+    metering: usage::Metering,
 }
 
 /// A seed for the stack's sequence numbers and ports: different for every node and start.
@@ -404,6 +438,7 @@ impl NodeCore {
                 stack_seed(setup, unix_time),
             ),
             retired: crate::engine::status::Retired::default(),
+            metering: usage::Metering::default(),
         };
         let relays = setup.relays.iter().map(|relay| RuleChange::AddRelay {
             relay: *relay,
@@ -526,7 +561,8 @@ impl NodeCore {
                         Gate::Pass => {}
                         Gate::Reply(n) => {
                             self.drops.add(NodeDrop::CookieReplySent);
-                            io.send_udp(first_hop, buf.get(..n).unwrap_or_default());
+                            let reply = buf.get(..n).unwrap_or_default();
+                            RouteEnd::send(&mut end.counted, first_hop, reply, io);
                             return;
                         }
                         Gate::Drop => {
@@ -536,9 +572,11 @@ impl NodeCore {
                     }
                 }
                 let mut stacked = false;
+                let datagram_len = buf.len();
                 let outcome = end.session.decapsulate(now, buf, peer);
                 if !matches!(outcome, Outcome::Dropped(_)) {
                     io.authentic(from);
+                    end.counted.wire_received.add(datagram_len);
                 }
                 match outcome {
                     // Packets between the two ends' stacks (their link addresses belong to
@@ -550,10 +588,13 @@ impl NodeCore {
                     // The peer may only speak for its own prefixes: a packet it sealed
                     // with another inner source is dropped (and counted), not delivered.
                     Outcome::Deliver(plain) if source_allowed(owners, end.peer, plain) => {
+                        end.counted.tun_written.add(plain.len());
                         io.write_tun(plain);
                     }
                     Outcome::Deliver(_) => end.spoofed += 1,
-                    Outcome::Reply(reply) => io.send_udp(first_hop, reply),
+                    Outcome::Reply(reply) => {
+                        RouteEnd::send(&mut end.counted, first_hop, reply, io);
+                    }
                     Outcome::Pong(nonce) => match end.pings.answer(nonce) {
                         Some(sent) => self.events.push(EngineEvent::Pong {
                             in_id: end.setup.in_id,
@@ -607,6 +648,7 @@ impl NodeCore {
             self.drops.add(NodeDrop::NoRoute);
             return;
         };
+        end.counted.tun_read.add(len);
         Self::seal_onto(
             end,
             &mut self.drops,
@@ -648,7 +690,12 @@ impl NodeCore {
             return;
         }
         match end.session.encapsulate(now, buf, len) {
-            Ok(n) => io.send_udp(end.setup.first_hop, buf.get(..n).unwrap_or_default()),
+            Ok(n) => RouteEnd::send(
+                &mut end.counted,
+                end.setup.first_hop,
+                buf.get(..n).unwrap_or_default(),
+                io,
+            ),
             Err(SendError::NoSession) => {
                 Self::stage(end, drops, buf, len);
                 Self::poll_end(end, peers, now, scratch, io);
@@ -672,10 +719,12 @@ impl NodeCore {
                 break;
             };
             if let Ok(n) = end.session.encapsulate(now, slot, len) {
-                io.send_udp(first_hop, slot.get(..n).unwrap_or_default());
+                let packet = slot.get(..n).unwrap_or_default();
+                RouteEnd::send(&mut end.counted, first_hop, packet, io);
             }
         }
-        end.pings.send_waiting(&mut end.session, now, first_hop, io);
+        end.pings
+            .send_waiting(&mut end.session, &mut end.counted, now, first_hop, io);
     }
 
     fn poll_end(
@@ -690,7 +739,8 @@ impl NodeCore {
             return;
         };
         while let Some(n) = end.session.poll(now, scratch, peer) {
-            io.send_udp(end.setup.first_hop, scratch.get(..n).unwrap_or_default());
+            let packet = scratch.get(..n).unwrap_or_default();
+            RouteEnd::send(&mut end.counted, end.setup.first_hop, packet, io);
         }
     }
 
@@ -806,10 +856,8 @@ impl NodeCore {
         self.flush_stack(now, io);
         for end in self.ends.iter_mut() {
             if let Some(n) = end.session.close(now, &mut self.scratch) {
-                io.send_udp(
-                    end.setup.first_hop,
-                    self.scratch.get(..n).unwrap_or_default(),
-                );
+                let packet = self.scratch.get(..n).unwrap_or_default();
+                RouteEnd::send(&mut end.counted, end.setup.first_hop, packet, io);
             }
         }
     }

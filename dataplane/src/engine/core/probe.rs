@@ -21,10 +21,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{NodeCore, NodeDrop, NodeIo, PingError};
+use super::{NodeCore, NodeDrop, NodeIo, PingError, RouteEnd};
 use crate::crypto::PublicKey;
 use crate::crypto::link::LinkKey;
 use crate::engine::event::EngineEvent;
+use crate::engine::usage::EndCounts;
 use crate::route::Rule;
 use crate::session::{SendError, Session};
 use crate::wire::{
@@ -189,6 +190,7 @@ impl Pings {
     pub(super) fn send_waiting(
         &mut self,
         session: &mut Session,
+        counted: &mut EndCounts,
         now: Instant,
         first_hop: SocketAddr,
         io: &mut impl NodeIo,
@@ -204,7 +206,8 @@ impl Pings {
             match session.ping(now, &mut packet, ping.nonce) {
                 Ok(n) => {
                     ping.sent = Some(now);
-                    io.send_udp(first_hop, packet.get(..n).unwrap_or_default());
+                    let packet = packet.get(..n).unwrap_or_default();
+                    RouteEnd::send(counted, first_hop, packet, io);
                 }
                 // A handshake is requested; the rest wait for it too.
                 Err(SendError::NoSession) => break,

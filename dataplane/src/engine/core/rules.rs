@@ -26,6 +26,7 @@ use crate::crypto::PublicKey;
 use crate::crypto::cipher::Limits;
 use crate::crypto::noise::StaticKeys;
 use crate::engine::setup::{ApplyError, GrantError, Origin, RelaySetup, RouteSetup, RuleChange};
+use crate::engine::usage::EndCounts;
 use crate::route::{EndpointId, Entry, Prefix, PrefixTable, RouteStats, Rule};
 use crate::session::{RouteIds, Session};
 use crate::wire::RouteId;
@@ -268,13 +269,16 @@ impl NodeCore {
                     self.install_end(now, route, origin, *keys, endpoint);
                 }
                 (Planned::Remove { in_id }, Done::Removed(entry)) => {
+                    let origin = self.expiry.origin(in_id);
                     self.expiry.forget(in_id);
                     if let Rule::Forward { .. } = entry.rule {
                         self.retired
                             .add_relay(entry.stats.packets(), entry.stats.bytes());
+                        self.metering.relay_removed(in_id, &entry, origin);
                     }
                     if let Some(end) = self.ends.forget(&entry) {
                         self.retired.add_end(end.session.stats(), end.spoofed);
+                        self.metering.end_removed(&end);
                         // The peer's memory stays for the next route end with that key.
                         self.peers.detach(end.peer, now);
                         removed_peers.push(end.setup.peer);
@@ -373,6 +377,8 @@ impl NodeCore {
             pings: Pings::default(),
             spoofed: 0,
             peer,
+            counted: EndCounts::default(),
+            metered: EndCounts::default(),
         };
         self.ends.install(endpoint, end);
     }
