@@ -27,6 +27,7 @@ pub mod route;
 pub mod session;
 pub mod socks;
 pub mod stack;
+pub mod state;
 pub mod text;
 pub mod vpn;
 pub mod wire;
@@ -61,6 +62,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("socks_wire", socks::socks_wire),
     ("vpn_lease", vpn::vpn_lease),
     ("vpn_state", vpn::vpn_state),
+    ("node_state", state::node_state),
     ("cookie_reply", cookie::cookie_reply),
     ("impair_settings", impair::impair_settings),
     ("config_parse", config::config_parse),

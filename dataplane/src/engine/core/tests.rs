@@ -1162,3 +1162,87 @@ fn the_nodes_own_transport_coming_back_through_the_tun_is_a_counted_routing_loop
         vec![EngineEvent::RoutingLoop { to: addr(2) }]
     );
 }
+
+fn take(mesh: &mut Mesh, node: NodeId) -> crate::engine::usage::Usage {
+    mesh.core_mut(node).unwrap().take_usage()
+}
+
+fn relay_usage(usage: &crate::engine::usage::Usage, in_id: u32) -> crate::engine::usage::Count {
+    usage
+        .relays
+        .iter()
+        .find(|r| r.in_id == id(in_id))
+        .map(|r| r.forwarded)
+        .unwrap_or_default()
+}
+
+#[test]
+fn usage_is_counted_once_where_it_was_seen_and_given_out_once() {
+    let mut mesh = three();
+    for node in [A, B, C] {
+        assert_eq!(take(&mut mesh, node), Default::default(), "nothing yet");
+    }
+    let sent: Vec<Vec<u8>> = (0..5u8).map(|i| ipv4([10, 77, 0, 3], &[i; 100])).collect();
+    for p in &sent {
+        tun_in(&mut mesh, A, p);
+    }
+    mesh.settle();
+    tun_in(&mut mesh, C, &ipv4([10, 77, 0, 1], b"pong"));
+    mesh.settle();
+    let (a, b, c) = (take(&mut mesh, A), take(&mut mesh, B), take(&mut mesh, C));
+    let (a_end, c_end) = (&a.ends[0].counts, &c.ends[0].counts);
+    assert_eq!(a.ends[0].name, "to-c");
+    // Five IP packets of 120 bytes, read from A's TUN device, sealed, opened at C and
+    // written to its TUN device; each datagram is its packet plus the overhead.
+    assert_eq!((a_end.tun_read.packets, a_end.tun_read.bytes), (5, 600));
+    assert_eq!(a_end.sealed, a_end.tun_read);
+    assert_eq!(c_end.opened, a_end.sealed);
+    assert_eq!(c_end.tun_written, a_end.sealed);
+    // On the wire, the initiation and the keepalive go with the data one way, the
+    // response and the pong's packet the other: B's ledger and the ends' agree exactly.
+    assert_eq!(a_end.wire_sent, relay_usage(&b, 100));
+    assert_eq!(relay_usage(&b, 100), c_end.wire_received);
+    assert_eq!(c_end.wire_sent, relay_usage(&b, 200));
+    assert_eq!(relay_usage(&b, 200), a_end.wire_received);
+    assert_eq!(a_end.wire_sent.packets, 7);
+    let data_bytes = 600 + 5 * crate::wire::TRANSPORT_OVERHEAD as u64;
+    assert!(a_end.wire_sent.bytes > data_bytes);
+    // Given out once: asked again, nothing new.
+    for node in [A, B, C] {
+        assert_eq!(take(&mut mesh, node), Default::default(), "given out already");
+    }
+
+    // A manager route takes the prefix, carries two packets, and goes (at all three
+    // nodes) before the next ask: its counts still come, once.
+    add_manager_route(&mut mesh);
+    tun_in(&mut mesh, A, &ipv4([10, 77, 0, 3], &[7; 50]));
+    tun_in(&mut mesh, A, &ipv4([10, 77, 0, 3], &[8; 50]));
+    mesh.settle();
+    let before_removal = node_status(&mesh, B);
+    let forwarded = before_removal
+        .relays
+        .iter()
+        .find(|r| r.in_id == id(110))
+        .unwrap()
+        .packets;
+    assert!(forwarded >= 2);
+    for (node, ids) in [(A, vec![202]), (B, vec![110, 210]), (C, vec![111])] {
+        let changes = ids
+            .into_iter()
+            .map(|n| RuleChange::Remove { in_id: id(n) })
+            .collect();
+        mesh.apply(node, changes).unwrap();
+    }
+    let (a, b, c) = (take(&mut mesh, A), take(&mut mesh, B), take(&mut mesh, C));
+    assert_eq!(a.ends.len(), 1, "{a:?}");
+    assert_eq!(a.ends[0].name, "to-c-2");
+    assert_eq!(a.ends[0].counts.tun_read.packets, 2);
+    assert_eq!(a.ends[0].counts.wire_sent, relay_usage(&b, 110));
+    assert_eq!(relay_usage(&b, 110).packets, forwarded);
+    assert_eq!(c.ends[0].name, "to-a-2");
+    assert_eq!(c.ends[0].counts.tun_written.packets, 2);
+    assert_eq!(c.ends[0].counts.wire_received, relay_usage(&b, 110));
+    for node in [A, B, C] {
+        assert_eq!(take(&mut mesh, node), Default::default(), "given out already");
+    }
+}
