@@ -364,12 +364,7 @@ impl Stack {
     }
 
     /// Count `sent` and `received` app bytes of the stream `s` for the ledger.
-    fn meter(
-        unmetered: &mut Option<ServiceBytes>,
-        s: &Stream,
-        sent: usize,
-        received: usize,
-    ) {
+    fn meter(unmetered: &mut Option<ServiceBytes>, s: &Stream, sent: usize, received: usize) {
         if let Some(map) = unmetered {
             let port = match s.origin {
                 Origin::Dialed => s.info.remote_port,

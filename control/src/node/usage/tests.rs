@@ -97,7 +97,10 @@ fn a_day_adds_up_is_written_0600_and_read_back_after_a_restart() {
     assert_eq!(record.routes.len(), 1);
     let line = &record.routes[0];
     assert_eq!((line.sent.packets, line.sent.bytes), (5, 680));
-    assert_eq!((line.payload_sent.packets, line.payload_sent.bytes), (5, 500));
+    assert_eq!(
+        (line.payload_sent.packets, line.payload_sent.bytes),
+        (5, 500)
+    );
     assert_eq!(record.relays[0].forwarded.packets, 5);
     let apps: Vec<(&str, u64, u64)> = record
         .apps
@@ -136,7 +139,12 @@ fn a_new_day_writes_the_last_one_and_starts_from_zero() {
     // The range is honoured.
     let only = ledger.days(day("2026-12-06"), day("2026-12-06")).unwrap();
     assert_eq!(only.len(), 1);
-    assert!(ledger.days(day("2026-11-01"), day("2026-11-30")).unwrap().is_empty());
+    assert!(
+        ledger
+            .days(day("2026-11-01"), day("2026-11-30"))
+            .unwrap()
+            .is_empty()
+    );
 
     // Added up over the period, by route, peer and app.
     let by_route = report(Key(me), "2026-12-05", "2026-12-06", &days, By::Route);
@@ -157,7 +165,10 @@ fn a_new_day_writes_the_last_one_and_starts_from_zero() {
     assert!(by_app.relayed.is_empty());
     let text = by_route.to_string();
     assert!(text.contains("route to-c to"), "{text}");
-    assert!(text.contains("198.18.1.1:6000 -> 198.18.2.3:6000"), "{text}");
+    assert!(
+        text.contains("198.18.1.1:6000 -> 198.18.2.3:6000"),
+        "{text}"
+    );
     let json: super::report::Report =
         serde_json::from_str(&serde_json::to_string(&by_route).unwrap()).unwrap();
     assert_eq!(json, by_route);
@@ -181,7 +192,10 @@ fn a_damaged_or_foreign_day_file_is_set_aside_and_the_day_starts_from_zero() {
         .collect();
     assert_eq!(aside.len(), 1);
     ledger.add(today, &usage(peer, 1), Instant::now());
-    assert_eq!(ledger.days(today, today).unwrap()[0].routes[0].sent.packets, 1);
+    assert_eq!(
+        ledger.days(today, today).unwrap()[0].routes[0].sent.packets,
+        1
+    );
 
     // Another node's ledger under this node's name.
     let mut theirs = Ledger::open(&dir.0, other, today);

@@ -1209,7 +1209,11 @@ fn usage_is_counted_once_where_it_was_seen_and_given_out_once() {
     assert!(a_end.wire_sent.bytes > data_bytes);
     // Given out once: asked again, nothing new.
     for node in [A, B, C] {
-        assert_eq!(take(&mut mesh, node), Default::default(), "given out already");
+        assert_eq!(
+            take(&mut mesh, node),
+            Default::default(),
+            "given out already"
+        );
     }
 
     // A manager route takes the prefix, carries two packets, and goes (at all three
@@ -1243,6 +1247,10 @@ fn usage_is_counted_once_where_it_was_seen_and_given_out_once() {
     assert_eq!(c.ends[0].counts.tun_written.packets, 2);
     assert_eq!(c.ends[0].counts.wire_received, relay_usage(&b, 110));
     for node in [A, B, C] {
-        assert_eq!(take(&mut mesh, node), Default::default(), "given out already");
+        assert_eq!(
+            take(&mut mesh, node),
+            Default::default(),
+            "given out already"
+        );
     }
 }

@@ -460,15 +460,24 @@ fn usage_checks_its_days_and_says_when_there_is_no_ledger() {
     let up = FakeSource(Some(sample_status()));
     for (line, kind) in [
         // Dates that are not dates, and a period that ends before it starts.
-        (r#"{"id":1,"op":"usage","since":"2026-13-01"}"#, ErrorKind::BadRequest),
-        (r#"{"id":2,"op":"usage","since":20261201}"#, ErrorKind::BadRequest),
+        (
+            r#"{"id":1,"op":"usage","since":"2026-13-01"}"#,
+            ErrorKind::BadRequest,
+        ),
+        (
+            r#"{"id":2,"op":"usage","since":20261201}"#,
+            ErrorKind::BadRequest,
+        ),
         (
             r#"{"id":3,"op":"usage","since":"2026-12-02","until":"2026-12-01"}"#,
             ErrorKind::BadRequest,
         ),
         // A node without a state folder keeps no ledger.
         (r#"{"id":4,"op":"usage"}"#, ErrorKind::Unavailable),
-        (r#"{"id":5,"op":"usage","since":"2026-12-01"}"#, ErrorKind::Unavailable),
+        (
+            r#"{"id":5,"op":"usage","since":"2026-12-01"}"#,
+            ErrorKind::Unavailable,
+        ),
     ] {
         let answer = respond(line.as_bytes(), &up);
         assert!(!answer.close, "{line}");
