@@ -25,6 +25,7 @@ use skywire_control::metrics::MetricsServer;
 use skywire_control::node::ctl::protocol::UsageReply;
 use skywire_control::node::ctl::{self, CtlError, Op, PongReply};
 use skywire_control::node::reload::ReloadSummary;
+use skywire_control::node::usage::Ledger;
 use skywire_control::node::usage::report::{self, By};
 use skywire_dataplane::crypto::PublicKey;
 
@@ -270,11 +271,17 @@ pub(crate) fn reload(args: &ReloadArgs) -> anyhow::Result<ExitCode> {
 /// to), and on app streams (the bytes apps sent and received, by service). The ledger
 /// keeps one file per UTC day in `node.state_dir`, written every 10 s while traffic flows
 /// and when the node stops; `skywire usage` brings it up to date first. The two ends of a
-/// route and its relays agree to the packet, less what a link lost.
+/// route and its relays agree to the packet, less what a link lost. With `--config`, the
+/// files are read directly, for a node that is not running.
 #[derive(Debug, Args)]
 pub(crate) struct UsageArgs {
     #[command(flatten)]
     node: NodeSocket,
+    /// Read the ledger files of the node this config file describes (its `node.state_dir`
+    /// and key) instead of asking the running node; the last seconds before it stopped
+    /// are there only if it stopped cleanly
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// The first day: YYYY-MM-DD (UTC), `today`, `Nd` (N days ago) or `all`
     #[arg(long, value_name = "DAY", default_value = "today", value_parser = parse_day)]
     since: Since,
@@ -304,13 +311,31 @@ fn parse_day(text: &str) -> Result<Since, String> {
 }
 
 pub(crate) fn usage(args: &UsageArgs) -> anyhow::Result<ExitCode> {
-    let reply: UsageReply = ask(
-        &args.node,
-        Op::Usage {
-            since: Some(args.since.0),
-            until: Some(args.until.0),
-        },
-    )?;
+    let (since, until) = (args.since.0, args.until.0);
+    anyhow::ensure!(since <= until, "--since {since} is after --until {until}");
+    let reply: UsageReply = match &args.config {
+        None => ask(
+            &args.node,
+            Op::Usage {
+                since: Some(since),
+                until: Some(until),
+            },
+        )?,
+        Some(path) => {
+            let config = Config::load(path)?;
+            let key = skywire_control::keyfile::load_private_key(&config.node.key)
+                .with_context(|| format!("{}: node.key", config.file.display()))?
+                .public_key();
+            let ledger = Ledger::open(config.node.state_dir(), key, Day::today());
+            let days = ledger.days(since, until)?;
+            UsageReply {
+                node: key,
+                since,
+                until,
+                days,
+            }
+        }
+    };
     let report = report::report(
         Key(reply.node),
         &reply.since.to_string(),

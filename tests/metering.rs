@@ -291,6 +291,14 @@ fn ledgers_of_source_relay_and_destination_agree_under_a_1_gb_iperf3_transfer() 
     let line = record.routes.iter().find(|r| r.route == "to-c").unwrap();
     assert!(line.sent.packets >= a_route.sent.packets && line.sent.bytes >= a_route.sent.bytes);
     assert!(line.sent.packets - a_route.sent.packets < 50, "{line:?}");
+    // With the node stopped, `--config` reads the same files.
+    let out = run_ok(
+        Command::new(skywire_binary())
+            .args(["usage", "--json", "--config"])
+            .arg(hops.a.config_path()),
+    );
+    let offline: Report = serde_json::from_str(&out).unwrap();
+    assert_eq!(route_row(&offline, "to-c").sent, line.sent, "{out}");
     hops.a.start();
     let again = usage(&hops.a, "route");
     let again_route = route_row(&again, "to-c");

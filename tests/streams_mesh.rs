@@ -373,6 +373,40 @@ fn app_streams_cross_the_mesh_intact() {
         gbits(GIB, took)
     );
 
+    // The ledgers' app lines, exact: the bytes the apps wrote and read, by service port,
+    // at both ends (A dialed ports 7 and 9; C listens on them).
+    let apps = |i: usize| -> Vec<(String, u64, u64)> {
+        let (code, out, err) = s.mesh.sky(i, &["usage", "--by", "app", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_owned(),
+                    r["sent"]["bytes"].as_u64().unwrap(),
+                    r["received"]["bytes"].as_u64().unwrap(),
+                )
+            })
+            .filter(|(name, _, _)| name.starts_with("port "))
+            .collect()
+    };
+    // sha256sum's answer: 64 hex digits, "  -", a newline.
+    let hash_line = 68;
+    let hello = "hello over the mesh\n".len() as u64;
+    let want_a = vec![
+        ("port 7".to_owned(), hello, hello),
+        ("port 9".to_owned(), GIB as u64, hash_line),
+    ];
+    let want_c = vec![
+        ("port 7".to_owned(), hello, hello),
+        ("port 9".to_owned(), hash_line, GIB as u64),
+    ];
+    assert_eq!(apps(A), want_a, "A's ledger by app");
+    assert_eq!(apps(C), want_c, "C's ledger by app");
+
     // 1000 streams open at once, 1 MiB each.
     const MIB: usize = 1 << 20;
     let started = Instant::now();

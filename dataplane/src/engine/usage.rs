@@ -171,7 +171,8 @@ pub struct Usage {
     pub streams: Vec<StreamUsage>,
 }
 
-/// At most this many removed route ends and relay rules are kept apart between two asks;
-/// more are added to the last one kept (their traffic still counted, under another
-/// route's name). A node asked every few seconds never comes near it.
+/// At most this many removed route ends and relay rules are kept apart between two asks
+/// (from the start to the first ask, too); more are added to the last one kept (their
+/// traffic still counted, under another route's name). A node asked every few seconds
+/// never comes near it.
 pub const REMOVED_KEPT: usize = 4096;

@@ -284,6 +284,10 @@ struct Listener {
     pending: usize,
 }
 
+/// At most this many (peer key, service port) pairs are metered apart between two asks
+/// for usage; more go under port 0 of their peer.
+pub const SERVICES_METERED: usize = 4096;
+
 /// Bytes apps sent and received, by peer key and service port.
 pub type ServiceBytes = HashMap<(PublicKey, u16), (u64, u64)>;
 
@@ -314,8 +318,8 @@ pub struct Stack {
     /// Bytes per peer key (see [`PeerTraffic`]); `open` is filled in by `status`.
     traffic: HashMap<PublicKey, PeerTraffic>,
     /// Bytes sent and received per peer key and service port since the last
-    /// [`take_usage`](Self::take_usage) (`None` until the first: nobody meters).
-    unmetered: Option<ServiceBytes>,
+    /// [`take_usage`](Self::take_usage), for at most [`SERVICES_METERED`] pairs.
+    unmetered: ServiceBytes,
 }
 
 impl Stack {
@@ -352,28 +356,31 @@ impl Stack {
             egress: Egress::new(buf_len),
             counters: StackCounters::default(),
             traffic: HashMap::new(),
-            unmetered: None,
+            unmetered: HashMap::new(),
         }
     }
 
     /// The bytes apps sent and received, by peer key and service port (the port dialed, or
-    /// the port listened on), since the last call; from now on they are kept until the
-    /// next one.
+    /// the port listened on), since the last call (since the start, at the first).
     pub fn take_usage(&mut self) -> ServiceBytes {
-        self.unmetered.replace(HashMap::new()).unwrap_or_default()
+        std::mem::take(&mut self.unmetered)
     }
 
-    /// Count `sent` and `received` app bytes of the stream `s` for the ledger.
-    fn meter(unmetered: &mut Option<ServiceBytes>, s: &Stream, sent: usize, received: usize) {
-        if let Some(map) = unmetered {
-            let port = match s.origin {
-                Origin::Dialed => s.info.remote_port,
-                Origin::Arrived(_) => s.info.local_port,
-            };
-            let entry = map.entry((s.info.peer, port)).or_default();
-            entry.0 = entry.0.wrapping_add(sent as u64);
-            entry.1 = entry.1.wrapping_add(received as u64);
+    /// Count `sent` and `received` app bytes of the stream `s` for the ledger. Beyond
+    /// [`SERVICES_METERED`] pairs between two asks, a new pair's bytes go under port 0 of
+    /// its peer.
+    fn meter(unmetered: &mut ServiceBytes, s: &Stream, sent: usize, received: usize) {
+        let port = match s.origin {
+            Origin::Dialed => s.info.remote_port,
+            Origin::Arrived(_) => s.info.local_port,
+        };
+        let mut key = (s.info.peer, port);
+        if unmetered.len() >= SERVICES_METERED && !unmetered.contains_key(&key) {
+            key.1 = 0;
         }
+        let entry = unmetered.entry(key).or_default();
+        entry.0 = entry.0.wrapping_add(sent as u64);
+        entry.1 = entry.1.wrapping_add(received as u64);
     }
 
     fn smol(&self, now: Instant) -> SmolInstant {

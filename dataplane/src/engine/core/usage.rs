@@ -2,8 +2,8 @@
 //! A route end keeps its counts at the last ask beside its counters; a relay rule's
 //! counters live in the route table, so its counts at the last ask are kept here by route
 //! id. What a removed end or rule counted after the last ask is set apart when it goes and
-//! handed out at the next ask. Nothing is kept apart until the first ask: a node whose
-//! usage nobody reads keeps nothing growing.
+//! handed out at the next ask, from the start (so the first ask misses nothing); a node
+//! whose usage nobody reads keeps at most [`REMOVED_KEPT`] of them apart.
 
 use std::collections::HashMap;
 
@@ -17,8 +17,6 @@ use crate::wire::RouteId;
 /// The metering state of a node.
 #[derive(Debug, Default)]
 pub(super) struct Metering {
-    /// Asked at least once: from then on, removed ends and rules are set apart.
-    on: bool,
     /// Each relay rule's counts at the last ask.
     relays: HashMap<RouteId, Count>,
     /// Removed since the last ask.
@@ -29,9 +27,6 @@ impl Metering {
     /// A relay rule with `entry` was removed: set apart what it forwarded since the last
     /// ask.
     pub(super) fn relay_removed(&mut self, in_id: RouteId, entry: &Entry, origin: super::Origin) {
-        if !self.on {
-            return;
-        }
         let mark = self.relays.remove(&in_id).unwrap_or_default();
         if let Rule::Forward {
             prev_hop, next_hop, ..
@@ -58,9 +53,6 @@ impl Metering {
 
     /// A route end was removed: set apart what it counted since the last ask.
     pub(super) fn end_removed(&mut self, end: &RouteEnd) {
-        if !self.on {
-            return;
-        }
         let counts = end.counts().since(end.metered);
         if counts.is_zero() {
             return;
@@ -97,7 +89,6 @@ impl NodeCore {
     /// ledger: each call moves the marks. Allocates; called between batches.
     pub fn take_usage(&mut self) -> Usage {
         let metering = &mut self.metering;
-        metering.on = true;
         let mut usage = std::mem::take(&mut metering.gone);
         for end in self.ends.iter_mut() {
             let now = end.counts();
