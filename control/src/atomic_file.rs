@@ -139,9 +139,29 @@ pub fn set_aside(path: &Path) -> io::Result<PathBuf> {
     ))
 }
 
-/// Read a JSON state file: `None` when there is none.
+/// The largest state file read: every file this program writes is far smaller, so a
+/// larger one is not its own, and is refused before it fills the memory.
+pub const MAX_STATE_FILE: u64 = 64 << 20;
+
+/// Read at most [`MAX_STATE_FILE`] bytes of `path`; more is an error.
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(MAX_STATE_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_STATE_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {} MiB: not a state file", MAX_STATE_FILE >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Read a JSON state file (at most [`MAX_STATE_FILE`] bytes): `None` when there is none.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
-    let bytes = match fs::read(path) {
+    let bytes = match read_bounded(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
@@ -293,4 +313,21 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn a_file_larger_than_any_state_is_refused_unread() {
+        let dir = Scratch::new("big");
+        let path = dir.0.join("huge.json");
+        let file = fs::File::create(&path).unwrap();
+        // Sparse: no disk used.
+        file.set_len(MAX_STATE_FILE + 1).unwrap();
+        let err = read_json::<serde_json::Value>(&path).unwrap_err();
+        assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
+        fs::File::create(&path).unwrap().set_len(0).unwrap();
+        assert!(matches!(
+            read_json::<serde_json::Value>(&path),
+            Err(StateError::Parse { .. })
+        ));
+    }
+
 }
