@@ -329,5 +329,4 @@ mod tests {
             Err(StateError::Parse { .. })
         ));
     }
-
 }

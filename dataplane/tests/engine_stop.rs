@@ -25,6 +25,7 @@ fn start() -> engine::RunningEngine {
         offload: true,
         stack: StackSetup::default(),
         fwmark: None,
+        peers: Vec::new(),
     };
     engine::start(&setup).unwrap()
 }

@@ -39,6 +39,7 @@ impl Node {
             offload: true,
             stack: StackSetup::default(),
             fwmark: None,
+            peers: Vec::new(),
         };
         Node {
             engine: engine::start(&setup).unwrap(),

@@ -92,6 +92,7 @@ pub fn node_setup() -> NodeSetup {
         offload: false,
         stack: StackSetup::default(),
         fwmark: None,
+        peers: Vec::new(),
     }
 }
 

@@ -284,6 +284,7 @@ impl NodeConfig {
             offload: self.offload,
             stack: self.apps.stack,
             fwmark: self.fwmark,
+            peers: Vec::new(),
         })
     }
 }

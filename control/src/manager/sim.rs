@@ -140,6 +140,7 @@ impl Sim {
                 offload: false,
                 stack: skywire_dataplane::stack::StackSetup::default(),
                 fwmark: None,
+                peers: Vec::new(),
             };
             let id = mesh
                 .add_node(setup)

@@ -249,7 +249,19 @@ impl Node {
                     })
             })
             .transpose()?;
-        let engine = engine::start(setup)?;
+        let state = state_dir.map(|dir| state::StateFile::load(dir, setup.public_key()));
+        // The peers' initiations from before a restart are the engine's from its first
+        // packet: none captured before the restart is read after it.
+        let restored = state
+            .as_ref()
+            .map(|(_, owned)| owned.peers.iter().map(|&p| p.into()));
+        let engine = match restored {
+            Some(peers) => engine::start(&NodeSetup {
+                peers: peers.collect(),
+                ..setup.clone()
+            })?,
+            None => engine::start(setup)?,
+        };
         let params = AgentParams {
             key: setup.public_key(),
             endpoint: endpoint.unwrap_or(engine.listen),
@@ -267,19 +279,10 @@ impl Node {
                 .collect(),
             accept,
         };
-        let state = state_dir.map(|dir| state::StateFile::load(dir, setup.public_key()));
         let meter = state_dir.map(|dir| {
             let ledger = usage::Ledger::open(dir, setup.public_key(), crate::civil::Day::today());
             usage::Meter::new(ledger, engine.handle.clone())
         });
-        if let Some((_, owned)) = &state
-            && !owned.peers.is_empty()
-        {
-            let accepted = owned.peers.iter().map(|&p| p.into()).collect();
-            // Before the node takes requests; if the engine is already gone, start fails
-            // below anyway.
-            let _ = engine.handle.restore_peers(accepted, RELOAD_TIMEOUT);
-        }
         let (uplink_handle, uplink) = uplink::start(
             engine.handle.clone(),
             setup.private_key.clone(),

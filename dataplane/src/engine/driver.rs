@@ -690,10 +690,6 @@ impl EventLoop {
                 Command::AcceptedInitiations(reply) => {
                     let _ = reply.send(self.core.accepted_initiations());
                 }
-                Command::RestorePeers(accepted, reply) => {
-                    self.core.restore_peers(Instant::now(), &accepted);
-                    let _ = reply.send(());
-                }
                 Command::Apply(changes, reply) => {
                     let result = self.core.apply(Instant::now(), changes);
                     if result.is_ok() {

@@ -40,7 +40,6 @@ pub(crate) enum Command {
     AcceptedInitiations(Sender<Vec<AcceptedInitiation>>),
     TakeUsage(Sender<super::usage::Usage>),
     /// Remember initiations accepted before a restart.
-    RestorePeers(Vec<AcceptedInitiation>, Sender<()>),
     /// Send a link probe.
     Probe(SocketAddr, u64),
     /// Replace the list of neighbours (address and key).
@@ -204,18 +203,6 @@ impl EngineHandle {
     pub fn take_usage(&self, timeout: Duration) -> Result<super::usage::Usage, EngineGone> {
         let (reply, answer) = bounded(1);
         self.send(Command::TakeUsage(reply))?;
-        Self::answer(&answer, timeout)
-    }
-
-    /// Remember initiations accepted before the node restarted; see
-    /// [`NodeCore::restore_peers`](super::NodeCore::restore_peers).
-    pub fn restore_peers(
-        &self,
-        accepted: Vec<AcceptedInitiation>,
-        timeout: Duration,
-    ) -> Result<(), EngineGone> {
-        let (reply, answer) = bounded(1);
-        self.send(Command::RestorePeers(accepted, reply))?;
         Self::answer(&answer, timeout)
     }
 

@@ -126,6 +126,10 @@ pub struct NodeSetup {
     pub offload: bool,
     /// The userspace stack's limits and buffer sizes (apps' streams over routes).
     pub stack: StackSetup,
+    /// The newest initiation accepted from each peer key before a restart (from the
+    /// node's state file): remembered before the first packet, so one captured before the
+    /// restart is refused after it ([`NodeCore::restore_peers`](super::NodeCore::restore_peers)).
+    pub peers: Vec<super::AcceptedInitiation>,
     /// The firewall mark on the node's transport socket, so that policy routing (a VPN
     /// client's table) can let the node's own packets bypass the tunnel; `None` leaves the
     /// socket unmarked.

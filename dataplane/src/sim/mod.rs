@@ -669,6 +669,7 @@ fn bare_setup(addr: SocketAddr) -> Result<NodeSetup, SimError> {
         offload: false,
         stack: crate::stack::StackSetup::default(),
         fwmark: None,
+        peers: Vec::new(),
     })
 }
 

@@ -448,6 +448,7 @@ impl NodeCore {
             route: route.clone(),
             origin: Origin::Config,
         });
+        core.restore_peers(now, &setup.peers);
         core.apply(now, relays.chain(routes).collect())?;
         Ok(core)
     }

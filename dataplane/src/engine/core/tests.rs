@@ -81,6 +81,7 @@ fn three() -> Mesh {
         offload: false,
         stack: crate::stack::StackSetup::default(),
         fwmark: None,
+        peers: Vec::new(),
     };
     let b = NodeSetup {
         private_key: kb,
@@ -104,6 +105,7 @@ fn three() -> Mesh {
         offload: false,
         stack: crate::stack::StackSetup::default(),
         fwmark: None,
+        peers: Vec::new(),
     };
     let c = NodeSetup {
         private_key: kc,
@@ -124,6 +126,7 @@ fn three() -> Mesh {
         offload: false,
         stack: crate::stack::StackSetup::default(),
         fwmark: None,
+        peers: Vec::new(),
     };
     let mut mesh = Mesh::new(Instant::now());
     for setup in [a, b, c] {
@@ -264,6 +267,7 @@ fn duplicate_incoming_ids_are_refused() {
         offload: false,
         stack: crate::stack::StackSetup::default(),
         fwmark: None,
+        peers: Vec::new(),
     };
     let err = NodeCore::new(&setup, addr(2), Instant::now(), Duration::ZERO).unwrap_err();
     assert_eq!(err, SetupError::Rules(ApplyError::InUse(id(1))));
