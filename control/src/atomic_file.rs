@@ -209,30 +209,9 @@ mod tests {
     use std::os::unix::fs::{PermissionsExt, symlink};
 
     use super::*;
+    use crate::local::socket::tests::TempDir;
 
-    /// A fresh folder under the system temp dir, removed on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(tag: &str) -> Self {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "skywire-atomic-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
+        fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -243,7 +222,7 @@ mod tests {
 
     #[test]
     fn writes_replaces_and_leaves_no_temp_file() {
-        let dir = Scratch::new("write");
+        let dir = TempDir::new();
         let path = dir.0.join("state.json");
         write(&path, b"one").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"one");
@@ -256,7 +235,7 @@ mod tests {
 
     #[test]
     fn a_symlink_at_the_path_is_replaced_not_followed() {
-        let dir = Scratch::new("symlink");
+        let dir = TempDir::new();
         let target = dir.0.join("target");
         fs::write(&target, b"precious").unwrap();
         let path = dir.0.join("state.json");
@@ -274,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_missing_folder_is_an_error() {
-        let dir = Scratch::new("missing");
+        let dir = TempDir::new();
         let err = write(&dir.0.join("no/such/state.json"), b"x").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(write(Path::new("/"), b"x").is_err());
@@ -282,7 +261,7 @@ mod tests {
 
     #[test]
     fn set_aside_renames_without_overwriting() {
-        let dir = Scratch::new("aside");
+        let dir = TempDir::new();
         let path = dir.0.join("vpn.json");
         fs::write(&path, b"{broken").unwrap();
         let first = set_aside(&path).unwrap();
@@ -299,7 +278,7 @@ mod tests {
 
     #[test]
     fn json_round_trip_absent_and_parse_errors() {
-        let dir = Scratch::new("json");
+        let dir = TempDir::new();
         let path = dir.0.join("s.json");
         assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), None);
         write_json(&path, &vec![1u32, 2, 3]).unwrap();
@@ -316,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_file_larger_than_any_state_is_refused_unread() {
-        let dir = Scratch::new("big");
+        let dir = TempDir::new();
         let path = dir.0.join("huge.json");
         let file = fs::File::create(&path).unwrap();
         // Sparse: no disk used.

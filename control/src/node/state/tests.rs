@@ -2,34 +2,12 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use skywire_dataplane::crypto::PrivateKey;
 
 use super::*;
+use crate::local::socket::tests::TempDir;
 use crate::manager::proto::Bytes32;
-
-/// A fresh folder under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "skywire-node-state-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A route `key` owns: its id derived from `key` and a nonce of `seed`.
 fn route(key: &PublicKey, seed: u8, dst: u8) -> RouteRequest {
@@ -67,7 +45,7 @@ fn aside(dir: &Path) -> Vec<String> {
 
 #[test]
 fn what_a_node_owns_comes_back_after_a_restart() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let dir = scratch.0.join("state");
     let key = PrivateKey::from_bytes([1; 32]).public_key();
     let (mut file, first) = StateFile::load(&dir, key);
@@ -93,7 +71,7 @@ fn what_a_node_owns_comes_back_after_a_restart() {
 
 #[test]
 fn a_damaged_or_foreign_file_is_set_aside_and_the_node_starts_without_it() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let key = PrivateKey::from_bytes([1; 32]).public_key();
     let path = StateFile::path(&scratch.0, &key);
     for (i, bad) in [
@@ -123,7 +101,7 @@ fn a_damaged_or_foreign_file_is_set_aside_and_the_node_starts_without_it() {
 
 #[test]
 fn routes_whose_id_this_key_cannot_derive_are_not_restored() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     let key = PrivateKey::from_bytes([1; 32]).public_key();
     let other = PrivateKey::from_bytes([2; 32]).public_key();
     let (mut file, _) = StateFile::load(&scratch.0, key);
@@ -140,7 +118,7 @@ fn routes_whose_id_this_key_cannot_derive_are_not_restored() {
 
 #[test]
 fn a_folder_it_cannot_write_is_said_once_and_does_not_stop_the_node() {
-    let scratch = Scratch::new();
+    let scratch = TempDir::new();
     // A file where the folder should be.
     let blocked = scratch.0.join("file");
     fs::write(&blocked, "x").unwrap();

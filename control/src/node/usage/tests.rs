@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use skywire_dataplane::crypto::PrivateKey;
 use skywire_dataplane::engine::Origin;
@@ -11,28 +10,7 @@ use skywire_dataplane::wire::RouteId;
 
 use super::report::{By, report};
 use super::*;
-
-/// A fresh folder under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "skywire-node-usage-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::local::socket::tests::TempDir;
 
 fn key(n: u8) -> PublicKey {
     PrivateKey::from_bytes([n; 32]).public_key()
@@ -81,7 +59,7 @@ fn usage(peer: PublicKey, n: u64) -> Usage {
 
 #[test]
 fn a_day_adds_up_is_written_0600_and_read_back_after_a_restart() {
-    let dir = Scratch::new();
+    let dir = TempDir::new();
     let (me, peer) = (key(1), key(2));
     let now = Instant::now();
     let today = day("2026-12-06");
@@ -119,7 +97,7 @@ fn a_day_adds_up_is_written_0600_and_read_back_after_a_restart() {
 
 #[test]
 fn a_new_day_writes_the_last_one_and_starts_from_zero() {
-    let dir = Scratch::new();
+    let dir = TempDir::new();
     let (me, peer) = (key(1), key(2));
     let now = Instant::now();
     let mut ledger = Ledger::open(&dir.0, me, day("2026-12-05"));
@@ -176,7 +154,7 @@ fn a_new_day_writes_the_last_one_and_starts_from_zero() {
 
 #[test]
 fn a_damaged_or_foreign_day_file_is_set_aside_and_the_day_starts_from_zero() {
-    let dir = Scratch::new();
+    let dir = TempDir::new();
     let (me, other, peer) = (key(1), key(3), key(2));
     let today = day("2026-12-06");
     let folder = Ledger::folder(&dir.0, &me);
@@ -210,7 +188,7 @@ fn a_damaged_or_foreign_day_file_is_set_aside_and_the_day_starts_from_zero() {
 
 #[test]
 fn a_folder_that_cannot_be_written_keeps_the_figures_in_memory() {
-    let dir = Scratch::new();
+    let dir = TempDir::new();
     let (me, peer) = (key(1), key(2));
     // A file where the ledger's folder should be.
     fs::write(Ledger::folder(&dir.0, &me), b"in the way").unwrap();
