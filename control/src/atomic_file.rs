@@ -211,7 +211,7 @@ mod tests {
     use super::*;
     use crate::local::socket::tests::TempDir;
 
-        fn names(dir: &Path) -> Vec<String> {
+    fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

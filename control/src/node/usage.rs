@@ -12,7 +12,8 @@
 //! or relay rule counted before it was removed comes with the next ask, so route churn
 //! loses nothing either.
 //!
-//! Lines are kept by what a person asks about: a route end by its name and peer key, a
+//! Lines are kept by what a person asks about, and stay few under route churn: a route
+//! end by its name and peer key (the manager's routes to a peer added up as [`MANAGED`]), a
 //! relay by the neighbours it forwarded from and to (the relay does not know the route's
 //! end keys), and an app by its service (`tun`: the kernel's traffic through the TUN
 //! device, IP packets; otherwise the stream's service port, stream bytes) and peer key.
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use skywire_dataplane::crypto::PublicKey;
 use skywire_dataplane::engine::usage::{Count, Usage};
-use skywire_dataplane::engine::{EngineGone, EngineHandle};
+use skywire_dataplane::engine::{EngineGone, EngineHandle, Origin};
 
 use crate::atomic_file::{self, StateError};
 use crate::civil::Day;
@@ -47,6 +48,11 @@ pub const TAKE_EVERY: Duration = Duration::from_secs(3);
 /// How often the day's file is written while its figures change (and how long a failed
 /// write waits before the next try).
 pub const SAVE_EVERY: Duration = Duration::from_secs(10);
+
+/// The name under which a day adds up the routes the manager set up to a peer: their own
+/// names (`mgr-<route>`) change with every route and repair, and a line per name would
+/// grow without bound under route churn.
+pub const MANAGED: &str = "manager";
 
 /// The version of the day files this program writes and reads.
 const VERSION: u32 = 1;
@@ -86,7 +92,8 @@ impl From<Count> for Tally {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteLine {
-    /// The route's name.
+    /// The route's name (a configured route's), or [`MANAGED`]: the manager's routes to
+    /// the peer.
     pub route: String,
     /// The node at its far end.
     pub peer: Key,
@@ -174,7 +181,11 @@ impl DayTotals {
     fn add(&mut self, usage: &Usage) {
         for end in &usage.ends {
             let c = end.counts;
-            let line = self.routes.entry((end.name.clone(), end.peer)).or_default();
+            let name = match end.origin {
+                Origin::Config => end.name.clone(),
+                Origin::Manager { .. } => MANAGED.to_owned(),
+            };
+            let line = self.routes.entry((name, end.peer)).or_default();
             for (tally, count) in
                 line.iter_mut()
                     .zip([c.wire_sent, c.wire_received, c.sealed, c.opened])

@@ -180,6 +180,9 @@ impl fmt::Display for Report {
         }
         for row in &self.rows {
             match (&row.name, &row.peer) {
+                (Some(name), Some(peer)) if name == super::MANAGED => {
+                    writeln!(f, "  the manager's routes to {}", peer.0)?;
+                }
                 (Some(name), Some(peer)) => writeln!(f, "  route {name} to {}", peer.0)?,
                 (Some(name), None) => writeln!(f, "  {name}")?,
                 (None, Some(peer)) => writeln!(f, "  peer {}", peer.0)?,

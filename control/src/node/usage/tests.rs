@@ -201,3 +201,31 @@ fn a_folder_that_cannot_be_written_keeps_the_figures_in_memory() {
     assert!(ledger.days(today, today).is_err());
     assert_eq!(ledger.totals.routes.values().next().unwrap()[0].packets, 2);
 }
+
+#[test]
+fn the_managers_routes_to_a_peer_add_up_on_one_line() {
+    let dir = TempDir::new();
+    let (me, peer) = (key(1), key(2));
+    let today = day("2026-12-06");
+    let mut ledger = Ledger::open(&dir.0, me, today);
+    // Route churn: a new manager route (and name) each time, and a configured route.
+    for n in 0..100u64 {
+        let mut u = usage(peer, 1);
+        u.ends[0].name = format!("mgr-{n}");
+        u.ends[0].origin = Origin::Manager {
+            route: n,
+            expire_after: Duration::from_secs(30),
+        };
+        ledger.add(today, &u, Instant::now());
+    }
+    ledger.add(today, &usage(peer, 1), Instant::now());
+    let days = ledger.days(today, today).unwrap();
+    let lines: Vec<(&str, u64)> = days[0]
+        .routes
+        .iter()
+        .map(|r| (r.route.as_str(), r.sent.packets))
+        .collect();
+    assert_eq!(lines, vec![(MANAGED, 100), ("to-c", 1)]);
+    let text = report(Key(me), "2026-12-06", "2026-12-06", &days, By::Route).to_string();
+    assert!(text.contains("the manager's routes to"), "{text}");
+}
