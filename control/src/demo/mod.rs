@@ -26,6 +26,8 @@
 //! signals; it sets [`DemoOptions::interrupted`]) or run the nodes in-process (they are
 //! the real daemon, reached only through their control sockets).
 
+pub mod daemon;
+mod exposition;
 pub mod flood;
 pub mod leak;
 pub mod loopback;
