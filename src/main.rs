@@ -136,7 +136,9 @@ const IN_MEMORY_DEMO_PACKETS: u64 = 100_000;
 /// file and line) and applying only what changed in a good one while a kept route carries
 /// on, RELOADING=1 and READY=1 on SIGHUP, `GET /metrics` read as the Prometheus text
 /// format (and by promtool when installed) with per-route bytes rising, and a route owned
-/// by a node coming back by itself after `kill -9` and a restart (its state file, 0600).
+/// by a node coming back by itself after `kill -9` and a restart (its state file, 0600),
+/// and `skywire usage`: a stream's bytes exactly at both ends, the two ends' ledgers
+/// agreeing to the packet, and the day file after a clean stop.
 ///
 /// `skywire demo flood` shows handshake-flood protection, as root: the same three nodes
 /// and an attacker namespace sending spoofed handshake initiations to C (100 000 a second
@@ -153,8 +155,8 @@ const IN_MEMORY_DEMO_PACKETS: u64 = 100_000;
 #[derive(Debug, Args)]
 struct DemoArgs {
     /// What to show: the VPN data plane (default), `streams` (app streams, no root),
-    /// `socks` (the SOCKS5 proxy, no root), `daemon` (readiness, watchdog, reload, metrics
-    /// and state across restarts, no root), `vpn` (the VPN client and exit, root) or
+    /// `socks` (the SOCKS5 proxy, no root), `daemon` (readiness, watchdog, reload, metrics,
+    /// state across restarts and usage, no root), `vpn` (the VPN client and exit, root) or
     /// `flood` (a handshake flood, root)
     #[arg(value_enum, value_name = "SCENARIO")]
     scenario: Option<DemoScenario>,
@@ -183,8 +185,8 @@ enum DemoScenario {
     Streams,
     /// A SOCKS5 proxy over the mesh, on loopback without root
     Socks,
-    /// The node as a daemon: readiness, watchdog, reload, metrics, state across restarts
-    /// (no root)
+    /// The node as a daemon: readiness, watchdog, reload, metrics, state across restarts,
+    /// usage (no root)
     Daemon,
     /// The VPN: a client through an exit, its leak capture and kill switch (root)
     Vpn,

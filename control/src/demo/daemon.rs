@@ -22,6 +22,10 @@
 //!    to E and keeps it in its state file (0600, in `node.state_dir` inside the demo's
 //!    folder); D is killed with SIGKILL and started again, and the route must come back
 //!    by itself within 5 s.
+//! 5. **Usage ledger**: `skywire usage` at A and B after the stream of step 3: by app,
+//!    the stream's bytes exactly at both ends; by route, what A sent on the wire is what
+//!    B received and the other way round, to the packet; after A's clean stop, its day
+//!    file read with `skywire usage --config` holds the same figures.
 //!
 //! Each step is a function in `STEPS` over the shared `Stage`; they run in order
 //! (steps 2 and 3 use the node A of step 1). Another step is one more function and one
@@ -61,6 +65,8 @@ use crate::node::apps::client::ListenRequest;
 use crate::node::ctl::{self, CtlError, Op, PongReply, StatusReply, request_status};
 use crate::node::reload::ReloadSummary;
 use crate::node::state::StateFile;
+use crate::node::usage::report::{Report, Row};
+use crate::node::usage::{Ledger, Tally};
 use crate::notify;
 
 /// The watchdog period given to A, in microseconds: pings are due every half of it.
@@ -187,7 +193,7 @@ struct Step {
 }
 
 /// The steps, in order (see the module docs).
-const STEPS: [Step; 4] = [
+const STEPS: [Step; 5] = [
     Step {
         title: "readiness and watchdog",
         run: readiness,
@@ -203,6 +209,10 @@ const STEPS: [Step; 4] = [
     Step {
         title: "state across restarts",
         run: restart_state,
+    },
+    Step {
+        title: "usage ledger",
+        run: usage,
     },
 ];
 
@@ -1342,6 +1352,162 @@ impl Drop for NotifyListener {
             let _ = thread.join();
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Usage ledger
+
+/// `skywire usage --json --by BY` at the node on `socket` (or, with `config`, from its
+/// files).
+fn usage_report(
+    stage: &Stage<'_>,
+    socket: &Path,
+    by: &str,
+    config: Option<&Path>,
+) -> Result<Report, String> {
+    let mut args = vec!["usage", "--json", "--by", by];
+    let config_text = config.map(|c| c.display().to_string());
+    if let Some(c) = config_text.as_deref() {
+        args.extend(["--config", c]);
+    }
+    let out = stage.skywire(&args, socket).map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("usage --json: {e}"))
+}
+
+/// The line of `report` for the route to `peer`, or for the app `name`.
+fn row<'r>(report: &'r Report, peer: Option<PublicKey>, name: Option<&str>) -> Option<&'r Row> {
+    report.rows.iter().find(|r| {
+        peer.is_none_or(|k| r.peer.is_some_and(|p| p.0 == k))
+            && name.is_none_or(|n| r.name.as_deref() == Some(n))
+    })
+}
+
+fn tally(t: Option<Tally>) -> String {
+    t.map_or_else(
+        || "?".to_owned(),
+        |t| format!("{} packets, {} bytes", t.packets, t.bytes),
+    )
+}
+
+fn usage(stage: &mut Stage<'_>) -> Result<(), DaemonDemoError> {
+    let (Some((sa, _)), Some((sb, _))) = (stage.running("A")?, stage.running("B")?) else {
+        return Ok(());
+    };
+    let (a, b) = (stage.a.clone(), stage.b.clone());
+    let service = format!("port {STREAM_PORT}");
+    stage.say(&format!(
+        "   $ skywire usage --by app (A, then B): the {} KiB stream of step 3 on {service}",
+        STREAM_BYTES / 1024
+    ))?;
+    let apps = (
+        usage_report(stage, &sa, "app", None),
+        usage_report(stage, &sb, "app", None),
+    );
+    match apps {
+        (Ok(at_a), Ok(at_b)) => {
+            let sent = row(&at_a, None, Some(&service)).map(|r| r.sent.bytes);
+            let got = row(&at_b, None, Some(&service)).map(|r| r.received.bytes);
+            stage.check(
+                sent == Some(STREAM_BYTES) && got == Some(STREAM_BYTES),
+                format!(
+                    "{service}: A's apps sent {} bytes, B's received {}: the stream's {STREAM_BYTES}, exactly",
+                    count_text(sent),
+                    count_text(got)
+                ),
+            )?;
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            stage.check(false, format!("skywire usage --by app: {e}"))?;
+        }
+    }
+    // The route A - B on the wire, both ways. Nothing else uses it now, but a keepalive
+    // may cross between the two asks: then ask again.
+    let mut agreed = None;
+    for _ in 0..5 {
+        let (at_a, at_b) = match (
+            usage_report(stage, &sa, "route", None),
+            usage_report(stage, &sb, "route", None),
+        ) {
+            (Ok(x), Ok(y)) => (x, y),
+            (Err(e), _) | (_, Err(e)) => {
+                stage.check(false, format!("skywire usage: {e}"))?;
+                return Ok(());
+            }
+        };
+        let ab = row(&at_a, Some(b.key), None).map(|r| (r.sent, r.received));
+        let ba = row(&at_b, Some(a.key), None).map(|r| (r.sent, r.received));
+        let same = matches!((ab, ba), (Some((s1, r1)), Some((s2, r2))) if s1 == r2 && r1 == s2);
+        agreed = Some((same, ab, ba));
+        if same {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    if let Some((same, ab, ba)) = agreed {
+        stage.check(
+            same,
+            format!(
+                "on the wire, A -> B: A sent {}, B received {}; B -> A: B sent {}, A received {}",
+                tally(ab.map(|x| x.0)),
+                tally(ba.map(|x| x.1)),
+                tally(ba.map(|x| x.0)),
+                tally(ab.map(|x| x.1)),
+            ),
+        )?;
+    }
+    let text = stage.skywire(&["usage"], &sa);
+    if let Ok(out) = text {
+        let mut lines = String::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = write!(lines, "\n   | {line}");
+        }
+        stage.say(&format!("   $ skywire usage (A){lines}"))?;
+    }
+
+    // A clean stop writes the day file; `--config` reads it without the node.
+    let before = usage_report(stage, &sa, "route", None)
+        .ok()
+        .and_then(|r| row(&r, Some(b.key), None).map(|r| r.sent));
+    let Some(index) = stage.mesh.node("A").map(|(i, _)| i) else {
+        return Ok(());
+    };
+    if let Some(node) = stage.mesh.nodes.get_mut(index) {
+        let _ = node.signal(Signal::TERM);
+        let stopped = wait_for(Duration::from_secs(10), || !node.is_running());
+        if stopped.is_none() {
+            stage.check(false, "A did not stop on SIGTERM within 10 s")?;
+            return Ok(());
+        }
+    }
+    let folder = Ledger::folder(&a.dir.join("state"), &a.key);
+    stage.say(&format!(
+        "   A stopped (SIGTERM); $ skywire usage --config {}  (its files in {})",
+        a.config().display(),
+        folder.display()
+    ))?;
+    match usage_report(stage, &sa, "route", Some(&a.config())) {
+        Ok(offline) => {
+            let after = row(&offline, Some(b.key), None).map(|r| r.sent);
+            stage.check(
+                before.is_some()
+                    && after.is_some_and(|x| {
+                        before.is_some_and(|y| x.packets >= y.packets && x.packets - y.packets < 10)
+                    }),
+                format!(
+                    "A's day file holds what it said while it ran: sent {} then, {} from the file",
+                    tally(before),
+                    tally(after)
+                ),
+            )?;
+        }
+        Err(e) => {
+            stage.check(false, format!("skywire usage --config: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
