@@ -394,9 +394,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let svg_path = args.out.join("bench.svg");
     output_file::check(&json_path)?;
     output_file::check(&svg_path)?;
-    let mut options = bench::BenchOptions::new(
-        std::env::current_exe().context("cannot find this program's path to start the nodes")?,
-    );
+    let mut options = bench::BenchOptions::new(this_program()?);
     options.seconds = args.seconds;
     options.repetitions = usize::try_from(args.repetitions).unwrap_or(3);
     options.relays = args.relays.iter().copied().filter(|&r| r > 0).collect();
@@ -409,10 +407,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     options.soak = args.soak.map(Duration::from_secs);
     options.congestion_control = args.congestion_control.clone();
     options.command = std::env::args().collect::<Vec<_>>().join(" ");
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register(signal, Arc::clone(&options.interrupted))
-            .context("cannot install signal handlers")?;
-    }
+    raise_on_signals(&options.interrupted)?;
     let mut out = io::stdout().lock();
     let report = match bench::run(&mut out, &options) {
         Ok(report) => report,
@@ -444,6 +439,31 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// This program's path, for the demos and the bench to start their nodes with.
+fn this_program() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find this program's path to start the nodes")
+}
+
+/// Make Ctrl-C, SIGTERM and a closed terminal raise `flag` instead of ending the process:
+/// a demo or the bench then stops its nodes and removes its namespaces before it exits.
+fn raise_on_signals(flag: &Arc<std::sync::atomic::AtomicBool>) -> anyhow::Result<()> {
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, Arc::clone(flag))
+            .context("cannot install signal handlers")?;
+    }
+    Ok(())
+}
+
+/// A demo's verdict as its exit code, with the failed checks on standard error.
+fn verdict(name: &str, passed: bool, failed: &[String]) -> ExitCode {
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("skywire: {name}: failed: {}", failed.join("; "));
+        ExitCode::from(EXIT_FAILURE)
+    }
+}
+
 fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     if args.in_memory || args.packets.is_some() {
@@ -471,92 +491,46 @@ fn demo(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         eprintln!("skywire: demo: {}", demo::DemoError::NotRoot);
         return Ok(ExitCode::from(EXIT_PERMISSION));
     }
-    let mut options = demo::DemoOptions::new(
-        std::env::current_exe().context("cannot find this program's path to start the nodes")?,
-    );
+    let mut options = demo::DemoOptions::new(this_program()?);
     options.pings = args.pings;
     options.transfer_bytes = args.mib << 20;
     options.transfer_time = Duration::from_secs(args.seconds);
-    // Ctrl-C, SIGTERM and a closed terminal only raise a flag: the demo then stops its
-    // nodes and removes its namespaces before it exits.
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register(signal, Arc::clone(&options.interrupted))
-            .context("cannot install signal handlers")?;
-    }
+    raise_on_signals(&options.interrupted)?;
     let summary = demo::run(&mut out, &options)?;
-    if summary.passed() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("skywire: demo: failed: {}", summary.failed.join("; "));
-        Ok(ExitCode::from(EXIT_FAILURE))
-    }
+    Ok(verdict("demo", summary.passed(), &summary.failed))
 }
 
 fn demo_streams(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let options = demo::streams::StreamsOptions {
-        node_program: std::env::current_exe()
-            .context("cannot find this program's path to start the nodes")?,
+        node_program: this_program()?,
         bytes: args.mib << 20,
         time: Duration::from_secs(args.seconds),
         interrupted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register(signal, Arc::clone(&options.interrupted))
-            .context("cannot install signal handlers")?;
-    }
+    raise_on_signals(&options.interrupted)?;
     let summary = demo::streams::run(&mut io::stdout().lock(), &options)?;
-    if summary.passed() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!(
-            "skywire: demo streams: failed: {}",
-            summary.failed.join("; ")
-        );
-        Ok(ExitCode::from(EXIT_FAILURE))
-    }
+    Ok(verdict("demo streams", summary.passed(), &summary.failed))
 }
 
 fn demo_socks(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let options = demo::socks::SocksDemoOptions {
-        program: std::env::current_exe()
-            .context("cannot find this program's path to start the nodes")?,
+        program: this_program()?,
         bytes: args.mib << 20,
         interrupted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register(signal, Arc::clone(&options.interrupted))
-            .context("cannot install signal handlers")?;
-    }
+    raise_on_signals(&options.interrupted)?;
     let summary = demo::socks::run(&mut io::stdout().lock(), &options)?;
-    if summary.passed() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("skywire: demo socks: failed: {}", summary.failed.join("; "));
-        Ok(ExitCode::from(EXIT_FAILURE))
-    }
+    Ok(verdict("demo socks", summary.passed(), &summary.failed))
 }
 
 fn demo_daemon() -> anyhow::Result<ExitCode> {
     let options = demo::daemon::DaemonDemoOptions {
-        program: std::env::current_exe()
-            .context("cannot find this program's path to start the nodes")?,
+        program: this_program()?,
         interrupted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
-    // Ctrl-C only raises the flag: the demo then stops what it started before it exits.
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register(signal, Arc::clone(&options.interrupted))
-            .context("cannot install signal handlers")?;
-    }
+    raise_on_signals(&options.interrupted)?;
     let summary = demo::daemon::run(&mut io::stdout().lock(), &options)?;
-    if summary.passed() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!(
-            "skywire: demo daemon: failed: {}",
-            summary.failed().join("; ")
-        );
-        Ok(ExitCode::from(EXIT_FAILURE))
-    }
+    Ok(verdict("demo daemon", summary.passed(), &summary.failed()))
 }
 
 fn demo_vpn() -> anyhow::Result<ExitCode> {
@@ -568,22 +542,12 @@ fn demo_vpn() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_PERMISSION));
     }
     let options = demo::vpn::VpnDemoOptions {
-        program: std::env::current_exe()
-            .context("cannot find this program's path to start the nodes")?,
+        program: this_program()?,
         interrupted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
-    // Ctrl-C only raises the flag: the demo then removes what it started before it exits.
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register(signal, Arc::clone(&options.interrupted))
-            .context("cannot install signal handlers")?;
-    }
+    raise_on_signals(&options.interrupted)?;
     let summary = demo::vpn::run(&mut io::stdout().lock(), &options)?;
-    if summary.passed() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("skywire: demo vpn: failed: {}", summary.failed.join("; "));
-        Ok(ExitCode::from(EXIT_FAILURE))
-    }
+    Ok(verdict("demo vpn", summary.passed(), &summary.failed))
 }
 
 fn demo_flood() -> anyhow::Result<ExitCode> {
@@ -594,21 +558,10 @@ fn demo_flood() -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_PERMISSION));
     }
-    let options = demo::flood::FloodDemoOptions::new(
-        std::env::current_exe().context("cannot find this program's path to start the nodes")?,
-    );
-    // Ctrl-C only raises the flag: the demo then removes what it started before it exits.
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register(signal, Arc::clone(&options.interrupted))
-            .context("cannot install signal handlers")?;
-    }
+    let options = demo::flood::FloodDemoOptions::new(this_program()?);
+    raise_on_signals(&options.interrupted)?;
     let summary = demo::flood::run(&mut io::stdout().lock(), &options)?;
-    if summary.passed() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("skywire: demo flood: failed: {}", summary.failed.join("; "));
-        Ok(ExitCode::from(EXIT_FAILURE))
-    }
+    Ok(verdict("demo flood", summary.passed(), &summary.failed))
 }
 
 fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
