@@ -17,6 +17,7 @@ pub mod cipher;
 pub mod config;
 pub mod control;
 pub mod cookie;
+pub mod exposition;
 pub mod fixtures;
 pub mod impair;
 pub mod node;
@@ -63,6 +64,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("vpn_lease", vpn::vpn_lease),
     ("vpn_state", vpn::vpn_state),
     ("node_state", state::node_state),
+    ("metrics_text", exposition::metrics_text),
     ("cookie_reply", cookie::cookie_reply),
     ("impair_settings", impair::impair_settings),
     ("config_parse", config::config_parse),

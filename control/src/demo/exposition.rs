@@ -8,17 +8,18 @@
 //! (`name{label="value",...} value [timestamp]`, label values with `\\`, `\"` and `\n`
 //! escapes). It is stricter than the format in one way: every sample must belong to the
 //! family the last `# TYPE` line opened, as a scraper groups them (see
-//! [`parse_exposition`]).
+//! [`parse_exposition`]). It reads text from a socket, so it is fuzzed like every reader
+//! (`fuzz/`, target `metrics_text`).
 
 /// One sample of an exposition.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Sample {
+pub struct Sample {
     /// Its metric name.
-    pub(super) name: String,
+    pub name: String,
     /// Its labels, names and values (unescaped), in order.
-    pub(super) labels: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
     /// Its value.
-    pub(super) value: f64,
+    pub value: f64,
 }
 
 impl core::fmt::Display for Sample {
@@ -38,18 +39,18 @@ impl core::fmt::Display for Sample {
 
 /// An exposition read by [`parse_exposition`].
 #[derive(Debug, Default)]
-pub(super) struct Exposition {
+pub struct Exposition {
     /// Families opened by a `# TYPE` line.
-    pub(super) families: usize,
+    pub families: usize,
     /// `# HELP` lines.
-    pub(super) helps: usize,
+    pub helps: usize,
     /// Every sample, in order.
-    pub(super) samples: Vec<Sample>,
+    pub samples: Vec<Sample>,
 }
 
 impl Exposition {
     /// The first sample named `name` (with the label `label`, if given).
-    pub(super) fn find(&self, name: &str, label: Option<(&str, &str)>) -> Option<&Sample> {
+    pub fn find(&self, name: &str, label: Option<(&str, &str)>) -> Option<&Sample> {
         self.samples.iter().find(|s| {
             s.name == name
                 && label.is_none_or(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
@@ -57,7 +58,7 @@ impl Exposition {
     }
 
     /// The value of [`Self::find`]'s sample.
-    pub(super) fn value(&self, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    pub fn value(&self, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
         self.find(name, label).map(|s| s.value)
     }
 }
@@ -65,18 +66,18 @@ impl Exposition {
 /// Why a text is not an exposition, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {problem}")]
-pub(super) struct ExpositionError {
+pub struct ExpositionError {
     /// The line, from 1.
-    pub(super) line: usize,
+    pub line: usize,
     /// What is wrong with it.
-    pub(super) problem: &'static str,
+    pub problem: &'static str,
 }
 
 /// Read `text` as the Prometheus text format (see the module docs). A sample belongs to
 /// the family of the last `# TYPE` line when it has the family's name, or the family's name
 /// and `_bucket`, `_sum` or `_count` for a histogram (`_sum`, `_count` for a summary;
 /// `_total`, `_created` for a counter). The error names the first line that is not right.
-pub(super) fn parse_exposition(text: &str) -> Result<Exposition, ExpositionError> {
+pub fn parse_exposition(text: &str) -> Result<Exposition, ExpositionError> {
     let mut parsed = Exposition::default();
     let mut typed: Vec<String> = Vec::new();
     let mut family: Option<(String, &str)> = None;

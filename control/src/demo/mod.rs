@@ -27,7 +27,7 @@
 //! the real daemon, reached only through their control sockets).
 
 pub mod daemon;
-mod exposition;
+pub mod exposition;
 pub mod flood;
 pub mod leak;
 pub mod loopback;
